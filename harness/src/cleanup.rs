@@ -1,0 +1,154 @@
+//! Removal of everything a run creates.
+//!
+//! Every resource kaspec makes lives inside a network namespace whose name
+//! starts with [`NS_PREFIX`] and carries the run tag: veths, addresses, routes
+//! and nftables rules are inside those namespaces, and server processes run in
+//! them (and carry `KASPEC_RUN_TAG` in their environment). The root namespace
+//! is never changed, so removing our namespaces (after killing the processes
+//! inside them) removes everything and touches nothing else.
+//!
+//! Three paths lead here: a testbed's `Drop` (also during a panic's unwinding),
+//! the Ctrl-C / SIGTERM handler (which cleans every live testbed, then exits
+//! 130), and `kaspec clean` for what a `kill -9` left behind.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cmd;
+
+/// Every namespace kaspec creates starts with this.
+pub const NS_PREFIX: &str = "kaspec-";
+
+/// Live testbeds: tag -> namespace names.
+static LIVE: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+static HANDLER: Once = Once::new();
+
+/// Installs the Ctrl-C / SIGTERM handler once per process.
+pub fn install_signal_handler() {
+    HANDLER.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            eprintln!("kaspec: interrupted, removing this run's namespaces and processes");
+            let live: Vec<(String, Vec<String>)> = match LIVE.lock() {
+                Ok(g) => g.clone().into_iter().collect(),
+                Err(p) => p.into_inner().clone().into_iter().collect(),
+            };
+            for (_, namespaces) in live {
+                remove_namespaces(&namespaces);
+            }
+            std::process::exit(130);
+        });
+    });
+}
+
+/// Where each live run records which process owns its tag, so that
+/// `kaspec clean` never removes the namespaces of a run that is still going.
+pub const OWNER_DIR: &str = "/run/kaspec";
+
+pub(crate) fn register(tag: &str, namespaces: Vec<String>) {
+    install_signal_handler();
+    let _ = std::fs::create_dir_all(OWNER_DIR);
+    let _ = std::fs::write(format!("{OWNER_DIR}/{tag}"), std::process::id().to_string());
+    LIVE.lock().unwrap_or_else(|p| p.into_inner()).insert(tag.to_string(), namespaces);
+}
+
+pub(crate) fn unregister(tag: &str) {
+    let _ = std::fs::remove_file(format!("{OWNER_DIR}/{tag}"));
+    LIVE.lock().unwrap_or_else(|p| p.into_inner()).remove(tag);
+}
+
+/// The tag in a namespace name `kaspec-TAG-ROLE`.
+pub fn tag_of(ns: &str) -> Option<&str> {
+    ns.strip_prefix(NS_PREFIX)?.split('-').next()
+}
+
+/// The live process that owns `tag`, if any (not this process's own).
+fn live_owner(tag: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(format!("{OWNER_DIR}/{tag}")).ok()?.trim().parse().ok()?;
+    (pid != std::process::id() as i32 && kill(Pid::from_raw(pid), None).is_ok() && !is_zombie(pid)).then_some(pid)
+}
+
+/// Pids of the processes living in namespace `ns` (as `ip netns pids`).
+pub fn pids_in(ns: &str) -> Vec<i32> {
+    cmd::run("listing processes", "ip", &["netns", "pids", ns], None)
+        .map(|out| out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process in the namespaces (TERM, then KILL after a grace
+/// period), then deletes the namespaces. Best effort: returns what could not
+/// be removed.
+pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
+    let mut pids: Vec<i32> = namespaces.iter().flat_map(|ns| pids_in(ns)).collect();
+    pids.retain(|p| *p != std::process::id() as i32);
+    for p in &pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGCONT); // a frozen process cannot die of TERM
+        let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pids.is_empty() && Instant::now() < deadline {
+        pids.retain(|p| kill(Pid::from_raw(*p), None).is_ok() && !is_zombie(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in &pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    let mut left = Vec::new();
+    for ns in namespaces {
+        if !cmd::ok("ip", &["netns", "delete", ns]) && existing_namespaces().contains(ns) {
+            left.push(ns.clone());
+        }
+    }
+    left
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false))
+        .unwrap_or(true)
+}
+
+/// Names of all network namespaces known to iproute2 (`/run/netns`).
+pub fn existing_namespaces() -> Vec<String> {
+    match std::fs::read_dir("/run/netns") {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// What `kaspec clean` found and removed.
+#[derive(Debug, Default)]
+pub struct CleanReport {
+    pub namespaces: Vec<String>,
+    pub processes: usize,
+    pub failed: Vec<String>,
+    /// Namespaces left alone because the run that owns them is still alive.
+    pub in_use: Vec<(String, i32)>,
+}
+
+/// Removes every kaspec namespace on this machine whose run is gone (killed,
+/// crashed, or kept with KASPEC_KEEP=1), with the processes inside. Runs that
+/// are still alive — in this process or another — are left alone. Touches
+/// nothing without our prefix.
+pub fn clean_leftovers() -> CleanReport {
+    let live: Vec<String> = LIVE.lock().unwrap_or_else(|p| p.into_inner()).values().flatten().cloned().collect();
+    let mut report = CleanReport::default();
+    for ns in existing_namespaces().into_iter().filter(|n| n.starts_with(NS_PREFIX) && !live.contains(n)) {
+        match tag_of(&ns).and_then(live_owner) {
+            Some(pid) => report.in_use.push((ns, pid)),
+            None => report.namespaces.push(ns),
+        }
+    }
+    report.namespaces.sort();
+    report.processes = report.namespaces.iter().map(|ns| pids_in(ns).len()).sum();
+    report.failed = remove_namespaces(&report.namespaces);
+    let mut tags: Vec<&str> = report.namespaces.iter().filter_map(|n| tag_of(n)).collect();
+    tags.dedup();
+    for t in tags {
+        let _ = std::fs::remove_file(format!("{OWNER_DIR}/{t}"));
+    }
+    report
+}

@@ -1,0 +1,140 @@
+//! Faults applied on the router's forward path, never on an endpoint's own
+//! stack: a drop inside an endpoint's namespace is reported to that endpoint's
+//! TCP as a local error (EPERM/ENOBUFS), which is not what a dead path looks
+//! like. A middle hop that silently drops or resets is.
+
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// The faults of the netns testbed's nftables engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Drop both directions: the path is dead, nobody is told.
+    Blackhole,
+    /// Drop client -> server only.
+    BlackholeUp,
+    /// Drop server -> client only.
+    BlackholeDown,
+    /// Drop both directions and answer each dropped TCP segment with an RST to
+    /// its sender (what a middlebox that lost the flow, or a rebooted peer, does).
+    Reset,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 4] = [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Blackhole => "blackhole",
+            FaultKind::BlackholeUp => "blackhole-up",
+            FaultKind::BlackholeDown => "blackhole-down",
+            FaultKind::Reset => "reset",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            FaultKind::Blackhole => "drop both directions on the router",
+            FaultKind::BlackholeUp => "drop client->server on the router",
+            FaultKind::BlackholeDown => "drop server->client on the router",
+            FaultKind::Reset => "drop both directions on the router and answer with TCP RST",
+        }
+    }
+
+    /// Parses a fault name; the error lists the allowed names.
+    pub fn parse(s: &str) -> Result<FaultKind, String> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown fault `{s}` (allowed: {})", FaultKind::ALL.map(|f| f.name()).join(", ")))
+    }
+
+    /// The nftables rules (for the `faults` chain) that realise this fault on `flow`.
+    pub fn nft_rules(self, flow: &Flow, tag: &str) -> Vec<String> {
+        let up = flow.match_up();
+        let down = flow.match_down();
+        let c = |what: &str| format!("comment \"kaspec {tag} {} {what}\"", self.name());
+        match self {
+            FaultKind::Blackhole => vec![format!("{up} counter drop {}", c("up")), format!("{down} counter drop {}", c("down"))],
+            FaultKind::BlackholeUp => vec![format!("{up} counter drop {}", c("up"))],
+            FaultKind::BlackholeDown => vec![format!("{down} counter drop {}", c("down"))],
+            FaultKind::Reset => vec![
+                format!("{up} counter reject with tcp reset {}", c("up")),
+                format!("{down} counter reject with tcp reset {}", c("down")),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One TCP flow between client and server. A client port of 0 matches every
+/// connection from the client's address to the server's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub client: SocketAddrV4,
+    pub server: SocketAddrV4,
+}
+
+impl Flow {
+    fn match_up(&self) -> String {
+        let mut m = format!("ip saddr {} ip daddr {} tcp dport {}", self.client.ip(), self.server.ip(), self.server.port());
+        if self.client.port() != 0 {
+            m.push_str(&format!(" tcp sport {}", self.client.port()));
+        }
+        m
+    }
+
+    fn match_down(&self) -> String {
+        let mut m = format!("ip saddr {} ip daddr {} tcp sport {}", self.server.ip(), self.client.ip(), self.server.port());
+        if self.client.port() != 0 {
+            m.push_str(&format!(" tcp dport {}", self.client.port()));
+        }
+        m
+    }
+}
+
+/// A fault in force.
+#[derive(Debug, Clone)]
+pub struct AppliedFault {
+    pub kind: FaultKind,
+    /// What applied it (`nftables`).
+    pub engine: String,
+    /// The rules as committed.
+    pub rules: Vec<String>,
+    pub requested_at: Instant,
+    /// Taken after the rule was committed: detection latency counts from here.
+    pub in_force_at: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_the_flow_in_the_right_direction() {
+        let flow = Flow { client: "198.18.0.2:40000".parse().unwrap(), server: "198.19.0.2:1883".parse().unwrap() };
+        let up = FaultKind::BlackholeUp.nft_rules(&flow, "abc123");
+        assert_eq!(up.len(), 1);
+        assert!(up[0].starts_with("ip saddr 198.18.0.2 ip daddr 198.19.0.2 tcp dport 1883 tcp sport 40000 counter drop"));
+        let down = FaultKind::BlackholeDown.nft_rules(&flow, "abc123");
+        assert!(down[0].starts_with("ip saddr 198.19.0.2 ip daddr 198.18.0.2 tcp sport 1883 tcp dport 40000"));
+        assert!(FaultKind::Reset.nft_rules(&flow, "t").iter().all(|r| r.contains("reject with tcp reset")));
+        assert_eq!(FaultKind::Blackhole.nft_rules(&flow, "t").len(), 2);
+    }
+
+    #[test]
+    fn unknown_fault_names_the_allowed_ones() {
+        let e = FaultKind::parse("blakhole").unwrap_err();
+        assert!(e.contains("blakhole") && e.contains("blackhole-down"), "{e}");
+        assert_eq!(FaultKind::parse("reset").unwrap(), FaultKind::Reset);
+    }
+}

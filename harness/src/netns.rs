@@ -1,0 +1,270 @@
+//! The `netns` testbed: three hosts — client, router, server — as Linux
+//! network namespaces joined by veth pairs.
+//!
+//! ```text
+//!  client 198.18.0.2/24 ── kc-TAG | kr-TAG-c 198.18.0.1   router   198.19.0.1 kr-TAG-s | ks-TAG ── server 198.19.0.2/24
+//! ```
+//!
+//! Addresses come from 198.18.0.0/15 (RFC 2544, set aside for benchmarking).
+//! Every testbed has namespaces of its own, so testbeds can reuse the same
+//! addresses and run side by side. Nothing is created in the root namespace:
+//! the veth pairs are created inside the router with their peer moved straight
+//! into the endpoint, and the fault table lives in the router.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::caps::{self, Capabilities};
+use crate::cleanup;
+use crate::cmd;
+use crate::fault::{AppliedFault, FaultKind, Flow};
+use crate::{Error, Result};
+
+/// A short tag that names every resource of one testbed (6 hex digits).
+pub fn new_tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    format!("{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// One isolated network stack with an address.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The namespace name (`kaspec-TAG-ROLE`).
+    pub ns: String,
+    /// This host's address on its link.
+    pub addr: Ipv4Addr,
+}
+
+impl Host {
+    fn ns_file(&self) -> Result<File> {
+        File::open(format!("/run/netns/{}", self.ns)).map_err(|e| Error::io(format!("opening namespace {}", self.ns), e))
+    }
+
+    /// Moves the calling thread into this host's namespace. Sockets the thread
+    /// opens afterwards, and threads it spawns, live there.
+    pub fn enter(&self) -> Result<()> {
+        let f = self.ns_file()?;
+        setns(f.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::io(format!("entering namespace {}", self.ns), e.into()))
+    }
+
+    /// Runs `f` on a new thread that lives in this host's namespace. Returns
+    /// once the thread is inside (or failed to get there: then `f` never runs).
+    pub fn spawn_thread<F, T>(&self, name: &str, f: F) -> Result<NsThread<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let host = self.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || match host.enter() {
+                Ok(()) => {
+                    let _ = tx.send(Ok(()));
+                    Some(f())
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    None
+                }
+            })
+            .map_err(|e| Error::io("spawning a namespace thread", e))?;
+        rx.recv().map_err(|_| Error::Other(format!("thread for {} died before entering it", self.ns)))??;
+        Ok(NsThread { handle, ns: self.ns.clone() })
+    }
+
+    /// Runs `f` to completion on a thread inside this namespace.
+    pub fn run<F, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_thread("kaspec-ns", f)?.join()
+    }
+
+    /// A command that will execute inside this namespace. The child gets
+    /// SIGKILL if the thread that spawned it dies (PR_SET_PDEATHSIG), so a
+    /// killed kaspec does not leave servers behind.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Result<Command> {
+        let f = self.ns_file()?;
+        let mut c = Command::new(program);
+        c.env("KASPEC_RUN_TAG", tag);
+        unsafe {
+            c.pre_exec(move || {
+                setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(c)
+    }
+
+    /// `ip -n NS args...`
+    fn ip(&self, context: &str, args: &[&str]) -> Result<()> {
+        let mut full = vec!["-n", self.ns.as_str()];
+        full.extend_from_slice(args);
+        cmd::run(context, "ip", &full, None).map(|_| ())
+    }
+}
+
+/// A thread running inside a host's namespace.
+pub struct NsThread<T> {
+    handle: std::thread::JoinHandle<Option<T>>,
+    ns: String,
+}
+
+impl<T> NsThread<T> {
+    pub fn join(self) -> Result<T> {
+        match self.handle.join() {
+            Ok(Some(v)) => Ok(v),
+            _ => Err(Error::Other(format!("a thread in namespace {} panicked", self.ns))),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
+/// Three hosts and the router's fault point. Dropping it removes all of it
+/// (unless `KASPEC_KEEP=1`).
+pub struct Testbed {
+    pub tag: String,
+    pub client: Host,
+    pub router: Host,
+    pub server: Host,
+    /// Where server logs of this testbed go.
+    pub run_dir: PathBuf,
+    caps: Capabilities,
+    table: String,
+    keep: bool,
+    faults: Mutex<Vec<AppliedFault>>,
+}
+
+impl Testbed {
+    /// Builds the three namespaces and links. `run_dir` receives server logs.
+    pub fn new(run_dir: &Path) -> Result<Testbed> {
+        caps::require_base()?;
+        let tag = new_tag();
+        let mk = |role: &str, addr: Ipv4Addr| Host { ns: format!("{}{tag}-{role}", cleanup::NS_PREFIX), addr };
+        let client = mk("client", Ipv4Addr::new(198, 18, 0, 2));
+        let router = mk("router", Ipv4Addr::new(198, 18, 0, 1));
+        let server = mk("server", Ipv4Addr::new(198, 19, 0, 2));
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        cleanup::register(&tag, vec![client.ns.clone(), router.ns.clone(), server.ns.clone()]);
+        let keep = std::env::var("KASPEC_KEEP").map(|v| v == "1").unwrap_or(false);
+        let mut tb = Testbed {
+            table: format!("kaspec_{tag}"),
+            tag,
+            client,
+            router,
+            server,
+            run_dir: run_dir.to_path_buf(),
+            caps: Capabilities::default(),
+            keep,
+            faults: Mutex::new(Vec::new()),
+        };
+        // On error, `tb` drops here and removes whatever was built.
+        tb.build()?;
+        tb.caps = caps::detect(&tb.router);
+        Ok(tb)
+    }
+
+    fn build(&self) -> Result<()> {
+        let t = &self.tag;
+        for h in [&self.client, &self.router, &self.server] {
+            cmd::run("creating a namespace", "ip", &["netns", "add", &h.ns], None)?;
+            h.ip("bringing up lo", &["link", "set", "lo", "up"])?;
+        }
+        let (rc, cc, rs, ss) = (format!("kr-{t}-c"), format!("kc-{t}"), format!("kr-{t}-s"), format!("ks-{t}"));
+        for (r_if, peer_if, peer, r_addr) in [
+            (&rc, &cc, &self.client, "198.18.0.1/24"),
+            (&rs, &ss, &self.server, "198.19.0.1/24"),
+        ] {
+            self.router.ip("creating a veth pair", &["link", "add", r_if, "type", "veth", "peer", "name", peer_if, "netns", &peer.ns])?;
+            self.router.ip("addressing the router", &["addr", "add", r_addr, "dev", r_if])?;
+            self.router.ip("bringing up a link", &["link", "set", r_if, "up"])?;
+            let gw = r_addr.split('/').next().unwrap_or_default();
+            peer.ip("addressing a host", &["addr", "add", &format!("{}/24", peer.addr), "dev", peer_if])?;
+            peer.ip("bringing up a link", &["link", "set", peer_if, "up"])?;
+            peer.ip("adding the default route", &["route", "add", "default", "via", gw])?;
+        }
+        cmd::run(
+            "enabling forwarding on the router",
+            "ip",
+            &["netns", "exec", &self.router.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            None,
+        )?;
+        self.nft(
+            "creating the fault table",
+            &format!(
+                "table inet {tb} {{\n  comment \"kaspec run {t}\"\n  chain faults {{\n    type filter hook forward priority 0; policy accept;\n  }}\n}}\n",
+                tb = self.table
+            ),
+        )?;
+        Ok(())
+    }
+
+    fn nft(&self, context: &str, script: &str) -> Result<String> {
+        cmd::run(context, "ip", &["netns", "exec", &self.router.ns, "nft", "-f", "-"], Some(script))
+    }
+
+    /// What the kernel offers (detected once per process in a router namespace).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Applies `kind` to `flow` on the router's forward path. Returns once the
+    /// rule is committed; `in_force_at` is taken after the commit.
+    pub fn apply_fault(&self, kind: FaultKind, flow: &Flow) -> Result<AppliedFault> {
+        let rules = kind.nft_rules(flow, &self.tag);
+        let script: String = rules.iter().map(|r| format!("add rule inet {} faults {r}\n", self.table)).collect();
+        let requested_at = Instant::now();
+        self.nft(&format!("applying fault {kind} on {}", self.router.ns), &script)?;
+        let in_force_at = Instant::now();
+        let applied = AppliedFault { kind, engine: "nftables".into(), rules, requested_at, in_force_at };
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(applied.clone());
+        Ok(applied)
+    }
+
+    /// Removes every fault rule: the path works again.
+    pub fn heal(&self) -> Result<Instant> {
+        self.nft("healing the path", &format!("flush chain inet {} faults\n", self.table))?;
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(Instant::now())
+    }
+
+    /// The namespaces of this testbed.
+    pub fn namespaces(&self) -> Vec<String> {
+        vec![self.client.ns.clone(), self.router.ns.clone(), self.server.ns.clone()]
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kaspec: KASPEC_KEEP=1, keeping testbed {} ({}); `kaspec clean` removes it", self.tag, self.namespaces().join(", "));
+            cleanup::unregister(&self.tag);
+            return;
+        }
+        let left = cleanup::remove_namespaces(&self.namespaces());
+        if !left.is_empty() {
+            eprintln!("kaspec: could not remove namespace(s) {}; run `kaspec clean`", left.join(", "));
+        }
+        cleanup::unregister(&self.tag);
+    }
+}

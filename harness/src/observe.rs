@@ -1,0 +1,230 @@
+//! Socket-level observation through sock_diag (NETLINK_SOCK_DIAG, inet_diag),
+//! the interface `ss` uses. A dump lists the TCP sockets of the namespace the
+//! calling thread is in, so the server-side observer runs on a thread inside
+//! the server's namespace and works for any server without reading its logs.
+
+use std::net::{IpAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+
+use crate::netns::{Host, NsThread};
+use crate::{Error, Result};
+
+/// How often the server-side observer dumps the sockets. Detection times on
+/// that side are exact to within this period.
+pub const POLL_PERIOD: Duration = Duration::from_millis(5);
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "UNKNOWN",
+    }
+}
+
+/// One TCP socket as inet_diag reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub state: u8,
+}
+
+fn v4(ip: IpAddr, port: u16) -> Option<SocketAddrV4> {
+    match ip {
+        IpAddr::V4(a) => Some(SocketAddrV4::new(a, port)),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// A sock_diag socket in the calling thread's namespace.
+pub struct SockDiag {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl SockDiag {
+    pub fn new() -> Result<SockDiag> {
+        let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| Error::io("opening NETLINK_SOCK_DIAG", e))?;
+        sock.bind_auto().map_err(|e| Error::io("binding sock_diag", e))?;
+        sock.connect(&SocketAddr::new(0, 0)).map_err(|e| Error::io("connecting sock_diag", e))?;
+        Ok(SockDiag { sock, buf: vec![0; 64 * 1024] })
+    }
+
+    /// All IPv4 TCP sockets of this namespace.
+    pub fn dump_tcp(&mut self) -> Result<Vec<TcpSocket>> {
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut req = NetlinkMessage::new(
+            hdr,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: AF_INET,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id: SocketId::new_v4(),
+            })
+            .into(),
+        );
+        req.finalize();
+        let mut out = vec![0; req.buffer_len()];
+        req.serialize(&mut out);
+        self.sock.send(&out, 0).map_err(|e| Error::io("sending a sock_diag dump request", e))?;
+        let mut sockets = Vec::new();
+        loop {
+            let n = self.sock.recv(&mut &mut self.buf[..], 0).map_err(|e| Error::io("reading a sock_diag dump", e))?;
+            let mut off = 0;
+            while off < n {
+                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[off..n])
+                    .map_err(|e| Error::Other(format!("malformed sock_diag message: {e}")))?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(sockets),
+                    NetlinkPayload::Error(e) => return Err(Error::Other(format!("sock_diag dump failed: {e:?}"))),
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                        let id = &r.header.socket_id;
+                        if let (Some(local), Some(remote)) =
+                            (v4(id.source_address, id.source_port), v4(id.destination_address, id.destination_port))
+                        {
+                            sockets.push(TcpSocket { local, remote, state: r.header.state });
+                        }
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+}
+
+/// The local end of the one established connection from this namespace to
+/// `remote` (run on a thread inside the namespace, e.g. the client's).
+pub fn local_end_towards(remote: SocketAddrV4) -> Result<SocketAddrV4> {
+    let found: Vec<_> = SockDiag::new()?
+        .dump_tcp()?
+        .into_iter()
+        .filter(|s| s.remote == remote && s.state == 1)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.local),
+        [] => Err(Error::Other(format!("no established connection towards {remote}"))),
+        _ => Err(Error::Other(format!("{} established connections towards {remote}, expected one", found.len()))),
+    }
+}
+
+/// The moment a watched socket stopped being an open connection.
+#[derive(Debug, Clone)]
+pub struct SocketClosed {
+    pub at: Instant,
+    /// The state it was last seen in (`gone` when it left the table).
+    pub state: String,
+}
+
+/// Watches one connection from inside a host: reports the first dump in
+/// which the socket has been closed by its owner or its stack (FIN_WAIT*,
+/// LAST_ACK, CLOSING, TIME_WAIT, CLOSE or gone). CLOSE_WAIT (the peer closed,
+/// the owner has not) does not count.
+pub struct SocketWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<NsThread<Result<Option<SocketClosed>>>>,
+}
+
+impl SocketWatch {
+    /// Starts watching `local <-> remote` inside `host`. Fails if the
+    /// connection is not there to begin with.
+    pub fn start(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<SocketWatch> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let thread = host.spawn_thread("kaspec-sockwatch", move || -> Result<Option<SocketClosed>> {
+            let mut diag = match SockDiag::new() {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(Error::Other(e.to_string())));
+                    return Err(e);
+                }
+            };
+            let find = |d: &mut SockDiag| -> Result<Option<u8>> {
+                Ok(d.dump_tcp()?.into_iter().find(|s| s.local == local && s.remote == remote).map(|s| s.state))
+            };
+            match find(&mut diag) {
+                Ok(Some(1)) => {
+                    let _ = ready_tx.send(Ok(()));
+                }
+                Ok(other) => {
+                    let e = Error::Other(format!(
+                        "server-side observer: connection {local} <-> {remote} is not established ({})",
+                        other.map(tcp_state_name).unwrap_or("not found")
+                    ));
+                    let _ = ready_tx.send(Err(Error::Other(e.to_string())));
+                    return Err(e);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(Error::Other(e.to_string())));
+                    return Err(e);
+                }
+            }
+            while !stop2.load(Ordering::Relaxed) {
+                std::thread::sleep(POLL_PERIOD);
+                let state = find(&mut diag)?;
+                let at = Instant::now();
+                match state {
+                    Some(1) | Some(8) => continue,
+                    Some(s) => return Ok(Some(SocketClosed { at, state: tcp_state_name(s).into() })),
+                    None => return Ok(Some(SocketClosed { at, state: "gone".into() })),
+                }
+            }
+            Ok(None)
+        })?;
+        ready_rx.recv().map_err(|_| Error::Other("server-side observer thread died".into()))??;
+        Ok(SocketWatch { stop, thread: Some(thread) })
+    }
+
+    /// Whether the socket has been closed yet (non-blocking).
+    pub fn is_done(&self) -> bool {
+        self.thread.as_ref().map(|t| t.is_finished()).unwrap_or(true)
+    }
+
+    /// Waits until `deadline` for the close; `None` if it did not happen.
+    pub fn wait(mut self, deadline: Instant) -> Result<Option<SocketClosed>> {
+        while !self.is_done() && Instant::now() < deadline {
+            std::thread::sleep(POLL_PERIOD);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t.join()?,
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for SocketWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

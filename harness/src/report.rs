@@ -1,0 +1,246 @@
+//! The report: a versioned JSON document (one object per result) and its
+//! Markdown rendering. Later renderers (HTML, JUnit) read the same model.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::Capabilities;
+use crate::expect::{ms, Expectation, Verdict};
+use crate::{Error, Result};
+
+/// Bumped on any incompatible change of the JSON shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Implementation {
+    pub name: String,
+    pub version: String,
+}
+
+impl Implementation {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Implementation { name: name.into(), version: version.into() }
+    }
+}
+
+impl std::fmt::Display for Implementation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
+    }
+}
+
+/// One timestamped event of a case run, relative to the fault being in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Milliseconds after the fault was in force (negative: before).
+    pub t_ms: i64,
+    pub what: String,
+}
+
+/// One result: one side of one case under one fault.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseResult {
+    pub case: String,
+    pub protocol: String,
+    /// One-line description of the case.
+    pub description: String,
+    /// The requirement checked, quoted or paraphrased from the spec.
+    pub requirement: String,
+    /// `client` or `server`: whose detection this is.
+    pub side: String,
+    /// The implementation whose detection this is.
+    pub implementation: Implementation,
+    /// The other end.
+    pub peer: Implementation,
+    pub fault: String,
+    /// What applied the fault (`nftables`), or `none`.
+    pub engine: String,
+    /// The effective knobs.
+    pub config: BTreeMap<String, String>,
+    pub detected: bool,
+    /// From fault in force to detection; null if not detected.
+    pub detection_ms: Option<u64>,
+    /// How long the case waited.
+    pub deadline_ms: u64,
+    pub expected: Expectation,
+    pub tolerance_ms: u64,
+    pub verdict: Verdict,
+    pub verdict_detail: String,
+    /// A documented deviation of this implementation (fixtures/deviations.toml).
+    pub known_deviation: Option<String>,
+    /// The error as the library or observer reported it, verbatim.
+    pub error: Option<String>,
+    pub timeline: Vec<Event>,
+}
+
+/// A harness failure: the case could not run as designed. Never a verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunError {
+    pub case: String,
+    pub fault: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Environment {
+    pub kernel: String,
+    pub nft_version: String,
+    /// Fault engines: nftables, netem (with the reason if absent), conntrack.
+    pub engines: BTreeMap<String, String>,
+    pub cpus: usize,
+}
+
+impl Environment {
+    pub fn from_caps(c: &Capabilities) -> Self {
+        let mut engines = BTreeMap::new();
+        engines.insert("nftables".into(), if c.nftables { "available".into() } else { "missing".into() });
+        engines.insert(
+            "netem".into(),
+            if c.netem { "available".into() } else { format!("missing: {}", c.netem_error.clone().unwrap_or_default()) },
+        );
+        engines.insert("conntrack".into(), if c.conntrack { "available".into() } else { "missing".into() });
+        Environment {
+            kernel: c.kernel.clone(),
+            nft_version: c.nft_version.clone(),
+            engines,
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub schema_version: u32,
+    pub kaspec_version: String,
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub testbed: String,
+    pub command: Vec<String>,
+    pub environment: Option<Environment>,
+    pub results: Vec<CaseResult>,
+    pub errors: Vec<RunError>,
+}
+
+impl Report {
+    /// Counts by verdict, in a fixed order.
+    pub fn counts(&self) -> Vec<(Verdict, usize)> {
+        Verdict::ALL.iter().map(|v| (*v, self.results.iter().filter(|r| r.verdict == *v).count())).collect()
+    }
+
+    /// Failures not covered by a documented deviation.
+    pub fn unexpected_failures(&self) -> usize {
+        self.results.iter().filter(|r| r.verdict == Verdict::Fail && r.known_deviation.is_none()).count()
+    }
+
+    /// 0 all good, 1 a fail, 2 a harness error.
+    pub fn exit_code(&self) -> i32 {
+        if !self.errors.is_empty() {
+            2
+        } else if self.unexpected_failures() > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Other(format!("serialising the report: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    pub fn read_json(path: &Path) -> Result<Report> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not a kaspec report: {e}", path.display())))
+    }
+
+    /// A one-line summary: `12 results: 9 pass, 1 fail, ...`.
+    pub fn summary_line(&self) -> String {
+        let parts: Vec<String> =
+            self.counts().into_iter().filter(|(_, n)| *n > 0).map(|(v, n)| format!("{n} {v}")).collect();
+        let mut s = format!("{} results: {}", self.results.len(), if parts.is_empty() { "none".into() } else { parts.join(", ") });
+        let known = self.results.iter().filter(|r| r.verdict == Verdict::Fail && r.known_deviation.is_some()).count();
+        if known > 0 {
+            let _ = write!(s, " ({known} fail are documented deviations)");
+        }
+        if !self.errors.is_empty() {
+            let _ = write!(s, "; {} harness error(s)", self.errors.len());
+        }
+        s
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut m = String::new();
+        let _ = writeln!(m, "# kaspec report {}\n", self.run_id);
+        let _ = writeln!(m, "- kaspec {} (report schema {}), testbed `{}`", self.kaspec_version, self.schema_version, self.testbed);
+        let _ = writeln!(m, "- started {}, finished {}", self.started_at, self.finished_at);
+        let _ = writeln!(m, "- command: `{}`", self.command.join(" "));
+        if let Some(env) = &self.environment {
+            let engines: Vec<String> = env.engines.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = writeln!(m, "- kernel {}, {} CPUs, {}; fault engines — {}", env.kernel, env.cpus, env.nft_version, engines.join("; "));
+        }
+        let _ = writeln!(m, "- detection is measured from the moment the fault rule is committed; tolerance ±{} ms\n", crate::expect::TOLERANCE_MS);
+        let _ = writeln!(m, "**{}**\n", self.summary_line());
+        let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | verdict |");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
+        for r in &self.results {
+            let measured = match r.detection_ms {
+                Some(v) => ms(v),
+                None if r.verdict == Verdict::Unsupported => "—".into(),
+                None => format!("none in {}", ms(r.deadline_ms)),
+            };
+            let verdict = match (&r.known_deviation, r.verdict) {
+                (Some(_), Verdict::Fail) => "**fail** (known deviation)".to_string(),
+                (_, Verdict::Fail) => "**fail**".to_string(),
+                (_, v) => v.to_string(),
+            };
+            let _ = writeln!(
+                m,
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
+                r.case,
+                r.fault,
+                r.side,
+                r.implementation,
+                measured,
+                r.expected.describe(),
+                verdict
+            );
+        }
+        let _ = writeln!(m, "\n## Details\n");
+        for r in &self.results {
+            let _ = writeln!(m, "### `{}` — {} — {} side\n", r.case, r.fault, r.side);
+            let _ = writeln!(m, "{}\n", r.description);
+            let _ = writeln!(m, "- requirement: {} ({})", r.requirement, r.expected.spec);
+            let _ = writeln!(m, "- {} against {}; fault by {}", r.implementation, r.peer, r.engine);
+            let cfg: Vec<String> = r.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(m, "- config: `{}`", cfg.join(" "));
+            let _ = writeln!(m, "- expectation: {}", r.expected.formula);
+            let _ = writeln!(m, "- verdict: **{}** — {}", r.verdict, r.verdict_detail);
+            if let Some(d) = &r.known_deviation {
+                let _ = writeln!(m, "- known deviation: {d}");
+            }
+            if let Some(e) = &r.error {
+                let _ = writeln!(m, "- error: `{}`", e.replace('`', "'"));
+            }
+            if !r.timeline.is_empty() {
+                let tl: Vec<String> = r.timeline.iter().map(|e| format!("{:+} ms {}", e.t_ms, e.what)).collect();
+                let _ = writeln!(m, "- timeline: {}", tl.join("; "));
+            }
+            let _ = writeln!(m);
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(m, "## Harness errors\n");
+            for e in &self.errors {
+                let _ = writeln!(m, "- `{}` ({}): {}", e.case, e.fault, e.message.replace('\n', " "));
+            }
+        }
+        m
+    }
+
+    pub fn write_markdown(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_markdown()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+}

@@ -1,0 +1,120 @@
+//! Real server processes, run inside the server host, with their output
+//! captured into the run folder and readiness checked by connecting (from the
+//! client host, through the router: the path the case will use).
+
+use std::fs::File;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::netns::{Host, Testbed};
+use crate::{Error, Result};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// Short name for logs and errors (`mosquitto`, `kaspec-tcp`).
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Where it listens; readiness = a TCP connect to this succeeds.
+    pub addr: SocketAddrV4,
+    /// How long it may take to become ready.
+    pub ready_within: Duration,
+}
+
+/// A running server. Dropping it stops it (TERM, then KILL).
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddrV4,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Server {
+    /// Starts `spec` in the testbed's server host; returns once it accepts
+    /// connections from the client host, or fails with the log tail.
+    pub fn start(tb: &Testbed, spec: &ServerSpec) -> Result<Server> {
+        let logs = tb.run_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| Error::io(format!("creating {}", logs.display()), e))?;
+        let log = logs.join(format!("{}-{}.log", spec.name, tb.tag));
+        let out = File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let err = out.try_clone().map_err(|e| Error::io("duplicating a log handle", e))?;
+        let child = tb
+            .server
+            .command(&spec.program, &tb.tag)?
+            .args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {} ({})", spec.name, spec.program.display()), e))?;
+        let mut server = Server { name: spec.name.clone(), addr: spec.addr, log, child };
+        let started = Instant::now();
+        let deadline = started + spec.ready_within;
+        loop {
+            if let Some(status) = server.child.try_wait().map_err(|e| Error::io("checking a server", e))? {
+                return Err(server.not_ready(started, &format!(" exited with {status};")));
+            }
+            if connects_from(&tb.client, spec.addr)? {
+                return Ok(server);
+            }
+            if Instant::now() >= deadline {
+                return Err(server.not_ready(started, ""));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn not_ready(&self, started: Instant, how: &str) -> Error {
+        Error::ServerNotReady {
+            name: self.name.clone(),
+            addr: self.addr.to_string(),
+            waited_ms: started.elapsed().as_millis(),
+            log: self.log.display().to_string(),
+            tail: format!("{how} log tail:\n{}", log_tail(&self.log, 15)),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of this server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a TCP connect from `host` to `addr` succeeds within 200 ms.
+fn connects_from(host: &Host, addr: SocketAddrV4) -> Result<bool> {
+    host.run(move || std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok())
+}
+
+/// The last `lines` lines of a file (empty if unreadable).
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}

@@ -1,0 +1,146 @@
+//! Cases: what each one checks, which faults it takes, and how a measurement
+//! becomes a result.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kaspec_harness::expect::{judge, Expectation, TOLERANCE_MS};
+use kaspec_harness::fault::FaultKind;
+use kaspec_harness::report::{CaseResult, Event, Implementation};
+
+use crate::config::Config;
+use crate::deviations::Deviation;
+
+/// One case. Its id is permanent: `<protocol>/<spec>-<section>/<n>`.
+pub struct CaseDef {
+    pub id: &'static str,
+    pub protocol: &'static str,
+    /// Where the requirement comes from, e.g. `RFC 1122 §4.2.3.6`.
+    pub spec: &'static str,
+    /// One line: what the case does.
+    pub description: &'static str,
+    /// The requirement it checks.
+    pub requirement: &'static str,
+    /// Faults this case can take; any other is reported `unsupported`.
+    pub faults: &'static [FaultKind],
+    pub run: fn(&Ctx, &CaseDef, FaultKind) -> kaspec_harness::Result<Vec<CaseResult>>,
+    /// The longest one run of the case may take with this configuration
+    /// (for progress output; each wait inside has its own deadline).
+    pub budget: fn(&Config) -> Duration,
+}
+
+/// How to start our own servers (`kaspec serve ...` or the `kaspec-serve` binary).
+#[derive(Debug, Clone)]
+pub struct ServeCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Everything a case run needs besides the testbed it builds.
+pub struct Ctx {
+    pub config: Config,
+    /// The run folder: server logs go to `run_dir/logs`.
+    pub run_dir: PathBuf,
+    /// The `fixtures/` folder (server configs, deviations).
+    pub fixtures: PathBuf,
+    pub serve: ServeCommand,
+    pub deviations: Vec<Deviation>,
+}
+
+/// Every case, in a stable order.
+pub fn all() -> Vec<&'static CaseDef> {
+    crate::tcp::CASES.iter().chain(crate::mqtt::CASES.iter()).collect()
+}
+
+/// The cases whose id starts with any of `prefixes` (all if none). A prefix
+/// that selects nothing is an error naming it and the protocols there are.
+pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
+    let cases = all();
+    for p in prefixes {
+        if !cases.iter().any(|c| c.id.starts_with(p.as_str())) {
+            let mut protocols: Vec<&str> = cases.iter().map(|c| c.protocol).collect();
+            protocols.dedup();
+            return Err(format!(
+                "no case id starts with `{p}` (protocols: {}; `kaspec list` shows every id)",
+                protocols.iter().map(|p| format!("{p}/")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(cases.into_iter().filter(|c| prefixes.is_empty() || prefixes.iter().any(|p| c.id.starts_with(p.as_str()))).collect())
+}
+
+/// Milliseconds from `t0` to `t` (negative if before).
+pub fn rel_ms(t0: Instant, t: Instant) -> i64 {
+    if t >= t0 {
+        (t - t0).as_millis() as i64
+    } else {
+        -((t0 - t).as_millis() as i64)
+    }
+}
+
+/// `d` in whole milliseconds.
+pub fn ms_of(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// One side's measurement, before judging.
+pub struct SideOutcome {
+    pub side: &'static str,
+    pub implementation: Implementation,
+    pub peer: Implementation,
+    pub expected: Expectation,
+    pub detected_at: Option<Instant>,
+    pub error: Option<String>,
+    pub deadline_ms: u64,
+}
+
+/// What one case run shares between its sides.
+pub struct RunFacts<'a> {
+    pub case: &'a CaseDef,
+    pub fault: FaultKind,
+    pub engine: String,
+    pub config: BTreeMap<String, String>,
+    pub t0: Instant,
+    /// Events before judging (last activity, probes seen, ...).
+    pub timeline: Vec<(Instant, String)>,
+}
+
+impl RunFacts<'_> {
+    /// Judges one side and builds its result.
+    pub fn result(&self, o: SideOutcome, deviations: &[Deviation]) -> CaseResult {
+        let detection_ms = o.detected_at.map(|t| rel_ms(self.t0, t).max(0) as u64);
+        let j = judge(&o.expected, detection_ms, o.deadline_ms);
+        let mut timeline: Vec<(Instant, String)> = self.timeline.clone();
+        timeline.push((self.t0, format!("fault {} in force", self.fault)));
+        if let Some(t) = o.detected_at {
+            timeline.push((t, format!("{} side detected", o.side)));
+        }
+        timeline.sort_by_key(|(t, _)| *t);
+        let known_deviation = (j.verdict == kaspec_harness::expect::Verdict::Fail)
+            .then(|| crate::deviations::explain(deviations, self.case.id, o.side, &o.implementation.name, &o.expected, detection_ms))
+            .flatten();
+        CaseResult {
+            case: self.case.id.to_string(),
+            protocol: self.case.protocol.to_string(),
+            description: self.case.description.to_string(),
+            requirement: self.case.requirement.to_string(),
+            side: o.side.to_string(),
+            implementation: o.implementation,
+            peer: o.peer,
+            fault: self.fault.name().to_string(),
+            engine: self.engine.clone(),
+            config: self.config.clone(),
+            detected: detection_ms.is_some(),
+            detection_ms,
+            deadline_ms: o.deadline_ms,
+            expected: o.expected,
+            tolerance_ms: TOLERANCE_MS,
+            verdict: j.verdict,
+            verdict_detail: j.detail,
+            known_deviation,
+            error: o.error,
+            timeline: timeline.into_iter().map(|(t, what)| Event { t_ms: rel_ms(self.t0, t), what }).collect(),
+        }
+    }
+}

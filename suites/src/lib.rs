@@ -1,0 +1,22 @@
+//! kaspec-suites: one module per protocol; every case cites its spec section,
+//! states the requirement it checks and computes its expectation from the
+//! configuration, with the formula written out.
+//!
+//! - [`config`]: the client knobs (`--set`, TOML profiles).
+//! - [`case`]: case metadata, selection by id prefix, building results.
+//! - [`tcp`]: TCP keep-alive through socket2 against our echo server.
+//! - [`mqtt`]: rumqttc against a real Mosquitto.
+//! - [`runner`]: runs a selection of cases × faults into a report.
+//! - [`deviations`]: documented deviations of implementations (fixtures).
+
+pub mod case;
+pub mod config;
+pub mod deviations;
+pub mod linux;
+pub mod mqtt;
+pub mod runner;
+pub mod serve;
+pub mod tcp;
+
+pub use case::{CaseDef, Ctx};
+pub use config::Config;

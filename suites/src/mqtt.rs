@@ -1,0 +1,336 @@
+//! MQTT 3.1.1 Keep Alive (§3.1.2.10): rumqttc against a real Mosquitto in the
+//! server host, configured from `fixtures/mosquitto/kaspec.conf`.
+//!
+//! rumqttc 0.24's algorithm (src/eventloop.rs `select`, src/state.rs
+//! `outgoing_ping`), from which the client window is derived: a timer fires
+//! every K from CONNACK, whatever the traffic; each firing sends PINGREQ,
+//! unless the previous PINGREQ is still unanswered, in which case the event
+//! loop fails with `StateError::AwaitPingResp`. So a path that dies after the
+//! PINGREQ at t_p is detected at t_p + 2K, i.e. in (K, 2K] after the fault.
+//!
+//! The server side is judged against the spec, whatever this broker does:
+//! "If the Keep Alive value is non-zero and the Server does not receive a
+//! Control Packet from the Client within one and a half times the Keep Alive
+//! time period, it MUST disconnect the Network Connection to the Client as if
+//! the network had failed" [MQTT-3.1.2-24].
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kaspec_harness::caps::require_program;
+use kaspec_harness::expect::{Expectation, Level};
+use kaspec_harness::fault::{FaultKind, Flow};
+use kaspec_harness::netns::Testbed;
+use kaspec_harness::observe::{local_end_towards, SocketWatch};
+use kaspec_harness::report::{CaseResult, Implementation};
+use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::{Error, Result};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
+
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::config::Config;
+
+pub const PORT: u16 = 1883;
+
+pub static CASES: [CaseDef; 1] = [CaseDef {
+    id: "mqtt/3.1.1-3.1.2.10/1",
+    protocol: "mqtt",
+    spec: "MQTT 3.1.1 §3.1.2.10",
+    description: "Idle client with Keep Alive K; the path fails halfway between two PINGREQs: the client misses a PINGRESP, the broker stops hearing the client.",
+    requirement: "Client: close when PINGRESP does not come in a reasonable time (SHOULD; window from rumqttc's algorithm). Server: disconnect a client not heard from for 1.5 × K [MQTT-3.1.2-24] (MUST)",
+    faults: &FaultKind::ALL,
+    run: run_idle,
+    budget,
+}];
+
+fn budget(c: &Config) -> Duration {
+    let k = c.mqtt.keep_alive.max(Duration::from_secs(2));
+    // connect, one ping cycle, half a period of idle, then 3 × 2K.
+    Duration::from_secs(3) + k + k / 2 + 6 * k
+}
+
+pub fn client_implementation() -> Implementation {
+    Implementation::new("rumqttc", env!("KASPEC_VERSION_RUMQTTC"))
+}
+
+/// `mosquitto -h` prints `mosquitto version X.Y.Z` first.
+pub fn broker_implementation(program: &std::path::Path) -> Implementation {
+    let out = std::process::Command::new(program).arg("-h").output();
+    let version = out
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines().find_map(|l| l.strip_prefix("mosquitto version ").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Implementation::new("mosquitto", version)
+}
+
+pub fn broker_config(fixtures: &std::path::Path) -> PathBuf {
+    fixtures.join("mosquitto/kaspec.conf")
+}
+
+/// Client-side expectation: `since_ping_ms` = t0 − the last PINGREQ.
+pub fn client_expectation(k: Duration, fault: FaultKind, since_ping_ms: u64) -> Expectation {
+    let k = ms_of(k);
+    if k == 0 {
+        return Expectation::not_detected("Keep Alive 0: rumqttc never pings", "MQTT 3.1.1 §3.1.2.10");
+    }
+    let spec = "MQTT 3.1.1 §3.1.2.10 + rumqttc keep-alive algorithm";
+    if fault == FaultKind::Reset {
+        let d = k.saturating_sub(since_ping_ms);
+        return Expectation::window(
+            d,
+            d,
+            format!("the next PINGREQ (K after the last) is answered by RST: K − {since_ping_ms} = {k} − {since_ping_ms} = {d} ms"),
+            spec,
+            Level::Should,
+        );
+    }
+    let d = (2 * k).saturating_sub(since_ping_ms);
+    Expectation::window(
+        d,
+        d,
+        format!("AwaitPingResp at the tick after the unanswered PINGREQ: 2K − (t0 − last PINGREQ) = 2×{k} − {since_ping_ms} = {d} ms (within (K, 2K])"),
+        spec,
+        Level::Should,
+    )
+}
+
+/// Server-side expectation: `since_heard_ms` = t0 − the last packet the
+/// broker received from the client; `client_gives_up_ms` = when the client
+/// closes (only matters when its FIN can still reach the broker).
+pub fn server_expectation(k: Duration, fault: FaultKind, since_heard_ms: u64, client_gives_up_ms: Option<u64>) -> Expectation {
+    let k = ms_of(k);
+    if k == 0 {
+        return Expectation::not_detected("Keep Alive 0: the server has no keep-alive duty", "MQTT 3.1.1 §3.1.2.10");
+    }
+    if fault == FaultKind::BlackholeDown {
+        // PINGREQs still reach the broker: it is not silent-client territory.
+        return match client_gives_up_ms {
+            Some(d) => Expectation::window(
+                d,
+                d,
+                format!("PINGREQs still reach the broker; it learns when the client closes and its FIN passes the one-way blackhole (+{d} ms)"),
+                "MQTT 3.1.1 §3.1.2.10",
+                Level::Info,
+            ),
+            None => Expectation::not_detected("PINGREQs still reach the broker and the client never closes", "MQTT 3.1.1 §3.1.2.10"),
+        };
+    }
+    let lo = k.saturating_sub(since_heard_ms);
+    let hi = (3 * k / 2).saturating_sub(since_heard_ms);
+    Expectation::window(
+        lo,
+        hi,
+        format!(
+            "disconnect after 1.5 × K of silence, not before K: [K, 1.5K] − (t0 − last client packet) = [{k}, {}] − {since_heard_ms} ms",
+            3 * k / 2
+        ),
+        "MQTT 3.1.1 §3.1.2.10 [MQTT-3.1.2-24]",
+        Level::Must,
+    )
+}
+
+struct Ready {
+    local: SocketAddrV4,
+    /// The last PINGREQ (or CONNECT) the client sent.
+    last_out: Instant,
+}
+
+struct ClientEnd {
+    failed_at: Option<Instant>,
+    error: Option<String>,
+    events: Vec<(Instant, String)>,
+}
+
+/// The client: connect, wait for one PINGREQ/PINGRESP round (steady state),
+/// report ready, then keep polling until the event loop fails or `stop` fires.
+fn client(
+    broker: SocketAddrV4,
+    id: String,
+    k: Duration,
+    ready: mpsc::Sender<std::result::Result<Ready, String>>,
+    stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> Option<ClientEnd> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let mut opts = MqttOptions::new(id, broker.ip().to_string(), broker.port());
+        opts.set_keep_alive(k).set_clean_session(true);
+        let (_client, mut ev) = AsyncClient::new(opts, 10);
+        let mut events: Vec<(Instant, String)> = Vec::new();
+        let mut last_out = Instant::now();
+        let mut ready_tx = Some(ready);
+        let mut stop_at = stop_at;
+        let setup_deadline = Instant::now() + Duration::from_secs(5) + 2 * k;
+        loop {
+            let stop = *stop_at.borrow();
+            let limit = match (&ready_tx, stop) {
+                (Some(_), _) => setup_deadline,
+                (None, Some(t)) => t,
+                (None, None) => Instant::now() + Duration::from_secs(3600),
+            };
+            let polled = tokio::select! {
+                r = tokio::time::timeout_at(limit.into(), ev.poll()) => r,
+                _ = stop_at.changed() => continue,
+            };
+            let now = Instant::now();
+            match polled {
+                Err(_) => {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(Err("rumqttc did not connect and complete a ping round in time".into()));
+                        return None;
+                    }
+                    return Some(ClientEnd { failed_at: None, error: None, events });
+                }
+                Ok(Err(e)) => {
+                    events.push((now, "rumqttc event loop failed".into()));
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(Err(format!("rumqttc failed before the fault: {e}")));
+                        return None;
+                    }
+                    return Some(ClientEnd { failed_at: Some(now), error: Some(format!("rumqttc::ConnectionError::{e:?}: {e}")), events });
+                }
+                Ok(Ok(event)) => {
+                    let steady = match &event {
+                        Event::Incoming(Packet::ConnAck(_)) => {
+                            events.push((now, "CONNACK received".into()));
+                            k.is_zero()
+                        }
+                        Event::Outgoing(Outgoing::PingReq) => {
+                            last_out = now;
+                            events.push((now, "PINGREQ sent".into()));
+                            false
+                        }
+                        Event::Incoming(Packet::PingResp) => {
+                            events.push((now, "PINGRESP received".into()));
+                            true
+                        }
+                        _ => false,
+                    };
+                    if steady {
+                        if let Some(tx) = ready_tx.take() {
+                            let r = local_end_towards(broker)
+                                .map(|local| Ready { local, last_out })
+                                .map_err(|e| e.to_string());
+                            let failed = r.is_err();
+                            let _ = tx.send(r);
+                            if failed {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let program = require_program("mosquitto", "mosquitto")?;
+    let conf = broker_config(&ctx.fixtures);
+    if !conf.is_file() {
+        return Err(Error::Other(format!("broker configuration {} is missing", conf.display())));
+    }
+    let broker_impl = broker_implementation(&program);
+    let k = ctx.config.mqtt.keep_alive;
+    let tb = Testbed::new(&ctx.run_dir)?;
+    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let _broker = Server::start(
+        &tb,
+        &ServerSpec {
+            name: "mosquitto".into(),
+            program,
+            args: vec!["-c".into(), conf.display().to_string()],
+            addr,
+            ready_within: Duration::from_secs(10),
+        },
+    )?;
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let id = format!("kaspec-{}", tb.tag);
+    let client_thread = tb.client.spawn_thread("kaspec-mqtt-client", move || client(addr, id, k, ready_tx, stop_rx))?;
+    let ready = ready_rx
+        .recv_timeout(Duration::from_secs(10) + 3 * k)
+        .map_err(|_| Error::Other("mqtt client thread did not report".into()))?
+        .map_err(Error::Other)?;
+    let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+
+    // Let the path die halfway between two PINGREQs.
+    let fault_at = ready.last_out + k / 2;
+    if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr })?;
+    let t0 = applied.in_force_at;
+    let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
+
+    let nominal = client_expectation(k, fault, since_ms);
+    let deadline_ms = nominal.deadline_ms(10_000).max(server_expectation(k, FaultKind::Blackhole, since_ms, None).deadline_ms(10_000));
+    let deadline = t0 + Duration::from_millis(deadline_ms);
+    let _ = stop_tx.send(Some(deadline));
+    let server_closed = watch.wait(deadline)?;
+    let end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+
+    let client_gave_up = end.failed_at.map(|t| rel_ms(t0, t).max(0) as u64);
+    // The last PINGREQ before the fault (the client's last packet the broker got).
+    let last_before = end.events.iter().filter(|(t, w)| *t < t0 && w == "PINGREQ sent").map(|(t, _)| *t).last().unwrap_or(ready.last_out);
+    let since_ms = rel_ms(last_before, t0).max(0) as u64;
+    let mut timeline = end.events;
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("broker socket {}", c.state)));
+    }
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config: ctx.config.effective("mqtt."), t0, timeline };
+    Ok(vec![
+        facts.result(
+            SideOutcome {
+                side: "client",
+                implementation: client_implementation(),
+                peer: broker_impl.clone(),
+                expected: client_expectation(k, fault, since_ms),
+                detected_at: end.failed_at,
+                error: end.error,
+                deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+        facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: broker_impl,
+                peer: client_implementation(),
+                expected: server_expectation(k, fault, since_ms, client_gave_up),
+                detected_at: server_closed.as_ref().map(|c| c.at),
+                error: server_closed.map(|c| format!("broker socket left ESTABLISHED: {}", c.state)),
+                deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_window_is_two_periods_after_the_last_ping() {
+        let e = client_expectation(Duration::from_secs(2), FaultKind::Blackhole, 1000);
+        assert_eq!((e.min_ms, e.max_ms), (Some(3000), Some(3000)));
+        let r = client_expectation(Duration::from_secs(2), FaultKind::Reset, 1000);
+        assert_eq!(r.max_ms, Some(1000));
+        assert!(!client_expectation(Duration::ZERO, FaultKind::Blackhole, 0).expects_detection());
+    }
+
+    #[test]
+    fn server_window_is_one_and_a_half_keep_alives_of_silence() {
+        let e = server_expectation(Duration::from_secs(4), FaultKind::Blackhole, 2000, None);
+        assert_eq!((e.min_ms, e.max_ms), (Some(2000), Some(4000)));
+        assert_eq!(e.level, Level::Must);
+        let down = server_expectation(Duration::from_secs(4), FaultKind::BlackholeDown, 2000, Some(6000));
+        assert_eq!((down.max_ms, down.level), (Some(6000), Level::Info));
+    }
+}

@@ -1,0 +1,494 @@
+//! TCP keep-alive (RFC 1122 §4.2.3.6, RFC 9293 §3.8.4) and TCP_USER_TIMEOUT
+//! (RFC 5482) on a client socket configured through socket2, against our own
+//! echo server (`kaspec serve tcp`) in the server host.
+//!
+//! Linux, as the expectations model it (net/ipv4/tcp_timer.c,
+//! `tcp_keepalive_timer`): the first probe goes out I after the last segment
+//! received, then one every V; when the timer fires with N probes
+//! unanswered the connection is aborted (ETIMEDOUT). With TCP_USER_TIMEOUT U
+//! set, N is ignored: the abort happens at the first firing where the time
+//! since the last segment received is at least U. With unacknowledged data
+//! in flight keep-alive never probes; only U (or the ~15 min retransmission
+//! limit) ends the connection, and the RTO is clamped so that it ends at U.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kaspec_harness::expect::{Expectation, Level};
+use kaspec_harness::fault::{FaultKind, Flow};
+use kaspec_harness::netns::Testbed;
+use kaspec_harness::observe::SocketWatch;
+use kaspec_harness::report::{CaseResult, Implementation};
+use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::{Error, Result};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::config::{Config, TcpConfig};
+use crate::linux;
+
+pub const PORT: u16 = 7000;
+
+const ALL_FAULTS: &[FaultKind] = &FaultKind::ALL;
+
+pub static CASES: [CaseDef; 3] = [
+    CaseDef {
+        id: "tcp/rfc1122-4.2.3.6/1",
+        protocol: "tcp",
+        spec: "RFC 1122 §4.2.3.6, RFC 9293 §3.8.4",
+        description: "Idle connection with keep-alive on; the path fails: the client's stack probes and declares the peer dead.",
+        requirement: "Keep-alive probes an idle connection; one unanswered probe MUST NOT mean death; Linux aborts after I + N×V (or at U with TCP_USER_TIMEOUT)",
+        faults: ALL_FAULTS,
+        run: run_idle_keepalive,
+        budget: budget,
+    },
+    CaseDef {
+        id: "tcp/rfc1122-4.2.3.6/2",
+        protocol: "tcp",
+        spec: "RFC 1122 §4.2.3.6",
+        description: "Idle connection with keep-alive off (every socket's default); the path fails: nothing notices (informational).",
+        requirement: "Keep-alive is off by default; an idle connection without it is never checked",
+        faults: ALL_FAULTS,
+        run: run_idle_no_keepalive,
+        budget: budget,
+    },
+    CaseDef {
+        id: "tcp/rfc5482-3/1",
+        protocol: "tcp",
+        spec: "RFC 5482 §3, RFC 9293 §3.8.3",
+        description: "The path fails, then the client sends: data in flight is never acknowledged; TCP_USER_TIMEOUT ends the connection.",
+        requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while data is in flight",
+        faults: ALL_FAULTS,
+        run: run_data_in_flight,
+        budget: budget,
+    },
+];
+
+/// When keep-alive declares an idle connection dead, counted from the last
+/// segment received: the nominal time, the most the kernel's timer wheel can
+/// add, and the formula.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    pub ms: u64,
+    pub slack_ms: u64,
+    pub formula: String,
+}
+
+pub fn keepalive_death(t: &TcpConfig) -> Death {
+    let (i, v, u) = (ms_of(t.idle), ms_of(t.interval), ms_of(t.user_timeout));
+    // Timers: the first (I, re-armed once for the remainder after our last
+    // exchange), then one per probe interval.
+    let (probes, formula) = if u == 0 {
+        let n = t.count as u64;
+        (n, format!("I + N×V = {i} + {n}×{v} = {} ms", i + n * v))
+    } else {
+        let k = if u > i { (u - i).div_ceil(v).max(1) } else { 1 };
+        (k, format!("U={u} overrides N: first timer firing at I + k×V ≥ U, k ≥ 1: {i} + {k}×{v} = {} ms", i + k * v))
+    };
+    let ms = i + probes * v;
+    let slack_ms = linux::wheel_slack_ms(i) + linux::wheel_slack_ms(0) + probes * linux::wheel_slack_ms(v);
+    Death { ms, slack_ms, formula }
+}
+
+/// How long one run of a TCP case may take: set-up, then three times the
+/// keep-alive window (the longest wait of any TCP case), plus the user timeout.
+fn budget(c: &Config) -> Duration {
+    let d = keepalive_death(&c.tcp);
+    Duration::from_millis(3 * (d.ms + d.slack_ms).max(ms_of(c.tcp.user_timeout)) + 3000)
+}
+
+/// The deadline of a case whose expectation is "not detected": 1.5× the
+/// keep-alive window this configuration would give, at least 3 s.
+fn quiet_deadline_ms(t: &TcpConfig) -> u64 {
+    let d = keepalive_death(&TcpConfig { keepalive: true, user_timeout: Duration::ZERO, ..*t });
+    (d.ms * 3 / 2).max(3000)
+}
+
+pub fn implementation() -> Implementation {
+    Implementation::new("linux-tcp/socket2", format!("{} (socket2 {})", kernel(), env!("KASPEC_VERSION_SOCKET2")))
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| format!("linux {}", s.trim())).unwrap_or_else(|_| "linux".into())
+}
+
+pub fn server_implementation() -> Implementation {
+    Implementation::new("kaspec-tcp-echo", env!("CARGO_PKG_VERSION"))
+}
+
+/// What the client does after the fault is in force.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    /// Stay idle, blocked in read.
+    Idle,
+    /// Send a few bytes right away, then read.
+    Send,
+}
+
+struct Ready {
+    local: SocketAddrV4,
+    last_rx: Instant,
+}
+
+struct ClientEnd {
+    sent_at: Option<Instant>,
+    failed_at: Option<Instant>,
+    error: Option<String>,
+}
+
+fn server_addr(tb: &Testbed) -> SocketAddrV4 {
+    SocketAddrV4::new(tb.server.addr, PORT)
+}
+
+fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
+    sock.set_keepalive(t.keepalive)?;
+    if t.keepalive {
+        sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(t.idle).with_interval(t.interval).with_retries(t.count))?;
+    }
+    if !t.user_timeout.is_zero() {
+        sock.set_tcp_user_timeout(Some(t.user_timeout))?;
+    }
+    Ok(())
+}
+
+/// The client: connect with `tcp`, exchange one line (the last activity),
+/// report ready, wait for the go, then idle or send and read until the
+/// connection fails or `deadline` passes.
+fn client(
+    server: SocketAddrV4,
+    tcp: TcpConfig,
+    after: After,
+    ready: mpsc::Sender<std::io::Result<Ready>>,
+    go: mpsc::Receiver<Instant>,
+) -> ClientEnd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let setup = rt.block_on(async {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        configure(&sock, &tcp)?;
+        sock.connect_timeout(&SocketAddr::V4(server).into(), Duration::from_secs(3))?;
+        sock.set_nonblocking(true)?;
+        let mut stream = tokio::net::TcpStream::from_std(sock.into())?;
+        stream.write_all(b"hello\n").await?;
+        let mut buf = [0u8; 6];
+        stream.read_exact(&mut buf).await?;
+        let last_rx = Instant::now();
+        let local = match stream.local_addr()? {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!("IPv4 testbed"),
+        };
+        Ok::<_, std::io::Error>((stream, Ready { local, last_rx }))
+    });
+    let mut stream = match setup {
+        Ok((s, r)) => {
+            let _ = ready.send(Ok(r));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return ClientEnd { sent_at: None, failed_at: None, error: None };
+        }
+    };
+    let Ok(deadline) = go.recv() else {
+        return ClientEnd { sent_at: None, failed_at: None, error: None };
+    };
+    rt.block_on(async move {
+        let mut end = ClientEnd { sent_at: None, failed_at: None, error: None };
+        if after == After::Send {
+            end.sent_at = Some(Instant::now());
+            if let Err(e) = stream.write_all(b"data after the fault\n").await {
+                end.failed_at = Some(Instant::now());
+                end.error = Some(io_error_text("write", &e));
+                return end;
+            }
+        }
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)).await {
+                Err(_) => return end,
+                Ok(Ok(0)) => {
+                    end.failed_at = Some(Instant::now());
+                    end.error = Some("read: end of stream (the peer closed the connection)".into());
+                    return end;
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => {
+                    end.failed_at = Some(Instant::now());
+                    end.error = Some(io_error_text("read", &e));
+                    return end;
+                }
+            }
+        }
+    })
+}
+
+fn io_error_text(op: &str, e: &std::io::Error) -> String {
+    format!("{op}: std::io::Error {{ kind: {:?} }}: {e}", e.kind())
+}
+
+/// Client-side expectation for the idle cases, from the configuration and the
+/// measured idle time before the fault (`idle_ms` = t0 − last segment received).
+fn idle_expectation(t: &TcpConfig, fault: FaultKind, idle_ms: u64, spec: &str) -> Expectation {
+    if !t.keepalive {
+        return Expectation::not_detected("keep-alive off: an idle connection is never probed", spec);
+    }
+    let i = ms_of(t.idle);
+    match fault {
+        FaultKind::Reset => {
+            let d = i.saturating_sub(idle_ms);
+            let slack = linux::wheel_slack_ms(i) + linux::wheel_slack_ms(0);
+            Expectation::window(
+                d,
+                d + slack,
+                format!(
+                    "the first probe (I after the last segment) is answered by RST: I − idle = {i} − {idle_ms} = {d} ms, + up to {slack} ms timer-wheel rounding ({})",
+                    linux::hz_text()
+                ),
+                "RFC 9293 §3.5.3 (reset processing)",
+                Level::Must,
+            )
+        }
+        _ => {
+            let death = keepalive_death(t);
+            let d = death.ms.saturating_sub(idle_ms);
+            Expectation::window(
+                d,
+                d + death.slack_ms,
+                format!(
+                    "{}, − idle before the fault {idle_ms} ms = {d} ms, + up to {} ms timer-wheel rounding ({})",
+                    death.formula,
+                    death.slack_ms,
+                    linux::hz_text()
+                ),
+                spec,
+                Level::Must,
+            )
+        }
+    }
+}
+
+/// Server-side expectation: our echo server enables no keep-alive and has
+/// nothing to send, so it learns only what reaches it from the client.
+fn server_expectation_idle(t: &TcpConfig, fault: FaultKind, idle_ms: u64) -> Expectation {
+    let spec = "RFC 1122 §4.2.3.6 (the server side has keep-alive off)";
+    if fault == FaultKind::BlackholeDown && t.keepalive {
+        // The client's stack aborts with an RST, and client->server still passes.
+        let death = keepalive_death(t);
+        let d = death.ms.saturating_sub(idle_ms);
+        return Expectation::window(
+            d,
+            d + death.slack_ms,
+            format!("the client's abort RST passes the one-way blackhole: {} − idle {idle_ms} = {d} ms (+ up to {} ms)", death.formula, death.slack_ms),
+            spec,
+            Level::Info,
+        );
+    }
+    Expectation::not_detected("server keep-alive off and nothing to send: the server never learns", spec)
+}
+
+struct Plan {
+    tcp: TcpConfig,
+    after: After,
+}
+
+fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
+    let tb = Testbed::new(&ctx.run_dir)?;
+    let addr = server_addr(&tb);
+    let mut args = ctx.serve.args.clone();
+    args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
+    let _server = Server::start(
+        &tb,
+        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5) },
+    )?;
+
+    // Deadlines from the nominal expectation (idle time 0, send at t0).
+    let nominal = match plan.after {
+        After::Idle => idle_expectation(&plan.tcp, fault, 0, case.spec),
+        After::Send => send_expectation(&plan.tcp, fault, 0),
+    };
+    let deadline_ms = nominal.deadline_ms(quiet_deadline_ms(&plan.tcp));
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    let (tcp, after) = (plan.tcp, plan.after);
+    let client_thread = tb.client.spawn_thread("kaspec-tcp-client", move || client(addr, tcp, after, ready_tx, go_rx))?;
+    let ready = ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| Error::Other("tcp client did not connect within 10 s".into()))?
+        .map_err(|e| Error::io(format!("tcp client connecting to {addr}"), e))?;
+
+    let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr })?;
+    let t0 = applied.in_force_at;
+    let deadline = t0 + Duration::from_millis(deadline_ms);
+    go_tx.send(deadline).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
+    let server_closed = watch.wait(deadline)?;
+    let end = client_thread.join()?;
+
+    let idle_ms = rel_ms(ready.last_rx, t0).max(0) as u64;
+    let (client_exp, server_exp) = match plan.after {
+        After::Idle => (idle_expectation(&plan.tcp, fault, idle_ms, case.spec), server_expectation_idle(&plan.tcp, fault, idle_ms)),
+        After::Send => {
+            let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(0);
+            (
+                send_expectation(&plan.tcp, fault, sent_ms),
+                Expectation::not_detected("the server has nothing in flight and keep-alive off: it never learns", "RFC 5482 §3"),
+            )
+        }
+    };
+    let mut config = ctx.config.effective("tcp.");
+    config.insert("tcp.keepalive".into(), plan.tcp.keepalive.to_string());
+    let mut timeline = vec![(ready.last_rx, "last segment received by the client".to_string())];
+    if let Some(t) = end.sent_at {
+        timeline.push((t, "client sent data".into()));
+    }
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("server socket {}", c.state)));
+    }
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    Ok(vec![
+        facts.result(
+            SideOutcome {
+                side: "client",
+                implementation: implementation(),
+                peer: server_implementation(),
+                expected: client_exp,
+                detected_at: end.failed_at,
+                error: end.error,
+                deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+        facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: server_implementation(),
+                peer: implementation(),
+                expected: server_exp,
+                detected_at: server_closed.as_ref().map(|c| c.at),
+                error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
+                deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+    ])
+}
+
+/// Client-side expectation when data is sent right after the fault (at
+/// `sent_ms` after t0).
+fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64) -> Expectation {
+    let spec = "RFC 5482 §3 (TCP_USER_TIMEOUT)";
+    if fault == FaultKind::Reset {
+        return Expectation::window(
+            0,
+            sent_ms,
+            format!("immediate: the data sent at +{sent_ms} ms is answered by RST"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
+    }
+    let u = ms_of(t.user_timeout);
+    if u == 0 {
+        return Expectation::not_detected(
+            "U = 0: only the retransmission limit (tcp_retries2, ~15 min) ends it; keep-alive does not probe while data is in flight",
+            spec,
+        );
+    }
+    let d = u + sent_ms;
+    let slack = linux::wheel_slack_ms(u);
+    Expectation::window(
+        d,
+        d + slack,
+        format!("U + send offset = {u} + {sent_ms} = {d} ms, + up to {slack} ms timer-wheel rounding ({})", linux::hz_text()),
+        spec,
+        Level::Must,
+    )
+}
+
+fn run_idle_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Idle })
+}
+
+fn run_idle_no_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    run(ctx, case, fault, Plan { tcp: TcpConfig { keepalive: false, ..ctx.config.tcp }, after: After::Idle })
+}
+
+fn run_data_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Send })
+}
+
+/// Our TCP server: echoes every line, never enables keep-alive, logs each
+/// connection's end. Runs until killed.
+pub fn serve(listen: SocketAddrV4) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("kaspec-tcp-echo listening on {listen}");
+        loop {
+            let (mut conn, peer) = listener.accept().await?;
+            println!("accepted {peer}");
+            tokio::spawn(async move {
+                let _ = SockRef::from(&conn).set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                let why = loop {
+                    match conn.read(&mut buf).await {
+                        Ok(0) => break "end of stream".to_string(),
+                        Ok(n) => {
+                            if let Err(e) = conn.write_all(&buf[..n]).await {
+                                break format!("write: {e}");
+                            }
+                        }
+                        Err(e) => break format!("read: {e}"),
+                    }
+                };
+                println!("closed {peer}: {why}");
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(i: u64, v: u64, n: u32, u_ms: u64) -> TcpConfig {
+        TcpConfig {
+            keepalive: true,
+            idle: Duration::from_secs(i),
+            interval: Duration::from_secs(v),
+            count: n,
+            user_timeout: Duration::from_millis(u_ms),
+        }
+    }
+
+    #[test]
+    fn keepalive_window_is_idle_plus_count_intervals() {
+        assert_eq!(keepalive_death(&tcp(2, 1, 3, 0)).ms, 5000);
+        assert_eq!(keepalive_death(&tcp(7200, 75, 9, 0)).ms, 7_875_000);
+        // Slack: one wheel rounding per timer, never zero, and well below a period.
+        let d = keepalive_death(&tcp(2, 1, 3, 0));
+        assert!(d.slack_ms > 0 && d.slack_ms < 1000, "{d:?}");
+    }
+
+    #[test]
+    fn user_timeout_overrides_count_at_the_next_timer_firing() {
+        // Firings at 2, 3, 4, 5 s after the last segment; U = 3.5 s -> 4 s.
+        assert_eq!(keepalive_death(&tcp(2, 1, 9, 3500)).ms, 4000);
+        // U shorter than I: the first probe must still go out, death at I + V.
+        assert_eq!(keepalive_death(&tcp(5, 2, 9, 1000)).ms, 7000);
+    }
+
+    #[test]
+    fn expectations_move_with_the_configuration() {
+        let e = idle_expectation(&tcp(2, 1, 3, 0), FaultKind::Blackhole, 100, "s");
+        let slack = keepalive_death(&tcp(2, 1, 3, 0)).slack_ms;
+        assert_eq!((e.min_ms, e.max_ms), (Some(4900), Some(4900 + slack)));
+        let r = idle_expectation(&tcp(2, 1, 3, 0), FaultKind::Reset, 100, "s");
+        assert_eq!(r.min_ms, Some(1900));
+        let off = idle_expectation(&TcpConfig { keepalive: false, ..tcp(2, 1, 3, 0) }, FaultKind::Blackhole, 0, "s");
+        assert!(!off.expects_detection());
+        assert_eq!(send_expectation(&tcp(2, 1, 3, 2500), FaultKind::Blackhole, 3).min_ms, Some(2503));
+        assert!(!send_expectation(&tcp(2, 1, 3, 0), FaultKind::Blackhole, 3).expects_detection());
+    }
+}
