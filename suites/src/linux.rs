@@ -65,3 +65,52 @@ mod tests {
         assert_eq!(wheel_slack_ms_at(2000, 1000), 65);
     }
 }
+
+/// What the kernel's retransmission machinery looks like on one socket, read
+/// from TCP_INFO and the namespace's sysctls just before data is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetransState {
+    /// Current retransmission timeout (tcpi_rto), µs.
+    pub rto_us: u64,
+    /// Smoothed RTT (tcpi_rtt), µs.
+    pub srtt_us: u64,
+    /// net.ipv4.tcp_rto_min_us (200 ms unless tuned).
+    pub rto_min_us: u64,
+    /// net.ipv4.tcp_early_retrans >= 3: tail loss probes are on.
+    pub tlp: bool,
+}
+
+impl RetransState {
+    /// Reads the state of socket `fd`; sysctls from the calling thread's namespace.
+    pub fn read(fd: std::os::fd::RawFd) -> std::io::Result<RetransState> {
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        Ok(RetransState {
+            rto_us: info.tcpi_rto as u64,
+            srtt_us: info.tcpi_rtt as u64,
+            rto_min_us: sysctl("tcp_rto_min_us").unwrap_or(200_000),
+            tlp: sysctl("tcp_early_retrans").map(|v| v >= 3).unwrap_or(true),
+        })
+    }
+
+    /// When the first RTO retransmission of a lone segment happens after it
+    /// is sent, in ms: the tail loss probe (net/ipv4/tcp_output.c,
+    /// `tcp_schedule_loss_probe`: PTO = 2·srtt + rto_min with one segment
+    /// out, capped by the RTO) is not an RTO retransmission, then the RTO
+    /// timer fires. TCP_USER_TIMEOUT counts from this first RTO
+    /// retransmission (`retrans_stamp`, set in `tcp_retransmit_skb`).
+    pub fn first_retransmission_ms(&self) -> (u64, String) {
+        let rto = self.rto_us.div_ceil(1000);
+        if self.tlp {
+            let pto = (2 * self.srtt_us + self.rto_min_us).min(self.rto_us).div_ceil(1000);
+            (pto + rto, format!("PTO + RTO = min(2·srtt + rto_min, RTO) + RTO = {pto} + {rto} ms"))
+        } else {
+            (rto, format!("RTO = {rto} ms (tail loss probes off)"))
+        }
+    }
+}

@@ -99,36 +99,25 @@ pub fn client_expectation(k: Duration, fault: FaultKind, since_ping_ms: u64) -> 
     )
 }
 
-/// Server-side expectation: `since_heard_ms` = t0 − the last packet the
-/// broker received from the client; `client_gives_up_ms` = when the client
-/// closes (only matters when its FIN can still reach the broker).
-pub fn server_expectation(k: Duration, fault: FaultKind, since_heard_ms: u64, client_gives_up_ms: Option<u64>) -> Expectation {
-    let k = ms_of(k);
+/// Server-side expectation. `last_heard_ms` is when the broker last received
+/// a packet from the client, relative to t0 (negative: before the fault).
+pub fn server_expectation(k: Duration, fault: FaultKind, last_heard_ms: i64) -> Expectation {
+    let k = ms_of(k) as i64;
     if k == 0 {
         return Expectation::not_detected("Keep Alive 0: the server has no keep-alive duty", "MQTT 3.1.1 §3.1.2.10");
     }
-    if fault == FaultKind::BlackholeDown {
-        // PINGREQs still reach the broker: it is not silent-client territory.
-        return match client_gives_up_ms {
-            Some(d) => Expectation::window(
-                d,
-                d,
-                format!("PINGREQs still reach the broker; it learns when the client closes and its FIN passes the one-way blackhole (+{d} ms)"),
-                "MQTT 3.1.1 §3.1.2.10",
-                Level::Info,
-            ),
-            None => Expectation::not_detected("PINGREQs still reach the broker and the client never closes", "MQTT 3.1.1 §3.1.2.10"),
-        };
-    }
-    let lo = k.saturating_sub(since_heard_ms);
-    let hi = (3 * k / 2).saturating_sub(since_heard_ms);
+    let why = if fault == FaultKind::BlackholeDown {
+        "PINGREQs still reach the broker until the client gives up; the client's FIN then waits behind its \
+         unacknowledged PINGREQ (cwnd 1 after an RTO), so the broker last hears the client's last PINGREQ"
+    } else {
+        "the broker last hears the client's last PINGREQ before the fault"
+    };
+    let lo = (last_heard_ms + k).max(0) as u64;
+    let hi = (last_heard_ms + 3 * k / 2).max(0) as u64;
     Expectation::window(
         lo,
         hi,
-        format!(
-            "disconnect after 1.5 × K of silence, not before K: [K, 1.5K] − (t0 − last client packet) = [{k}, {}] − {since_heard_ms} ms",
-            3 * k / 2
-        ),
+        format!("{why}; disconnect after 1.5 × K of silence, not before K: last heard {last_heard_ms:+} ms + [{k}, {}] ms", 3 * k / 2),
         "MQTT 3.1.1 §3.1.2.10 [MQTT-3.1.2-24]",
         Level::Must,
     )
@@ -269,16 +258,23 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
 
     let nominal = client_expectation(k, fault, since_ms);
-    let deadline_ms = nominal.deadline_ms(10_000).max(server_expectation(k, FaultKind::Blackhole, since_ms, None).deadline_ms(10_000));
+    let deadline_ms = nominal.deadline_ms(10_000).max(server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000));
     let deadline = t0 + Duration::from_millis(deadline_ms);
     let _ = stop_tx.send(Some(deadline));
     let server_closed = watch.wait(deadline)?;
     let end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
 
-    let client_gave_up = end.failed_at.map(|t| rel_ms(t0, t).max(0) as u64);
     // The last PINGREQ before the fault (the client's last packet the broker got).
     let last_before = end.events.iter().filter(|(t, w)| *t < t0 && w == "PINGREQ sent").map(|(t, _)| *t).last().unwrap_or(ready.last_out);
     let since_ms = rel_ms(last_before, t0).max(0) as u64;
+    // What the broker last received: with client->server open (blackhole-down)
+    // every PINGREQ until the client gave up, otherwise the last one before t0.
+    let last_heard = if fault == FaultKind::BlackholeDown {
+        let until = end.failed_at.unwrap_or(deadline);
+        end.events.iter().filter(|(t, w)| *t < until && w == "PINGREQ sent").map(|(t, _)| *t).last().unwrap_or(last_before)
+    } else {
+        last_before
+    };
     let mut timeline = end.events;
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
@@ -302,7 +298,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
                 side: "server",
                 implementation: broker_impl,
                 peer: client_implementation(),
-                expected: server_expectation(k, fault, since_ms, client_gave_up),
+                expected: server_expectation(k, fault, rel_ms(t0, last_heard)),
                 detected_at: server_closed.as_ref().map(|c| c.at),
                 error: server_closed.map(|c| format!("broker socket left ESTABLISHED: {}", c.state)),
                 deadline_ms,
@@ -327,10 +323,11 @@ mod tests {
 
     #[test]
     fn server_window_is_one_and_a_half_keep_alives_of_silence() {
-        let e = server_expectation(Duration::from_secs(4), FaultKind::Blackhole, 2000, None);
+        let e = server_expectation(Duration::from_secs(4), FaultKind::Blackhole, -2000);
         assert_eq!((e.min_ms, e.max_ms), (Some(2000), Some(4000)));
         assert_eq!(e.level, Level::Must);
-        let down = server_expectation(Duration::from_secs(4), FaultKind::BlackholeDown, 2000, Some(6000));
-        assert_eq!((down.max_ms, down.level), (Some(6000), Level::Info));
+        // One-way: the broker still heard a PINGREQ 2 s after the fault.
+        let down = server_expectation(Duration::from_secs(4), FaultKind::BlackholeDown, 2000);
+        assert_eq!((down.min_ms, down.max_ms, down.level), (Some(6000), Some(8000), Level::Must));
     }
 }

@@ -134,6 +134,8 @@ struct Ready {
 
 struct ClientEnd {
     sent_at: Option<Instant>,
+    /// The retransmission state just before the send.
+    retrans: Option<linux::RetransState>,
     failed_at: Option<Instant>,
     error: Option<String>,
 }
@@ -187,15 +189,16 @@ fn client(
         }
         Err(e) => {
             let _ = ready.send(Err(e));
-            return ClientEnd { sent_at: None, failed_at: None, error: None };
+            return ClientEnd { sent_at: None, retrans: None, failed_at: None, error: None };
         }
     };
     let Ok(deadline) = go.recv() else {
-        return ClientEnd { sent_at: None, failed_at: None, error: None };
+        return ClientEnd { sent_at: None, retrans: None, failed_at: None, error: None };
     };
     rt.block_on(async move {
-        let mut end = ClientEnd { sent_at: None, failed_at: None, error: None };
+        let mut end = ClientEnd { sent_at: None, retrans: None, failed_at: None, error: None };
         if after == After::Send {
+            end.retrans = linux::RetransState::read(std::os::fd::AsRawFd::as_raw_fd(&stream)).ok();
             end.sent_at = Some(Instant::now());
             if let Err(e) = stream.write_all(b"data after the fault\n").await {
                 end.failed_at = Some(Instant::now());
@@ -305,7 +308,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     // Deadlines from the nominal expectation (idle time 0, send at t0).
     let nominal = match plan.after {
         After::Idle => idle_expectation(&plan.tcp, fault, 0, case.spec),
-        After::Send => send_expectation(&plan.tcp, fault, 0),
+        After::Send => send_expectation(&plan.tcp, fault, 0, None),
     };
     let deadline_ms = nominal.deadline_ms(quiet_deadline_ms(&plan.tcp));
 
@@ -332,7 +335,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         After::Send => {
             let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(0);
             (
-                send_expectation(&plan.tcp, fault, sent_ms),
+                send_expectation(&plan.tcp, fault, sent_ms, end.retrans.as_ref()),
                 Expectation::not_detected("the server has nothing in flight and keep-alive off: it never learns", "RFC 5482 §3"),
             )
         }
@@ -341,7 +344,8 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     config.insert("tcp.keepalive".into(), plan.tcp.keepalive.to_string());
     let mut timeline = vec![(ready.last_rx, "last segment received by the client".to_string())];
     if let Some(t) = end.sent_at {
-        timeline.push((t, "client sent data".into()));
+        let state = end.retrans.map(|r| format!(" (rto {} ms, srtt {} µs)", r.rto_us / 1000, r.srtt_us)).unwrap_or_default();
+        timeline.push((t, format!("client sent data{state}")));
     }
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("server socket {}", c.state)));
@@ -376,9 +380,10 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
 }
 
 /// Client-side expectation when data is sent right after the fault (at
-/// `sent_ms` after t0).
-fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64) -> Expectation {
-    let spec = "RFC 5482 §3 (TCP_USER_TIMEOUT)";
+/// `sent_ms` after t0). Linux starts the TCP_USER_TIMEOUT clock at the first
+/// RTO retransmission, not at the send (see [`linux::RetransState`]).
+fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: Option<&linux::RetransState>) -> Expectation {
+    let spec = "RFC 5482 §3 (TCP_USER_TIMEOUT), Linux retrans_stamp";
     if fault == FaultKind::Reset {
         return Expectation::window(
             0,
@@ -395,12 +400,20 @@ fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64) -> Expectatio
             spec,
         );
     }
-    let d = u + sent_ms;
-    let slack = linux::wheel_slack_ms(u);
+    // Nominal (before the socket's state is known): 200 ms PTO + 200 ms RTO.
+    let nominal = linux::RetransState { rto_us: 200_000, srtt_us: 0, rto_min_us: 200_000, tlp: true };
+    let state = retrans.unwrap_or(&nominal);
+    let (first, how) = state.first_retransmission_ms();
+    let d = sent_ms + first + u;
+    let slack = linux::wheel_slack_ms(state.rto_us / 1000) * 2 + linux::wheel_slack_ms(u);
     Expectation::window(
         d,
         d + slack,
-        format!("U + send offset = {u} + {sent_ms} = {d} ms, + up to {slack} ms timer-wheel rounding ({})", linux::hz_text()),
+        format!(
+            "send offset + first RTO retransmission + U = {sent_ms} + ({how}) + {u} = {d} ms, + up to {slack} ms timer-wheel rounding ({}); srtt {} µs",
+            linux::hz_text(),
+            state.srtt_us
+        ),
         spec,
         Level::Must,
     )
@@ -488,7 +501,11 @@ mod tests {
         assert_eq!(r.min_ms, Some(1900));
         let off = idle_expectation(&TcpConfig { keepalive: false, ..tcp(2, 1, 3, 0) }, FaultKind::Blackhole, 0, "s");
         assert!(!off.expects_detection());
-        assert_eq!(send_expectation(&tcp(2, 1, 3, 2500), FaultKind::Blackhole, 3).min_ms, Some(2503));
-        assert!(!send_expectation(&tcp(2, 1, 3, 0), FaultKind::Blackhole, 3).expects_detection());
+        let state = linux::RetransState { rto_us: 204_000, srtt_us: 40, rto_min_us: 200_000, tlp: true };
+        // 3 + (min(80 µs + 200 ms, 204 ms) = 201 ms PTO + 204 ms RTO) + 2500.
+        assert_eq!(send_expectation(&tcp(2, 1, 3, 2500), FaultKind::Blackhole, 3, Some(&state)).min_ms, Some(3 + 201 + 204 + 2500));
+        let no_tlp = linux::RetransState { tlp: false, ..state };
+        assert_eq!(send_expectation(&tcp(2, 1, 3, 2500), FaultKind::Blackhole, 3, Some(&no_tlp)).min_ms, Some(3 + 204 + 2500));
+        assert!(!send_expectation(&tcp(2, 1, 3, 0), FaultKind::Blackhole, 3, None).expects_detection());
     }
 }
