@@ -53,7 +53,7 @@ pub fn require_base() -> Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::Capability(format!("{}; or run ./scripts/bootstrap.sh", missing.join(", "))))
+        Err(Error::Capability(format!("{}; or run fixtures/bootstrap.sh", missing.join(", "))))
     }
 }
 
@@ -87,7 +87,7 @@ pub fn detect(router: &Host) -> Capabilities {
 /// One-line check that a server binary exists, with the package to install.
 pub fn require_program(program: &str, package: &str) -> Result<std::path::PathBuf> {
     which(program).ok_or_else(|| {
-        Error::Capability(format!("server binary `{program}` not found in PATH (apt-get install {package}, or run ./scripts/bootstrap.sh)"))
+        Error::Capability(format!("server binary `{program}` not found in PATH (apt-get install {package}, or run fixtures/bootstrap.sh)"))
     })
 }
 

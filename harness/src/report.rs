@@ -244,3 +244,71 @@ impl Report {
         std::fs::write(path, self.to_markdown()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expect::{Expectation, Level};
+
+    fn result(verdict: Verdict, deviation: Option<&str>) -> CaseResult {
+        CaseResult {
+            case: "tcp/x/1".into(),
+            protocol: "tcp".into(),
+            description: "d".into(),
+            requirement: "r".into(),
+            side: "client".into(),
+            implementation: Implementation::new("a", "1"),
+            peer: Implementation::new("b", "2"),
+            fault: "blackhole".into(),
+            engine: "nftables".into(),
+            config: BTreeMap::new(),
+            detected: true,
+            detection_ms: Some(1234),
+            deadline_ms: 9000,
+            expected: Expectation::window(1000, 1100, "I + N×V", "RFC 1122", Level::Must),
+            tolerance_ms: 200,
+            verdict,
+            verdict_detail: "expected 1.00 s–1.10 s, detected after 1.23 s".into(),
+            known_deviation: deviation.map(String::from),
+            error: Some("read: TimedOut".into()),
+            timeline: vec![Event { t_ms: 0, what: "fault".into() }],
+        }
+    }
+
+    fn report(results: Vec<CaseResult>, errors: Vec<RunError>) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            kaspec_version: "0".into(),
+            run_id: "r".into(),
+            started_at: "s".into(),
+            finished_at: "f".into(),
+            testbed: "netns".into(),
+            command: vec!["kaspec".into(), "run".into()],
+            environment: None,
+            results,
+            errors,
+        }
+    }
+
+    #[test]
+    fn exit_code_follows_the_worst_outcome() {
+        assert_eq!(report(vec![result(Verdict::Pass, None), result(Verdict::Informational, None)], vec![]).exit_code(), 0);
+        assert_eq!(report(vec![result(Verdict::Fail, Some("documented"))], vec![]).exit_code(), 0);
+        assert_eq!(report(vec![result(Verdict::Fail, None)], vec![]).exit_code(), 1);
+        let err = RunError { case: "c".into(), fault: "f".into(), message: "m".into() };
+        assert_eq!(report(vec![result(Verdict::Fail, None)], vec![err]).exit_code(), 2);
+    }
+
+    #[test]
+    fn json_round_trips_and_markdown_shows_expected_vs_actual() {
+        let r = report(vec![result(Verdict::Fail, None)], vec![]);
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), r);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["results"][0]["verdict"], "fail");
+        assert_eq!(v["results"][0]["expected"]["min_ms"], 1000);
+        let md = r.to_markdown();
+        assert!(md.contains("| `tcp/x/1` | blackhole | client | a 1 | 1.23 s | 1.00 s–1.10 s (±200) | **fail** |"), "{md}");
+        assert!(md.contains("1 results: 1 fail"));
+    }
+}

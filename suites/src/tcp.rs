@@ -305,12 +305,13 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5) },
     )?;
 
-    // Deadlines from the nominal expectation (idle time 0, send at t0).
-    let nominal = match plan.after {
-        After::Idle => idle_expectation(&plan.tcp, fault, 0, case.spec),
-        After::Send => send_expectation(&plan.tcp, fault, 0, None),
-    };
-    let deadline_ms = nominal.deadline_ms(quiet_deadline_ms(&plan.tcp));
+    // Each side waits as long as its own nominal expectation says (idle time
+    // 0, send at t0): 3× the upper bound, or the quiet deadline if nothing
+    // should happen on that side.
+    let quiet = quiet_deadline_ms(&plan.tcp);
+    let (nominal_client, nominal_server) = expectations(&plan, case, fault, 0, None, None);
+    let client_deadline_ms = nominal_client.deadline_ms(quiet);
+    let server_deadline_ms = nominal_server.deadline_ms(quiet);
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
@@ -324,22 +325,13 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr })?;
     let t0 = applied.in_force_at;
-    let deadline = t0 + Duration::from_millis(deadline_ms);
-    go_tx.send(deadline).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
-    let server_closed = watch.wait(deadline)?;
+    go_tx.send(t0 + Duration::from_millis(client_deadline_ms)).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
+    let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let end = client_thread.join()?;
 
     let idle_ms = rel_ms(ready.last_rx, t0).max(0) as u64;
-    let (client_exp, server_exp) = match plan.after {
-        After::Idle => (idle_expectation(&plan.tcp, fault, idle_ms, case.spec), server_expectation_idle(&plan.tcp, fault, idle_ms)),
-        After::Send => {
-            let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(0);
-            (
-                send_expectation(&plan.tcp, fault, sent_ms, end.retrans.as_ref()),
-                Expectation::not_detected("the server has nothing in flight and keep-alive off: it never learns", "RFC 5482 §3"),
-            )
-        }
-    };
+    let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64);
+    let (client_exp, server_exp) = expectations(&plan, case, fault, idle_ms, sent_ms, end.retrans.as_ref());
     let mut config = ctx.config.effective("tcp.");
     config.insert("tcp.keepalive".into(), plan.tcp.keepalive.to_string());
     let mut timeline = vec![(ready.last_rx, "last segment received by the client".to_string())];
@@ -360,7 +352,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
                 expected: client_exp,
                 detected_at: end.failed_at,
                 error: end.error,
-                deadline_ms,
+                deadline_ms: client_deadline_ms,
             },
             &ctx.deviations,
         ),
@@ -372,11 +364,30 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
                 expected: server_exp,
                 detected_at: server_closed.as_ref().map(|c| c.at),
                 error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
-                deadline_ms,
+                deadline_ms: server_deadline_ms,
             },
             &ctx.deviations,
         ),
     ])
+}
+
+/// Both sides' expectations for a plan: `idle_ms` = t0 − last segment
+/// received, `sent_ms` = when the client sent after t0.
+fn expectations(
+    plan: &Plan,
+    case: &CaseDef,
+    fault: FaultKind,
+    idle_ms: u64,
+    sent_ms: Option<u64>,
+    retrans: Option<&linux::RetransState>,
+) -> (Expectation, Expectation) {
+    match plan.after {
+        After::Idle => (idle_expectation(&plan.tcp, fault, idle_ms, case.spec), server_expectation_idle(&plan.tcp, fault, idle_ms)),
+        After::Send => (
+            send_expectation(&plan.tcp, fault, sent_ms.unwrap_or(0), retrans),
+            Expectation::not_detected("the server has nothing in flight and keep-alive off: it never learns", "RFC 5482 §3"),
+        ),
+    }
 }
 
 /// Client-side expectation when data is sent right after the fault (at

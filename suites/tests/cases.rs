@@ -210,3 +210,25 @@ fn faults_are_hard_errors_when_they_cannot_apply() {
     let err = tb.apply_fault(FaultKind::Blackhole, &flow).unwrap_err().to_string();
     assert!(err.contains("applying fault blackhole") && err.contains(&tb.router.ns), "{err}");
 }
+
+#[test]
+fn a_server_that_does_not_start_is_a_harness_error_with_its_log_tail() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs");
+    let tb = kaspec_harness::netns::Testbed::new(&dir).unwrap();
+    let spec = kaspec_harness::server::ServerSpec {
+        name: "broken".into(),
+        program: "sh".into(),
+        args: vec!["-c".into(), "echo 'Error: unable to open config'; exit 3".into()],
+        addr: "198.19.0.2:9".parse().unwrap(),
+        ready_within: std::time::Duration::from_secs(3),
+    };
+    let err = kaspec_harness::server::Server::start(&tb, &spec).err().expect("must not start").to_string();
+    assert!(err.contains("server broken did not become ready") && err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("unable to open config"), "log tail: {err}");
+}
+
+#[test]
+fn a_missing_server_binary_is_named_with_its_package() {
+    let err = kaspec_harness::caps::require_program("no-such-broker", "no-such-package").unwrap_err().to_string();
+    assert!(err.contains("no-such-broker") && err.contains("apt-get install no-such-package"), "{err}");
+}

@@ -1,0 +1,164 @@
+//! The `kaspec` command as a user drives it: bad input, a real run writing
+//! its report, Ctrl-C, and `kill -9` followed by `kaspec clean`. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kaspec() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kaspec"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-cli").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    kaspec().args(args).output().unwrap()
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_starts_nothing() {
+    let out = tmp("bad");
+    let o = out.to_str().unwrap();
+    let profile = tmp("bad-profile").with_extension("toml");
+    std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
+    std::fs::write(&profile, "[tcp]\nidle = \"2s\"\nkeepidle = \"3s\"\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "nosuch/", "--out", o], "nosuch/"),
+        (vec!["run", "--fault", "blakhole", "--out", o], "blakhole"),
+        (vec!["run", "--set", "tcp.idle=1500ms", "--out", o], "tcp.idle=1500ms"),
+        (vec!["run", "--set", "tcp.idel=3s", "--out", o], "tcp.idel"),
+        (vec!["run", "--set", "mqtt.keep_alive=2", "--out", o], "unit"),
+        (vec!["run", "--set", "tcp.count=-1", "--out", o], "tcp.count"),
+        (vec!["run", "--profile", "/nonexistent/p.toml", "--out", o], "/nonexistent/p.toml"),
+        (vec!["run", "--profile", profile.to_str().unwrap(), "--out", o], "tcp.keepidle"),
+        (vec!["list", "grpc/"], "grpc/"),
+    ];
+    for (args, needle) in cases {
+        let r = run(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got: {err}");
+        assert!(err.starts_with("kaspec: error:") && err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} created its output folder");
+    }
+}
+
+#[test]
+fn list_shows_every_case_with_its_spec() {
+    let r = run(&["list"]);
+    assert!(r.status.success());
+    let text = String::from_utf8_lossy(&r.stdout);
+    for id in ["tcp/rfc1122-4.2.3.6/1", "tcp/rfc1122-4.2.3.6/2", "tcp/rfc5482-3/1", "mqtt/3.1.1-3.1.2.10/1"] {
+        assert!(text.contains(id), "{text}");
+    }
+    assert!(text.contains("RFC 1122 §4.2.3.6") && text.contains("MQTT 3.1.1 §3.1.2.10"));
+    let mqtt = String::from_utf8_lossy(&run(&["list", "mqtt/"]).stdout).into_owned();
+    assert!(!mqtt.contains("tcp/"));
+}
+
+#[test]
+fn run_writes_a_versioned_report_and_exits_0() {
+    let out = tmp("run");
+    let r = run(&["run", "tcp/rfc1122-4.2.3.6/1", "--fault", "reset", "--set", "tcp.idle=1s", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{err}");
+    assert!(err.contains("[ 1/1] tcp/rfc1122-4.2.3.6/1 × reset"), "progress line: {err}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["schema_version"], 1);
+    assert!(report["environment"]["engines"]["nftables"].as_str().unwrap().starts_with("available"));
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let client = results.iter().find(|r| r["side"] == "client").unwrap();
+    for key in ["case", "protocol", "side", "implementation", "fault", "engine", "config", "detected", "detection_ms", "expected", "verdict", "error"] {
+        assert!(client.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(client["verdict"], "pass");
+    assert_eq!(client["engine"], "nftables");
+    assert_eq!(client["config"]["tcp.idle"], "1s");
+    assert!(client["expected"]["formula"].as_str().unwrap().contains("I − idle"));
+    assert!(out.join("report.md").is_file());
+    assert!(out.join("logs").read_dir().unwrap().count() >= 1, "server log captured");
+}
+
+/// Waits until the child's run owns namespaces; returns their names.
+fn namespaces_of(child: &Child) -> Vec<String> {
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let tags: Vec<String> = std::fs::read_dir("/run/kaspec")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| std::fs::read_to_string(e.path()).map(|p| p.trim() == pid).unwrap_or(false))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(tag) = tags.first() {
+            let ns = kaspec_ns(tag);
+            if ns.len() == 3 && ns.iter().any(|n| n.ends_with("-server") && !pids_in(n).is_empty()) {
+                return ns;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the run never built its testbed");
+}
+
+fn kaspec_ns(tag: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(tag)).collect())
+        .unwrap_or_default()
+}
+
+fn pids_in(ns: &str) -> Vec<String> {
+    let o = Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect()
+}
+
+fn spawn_run(name: &str) -> Child {
+    let out = tmp(name);
+    kaspec()
+        .args(["run", "tcp/rfc1122-4.2.3.6/2", "--fault", "blackhole", "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_removes_everything_and_exits_130() {
+    let mut child = spawn_run("sigint");
+    let ns = namespaces_of(&child);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for n in &ns {
+        assert!(!Path::new("/run/netns").join(n).exists(), "{n} left behind");
+    }
+}
+
+#[test]
+fn kill_9_then_clean_removes_what_the_run_left() {
+    let mut child = spawn_run("kill9");
+    let ns = namespaces_of(&child);
+    child.kill().unwrap(); // SIGKILL: no handler, no Drop
+    child.wait().unwrap();
+    for n in &ns {
+        assert!(Path::new("/run/netns").join(n).exists(), "{n} should survive a kill -9");
+    }
+    let r = run(&["clean"]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{text} {}", String::from_utf8_lossy(&r.stderr));
+    for n in &ns {
+        assert!(text.contains(n.as_str()), "clean names {n}: {text}");
+        assert!(!Path::new("/run/netns").join(n).exists(), "{n} left behind");
+    }
+    let again = String::from_utf8_lossy(&run(&["clean"]).stdout).into_owned();
+    assert!(!ns.iter().any(|n| again.contains(n.as_str())), "{again}");
+}
