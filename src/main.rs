@@ -67,6 +67,11 @@ fn main() {
         Command::Clean => clean(),
         Command::Serve { args } => kaspec_suites::serve::main(&args),
     };
+    // On Ctrl-C the handler is removing this run's namespaces and will exit
+    // with 130: let it finish instead of racing it with our own exit code.
+    while kaspec_harness::cleanup::interrupted() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::process::exit(code);
 }
 
@@ -187,6 +192,9 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
     let tty = std::io::stderr().is_terminal();
     eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s), report in {}", cases.len(), faults.len(), dir.display());
     let report = runner::run(&ctx, &cases, &faults, &run_id, command, |p| progress(p, tty));
+    if kaspec_harness::cleanup::interrupted() {
+        return 130;
+    }
     if let Err(e) = runner::write(&report, &dir) {
         return bad_input(e);
     }
@@ -251,5 +259,4 @@ fn print_summary(report: &Report) {
         println!("{:<26} {:<14} harness error: {}", e.case, e.fault, e.message.lines().next().unwrap_or_default());
     }
     println!("\n{}", report.summary_line());
-    let _ = Duration::ZERO;
 }

@@ -121,6 +121,19 @@ fn pids_in(ns: &str) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect()
 }
 
+/// Processes carrying the run's tag in their environment (servers we started).
+fn processes_tagged(ns: &[String]) -> Vec<String> {
+    let tag = ns[0].trim_start_matches("kaspec-").split('-').next().unwrap().to_string();
+    let needle = format!("KASPEC_RUN_TAG={tag}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| std::fs::read(e.path().join("environ")).map(|env| String::from_utf8_lossy(&env).split('\0').any(|v| v == needle)).unwrap_or(false))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn spawn_run(name: &str) -> Child {
     let out = tmp(name);
     kaspec()
@@ -141,6 +154,7 @@ fn ctrl_c_removes_everything_and_exits_130() {
     for n in &ns {
         assert!(!Path::new("/run/netns").join(n).exists(), "{n} left behind");
     }
+    assert!(processes_tagged(&ns).is_empty(), "server processes left: {:?}", processes_tagged(&ns));
 }
 
 #[test]
@@ -152,6 +166,12 @@ fn kill_9_then_clean_removes_what_the_run_left() {
     for n in &ns {
         assert!(Path::new("/run/netns").join(n).exists(), "{n} should survive a kill -9");
     }
+    // The servers die with kaspec (parent-death signal), even on kill -9.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !processes_tagged(&ns).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(processes_tagged(&ns).is_empty(), "server processes outlived kaspec: {:?}", processes_tagged(&ns));
     let r = run(&["clean"]);
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(r.status.success(), "{text} {}", String::from_utf8_lossy(&r.stderr));

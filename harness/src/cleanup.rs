@@ -26,18 +26,28 @@ pub const NS_PREFIX: &str = "kaspec-";
 /// Live testbeds: tag -> namespace names.
 static LIVE: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
 static HANDLER: Once = Once::new();
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether Ctrl-C / SIGTERM arrived. The handler is removing everything and
+/// will exit the process with 130; callers should start nothing new and not
+/// exit on their own first.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
 
 /// Installs the Ctrl-C / SIGTERM handler once per process.
 pub fn install_signal_handler() {
     HANDLER.call_once(|| {
         let _ = ctrlc::set_handler(|| {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!("kaspec: interrupted, removing this run's namespaces and processes");
             let live: Vec<(String, Vec<String>)> = match LIVE.lock() {
                 Ok(g) => g.clone().into_iter().collect(),
                 Err(p) => p.into_inner().clone().into_iter().collect(),
             };
-            for (_, namespaces) in live {
+            for (tag, namespaces) in live {
                 remove_namespaces(&namespaces);
+                let _ = std::fs::remove_file(format!("{OWNER_DIR}/{tag}"));
             }
             std::process::exit(130);
         });
@@ -149,6 +159,14 @@ pub fn clean_leftovers() -> CleanReport {
     tags.dedup();
     for t in tags {
         let _ = std::fs::remove_file(format!("{OWNER_DIR}/{t}"));
+    }
+    // Owner records of runs that died after their namespaces were removed.
+    for entry in std::fs::read_dir(OWNER_DIR).into_iter().flatten().flatten() {
+        let tag = entry.file_name().to_string_lossy().into_owned();
+        let mine = LIVE.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&tag);
+        if !mine && live_owner(&tag).is_none() && !existing_namespaces().iter().any(|n| tag_of(n) == Some(tag.as_str())) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     report
 }

@@ -66,6 +66,9 @@ pub fn run(
     for case in cases {
         for &fault in faults {
             index += 1;
+            if kaspec_harness::cleanup::interrupted() {
+                break;
+            }
             if !case.faults.contains(&fault) {
                 let r = vec![unsupported(case, fault, ctx)];
                 on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
@@ -79,6 +82,7 @@ pub fn run(
                     on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
                     results.extend(r);
                 }
+                Err(_) if kaspec_harness::cleanup::interrupted() => break,
                 Err(e) => {
                     let message = e.to_string();
                     on(Progress::Error { index, total, case, fault, message: &message });
