@@ -22,10 +22,18 @@ pub enum FaultKind {
     /// Drop both directions and answer each dropped TCP segment with an RST to
     /// its sender (what a middlebox that lost the flow, or a rebooted peer, does).
     Reset,
+    /// SIGSTOP the server process (SIGCONT at heal): its kernel keeps the TCP
+    /// connection up and answers keep-alive probes; only an application-level
+    /// heartbeat can notice.
+    Freeze,
+    /// No fault: cases that check behaviour on a healthy path.
+    None,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset];
+    /// Every fault a user can ask for (`--fault all`).
+    pub const ALL: [FaultKind; 5] =
+        [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Freeze];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +41,8 @@ impl FaultKind {
             FaultKind::BlackholeUp => "blackhole-up",
             FaultKind::BlackholeDown => "blackhole-down",
             FaultKind::Reset => "reset",
+            FaultKind::Freeze => "freeze",
+            FaultKind::None => "none",
         }
     }
 
@@ -42,18 +52,31 @@ impl FaultKind {
             FaultKind::BlackholeUp => "drop client->server on the router",
             FaultKind::BlackholeDown => "drop server->client on the router",
             FaultKind::Reset => "drop both directions on the router and answer with TCP RST",
+            FaultKind::Freeze => "SIGSTOP the server process; its kernel stays up",
+            FaultKind::None => "no fault",
         }
     }
 
     /// Parses a fault name; the error lists the allowed names.
     pub fn parse(s: &str) -> Result<FaultKind, String> {
+        // `none` is internal (cases without a fault), not in ALL.
         FaultKind::ALL
             .into_iter()
             .find(|f| f.name() == s)
             .ok_or_else(|| format!("unknown fault `{s}` (allowed: {})", FaultKind::ALL.map(|f| f.name()).join(", ")))
     }
 
-    /// The nftables rules (for the `faults` chain) that realise this fault on `flow`.
+    /// What applies this fault.
+    pub fn engine(self) -> &'static str {
+        match self {
+            FaultKind::Freeze => "SIGSTOP",
+            FaultKind::None => "none",
+            _ => "nftables",
+        }
+    }
+
+    /// The nftables rules (for the `faults` chain) that realise this fault on
+    /// `flow`; none for faults of another engine.
     pub fn nft_rules(self, flow: &Flow, tag: &str) -> Vec<String> {
         let up = flow.match_up();
         let down = flow.match_down();
@@ -66,6 +89,7 @@ impl FaultKind {
                 format!("{up} counter reject with tcp reset {}", c("up")),
                 format!("{down} counter reject with tcp reset {}", c("down")),
             ],
+            FaultKind::Freeze | FaultKind::None => Vec::new(),
         }
     }
 }
@@ -113,6 +137,8 @@ pub struct AppliedFault {
     pub requested_at: Instant,
     /// Taken after the rule was committed: detection latency counts from here.
     pub in_force_at: Instant,
+    /// The process a freeze stopped.
+    pub pid: Option<u32>,
 }
 
 #[cfg(test)]
@@ -129,6 +155,9 @@ mod tests {
         assert!(down[0].starts_with("ip saddr 198.19.0.2 ip daddr 198.18.0.2 tcp sport 1883 tcp dport 40000"));
         assert!(FaultKind::Reset.nft_rules(&flow, "t").iter().all(|r| r.contains("reject with tcp reset")));
         assert_eq!(FaultKind::Blackhole.nft_rules(&flow, "t").len(), 2);
+        assert!(FaultKind::Freeze.nft_rules(&flow, "t").is_empty());
+        assert_eq!(FaultKind::Freeze.engine(), "SIGSTOP");
+        assert!(FaultKind::parse("none").is_err(), "none is not a fault a user asks for");
     }
 
     #[test]

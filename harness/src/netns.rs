@@ -228,15 +228,27 @@ impl Testbed {
         &self.caps
     }
 
-    /// Applies `kind` to `flow` on the router's forward path. Returns once the
-    /// rule is committed; `in_force_at` is taken after the commit.
-    pub fn apply_fault(&self, kind: FaultKind, flow: &Flow) -> Result<AppliedFault> {
+    /// Applies `kind`: nftables faults to `flow` on the router's forward path,
+    /// `freeze` to the server process `server_pid`. Returns once the fault is
+    /// in force (rule committed, signal delivered); `in_force_at` is taken then.
+    pub fn apply_fault(&self, kind: FaultKind, flow: &Flow, server_pid: Option<u32>) -> Result<AppliedFault> {
         let rules = kind.nft_rules(flow, &self.tag);
-        let script: String = rules.iter().map(|r| format!("add rule inet {} faults {r}\n", self.table)).collect();
         let requested_at = Instant::now();
-        self.nft(&format!("applying fault {kind} on {}", self.router.ns), &script)?;
+        match kind {
+            FaultKind::None => {}
+            FaultKind::Freeze => {
+                let pid = server_pid.ok_or_else(|| Error::Other("freeze needs the server's process".into()))?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP)
+                    .map_err(|e| Error::io(format!("applying fault freeze: SIGSTOP to pid {pid}"), e.into()))?;
+                wait_stopped(pid)?;
+            }
+            _ => {
+                let script: String = rules.iter().map(|r| format!("add rule inet {} faults {r}\n", self.table)).collect();
+                self.nft(&format!("applying fault {kind} on {}", self.router.ns), &script)?;
+            }
+        }
         let in_force_at = Instant::now();
-        let applied = AppliedFault { kind, engine: "nftables".into(), rules, requested_at, in_force_at };
+        let applied = AppliedFault { kind, engine: kind.engine().into(), rules, requested_at, in_force_at, pid: server_pid };
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(applied.clone());
         Ok(applied)
     }
@@ -244,13 +256,32 @@ impl Testbed {
     /// Removes every fault rule: the path works again.
     pub fn heal(&self) -> Result<Instant> {
         self.nft("healing the path", &format!("flush chain inet {} faults\n", self.table))?;
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for f in self.faults.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            if let (FaultKind::Freeze, Some(pid)) = (f.kind, f.pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
+            }
+        }
         Ok(Instant::now())
     }
 
     /// The namespaces of this testbed.
     pub fn namespaces(&self) -> Vec<String> {
         vec![self.client.ns.clone(), self.router.ns.clone(), self.server.ns.clone()]
+    }
+}
+
+/// Waits until `pid` is in the stopped state (SIGSTOP is asynchronous).
+fn wait_stopped(pid: u32) -> Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| Error::io(format!("reading the state of pid {pid}"), e))?;
+        if stat.rsplit(')').next().map(|r| r.trim_start().starts_with('T')).unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!("pid {pid} did not stop within 2 s of SIGSTOP")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

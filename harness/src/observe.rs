@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{
-    constants::{AF_INET, IPPROTO_TCP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
@@ -49,10 +49,13 @@ pub struct TcpSocket {
     pub state: u8,
 }
 
+/// IPv4 endpoints, including IPv4-mapped IPv6 ones (`::ffff:a.b.c.d`): a
+/// dual-stack server (grpc-core, for one) accepts IPv4 clients on an AF_INET6
+/// socket.
 fn v4(ip: IpAddr, port: u16) -> Option<SocketAddrV4> {
     match ip {
         IpAddr::V4(a) => Some(SocketAddrV4::new(a, port)),
-        IpAddr::V6(_) => None,
+        IpAddr::V6(a) => a.to_ipv4_mapped().map(|m| SocketAddrV4::new(m, port)),
     }
 }
 
@@ -70,18 +73,25 @@ impl SockDiag {
         Ok(SockDiag { sock, buf: vec![0; 64 * 1024] })
     }
 
-    /// All IPv4 TCP sockets of this namespace.
+    /// All TCP sockets of this namespace with IPv4 endpoints (AF_INET, and
+    /// AF_INET6 with IPv4-mapped addresses).
     pub fn dump_tcp(&mut self) -> Result<Vec<TcpSocket>> {
+        let mut all = self.dump_family(AF_INET)?;
+        all.extend(self.dump_family(AF_INET6)?);
+        Ok(all)
+    }
+
+    fn dump_family(&mut self, family: u8) -> Result<Vec<TcpSocket>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut req = NetlinkMessage::new(
             hdr,
             SockDiagMessage::InetRequest(InetRequest {
-                family: AF_INET,
+                family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
                 states: StateFlags::all(),
-                socket_id: SocketId::new_v4(),
+                socket_id: if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() },
             })
             .into(),
         );
@@ -174,9 +184,14 @@ impl SocketWatch {
                     let _ = ready_tx.send(Ok(()));
                 }
                 Ok(other) => {
+                    let seen: Vec<String> = diag
+                        .dump_tcp()
+                        .map(|all| all.iter().map(|s| format!("{} <-> {} {}", s.local, s.remote, tcp_state_name(s.state))).collect())
+                        .unwrap_or_default();
                     let e = Error::Other(format!(
-                        "server-side observer: connection {local} <-> {remote} is not established ({})",
-                        other.map(tcp_state_name).unwrap_or("not found")
+                        "socket observer: connection {local} <-> {remote} is not established ({}); sockets here: [{}]",
+                        other.map(tcp_state_name).unwrap_or("not found"),
+                        seen.join(", ")
                     ));
                     let _ = ready_tx.send(Err(Error::Other(e.to_string())));
                     return Err(e);

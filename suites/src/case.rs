@@ -24,6 +24,9 @@ pub struct CaseDef {
     pub requirement: &'static str,
     /// Faults this case can take; any other is reported `unsupported`.
     pub faults: &'static [FaultKind],
+    /// A case whose scenario *is* its fault (a frozen peer, or none at all)
+    /// runs once with it, whatever `--fault` says.
+    pub fixed_fault: Option<FaultKind>,
     pub run: fn(&Ctx, &CaseDef, FaultKind) -> kaspec_harness::Result<Vec<CaseResult>>,
     /// The longest one run of the case may take with this configuration
     /// (for progress output; each wait inside has its own deadline).
@@ -50,7 +53,12 @@ pub struct Ctx {
 
 /// Every case, in a stable order.
 pub fn all() -> Vec<&'static CaseDef> {
-    crate::tcp::CASES.iter().chain(crate::mqtt::CASES.iter()).collect()
+    crate::tcp::CASES
+        .iter()
+        .chain(crate::mqtt::CASES.iter())
+        .chain(crate::websocket::CASES.iter())
+        .chain(crate::grpc::CASES.iter())
+        .collect()
 }
 
 /// The cases whose id starts with any of `prefixes` (all if none). A prefix

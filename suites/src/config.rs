@@ -16,8 +16,8 @@ enum Kind {
     Bool,
     /// Whole seconds in [min, max] (kernel/library takes seconds).
     Secs { min: u64, max: u64, zero_ok: bool },
-    /// Milliseconds in [0, max].
-    Millis { max: u64 },
+    /// Milliseconds in [min, max].
+    Millis { min: u64, max: u64 },
     Count { min: u64, max: u64 },
 }
 
@@ -35,8 +35,13 @@ pub const KEYS: &[Key] = &[
     Key { name: "tcp.idle", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "2s", doc: "TCP_KEEPIDLE: idle time before the first probe (whole seconds)" },
     Key { name: "tcp.interval", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "1s", doc: "TCP_KEEPINTVL: time between probes (whole seconds)" },
     Key { name: "tcp.count", kind: Kind::Count { min: 1, max: 127 }, default: "3", doc: "TCP_KEEPCNT: unanswered probes before the connection is dead" },
-    Key { name: "tcp.user_timeout", kind: Kind::Millis { max: i32::MAX as u64 }, default: "0s", doc: "TCP_USER_TIMEOUT: max age of unacknowledged data (0 = off, the kernel default)" },
+    Key { name: "tcp.user_timeout", kind: Kind::Millis { min: 0, max: i32::MAX as u64 }, default: "0s", doc: "TCP_USER_TIMEOUT: max age of unacknowledged data (0 = off, the kernel default)" },
     Key { name: "mqtt.keep_alive", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "MQTT Keep Alive sent in CONNECT (whole seconds, 0 = off)" },
+    Key { name: "websocket.ping_interval", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "P: the client sends a Ping every P" },
+    Key { name: "websocket.pong_timeout", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "T: the peer is dead when nothing was received for P + T" },
+    Key { name: "grpc.keepalive_time", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIME: HTTP/2 PING after this long without a read (tonic http2_keep_alive_interval)" },
+    Key { name: "grpc.keepalive_timeout", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIMEOUT: the PING ACK must come within this (tonic keep_alive_timeout)" },
+    Key { name: "grpc.keepalive_while_idle", kind: Kind::Bool, default: "true", doc: "KEEPALIVE_WITHOUT_CALLS: ping also without active calls (tonic keep_alive_while_idle)" },
 ];
 
 fn key(name: &str) -> Result<&'static Key, ConfigError> {
@@ -84,13 +89,14 @@ fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
             }
             Ok(Value::Dur(d))
         }
-        Kind::Millis { max } => {
+        Kind::Millis { min, max } => {
             let d = duration(raw).map_err(bad)?;
             if d.subsec_nanos() % 1_000_000 != 0 {
                 return Err(bad("takes whole milliseconds".into()));
             }
-            if d.as_millis() as u64 > max {
-                return Err(bad(format!("out of range (allowed: 0ms..{max}ms)")));
+            let v = d.as_millis() as u64;
+            if v < min || v > max {
+                return Err(bad(format!("out of range (allowed: {min}ms..{max}ms)")));
             }
             Ok(Value::Dur(d))
         }
@@ -122,11 +128,28 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
 }
 
+/// The heartbeat pattern of the tokio-tungstenite client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WebSocketConfig {
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+}
+
+/// HTTP/2 keep-alive of the tonic client (gRFC A8 names).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrpcConfig {
+    pub keepalive_time: Duration,
+    pub keepalive_timeout: Duration,
+    pub keepalive_while_idle: bool,
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub tcp: TcpConfig,
     pub mqtt: MqttConfig,
+    pub websocket: WebSocketConfig,
+    pub grpc: GrpcConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -135,6 +158,8 @@ impl Default for Config {
         let mut c = Config {
             tcp: TcpConfig { keepalive: true, idle: Duration::ZERO, interval: Duration::ZERO, count: 0, user_timeout: Duration::ZERO },
             mqtt: MqttConfig { keep_alive: Duration::ZERO },
+            websocket: WebSocketConfig { ping_interval: Duration::ZERO, pong_timeout: Duration::ZERO },
+            grpc: GrpcConfig { keepalive_time: Duration::ZERO, keepalive_timeout: Duration::ZERO, keepalive_while_idle: false },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -156,6 +181,11 @@ impl Config {
             ("tcp.count", Value::Count(n)) => self.tcp.count = n as u32,
             ("tcp.user_timeout", Value::Dur(d)) => self.tcp.user_timeout = d,
             ("mqtt.keep_alive", Value::Dur(d)) => self.mqtt.keep_alive = d,
+            ("websocket.ping_interval", Value::Dur(d)) => self.websocket.ping_interval = d,
+            ("websocket.pong_timeout", Value::Dur(d)) => self.websocket.pong_timeout = d,
+            ("grpc.keepalive_time", Value::Dur(d)) => self.grpc.keepalive_time = d,
+            ("grpc.keepalive_timeout", Value::Dur(d)) => self.grpc.keepalive_timeout = d,
+            ("grpc.keepalive_while_idle", Value::Bool(b)) => self.grpc.keepalive_while_idle = b,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());
@@ -185,7 +215,7 @@ impl Config {
             }
             let toml::Value::Table(t) = body else {
                 return Err(ConfigError(format!(
-                    "`{section}` must be a table like [tcp] or [mqtt] (allowed top-level keys: name, description)"
+                    "`{section}` must be a table like [tcp], [mqtt], [websocket] or [grpc] (allowed top-level keys: name, description)"
                 )));
             };
             for (k, v) in t {
@@ -247,6 +277,8 @@ mod tests {
         assert!(e.contains("0 (off) or 1s..65535s"), "{e}");
         let e = c.set_pair("mqtt.keep_alive=70000s").unwrap_err().0;
         assert!(e.contains("out of range"), "{e}");
+        let e = c.set_pair("websocket.pong_timeout=5ms").unwrap_err().0;
+        assert!(e.contains("10ms..3600000ms"), "{e}");
         let e = c.set_pair("tcp.keepalive=maybe").unwrap_err().0;
         assert!(e.contains("true or false"), "{e}");
         assert!(c.set_pair("tcp.idle").unwrap_err().0.contains("KEY=VALUE"));

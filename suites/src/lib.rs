@@ -6,17 +6,21 @@
 //! - [`case`]: case metadata, selection by id prefix, building results.
 //! - [`tcp`]: TCP keep-alive through socket2 against our echo server.
 //! - [`mqtt`]: rumqttc against a real Mosquitto.
+//! - [`websocket`]: tokio-tungstenite heartbeats against our server and Python `websockets`.
+//! - [`grpc`]: tonic HTTP/2 keep-alive against our tonic server and Python grpcio.
 //! - [`runner`]: runs a selection of cases × faults into a report.
 //! - [`deviations`]: documented deviations of implementations (fixtures).
 
 pub mod case;
 pub mod config;
 pub mod deviations;
+pub mod grpc;
 pub mod linux;
 pub mod mqtt;
 pub mod runner;
 pub mod serve;
 pub mod tcp;
+pub mod websocket;
 
 pub use case::{CaseDef, Ctx};
 pub use config::Config;

@@ -43,6 +43,7 @@ pub static CASES: [CaseDef; 1] = [CaseDef {
     faults: &FaultKind::ALL,
     run: run_idle,
     budget,
+    fixed_fault: None,
 }];
 
 fn budget(c: &Config) -> Duration {
@@ -105,6 +106,9 @@ pub fn server_expectation(k: Duration, fault: FaultKind, last_heard_ms: i64) -> 
     let k = ms_of(k) as i64;
     if k == 0 {
         return Expectation::not_detected("Keep Alive 0: the server has no keep-alive duty", "MQTT 3.1.1 §3.1.2.10");
+    }
+    if fault == FaultKind::Freeze {
+        return Expectation::not_detected("the broker process is frozen", "MQTT 3.1.1 §3.1.2.10");
     }
     let why = if fault == FaultKind::BlackholeDown {
         "PINGREQs still reach the broker until the client gives up; the client's FIN then waits behind its \
@@ -227,7 +231,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let k = ctx.config.mqtt.keep_alive;
     let tb = Testbed::new(&ctx.run_dir)?;
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
-    let _broker = Server::start(
+    let broker = Server::start(
         &tb,
         &ServerSpec {
             name: "mosquitto".into(),
@@ -253,7 +257,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
-    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr })?;
+    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(broker.pid()))?;
     let t0 = applied.in_force_at;
     let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
 

@@ -59,17 +59,18 @@ pub fn run(
     mut on: impl FnMut(Progress<'_>),
 ) -> Report {
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let total = cases.len() * faults.len();
+    let plan: Vec<Vec<FaultKind>> = cases.iter().map(|c| c.fixed_fault.map(|f| vec![f]).unwrap_or_else(|| faults.to_vec())).collect();
+    let total = plan.iter().map(Vec::len).sum();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let mut index = 0;
-    for case in cases {
-        for &fault in faults {
+    for (case, faults) in cases.iter().zip(plan) {
+        for fault in faults {
             index += 1;
             if kaspec_harness::cleanup::interrupted() {
                 break;
             }
-            if !case.faults.contains(&fault) {
+            if case.fixed_fault != Some(fault) && !case.faults.contains(&fault) {
                 let r = vec![unsupported(case, fault, ctx)];
                 on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
                 results.extend(r);

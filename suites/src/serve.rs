@@ -1,26 +1,54 @@
-//! `serve tcp --listen ADDR`: entry point shared by `kaspec serve` and the
-//! `kaspec-serve` binary.
+//! `serve PROTOCOL --listen ADDR [options]`: our own servers, shared by
+//! `kaspec serve` and the `kaspec-serve` binary.
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+const USAGE: &str = "usage: serve tcp --listen IPV4:PORT | \
+serve websocket --listen IPV4:PORT --ping-interval DUR --pong-timeout DUR | \
+serve grpc --listen IPV4:PORT [--keepalive-time DUR --keepalive-timeout DUR]";
+
+fn parse(args: &[String]) -> Result<(String, SocketAddrV4, Vec<(String, Duration)>), String> {
+    let (proto, rest) = args.split_first().ok_or("missing protocol")?;
+    let mut listen = None;
+    let mut opts = Vec::new();
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--listen" {
+            listen = Some(value.parse().map_err(|_| format!("--listen {value}: not an IPV4:PORT address"))?);
+        } else {
+            let d = humantime::parse_duration(value).map_err(|e| format!("{flag} {value}: {e}"))?;
+            opts.push((flag.trim_start_matches("--").to_string(), d));
+        }
+    }
+    Ok((proto.clone(), listen.ok_or("missing --listen")?, opts))
+}
 
 /// Runs a server from its arguments; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
-    let usage = "usage: serve tcp --listen IPV4:PORT";
-    match args {
-        [proto, flag, addr] if proto == "tcp" && flag == "--listen" => match addr.parse() {
-            Ok(a) => match crate::tcp::serve(a) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("kaspec-tcp-echo: {e}");
-                    1
-                }
-            },
-            Err(_) => {
-                eprintln!("serve: `{addr}` is not an IPV4:PORT address; {usage}");
-                2
-            }
-        },
+    let (proto, listen, opts) = match parse(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("serve: {e}; {USAGE}");
+            return 2;
+        }
+    };
+    let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
+    let result = match (proto.as_str(), get("ping-interval"), get("pong-timeout"), get("keepalive-time"), get("keepalive-timeout")) {
+        ("tcp", None, None, None, None) => crate::tcp::serve(listen),
+        ("websocket", Some(p), Some(t), None, None) => crate::websocket::serve(listen, p, t),
+        ("grpc", None, None, i, t) if i.is_some() == t.is_some() => crate::grpc::serve(listen, i.zip(t)),
         _ => {
-            eprintln!("{usage}");
-            2
+            eprintln!("serve: unexpected arguments {args:?}; {USAGE}");
+            return 2;
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("serve {proto}: {e}");
+            1
         }
     }
 }

@@ -31,6 +31,10 @@ use crate::linux;
 
 pub const PORT: u16 = 7000;
 
+/// Why TCP alone cannot see a frozen peer (PROTOCOLS.md, TCP).
+const FROZEN_KERNEL_ANSWERS: &str =
+    "the frozen server's kernel still answers keep-alive probes: TCP keep-alive cannot detect a hung application (expected non-detection)";
+
 const ALL_FAULTS: &[FaultKind] = &FaultKind::ALL;
 
 pub static CASES: [CaseDef; 3] = [
@@ -42,7 +46,8 @@ pub static CASES: [CaseDef; 3] = [
         requirement: "Keep-alive probes an idle connection; one unanswered probe MUST NOT mean death; Linux aborts after I + N×V (or at U with TCP_USER_TIMEOUT)",
         faults: ALL_FAULTS,
         run: run_idle_keepalive,
-        budget: budget,
+        budget,
+        fixed_fault: None,
     },
     CaseDef {
         id: "tcp/rfc1122-4.2.3.6/2",
@@ -52,7 +57,8 @@ pub static CASES: [CaseDef; 3] = [
         requirement: "Keep-alive is off by default; an idle connection without it is never checked",
         faults: ALL_FAULTS,
         run: run_idle_no_keepalive,
-        budget: budget,
+        budget,
+        fixed_fault: None,
     },
     CaseDef {
         id: "tcp/rfc5482-3/1",
@@ -62,7 +68,8 @@ pub static CASES: [CaseDef; 3] = [
         requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while data is in flight",
         faults: ALL_FAULTS,
         run: run_data_in_flight,
-        budget: budget,
+        budget,
+        fixed_fault: None,
     },
 ];
 
@@ -236,6 +243,9 @@ fn idle_expectation(t: &TcpConfig, fault: FaultKind, idle_ms: u64, spec: &str) -
     if !t.keepalive {
         return Expectation::not_detected("keep-alive off: an idle connection is never probed", spec);
     }
+    if fault == FaultKind::Freeze {
+        return Expectation::not_detected(FROZEN_KERNEL_ANSWERS, spec);
+    }
     let i = ms_of(t.idle);
     match fault {
         FaultKind::Reset => {
@@ -275,6 +285,9 @@ fn idle_expectation(t: &TcpConfig, fault: FaultKind, idle_ms: u64, spec: &str) -
 /// nothing to send, so it learns only what reaches it from the client.
 fn server_expectation_idle(t: &TcpConfig, fault: FaultKind, idle_ms: u64) -> Expectation {
     let spec = "RFC 1122 §4.2.3.6 (the server side has keep-alive off)";
+    if fault == FaultKind::Freeze {
+        return Expectation::not_detected("the server process is frozen", spec);
+    }
     if fault == FaultKind::BlackholeDown && t.keepalive {
         // The client's stack aborts with an RST, and client->server still passes.
         let death = keepalive_death(t);
@@ -300,7 +313,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     let addr = server_addr(&tb);
     let mut args = ctx.serve.args.clone();
     args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
-    let _server = Server::start(
+    let server = Server::start(
         &tb,
         &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5) },
     )?;
@@ -323,7 +336,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         .map_err(|e| Error::io(format!("tcp client connecting to {addr}"), e))?;
 
     let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
-    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr })?;
+    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
     go_tx.send(t0 + Duration::from_millis(client_deadline_ms)).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
@@ -402,6 +415,12 @@ fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: Opti
             format!("immediate: the data sent at +{sent_ms} ms is answered by RST"),
             "RFC 9293 §3.5.3 (reset processing)",
             Level::Must,
+        );
+    }
+    if fault == FaultKind::Freeze {
+        return Expectation::not_detected(
+            "the frozen server's kernel acknowledges the data: nothing stays unacknowledged, so U never fires",
+            spec,
         );
     }
     let u = ms_of(t.user_timeout);

@@ -1,0 +1,683 @@
+//! gRPC keep-alive (gRFC A8; HTTP/2 PING, RFC 9113 §6.7): a tonic client
+//! with `grpc.keepalive_time` (I), `grpc.keepalive_timeout` (T) and
+//! `grpc.keepalive_while_idle`, plus the TCP knobs, against our tonic server
+//! (`kaspec serve grpc`) and Python grpcio (Debian's python3-grpcio), both
+//! serving `kaspec.Echo` from fixtures/grpc/kaspec.proto.
+//!
+//! hyper's keep-alive (src/proto/h2/ping.rs), which both tonic ends use:
+//! a PING is scheduled I after the last frame read; if its ACK does not come
+//! within T the connection is closed. An idle connection is pinged only with
+//! while_idle. So a blackholed idle connection is declared dead in (T, I + T]
+//! after the fault, and a call started on an unprobed connection fails T after
+//! the PING it triggers.
+
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kaspec_harness::caps::require_program;
+use kaspec_harness::expect::{Expectation, Level, Verdict};
+use kaspec_harness::fault::{FaultKind, Flow};
+use kaspec_harness::netns::Testbed;
+use kaspec_harness::observe::{local_end_towards, SocketWatch};
+use kaspec_harness::report::{CaseResult, Implementation};
+use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::{Error, Result};
+use serde::Deserialize;
+
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::config::{Config, GrpcConfig, TcpConfig};
+use crate::websocket::python_module;
+
+pub mod proto {
+    tonic::include_proto!("kaspec");
+}
+
+use proto::echo_client::EchoClient;
+use proto::echo_server::{Echo, EchoServer};
+use proto::Text;
+
+pub const PORT: u16 = 50051;
+const SPEC_A8: &str = "gRFC A8 (client keepalive), RFC 9113 §6.7";
+const PYTHON: &str = "/usr/bin/python3";
+/// Idle time between the last response and the fault (see `detection`).
+const QUIET_BEFORE_FAULT: Duration = Duration::from_millis(300);
+
+const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze];
+
+pub static CASES: [CaseDef; 3] = [
+    CaseDef {
+        id: "grpc/a8-keepalive/1",
+        protocol: "grpc",
+        spec: "gRFC A8, RFC 9113 §6.7",
+        description: "Idle channel with keepalive_while_idle; the path fails: the client's PING goes unanswered and the connection is closed; the server's own keep-alive closes its end too.",
+        requirement: "A PING MUST be answered with a PING ACK (RFC 9113 §6.7); a client whose keepalive PING is not acknowledged within KEEPALIVE_TIMEOUT closes the connection and fails calls with UNAVAILABLE (gRFC A8)",
+        faults: DETECTION_FAULTS,
+        fixed_fault: None,
+        run: run_idle,
+        budget,
+    },
+    CaseDef {
+        id: "grpc/a8-keepalive/2",
+        protocol: "grpc",
+        spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS = false)",
+        description: "Idle channel without keepalive_while_idle: the dead path is not probed while idle; a call started I after the fault triggers a PING and fails T later.",
+        requirement: "Without KEEPALIVE_WITHOUT_CALLS no PING is sent while there are no calls; with a call in flight the keepalive PING bounds the wait to about KEEPALIVE_TIMEOUT",
+        faults: DETECTION_FAULTS,
+        fixed_fault: None,
+        run: run_call_after_idle,
+        budget,
+    },
+    CaseDef {
+        id: "grpc/a8-ping-policy/1",
+        protocol: "grpc",
+        spec: "gRFC A8 (server enforcement)",
+        description: "A client pinging every keepalive_time against servers with their default ping policy: is it told GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\"?",
+        requirement: "Servers SHOULD answer pings more frequent than PERMIT_KEEPALIVE_TIME (default 5 min) with GOAWAY ENHANCE_YOUR_CALM (\"too_many_pings\") after max_ping_strikes (2)",
+        faults: &[],
+        fixed_fault: Some(FaultKind::None),
+        run: run_ping_policy,
+        budget,
+    },
+];
+
+fn budget(c: &Config) -> Duration {
+    let g = c.grpc;
+    2 * (Duration::from_secs(4) + 3 * (2 * g.keepalive_time + g.keepalive_timeout).max(Duration::from_secs(4)))
+}
+
+// --- servers -----------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeepaliveText {
+    keepalive_time: String,
+    keepalive_timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServersFile {
+    kaspec: KeepaliveText,
+    #[serde(rename = "python-grpcio")]
+    python_grpcio: KeepaliveText,
+}
+
+/// A server's HTTP/2 keep-alive (fixtures/grpc/servers.toml).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerKeepalive {
+    pub time: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GrpcServer {
+    Kaspec,
+    PythonGrpcio,
+}
+
+pub const SERVERS: [GrpcServer; 2] = [GrpcServer::Kaspec, GrpcServer::PythonGrpcio];
+
+/// How a server is started: with the fixture's keep-alive (detection cases)
+/// or with its defaults (the ping-policy case).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Keepalive(ServerKeepalive),
+    Defaults,
+}
+
+impl GrpcServer {
+    pub fn keepalive(self, fixtures: &Path) -> Result<ServerKeepalive> {
+        let path = fixtures.join("grpc/servers.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let f: ServersFile = toml::from_str(&text).map_err(|e| Error::Other(format!("{}: {}", path.display(), e.message().trim())))?;
+        let k = match self {
+            GrpcServer::Kaspec => f.kaspec,
+            GrpcServer::PythonGrpcio => f.python_grpcio,
+        };
+        let d = |key: &str, v: &str| {
+            humantime::parse_duration(v).map_err(|e| Error::Other(format!("{}: {key} = \"{v}\": {e} (use ms, s or m)", path.display())))
+        };
+        Ok(ServerKeepalive { time: d("keepalive_time", &k.keepalive_time)?, timeout: d("keepalive_timeout", &k.keepalive_timeout)? })
+    }
+
+    pub fn implementation(self) -> Implementation {
+        match self {
+            GrpcServer::Kaspec => Implementation::new("kaspec-grpc (tonic)", env!("KASPEC_VERSION_TONIC")),
+            GrpcServer::PythonGrpcio => {
+                let v = std::process::Command::new(PYTHON)
+                    .args(["-c", "import grpc; print(grpc.__version__)"])
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .unwrap_or_default();
+                Implementation::new("python-grpcio", if v.is_empty() { "unknown".into() } else { v })
+            }
+        }
+    }
+
+    fn spec(self, ctx: &Ctx, addr: SocketAddrV4, mode: Mode) -> Result<ServerSpec> {
+        let (name, program, args) = match (self, mode) {
+            (GrpcServer::Kaspec, _) => {
+                let mut args = ctx.serve.args.clone();
+                args.extend(["grpc".into(), "--listen".into(), addr.to_string()]);
+                if let Mode::Keepalive(k) = mode {
+                    args.extend([
+                        "--keepalive-time".into(),
+                        format!("{}ms", ms_of(k.time)),
+                        "--keepalive-timeout".into(),
+                        format!("{}ms", ms_of(k.timeout)),
+                    ]);
+                }
+                ("kaspec-grpc", ctx.serve.program.clone(), args)
+            }
+            (GrpcServer::PythonGrpcio, _) => {
+                let python = require_program(PYTHON, "python3")?;
+                python_module("grpc", "python3-grpcio")?;
+                let (t, to, policy) = match mode {
+                    Mode::Keepalive(k) => (ms_of(k.time), ms_of(k.timeout), "permissive"),
+                    Mode::Defaults => (0, 0, "default"),
+                };
+                let script = ctx.fixtures.join("grpc/grpc_server.py");
+                let args = vec![
+                    script.display().to_string(),
+                    addr.ip().to_string(),
+                    addr.port().to_string(),
+                    t.to_string(),
+                    to.to_string(),
+                    policy.to_string(),
+                ];
+                ("python-grpcio", python, args)
+            }
+        };
+        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10) })
+    }
+}
+
+pub fn client_implementation() -> Implementation {
+    Implementation::new("tonic", env!("KASPEC_VERSION_TONIC"))
+}
+
+// --- expectations ------------------------------------------------------------
+
+/// Client, idle connection (case 1).
+pub fn idle_client_expectation(g: &GrpcConfig, fault: FaultKind) -> Expectation {
+    let (i, t) = (ms_of(g.keepalive_time), ms_of(g.keepalive_timeout));
+    if !g.keepalive_while_idle {
+        return Expectation::not_detected("keepalive_while_idle = false: an idle connection is never pinged", SPEC_A8);
+    }
+    if fault == FaultKind::Reset {
+        return Expectation::window(
+            0,
+            i,
+            format!("the next PING (at most I = {i} ms after the last read) is answered by RST: (0, I]"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
+    }
+    Expectation::window(t, i + t, format!("PING I after the last read, unanswered for T: (T, I + T] = ({t}, {}] ms", i + t), SPEC_A8, Level::Must)
+}
+
+/// A server's own keep-alive on an idle connection (cases 1 and 2).
+pub fn server_expectation(k: &ServerKeepalive, fault: FaultKind) -> Expectation {
+    let (i, t) = (ms_of(k.time), ms_of(k.timeout));
+    match fault {
+        FaultKind::Freeze => Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_A8),
+        FaultKind::Reset => Expectation::window(
+            0,
+            i,
+            format!("the server's next PING (at most its keepalive_time {i} ms after the last read) is answered by RST: (0, {i}]"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        ),
+        _ => Expectation::window(
+            t,
+            i + t,
+            format!("the server's PING, unanswered for its keepalive_timeout: (T, I + T] = ({t}, {}] ms", i + t),
+            SPEC_A8,
+            Level::Must,
+        ),
+    }
+}
+
+/// Client, call started `call_ms` after the fault on an unprobed idle connection (case 2).
+pub fn call_expectation(g: &GrpcConfig, fault: FaultKind, call_ms: u64) -> Expectation {
+    let t = ms_of(g.keepalive_timeout);
+    if fault == FaultKind::Reset {
+        return Expectation::window(
+            call_ms,
+            call_ms,
+            format!("the call's first frames (+{call_ms} ms) are answered by RST: immediate"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
+    }
+    let d = call_ms + t;
+    Expectation::window(
+        d,
+        d,
+        format!("the call (+{call_ms} ms, at least I after the last read) triggers a PING at once; no ACK within T: {call_ms} + {t} = {d} ms"),
+        SPEC_A8,
+        Level::Must,
+    )
+}
+
+/// grpc-core's ping abuse policy (ping_abuse_policy.cc): the first PING sets
+/// the clock; each later one sooner than allowed is a strike; GOAWAY when
+/// strikes exceed max_ping_strikes (2): at the 4th PING, 3 intervals after
+/// the first. With a call open the client pings I after each read: PINGs at
+/// I, 2I, 3I, 4I after the last message.
+pub fn policy_expectation(g: &GrpcConfig, server: GrpcServer) -> Expectation {
+    let i = ms_of(g.keepalive_time);
+    let _ = server;
+    Expectation::window(
+        3 * i,
+        4 * i,
+        format!("PINGs every I = {i} ms after the last read; strikes from the 2nd PING, GOAWAY when strikes > 2: at the 3rd–4th PING, [3I, 4I] = [{}, {}] ms", 3 * i, 4 * i),
+        "gRFC A8 (server enforcement)",
+        Level::Should,
+    )
+}
+
+// --- the client ----------------------------------------------------------------
+
+/// What the client does once connected and one call has gone through.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    /// Stay idle until stopped; then one probe call (its status is recorded).
+    Idle,
+    /// Stay idle; at the instant received on the channel, make one call.
+    CallLater,
+    /// Open a Watch stream and wait for it to end.
+    Stream,
+}
+
+struct Ready {
+    local: SocketAddrV4,
+    /// When the last response frame was read (the connection's last activity).
+    last_read: Instant,
+}
+
+#[derive(Default)]
+struct ClientEnd {
+    call_started: Option<Instant>,
+    failed_at: Option<Instant>,
+    error: Option<String>,
+    /// Status of the probe call after the connection died (Plan::Idle).
+    probe: Option<String>,
+}
+
+fn endpoint(addr: SocketAddrV4, g: &GrpcConfig, tcp: &TcpConfig) -> tonic::transport::Endpoint {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid URI")
+        .http2_keep_alive_interval(g.keepalive_time)
+        .keep_alive_timeout(g.keepalive_timeout)
+        .keep_alive_while_idle(g.keepalive_while_idle)
+        .connect_timeout(Duration::from_secs(1));
+    if tcp.keepalive {
+        ep.tcp_keepalive(Some(tcp.idle)).tcp_keepalive_interval(Some(tcp.interval)).tcp_keepalive_retries(Some(tcp.count))
+    } else {
+        ep.tcp_keepalive(None)
+    }
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    let src = std::error::Error::source(s).map(|e| format!("; source: {e}")).unwrap_or_default();
+    format!("tonic::Status {{ code: {:?} }}: {}{src}", s.code(), s.message())
+}
+
+fn client(
+    addr: SocketAddrV4,
+    g: GrpcConfig,
+    tcp: TcpConfig,
+    plan: Plan,
+    ready: mpsc::Sender<std::result::Result<Ready, String>>,
+    go: tokio::sync::watch::Receiver<Option<Instant>>,
+    stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> ClientEnd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let mut end = ClientEnd::default();
+        let channel = match endpoint(addr, &g, &tcp).connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send(Err(format!("connecting to {addr}: {e}")));
+                return end;
+            }
+        };
+        let mut client = EchoClient::new(channel);
+        let mut stream = None;
+        let first = match plan {
+            Plan::Stream => match client.watch(Text { text: "kaspec".into() }).await {
+                Ok(resp) => {
+                    let mut s = resp.into_inner();
+                    let m = s.message().await;
+                    stream = Some(s);
+                    m.map(|_| ())
+                }
+                Err(e) => Err(e),
+            },
+            _ => client.say(Text { text: "kaspec".into() }).await.map(|_| ()),
+        };
+        if let Err(e) = first {
+            let _ = ready.send(Err(format!("first call to {addr}: {}", status_text(&e))));
+            return end;
+        }
+        let last_read = Instant::now();
+        match local_end_towards(addr) {
+            Ok(local) => {
+                let _ = ready.send(Ok(Ready { local, last_read }));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return end;
+            }
+        }
+        let wait_for = |mut rx: tokio::sync::watch::Receiver<Option<Instant>>| async move {
+            loop {
+                if let Some(t) = *rx.borrow_and_update() {
+                    return t;
+                }
+                if rx.changed().await.is_err() {
+                    return Instant::now();
+                }
+            }
+        };
+        match plan {
+            Plan::Idle => {
+                let stop = wait_for(stop_at).await;
+                tokio::time::sleep_until(stop.into()).await;
+                let probe = tokio::time::timeout(Duration::from_secs(2), client.say(Text { text: "probe".into() })).await;
+                end.probe = Some(match probe {
+                    Ok(Ok(_)) => "a probe call after the wait succeeded".into(),
+                    Ok(Err(s)) => format!("a probe call after the wait failed: {}", status_text(&s)),
+                    Err(_) => "a probe call after the wait got no answer in 2 s".into(),
+                });
+            }
+            Plan::CallLater => {
+                let at = wait_for(go).await;
+                tokio::time::sleep_until(at.into()).await;
+                let limit = wait_for(stop_at).await;
+                end.call_started = Some(Instant::now());
+                match tokio::time::timeout_at(limit.into(), client.say(Text { text: "after the fault".into() })).await {
+                    Ok(Ok(_)) => end.error = Some("the call succeeded".into()),
+                    Ok(Err(s)) => {
+                        end.failed_at = Some(Instant::now());
+                        end.error = Some(status_text(&s));
+                    }
+                    Err(_) => {}
+                }
+            }
+            Plan::Stream => {
+                let limit = wait_for(stop_at).await;
+                let mut s = stream.expect("stream opened");
+                loop {
+                    match tokio::time::timeout_at(limit.into(), s.message()).await {
+                        Ok(Ok(Some(_))) => continue,
+                        Ok(Ok(None)) => {
+                            end.failed_at = Some(Instant::now());
+                            end.error = Some("the stream ended without an error".into());
+                        }
+                        Ok(Err(st)) => {
+                            end.failed_at = Some(Instant::now());
+                            end.error = Some(status_text(&st));
+                        }
+                        Err(_) => {}
+                    }
+                    break;
+                }
+            }
+        }
+        end
+    })
+}
+
+// --- cases -------------------------------------------------------------------
+
+struct Run<'a> {
+    ctx: &'a Ctx,
+    case: &'a CaseDef,
+    fault: FaultKind,
+    which: GrpcServer,
+    g: GrpcConfig,
+    plan: Plan,
+}
+
+fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    for which in SERVERS {
+        out.extend(detection(Run { ctx, case, fault, which, g: ctx.config.grpc, plan: Plan::Idle })?);
+    }
+    Ok(out)
+}
+
+fn run_call_after_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    let g = GrpcConfig { keepalive_while_idle: false, ..ctx.config.grpc };
+    for which in SERVERS {
+        out.extend(detection(Run { ctx, case, fault, which, g, plan: Plan::CallLater })?);
+    }
+    Ok(out)
+}
+
+fn config_of(ctx: &Ctx, g: &GrpcConfig) -> std::collections::BTreeMap<String, String> {
+    let mut config = ctx.config.effective("grpc.");
+    config.insert("grpc.keepalive_while_idle".into(), g.keepalive_while_idle.to_string());
+    config.extend(ctx.config.effective("tcp.").into_iter().filter(|(k, _)| k != "tcp.user_timeout"));
+    config
+}
+
+fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
+    let Run { ctx, case, fault, which, g, plan } = r;
+    let k = which.keepalive(&ctx.fixtures)?;
+    let tcp = ctx.config.tcp;
+    let tb = Testbed::new(&ctx.run_dir)?;
+    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let server = Server::start(&tb, &which.spec(ctx, addr, Mode::Keepalive(k))?)?;
+    let server_impl = which.implementation();
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = tokio::sync::watch::channel(None);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_thread = tb.client.spawn_thread("kaspec-grpc-client", move || client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx))?;
+    let ready = ready_rx
+        .recv_timeout(Duration::from_secs(15))
+        .map_err(|_| Error::Other("grpc client thread did not report".into()))?
+        .map_err(|e| Error::Other(format!("grpc client against {}: {e}", server_impl.name)))?;
+    let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
+    let server_watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+    // Let the connection go quiet first: the ACK of the first response may
+    // still be held back by delayed ACK (up to 200 ms), and under `reset` it
+    // would be the first segment to meet the RST, not the call or the PING.
+    if let Some(wait) = (ready.last_read + QUIET_BEFORE_FAULT).checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
+    let t0 = applied.in_force_at;
+
+    // The call of case 2 starts I after the fault: past any PING the idle
+    // connection could have had scheduled, so the call's PING goes out at once.
+    let call_ms = ms_of(g.keepalive_time);
+    let client_nominal = match plan {
+        Plan::CallLater => call_expectation(&g, fault, call_ms),
+        _ => idle_client_expectation(&g, fault),
+    };
+    let quiet = 3 * ms_of(2 * g.keepalive_time + g.keepalive_timeout).max(1000);
+    let client_deadline_ms = client_nominal.deadline_ms(quiet);
+    let server_deadline_ms = server_expectation(&k, fault).deadline_ms(quiet);
+    let _ = go_tx.send(Some(t0 + Duration::from_millis(call_ms)));
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    let server_closed = server_watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
+    let client_closed = client_watch.wait(t0 + Duration::from_millis(client_deadline_ms))?;
+    let end = client_thread.join()?;
+
+    let mut timeline = vec![(ready.last_read, "last response read by the client".to_string())];
+    if let Some(t) = end.call_started {
+        timeline.push((t, "call started".into()));
+    }
+    if let Some(c) = &client_closed {
+        timeline.push((c.at, format!("client socket {}", c.state)));
+    }
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("server socket {}", c.state)));
+    }
+    let (client_exp, detected_at, error) = match plan {
+        Plan::CallLater => {
+            let call = end.call_started.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(call_ms);
+            (call_expectation(&g, fault, call), end.failed_at, end.error)
+        }
+        _ => {
+            let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
+            (idle_client_expectation(&g, fault), client_closed.as_ref().map(|c| c.at), error.or(end.probe))
+        }
+    };
+    let mut config = config_of(ctx, &g);
+    config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
+    config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    Ok(vec![
+        facts.result(
+            SideOutcome {
+                side: "client",
+                implementation: client_implementation(),
+                peer: server_impl.clone(),
+                expected: client_exp,
+                detected_at,
+                error,
+                deadline_ms: client_deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+        facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: server_impl,
+                peer: client_implementation(),
+                expected: server_expectation(&k, fault),
+                detected_at: server_closed.as_ref().map(|c| c.at),
+                error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
+                deadline_ms: server_deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+    ])
+}
+
+fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let g = GrpcConfig { keepalive_while_idle: true, ..ctx.config.grpc };
+    let tcp = ctx.config.tcp;
+    let mut out = Vec::new();
+    for which in SERVERS {
+        let tb = Testbed::new(&ctx.run_dir)?;
+        let addr = SocketAddrV4::new(tb.server.addr, PORT);
+        let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (_go_tx, go_rx) = tokio::sync::watch::channel(None);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+        let client_thread =
+            tb.client.spawn_thread("kaspec-grpc-client", move || client(addr, g, tcp, Plan::Stream, ready_tx, go_rx, stop_rx))?;
+        let ready = ready_rx
+            .recv_timeout(Duration::from_secs(15))
+            .map_err(|_| Error::Other("grpc client thread did not report".into()))?
+            .map_err(|e| Error::Other(format!("grpc client against {}: {e}", which.implementation().name)))?;
+        let t0 = ready.last_read;
+        let expected = policy_expectation(&g, which);
+        let deadline_ms = expected.deadline_ms(10_000);
+        let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
+        let end = client_thread.join()?;
+        let facts = RunFacts { case, fault, engine: "none".into(), config: config_of(ctx, &g), t0, timeline: Vec::new() };
+        // GOAWAY debug data "too_many_pings"; grpc-core also puts "Too many
+        // pings" in the status of the calls it ends.
+        let told = end.error.as_deref().map(|e| e.to_lowercase().replace('_', " ").contains("too many pings")).unwrap_or(false);
+        let mut r = facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: which.implementation(),
+                peer: client_implementation(),
+                expected,
+                detected_at: end.failed_at,
+                error: end.error.clone(),
+                deadline_ms,
+            },
+            &ctx.deviations,
+        );
+        match (end.failed_at, told) {
+            (None, _) => {
+                r.verdict_detail = format!("{}: the server does not enforce a ping policy", r.verdict_detail);
+            }
+            (Some(_), false) => {
+                r.verdict = Verdict::Fail;
+                r.verdict_detail = format!("{}, but the stream ended without GOAWAY \"too_many_pings\"", r.verdict_detail);
+            }
+            (Some(_), true) => {
+                r.verdict_detail = format!("{}: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\"", r.verdict_detail);
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+// --- our server --------------------------------------------------------------
+
+#[derive(Default)]
+struct EchoService;
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn say(&self, request: tonic::Request<Text>) -> std::result::Result<tonic::Response<Text>, tonic::Status> {
+        Ok(tonic::Response::new(request.into_inner()))
+    }
+
+    type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::result::Result<Text, tonic::Status>> + Send>>;
+
+    async fn watch(&self, request: tonic::Request<Text>) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::once(std::future::ready(Ok(request.into_inner())));
+        Ok(tonic::Response::new(Box::pin(first.chain(futures_util::stream::pending()))))
+    }
+}
+
+/// Our tonic server, with HTTP/2 keep-alive when both values are given.
+pub fn serve(listen: SocketAddrV4, keepalive: Option<(Duration, Duration)>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((interval, timeout)) = keepalive {
+            builder = builder.http2_keepalive_interval(Some(interval)).http2_keepalive_timeout(Some(timeout));
+        }
+        println!("kaspec-grpc (tonic) listening on {listen}, keep-alive {keepalive:?}");
+        builder
+            .add_service(EchoServer::new(EchoService))
+            .serve(listen.into())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(i: u64, t: u64, idle: bool) -> GrpcConfig {
+        GrpcConfig { keepalive_time: Duration::from_millis(i), keepalive_timeout: Duration::from_millis(t), keepalive_while_idle: idle }
+    }
+
+    #[test]
+    fn idle_window_is_t_to_i_plus_t() {
+        let e = idle_client_expectation(&g(1000, 500, true), FaultKind::Blackhole);
+        assert_eq!((e.min_ms, e.max_ms), (Some(500), Some(1500)));
+        assert!(!idle_client_expectation(&g(1000, 500, false), FaultKind::Blackhole).expects_detection());
+        assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Blackhole, 1000).max_ms, Some(1500));
+        assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Reset, 1000).max_ms, Some(1000));
+    }
+
+    #[test]
+    fn the_shipped_server_settings_parse() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        for s in SERVERS {
+            assert!(s.keepalive(&fixtures).unwrap().time > Duration::ZERO);
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! WebSocket heartbeats (RFC 6455 §5.5.2 Ping, §5.5.3 Pong): a
+//! tokio-tungstenite client with the usual pattern — ping every P, declare
+//! the peer dead when nothing was received for P + T — against two servers
+//! that nobody confuses: our tokio-tungstenite server (`kaspec serve
+//! websocket`, the same pattern with its own P/T) and Python's `websockets`
+//! (Debian's python3-websockets), whose keepalive loop sleeps P, pings, and
+//! waits T for the Pong. Server settings: `fixtures/websocket/servers.toml`.
+//!
+//! The RFC defines no timeout: P and T are the application's. Each side is
+//! judged against its own algorithm, anchored on the events the client sees
+//! (RTT here is far below a millisecond, so "sent" and "received" coincide).
+
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use kaspec_harness::caps::require_program;
+use kaspec_harness::expect::{Expectation, Level, Verdict};
+use kaspec_harness::fault::{FaultKind, Flow};
+use kaspec_harness::netns::Testbed;
+use kaspec_harness::observe::{local_end_towards, SocketWatch};
+use kaspec_harness::report::{CaseResult, Implementation};
+use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::{Error, Result};
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::config::{Config, WebSocketConfig};
+
+pub const PORT: u16 = 8080;
+const SPEC_PING: &str = "RFC 6455 §5.5.2, §5.5.3";
+
+pub static CASES: [CaseDef; 3] = [
+    CaseDef {
+        id: "websocket/rfc6455-5.5.2/1",
+        protocol: "websocket",
+        spec: "RFC 6455 §5.5.2, §5.5.3",
+        description: "The client sends a Ping with a payload; the server must answer with a Pong carrying the same payload.",
+        requirement: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response [...] A Pong frame sent in response to a Ping frame must have identical \"Application data\"",
+        faults: &[],
+        fixed_fault: Some(FaultKind::None),
+        run: run_pong_echo,
+        budget: |_| Duration::from_secs(10),
+    },
+    CaseDef {
+        id: "websocket/rfc6455-5.5.2/2",
+        protocol: "websocket",
+        spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
+        description: "Idle connection with heartbeats both ways; the path fails: each side's heartbeat declares the peer dead in its own window.",
+        requirement: "A Ping may serve as a keepalive; with the ping-every-P / silence-for-P+T pattern an idle dead peer is detected in (T, P + T]",
+        faults: &[FaultKind::Blackhole, FaultKind::Reset],
+        fixed_fault: None,
+        run: run_heartbeat,
+        budget,
+    },
+    CaseDef {
+        id: "websocket/rfc6455-5.5.2/3",
+        protocol: "websocket",
+        spec: "RFC 6455 §5.5.2 (heartbeat pattern)",
+        description: "The server process is frozen (SIGSTOP): TCP stays up, its kernel answers, but no Pong comes; the client's heartbeat must notice.",
+        requirement: "An application-level heartbeat detects a hung peer that TCP keep-alive cannot see",
+        faults: &[FaultKind::Freeze],
+        fixed_fault: Some(FaultKind::Freeze),
+        run: run_heartbeat,
+        budget,
+    },
+];
+
+fn budget(c: &Config) -> Duration {
+    let w = c.websocket;
+    // set-up (one ping round, one server ping), then 3× the longest window, per server.
+    2 * (Duration::from_secs(4) + 3 * (w.ping_interval + w.pong_timeout).max(Duration::from_secs(3)))
+}
+
+/// One server's heartbeat settings (fixtures/websocket/servers.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatText {
+    ping_interval: String,
+    pong_timeout: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heartbeat {
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServersFile {
+    kaspec: HeartbeatText,
+    #[serde(rename = "python-websockets")]
+    python_websockets: HeartbeatText,
+}
+
+/// The servers under test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WsServer {
+    /// Our tokio-tungstenite server: closes after P + T without a frame.
+    Kaspec,
+    /// Python `websockets`: sleeps P, pings, waits T for the Pong.
+    PythonWebsockets,
+}
+
+pub const SERVERS: [WsServer; 2] = [WsServer::Kaspec, WsServer::PythonWebsockets];
+
+const PYTHON: &str = "/usr/bin/python3";
+
+impl WsServer {
+    pub fn heartbeat(self, fixtures: &Path) -> Result<Heartbeat> {
+        let path = fixtures.join("websocket/servers.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let f: ServersFile = toml::from_str(&text).map_err(|e| Error::Other(format!("{}: {}", path.display(), e.message().trim())))?;
+        let h = match self {
+            WsServer::Kaspec => f.kaspec,
+            WsServer::PythonWebsockets => f.python_websockets,
+        };
+        let d = |key: &str, v: &str| {
+            humantime::parse_duration(v).map_err(|e| Error::Other(format!("{}: {key} = \"{v}\": {e} (use ms, s or m)", path.display())))
+        };
+        Ok(Heartbeat { ping_interval: d("ping_interval", &h.ping_interval)?, pong_timeout: d("pong_timeout", &h.pong_timeout)? })
+    }
+
+    pub fn implementation(self) -> Implementation {
+        match self {
+            WsServer::Kaspec => Implementation::new("kaspec-ws (tokio-tungstenite)", env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")),
+            WsServer::PythonWebsockets => {
+                let v = std::process::Command::new(PYTHON)
+                    .args(["-c", "import websockets; print(websockets.__version__)"])
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .unwrap_or_default();
+                Implementation::new("python-websockets", if v.is_empty() { "unknown".into() } else { v })
+            }
+        }
+    }
+
+    fn spec(self, ctx: &Ctx, addr: SocketAddrV4, hb: Heartbeat) -> Result<ServerSpec> {
+        let (name, program, args) = match self {
+            WsServer::Kaspec => {
+                let mut args = ctx.serve.args.clone();
+                args.extend([
+                    "websocket".into(),
+                    "--listen".into(),
+                    addr.to_string(),
+                    "--ping-interval".into(),
+                    format!("{}ms", ms_of(hb.ping_interval)),
+                    "--pong-timeout".into(),
+                    format!("{}ms", ms_of(hb.pong_timeout)),
+                ]);
+                ("kaspec-ws", ctx.serve.program.clone(), args)
+            }
+            WsServer::PythonWebsockets => {
+                let python = require_program(PYTHON, "python3")?;
+                python_module("websockets", "python3-websockets")?;
+                let script = ctx.fixtures.join("websocket/ws_server.py");
+                (
+                    "python-websockets",
+                    python,
+                    vec![
+                        script.display().to_string(),
+                        addr.ip().to_string(),
+                        addr.port().to_string(),
+                        format!("{}", hb.ping_interval.as_secs_f64()),
+                        format!("{}", hb.pong_timeout.as_secs_f64()),
+                    ],
+                )
+            }
+        };
+        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10) })
+    }
+}
+
+/// One-line error if Debian's python3 lacks `module`.
+pub fn python_module(module: &str, package: &str) -> Result<()> {
+    let ok = std::process::Command::new(PYTHON)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Capability(format!("{PYTHON} cannot import `{module}` (apt-get install {package}, or run fixtures/bootstrap.sh)")))
+    }
+}
+
+pub fn client_implementation() -> Implementation {
+    Implementation::new("tokio-tungstenite", env!("KASPEC_VERSION_TOKIO_TUNGSTENITE"))
+}
+
+// --- expectations ------------------------------------------------------------
+
+/// The client's window. `last_rx` = its last frame received before the fault,
+/// `last_ping` = its last Ping sent before the fault, both relative to t0 (ms, ≤ 0).
+pub fn client_expectation(w: &WebSocketConfig, fault: FaultKind, last_rx: i64, last_ping: i64) -> Expectation {
+    let (p, t) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64);
+    if fault == FaultKind::Reset {
+        return reset_window("its next Ping", last_ping, p);
+    }
+    let d = (last_rx + p + t).max(0) as u64;
+    Expectation::window(
+        d,
+        d,
+        format!("nothing received for P + T after the last frame ({last_rx:+} ms): {last_rx} + {p} + {t} = {d} ms (within (T, P + T])"),
+        SPEC_PING,
+        Level::Must,
+    )
+}
+
+/// Under `reset` a side learns on the first segment it sends after the
+/// fault. Its next heartbeat is the latest that can be; a delayed ACK or a
+/// retransmission of a frame sent just before the fault comes sooner.
+fn reset_window(what: &str, last_send: i64, period: i64) -> Expectation {
+    let d = (last_send + period).max(0) as u64;
+    Expectation::window(
+        0,
+        d,
+        format!("the first segment it sends is answered by RST: at the latest {what}, P after the last ({last_send:+} ms): [0, {d}] ms; a delayed ACK or retransmission may come first"),
+        "RFC 9293 §3.5.3 (reset processing)",
+        Level::Must,
+    )
+}
+
+/// A server's window. `last_heard` = the client's last frame that reached it,
+/// `last_server_ping` = its own last Ping before the fault (both vs t0, ms).
+pub fn server_expectation(server: WsServer, hb: &Heartbeat, fault: FaultKind, last_heard: i64, last_server_ping: i64) -> Expectation {
+    let (p, t) = (ms_of(hb.ping_interval) as i64, ms_of(hb.pong_timeout) as i64);
+    if fault == FaultKind::Freeze {
+        return Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_PING);
+    }
+    if fault == FaultKind::Reset {
+        return reset_window("its next Ping", last_server_ping, p);
+    }
+    let (d, how) = match server {
+        WsServer::Kaspec => ((last_heard + p + t).max(0) as u64, format!("nothing received for P + T after the client's last frame ({last_heard:+} ms): {last_heard} + {p} + {t}")),
+        WsServer::PythonWebsockets => (
+            (last_server_ping + p + t).max(0) as u64,
+            format!("sleep P after its last Ping ({last_server_ping:+} ms), Ping, wait T for the Pong: {last_server_ping} + {p} + {t}"),
+        ),
+    };
+    Expectation::window(d, d, format!("{how} = {d} ms"), SPEC_PING, Level::Must)
+}
+
+// --- the client ----------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    PingSent,
+    PongReceived,
+    ServerPing,
+    Frame,
+}
+
+impl Ev {
+    fn text(self) -> &'static str {
+        match self {
+            Ev::PingSent => "client Ping sent",
+            Ev::PongReceived => "Pong received",
+            Ev::ServerPing => "server Ping received (Pong sent)",
+            Ev::Frame => "frame received",
+        }
+    }
+}
+
+struct ClientEnd {
+    failed_at: Option<Instant>,
+    error: Option<String>,
+    events: Vec<(Instant, Ev)>,
+}
+
+/// Connects, runs the heartbeat; reports ready once a Pong and a server Ping
+/// were seen; runs until its heartbeat or a read fails, or `stop_at`.
+fn heartbeat_client(
+    server: SocketAddrV4,
+    w: WebSocketConfig,
+    ready: mpsc::Sender<std::result::Result<SocketAddrV4, String>>,
+    stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> ClientEnd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let mut events: Vec<(Instant, Ev)> = Vec::new();
+        let fail = |events: Vec<(Instant, Ev)>, e: String| ClientEnd { failed_at: Some(Instant::now()), error: Some(e), events };
+        let url = format!("ws://{server}/");
+        let ws = match tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url)).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => {
+                let _ = ready.send(Err(format!("connecting to {url}: {e}")));
+                return ClientEnd { failed_at: None, error: None, events };
+            }
+            Err(_) => {
+                let _ = ready.send(Err(format!("connecting to {url}: no answer in 5 s")));
+                return ClientEnd { failed_at: None, error: None, events };
+            }
+        };
+        let (mut tx, mut rx) = ws.split();
+        let mut ready = Some(ready);
+        let setup_deadline = Instant::now() + Duration::from_secs(5) + 2 * w.ping_interval;
+        let mut stop_at = stop_at;
+        let mut ticker = tokio::time::interval_at((Instant::now() + w.ping_interval).into(), w.ping_interval);
+        let mut last_rx = Instant::now();
+        loop {
+            let limit = match (&ready, *stop_at.borrow()) {
+                (Some(_), _) => setup_deadline,
+                (None, Some(t)) => t,
+                (None, None) => Instant::now() + Duration::from_secs(3600),
+            };
+            tokio::select! {
+                m = rx.next() => {
+                    let now = Instant::now();
+                    match m {
+                        Some(Ok(msg)) => {
+                            last_rx = now;
+                            let ev = match msg {
+                                Message::Pong(_) => Ev::PongReceived,
+                                Message::Ping(_) => {
+                                    // tungstenite queued the Pong; send it now.
+                                    if let Err(e) = tx.flush().await {
+                                        return fail(events, format!("tungstenite::Error::{e:?}: {e}"));
+                                    }
+                                    Ev::ServerPing
+                                }
+                                Message::Close(frame) => {
+                                    return fail(events, format!("server sent Close: {frame:?}"));
+                                }
+                                _ => Ev::Frame,
+                            };
+                            events.push((now, ev));
+                        }
+                        Some(Err(e)) => return fail(events, format!("tungstenite::Error::{e:?}: {e}")),
+                        None => return fail(events, "the stream ended (connection closed)".into()),
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Err(e) = tx.send(Message::Ping(b"kaspec".to_vec().into())).await {
+                        return fail(events, format!("sending Ping: tungstenite::Error::{e:?}: {e}"));
+                    }
+                    events.push((Instant::now(), Ev::PingSent));
+                }
+                _ = tokio::time::sleep_until((last_rx + w.ping_interval + w.pong_timeout).into()) => {
+                    let p = ms_of(w.ping_interval) + ms_of(w.pong_timeout);
+                    return fail(events, format!("heartbeat: nothing received for P + T = {p} ms"));
+                }
+                _ = tokio::time::sleep_until(limit.into()) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err("no Pong and server Ping within the set-up time".into()));
+                    }
+                    return ClientEnd { failed_at: None, error: None, events };
+                }
+                _ = stop_at.changed() => {}
+            }
+            let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
+            if ready.is_some() && seen(Ev::PongReceived) && seen(Ev::ServerPing) {
+                let r = ready.take().expect("checked");
+                let _ = r.send(local_end_towards(server).map_err(|e| e.to_string()));
+            }
+        }
+    })
+}
+
+// --- cases -------------------------------------------------------------------
+
+fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev]) -> Option<Instant> {
+    events.iter().filter(|(t, e)| *t < before && kinds.contains(e)).map(|(t, _)| *t).last()
+}
+
+fn run_heartbeat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    for server in SERVERS {
+        out.extend(heartbeat_against(ctx, case, fault, server)?);
+    }
+    Ok(out)
+}
+
+fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServer) -> Result<Vec<CaseResult>> {
+    let hb = which.heartbeat(&ctx.fixtures)?;
+    let w = ctx.config.websocket;
+    let tb = Testbed::new(&ctx.run_dir)?;
+    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
+    let server_impl = which.implementation();
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ready_tx, stop_rx))?;
+    let local = ready_rx
+        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval))
+        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
+        .map_err(|e| Error::Other(format!("websocket client against {}: {e}", server_impl.name)))?;
+    let watch = SocketWatch::start(&tb.server, addr, local)?;
+    // Let the path fail halfway through the client's ping period.
+    std::thread::sleep(w.ping_interval / 2);
+    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, Some(server.pid()))?;
+    let t0 = applied.in_force_at;
+
+    // Nominal windows (as if every anchor were at t0) give the deadlines.
+    let client_deadline_ms = client_expectation(&w, fault, 0, 0).deadline_ms(10_000);
+    let server_deadline_ms = server_expectation(which, &hb, fault, 0, 0).deadline_ms(3 * ms_of(hb.ping_interval + hb.pong_timeout).max(3000));
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
+    let end = client_thread.join()?;
+
+    let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
+    let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
+    let last_ping = rel(last_before(&end.events, t0, &[Ev::PingSent]));
+    let last_heard = rel(last_before(&end.events, t0, &[Ev::PingSent, Ev::ServerPing]));
+    let last_server_ping = rel(last_before(&end.events, t0, &[Ev::ServerPing]));
+    let mut timeline: Vec<(Instant, String)> = end.events.iter().map(|(t, e)| (*t, e.text().to_string())).collect();
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("server socket {}", c.state)));
+    }
+    let mut config = ctx.config.effective("websocket.");
+    config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
+    config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    Ok(vec![
+        facts.result(
+            SideOutcome {
+                side: "client",
+                implementation: client_implementation(),
+                peer: server_impl.clone(),
+                expected: client_expectation(&w, fault, last_rx, last_ping),
+                detected_at: end.failed_at,
+                error: end.error,
+                deadline_ms: client_deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+        facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: server_impl,
+                peer: client_implementation(),
+                expected: server_expectation(which, &hb, fault, last_heard, last_server_ping),
+                detected_at: server_closed.as_ref().map(|c| c.at),
+                error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
+                deadline_ms: server_deadline_ms,
+            },
+            &ctx.deviations,
+        ),
+    ])
+}
+
+/// §5.5.2/§5.5.3: send one Ping with a payload, wait for its Pong (answering
+/// anything else on the way), and compare the payloads.
+fn ping_once(server: SocketAddrV4, payload: Vec<u8>, wait: Duration) -> std::result::Result<(Duration, Vec<u8>), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let url = format!("ws://{server}/");
+        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url))
+            .await
+            .map_err(|_| format!("connecting to {url}: no answer in 5 s"))?
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
+        let sent = Instant::now();
+        ws.send(Message::Ping(payload.into())).await.map_err(|e| format!("sending Ping: {e}"))?;
+        loop {
+            match tokio::time::timeout_at((sent + wait).into(), ws.next()).await {
+                Err(_) => return Err(format!("no Pong within {} ms", wait.as_millis())),
+                Ok(Some(Ok(Message::Pong(p)))) => {
+                    let rtt = sent.elapsed();
+                    let _ = ws.close(None).await;
+                    return Ok((rtt, p.to_vec()));
+                }
+                Ok(Some(Ok(Message::Ping(_)))) => ws.flush().await.map_err(|e| e.to_string())?,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Err(format!("tungstenite::Error::{e:?}: {e}")),
+                Ok(None) => return Err("the stream ended before the Pong".into()),
+            }
+        }
+    })
+}
+
+fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    let wait = ctx.config.websocket.pong_timeout;
+    for which in SERVERS {
+        let hb = which.heartbeat(&ctx.fixtures)?;
+        let tb = Testbed::new(&ctx.run_dir)?;
+        let addr = SocketAddrV4::new(tb.server.addr, PORT);
+        let _server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
+        // Binary, non-UTF-8, up to the 125-byte control-frame limit (§5.5).
+        let payload: Vec<u8> = format!("kaspec-{}-", tb.tag).into_bytes().into_iter().chain([0u8, 1, 0x7f, 0x80, 0xfe, 0xff]).collect();
+        let sent = payload.clone();
+        let started = Instant::now();
+        let outcome = tb.client.run(move || ping_once(addr, sent, wait))?;
+        let t = ms_of(wait);
+        let expected = Expectation::window(0, t, format!("a Pong with the same payload within the client's pong timeout T = {t} ms"), case.spec, Level::Must);
+        let facts = RunFacts {
+            case,
+            fault,
+            engine: "none".into(),
+            config: ctx.config.effective("websocket."),
+            t0: started,
+            timeline: Vec::new(),
+        };
+        let (detected_at, error, echoed) = match &outcome {
+            Ok((rtt, p)) => (Some(started + *rtt), None, Some(p.clone())),
+            Err(e) => (None, Some(e.clone()), None),
+        };
+        let mut r = facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: which.implementation(),
+                peer: client_implementation(),
+                expected,
+                detected_at,
+                error,
+                deadline_ms: t,
+            },
+            &ctx.deviations,
+        );
+        if let Some(p) = echoed {
+            if p != payload {
+                r.verdict = Verdict::Fail;
+                r.verdict_detail = format!("Pong payload {p:02x?} differs from the Ping's {payload:02x?}");
+            } else {
+                r.verdict_detail = format!("{} ({} payload bytes echoed)", r.verdict_detail, p.len());
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+// --- our server --------------------------------------------------------------
+
+/// Our tokio-tungstenite server: echoes data frames, answers Pings, pings
+/// every P and closes a connection that sent nothing for P + T.
+pub fn serve(listen: SocketAddrV4, p: Duration, t: Duration) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("kaspec-ws listening on {listen} (P = {} ms, T = {} ms)", p.as_millis(), t.as_millis());
+        loop {
+            let (conn, peer) = listener.accept().await?;
+            tokio::spawn(async move {
+                let why = match tokio_tungstenite::accept_async(conn).await {
+                    Ok(ws) => connection(ws, p, t).await,
+                    Err(e) => format!("handshake: {e}"),
+                };
+                println!("closed {peer}: {why}");
+            });
+        }
+    })
+}
+
+async fn connection(ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, p: Duration, t: Duration) -> String {
+    let (mut tx, mut rx) = ws.split();
+    let mut ticker = tokio::time::interval_at((Instant::now() + p).into(), p);
+    let mut last_rx = Instant::now();
+    loop {
+        tokio::select! {
+            m = rx.next() => match m {
+                Some(Ok(msg)) => {
+                    last_rx = Instant::now();
+                    let r = match msg {
+                        Message::Text(_) | Message::Binary(_) => tx.send(msg).await,
+                        Message::Ping(_) => tx.flush().await,
+                        Message::Close(_) => return "client sent Close".into(),
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        return format!("write: {e}");
+                    }
+                }
+                Some(Err(e)) => return format!("read: {e}"),
+                None => return "end of stream".into(),
+            },
+            _ = ticker.tick() => {
+                if let Err(e) = tx.send(Message::Ping(b"kaspec-server".to_vec().into())).await {
+                    return format!("sending Ping: {e}");
+                }
+            }
+            _ = tokio::time::sleep_until((last_rx + p + t).into()) => {
+                return format!("heartbeat: nothing received for P + T = {} ms", (p + t).as_millis());
+            }
+        }
+    }
+}
+
+/// Fixture path helper for callers that check prerequisites up front.
+pub fn servers_file(fixtures: &Path) -> PathBuf {
+    fixtures.join("websocket/servers.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(p: u64, t: u64) -> WebSocketConfig {
+        WebSocketConfig { ping_interval: Duration::from_millis(p), pong_timeout: Duration::from_millis(t) }
+    }
+
+    #[test]
+    fn client_window_is_p_plus_t_after_the_last_frame() {
+        let e = client_expectation(&w(1000, 1000), FaultKind::Blackhole, -400, -500);
+        assert_eq!((e.min_ms, e.max_ms), (Some(1600), Some(1600)));
+        // Reset: at the latest the next Ping, P after the last one.
+        let r = client_expectation(&w(1000, 1000), FaultKind::Reset, -400, -500);
+        assert_eq!((r.min_ms, r.max_ms), (Some(0), Some(500)));
+    }
+
+    #[test]
+    fn each_server_is_judged_by_its_own_algorithm() {
+        let hb = Heartbeat { ping_interval: Duration::from_millis(1500), pong_timeout: Duration::from_millis(1000) };
+        // Ours: from the client's last frame.
+        assert_eq!(server_expectation(WsServer::Kaspec, &hb, FaultKind::Blackhole, -300, -900).max_ms, Some(2200));
+        // Python websockets: from its own last Ping.
+        assert_eq!(server_expectation(WsServer::PythonWebsockets, &hb, FaultKind::Blackhole, -300, -900).max_ms, Some(1600));
+        assert!(!server_expectation(WsServer::Kaspec, &hb, FaultKind::Freeze, 0, 0).expects_detection());
+    }
+
+    #[test]
+    fn the_shipped_server_settings_parse() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        for s in SERVERS {
+            let hb = s.heartbeat(&fixtures).unwrap();
+            assert!(hb.ping_interval > Duration::ZERO && hb.pong_timeout > Duration::ZERO);
+        }
+    }
+}
