@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
 use crate::config::{Config, GrpcConfig, TcpConfig};
+use crate::linux;
 use crate::websocket::python_module;
 
 pub mod proto {
@@ -201,11 +202,35 @@ pub fn client_implementation() -> Implementation {
 
 // --- expectations ------------------------------------------------------------
 
-/// Client, idle connection (case 1).
-pub fn idle_client_expectation(g: &GrpcConfig, fault: FaultKind) -> Expectation {
+/// Client, idle connection (case 1). `idle_ms` = t0 − the last segment the
+/// client received. Without while_idle no HTTP/2 PING goes out, and only the
+/// TCP knobs (`tcp.*`, which tonic sets on its socket) can end the connection.
+pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind, idle_ms: u64) -> Expectation {
     let (i, t) = (ms_of(g.keepalive_time), ms_of(g.keepalive_timeout));
     if !g.keepalive_while_idle {
-        return Expectation::not_detected("keepalive_while_idle = false: an idle connection is never pinged", SPEC_A8);
+        if !tcp.keepalive {
+            return Expectation::not_detected("keepalive_while_idle = false and TCP keep-alive off: an idle connection is never probed", SPEC_A8);
+        }
+        if fault == FaultKind::Freeze {
+            return Expectation::not_detected(
+                "keepalive_while_idle = false: no HTTP/2 PING; the frozen server's kernel answers TCP keep-alive probes",
+                SPEC_A8,
+            );
+        }
+        let idle = ms_of(tcp.idle);
+        let (d, slack, how) = if fault == FaultKind::Reset {
+            (idle.saturating_sub(idle_ms), linux::wheel_slack_ms(idle), format!("the first TCP keep-alive probe (tcp.idle {idle} ms after the last segment) meets the RST"))
+        } else {
+            let death = crate::tcp::keepalive_death(tcp);
+            (death.ms.saturating_sub(idle_ms), death.slack_ms, format!("TCP keep-alive (tcp.*): {}", death.formula))
+        };
+        return Expectation::window(
+            d,
+            d + slack,
+            format!("keepalive_while_idle = false: no HTTP/2 PING while idle; {how}, − idle {idle_ms} ms = {d} ms (+ up to {slack} ms timer-wheel rounding)"),
+            "gRFC A8 (KEEPALIVE_WITHOUT_CALLS), RFC 1122 §4.2.3.6",
+            Level::Must,
+        );
     }
     if fault == FaultKind::Reset {
         return Expectation::window(
@@ -501,7 +526,7 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let call_ms = ms_of(g.keepalive_time);
     let client_nominal = match plan {
         Plan::CallLater => call_expectation(&g, fault, call_ms),
-        _ => idle_client_expectation(&g, fault),
+        _ => idle_client_expectation(&g, &tcp, fault, ms_of(QUIET_BEFORE_FAULT)),
     };
     let quiet = 3 * ms_of(2 * g.keepalive_time + g.keepalive_timeout).max(1000);
     let client_deadline_ms = client_nominal.deadline_ms(quiet);
@@ -529,26 +554,45 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         }
         _ => {
             let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
-            (idle_client_expectation(&g, fault), client_closed.as_ref().map(|c| c.at), error.or(end.probe))
+            let idle_ms = rel_ms(ready.last_read, t0).max(0) as u64;
+            (idle_client_expectation(&g, &tcp, fault, idle_ms), client_closed.as_ref().map(|c| c.at), error.or(end.probe))
         }
     };
+    let unavailable = error.as_deref().map(|e| e.contains("code: Unavailable")).unwrap_or(false);
     let mut config = config_of(ctx, &g);
     config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
     config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
-    Ok(vec![
-        facts.result(
-            SideOutcome {
-                side: "client",
-                implementation: client_implementation(),
-                peer: server_impl.clone(),
-                expected: client_exp,
-                detected_at,
-                error,
-                deadline_ms: client_deadline_ms,
-            },
+    let mut client_result = facts.result(
+        SideOutcome {
+            side: "client",
+            implementation: client_implementation(),
+            peer: server_impl.clone(),
+            expected: client_exp,
+            detected_at,
+            error,
+            deadline_ms: client_deadline_ms,
+        },
+        &ctx.deviations,
+    );
+    // The second axis of a failed call: its status code. gRPC's status-code
+    // table: a connection that breaks after data was sent fails the call with
+    // UNAVAILABLE.
+    if matches!(plan, Plan::CallLater) && client_result.detected && !unavailable && client_result.verdict == Verdict::Pass {
+        client_result.verdict = Verdict::Fail;
+        client_result.verdict_detail =
+            format!("{}, but with another status than UNAVAILABLE (connection broken after data was sent)", client_result.verdict_detail);
+        client_result.known_deviation = crate::deviations::explain(
             &ctx.deviations,
-        ),
+            case.id,
+            "client",
+            &client_result.implementation.name,
+            &client_result.expected,
+            client_result.detection_ms,
+        );
+    }
+    Ok(vec![
+        client_result,
         facts.result(
             SideOutcome {
                 side: "server",
@@ -666,9 +710,14 @@ mod tests {
 
     #[test]
     fn idle_window_is_t_to_i_plus_t() {
-        let e = idle_client_expectation(&g(1000, 500, true), FaultKind::Blackhole);
+        let tcp = Config::default().tcp;
+        let e = idle_client_expectation(&g(1000, 500, true), &tcp, FaultKind::Blackhole, 300);
         assert_eq!((e.min_ms, e.max_ms), (Some(500), Some(1500)));
-        assert!(!idle_client_expectation(&g(1000, 500, false), FaultKind::Blackhole).expects_detection());
+        // Without while_idle only TCP keep-alive (2 s + 3 × 1 s) ends it.
+        let e = idle_client_expectation(&g(1000, 500, false), &tcp, FaultKind::Blackhole, 300);
+        assert_eq!(e.min_ms, Some(5000 - 300));
+        let off = TcpConfig { keepalive: false, ..tcp };
+        assert!(!idle_client_expectation(&g(1000, 500, false), &off, FaultKind::Blackhole, 300).expects_detection());
         assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Blackhole, 1000).max_ms, Some(1500));
         assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Reset, 1000).max_ms, Some(1000));
     }

@@ -8,6 +8,11 @@
 //! - `tcp_*`: TCP keep-alive, keep-alive off, TCP_USER_TIMEOUT (RFC 1122
 //!   §4.2.3.6, RFC 5482), under every fault of the nftables engine.
 //! - `mqtt_*`: rumqttc vs Mosquitto Keep Alive (MQTT 3.1.1 §3.1.2.10).
+//! - `websocket_*`: tokio-tungstenite heartbeats vs our server and Python
+//!   `websockets` (RFC 6455 §5.5.2/§5.5.3).
+//! - `grpc_*`: tonic HTTP/2 keep-alive vs our tonic server and Python grpcio
+//!   (gRFC A8, RFC 9113 §6.7).
+//! - `*_freeze*`: a SIGSTOPped server: heartbeats see it, TCP keep-alive cannot.
 //! - `testbed_*`: the testbed leaves nothing behind (drop, panic, clean).
 
 use std::path::PathBuf;
@@ -163,6 +168,137 @@ fn mqtt_one_way_blackhole_broker_hears_pings_until_the_client_gives_up() {
     assert!(broker.verdict == Verdict::Pass || (broker.verdict == Verdict::Fail && broker.known_deviation.is_some()), "{}", show(broker));
 }
 
+#[test]
+fn mqtt_frozen_broker_is_detected_by_the_missing_pingresp() {
+    let results = run("mqtt/3.1.1-3.1.2.10/1", FaultKind::Freeze, &["mqtt.keep_alive=2s"]);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert_eq!(client.engine, "SIGSTOP");
+    assert_quiet(side(&results, "server"));
+}
+
+#[test]
+fn tcp_keepalive_cannot_see_a_frozen_server() {
+    // The kernel of the frozen server answers every probe: no detection, by design.
+    let results = run("tcp/rfc1122-4.2.3.6/1", FaultKind::Freeze, &["tcp.idle=1s", "tcp.interval=1s", "tcp.count=1"]);
+    let client = side(&results, "client");
+    assert_quiet(client);
+    assert!(client.expected.formula.contains("cannot detect"), "{}", show(client));
+}
+
+// --- WebSocket ---------------------------------------------------------------
+
+fn by<'a>(results: &'a [CaseResult], side_name: &str, implementation: &str) -> &'a CaseResult {
+    results
+        .iter()
+        .find(|r| r.side == side_name && r.peer.name.contains(implementation) || r.side == side_name && r.implementation.name.contains(implementation))
+        .unwrap_or_else(|| panic!("no {side_name} result against {implementation}"))
+}
+
+#[test]
+fn websocket_pong_echoes_the_ping_payload_on_both_servers() {
+    let results = run("websocket/rfc6455-5.5.2/1", FaultKind::None, &[]);
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_pass(r);
+        assert!(r.verdict_detail.contains("payload bytes echoed"), "{}", show(r));
+    }
+    assert!(results.iter().any(|r| r.implementation.name == "python-websockets"));
+}
+
+#[rstest]
+#[case::p1s_t1s(&[], FaultKind::Blackhole)]
+#[case::p500ms_t700ms(&["websocket.ping_interval=500ms", "websocket.pong_timeout=700ms"], FaultKind::Blackhole)]
+#[case::reset(&[], FaultKind::Reset)]
+fn websocket_heartbeats_detect_a_dead_path_on_both_sides(#[case] sets: &[&str], #[case] fault: FaultKind) {
+    let results = run("websocket/rfc6455-5.5.2/2", fault, sets);
+    assert_eq!(results.len(), 4, "client and server, against two servers");
+    for r in &results {
+        assert_pass(r);
+    }
+    for server in ["kaspec-ws", "python-websockets"] {
+        let c = by(&results, "client", server);
+        if fault == FaultKind::Blackhole {
+            assert!(c.error.as_deref().unwrap_or_default().contains("nothing received for P + T"), "{}", show(c));
+        }
+    }
+}
+
+#[test]
+fn websocket_frozen_server_is_seen_by_the_heartbeat_although_tcp_stays_up() {
+    let results = run("websocket/rfc6455-5.5.2/3", FaultKind::Freeze, &[]);
+    for server in ["kaspec-ws", "python-websockets"] {
+        let c = by(&results, "client", server);
+        assert_pass(c);
+        assert_quiet(by(&results, "server", server));
+    }
+}
+
+// --- gRPC --------------------------------------------------------------------
+
+#[rstest]
+#[case::i1s_t1s(&[], FaultKind::Blackhole)]
+#[case::i600ms_t400ms(&["grpc.keepalive_time=600ms", "grpc.keepalive_timeout=400ms"], FaultKind::Blackhole)]
+#[case::reset(&[], FaultKind::Reset)]
+#[case::freeze(&[], FaultKind::Freeze)]
+fn grpc_idle_keepalive_detects_a_dead_server(#[case] sets: &[&str], #[case] fault: FaultKind) {
+    let results = run("grpc/a8-keepalive/1", fault, sets);
+    assert_eq!(results.len(), 4);
+    for server in ["kaspec-grpc", "python-grpcio"] {
+        let c = by(&results, "client", server);
+        assert_pass(c);
+        let s = by(&results, "server", server);
+        if fault == FaultKind::Freeze {
+            assert_quiet(s);
+        } else {
+            assert_pass(s);
+        }
+    }
+}
+
+#[test]
+fn grpc_idle_channel_without_while_idle_is_not_probed() {
+    // No HTTP/2 PING while idle; with TCP keep-alive off nothing ends it...
+    let results = run("grpc/a8-keepalive/1", FaultKind::Blackhole, &["grpc.keepalive_while_idle=false", "tcp.keepalive=false"]);
+    for server in ["kaspec-grpc", "python-grpcio"] {
+        assert_quiet(by(&results, "client", server));
+    }
+    // ...with it on, TCP keep-alive does, in its own window.
+    let results = run("grpc/a8-keepalive/1", FaultKind::Blackhole, &["grpc.keepalive_while_idle=false", "tcp.idle=1s", "tcp.count=1"]);
+    for server in ["kaspec-grpc", "python-grpcio"] {
+        let c = by(&results, "client", server);
+        assert_pass(c);
+        assert!(c.expected.formula.contains("TCP keep-alive"), "{}", show(c));
+    }
+}
+
+#[rstest]
+#[case(FaultKind::Blackhole)]
+#[case(FaultKind::Reset)]
+fn grpc_call_on_an_unprobed_connection_fails_t_after_it_starts(#[case] fault: FaultKind) {
+    let results = run("grpc/a8-keepalive/2", fault, &[]);
+    for server in ["kaspec-grpc", "python-grpcio"] {
+        let c = by(&results, "client", server);
+        let v = c.detection_ms.expect("the call failed");
+        let (lo, hi) = (c.expected.min_ms.unwrap(), c.expected.max_ms.unwrap());
+        assert!(v + c.tolerance_ms >= lo && v <= hi + c.tolerance_ms, "{}", show(c));
+        // UNAVAILABLE, or tonic's documented Unknown on a reset connection.
+        let unavailable = c.error.as_deref().unwrap_or_default().contains("code: Unavailable");
+        assert!(unavailable && c.verdict == Verdict::Pass || !unavailable && c.known_deviation.is_some(), "{}", show(c));
+    }
+}
+
+#[test]
+fn grpc_ping_policy_grpcio_enforces_tonic_does_not() {
+    let results = run("grpc/a8-ping-policy/1", FaultKind::None, &[]);
+    let grpcio = results.iter().find(|r| r.implementation.name == "python-grpcio").unwrap();
+    assert_pass(grpcio);
+    assert!(grpcio.error.as_deref().unwrap_or_default().to_lowercase().contains("too many pings"), "{}", show(grpcio));
+    let tonic = results.iter().find(|r| r.implementation.name.starts_with("kaspec-grpc")).unwrap();
+    assert!(!tonic.detected, "{}", show(tonic));
+    assert_eq!(tonic.verdict, Verdict::NonStrict, "a SHOULD the server does not follow: {}", show(tonic));
+}
+
 // --- Testbed hygiene -------------------------------------------------------
 
 fn namespaces_with(tag: &str) -> Vec<String> {
@@ -207,7 +343,7 @@ fn faults_are_hard_errors_when_they_cannot_apply() {
     let table = format!("kaspec_{}", tb.tag);
     kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "delete", "table", "inet", &table], None).unwrap();
     let flow = kaspec_harness::fault::Flow { client: "198.18.0.2:40000".parse().unwrap(), server: "198.19.0.2:7000".parse().unwrap() };
-    let err = tb.apply_fault(FaultKind::Blackhole, &flow).unwrap_err().to_string();
+    let err = tb.apply_fault(FaultKind::Blackhole, &flow, None).unwrap_err().to_string();
     assert!(err.contains("applying fault blackhole") && err.contains(&tb.router.ns), "{err}");
 }
 
