@@ -165,13 +165,8 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
         Ok(d) => d,
         Err(e) => return bad_input(e),
     };
-    if let Err(e) = kaspec_harness::caps::require_base() {
+    if let Err(e) = case::check_prerequisites(&cases) {
         return bad_input(e);
-    }
-    if cases.iter().any(|c| c.protocol == "mqtt") {
-        if let Err(e) = kaspec_harness::caps::require_program("mosquitto", "mosquitto") {
-            return bad_input(e);
-        }
     }
     let program = match std::env::current_exe() {
         Ok(p) => p,

@@ -78,6 +78,23 @@ pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
     Ok(cases.into_iter().filter(|c| prefixes.is_empty() || prefixes.iter().any(|p| c.id.starts_with(p.as_str()))).collect())
 }
 
+/// Checks, before anything starts, that every server the selected cases need
+/// is installed; the error names what is missing and how to install it.
+pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {
+    kaspec_harness::caps::require_base()?;
+    let uses = |p: &str| cases.iter().any(|c| c.protocol == p);
+    if uses("mqtt") {
+        kaspec_harness::caps::require_program("mosquitto", "mosquitto")?;
+    }
+    if uses("websocket") {
+        crate::websocket::python_module("websockets", "python3-websockets")?;
+    }
+    if uses("grpc") {
+        crate::websocket::python_module("grpc", "python3-grpcio")?;
+    }
+    Ok(())
+}
+
 /// Milliseconds from `t0` to `t` (negative if before).
 pub fn rel_ms(t0: Instant, t: Instant) -> i64 {
     if t >= t0 {

@@ -68,6 +68,16 @@ pub fn explain(all: &[Deviation], case: &str, side: &str, implementation: &str, 
     (v + early + TOLERANCE_MS >= lo && v <= hi + late + TOLERANCE_MS).then(|| d.reason.clone())
 }
 
+/// How much longer than its window a side may take by a documented
+/// deviation (0 if none): added to that side's deadline.
+pub fn late_allowance_ms(all: &[Deviation], case: &str, side: &str, implementation: &str) -> u64 {
+    all.iter()
+        .find(|d| d.case == case && d.side == side && d.implementation == implementation)
+        .and_then(|d| d.late_by_at_most)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,10 +262,14 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
 
     let nominal = client_expectation(k, fault, since_ms);
-    let deadline_ms = nominal.deadline_ms(10_000).max(server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000));
-    let deadline = t0 + Duration::from_millis(deadline_ms);
-    let _ = stop_tx.send(Some(deadline));
-    let server_closed = watch.wait(deadline)?;
+    // The broker waits 3× its window, plus what a documented deviation says
+    // it may take beyond it, so the deviation is measured, not cut off.
+    let client_deadline_ms = nominal.deadline_ms(10_000);
+    let server_deadline_ms = server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000)
+        + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
+    let deadline = t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms));
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
 
     // The last PINGREQ before the fault (the client's last packet the broker got).
@@ -293,7 +297,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
                 expected: client_expectation(k, fault, since_ms),
                 detected_at: end.failed_at,
                 error: end.error,
-                deadline_ms,
+                deadline_ms: client_deadline_ms,
             },
             &ctx.deviations,
         ),
@@ -305,7 +309,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
                 expected: server_expectation(k, fault, rel_ms(t0, last_heard)),
                 detected_at: server_closed.as_ref().map(|c| c.at),
                 error: server_closed.map(|c| format!("broker socket left ESTABLISHED: {}", c.state)),
-                deadline_ms,
+                deadline_ms: server_deadline_ms,
             },
             &ctx.deviations,
         ),
