@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::{judge, Expectation, TOLERANCE_MS};
 use kaspec_harness::fault::FaultKind;
+use kaspec_harness::observe::SocketClosed;
 use kaspec_harness::report::{CaseResult, Event, Implementation};
 
 use crate::config::Config;
@@ -87,10 +88,10 @@ pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {
         kaspec_harness::caps::require_program("mosquitto", "mosquitto")?;
     }
     if uses("websocket") {
-        crate::websocket::python_module("websockets", "python3-websockets")?;
+        crate::servers::python_module("websockets", "python3-websockets")?;
     }
     if uses("grpc") {
-        crate::websocket::python_module("grpc", "python3-grpcio")?;
+        crate::servers::python_module("grpc", "python3-grpcio")?;
     }
     Ok(())
 }
@@ -120,6 +121,26 @@ pub struct SideOutcome {
     pub deadline_ms: u64,
 }
 
+/// One side's measurement, for [`RunFacts::both_sides`].
+pub struct Side {
+    pub expected: Expectation,
+    pub detected_at: Option<Instant>,
+    pub error: Option<String>,
+    pub deadline_ms: u64,
+}
+
+impl Side {
+    /// A side whose detection is its socket leaving ESTABLISHED (sock_diag).
+    pub fn from_socket(expected: Expectation, closed: Option<SocketClosed>, deadline_ms: u64, whose: &str) -> Side {
+        Side {
+            expected,
+            detected_at: closed.as_ref().map(|c| c.at),
+            error: closed.map(|c| format!("{whose} socket left ESTABLISHED: {}", c.state)),
+            deadline_ms,
+        }
+    }
+}
+
 /// What one case run shares between its sides.
 pub struct RunFacts<'a> {
     pub case: &'a CaseDef,
@@ -132,6 +153,43 @@ pub struct RunFacts<'a> {
 }
 
 impl RunFacts<'_> {
+    /// The client's and the server's results of one run.
+    pub fn both_sides(
+        &self,
+        client_impl: Implementation,
+        server_impl: Implementation,
+        client: Side,
+        server: Side,
+        deviations: &[Deviation],
+    ) -> Vec<CaseResult> {
+        vec![
+            self.result(
+                SideOutcome {
+                    side: "client",
+                    implementation: client_impl.clone(),
+                    peer: server_impl.clone(),
+                    expected: client.expected,
+                    detected_at: client.detected_at,
+                    error: client.error,
+                    deadline_ms: client.deadline_ms,
+                },
+                deviations,
+            ),
+            self.result(
+                SideOutcome {
+                    side: "server",
+                    implementation: server_impl,
+                    peer: client_impl,
+                    expected: server.expected,
+                    detected_at: server.detected_at,
+                    error: server.error,
+                    deadline_ms: server.deadline_ms,
+                },
+                deviations,
+            ),
+        ]
+    }
+
     /// Judges one side and builds its result.
     pub fn result(&self, o: SideOutcome, deviations: &[Deviation]) -> CaseResult {
         let detection_ms = o.detected_at.map(|t| rel_ms(self.t0, t).max(0) as u64);

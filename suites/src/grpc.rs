@@ -24,12 +24,11 @@ use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
-use serde::Deserialize;
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
 use crate::config::{Config, GrpcConfig, TcpConfig};
 use crate::linux;
-use crate::websocket::python_module;
+use crate::servers;
 
 pub mod proto {
     tonic::include_proto!("kaspec");
@@ -41,7 +40,6 @@ use proto::Text;
 
 pub const PORT: u16 = 50051;
 const SPEC_A8: &str = "gRFC A8 (client keepalive), RFC 9113 §6.7";
-const PYTHON: &str = "/usr/bin/python3";
 /// Idle time between the last response and the fault (see `detection`).
 const QUIET_BEFORE_FAULT: Duration = Duration::from_millis(300);
 
@@ -90,21 +88,6 @@ fn budget(c: &Config) -> Duration {
 
 // --- servers -----------------------------------------------------------------
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeepaliveText {
-    keepalive_time: String,
-    keepalive_timeout: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServersFile {
-    kaspec: KeepaliveText,
-    #[serde(rename = "python-grpcio")]
-    python_grpcio: KeepaliveText,
-}
-
 /// A server's HTTP/2 keep-alive (fixtures/grpc/servers.toml).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServerKeepalive {
@@ -130,31 +113,18 @@ enum Mode {
 
 impl GrpcServer {
     pub fn keepalive(self, fixtures: &Path) -> Result<ServerKeepalive> {
-        let path = fixtures.join("grpc/servers.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let f: ServersFile = toml::from_str(&text).map_err(|e| Error::Other(format!("{}: {}", path.display(), e.message().trim())))?;
-        let k = match self {
-            GrpcServer::Kaspec => f.kaspec,
-            GrpcServer::PythonGrpcio => f.python_grpcio,
+        let section = match self {
+            GrpcServer::Kaspec => "kaspec",
+            GrpcServer::PythonGrpcio => "python-grpcio",
         };
-        let d = |key: &str, v: &str| {
-            humantime::parse_duration(v).map_err(|e| Error::Other(format!("{}: {key} = \"{v}\": {e} (use ms, s or m)", path.display())))
-        };
-        Ok(ServerKeepalive { time: d("keepalive_time", &k.keepalive_time)?, timeout: d("keepalive_timeout", &k.keepalive_timeout)? })
+        let d = servers::durations(&fixtures.join("grpc/servers.toml"), section, &["keepalive_time", "keepalive_timeout"])?;
+        Ok(ServerKeepalive { time: d[0], timeout: d[1] })
     }
 
     pub fn implementation(self) -> Implementation {
         match self {
             GrpcServer::Kaspec => Implementation::new("kaspec-grpc (tonic)", env!("KASPEC_VERSION_TONIC")),
-            GrpcServer::PythonGrpcio => {
-                let v = std::process::Command::new(PYTHON)
-                    .args(["-c", "import grpc; print(grpc.__version__)"])
-                    .output()
-                    .ok()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                    .unwrap_or_default();
-                Implementation::new("python-grpcio", if v.is_empty() { "unknown".into() } else { v })
-            }
+            GrpcServer::PythonGrpcio => Implementation::new("python-grpcio", servers::python_version("grpc")),
         }
     }
 
@@ -174,8 +144,8 @@ impl GrpcServer {
                 ("kaspec-grpc", ctx.serve.program.clone(), args)
             }
             (GrpcServer::PythonGrpcio, _) => {
-                let python = require_program(PYTHON, "python3")?;
-                python_module("grpc", "python3-grpcio")?;
+                let python = require_program(servers::PYTHON, "python3")?;
+                servers::python_module("grpc", "python3-grpcio")?;
                 let (t, to, policy) = match mode {
                     Mode::Keepalive(k) => (ms_of(k.time), ms_of(k.timeout), "permissive"),
                     Mode::Defaults => (0, 0, "default"),
@@ -563,18 +533,14 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
     config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
-    let mut client_result = facts.result(
-        SideOutcome {
-            side: "client",
-            implementation: client_implementation(),
-            peer: server_impl.clone(),
-            expected: client_exp,
-            detected_at,
-            error,
-            deadline_ms: client_deadline_ms,
-        },
+    let mut results = facts.both_sides(
+        client_implementation(),
+        server_impl,
+        Side { expected: client_exp, detected_at, error, deadline_ms: client_deadline_ms },
+        Side::from_socket(server_expectation(&k, fault), server_closed, server_deadline_ms, "server"),
         &ctx.deviations,
     );
+    let client_result = &mut results[0];
     // The second axis of a failed call: its status code. gRPC's status-code
     // table: a connection that breaks after data was sent fails the call with
     // UNAVAILABLE.
@@ -591,21 +557,7 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
             client_result.detection_ms,
         );
     }
-    Ok(vec![
-        client_result,
-        facts.result(
-            SideOutcome {
-                side: "server",
-                implementation: server_impl,
-                peer: client_implementation(),
-                expected: server_expectation(&k, fault),
-                detected_at: server_closed.as_ref().map(|c| c.at),
-                error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
-                deadline_ms: server_deadline_ms,
-            },
-            &ctx.deviations,
-        ),
-    ])
+    Ok(results)
 }
 
 fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {

@@ -19,6 +19,7 @@ pub mod linux;
 pub mod mqtt;
 pub mod runner;
 pub mod serve;
+pub mod servers;
 pub mod tcp;
 pub mod websocket;
 

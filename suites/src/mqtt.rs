@@ -29,7 +29,7 @@ use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
 use crate::config::Config;
 
 pub const PORT: u16 = 1883;
@@ -288,32 +288,13 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config: ctx.config.effective("mqtt."), t0, timeline };
-    Ok(vec![
-        facts.result(
-            SideOutcome {
-                side: "client",
-                implementation: client_implementation(),
-                peer: broker_impl.clone(),
-                expected: client_expectation(k, fault, since_ms),
-                detected_at: end.failed_at,
-                error: end.error,
-                deadline_ms: client_deadline_ms,
-            },
-            &ctx.deviations,
-        ),
-        facts.result(
-            SideOutcome {
-                side: "server",
-                implementation: broker_impl,
-                peer: client_implementation(),
-                expected: server_expectation(k, fault, rel_ms(t0, last_heard)),
-                detected_at: server_closed.as_ref().map(|c| c.at),
-                error: server_closed.map(|c| format!("broker socket left ESTABLISHED: {}", c.state)),
-                deadline_ms: server_deadline_ms,
-            },
-            &ctx.deviations,
-        ),
-    ])
+    Ok(facts.both_sides(
+        client_implementation(),
+        broker_impl,
+        Side { expected: client_expectation(k, fault, since_ms), detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::from_socket(server_expectation(k, fault, rel_ms(t0, last_heard)), server_closed, server_deadline_ms, "broker"),
+        &ctx.deviations,
+    ))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use kaspec_harness::{Error, Result};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
 use crate::config::{Config, TcpConfig};
 use crate::linux;
 
@@ -356,32 +356,13 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         timeline.push((c.at, format!("server socket {}", c.state)));
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
-    Ok(vec![
-        facts.result(
-            SideOutcome {
-                side: "client",
-                implementation: implementation(),
-                peer: server_implementation(),
-                expected: client_exp,
-                detected_at: end.failed_at,
-                error: end.error,
-                deadline_ms: client_deadline_ms,
-            },
-            &ctx.deviations,
-        ),
-        facts.result(
-            SideOutcome {
-                side: "server",
-                implementation: server_implementation(),
-                peer: implementation(),
-                expected: server_exp,
-                detected_at: server_closed.as_ref().map(|c| c.at),
-                error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
-                deadline_ms: server_deadline_ms,
-            },
-            &ctx.deviations,
-        ),
-    ])
+    Ok(facts.both_sides(
+        implementation(),
+        server_implementation(),
+        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::from_socket(server_exp, server_closed, server_deadline_ms, "server"),
+        &ctx.deviations,
+    ))
 }
 
 /// Both sides' expectations for a plan: `idle_ms` = t0 − last segment

@@ -24,11 +24,11 @@ use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
-use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, SideOutcome};
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
 use crate::config::{Config, WebSocketConfig};
+use crate::servers;
 
 pub const PORT: u16 = 8080;
 const SPEC_PING: &str = "RFC 6455 §5.5.2, §5.5.3";
@@ -75,26 +75,10 @@ fn budget(c: &Config) -> Duration {
     2 * (Duration::from_secs(4) + 3 * (w.ping_interval + w.pong_timeout).max(Duration::from_secs(3)))
 }
 
-/// One server's heartbeat settings (fixtures/websocket/servers.toml).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeartbeatText {
-    ping_interval: String,
-    pong_timeout: String,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Heartbeat {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServersFile {
-    kaspec: HeartbeatText,
-    #[serde(rename = "python-websockets")]
-    python_websockets: HeartbeatText,
 }
 
 /// The servers under test.
@@ -108,35 +92,20 @@ pub enum WsServer {
 
 pub const SERVERS: [WsServer; 2] = [WsServer::Kaspec, WsServer::PythonWebsockets];
 
-const PYTHON: &str = "/usr/bin/python3";
-
 impl WsServer {
     pub fn heartbeat(self, fixtures: &Path) -> Result<Heartbeat> {
-        let path = fixtures.join("websocket/servers.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let f: ServersFile = toml::from_str(&text).map_err(|e| Error::Other(format!("{}: {}", path.display(), e.message().trim())))?;
-        let h = match self {
-            WsServer::Kaspec => f.kaspec,
-            WsServer::PythonWebsockets => f.python_websockets,
+        let section = match self {
+            WsServer::Kaspec => "kaspec",
+            WsServer::PythonWebsockets => "python-websockets",
         };
-        let d = |key: &str, v: &str| {
-            humantime::parse_duration(v).map_err(|e| Error::Other(format!("{}: {key} = \"{v}\": {e} (use ms, s or m)", path.display())))
-        };
-        Ok(Heartbeat { ping_interval: d("ping_interval", &h.ping_interval)?, pong_timeout: d("pong_timeout", &h.pong_timeout)? })
+        let d = servers::durations(&servers_file(fixtures), section, &["ping_interval", "pong_timeout"])?;
+        Ok(Heartbeat { ping_interval: d[0], pong_timeout: d[1] })
     }
 
     pub fn implementation(self) -> Implementation {
         match self {
             WsServer::Kaspec => Implementation::new("kaspec-ws (tokio-tungstenite)", env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")),
-            WsServer::PythonWebsockets => {
-                let v = std::process::Command::new(PYTHON)
-                    .args(["-c", "import websockets; print(websockets.__version__)"])
-                    .output()
-                    .ok()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                    .unwrap_or_default();
-                Implementation::new("python-websockets", if v.is_empty() { "unknown".into() } else { v })
-            }
+            WsServer::PythonWebsockets => Implementation::new("python-websockets", servers::python_version("websockets")),
         }
     }
 
@@ -156,8 +125,8 @@ impl WsServer {
                 ("kaspec-ws", ctx.serve.program.clone(), args)
             }
             WsServer::PythonWebsockets => {
-                let python = require_program(PYTHON, "python3")?;
-                python_module("websockets", "python3-websockets")?;
+                let python = require_program(servers::PYTHON, "python3")?;
+                servers::python_module("websockets", "python3-websockets")?;
                 let script = ctx.fixtures.join("websocket/ws_server.py");
                 (
                     "python-websockets",
@@ -173,22 +142,6 @@ impl WsServer {
             }
         };
         Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10) })
-    }
-}
-
-/// One-line error if Debian's python3 lacks `module`.
-pub fn python_module(module: &str, package: &str) -> Result<()> {
-    let ok = std::process::Command::new(PYTHON)
-        .args(["-c", &format!("import {module}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Capability(format!("{PYTHON} cannot import `{module}` (apt-get install {package}, or run fixtures/bootstrap.sh)")))
     }
 }
 
@@ -420,32 +373,18 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
     config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
     config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
-    Ok(vec![
-        facts.result(
-            SideOutcome {
-                side: "client",
-                implementation: client_implementation(),
-                peer: server_impl.clone(),
-                expected: client_expectation(&w, fault, last_rx, last_ping),
-                detected_at: end.failed_at,
-                error: end.error,
-                deadline_ms: client_deadline_ms,
-            },
-            &ctx.deviations,
+    Ok(facts.both_sides(
+        client_implementation(),
+        server_impl,
+        Side { expected: client_expectation(&w, fault, last_rx, last_ping), detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::from_socket(
+            server_expectation(which, &hb, fault, last_heard, last_server_ping),
+            server_closed,
+            server_deadline_ms,
+            "server",
         ),
-        facts.result(
-            SideOutcome {
-                side: "server",
-                implementation: server_impl,
-                peer: client_implementation(),
-                expected: server_expectation(which, &hb, fault, last_heard, last_server_ping),
-                detected_at: server_closed.as_ref().map(|c| c.at),
-                error: server_closed.map(|c| format!("server socket left ESTABLISHED: {}", c.state)),
-                deadline_ms: server_deadline_ms,
-            },
-            &ctx.deviations,
-        ),
-    ])
+        &ctx.deviations,
+    ))
 }
 
 /// §5.5.2/§5.5.3: send one Ping with a payload, wait for its Pong (answering
