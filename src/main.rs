@@ -40,8 +40,29 @@ enum Command {
         /// Override one key, e.g. `--set tcp.idle=3s`. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
-        /// Write report.json and report.md here (default reports/<run-id>,
-        /// with reports/latest pointing at it).
+        /// Write report.json, report.md, report.html and junit.xml here
+        /// (default reports/<run-id>, with reports/latest pointing at it).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Run each case N times; results show min/median/max and spread,
+        /// the verdict uses every run.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+        /// Print the report as JSON on stdout instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare reports: verdict changes, detection-time changes beyond the
+    /// measured spread, cases added/removed (first vs last), and all of them
+    /// side by side. Exit status 1 on a regression.
+    Compare {
+        /// report.json files (or run folders holding one), oldest first.
+        #[arg(required = true, num_args = 2.., value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        /// Also write compare.md and compare.html here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -62,7 +83,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, sets, out } => run(prefixes, faults, profile, sets, out),
+        Command::Run { prefixes, faults, profile, sets, out, repeat, quiet, json } => {
+            run(prefixes, faults, profile, sets, out, Output { repeat: repeat as usize, quiet, json })
+        }
+        Command::Compare { reports, out } => compare(&reports, out.as_deref()),
         Command::List { prefixes } => list(&prefixes),
         Command::Clean => clean(),
         Command::Serve { args } => kaspec_suites::serve::main(&args),
@@ -139,7 +163,43 @@ fn parse_faults(names: &[String]) -> Result<Vec<FaultKind>, String> {
     Ok(out)
 }
 
-fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, sets: Vec<String>, out: Option<PathBuf>) -> i32 {
+/// How a run reports itself.
+struct Output {
+    repeat: usize,
+    quiet: bool,
+    json: bool,
+}
+
+fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
+    let mut reports = Vec::new();
+    let mut labels = Vec::new();
+    for p in paths {
+        let file = if p.is_dir() { p.join("report.json") } else { p.clone() };
+        match Report::read_json(&file) {
+            Ok(r) => reports.push(r),
+            Err(e) => return bad_input(e),
+        }
+        let label = file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string());
+        labels.push(label);
+    }
+    let (md, regressions) = kaspec_harness::compare::markdown(&labels, &reports);
+    print!("{md}");
+    if let Some(dir) = out {
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(dir.join("compare.md"), &md))
+            .and_then(|_| std::fs::write(dir.join("compare.html"), kaspec_harness::compare::html(&labels, &reports)));
+        if let Err(e) = written {
+            return bad_input(format!("--out {}: {e}", dir.display()));
+        }
+    }
+    if regressions > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, sets: Vec<String>, out: Option<PathBuf>, output: Output) -> i32 {
     // Everything is validated before anything is started.
     let cases = match case::select(&prefixes) {
         Ok(c) => c,
@@ -184,9 +244,12 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
 
     let ctx = Ctx { config, run_dir: dir.clone(), fixtures, serve: ServeCommand { program, args: vec!["serve".into()] }, deviations };
     let command: Vec<String> = std::env::args().collect();
-    let tty = std::io::stderr().is_terminal();
-    eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s), report in {}", cases.len(), faults.len(), dir.display());
-    let report = runner::run(&ctx, &cases, &faults, &run_id, command, |p| progress(p, tty));
+    let mut progress = Progress_::new(output.quiet);
+    if !output.quiet {
+        eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s), report in {}", cases.len(), faults.len(), dir.display());
+    }
+    let report = runner::run(&ctx, &cases, &faults, output.repeat, &run_id, command, |p| progress.on(p));
+    progress.finish();
     if kaspec_harness::cleanup::interrupted() {
         return 130;
     }
@@ -200,41 +263,84 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
             eprintln!("kaspec: warning: could not point reports/latest at {run_id}: {e}");
         }
     }
-    print_summary(&report);
-    println!("report: {} and report.md", dir.join("report.json").display());
+    if output.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print_summary(&report);
+        println!("report: {} (and report.md, report.html, junit.xml)", dir.join("report.json").display());
+    }
     report.exit_code()
 }
 
-fn progress(p: Progress<'_>, tty: bool) {
-    match p {
-        Progress::Start { index, total, case, fault, budget } => {
-            let line = format!("[{index:>2}/{total}] {} × {fault} (at most {})", case.id, ms(budget.as_millis() as u64));
-            if tty {
-                eprint!("{line} …\r");
-            } else {
-                eprintln!("{line}");
+/// Progress: a live line (case, elapsed, expected upper bound) on a
+/// terminal, plain lines otherwise, nothing with --quiet.
+struct Progress_ {
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress_ {
+    fn new(quiet: bool) -> Self {
+        Progress_ { quiet, bar: None }
+    }
+
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn on(&mut self, p: Progress<'_>) {
+        if self.quiet {
+            return;
+        }
+        match p {
+            Progress::Start { index, total, case, fault, budget, run, runs } => {
+                let again = if runs > 1 { format!(" run {run}/{runs}") } else { String::new() };
+                let line = format!("[{index:>2}/{total}] {} × {fault}{again} (at most {})", case.id, ms(budget.as_millis() as u64));
+                if std::io::stderr().is_terminal() {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} — {elapsed}").expect("valid template"));
+                    bar.set_message(line);
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    self.bar = Some(bar);
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            Progress::Done { index, total, case, fault, results, elapsed } => {
+                let mut lines = vec![format!("[{index:>2}/{total}] {} × {fault} done in {}", case.id, ms(elapsed.as_millis() as u64))];
+                for r in results {
+                    let measured = match r.detection_ms {
+                        Some(v) => format!("detected after {}", ms(v)),
+                        None if r.verdict == Verdict::Unsupported => String::new(),
+                        None => format!("not detected in {}", ms(r.deadline_ms)),
+                    };
+                    let dev = if r.known_deviation.is_some() { " (known deviation)" } else { "" };
+                    lines.push(format!(
+                        "        {:<6} {:<20} {measured}; expected {} → {}{dev}",
+                        r.side,
+                        r.implementation.name,
+                        r.expected.describe(),
+                        r.verdict
+                    ));
+                }
+                self.finish();
+                for l in lines {
+                    self.say(l);
+                }
+            }
+            Progress::Error { index, total, case, fault, message } => {
+                self.finish();
+                self.say(format!("[{index:>2}/{total}] {} × {fault}: harness error: {message}", case.id));
             }
         }
-        Progress::Done { index, total, case, fault, results, elapsed } => {
-            if tty {
-                eprint!("\x1b[2K");
-            }
-            eprintln!("[{index:>2}/{total}] {} × {fault} done in {}", case.id, ms(elapsed.as_millis() as u64));
-            for r in results {
-                let measured = match r.detection_ms {
-                    Some(v) => format!("detected after {}", ms(v)),
-                    None if r.verdict == Verdict::Unsupported => String::new(),
-                    None => format!("not detected in {}", ms(r.deadline_ms)),
-                };
-                let dev = if r.known_deviation.is_some() { " (known deviation)" } else { "" };
-                eprintln!("        {:<6} {:<20} {measured}; expected {} → {}{dev}", r.side, r.implementation.name, r.expected.describe(), r.verdict);
-            }
-        }
-        Progress::Error { index, total, case, fault, message } => {
-            if tty {
-                eprint!("\x1b[2K");
-            }
-            eprintln!("[{index:>2}/{total}] {} × {fault}: harness error: {message}", case.id);
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
         }
     }
 }

@@ -14,12 +14,14 @@
 //! - [`expect`] and [`report`]: expectations, verdicts and the versioned report.
 
 pub mod caps;
+pub mod compare;
 pub mod cleanup;
 pub mod cmd;
 pub mod expect;
 pub mod fault;
 pub mod netns;
 pub mod observe;
+pub mod render;
 pub mod report;
 pub mod server;
 

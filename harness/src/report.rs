@@ -74,6 +74,77 @@ pub struct CaseResult {
     /// The error as the library or observer reported it, verbatim.
     pub error: Option<String>,
     pub timeline: Vec<Event>,
+    /// With `--repeat N`: every run's detection, and their spread. The
+    /// result's `detection_ms` is then the median, its verdict the worst run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<RepeatStats>,
+}
+
+/// Detection times of repeated runs of one result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepeatStats {
+    /// Each run's detection (null: not detected), in run order.
+    pub runs: Vec<Option<u64>>,
+    /// Each run's verdict, in run order.
+    pub verdicts: Vec<Verdict>,
+    pub min_ms: Option<u64>,
+    pub median_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+    /// max − min of the detected runs.
+    pub spread_ms: Option<u64>,
+}
+
+impl RepeatStats {
+    pub fn of(runs: Vec<Option<u64>>, verdicts: Vec<Verdict>) -> RepeatStats {
+        let mut d: Vec<u64> = runs.iter().flatten().copied().collect();
+        d.sort_unstable();
+        let median = if d.is_empty() { None } else { Some(d[d.len() / 2]) };
+        RepeatStats {
+            min_ms: d.first().copied(),
+            median_ms: median,
+            max_ms: d.last().copied(),
+            spread_ms: d.first().zip(d.last()).map(|(a, b)| b - a),
+            runs,
+            verdicts,
+        }
+    }
+}
+
+/// The worst of several verdicts: fail > non-strict > informational/pass > unsupported.
+pub fn worst(verdicts: &[Verdict]) -> Verdict {
+    let rank = |v: &Verdict| match v {
+        Verdict::Fail => 4,
+        Verdict::NonStrict => 3,
+        Verdict::Informational => 2,
+        Verdict::Pass => 1,
+        Verdict::Unsupported => 0,
+    };
+    verdicts.iter().copied().max_by_key(rank).unwrap_or(Verdict::Unsupported)
+}
+
+impl CaseResult {
+    /// The key that identifies "the same result" across runs and reports.
+    pub fn key(&self) -> String {
+        format!("{} [{}] {} {}", self.case, self.fault, self.side, self.implementation.name)
+    }
+
+    /// Folds repeated runs of the same result (same [`key`](Self::key)) into
+    /// one: median detection, worst verdict, every run kept in `repeat`.
+    pub fn fold(runs: Vec<CaseResult>) -> CaseResult {
+        let detections: Vec<Option<u64>> = runs.iter().map(|r| r.detection_ms).collect();
+        let verdicts: Vec<Verdict> = runs.iter().map(|r| r.verdict).collect();
+        let stats = RepeatStats::of(detections, verdicts.clone());
+        let worst_v = worst(&verdicts);
+        // Report the worst run's details (its expectation and error), the median time.
+        let mut out = runs.into_iter().find(|r| r.verdict == worst_v).expect("at least one run");
+        out.detection_ms = stats.median_ms;
+        out.detected = stats.median_ms.is_some();
+        let n = stats.runs.len();
+        let bad = stats.verdicts.iter().filter(|v| **v == worst_v).count();
+        out.verdict_detail = format!("{}; {bad} of {n} runs {worst_v}", out.verdict_detail);
+        out.repeat = Some(stats);
+        out
+    }
 }
 
 /// A harness failure: the case could not run as designed. Never a verdict.
@@ -91,6 +162,9 @@ pub struct Environment {
     /// Fault engines: nftables, netem (with the reason if absent), conntrack.
     pub engines: BTreeMap<String, String>,
     pub cpus: usize,
+    /// Every client and server implementation measured, with its version.
+    #[serde(default)]
+    pub implementations: Vec<Implementation>,
 }
 
 impl Environment {
@@ -107,6 +181,7 @@ impl Environment {
             nft_version: c.nft_version.clone(),
             engines,
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            implementations: Vec::new(),
         }
     }
 }
@@ -187,11 +262,16 @@ impl Report {
         let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | verdict |");
         let _ = writeln!(m, "|---|---|---|---|---|---|---|");
         for r in &self.results {
-            let measured = match r.detection_ms {
+            let mut measured = match r.detection_ms {
                 Some(v) => ms(v),
                 None if r.verdict == Verdict::Unsupported => "—".into(),
                 None => format!("none in {}", ms(r.deadline_ms)),
             };
+            if let Some(st) = &r.repeat {
+                if let (Some(a), Some(b)) = (st.min_ms, st.max_ms) {
+                    let _ = write!(measured, " (median of {}; {}–{})", st.runs.len(), ms(a), ms(b));
+                }
+            }
             let verdict = match (&r.known_deviation, r.verdict) {
                 (Some(_), Verdict::Fail) => "**fail** (known deviation)".to_string(),
                 (_, Verdict::Fail) => "**fail**".to_string(),
@@ -272,6 +352,7 @@ mod tests {
             known_deviation: deviation.map(String::from),
             error: Some("read: TimedOut".into()),
             timeline: vec![Event { t_ms: 0, what: "fault".into() }],
+            repeat: None,
         }
     }
 
@@ -288,6 +369,22 @@ mod tests {
             results,
             errors,
         }
+    }
+
+    #[test]
+    fn repeated_runs_fold_into_median_and_worst_verdict() {
+        let mut a = result(Verdict::Pass, None);
+        a.detection_ms = Some(1000);
+        let mut b = result(Verdict::Fail, None);
+        b.detection_ms = Some(1400);
+        let mut c = result(Verdict::Pass, None);
+        c.detection_ms = Some(1100);
+        let f = CaseResult::fold(vec![a, b, c]);
+        assert_eq!(f.verdict, Verdict::Fail);
+        assert_eq!(f.detection_ms, Some(1100));
+        let st = f.repeat.unwrap();
+        assert_eq!((st.min_ms, st.max_ms, st.spread_ms), (Some(1000), Some(1400), Some(400)));
+        assert!(f.verdict_detail.ends_with("1 of 3 runs fail"), "{}", f.verdict_detail);
     }
 
     #[test]

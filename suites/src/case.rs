@@ -224,6 +224,7 @@ impl RunFacts<'_> {
             known_deviation,
             error: o.error,
             timeline: timeline.into_iter().map(|(t, what)| Event { t_ms: rel_ms(self.t0, t), what }).collect(),
+            repeat: None,
         }
     }
 }

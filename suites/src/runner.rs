@@ -15,7 +15,7 @@ use crate::case::{CaseDef, Ctx};
 pub const DEFAULT_FAULTS: [FaultKind; 2] = [FaultKind::Blackhole, FaultKind::Reset];
 
 pub enum Progress<'a> {
-    Start { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, budget: Duration },
+    Start { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, budget: Duration, run: usize, runs: usize },
     Done { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, results: &'a [CaseResult], elapsed: Duration },
     Error { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, message: &'a str },
 }
@@ -46,18 +46,22 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx) -> CaseResult {
         known_deviation: None,
         error: None,
         timeline: Vec::new(),
+        repeat: None,
     }
 }
 
-/// Runs every selected case under every fault, in order.
+/// Runs every selected case under every fault, in order, `repeat` times
+/// each (repeated results are folded: median time, worst verdict, all runs kept).
 pub fn run(
     ctx: &Ctx,
     cases: &[&'static CaseDef],
     faults: &[FaultKind],
+    repeat: usize,
     run_id: &str,
     command: Vec<String>,
     mut on: impl FnMut(Progress<'_>),
 ) -> Report {
+    let repeat = repeat.max(1);
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let plan: Vec<Vec<FaultKind>> = cases.iter().map(|c| c.fixed_fault.map(|f| vec![f]).unwrap_or_else(|| faults.to_vec())).collect();
     let total = plan.iter().map(Vec::len).sum();
@@ -76,22 +80,40 @@ pub fn run(
                 results.extend(r);
                 continue;
             }
-            on(Progress::Start { index, total, case, fault, budget: (case.budget)(&ctx.config) });
-            let started = Instant::now();
-            match (case.run)(ctx, case, fault) {
-                Ok(r) => {
-                    on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
-                    results.extend(r);
+            let mut runs: Vec<CaseResult> = Vec::new();
+            for run in 1..=repeat {
+                if kaspec_harness::cleanup::interrupted() {
+                    break;
                 }
-                Err(_) if kaspec_harness::cleanup::interrupted() => break,
-                Err(e) => {
-                    let message = e.to_string();
-                    on(Progress::Error { index, total, case, fault, message: &message });
-                    errors.push(RunError { case: case.id.into(), fault: fault.name().into(), message });
+                on(Progress::Start { index, total, case, fault, budget: (case.budget)(&ctx.config), run, runs: repeat });
+                let started = Instant::now();
+                match (case.run)(ctx, case, fault) {
+                    Ok(r) => {
+                        on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
+                        runs.extend(r);
+                    }
+                    Err(_) if kaspec_harness::cleanup::interrupted() => break,
+                    Err(e) => {
+                        let message = e.to_string();
+                        on(Progress::Error { index, total, case, fault, message: &message });
+                        errors.push(RunError { case: case.id.into(), fault: fault.name().into(), message });
+                    }
+                }
+            }
+            results.extend(fold_repeats(runs, repeat));
+        }
+    }
+    let environment = kaspec_harness::caps::detected().map(|c| {
+        let mut env = Environment::from_caps(&c);
+        for r in &results {
+            for i in [&r.implementation, &r.peer] {
+                if i.name != "-" && !env.implementations.contains(i) {
+                    env.implementations.push(i.clone());
                 }
             }
         }
-    }
+        env
+    });
     Report {
         schema_version: SCHEMA_VERSION,
         kaspec_version: env!("CARGO_PKG_VERSION").into(),
@@ -100,15 +122,34 @@ pub fn run(
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         testbed: "netns".into(),
         command,
-        environment: kaspec_harness::caps::detected().map(|c| Environment::from_caps(&c)),
+        environment,
         results,
         errors,
     }
 }
 
-/// Writes `report.json` and `report.md` into `dir`.
+/// Folds the results of repeated runs of one case × fault by result key.
+fn fold_repeats(runs: Vec<CaseResult>, repeat: usize) -> Vec<CaseResult> {
+    if repeat <= 1 {
+        return runs;
+    }
+    let mut keys: Vec<String> = Vec::new();
+    for r in &runs {
+        if !keys.contains(&r.key()) {
+            keys.push(r.key());
+        }
+    }
+    keys.into_iter().map(|k| CaseResult::fold(runs.iter().filter(|r| r.key() == k).cloned().collect())).collect()
+}
+
+/// Writes `report.json`, `report.md`, `report.html` and `junit.xml` into `dir`.
 pub fn write(report: &Report, dir: &Path) -> kaspec_harness::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| kaspec_harness::Error::io(format!("creating {}", dir.display()), e))?;
+    let io = |what: &Path, e| kaspec_harness::Error::io(format!("writing {}", what.display()), e);
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     report.write_json(&dir.join("report.json"))?;
-    report.write_markdown(&dir.join("report.md"))
+    report.write_markdown(&dir.join("report.md"))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, kaspec_harness::render::html(report)).map_err(|e| io(&html, e))?;
+    let junit = dir.join("junit.xml");
+    std::fs::write(&junit, kaspec_harness::render::junit(report)).map_err(|e| io(&junit, e))
 }

@@ -1,0 +1,290 @@
+//! `kaspec compare`: what changed between reports. Results are matched by
+//! key (case, fault, side, implementation). A change in detection time counts
+//! only beyond the measured spread of the two runs (`--repeat`), or the fixed
+//! measurement tolerance when a run was not repeated.
+
+use std::fmt::Write as _;
+
+use crate::expect::{ms, Verdict, TOLERANCE_MS};
+use crate::render::esc;
+use crate::report::{CaseResult, Report};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The verdict got worse (a regression) or better.
+    Verdict { key: String, from: String, to: String, worse: bool },
+    /// Detection time moved beyond the spread.
+    Time { key: String, from_ms: u64, to_ms: u64, allowed_ms: u64 },
+    /// Detected before, not now (a regression when detection is expected).
+    Lost { key: String, from_ms: u64, expected: bool },
+    /// Not detected before, detected now.
+    Gained { key: String, to_ms: u64 },
+    Added { key: String },
+    Removed { key: String },
+}
+
+impl Change {
+    pub fn is_regression(&self) -> bool {
+        match self {
+            Change::Verdict { worse, .. } => *worse,
+            Change::Time { from_ms, to_ms, .. } => to_ms > from_ms,
+            Change::Lost { expected, .. } => *expected,
+            _ => false,
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let tag = if self.is_regression() { "REGRESSION " } else { "" };
+        match self {
+            Change::Verdict { key, from, to, .. } => format!("{tag}`{key}`: verdict {from} → {to}"),
+            Change::Time { key, from_ms, to_ms, allowed_ms } => format!(
+                "{tag}`{key}`: detection {} → {} ({}{}, beyond the spread of {})",
+                ms(*from_ms),
+                ms(*to_ms),
+                if to_ms > from_ms { "+" } else { "−" },
+                ms(to_ms.abs_diff(*from_ms)),
+                ms(*allowed_ms)
+            ),
+            Change::Lost { key, from_ms, .. } => format!("{tag}`{key}`: detected after {} before, not detected now", ms(*from_ms)),
+            Change::Gained { key, to_ms } => format!("`{key}`: not detected before, detected after {} now", ms(*to_ms)),
+            Change::Added { key } => format!("`{key}`: added"),
+            Change::Removed { key } => format!("`{key}`: removed"),
+        }
+    }
+}
+
+fn rank(r: &CaseResult) -> u8 {
+    match (r.verdict, &r.known_deviation) {
+        (Verdict::Fail, None) => 3,
+        (Verdict::Fail, Some(_)) | (Verdict::NonStrict, _) => 2,
+        _ => 1,
+    }
+}
+
+fn label(r: &CaseResult) -> String {
+    match (&r.known_deviation, r.verdict) {
+        (Some(_), Verdict::Fail) => "fail (known deviation)".into(),
+        (_, v) => v.to_string(),
+    }
+}
+
+/// The allowance for a time change: the larger measured spread of the two
+/// runs, never below the harness's measurement tolerance (a smaller change
+/// cannot be told from measurement error).
+fn allowed(a: &CaseResult, b: &CaseResult) -> u64 {
+    let spread = |r: &CaseResult| r.repeat.as_ref().and_then(|s| s.spread_ms).unwrap_or(0);
+    spread(a).max(spread(b)).max(TOLERANCE_MS)
+}
+
+/// The changes from `base` to `new`.
+pub fn diff(base: &Report, new: &Report) -> Vec<Change> {
+    let mut out = Vec::new();
+    for b in &base.results {
+        let key = b.key();
+        let Some(n) = new.results.iter().find(|n| n.key() == key) else {
+            out.push(Change::Removed { key });
+            continue;
+        };
+        if label(b) != label(n) {
+            out.push(Change::Verdict { key: key.clone(), from: label(b), to: label(n), worse: rank(n) > rank(b) });
+        }
+        match (b.detection_ms, n.detection_ms) {
+            (Some(x), Some(y)) => {
+                let a = allowed(b, n);
+                if x.abs_diff(y) > a {
+                    out.push(Change::Time { key, from_ms: x, to_ms: y, allowed_ms: a });
+                }
+            }
+            (Some(x), None) => out.push(Change::Lost { key, from_ms: x, expected: n.expected.expects_detection() }),
+            (None, Some(y)) => out.push(Change::Gained { key, to_ms: y }),
+            (None, None) => {}
+        }
+    }
+    for n in &new.results {
+        if !base.results.iter().any(|b| b.key() == n.key()) {
+            out.push(Change::Added { key: n.key() });
+        }
+    }
+    out
+}
+
+/// A side-by-side table of several reports (e.g. one per client profile).
+pub fn table_markdown(labels: &[String], reports: &[Report]) -> String {
+    let mut keys: Vec<String> = Vec::new();
+    for r in reports {
+        for x in &r.results {
+            if !keys.contains(&x.key()) {
+                keys.push(x.key());
+            }
+        }
+    }
+    let mut m = String::new();
+    let _ = writeln!(m, "| result | {} |", labels.join(" | "));
+    let _ = writeln!(m, "|---|{}", "---|".repeat(labels.len()));
+    for k in &keys {
+        let cells: Vec<String> = reports
+            .iter()
+            .map(|r| match r.results.iter().find(|x| &x.key() == k) {
+                Some(x) => format!("{} {}", label(x), x.detection_ms.map(ms).unwrap_or_else(|| "—".into())),
+                None => "".into(),
+            })
+            .collect();
+        let _ = writeln!(m, "| `{k}` | {} |", cells.join(" | "));
+    }
+    // What differs between the reports' configurations.
+    let mut cfg_rows = String::new();
+    let mut all_keys: Vec<String> = reports.iter().flat_map(|r| r.results.iter().flat_map(|x| x.config.keys().cloned())).collect();
+    all_keys.sort();
+    all_keys.dedup();
+    for ck in all_keys {
+        let vals: Vec<String> = reports
+            .iter()
+            .map(|r| r.results.iter().find_map(|x| x.config.get(&ck).cloned()).unwrap_or_default())
+            .collect();
+        if vals.iter().any(|v| v != &vals[0]) {
+            let _ = writeln!(cfg_rows, "| `{ck}` | {} |", vals.join(" | "));
+        }
+    }
+    if !cfg_rows.is_empty() {
+        let _ = writeln!(m, "\nConfiguration differences:\n\n| key | {} |\n|---|{}\n{cfg_rows}", labels.join(" | "), "---|".repeat(labels.len()));
+    }
+    m
+}
+
+/// The whole comparison as Markdown: the changes from the first report to
+/// the last, then the side-by-side table.
+pub fn markdown(labels: &[String], reports: &[Report]) -> (String, usize) {
+    let (base, new) = (&reports[0], &reports[reports.len() - 1]);
+    let changes = diff(base, new);
+    let regressions = changes.iter().filter(|c| c.is_regression()).count();
+    let mut m = String::new();
+    let _ = writeln!(m, "# kaspec compare\n");
+    let _ = writeln!(m, "From `{}` ({}) to `{}` ({}): {} change(s), {} regression(s).\n", labels[0], base.run_id, labels[labels.len() - 1], new.run_id, changes.len(), regressions);
+    let _ = writeln!(
+        m,
+        "Detection-time changes count beyond the larger measured spread of the two runs (`--repeat`), and never below the ±{TOLERANCE_MS} ms measurement tolerance.\n"
+    );
+    for c in &changes {
+        let _ = writeln!(m, "- {}", c.line());
+    }
+    if changes.is_empty() {
+        let _ = writeln!(m, "No change.");
+    }
+    let _ = writeln!(m, "\n## Side by side\n\n{}", table_markdown(labels, reports));
+    (m, regressions)
+}
+
+/// The same as a small self-contained HTML page.
+pub fn html(labels: &[String], reports: &[Report]) -> String {
+    let (base, new) = (&reports[0], &reports[reports.len() - 1]);
+    let changes = diff(base, new);
+    let mut h = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kaspec compare</title><style>\
+body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}\
+.reg{color:#a00;font-weight:bold}</style></head><body><h1>kaspec compare</h1><ul>",
+    );
+    for c in &changes {
+        let _ = write!(h, "<li{}>{}</li>", if c.is_regression() { " class=\"reg\"" } else { "" }, esc(&c.line()));
+    }
+    let _ = write!(h, "</ul><table><tr><th>result</th>");
+    for l in labels {
+        let _ = write!(h, "<th>{}</th>", esc(l));
+    }
+    let _ = write!(h, "</tr>");
+    let mut keys: Vec<String> = Vec::new();
+    for r in reports {
+        for x in &r.results {
+            if !keys.contains(&x.key()) {
+                keys.push(x.key());
+            }
+        }
+    }
+    for k in keys {
+        let _ = write!(h, "<tr><td><code>{}</code></td>", esc(&k));
+        for r in reports {
+            let cell = r.results.iter().find(|x| x.key() == k).map(|x| format!("{} {}", label(x), x.detection_ms.map(ms).unwrap_or_else(|| "—".into())));
+            let _ = write!(h, "<td>{}</td>", esc(&cell.unwrap_or_default()));
+        }
+        let _ = write!(h, "</tr>");
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expect::{Expectation, Level};
+    use crate::report::{Implementation, RepeatStats};
+
+    fn res(case: &str, verdict: Verdict, d: Option<u64>) -> CaseResult {
+        CaseResult {
+            case: case.into(),
+            protocol: "tcp".into(),
+            description: String::new(),
+            requirement: String::new(),
+            side: "client".into(),
+            implementation: Implementation::new("x", "1"),
+            peer: Implementation::new("y", "1"),
+            fault: "blackhole".into(),
+            engine: "nftables".into(),
+            config: Default::default(),
+            detected: d.is_some(),
+            detection_ms: d,
+            deadline_ms: 9000,
+            expected: Expectation::window(1000, 2000, "f", "s", Level::Must),
+            tolerance_ms: TOLERANCE_MS,
+            verdict,
+            verdict_detail: String::new(),
+            known_deviation: None,
+            error: None,
+            timeline: vec![],
+            repeat: None,
+        }
+    }
+
+    fn rep(results: Vec<CaseResult>) -> Report {
+        Report {
+            schema_version: 1,
+            kaspec_version: "0".into(),
+            run_id: "r".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            testbed: "netns".into(),
+            command: vec![],
+            environment: None,
+            results,
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn verdict_and_time_regressions_are_found() {
+        let base = rep(vec![res("a", Verdict::Pass, Some(1500)), res("b", Verdict::Pass, Some(1500)), res("c", Verdict::Pass, Some(1500))]);
+        let new = rep(vec![res("a", Verdict::Fail, Some(2500)), res("b", Verdict::Pass, Some(1600)), res("d", Verdict::Pass, Some(1))]);
+        let d = diff(&base, &new);
+        assert!(d.iter().any(|c| matches!(c, Change::Verdict { worse: true, .. })));
+        assert!(d.iter().any(|c| matches!(c, Change::Time { from_ms: 1500, to_ms: 2500, .. })));
+        assert!(!d.iter().any(|c| matches!(c, Change::Time { to_ms: 1600, .. })), "within the tolerance");
+        assert!(d.contains(&Change::Removed { key: "c [blackhole] client x".into() }));
+        assert!(d.contains(&Change::Added { key: "d [blackhole] client x".into() }));
+        assert_eq!(d.iter().filter(|c| c.is_regression()).count(), 2);
+    }
+
+    #[test]
+    fn the_measured_spread_sets_the_threshold() {
+        let mut a = res("a", Verdict::Pass, Some(1500));
+        a.repeat = Some(RepeatStats::of(vec![Some(1000), Some(1500), Some(1900)], vec![Verdict::Pass; 3]));
+        let b = res("a", Verdict::Pass, Some(2300));
+        assert!(diff(&rep(vec![a.clone()]), &rep(vec![b])).is_empty(), "800 ms is within a 900 ms spread");
+        let c = res("a", Verdict::Pass, Some(2500));
+        assert_eq!(diff(&rep(vec![a]), &rep(vec![c])).len(), 1);
+    }
+
+    #[test]
+    fn improvements_are_not_regressions() {
+        let d = diff(&rep(vec![res("a", Verdict::Fail, Some(3000))]), &rep(vec![res("a", Verdict::Pass, Some(1500))]));
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|c| !c.is_regression()));
+    }
+}

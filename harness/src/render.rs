@@ -1,0 +1,369 @@
+//! Renderers of a [`Report`] besides JSON and Markdown: JUnit XML for CI
+//! systems and a self-contained HTML page (inline CSS and SVG, no network
+//! fetch) with a summary, an implementation × case matrix and a timeline
+//! chart per result drawn by plotters.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use plotters::prelude::*;
+use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+
+use crate::expect::{ms, Verdict};
+use crate::report::{CaseResult, Report};
+
+/// JUnit XML: a test suite per protocol, a test case per result; failure
+/// text = expected vs actual. Unsupported results and documented deviations
+/// are `skipped`, with the reason.
+pub fn junit(report: &Report) -> String {
+    let mut out = quick_junit::Report::new(format!("kaspec {}", report.run_id));
+    let mut protocols: Vec<&str> = report.results.iter().map(|r| r.protocol.as_str()).collect();
+    protocols.dedup();
+    protocols.sort();
+    protocols.dedup();
+    for p in protocols {
+        let mut suite = TestSuite::new(p);
+        for r in report.results.iter().filter(|r| r.protocol == p) {
+            let status = match (r.verdict, &r.known_deviation) {
+                (Verdict::Fail, Some(reason)) => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(format!("known deviation: {}", r.verdict_detail)).set_description(reason.clone());
+                    s
+                }
+                (Verdict::Fail, None) => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(r.verdict_detail.clone()).set_type("kaspec.fail").set_description(format!(
+                        "{}\nexpected: {} ({})\nerror: {}",
+                        r.verdict_detail,
+                        r.expected.formula,
+                        r.expected.spec,
+                        r.error.clone().unwrap_or_default()
+                    ));
+                    s
+                }
+                (Verdict::Unsupported, _) => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(r.verdict_detail.clone());
+                    s
+                }
+                _ => TestCaseStatus::success(),
+            };
+            let mut tc = TestCase::new(format!("[{}] {} {}", r.fault, r.side, r.implementation), status);
+            tc.set_classname(r.case.clone());
+            if let Some(v) = r.detection_ms {
+                tc.set_time(Duration::from_millis(v));
+            }
+            tc.set_system_out(format!("{}: {}", r.verdict, r.verdict_detail));
+            suite.add_test_case(tc);
+        }
+        out.add_test_suite(suite);
+    }
+    for e in &report.errors {
+        let mut suite = TestSuite::new("harness-errors");
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+        s.set_message(e.message.clone());
+        let mut tc = TestCase::new(format!("[{}] harness error", e.fault), s);
+        tc.set_classname(e.case.clone());
+        suite.add_test_case(tc);
+        out.add_test_suite(suite);
+    }
+    out.to_string().unwrap_or_else(|e| format!("<!-- junit serialisation failed: {e} -->"))
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn verdict_color(v: Verdict, known: bool) -> &'static str {
+    match (v, known) {
+        (Verdict::Fail, true) => "#f6d6a8",
+        (Verdict::Fail, false) => "#f4b4b4",
+        (Verdict::Pass, _) => "#bfe6bf",
+        (Verdict::NonStrict, _) => "#f3e3a0",
+        (Verdict::Informational, _) => "#cfe0f5",
+        (Verdict::Unsupported, _) => "#e2e2e2",
+    }
+}
+
+fn verdict_text(r: &CaseResult) -> String {
+    match (&r.known_deviation, r.verdict) {
+        (Some(_), Verdict::Fail) => "fail (known deviation)".into(),
+        (_, v) => v.to_string(),
+    }
+}
+
+/// A timeline chart of one result: the expected window (green), the fault
+/// (red line at 0), the events seen (grey ticks, labelled) and the
+/// detection (bold), on a millisecond axis relative to the fault.
+pub fn timeline_svg(r: &CaseResult) -> String {
+    let mut lo = r.timeline.iter().map(|e| e.t_ms).min().unwrap_or(0).min(0);
+    let mut hi = r.timeline.iter().map(|e| e.t_ms).max().unwrap_or(0).max(r.detection_ms.unwrap_or(0) as i64);
+    if let Some(m) = r.expected.max_ms {
+        hi = hi.max(m as i64 + r.tolerance_ms as i64);
+    }
+    if r.detection_ms.is_none() {
+        hi = hi.max(r.deadline_ms as i64);
+    }
+    let pad = ((hi - lo) / 20).max(100);
+    lo -= pad;
+    hi += pad;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (760, 150)).into_drawing_area();
+        if root.fill(&WHITE).is_err() {
+            return String::new();
+        }
+        let chart = ChartBuilder::on(&root).margin(8).x_label_area_size(28).build_cartesian_2d(lo..hi, 0i32..10i32);
+        let Ok(mut chart) = chart else { return String::new() };
+        let _ = chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_desc("ms after the fault was in force")
+            .x_labels(10)
+            .draw();
+        if let (Some(a), Some(b)) = (r.expected.min_ms, r.expected.max_ms) {
+            let (a, b) = (a as i64 - r.tolerance_ms as i64, b as i64 + r.tolerance_ms as i64);
+            let _ = chart.draw_series(std::iter::once(Rectangle::new([(a, 0), (b, 10)], RGBColor(214, 240, 214).filled())));
+            let (a, b) = (r.expected.min_ms.unwrap_or(0) as i64, r.expected.max_ms.unwrap_or(0) as i64);
+            let _ = chart.draw_series(std::iter::once(Rectangle::new([(a, 0), (b.max(a + 1), 10)], RGBColor(150, 210, 150).filled())));
+        }
+        let _ = chart.draw_series(LineSeries::new([(0, 0), (0, 10)], RED.stroke_width(2)));
+        for (i, e) in r.timeline.iter().enumerate() {
+            let y = 2 + (i as i32 % 4) * 2;
+            let _ = chart.draw_series(LineSeries::new([(e.t_ms, 0), (e.t_ms, y)], BLACK.mix(0.35)));
+            let label = if e.what.len() > 28 { format!("{}…", &e.what[..e.what.char_indices().nth(27).map(|(i, _)| i).unwrap_or(e.what.len())]) } else { e.what.clone() };
+            let _ = chart.draw_series(std::iter::once(Text::new(label, (e.t_ms, y), ("sans-serif", 11).into_font())));
+        }
+        if let Some(d) = r.detection_ms {
+            let _ = chart.draw_series(LineSeries::new([(d as i64, 0), (d as i64, 10)], BLUE.stroke_width(3)));
+        }
+        let _ = root.present();
+    }
+    svg
+}
+
+/// The whole report as one HTML page.
+pub fn html(report: &Report) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kaspec report {id}</title><style>\
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}}\
+table{{border-collapse:collapse;margin:8px 0 20px}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}}\
+th{{background:#f2f2f2}}code{{font-size:12px}}.cell{{text-align:center;white-space:nowrap}}\
+.summary span{{display:inline-block;padding:4px 10px;margin-right:6px;border-radius:4px}}\
+details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}summary{{cursor:pointer}}\
+.legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}}</style></head><body>",
+        id = esc(&report.run_id)
+    );
+    let _ = write!(h, "<h1>kaspec report <code>{}</code></h1>", esc(&report.run_id));
+    let _ = write!(
+        h,
+        "<p>kaspec {} · schema {} · testbed <b>{}</b> · {} → {}<br><code>{}</code></p>",
+        esc(&report.kaspec_version),
+        report.schema_version,
+        esc(&report.testbed),
+        esc(&report.started_at),
+        esc(&report.finished_at),
+        esc(&report.command.join(" "))
+    );
+    if let Some(env) = &report.environment {
+        let engines: Vec<String> = env.engines.iter().map(|(k, v)| format!("{}: {}", esc(k), esc(v))).collect();
+        let impls: Vec<String> = env.implementations.iter().map(|i| esc(&i.to_string())).collect();
+        let _ = write!(
+            h,
+            "<p>Kernel {} · {} CPUs · {}<br>Fault engines — {}<br>Implementations — {}</p>",
+            esc(&env.kernel),
+            env.cpus,
+            esc(&env.nft_version),
+            engines.join("; "),
+            impls.join(", ")
+        );
+    }
+    let _ = write!(h, "<h2>Summary</h2><p class=\"summary\">");
+    for (v, n) in report.counts() {
+        let _ = write!(h, "<span style=\"background:{}\">{} {}</span>", verdict_color(v, false), n, v);
+    }
+    let _ = write!(h, "</p><p><b>{}</b></p>", esc(&report.summary_line()));
+
+    // Implementation × case matrix.
+    let mut columns: Vec<String> = Vec::new();
+    for r in &report.results {
+        let c = format!("{} · {}", r.side, r.implementation.name);
+        if !columns.contains(&c) {
+            columns.push(c);
+        }
+    }
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for r in &report.results {
+        let k = (r.case.clone(), r.fault.clone());
+        if !rows.contains(&k) {
+            rows.push(k);
+        }
+    }
+    let _ = write!(h, "<h2>Implementation × case</h2><table><tr><th>case</th><th>fault</th>");
+    for c in &columns {
+        let _ = write!(h, "<th>{}</th>", esc(c));
+    }
+    let _ = write!(h, "</tr>");
+    for (case, fault) in &rows {
+        let _ = write!(h, "<tr><td><code>{}</code></td><td>{}</td>", esc(case), esc(fault));
+        for c in &columns {
+            let hit = report
+                .results
+                .iter()
+                .find(|r| &r.case == case && &r.fault == fault && format!("{} · {}", r.side, r.implementation.name) == *c);
+            match hit {
+                Some(r) => {
+                    let t = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
+                    let anchor = anchor(r);
+                    let _ = write!(
+                        h,
+                        "<td class=\"cell\" style=\"background:{}\"><a href=\"#{anchor}\">{}</a><br>{}</td>",
+                        verdict_color(r.verdict, r.known_deviation.is_some()),
+                        esc(&verdict_text(r)),
+                        esc(&t)
+                    );
+                }
+                None => {
+                    let _ = write!(h, "<td></td>");
+                }
+            }
+        }
+        let _ = write!(h, "</tr>");
+    }
+    let _ = write!(h, "</table>");
+    let _ = write!(
+        h,
+        "<h2>Results</h2><p class=\"legend\">Charts:<span style=\"background:#96d296\"></span>expected window\
+<span style=\"background:#d6f0d6\"></span>± tolerance<span style=\"background:red\"></span>fault in force\
+<span style=\"background:blue\"></span>detection<span style=\"background:#aaa\"></span>events seen</p>"
+    );
+    for r in &report.results {
+        let _ = write!(
+            h,
+            "<details id=\"{}\"{}><summary><code>{}</code> · {} · {} side · {} — <b style=\"background:{}\">{}</b> {}</summary>",
+            anchor(r),
+            if r.verdict == Verdict::Fail && r.known_deviation.is_none() { " open" } else { "" },
+            esc(&r.case),
+            esc(&r.fault),
+            esc(&r.side),
+            esc(&r.implementation.to_string()),
+            verdict_color(r.verdict, r.known_deviation.is_some()),
+            esc(&verdict_text(r)),
+            esc(&r.detection_ms.map(ms).unwrap_or_default())
+        );
+        let _ = write!(h, "<p>{}</p><table>", esc(&r.description));
+        let cfg: Vec<String> = r.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut rows = vec![
+            ("requirement", format!("{} ({})", r.requirement, r.expected.spec)),
+            ("against", format!("{} · fault by {}", r.peer, r.engine)),
+            ("config", cfg.join(" ")),
+            ("expectation", format!("{} — {}", r.expected.describe(), r.expected.formula)),
+            ("verdict", format!("{} — {}", verdict_text(r), r.verdict_detail)),
+        ];
+        if let Some(st) = &r.repeat {
+            let runs: Vec<String> = st.runs.iter().map(|v| v.map(ms).unwrap_or_else(|| "—".into())).collect();
+            rows.push((
+                "runs",
+                format!(
+                    "{} — min {} · median {} · max {} · spread {}",
+                    runs.join(", "),
+                    st.min_ms.map(ms).unwrap_or_default(),
+                    st.median_ms.map(ms).unwrap_or_default(),
+                    st.max_ms.map(ms).unwrap_or_default(),
+                    st.spread_ms.map(ms).unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(d) = &r.known_deviation {
+            rows.push(("known deviation", d.clone()));
+        }
+        if let Some(e) = &r.error {
+            rows.push(("error (verbatim)", e.clone()));
+        }
+        for (k, v) in rows {
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+        }
+        let _ = write!(h, "</table>{}</details>", timeline_svg(r));
+    }
+    if !report.errors.is_empty() {
+        let _ = write!(h, "<h2>Harness errors</h2><ul>");
+        for e in &report.errors {
+            let _ = write!(h, "<li><code>{}</code> ({}): <pre>{}</pre></li>", esc(&e.case), esc(&e.fault), esc(&e.message));
+        }
+        let _ = write!(h, "</ul>");
+    }
+    let _ = write!(h, "</body></html>\n");
+    h
+}
+
+fn anchor(r: &CaseResult) -> String {
+    r.key().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expect::{Expectation, Level};
+    use crate::report::{Event, Implementation};
+
+    fn sample(verdict: Verdict) -> Report {
+        let r = CaseResult {
+            case: "mqtt/3.1.1-3.1.2.10/1".into(),
+            protocol: "mqtt".into(),
+            description: "d <b>".into(),
+            requirement: "r".into(),
+            side: "server".into(),
+            implementation: Implementation::new("mosquitto", "2.0.11"),
+            peer: Implementation::new("rumqttc", "0.24.0"),
+            fault: "blackhole".into(),
+            engine: "nftables".into(),
+            config: Default::default(),
+            detected: true,
+            detection_ms: Some(2500),
+            deadline_ms: 9000,
+            expected: Expectation::window(1000, 2000, "1.5 × K", "MQTT-3.1.2-24", Level::Must),
+            tolerance_ms: 200,
+            verdict,
+            verdict_detail: "expected 1.00 s–2.00 s (±200), detected after 2.50 s".into(),
+            known_deviation: None,
+            error: Some("broker socket left ESTABLISHED: FIN_WAIT1".into()),
+            timeline: vec![Event { t_ms: -1000, what: "PINGREQ sent".into() }, Event { t_ms: 0, what: "fault".into() }],
+            repeat: None,
+        };
+        Report {
+            schema_version: 1,
+            kaspec_version: "0".into(),
+            run_id: "r1".into(),
+            started_at: "s".into(),
+            finished_at: "f".into(),
+            testbed: "netns".into(),
+            command: vec!["kaspec".into()],
+            environment: None,
+            results: vec![r],
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn junit_has_one_testcase_per_result_with_expected_vs_actual() {
+        let x = junit(&sample(Verdict::Fail));
+        assert!(x.contains("<testsuite name=\"mqtt\""), "{x}");
+        assert!(x.contains("classname=\"mqtt/3.1.1-3.1.2.10/1\""), "{x}");
+        assert!(x.contains("<failure") && x.contains("expected 1.00 s–2.00 s"), "{x}");
+        assert!(!junit(&sample(Verdict::Pass)).contains("<failure"));
+    }
+
+    #[test]
+    fn html_is_self_contained_escaped_and_charted() {
+        let h = html(&sample(Verdict::Pass));
+        assert!(h.contains("<svg") && h.contains("</html>"));
+        assert!(!h.contains("http://") || h.matches("http://").all(|_| h.contains("xmlns=\"http://www.w3.org/2000/svg\"")));
+        assert!(!h.contains("src=\"http") && !h.contains("href=\"http"), "no network fetches");
+        assert!(h.contains("d &lt;b&gt;"), "escaped");
+        assert!(h.contains("server · mosquitto"), "matrix column");
+    }
+}
