@@ -70,6 +70,25 @@ enum Command {
     List {
         prefixes: Vec<String>,
     },
+    /// Review a client profile (against a network profile), rule by rule with
+    /// sources, then measure what can confirm each finding. Exit status 1
+    /// when a warning is confirmed by measurement.
+    Validate {
+        /// The client profile (TOML, see fixtures/profiles/).
+        #[arg(long, value_name = "FILE")]
+        profile: PathBuf,
+        /// The network it runs on (TOML, see fixtures/networks/).
+        #[arg(long, value_name = "FILE")]
+        network: Option<PathBuf>,
+        /// Override one key of the profile. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Write validate.json and validate.md here (default reports/validate-<run-id>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Remove namespaces, links, rules and processes a killed run left behind.
     Clean,
     /// Run one of our own servers (used by the harness inside the server host).
@@ -87,6 +106,7 @@ fn main() {
             run(prefixes, faults, profile, sets, out, Output { repeat: repeat as usize, quiet, json })
         }
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
+        Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
         Command::List { prefixes } => list(&prefixes),
         Command::Clean => clean(),
         Command::Serve { args } => kaspec_suites::serve::main(&args),
@@ -199,6 +219,34 @@ fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
     }
 }
 
+/// The configuration from a profile and `--set` pairs, in that order.
+fn build_config(profile: Option<&Path>, sets: &[String]) -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(p) = profile {
+        config.apply_profile(p).map_err(|e| e.to_string())?;
+    }
+    for s in sets {
+        config.set_pair(s).map_err(|e| e.to_string())?;
+    }
+    Ok(config)
+}
+
+/// Everything a run needs once the input is valid: checks the machine,
+/// creates the output folder, installs the Ctrl-C handler.
+fn context(config: Config, cases: &[&'static case::CaseDef], dir: &Path) -> Result<Ctx, String> {
+    let fixtures = fixtures_dir();
+    let deviations = kaspec_suites::deviations::load(&fixtures.join("deviations.toml"))?;
+    case::check_prerequisites(cases).map_err(|e| e.to_string())?;
+    let program = std::env::current_exe().map_err(|e| format!("cannot find the kaspec binary itself: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: cannot create it: {e}", dir.display()))?;
+    kaspec_harness::cleanup::install_signal_handler();
+    Ok(Ctx { config, run_dir: dir.to_path_buf(), fixtures, serve: ServeCommand { program, args: vec!["serve".into()] }, deviations })
+}
+
+fn new_run_id() -> String {
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), kaspec_harness::netns::new_tag())
+}
+
 fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, sets: Vec<String>, out: Option<PathBuf>, output: Output) -> i32 {
     // Everything is validated before anything is started.
     let cases = match case::select(&prefixes) {
@@ -209,40 +257,19 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
         Ok(f) => f,
         Err(e) => return bad_input(e),
     };
-    let mut config = Config::default();
-    if let Some(p) = &profile {
-        if let Err(e) = config.apply_profile(p) {
-            return bad_input(e);
-        }
-    }
-    for s in &sets {
-        if let Err(e) = config.set_pair(s) {
-            return bad_input(e);
-        }
-    }
-    let fixtures = fixtures_dir();
-    let deviations = match kaspec_suites::deviations::load(&fixtures.join("deviations.toml")) {
-        Ok(d) => d,
+    let config = match build_config(profile.as_deref(), &sets) {
+        Ok(c) => c,
         Err(e) => return bad_input(e),
     };
-    if let Err(e) = case::check_prerequisites(&cases) {
-        return bad_input(e);
-    }
-    let program = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => return bad_input(format!("cannot find the kaspec binary itself: {e}")),
-    };
-    let run_id = format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), kaspec_harness::netns::new_tag());
+    let run_id = new_run_id();
     let (dir, latest) = match out {
         Some(d) => (d, false),
         None => (PathBuf::from("reports").join(&run_id), true),
     };
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        return bad_input(format!("--out {}: cannot create it: {e}", dir.display()));
-    }
-    kaspec_harness::cleanup::install_signal_handler();
-
-    let ctx = Ctx { config, run_dir: dir.clone(), fixtures, serve: ServeCommand { program, args: vec!["serve".into()] }, deviations };
+    let ctx = match context(config, &cases, &dir) {
+        Ok(c) => c,
+        Err(e) => return bad_input(e),
+    };
     let command: Vec<String> = std::env::args().collect();
     let mut progress = Progress_::new(output.quiet);
     if !output.quiet {
@@ -270,6 +297,53 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
         println!("report: {} (and report.md, report.html, junit.xml)", dir.join("report.json").display());
     }
     report.exit_code()
+}
+
+fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: Option<PathBuf>, quiet: bool) -> i32 {
+    let config = match build_config(Some(&profile), &sets) {
+        Ok(c) => c,
+        Err(e) => return bad_input(e),
+    };
+    let net = match network.as_deref().map(kaspec_suites::network::NetworkProfile::load).transpose() {
+        Ok(n) => n,
+        Err(e) => return bad_input(e),
+    };
+    let findings = kaspec_suites::validate::review(&config, net.as_ref());
+    let cases: Vec<&'static case::CaseDef> = case::all()
+        .into_iter()
+        .filter(|c| findings.iter().any(|f| f.check.as_ref().map(|k| k.case == c.id).unwrap_or(false)))
+        .collect();
+    let dir = out.unwrap_or_else(|| PathBuf::from("reports").join(format!("validate-{}", new_run_id())));
+    let ctx = match context(config, &cases, &dir) {
+        Ok(c) => c,
+        Err(e) => return bad_input(e),
+    };
+    if !quiet {
+        eprintln!("kaspec: validate {}: {} finding(s) from the static review; measuring {} case(s)", profile.display(), findings.len(), cases.len());
+    }
+    let judged = kaspec_suites::validate::confirm(&ctx, &findings, |what| {
+        if !quiet {
+            eprintln!("  measuring {what}");
+        }
+    });
+    let (judged, results) = match judged {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("kaspec: error: harness error while measuring: {e}");
+            return 2;
+        }
+    };
+    let name = |p: &Path| p.display().to_string();
+    let md = kaspec_suites::validate::markdown(&name(&profile), network.as_deref().map(name).as_deref(), &judged);
+    print!("{md}");
+    let json = serde_json::json!({ "profile": name(&profile), "network": network.as_deref().map(name), "findings": judged, "results": results });
+    let written = std::fs::write(dir.join("validate.md"), &md)
+        .and_then(|_| std::fs::write(dir.join("validate.json"), serde_json::to_string_pretty(&json).unwrap_or_default()));
+    if let Err(e) = written {
+        return bad_input(format!("--out {}: {e}", dir.display()));
+    }
+    println!("\nwritten: {} and validate.md", dir.join("validate.json").display());
+    kaspec_suites::validate::exit_code(&judged)
 }
 
 /// Progress: a live line (case, elapsed, expected upper bound) on a

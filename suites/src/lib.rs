@@ -17,10 +17,12 @@ pub mod deviations;
 pub mod grpc;
 pub mod linux;
 pub mod mqtt;
+pub mod network;
 pub mod runner;
 pub mod serve;
 pub mod servers;
 pub mod tcp;
+pub mod validate;
 pub mod websocket;
 
 pub use case::{CaseDef, Ctx};
