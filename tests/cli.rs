@@ -182,3 +182,83 @@ fn kill_9_then_clean_removes_what_the_run_left() {
     let again = String::from_utf8_lossy(&run(&["clean"]).stdout).into_owned();
     assert!(!ns.iter().any(|n| again.contains(n.as_str())), "{again}");
 }
+
+#[test]
+fn repeat_writes_spread_junit_and_html() {
+    let out = tmp("repeat");
+    let r = run(&["run", "tcp/rfc5482-3/1", "--fault", "reset", "--set", "tcp.user_timeout=1s", "--repeat", "2", "--quiet", "--json", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(r.stderr.is_empty(), "--quiet: {}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).expect("--json prints the report");
+    let client = report["results"].as_array().unwrap().iter().find(|r| r["side"] == "client").unwrap().clone();
+    assert_eq!(client["repeat"]["runs"].as_array().unwrap().len(), 2, "{client}");
+    assert!(client["repeat"]["spread_ms"].is_u64());
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("<testsuite name=\"tcp\"") && junit.contains("classname=\"tcp/rfc5482-3/1\""), "{junit}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("median"), "timeline charts and run statistics");
+}
+
+fn write_report(name: &str, detection: u64, verdict: &str) -> PathBuf {
+    let dir = tmp(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = serde_json::json!({
+        "schema_version": 1, "kaspec_version": "0.1.0", "run_id": name, "started_at": "", "finished_at": "",
+        "testbed": "netns", "command": [], "environment": null, "errors": [],
+        "results": [{
+            "case": "tcp/rfc1122-4.2.3.6/1", "protocol": "tcp", "description": "", "requirement": "", "side": "client",
+            "implementation": {"name": "linux-tcp/socket2", "version": "x"}, "peer": {"name": "kaspec-tcp-echo", "version": "x"},
+            "fault": "blackhole", "engine": "nftables", "config": {"tcp.idle": "2s"}, "detected": true,
+            "detection_ms": detection, "deadline_ms": 15000,
+            "expected": {"min_ms": 4990, "max_ms": 5150, "formula": "I + N×V", "spec": "RFC 1122 §4.2.3.6", "level": "must"},
+            "tolerance_ms": 200, "verdict": verdict, "verdict_detail": "", "known_deviation": null, "error": null, "timeline": []
+        }]
+    });
+    std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn compare_exits_1_on_a_regression_and_0_otherwise() {
+    let base = write_report("cmp-base", 5050, "pass");
+    let same = write_report("cmp-same", 5100, "pass");
+    let slower = write_report("cmp-slower", 7000, "fail");
+    let third = write_report("cmp-third", 5000, "pass");
+    let ok = run(&["compare", base.to_str().unwrap(), same.to_str().unwrap()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("No change"));
+    let out = tmp("cmp-out");
+    let bad = run(&["compare", base.to_str().unwrap(), third.to_str().unwrap(), slower.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    assert!(text.contains("REGRESSION") && text.contains("verdict pass → fail") && text.contains("5.05 s → 7.00 s"), "{text}");
+    assert!(text.contains("| cmp-base | cmp-third | cmp-slower |"), "side by side: {text}");
+    assert!(out.join("compare.md").is_file() && out.join("compare.html").is_file());
+    let missing = run(&["compare", base.to_str().unwrap(), "/nonexistent/report.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/report.json"));
+}
+
+#[test]
+fn validate_confirms_findings_by_measurement() {
+    let dir = tmp("validate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let risky = dir.join("risky.toml");
+    std::fs::write(&risky, "[tcp]\nkeepalive = false\nidle = \"1s\"\ninterval = \"1s\"\ncount = 1\nuser_timeout = \"1s\"\n[grpc]\nkeepalive_time = \"10m\"\n").unwrap();
+    let r = run(&["validate", "--profile", risky.to_str().unwrap(), "--quiet", "--out", dir.join("out").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(1), "a confirmed warning: {text}");
+    assert!(text.contains("tcp-keepalive-off") && text.contains("confirmed by measurement") && text.contains("RFC 1122"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/validate.json")).unwrap()).unwrap();
+    assert_eq!(json["findings"][0]["outcome"], "confirmed");
+
+    let fine = dir.join("fine.toml");
+    std::fs::write(&fine, "[tcp]\nuser_timeout = \"3s\"\n[grpc]\nkeepalive_time = \"10m\"\n").unwrap();
+    let r = run(&["validate", "--profile", fine.to_str().unwrap(), "--quiet", "--out", dir.join("out2").to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stdout));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("No finding"));
+
+    let r = run(&["validate", "--profile", fine.to_str().unwrap(), "--network", "/nonexistent/net.toml"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/net.toml"));
+}
