@@ -262,3 +262,17 @@ fn validate_confirms_findings_by_measurement() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/net.toml"));
 }
+
+#[test]
+fn repeat_keeps_results_against_different_servers_apart() {
+    // The same client library against two servers is two results, each with its own runs.
+    let out = tmp("repeat-servers");
+    let r = run(&["run", "websocket/rfc6455-5.5.2/1", "--repeat", "2", "--quiet", "--json", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "one per server");
+    for x in results {
+        assert_eq!(x["repeat"]["runs"].as_array().unwrap().len(), 2, "{x}");
+    }
+}

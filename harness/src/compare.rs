@@ -266,8 +266,8 @@ mod tests {
         assert!(d.iter().any(|c| matches!(c, Change::Verdict { worse: true, .. })));
         assert!(d.iter().any(|c| matches!(c, Change::Time { from_ms: 1500, to_ms: 2500, .. })));
         assert!(!d.iter().any(|c| matches!(c, Change::Time { to_ms: 1600, .. })), "within the tolerance");
-        assert!(d.contains(&Change::Removed { key: "c [blackhole] client x".into() }));
-        assert!(d.contains(&Change::Added { key: "d [blackhole] client x".into() }));
+        assert!(d.contains(&Change::Removed { key: "c [blackhole] client x vs y".into() }));
+        assert!(d.contains(&Change::Added { key: "d [blackhole] client x vs y".into() }));
         assert_eq!(d.iter().filter(|c| c.is_regression()).count(), 2);
     }
 

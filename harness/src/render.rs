@@ -189,9 +189,11 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
     let _ = write!(h, "</p><p><b>{}</b></p>", esc(&report.summary_line()));
 
     // Implementation × case matrix.
+    // A column per implementation as one side against one peer.
+    let column = |r: &CaseResult| format!("{}<br><small>{} vs {}</small>", esc(&r.implementation.name), esc(&r.side), esc(&r.peer.name));
     let mut columns: Vec<String> = Vec::new();
     for r in &report.results {
-        let c = format!("{} · {}", r.side, r.implementation.name);
+        let c = column(r);
         if !columns.contains(&c) {
             columns.push(c);
         }
@@ -205,7 +207,7 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
     }
     let _ = write!(h, "<h2>Implementation × case</h2><table><tr><th>case</th><th>fault</th>");
     for c in &columns {
-        let _ = write!(h, "<th>{}</th>", esc(c));
+        let _ = write!(h, "<th>{c}</th>");
     }
     let _ = write!(h, "</tr>");
     for (case, fault) in &rows {
@@ -214,7 +216,7 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             let hit = report
                 .results
                 .iter()
-                .find(|r| &r.case == case && &r.fault == fault && format!("{} · {}", r.side, r.implementation.name) == *c);
+                .find(|r| &r.case == case && &r.fault == fault && column(r) == *c);
             match hit {
                 Some(r) => {
                     let t = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
@@ -364,6 +366,6 @@ mod tests {
         assert!(!h.contains("http://") || h.matches("http://").all(|_| h.contains("xmlns=\"http://www.w3.org/2000/svg\"")));
         assert!(!h.contains("src=\"http") && !h.contains("href=\"http"), "no network fetches");
         assert!(h.contains("d &lt;b&gt;"), "escaped");
-        assert!(h.contains("server · mosquitto"), "matrix column");
+        assert!(h.contains("mosquitto<br><small>server vs rumqttc</small>"), "matrix column");
     }
 }

@@ -123,9 +123,10 @@ pub fn worst(verdicts: &[Verdict]) -> Verdict {
 }
 
 impl CaseResult {
-    /// The key that identifies "the same result" across runs and reports.
+    /// The key that identifies "the same result" across runs and reports:
+    /// case, fault, side, implementation and the peer it ran against.
     pub fn key(&self) -> String {
-        format!("{} [{}] {} {}", self.case, self.fault, self.side, self.implementation.name)
+        format!("{} [{}] {} {} vs {}", self.case, self.fault, self.side, self.implementation.name, self.peer.name)
     }
 
     /// Folds repeated runs of the same result (same [`key`](Self::key)) into
