@@ -15,6 +15,7 @@ use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::Report;
 use kaspec_suites::case::{self, ServeCommand};
 use kaspec_suites::runner::{self, Progress, DEFAULT_FAULTS};
+use kaspec_suites::network::NetworkProfile;
 use kaspec_suites::{Config, Ctx};
 
 #[derive(Parser)]
@@ -37,6 +38,10 @@ enum Command {
         /// A TOML client profile (see fixtures/profiles/).
         #[arg(long, value_name = "FILE")]
         profile: Option<PathBuf>,
+        /// A TOML network profile (see fixtures/networks/): its
+        /// nat_idle_timeout drives the nat-expiry cases.
+        #[arg(long, value_name = "FILE")]
+        network: Option<PathBuf>,
         /// Override one key, e.g. `--set tcp.idle=3s`. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
@@ -102,8 +107,8 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, sets, out, repeat, quiet, json } => {
-            run(prefixes, faults, profile, sets, out, Output { repeat: repeat as usize, quiet, json })
+        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json } => {
+            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json })
         }
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
@@ -233,21 +238,37 @@ fn build_config(profile: Option<&Path>, sets: &[String]) -> Result<Config, Strin
 
 /// Everything a run needs once the input is valid: checks the machine,
 /// creates the output folder, installs the Ctrl-C handler.
-fn context(config: Config, cases: &[&'static case::CaseDef], dir: &Path) -> Result<Ctx, String> {
+fn context(config: Config, network: Option<NetworkProfile>, cases: &[&'static case::CaseDef], dir: &Path) -> Result<Ctx, String> {
     let fixtures = fixtures_dir();
     let deviations = kaspec_suites::deviations::load(&fixtures.join("deviations.toml"))?;
     case::check_prerequisites(cases).map_err(|e| e.to_string())?;
     let program = std::env::current_exe().map_err(|e| format!("cannot find the kaspec binary itself: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: cannot create it: {e}", dir.display()))?;
     kaspec_harness::cleanup::install_signal_handler();
-    Ok(Ctx { config, run_dir: dir.to_path_buf(), fixtures, serve: ServeCommand { program, args: vec!["serve".into()] }, deviations })
+    Ok(Ctx {
+        config,
+        run_dir: dir.to_path_buf(),
+        fixtures,
+        serve: ServeCommand { program, args: vec!["serve".into()] },
+        deviations,
+        network: network.unwrap_or_default(),
+    })
 }
 
 fn new_run_id() -> String {
     format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), kaspec_harness::netns::new_tag())
 }
 
-fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, sets: Vec<String>, out: Option<PathBuf>, output: Output) -> i32 {
+#[allow(clippy::too_many_arguments)]
+fn run(
+    prefixes: Vec<String>,
+    faults: Vec<String>,
+    profile: Option<PathBuf>,
+    network: Option<PathBuf>,
+    sets: Vec<String>,
+    out: Option<PathBuf>,
+    output: Output,
+) -> i32 {
     // Everything is validated before anything is started.
     let cases = match case::select(&prefixes) {
         Ok(c) => c,
@@ -266,7 +287,19 @@ fn run(prefixes: Vec<String>, faults: Vec<String>, profile: Option<PathBuf>, set
         Some(d) => (d, false),
         None => (PathBuf::from("reports").join(&run_id), true),
     };
-    let ctx = match context(config, &cases, &dir) {
+    let net = match network.as_deref().map(NetworkProfile::load).transpose() {
+        Ok(n) => n,
+        Err(e) => return bad_input(e),
+    };
+    if let Some(n) = &net {
+        if !output.quiet && (!n.rtt.is_zero() || !n.jitter.is_zero() || n.loss_percent > 0.0) {
+            eprintln!(
+                "kaspec: note: network `{}`: only nat_idle_timeout is applied (to the nat-expiry cases); rtt, jitter and loss need the delay/loss engine this build does not have",
+                n.name
+            );
+        }
+    }
+    let ctx = match context(config, net, &cases, &dir) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
@@ -314,7 +347,7 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
         .filter(|c| findings.iter().any(|f| f.check.as_ref().map(|k| k.case == c.id).unwrap_or(false)))
         .collect();
     let dir = out.unwrap_or_else(|| PathBuf::from("reports").join(format!("validate-{}", new_run_id())));
-    let ctx = match context(config, &cases, &dir) {
+    let ctx = match context(config, net.clone(), &cases, &dir) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };

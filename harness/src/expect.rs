@@ -49,6 +49,11 @@ impl Expectation {
         Expectation { min_ms: None, max_ms: None, formula: formula.into(), spec: spec.into(), level: Level::Info }
     }
 
+    /// The connection must stay up: a detection (a failure) is a `fail`.
+    pub fn must_stay_up(formula: impl Into<String>, spec: impl Into<String>) -> Self {
+        Expectation { min_ms: None, max_ms: None, formula: formula.into(), spec: spec.into(), level: Level::Must }
+    }
+
     pub fn expects_detection(&self) -> bool {
         self.max_ms.is_some()
     }
@@ -128,7 +133,14 @@ pub fn judge(exp: &Expectation, measured: Option<u64>, deadline_ms: u64) -> Judg
             None => format!("{actual}, as expected ({})", exp.formula),
             Some(_) => format!("{actual}, although {} was expected ({})", "no detection", exp.formula),
         };
-        return Judgement { verdict: Verdict::Informational, detail };
+        let verdict = match (exp.level, measured) {
+            (Level::Must, None) => Verdict::Pass,
+            (Level::Must, Some(_)) => Verdict::Fail,
+            (Level::Should, None) => Verdict::Pass,
+            (Level::Should, Some(_)) => Verdict::NonStrict,
+            (Level::Info, _) => Verdict::Informational,
+        };
+        return Judgement { verdict, detail };
     };
     let inside = measured.map(|v| v + TOLERANCE_MS >= lo && v <= hi + TOLERANCE_MS).unwrap_or(false);
     let detail = format!("expected {}, {actual}", exp.describe());
@@ -174,6 +186,9 @@ mod tests {
         let nd = Expectation::not_detected("keep-alive off", "RFC 1122");
         assert_eq!(judge(&nd, None, 5000).verdict, Verdict::Informational);
         assert!(judge(&nd, Some(10), 5000).detail.contains("although"));
+        let up = Expectation::must_stay_up("kept alive", "RFC 5382");
+        assert_eq!(judge(&up, None, 5000).verdict, Verdict::Pass);
+        assert_eq!(judge(&up, Some(10), 5000).verdict, Verdict::Fail);
     }
 
     #[test]

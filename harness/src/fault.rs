@@ -26,14 +26,25 @@ pub enum FaultKind {
     /// connection up and answers keep-alive probes; only an application-level
     /// heartbeat can notice.
     Freeze,
+    /// The router is a real masquerading NAT that forgets a TCP flow idle
+    /// longer than its timeout (conntrack timeout policy); the fault is in
+    /// force when the flow's mapping expires. A property of the path from the
+    /// start, so only cases built for it take it.
+    NatExpiry,
     /// No fault: cases that check behaviour on a healthy path.
     None,
 }
 
 impl FaultKind {
     /// Every fault a user can ask for (`--fault all`).
-    pub const ALL: [FaultKind; 5] =
-        [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Freeze];
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Blackhole,
+        FaultKind::BlackholeUp,
+        FaultKind::BlackholeDown,
+        FaultKind::Reset,
+        FaultKind::Freeze,
+        FaultKind::NatExpiry,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +53,7 @@ impl FaultKind {
             FaultKind::BlackholeDown => "blackhole-down",
             FaultKind::Reset => "reset",
             FaultKind::Freeze => "freeze",
+            FaultKind::NatExpiry => "nat-expiry",
             FaultKind::None => "none",
         }
     }
@@ -53,6 +65,7 @@ impl FaultKind {
             FaultKind::BlackholeDown => "drop server->client on the router",
             FaultKind::Reset => "drop both directions on the router and answer with TCP RST",
             FaultKind::Freeze => "SIGSTOP the server process; its kernel stays up",
+            FaultKind::NatExpiry => "the router's NAT forgets a flow idle longer than its timeout",
             FaultKind::None => "no fault",
         }
     }
@@ -70,6 +83,7 @@ impl FaultKind {
     pub fn engine(self) -> &'static str {
         match self {
             FaultKind::Freeze => "SIGSTOP",
+            FaultKind::NatExpiry => "nftables masquerade + conntrack timeout",
             FaultKind::None => "none",
             _ => "nftables",
         }
@@ -89,7 +103,7 @@ impl FaultKind {
                 format!("{up} counter reject with tcp reset {}", c("up")),
                 format!("{down} counter reject with tcp reset {}", c("down")),
             ],
-            FaultKind::Freeze | FaultKind::None => Vec::new(),
+            FaultKind::Freeze | FaultKind::NatExpiry | FaultKind::None => Vec::new(),
         }
     }
 }

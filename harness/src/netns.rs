@@ -152,12 +152,23 @@ pub struct Testbed {
     caps: Capabilities,
     table: String,
     keep: bool,
+    /// The router masquerades and forgets idle TCP flows after this.
+    pub nat_idle_timeout: Option<std::time::Duration>,
     faults: Mutex<Vec<AppliedFault>>,
 }
 
 impl Testbed {
     /// Builds the three namespaces and links. `run_dir` receives server logs.
     pub fn new(run_dir: &Path) -> Result<Testbed> {
+        Self::with_nat(run_dir, None)
+    }
+
+    /// Like [`new`](Self::new), with the router doing real masquerading NAT
+    /// whose established-TCP idle timeout is `nat_idle_timeout` (a conntrack
+    /// timeout policy): a flow idle that long is forgotten, and its later
+    /// packets are dropped as a real NAT drops them (conntrack's loose
+    /// pick-up is off, so they are INVALID; the router does not answer them).
+    pub fn with_nat(run_dir: &Path, nat_idle_timeout: Option<std::time::Duration>) -> Result<Testbed> {
         caps::require_base()?;
         let tag = new_tag();
         let mk = |role: &str, addr: Ipv4Addr| Host { ns: format!("{}{tag}-{role}", cleanup::NS_PREFIX), addr };
@@ -177,6 +188,7 @@ impl Testbed {
             caps: Capabilities::default(),
             keep,
             faults: Mutex::new(Vec::new()),
+            nat_idle_timeout,
         };
         // On error, `tb` drops here and removes whatever was built.
         tb.build()?;
@@ -216,7 +228,43 @@ impl Testbed {
                 tb = self.table
             ),
         )?;
+        if let Some(n) = self.nat_idle_timeout {
+            self.build_nat(n)?;
+        }
         Ok(())
+    }
+
+    fn build_nat(&self, idle: std::time::Duration) -> Result<()> {
+        let secs = idle.as_secs().max(1);
+        cmd::run(
+            "making the router's conntrack strict (no mid-stream pick-up)",
+            "ip",
+            &["netns", "exec", &self.router.ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+            None,
+        )?;
+        let t = &self.tag;
+        self.nft(
+            "setting up NAT on the router",
+            &format!(
+                "table inet {tb} {{\n\
+                   ct timeout nat-idle {{\n    protocol tcp; l3proto ip;\n    policy = {{ established: {secs}, close_wait: {secs}, fin_wait: {secs}, last_ack: {secs} }};\n  }}\n\
+                   chain nat-timeouts {{\n    type filter hook prerouting priority filter; ct timeout set \"nat-idle\";\n  }}\n\
+                   chain nat-forgotten {{\n    type filter hook forward priority -10; ct state invalid counter drop comment \"kaspec {t} nat: forgotten flow\";\n  }}\n\
+                   chain nat-forgotten-local {{\n    type filter hook input priority -10; ct state invalid counter drop comment \"kaspec {t} nat: forgotten flow\";\n  }}\n\
+                   chain nat-masquerade {{\n    type nat hook postrouting priority srcnat; oifname \"kr-{t}-s\" masquerade;\n  }}\n}}\n",
+                tb = self.table
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// How the server sees a client endpoint: through the NAT, as the
+    /// router's address (masquerade keeps the port when it is free).
+    pub fn seen_by_server(&self, client: std::net::SocketAddrV4) -> std::net::SocketAddrV4 {
+        match self.nat_idle_timeout {
+            Some(_) => std::net::SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 1), client.port()),
+            None => client,
+        }
     }
 
     fn nft(&self, context: &str, script: &str) -> Result<String> {
@@ -236,6 +284,9 @@ impl Testbed {
         let requested_at = Instant::now();
         match kind {
             FaultKind::None => {}
+            FaultKind::NatExpiry => {
+                return Err(Error::Other("nat-expiry is a property of the testbed (Testbed::with_nat), not a fault applied at an instant".into()))
+            }
             FaultKind::Freeze => {
                 let pid = server_pid.ok_or_else(|| Error::Other("freeze needs the server's process".into()))?;
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP)

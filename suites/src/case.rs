@@ -50,6 +50,8 @@ pub struct Ctx {
     pub fixtures: PathBuf,
     pub serve: ServeCommand,
     pub deviations: Vec<Deviation>,
+    /// The path (`--network`); its NAT idle timeout drives the nat-expiry cases.
+    pub network: crate::network::NetworkProfile,
 }
 
 /// Every case, in a stable order.
@@ -59,6 +61,7 @@ pub fn all() -> Vec<&'static CaseDef> {
         .chain(crate::mqtt::CASES.iter())
         .chain(crate::websocket::CASES.iter())
         .chain(crate::grpc::CASES.iter())
+        .chain(crate::nat::CASES.iter())
         .collect()
 }
 

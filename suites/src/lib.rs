@@ -17,6 +17,7 @@ pub mod deviations;
 pub mod grpc;
 pub mod linux;
 pub mod mqtt;
+pub mod nat;
 pub mod network;
 pub mod runner;
 pub mod serve;

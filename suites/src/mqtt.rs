@@ -127,24 +127,26 @@ pub fn server_expectation(k: Duration, fault: FaultKind, last_heard_ms: i64) -> 
     )
 }
 
-struct Ready {
-    local: SocketAddrV4,
+pub(crate) struct Ready {
+    pub local: SocketAddrV4,
     /// The last PINGREQ (or CONNECT) the client sent.
-    last_out: Instant,
+    pub last_out: Instant,
 }
 
-struct ClientEnd {
-    failed_at: Option<Instant>,
-    error: Option<String>,
-    events: Vec<(Instant, String)>,
+pub(crate) struct ClientEnd {
+    pub failed_at: Option<Instant>,
+    pub error: Option<String>,
+    pub events: Vec<(Instant, String)>,
 }
 
-/// The client: connect, wait for one PINGREQ/PINGRESP round (steady state),
-/// report ready, then keep polling until the event loop fails or `stop` fires.
-fn client(
+/// The client: connect, wait for one PINGREQ/PINGRESP round (steady state)
+/// or only for the CONNACK, report ready, then keep polling until the event
+/// loop fails or `stop` fires.
+pub(crate) fn client(
     broker: SocketAddrV4,
     id: String,
     k: Duration,
+    ready_at_connack: bool,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> Option<ClientEnd> {
@@ -190,7 +192,10 @@ fn client(
                     let steady = match &event {
                         Event::Incoming(Packet::ConnAck(_)) => {
                             events.push((now, "CONNACK received".into()));
-                            k.is_zero()
+                            if ready_at_connack {
+                                last_out = now;
+                            }
+                            k.is_zero() || ready_at_connack
                         }
                         Event::Outgoing(Outgoing::PingReq) => {
                             last_out = now;
@@ -245,7 +250,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let id = format!("kaspec-{}", tb.tag);
-    let client_thread = tb.client.spawn_thread("kaspec-mqtt-client", move || client(addr, id, k, ready_tx, stop_rx))?;
+    let client_thread = tb.client.spawn_thread("kaspec-mqtt-client", move || client(addr, id, k, false, ready_tx, stop_rx))?;
     let ready = ready_rx
         .recv_timeout(Duration::from_secs(10) + 3 * k)
         .map_err(|_| Error::Other("mqtt client thread did not report".into()))?

@@ -151,7 +151,7 @@ fn server_addr(tb: &Testbed) -> SocketAddrV4 {
     SocketAddrV4::new(tb.server.addr, PORT)
 }
 
-fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
+pub(crate) fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
     sock.set_keepalive(t.keepalive)?;
     if t.keepalive {
         sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(t.idle).with_interval(t.interval).with_retries(t.count))?;

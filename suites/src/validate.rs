@@ -84,7 +84,14 @@ fn no_h2_detection(results: &[CaseResult], c: &Config) -> Option<bool> {
     (!cl.is_empty()).then(|| cl.iter().all(|r| r.detection_ms.map(|d| d > bound).unwrap_or(true)))
 }
 
-const NAT_NOT_YET: &str = "needs the nat-expiry fault, which this build does not have yet";
+const NAT_NOT_YET: &str = "the nat-expiry cases exist for TCP and MQTT only so far";
+
+/// The connection broke behind the NAT: a side detected it, or data sent
+/// after the idle period got no answer.
+fn broke_behind_nat(results: &[CaseResult], _: &Config) -> Option<bool> {
+    let c: Vec<_> = client(results).collect();
+    (!c.is_empty()).then(|| c.iter().any(|r| r.detected || r.error.as_deref().unwrap_or_default().contains("no answer")))
+}
 const DELAY_NOT_YET: &str = "needs the delay fault (netem, or the NFQUEUE engine on kernels without it), which this build does not have yet";
 
 /// The static review: one finding per rule that applies.
@@ -166,7 +173,11 @@ pub fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
                             ms(nat.as_millis() as u64)
                         ),
                         source: "RFC 5382 §5 (REQ-5); a keep-alive keeps a NAT mapping only when its period is below the NAT's idle timeout",
-                        check: Err(NAT_NOT_YET.into()),
+                        check: match key {
+                            "tcp.idle" => Ok(Check { case: "tcp/rfc5382-5/1", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the connection broke behind a NAT with this timeout" }),
+                            "mqtt.keep_alive" => Ok(Check { case: "mqtt/3.1.1-3.1.2.10/2", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the session broke behind a NAT with this timeout" }),
+                            _ => Err(NAT_NOT_YET.into()),
+                        },
                     });
                 }
             }

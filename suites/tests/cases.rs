@@ -13,6 +13,8 @@
 //! - `grpc_*`: tonic HTTP/2 keep-alive vs our tonic server and Python grpcio
 //!   (gRFC A8, RFC 9113 §6.7).
 //! - `*_freeze*`: a SIGSTOPped server: heartbeats see it, TCP keep-alive cannot.
+//! - `nat_*`: a masquerading NAT that forgets idle flows (RFC 5382 §5): keep-alive
+//!   below its timeout keeps the connection, at or above it breaks.
 //! - `testbed_*`: the testbed leaves nothing behind (drop, panic, clean).
 
 use std::path::PathBuf;
@@ -36,12 +38,19 @@ fn ctx(sets: &[&str]) -> Ctx {
         deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
         fixtures,
         serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
+        network: Default::default(),
     }
 }
 
 fn run(id: &str, fault: FaultKind, sets: &[&str]) -> Vec<CaseResult> {
+    run_on(id, fault, sets, None)
+}
+
+/// Runs a case on a path with a NAT idle timeout (seconds), as `--network` gives.
+fn run_on(id: &str, fault: FaultKind, sets: &[&str], nat_secs: Option<u64>) -> Vec<CaseResult> {
     let c = case::all().into_iter().find(|c| c.id == id).expect("case exists");
-    let ctx = ctx(sets);
+    let mut ctx = ctx(sets);
+    ctx.network.nat_idle_timeout = nat_secs.map(std::time::Duration::from_secs);
     (c.run)(&ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
 }
 
@@ -297,6 +306,51 @@ fn grpc_ping_policy_grpcio_enforces_tonic_does_not() {
     let tonic = results.iter().find(|r| r.implementation.name.starts_with("kaspec-grpc")).unwrap();
     assert!(!tonic.detected, "{}", show(tonic));
     assert_eq!(tonic.verdict, Verdict::NonStrict, "a SHOULD the server does not follow: {}", show(tonic));
+}
+
+// --- NAT expiry --------------------------------------------------------------
+
+#[test]
+fn nat_tcp_keepalive_below_the_timeout_keeps_the_connection_usable() {
+    let results = run_on("tcp/rfc5382-5/1", FaultKind::NatExpiry, &["tcp.idle=1s", "tcp.interval=1s", "tcp.count=2"], Some(3));
+    let client = side(&results, "client");
+    assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
+    assert!(client.error.as_deref().unwrap_or_default().contains("still answers"), "{}", show(client));
+}
+
+#[test]
+fn nat_tcp_keepalive_at_or_above_the_timeout_breaks_and_is_noticed() {
+    let results = run_on("tcp/rfc5382-5/1", FaultKind::NatExpiry, &["tcp.idle=3s", "tcp.interval=1s", "tcp.count=1"], Some(3));
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert!(client.error.as_deref().unwrap_or_default().contains("TimedOut"), "{}", show(client));
+    assert_quiet(side(&results, "server"));
+}
+
+#[test]
+fn nat_tcp_without_keepalive_breaks_silently() {
+    let results = run_on("tcp/rfc5382-5/1", FaultKind::NatExpiry, &["tcp.keepalive=false"], Some(2));
+    let client = side(&results, "client");
+    assert_quiet(client);
+    assert!(client.error.as_deref().unwrap_or_default().contains("no answer"), "the NAT dropped the later data: {}", show(client));
+}
+
+#[rstest]
+#[case::kept(2, true)]
+#[case::broken(4, false)]
+fn nat_mqtt_keep_alive_against_the_nat_timeout(#[case] k: u64, #[case] kept: bool) {
+    let set = format!("mqtt.keep_alive={k}s");
+    let results = run_on("mqtt/3.1.1-3.1.2.10/2", FaultKind::NatExpiry, &[&set], Some(3));
+    let client = side(&results, "client");
+    let broker = side(&results, "server");
+    if kept {
+        assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
+        assert!(!client.detected && !broker.detected, "{}", show(broker));
+    } else {
+        assert_pass(client);
+        assert!(broker.detected, "{}", show(broker));
+        assert!(broker.verdict == Verdict::Pass || broker.known_deviation.is_some(), "{}", show(broker));
+    }
 }
 
 // --- Testbed hygiene -------------------------------------------------------
