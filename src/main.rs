@@ -118,8 +118,12 @@ fn main() {
     };
     // On Ctrl-C the handler is removing this run's namespaces and will exit
     // with 130: let it finish instead of racing it with our own exit code.
-    while kaspec_harness::cleanup::interrupted() {
+    let waiting = std::time::Instant::now();
+    while kaspec_harness::cleanup::interrupted() && waiting.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if kaspec_harness::cleanup::interrupted() {
+        std::process::exit(130);
     }
     std::process::exit(code);
 }

@@ -94,7 +94,7 @@ fn namespaces_of(child: &Child) -> Vec<String> {
         let tags: Vec<String> = std::fs::read_dir("/run/kaspec")
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .filter(|e| std::fs::read_to_string(e.path()).map(|p| p.trim() == pid).unwrap_or(false))
+                    .filter(|e| std::fs::read_to_string(e.path()).map(|p| p.split_whitespace().next() == Some(pid.as_str())).unwrap_or(false))
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })

@@ -12,6 +12,7 @@
 //! 130), and `kaspec clean` for what a `kill -9` left behind.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,8 @@ pub fn install_signal_handler() {
     HANDLER.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!("kaspec: interrupted, removing this run's namespaces and processes");
+            // Never panic here (stderr may be a closed pipe): the clean-up must run.
+            let _ = writeln!(std::io::stderr(), "kaspec: interrupted, removing this run's namespaces and processes");
             let live: Vec<(String, Vec<String>)> = match LIVE.lock() {
                 Ok(g) => g.clone().into_iter().collect(),
                 Err(p) => p.into_inner().clone().into_iter().collect(),
@@ -58,11 +60,33 @@ pub fn install_signal_handler() {
 /// `kaspec clean` never removes the namespaces of a run that is still going.
 pub const OWNER_DIR: &str = "/run/kaspec";
 
-pub(crate) fn register(tag: &str, namespaces: Vec<String>) {
+/// Claims `tag` for this process: false if another run (live or a leftover)
+/// already holds it, so the caller picks another tag and never touches
+/// namespaces it did not create. The owner record is "PID STARTTIME", so a
+/// recycled pid is not mistaken for the owner.
+pub(crate) fn register(tag: &str, namespaces: Vec<String>) -> bool {
     install_signal_handler();
     let _ = std::fs::create_dir_all(OWNER_DIR);
-    let _ = std::fs::write(format!("{OWNER_DIR}/{tag}"), std::process::id().to_string());
+    if namespaces.iter().any(|n| existing_namespaces().contains(n)) {
+        return false;
+    }
+    let pid = std::process::id() as i32;
+    let claimed = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(format!("{OWNER_DIR}/{tag}"))
+        .and_then(|mut f| write!(f, "{pid} {}", start_time(pid).unwrap_or(0)));
+    if claimed.is_err() {
+        return false;
+    }
     LIVE.lock().unwrap_or_else(|p| p.into_inner()).insert(tag.to_string(), namespaces);
+    true
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub(crate) fn unregister(tag: &str) {
@@ -77,8 +101,13 @@ pub fn tag_of(ns: &str) -> Option<&str> {
 
 /// The live process that owns `tag`, if any (not this process's own).
 fn live_owner(tag: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(format!("{OWNER_DIR}/{tag}")).ok()?.trim().parse().ok()?;
-    (pid != std::process::id() as i32 && kill(Pid::from_raw(pid), None).is_ok() && !is_zombie(pid)).then_some(pid)
+    let record = std::fs::read_to_string(format!("{OWNER_DIR}/{tag}")).ok()?;
+    let mut fields = record.split_whitespace();
+    let pid: i32 = fields.next()?.parse().ok()?;
+    let started: Option<u64> = fields.next().and_then(|s| s.parse().ok());
+    let alive = pid != std::process::id() as i32 && kill(Pid::from_raw(pid), None).is_ok() && !is_zombie(pid);
+    // A pid recycled by another process is not the owner.
+    (alive && (started.is_none() || started == start_time(pid))).then_some(pid)
 }
 
 /// Pids of the processes living in namespace `ns` (as `ip netns pids`).
@@ -169,4 +198,24 @@ pub fn clean_leftovers() -> CleanReport {
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_claimed_once_and_recorded_with_its_owner() {
+        if !std::path::Path::new("/run").is_dir() || unsafe { libc::geteuid() } != 0 {
+            return; // needs /run/kaspec (root); the integration tests cover it too
+        }
+        let tag = format!("t{:05x}", std::process::id() & 0xfffff);
+        assert!(register(&tag, vec![format!("{NS_PREFIX}{tag}-client")]));
+        assert!(!register(&tag, vec![format!("{NS_PREFIX}{tag}-client")]), "a held tag is never handed out twice");
+        let record = std::fs::read_to_string(format!("{OWNER_DIR}/{tag}")).unwrap();
+        assert_eq!(record.split_whitespace().next(), Some(std::process::id().to_string().as_str()));
+        assert_eq!(live_owner(&tag), None, "this process's own tags are not 'another live run'");
+        unregister(&tag);
+        assert!(!std::path::Path::new(&format!("{OWNER_DIR}/{tag}")).exists());
+    }
 }

@@ -99,6 +99,7 @@ impl Host {
     /// killed kaspec does not leave servers behind.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Result<Command> {
         let f = self.ns_file()?;
+        let parent = std::process::id() as libc::pid_t;
         let mut c = Command::new(program);
         c.env("KASPEC_RUN_TAG", tag);
         unsafe {
@@ -106,6 +107,10 @@ impl Host {
                 setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // kaspec died between fork and prctl: do not start orphaned.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("kaspec exited while starting the server"));
                 }
                 Ok(())
             });
@@ -170,13 +175,22 @@ impl Testbed {
     /// pick-up is off, so they are INVALID; the router does not answer them).
     pub fn with_nat(run_dir: &Path, nat_idle_timeout: Option<std::time::Duration>) -> Result<Testbed> {
         caps::require_base()?;
-        let tag = new_tag();
-        let mk = |role: &str, addr: Ipv4Addr| Host { ns: format!("{}{tag}-{role}", cleanup::NS_PREFIX), addr };
-        let client = mk("client", Ipv4Addr::new(198, 18, 0, 2));
-        let router = mk("router", Ipv4Addr::new(198, 18, 0, 1));
-        let server = mk("server", Ipv4Addr::new(198, 19, 0, 2));
+        if cleanup::interrupted() {
+            return Err(Error::Other("interrupted: no new testbed".into()));
+        }
         std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
-        cleanup::register(&tag, vec![client.ns.clone(), router.ns.clone(), server.ns.clone()]);
+        let mk = |tag: &str, role: &str, addr: Ipv4Addr| Host { ns: format!("{}{tag}-{role}", cleanup::NS_PREFIX), addr };
+        // A tag another run (or a kept leftover) holds is never reused.
+        let (tag, client, router, server) = (0..16)
+            .map(|_| {
+                let tag = new_tag();
+                let c = mk(&tag, "client", Ipv4Addr::new(198, 18, 0, 2));
+                let r = mk(&tag, "router", Ipv4Addr::new(198, 18, 0, 1));
+                let s = mk(&tag, "server", Ipv4Addr::new(198, 19, 0, 2));
+                (tag, c, r, s)
+            })
+            .find(|(tag, c, r, s)| cleanup::register(tag, vec![c.ns.clone(), r.ns.clone(), s.ns.clone()]))
+            .ok_or_else(|| Error::Other("could not claim a free run tag".into()))?;
         let keep = std::env::var("KASPEC_KEEP").map(|v| v == "1").unwrap_or(false);
         let mut tb = Testbed {
             table: format!("kaspec_{tag}"),
@@ -199,6 +213,9 @@ impl Testbed {
     fn build(&self) -> Result<()> {
         let t = &self.tag;
         for h in [&self.client, &self.router, &self.server] {
+            if cleanup::interrupted() {
+                return Err(Error::Other("interrupted while building the testbed".into()));
+            }
             cmd::run("creating a namespace", "ip", &["netns", "add", &h.ns], None)?;
             h.ip("bringing up lo", &["link", "set", "lo", "up"])?;
         }

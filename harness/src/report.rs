@@ -98,7 +98,11 @@ impl RepeatStats {
     pub fn of(runs: Vec<Option<u64>>, verdicts: Vec<Verdict>) -> RepeatStats {
         let mut d: Vec<u64> = runs.iter().flatten().copied().collect();
         d.sort_unstable();
-        let median = if d.is_empty() { None } else { Some(d[d.len() / 2]) };
+        // The median over every run, a run without detection counting as
+        // later than any detection: 1 detection in 5 runs is "not detected".
+        let mut all: Vec<Option<u64>> = runs.clone();
+        all.sort_by_key(|v| v.unwrap_or(u64::MAX));
+        let median = all.get(all.len() / 2).copied().flatten();
         RepeatStats {
             min_ms: d.first().copied(),
             median_ms: median,
@@ -136,13 +140,18 @@ impl CaseResult {
         let verdicts: Vec<Verdict> = runs.iter().map(|r| r.verdict).collect();
         let stats = RepeatStats::of(detections, verdicts.clone());
         let worst_v = worst(&verdicts);
-        // Report the worst run's details (its expectation and error), the median time.
-        let mut out = runs.into_iter().find(|r| r.verdict == worst_v).expect("at least one run");
+        // Report the worst run's details (its expectation and error), the
+        // median time; an unexplained fail outranks a documented one.
+        let pick = runs.iter().position(|r| r.verdict == worst_v && r.known_deviation.is_none()).unwrap_or_else(|| {
+            runs.iter().position(|r| r.verdict == worst_v).expect("at least one run")
+        });
+        let mut out = runs.into_iter().nth(pick).expect("picked");
         out.detection_ms = stats.median_ms;
         out.detected = stats.median_ms.is_some();
         let n = stats.runs.len();
         let bad = stats.verdicts.iter().filter(|v| **v == worst_v).count();
-        out.verdict_detail = format!("{}; {bad} of {n} runs {worst_v}", out.verdict_detail);
+        let seen = stats.runs.iter().flatten().count();
+        out.verdict_detail = format!("{}; {bad} of {n} runs {worst_v}; detected in {seen} of {n}", out.verdict_detail);
         out.repeat = Some(stats);
         out
     }
@@ -385,7 +394,14 @@ mod tests {
         assert_eq!(f.detection_ms, Some(1100));
         let st = f.repeat.unwrap();
         assert_eq!((st.min_ms, st.max_ms, st.spread_ms), (Some(1000), Some(1400), Some(400)));
-        assert!(f.verdict_detail.ends_with("1 of 3 runs fail"), "{}", f.verdict_detail);
+        assert!(f.verdict_detail.ends_with("1 of 3 runs fail; detected in 3 of 3"), "{}", f.verdict_detail);
+        // Mostly undetected: the median is "not detected".
+        let st = RepeatStats::of(vec![Some(10), None, None], vec![Verdict::Fail; 3]);
+        assert_eq!((st.median_ms, st.min_ms), (None, Some(10)));
+        // An unexplained fail is reported over a documented one.
+        let known = result(Verdict::Fail, Some("documented"));
+        let unknown = result(Verdict::Fail, None);
+        assert_eq!(CaseResult::fold(vec![known, unknown]).known_deviation, None);
     }
 
     #[test]

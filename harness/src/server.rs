@@ -92,6 +92,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Already reaped: its pid may belong to someone else by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGCONT);
         let _ = kill(pid, Signal::SIGTERM);

@@ -29,9 +29,10 @@ pub struct CaseDef {
     /// runs once with it, whatever `--fault` says.
     pub fixed_fault: Option<FaultKind>,
     pub run: fn(&Ctx, &CaseDef, FaultKind) -> kaspec_harness::Result<Vec<CaseResult>>,
-    /// The longest one run of the case may take with this configuration
-    /// (for progress output; each wait inside has its own deadline).
-    pub budget: fn(&Config) -> Duration,
+    /// The longest one run of the case may take with this configuration and
+    /// network (for progress output and `validate`'s limit; each wait inside
+    /// has its own deadline).
+    pub budget: fn(&Ctx) -> Duration,
 }
 
 /// How to start our own servers (`kaspec serve ...` or the `kaspec-serve` binary).
@@ -71,8 +72,12 @@ pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
     let cases = all();
     for p in prefixes {
         if !cases.iter().any(|c| c.id.starts_with(p.as_str())) {
-            let mut protocols: Vec<&str> = cases.iter().map(|c| c.protocol).collect();
-            protocols.dedup();
+            let mut protocols: Vec<&str> = Vec::new();
+            for c in &cases {
+                if !protocols.contains(&c.protocol) {
+                    protocols.push(c.protocol);
+                }
+            }
             return Err(format!(
                 "no case id starts with `{p}` (protocols: {}; `kaspec list` shows every id)",
                 protocols.iter().map(|p| format!("{p}/")).collect::<Vec<_>>().join(", ")

@@ -26,7 +26,7 @@ use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
-use crate::config::{Config, GrpcConfig, TcpConfig};
+use crate::config::{GrpcConfig, TcpConfig};
 use crate::linux;
 use crate::servers;
 
@@ -81,8 +81,8 @@ pub static CASES: [CaseDef; 3] = [
     },
 ];
 
-fn budget(c: &Config) -> Duration {
-    let g = c.grpc;
+fn budget(ctx: &Ctx) -> Duration {
+    let g = ctx.config.grpc;
     2 * (Duration::from_secs(4) + 3 * (2 * g.keepalive_time + g.keepalive_timeout).max(Duration::from_secs(4)))
 }
 
@@ -655,6 +655,7 @@ pub fn serve(listen: SocketAddrV4, keepalive: Option<(Duration, Duration)>) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn g(i: u64, t: u64, idle: bool) -> GrpcConfig {
         GrpcConfig { keepalive_time: Duration::from_millis(i), keepalive_timeout: Duration::from_millis(t), keepalive_while_idle: idle }

@@ -30,7 +30,7 @@ use kaspec_harness::{Error, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
-use crate::config::Config;
+
 
 pub const PORT: u16 = 1883;
 
@@ -46,8 +46,8 @@ pub static CASES: [CaseDef; 1] = [CaseDef {
     fixed_fault: None,
 }];
 
-fn budget(c: &Config) -> Duration {
-    let k = c.mqtt.keep_alive.max(Duration::from_secs(2));
+fn budget(ctx: &Ctx) -> Duration {
+    let k = ctx.config.mqtt.keep_alive.max(Duration::from_secs(2));
     // connect, one ping cycle, half a period of idle, then 3 × 2K.
     Duration::from_secs(3) + k + k / 2 + 6 * k
 }
@@ -169,7 +169,11 @@ pub(crate) fn client(
             };
             let polled = tokio::select! {
                 r = tokio::time::timeout_at(limit.into(), ev.poll()) => r,
-                _ = stop_at.changed() => continue,
+                changed = stop_at.changed() => match changed {
+                    Ok(()) => continue,
+                    // The run went away: stop instead of spinning on a closed channel.
+                    Err(_) => return Some(ClientEnd { failed_at: None, error: None, events }),
+                },
             };
             let now = Instant::now();
             match polled {
@@ -273,9 +277,16 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let server_deadline_ms = server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000)
         + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
     let deadline = t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms));
-    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    // The client keeps its connection until the broker has been watched: its
+    // clean close (a FIN through a one-way blackhole) is not the broker's
+    // detection. A client failure after its own deadline does not count.
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
-    let end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+    let _ = stop_tx.send(Some(Instant::now().max(t0 + Duration::from_millis(client_deadline_ms))));
+    let mut end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
+        end.failed_at = None;
+        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
+    }
 
     // The last PINGREQ before the fault (the client's last packet the broker got).
     let last_before = end.events.iter().filter(|(t, w)| *t < t0 && w == "PINGREQ sent").map(|(t, _)| *t).last().unwrap_or(ready.last_out);

@@ -27,7 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
-use crate::config::{Config, TcpConfig};
+use crate::config::TcpConfig;
 
 /// The NAT idle timeout when no network profile gives one.
 pub const DEFAULT_NAT_IDLE: Duration = Duration::from_secs(4);
@@ -62,13 +62,13 @@ pub fn nat_idle(ctx: &Ctx) -> Duration {
     ctx.network.nat_idle_timeout.unwrap_or(DEFAULT_NAT_IDLE)
 }
 
-fn budget_tcp(c: &Config) -> Duration {
-    let d = crate::tcp::keepalive_death(&c.tcp);
-    Duration::from_secs(20) + Duration::from_millis(2 * d.ms).max(3 * DEFAULT_NAT_IDLE)
+fn budget_tcp(ctx: &Ctx) -> Duration {
+    let (d, nat) = (crate::tcp::keepalive_death(&ctx.config.tcp), nat_idle(ctx));
+    Duration::from_secs(10) + (3 * nat).max(Duration::from_millis(d.ms + d.slack_ms) + nat + Duration::from_secs(1))
 }
 
-fn budget_mqtt(c: &Config) -> Duration {
-    Duration::from_secs(20) + 6 * c.mqtt.keep_alive.max(DEFAULT_NAT_IDLE)
+fn budget_mqtt(ctx: &Ctx) -> Duration {
+    Duration::from_secs(20) + 3 * nat_idle(ctx) + 6 * ctx.config.mqtt.keep_alive
 }
 
 // --- TCP -----------------------------------------------------------------------
@@ -304,7 +304,11 @@ fn run_mqtt(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     // or its clean close would look like the broker's detection.
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms.max(client_deadline_ms)))?;
     let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
-    let end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+    let mut end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
+        end.failed_at = None;
+        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
+    }
     let mut timeline = end.events;
     timeline.push((ready.last_out, "last packet before the mapping expired (CONNACK)".into()));
     let mut config = ctx.config.effective("mqtt.");

@@ -50,7 +50,14 @@ impl NetworkProfile {
             match k.as_str() {
                 "name" => n.name = s.into(),
                 "description" => n.description = s.into(),
-                "nat_idle_timeout" => n.nat_idle_timeout = Some(dur(s)?),
+                "nat_idle_timeout" => {
+                    // conntrack timeout policies take whole seconds.
+                    let d = dur(s)?;
+                    if d.subsec_nanos() != 0 || d.as_secs() < 1 || d.as_secs() > 86_400 {
+                        return Err(ConfigError(format!("nat_idle_timeout = \"{s}\": takes whole seconds, 1s..86400s")));
+                    }
+                    n.nat_idle_timeout = Some(d);
+                }
                 "rtt" => n.rtt = dur(s)?,
                 "jitter" => n.jitter = dur(s)?,
                 "loss" => {
@@ -84,6 +91,7 @@ mod tests {
         assert!(NetworkProfile::parse("nat_timeout = \"3s\"").unwrap_err().0.contains("unknown key `nat_timeout`"));
         assert!(NetworkProfile::parse("loss = \"200%\"").unwrap_err().0.contains("out of range"));
         assert!(NetworkProfile::parse("rtt = 3").unwrap_err().0.contains("rtt = 3"));
+        assert!(NetworkProfile::parse("nat_idle_timeout = \"4500ms\"").unwrap_err().0.contains("whole seconds"));
     }
 
     #[test]

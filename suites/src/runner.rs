@@ -85,7 +85,7 @@ pub fn run(
                 if kaspec_harness::cleanup::interrupted() {
                     break;
                 }
-                on(Progress::Start { index, total, case, fault, budget: (case.budget)(&ctx.config), run, runs: repeat });
+                on(Progress::Start { index, total, case, fault, budget: (case.budget)(ctx), run, runs: repeat });
                 let started = Instant::now();
                 match (case.run)(ctx, case, fault) {
                     Ok(r) => {

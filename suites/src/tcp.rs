@@ -26,7 +26,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
-use crate::config::{Config, TcpConfig};
+use crate::config::TcpConfig;
 use crate::linux;
 
 pub const PORT: u16 = 7000;
@@ -101,7 +101,8 @@ pub fn keepalive_death(t: &TcpConfig) -> Death {
 
 /// How long one run of a TCP case may take: set-up, then three times the
 /// keep-alive window (the longest wait of any TCP case), plus the user timeout.
-fn budget(c: &Config) -> Duration {
+fn budget(ctx: &Ctx) -> Duration {
+    let c = &ctx.config;
     let d = keepalive_death(&c.tcp);
     Duration::from_millis(3 * (d.ms + d.slack_ms).max(ms_of(c.tcp.user_timeout)) + 3000)
 }
@@ -140,6 +141,9 @@ struct Ready {
 }
 
 struct ClientEnd {
+    /// The client's socket, still open: closed only after the server was
+    /// watched, or its clean close could pass for the server's detection.
+    _socket: Option<std::net::TcpStream>,
     sent_at: Option<Instant>,
     /// The retransmission state just before the send.
     retrans: Option<linux::RetransState>,
@@ -196,41 +200,44 @@ fn client(
         }
         Err(e) => {
             let _ = ready.send(Err(e));
-            return ClientEnd { sent_at: None, retrans: None, failed_at: None, error: None };
+            return ClientEnd { _socket: None, sent_at: None, retrans: None, failed_at: None, error: None };
         }
     };
     let Ok(deadline) = go.recv() else {
-        return ClientEnd { sent_at: None, retrans: None, failed_at: None, error: None };
+        return ClientEnd { _socket: None, sent_at: None, retrans: None, failed_at: None, error: None };
     };
-    rt.block_on(async move {
-        let mut end = ClientEnd { sent_at: None, retrans: None, failed_at: None, error: None };
+    let (mut end, stream) = rt.block_on(async move {
+        let mut end = ClientEnd { _socket: None, sent_at: None, retrans: None, failed_at: None, error: None };
         if after == After::Send {
             end.retrans = linux::RetransState::read(std::os::fd::AsRawFd::as_raw_fd(&stream)).ok();
             end.sent_at = Some(Instant::now());
             if let Err(e) = stream.write_all(b"data after the fault\n").await {
                 end.failed_at = Some(Instant::now());
                 end.error = Some(io_error_text("write", &e));
-                return end;
+                return (end, stream);
             }
         }
         let mut buf = [0u8; 256];
         loop {
             match tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)).await {
-                Err(_) => return end,
+                Err(_) => return (end, stream),
                 Ok(Ok(0)) => {
                     end.failed_at = Some(Instant::now());
                     end.error = Some("read: end of stream (the peer closed the connection)".into());
-                    return end;
+                    return (end, stream);
                 }
                 Ok(Ok(_)) => continue,
                 Ok(Err(e)) => {
                     end.failed_at = Some(Instant::now());
                     end.error = Some(io_error_text("read", &e));
-                    return end;
+                    return (end, stream);
                 }
             }
         }
-    })
+    });
+    let _in_runtime = rt.enter();
+    end._socket = stream.into_std().ok();
+    end
 }
 
 fn io_error_text(op: &str, e: &std::io::Error) -> String {

@@ -213,7 +213,7 @@ pub fn confirm(ctx: &Ctx, findings: &[Finding], mut progress: impl FnMut(&str)) 
             Err(why) => (Outcome::NotMeasured, why.clone()),
             Ok(check) => {
                 let def = case::all().into_iter().find(|c| c.id == check.case).expect("checks name real cases");
-                let budget = (def.budget)(&ctx.config);
+                let budget = (def.budget)(ctx);
                 if budget > MAX_RUN {
                     (Outcome::NotMeasured, format!("{} would take up to {}", check.case, ms(budget.as_millis() as u64)))
                 } else {

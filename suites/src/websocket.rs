@@ -27,7 +27,7 @@ use kaspec_harness::{Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
-use crate::config::{Config, WebSocketConfig};
+use crate::config::WebSocketConfig;
 use crate::servers;
 
 pub const PORT: u16 = 8080;
@@ -69,8 +69,8 @@ pub static CASES: [CaseDef; 3] = [
     },
 ];
 
-fn budget(c: &Config) -> Duration {
-    let w = c.websocket;
+fn budget(ctx: &Ctx) -> Duration {
+    let w = ctx.config.websocket;
     // set-up (one ping round, one server ping), then 3× the longest window, per server.
     2 * (Duration::from_secs(4) + 3 * (w.ping_interval + w.pong_timeout).max(Duration::from_secs(3)))
 }
@@ -307,7 +307,12 @@ fn heartbeat_client(
                     }
                     return ClientEnd { failed_at: None, error: None, events };
                 }
-                _ = stop_at.changed() => {}
+                changed = stop_at.changed() => {
+                    if changed.is_err() {
+                        // The run went away: stop instead of spinning on a closed channel.
+                        return ClientEnd { failed_at: None, error: None, events };
+                    }
+                }
             }
             let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
             if ready.is_some() && seen(Ev::PongReceived) && seen(Ev::ServerPing) {
