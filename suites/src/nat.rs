@@ -11,7 +11,7 @@
 //! until each side notices. t0 (the fault in force) is the mapping's expiry:
 //! N after the last packet of the flow.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,6 @@ use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::CaseResult;
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
@@ -120,19 +119,7 @@ struct TcpEnd {
 fn tcp_client(server: SocketAddrV4, tcp: TcpConfig, ready: mpsc::Sender<std::io::Result<(SocketAddrV4, Instant)>>, go: mpsc::Receiver<Instant>) -> TcpEnd {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let mut end = TcpEnd { failed_at: None, error: None, echo: None };
-    let setup = rt.block_on(async {
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        crate::tcp::configure(&sock, &tcp)?;
-        sock.connect_timeout(&SocketAddr::V4(server).into(), Duration::from_secs(3))?;
-        sock.set_nonblocking(true)?;
-        let mut stream = tokio::net::TcpStream::from_std(sock.into())?;
-        stream.write_all(b"hello\n").await?;
-        let mut buf = [0u8; 6];
-        stream.read_exact(&mut buf).await?;
-        let last = Instant::now();
-        let SocketAddr::V4(local) = stream.local_addr()? else { unreachable!("IPv4 testbed") };
-        Ok::<_, std::io::Error>((stream, local, last))
-    });
+    let setup = rt.block_on(crate::tcp::connect_and_exchange(server, &tcp));
     let mut stream = match setup {
         Ok((s, local, last)) => {
             let _ = ready.send(Ok((local, last)));

@@ -166,6 +166,23 @@ pub(crate) fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Connects a socket configured with `tcp` and exchanges one line with the
+/// echo server: returns the stream, its local end, and when the last segment
+/// (the echo) was received.
+pub(crate) async fn connect_and_exchange(server: SocketAddrV4, tcp: &TcpConfig) -> std::io::Result<(tokio::net::TcpStream, SocketAddrV4, Instant)> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    configure(&sock, tcp)?;
+    sock.connect_timeout(&SocketAddr::V4(server).into(), Duration::from_secs(3))?;
+    sock.set_nonblocking(true)?;
+    let mut stream = tokio::net::TcpStream::from_std(sock.into())?;
+    stream.write_all(b"hello\n").await?;
+    let mut buf = [0u8; 6];
+    stream.read_exact(&mut buf).await?;
+    let last = Instant::now();
+    let SocketAddr::V4(local) = stream.local_addr()? else { unreachable!("IPv4 testbed") };
+    Ok((stream, local, last))
+}
+
 /// The client: connect with `tcp`, exchange one line (the last activity),
 /// report ready, wait for the go, then idle or send and read until the
 /// connection fails or `deadline` passes.
@@ -178,19 +195,7 @@ fn client(
 ) -> ClientEnd {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let setup = rt.block_on(async {
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        configure(&sock, &tcp)?;
-        sock.connect_timeout(&SocketAddr::V4(server).into(), Duration::from_secs(3))?;
-        sock.set_nonblocking(true)?;
-        let mut stream = tokio::net::TcpStream::from_std(sock.into())?;
-        stream.write_all(b"hello\n").await?;
-        let mut buf = [0u8; 6];
-        stream.read_exact(&mut buf).await?;
-        let last_rx = Instant::now();
-        let local = match stream.local_addr()? {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("IPv4 testbed"),
-        };
+        let (stream, local, last_rx) = connect_and_exchange(server, &tcp).await?;
         Ok::<_, std::io::Error>((stream, Ready { local, last_rx }))
     });
     let mut stream = match setup {
