@@ -276,3 +276,15 @@ fn repeat_keeps_results_against_different_servers_apart() {
         assert_eq!(x["repeat"]["runs"].as_array().unwrap().len(), 2, "{x}");
     }
 }
+
+#[test]
+fn a_fault_a_case_cannot_take_is_unsupported_with_the_reason() {
+    let out = tmp("unsupported");
+    let r = run(&["run", "tcp/rfc1122-4.2.3.6/1", "--fault", "nat-expiry", "--quiet", "--json", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let x = &report["results"][0];
+    assert_eq!(x["verdict"], "unsupported");
+    assert!(x["verdict_detail"].as_str().unwrap().contains("does not apply"), "{x}");
+    assert!(report["errors"].as_array().unwrap().is_empty(), "not a harness error");
+}

@@ -26,6 +26,10 @@ pub enum FaultKind {
     /// connection up and answers keep-alive probes; only an application-level
     /// heartbeat can notice.
     Freeze,
+    /// The server host dies without a FIN or RST reaching anyone: the path is
+    /// blackholed first, then the server process is SIGKILLed (its kernel's
+    /// FIN/RST die at the router). The survivor sees a dead path.
+    Crash,
     /// The router is a real masquerading NAT that forgets a TCP flow idle
     /// longer than its timeout (conntrack timeout policy); the fault is in
     /// force when the flow's mapping expires. A property of the path from the
@@ -37,13 +41,25 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every fault a user can ask for (`--fault all`).
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Blackhole,
         FaultKind::BlackholeUp,
         FaultKind::BlackholeDown,
         FaultKind::Reset,
         FaultKind::Freeze,
+        FaultKind::Crash,
         FaultKind::NatExpiry,
+    ];
+
+    /// The faults applied at an instant to an established connection (all
+    /// but nat-expiry, which is a property of the path from the start).
+    pub const INSTANT: [FaultKind; 6] = [
+        FaultKind::Blackhole,
+        FaultKind::BlackholeUp,
+        FaultKind::BlackholeDown,
+        FaultKind::Reset,
+        FaultKind::Freeze,
+        FaultKind::Crash,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +69,7 @@ impl FaultKind {
             FaultKind::BlackholeDown => "blackhole-down",
             FaultKind::Reset => "reset",
             FaultKind::Freeze => "freeze",
+            FaultKind::Crash => "crash",
             FaultKind::NatExpiry => "nat-expiry",
             FaultKind::None => "none",
         }
@@ -65,6 +82,7 @@ impl FaultKind {
             FaultKind::BlackholeDown => "drop server->client on the router",
             FaultKind::Reset => "drop both directions on the router and answer with TCP RST",
             FaultKind::Freeze => "SIGSTOP the server process; its kernel stays up",
+            FaultKind::Crash => "blackhole both directions, then SIGKILL the server: a host dying without FIN",
             FaultKind::NatExpiry => "the router's NAT forgets a flow idle longer than its timeout",
             FaultKind::None => "no fault",
         }
@@ -83,6 +101,7 @@ impl FaultKind {
     pub fn engine(self) -> &'static str {
         match self {
             FaultKind::Freeze => "SIGSTOP",
+            FaultKind::Crash => "nftables + SIGKILL",
             FaultKind::NatExpiry => "nftables masquerade + conntrack timeout",
             FaultKind::None => "none",
             _ => "nftables",
@@ -96,7 +115,9 @@ impl FaultKind {
         let down = flow.match_down();
         let c = |what: &str| format!("comment \"kaspec {tag} {} {what}\"", self.name());
         match self {
-            FaultKind::Blackhole => vec![format!("{up} counter drop {}", c("up")), format!("{down} counter drop {}", c("down"))],
+            FaultKind::Blackhole | FaultKind::Crash => {
+                vec![format!("{up} counter drop {}", c("up")), format!("{down} counter drop {}", c("down"))]
+            }
             FaultKind::BlackholeUp => vec![format!("{up} counter drop {}", c("up"))],
             FaultKind::BlackholeDown => vec![format!("{down} counter drop {}", c("down"))],
             FaultKind::Reset => vec![
@@ -171,6 +192,8 @@ mod tests {
         assert_eq!(FaultKind::Blackhole.nft_rules(&flow, "t").len(), 2);
         assert!(FaultKind::Freeze.nft_rules(&flow, "t").is_empty());
         assert_eq!(FaultKind::Freeze.engine(), "SIGSTOP");
+        assert_eq!(FaultKind::Crash.nft_rules(&flow, "t").len(), 2, "crash blackholes first");
+        assert!(!FaultKind::INSTANT.contains(&FaultKind::NatExpiry));
         assert!(FaultKind::parse("none").is_err(), "none is not a fault a user asks for");
     }
 

@@ -313,6 +313,13 @@ impl Testbed {
             _ => {
                 let script: String = rules.iter().map(|r| format!("add rule inet {} faults {r}\n", self.table)).collect();
                 self.nft(&format!("applying fault {kind} on {}", self.router.ns), &script)?;
+                if kind == FaultKind::Crash {
+                    // Only now, with the path dead, may the server's kernel close its sockets.
+                    let pid = server_pid.ok_or_else(|| Error::Other("crash needs the server's process".into()))?;
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                        .map_err(|e| Error::io(format!("applying fault crash: SIGKILL to pid {pid}"), e.into()))?;
+                    wait_dead(pid)?;
+                }
             }
         }
         let in_force_at = Instant::now();
@@ -335,6 +342,19 @@ impl Testbed {
     /// The namespaces of this testbed.
     pub fn namespaces(&self) -> Vec<String> {
         vec![self.client.ns.clone(), self.router.ns.clone(), self.server.ns.clone()]
+    }
+}
+
+/// Waits until `pid` has died (a zombie, or gone).
+fn wait_dead(pid: u32) -> Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return Ok(()),
+            Ok(stat) if stat.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false) => return Ok(()),
+            Ok(_) if Instant::now() > deadline => return Err(Error::Other(format!("pid {pid} did not die within 2 s of SIGKILL"))),
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
     }
 }
 

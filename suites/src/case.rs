@@ -167,9 +167,19 @@ impl RunFacts<'_> {
         client_impl: Implementation,
         server_impl: Implementation,
         client: Side,
-        server: Side,
+        mut server: Side,
         deviations: &[Deviation],
     ) -> Vec<CaseResult> {
+        if self.fault == FaultKind::Crash {
+            // The server's socket closed because its process was killed: that
+            // is the crash itself, not a detection.
+            server = Side {
+                expected: Expectation::not_detected("the server crashed: nothing is left on that side to detect anything", server.expected.spec),
+                detected_at: None,
+                error: Some("server process killed after the path was blackholed; its kernel's FIN/RST died at the router".into()),
+                deadline_ms: server.deadline_ms,
+            };
+        }
         vec![
             self.result(
                 SideOutcome {

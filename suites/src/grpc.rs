@@ -43,7 +43,7 @@ const SPEC_A8: &str = "gRFC A8 (client keepalive), RFC 9113 §6.7";
 /// Idle time between the last response and the fault (see `detection`).
 const QUIET_BEFORE_FAULT: Duration = Duration::from_millis(300);
 
-const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze];
+const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash];
 
 pub static CASES: [CaseDef; 3] = [
     CaseDef {

@@ -51,7 +51,7 @@ pub static CASES: [CaseDef; 3] = [
         spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
         description: "Idle connection with heartbeats both ways; the path fails: each side's heartbeat declares the peer dead in its own window.",
         requirement: "A Ping may serve as a keepalive; with the ping-every-P / silence-for-P+T pattern an idle dead peer is detected in (T, P + T]",
-        faults: &[FaultKind::Blackhole, FaultKind::Reset],
+        faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Crash],
         fixed_fault: None,
         run: run_heartbeat,
         budget,

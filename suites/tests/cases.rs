@@ -189,6 +189,19 @@ fn mqtt_frozen_broker_is_detected_by_the_missing_pingresp() {
     assert_quiet(side(&results, "server"));
 }
 
+#[rstest]
+#[case::tcp("tcp/rfc1122-4.2.3.6/1", &["tcp.idle=1s", "tcp.interval=1s", "tcp.count=2"])]
+#[case::mqtt("mqtt/3.1.1-3.1.2.10/1", &["mqtt.keep_alive=2s"])]
+fn crash_without_fin_looks_like_a_dead_path(#[case] id: &str, #[case] sets: &[&str]) {
+    let results = run(id, FaultKind::Crash, sets);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert_eq!(client.engine, "nftables + SIGKILL");
+    let server = side(&results, "server");
+    assert_quiet(server);
+    assert!(server.error.as_deref().unwrap_or_default().contains("killed"), "{}", show(server));
+}
+
 #[test]
 fn tcp_keepalive_cannot_see_a_frozen_server() {
     // The kernel of the frozen server answers every probe: no detection, by design.
