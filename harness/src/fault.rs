@@ -35,6 +35,13 @@ pub enum FaultKind {
     /// force when the flow's mapping expires. A property of the path from the
     /// start, so only cases built for it take it.
     NatExpiry,
+    /// The path gets slower, from the instant it is applied: round trip and
+    /// jitter of the network profile (`--network`), else 300 ms. The peer is
+    /// alive: a detection is a false positive unless the settings predict it.
+    Delay,
+    /// The path loses packets (each direction), with the profile's delay and
+    /// jitter: the loss of the network profile, else 2%. The peer is alive.
+    Loss,
     /// No fault: cases that check behaviour on a healthy path.
     None,
 }
@@ -51,11 +58,20 @@ impl FaultKind {
         FaultKind::Crash,
     ];
 
-    /// Every fault a user can ask for (`--fault all`): the instant ones and nat-expiry.
-    pub const ALL: [FaultKind; 7] = {
+    /// Impairments of a path whose peer stays alive.
+    pub const IMPAIR: [FaultKind; 2] = [FaultKind::Delay, FaultKind::Loss];
+
+    /// Every fault a user can ask for (`--fault all`): the instant ones,
+    /// nat-expiry and the impairments.
+    pub const ALL: [FaultKind; 9] = {
         let i = Self::INSTANT;
-        [i[0], i[1], i[2], i[3], i[4], i[5], FaultKind::NatExpiry]
+        [i[0], i[1], i[2], i[3], i[4], i[5], FaultKind::NatExpiry, FaultKind::Delay, FaultKind::Loss]
     };
+
+    /// Whether the peer stays alive under this fault (a detection is false).
+    pub fn peer_alive(self) -> bool {
+        matches!(self, FaultKind::Delay | FaultKind::Loss | FaultKind::None)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -66,6 +82,8 @@ impl FaultKind {
             FaultKind::Freeze => "freeze",
             FaultKind::Crash => "crash",
             FaultKind::NatExpiry => "nat-expiry",
+            FaultKind::Delay => "delay",
+            FaultKind::Loss => "loss",
             FaultKind::None => "none",
         }
     }
@@ -79,6 +97,8 @@ impl FaultKind {
             FaultKind::Freeze => "SIGSTOP the server process; its kernel stays up",
             FaultKind::Crash => "blackhole both directions, then SIGKILL the server: a host dying without FIN",
             FaultKind::NatExpiry => "the router's NAT forgets a flow idle longer than its timeout",
+            FaultKind::Delay => "the router delays the flow (round trip and jitter of --network, else 300 ms)",
+            FaultKind::Loss => "the router drops a share of the flow's packets (loss of --network, else 2%)",
             FaultKind::None => "no fault",
         }
     }
@@ -98,6 +118,7 @@ impl FaultKind {
             FaultKind::Freeze => "SIGSTOP",
             FaultKind::Crash => "nftables + SIGKILL",
             FaultKind::NatExpiry => "nftables masquerade + conntrack timeout",
+            FaultKind::Delay | FaultKind::Loss => "netem or nfqueue",
             FaultKind::None => "none",
             _ => "nftables",
         }
@@ -119,7 +140,7 @@ impl FaultKind {
                 format!("{up} counter reject with tcp reset {}", c("up")),
                 format!("{down} counter reject with tcp reset {}", c("down")),
             ],
-            FaultKind::Freeze | FaultKind::NatExpiry | FaultKind::None => Vec::new(),
+            FaultKind::Freeze | FaultKind::NatExpiry | FaultKind::Delay | FaultKind::Loss | FaultKind::None => Vec::new(),
         }
     }
 }
@@ -143,6 +164,26 @@ impl Flow {
         let mut m = format!("ip saddr {} ip daddr {} tcp dport {}", self.client.ip(), self.server.ip(), self.server.port());
         if self.client.port() != 0 {
             m.push_str(&format!(" tcp sport {}", self.client.port()));
+        }
+        m
+    }
+
+    /// iptables match arguments for client -> server.
+    pub fn iptables_up(&self) -> Vec<String> {
+        let mut m = vec!["-p".into(), "tcp".into(), "-s".into(), self.client.ip().to_string(), "-d".into(), self.server.ip().to_string()];
+        m.extend(["--dport".into(), self.server.port().to_string()]);
+        if self.client.port() != 0 {
+            m.extend(["--sport".into(), self.client.port().to_string()]);
+        }
+        m
+    }
+
+    /// iptables match arguments for server -> client.
+    pub fn iptables_down(&self) -> Vec<String> {
+        let mut m = vec!["-p".into(), "tcp".into(), "-s".into(), self.server.ip().to_string(), "-d".into(), self.client.ip().to_string()];
+        m.extend(["--sport".into(), self.server.port().to_string()]);
+        if self.client.port() != 0 {
+            m.extend(["--dport".into(), self.client.port().to_string()]);
         }
         m
     }

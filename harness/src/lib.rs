@@ -19,6 +19,7 @@ pub mod cleanup;
 pub mod cmd;
 pub mod expect;
 pub mod fault;
+pub mod impair;
 pub mod netns;
 pub mod observe;
 pub mod render;

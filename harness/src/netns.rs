@@ -160,6 +160,9 @@ pub struct Testbed {
     /// The router masquerades and forgets idle TCP flows after this.
     pub nat_idle_timeout: Option<std::time::Duration>,
     faults: Mutex<Vec<AppliedFault>>,
+    /// What the `delay` and `loss` faults do to the path.
+    impairment: Mutex<Option<(crate::impair::Impairment, crate::impair::Impairment)>>,
+    impaired: Mutex<Option<crate::impair::Running>>,
 }
 
 impl Testbed {
@@ -202,6 +205,8 @@ impl Testbed {
             caps: Capabilities::default(),
             keep,
             faults: Mutex::new(Vec::new()),
+            impairment: Mutex::new(None),
+            impaired: Mutex::new(None),
             nat_idle_timeout,
         };
         // On error, `tb` drops here and removes whatever was built.
@@ -293,14 +298,51 @@ impl Testbed {
         &self.caps
     }
 
+    /// Sets what the `delay` and `loss` faults apply (else their defaults:
+    /// 300 ms round trip; 2% loss).
+    pub fn set_impairments(&self, delay: crate::impair::Impairment, loss: crate::impair::Impairment) {
+        *self.impairment.lock().unwrap_or_else(|p| p.into_inner()) = Some((delay, loss));
+    }
+
+    /// What `kind` (delay or loss) applies on this testbed.
+    pub fn impairment_for(&self, kind: FaultKind) -> Option<crate::impair::Impairment> {
+        let set = *self.impairment.lock().unwrap_or_else(|p| p.into_inner());
+        let (delay, loss) = set.unwrap_or_else(crate::impair::defaults);
+        match kind {
+            FaultKind::Delay => Some(delay),
+            FaultKind::Loss => Some(loss),
+            _ => None,
+        }
+    }
+
+    /// The impairment engine this kernel allows.
+    pub fn impair_engine(&self) -> crate::impair::Engine {
+        if self.caps.netem {
+            crate::impair::Engine::Netem
+        } else {
+            crate::impair::Engine::Nfqueue
+        }
+    }
+
     /// Applies `kind`: nftables faults to `flow` on the router's forward path,
     /// `freeze` to the server process `server_pid`. Returns once the fault is
     /// in force (rule committed, signal delivered); `in_force_at` is taken then.
     pub fn apply_fault(&self, kind: FaultKind, flow: &Flow, server_pid: Option<u32>) -> Result<AppliedFault> {
         let rules = kind.nft_rules(flow, &self.tag);
         let requested_at = Instant::now();
+        let mut engine = kind.engine().to_string();
         match kind {
             FaultKind::None => {}
+            FaultKind::Delay | FaultKind::Loss => {
+                let imp = self.impairment_for(kind).expect("delay and loss have an impairment");
+                let e = self.impair_engine();
+                let t = &self.tag;
+                let running = crate::impair::start(e, &self.router, &format!("kr-{t}-c"), &format!("kr-{t}-s"), flow, &imp, t)?;
+                engine = format!("{} ({})", e.name(), imp.describe());
+                if let Some(old) = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).replace(running) {
+                    old.stop()?;
+                }
+            }
             FaultKind::NatExpiry => {
                 return Err(Error::Other("nat-expiry is a property of the testbed (Testbed::with_nat), not a fault applied at an instant".into()))
             }
@@ -323,7 +365,7 @@ impl Testbed {
             }
         }
         let in_force_at = Instant::now();
-        let applied = AppliedFault { kind, engine: kind.engine().into(), rules, requested_at, in_force_at, pid: server_pid };
+        let applied = AppliedFault { kind, engine, rules, requested_at, in_force_at, pid: server_pid };
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(applied.clone());
         Ok(applied)
     }
@@ -331,6 +373,9 @@ impl Testbed {
     /// Removes every fault rule: the path works again.
     pub fn heal(&self) -> Result<Instant> {
         self.nft("healing the path", &format!("flush chain inet {} faults\n", self.table))?;
+        if let Some(running) = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            running.stop()?;
+        }
         for f in self.faults.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             if let (FaultKind::Freeze, Some(pid)) = (f.kind, f.pid) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
@@ -375,6 +420,9 @@ fn wait_stopped(pid: u32) -> Result<()> {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        if let Some(running) = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = running.stop();
+        }
         if self.keep {
             eprintln!("kaspec: KASPEC_KEEP=1, keeping testbed {} ({}); `kaspec clean` removes it", self.tag, self.namespaces().join(", "));
             cleanup::unregister(&self.tag);

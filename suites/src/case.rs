@@ -55,6 +55,43 @@ pub struct Ctx {
     pub network: crate::network::NetworkProfile,
 }
 
+impl Ctx {
+    /// What `delay` and `loss` apply: the network profile's round trip,
+    /// jitter and loss where it sets them, else the defaults (300 ms; 2%).
+    pub fn impairments(&self) -> (kaspec_harness::impair::Impairment, kaspec_harness::impair::Impairment) {
+        let (mut delay, mut loss) = kaspec_harness::impair::defaults();
+        let n = &self.network;
+        if !n.rtt.is_zero() || !n.jitter.is_zero() {
+            delay.rtt = n.rtt;
+            delay.jitter = n.jitter;
+            loss.rtt = n.rtt;
+            loss.jitter = n.jitter;
+        }
+        if n.loss_percent > 0.0 {
+            loss.loss_percent = n.loss_percent;
+        }
+        (delay, loss)
+    }
+
+    /// A fresh testbed whose `delay` and `loss` follow [`impairments`](Self::impairments).
+    pub fn testbed(&self) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+        let tb = kaspec_harness::netns::Testbed::new(&self.run_dir)?;
+        let (d, l) = self.impairments();
+        tb.set_impairments(d, l);
+        Ok(tb)
+    }
+
+    /// The impairment `fault` applies (delay or loss), for expectations.
+    pub fn impairment(&self, fault: FaultKind) -> Option<kaspec_harness::impair::Impairment> {
+        let (d, l) = self.impairments();
+        match fault {
+            FaultKind::Delay => Some(d),
+            FaultKind::Loss => Some(l),
+            _ => None,
+        }
+    }
+}
+
 /// Every case, in a stable order.
 pub fn all() -> Vec<&'static CaseDef> {
     crate::tcp::CASES
@@ -245,4 +282,44 @@ impl RunFacts<'_> {
             repeat: None,
         }
     }
+}
+
+/// Linux's minimum retransmission timeout (TCP_RTO_MIN).
+pub const RTO_MIN: Duration = Duration::from_millis(200);
+
+/// The expectation for a side whose liveness check waits `timeout` for an
+/// answer (or for traffic) while the path is impaired but the peer is alive.
+///
+/// The check survives the path when `timeout` exceeds the longest round
+/// trip (rtt + jitter) plus, on a lossy path, what two consecutive losses of
+/// one segment cost TCP (RTO_MIN + 2 × RTO_MIN = 600 ms): then a detection
+/// is a false positive and fails. Otherwise a false detection is what the
+/// configuration allows on this path: reported, not failed.
+pub fn impaired_expectation(what: &str, timeout: Duration, imp: &kaspec_harness::impair::Impairment, spec: &str) -> Expectation {
+    let rtt = ms_of(imp.max_rtt());
+    let loss_cost = if imp.loss_percent > 0.0 { 3 * ms_of(RTO_MIN) } else { 0 };
+    let need = rtt + loss_cost;
+    let t = ms_of(timeout);
+    let path = imp.describe();
+    let needs = if loss_cost > 0 {
+        format!("round trip {rtt} ms + two retransmissions of one segment {loss_cost} ms = {need} ms")
+    } else {
+        format!("the longest round trip {rtt} ms")
+    };
+    if t > need {
+        Expectation::must_stay_up(
+            format!("path: {path}; the peer is alive; {what} {t} ms > {needs}: no detection allowed (a detection is a false positive)"),
+            spec,
+        )
+    } else {
+        Expectation::not_detected(
+            format!("path: {path}; the peer is alive; {what} {t} ms ≤ {needs}: this configuration allows a false detection on this path"),
+            spec,
+        )
+    }
+}
+
+/// How long a case watches a healthy connection on an impaired path.
+pub fn impaired_watch_ms(longest_window: Duration, imp: &kaspec_harness::impair::Impairment) -> u64 {
+    (3 * ms_of(longest_window + imp.max_rtt())).max(5_000)
 }

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use kaspec_harness::caps::require_program;
 use kaspec_harness::expect::{Expectation, Level, Verdict};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
@@ -467,7 +466,7 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let Run { ctx, case, fault, which, g, plan } = r;
     let k = which.keepalive(&ctx.fixtures)?;
     let tcp = ctx.config.tcp;
-    let tb = Testbed::new(&ctx.run_dir)?;
+    let tb = ctx.testbed()?;
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let server = Server::start(&tb, &which.spec(ctx, addr, Mode::Keepalive(k))?)?;
     let server_impl = which.implementation();
@@ -565,7 +564,7 @@ fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Ca
     let tcp = ctx.config.tcp;
     let mut out = Vec::new();
     for which in SERVERS {
-        let tb = Testbed::new(&ctx.run_dir)?;
+        let tb = ctx.testbed()?;
         let addr = SocketAddrV4::new(tb.server.addr, PORT);
         let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
         let (ready_tx, ready_rx) = mpsc::channel();

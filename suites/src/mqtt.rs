@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use kaspec_harness::caps::require_program;
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
@@ -238,7 +237,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     }
     let broker_impl = broker_implementation(&program);
     let k = ctx.config.mqtt.keep_alive;
-    let tb = Testbed::new(&ctx.run_dir)?;
+    let tb = ctx.testbed()?;
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let broker = Server::start(
         &tb,

@@ -321,7 +321,7 @@ struct Plan {
 }
 
 fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
-    let tb = Testbed::new(&ctx.run_dir)?;
+    let tb = ctx.testbed()?;
     let addr = server_addr(&tb);
     let mut args = ctx.serve.args.clone();
     args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);

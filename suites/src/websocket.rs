@@ -19,21 +19,20 @@ use futures_util::{SinkExt, StreamExt};
 use kaspec_harness::caps::require_program;
 use kaspec_harness::expect::{Expectation, Level, Verdict};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
+use crate::case::{impaired_expectation, impaired_watch_ms, ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
 use crate::config::WebSocketConfig;
 use crate::servers;
 
 pub const PORT: u16 = 8080;
 const SPEC_PING: &str = "RFC 6455 §5.5.2, §5.5.3";
 
-pub static CASES: [CaseDef; 3] = [
+pub static CASES: [CaseDef; 4] = [
     CaseDef {
         id: "websocket/rfc6455-5.5.2/1",
         protocol: "websocket",
@@ -51,7 +50,7 @@ pub static CASES: [CaseDef; 3] = [
         spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
         description: "Idle connection with heartbeats both ways; the path fails: each side's heartbeat declares the peer dead in its own window.",
         requirement: "A Ping may serve as a keepalive; with the ping-every-P / silence-for-P+T pattern an idle dead peer is detected in (T, P + T]",
-        faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Crash],
+        faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss],
         fixed_fault: None,
         run: run_heartbeat,
         budget,
@@ -67,7 +66,22 @@ pub static CASES: [CaseDef; 3] = [
         run: run_heartbeat,
         budget,
     },
+    CaseDef {
+        id: "websocket/rfc6455-5.5.2/4",
+        protocol: "websocket",
+        spec: "RFC 6455 §5.5.2 (heartbeat pattern) on a slow path",
+        description: "False positive: a pong timeout of 200 ms on a path whose round trip becomes 300 ms; the server is alive and answers every Ping.",
+        requirement: "A heartbeat timeout must exceed the path's round trip; T = 200 ms < RTT = 300 ms declares a live peer dead at the first Ping after the path slows",
+        faults: &[FaultKind::Delay],
+        fixed_fault: Some(FaultKind::Delay),
+        run: run_false_positive,
+        budget: |ctx| Duration::from_secs(8) + 3 * (ctx.config.websocket.ping_interval + FALSE_POSITIVE_T),
+    },
 ];
+
+/// The false-positive case's pong timeout and path.
+const FALSE_POSITIVE_T: Duration = Duration::from_millis(200);
+const FALSE_POSITIVE_RTT: Duration = Duration::from_millis(300);
 
 fn budget(ctx: &Ctx) -> Duration {
     let w = ctx.config.websocket;
@@ -234,6 +248,7 @@ struct ClientEnd {
 fn heartbeat_client(
     server: SocketAddrV4,
     w: WebSocketConfig,
+    need_server_ping: bool,
     ready: mpsc::Sender<std::result::Result<SocketAddrV4, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> ClientEnd {
@@ -315,7 +330,7 @@ fn heartbeat_client(
                 }
             }
             let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
-            if ready.is_some() && seen(Ev::PongReceived) && seen(Ev::ServerPing) {
+            if ready.is_some() && seen(Ev::PongReceived) && (seen(Ev::ServerPing) || !need_server_ping) {
                 let r = ready.take().expect("checked");
                 let _ = r.send(local_end_towards(server).map_err(|e| e.to_string()));
             }
@@ -340,14 +355,14 @@ fn run_heartbeat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Case
 fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServer) -> Result<Vec<CaseResult>> {
     let hb = which.heartbeat(&ctx.fixtures)?;
     let w = ctx.config.websocket;
-    let tb = Testbed::new(&ctx.run_dir)?;
+    let tb = ctx.testbed()?;
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
     let server_impl = which.implementation();
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ready_tx, stop_rx))?;
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, true, ready_tx, stop_rx))?;
     let local = ready_rx
         .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval))
         .map_err(|_| Error::Other("websocket client thread did not report".into()))?
@@ -358,9 +373,21 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
     let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
 
-    // Nominal windows (as if every anchor were at t0) give the deadlines.
-    let client_deadline_ms = client_expectation(&w, fault, 0, 0).deadline_ms(10_000);
-    let server_deadline_ms = server_expectation(which, &hb, fault, 0, 0).deadline_ms(3 * ms_of(hb.ping_interval + hb.pong_timeout).max(3000));
+    // Nominal windows (as if every anchor were at t0) give the deadlines; a
+    // live peer on an impaired path is watched for a while.
+    let imp = ctx.impairment(fault);
+    let (client_deadline_ms, server_deadline_ms) = match &imp {
+        // Both watched equally long: the client's own close at its deadline
+        // must not look like the server's detection.
+        Some(i) => {
+            let watch = impaired_watch_ms((w.ping_interval + w.pong_timeout).max(hb.ping_interval + hb.pong_timeout), i);
+            (watch, watch)
+        }
+        None => (
+            client_expectation(&w, fault, 0, 0).deadline_ms(10_000),
+            server_expectation(which, &hb, fault, 0, 0).deadline_ms(3 * ms_of(hb.ping_interval + hb.pong_timeout).max(3000)),
+        ),
+    };
     let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let end = client_thread.join()?;
@@ -378,18 +405,84 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
     config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
     config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    let (client_expected, server_expected) = match &imp {
+        // The silence limit is P + T while frames come every P: T is the slack for a slower path.
+        Some(i) => (
+            impaired_expectation("the slack beyond the ping period, pong timeout T =", w.pong_timeout, i, SPEC_PING),
+            impaired_expectation("the server's pong timeout T =", hb.pong_timeout, i, SPEC_PING),
+        ),
+        None => (client_expectation(&w, fault, last_rx, last_ping), server_expectation(which, &hb, fault, last_heard, last_server_ping)),
+    };
     Ok(facts.both_sides(
         client_implementation(),
         server_impl,
-        Side { expected: client_expectation(&w, fault, last_rx, last_ping), detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side { expected: client_expected, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
         Side::from_socket(
-            server_expectation(which, &hb, fault, last_heard, last_server_ping),
+            server_expected,
             server_closed,
             server_deadline_ms,
             "server",
         ),
         &ctx.deviations,
     ))
+}
+
+/// The client pings every P (its configured value) with T = 200 ms; our
+/// server does not ping (so only Pongs reach the client). Halfway through a
+/// ping period the round trip becomes 300 ms: the next Pong comes 300 ms
+/// after its Ping, 100 ms after the client's silence limit L + P + T.
+fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let w = WebSocketConfig { ping_interval: ctx.config.websocket.ping_interval, pong_timeout: FALSE_POSITIVE_T };
+    let tb = ctx.testbed()?;
+    let imp = kaspec_harness::impair::Impairment { rtt: FALSE_POSITIVE_RTT, jitter: Duration::ZERO, loss_percent: 0.0, seed: 1 };
+    tb.set_impairments(imp, imp);
+    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let quiet = Heartbeat { ping_interval: Duration::from_secs(3600), pong_timeout: Duration::from_secs(3600) };
+    let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, quiet)?)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, false, ready_tx, stop_rx))?;
+    let local = ready_rx
+        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval)
+        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
+        .map_err(|e| Error::Other(format!("websocket client: {e}")))?;
+    std::thread::sleep(w.ping_interval / 2);
+    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, None)?;
+    let t0 = applied.in_force_at;
+    let deadline_ms = 3 * ms_of(w.ping_interval + w.pong_timeout + imp.rtt).max(2000);
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
+    let end = client_thread.join()?;
+    let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
+    let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
+    let (p, t, r) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64, ms_of(imp.rtt) as i64);
+    let d = (last_rx + p + t).max(0) as u64;
+    let expected = Expectation::window(
+        d,
+        d,
+        format!(
+            "false positive: the next Pong comes RTT = {r} ms after its Ping, the silence limit is T = {t} ms after it:              declared dead at last frame ({last_rx:+} ms) + P + T = {last_rx} + {p} + {t} = {d} ms, although the server is alive"
+        ),
+        SPEC_PING,
+        Level::Must,
+    );
+    let mut timeline: Vec<(Instant, String)> = end.events.iter().map(|(t, e)| (*t, e.text().to_string())).collect();
+    timeline.push((t0, format!("path round trip now {r} ms")));
+    let mut config = ctx.config.effective("websocket.");
+    config.insert("websocket.pong_timeout".into(), format!("{t}ms (fixed by this case)"));
+    config.insert("path.rtt".into(), format!("{r}ms"));
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    Ok(vec![facts.result(
+        SideOutcome {
+            side: "client",
+            implementation: client_implementation(),
+            peer: WsServer::Kaspec.implementation(),
+            expected,
+            detected_at: end.failed_at,
+            error: end.error,
+            deadline_ms,
+        },
+        &ctx.deviations,
+    )])
 }
 
 /// §5.5.2/§5.5.3: send one Ping with a payload, wait for its Pong (answering
@@ -426,7 +519,7 @@ fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Case
     let wait = ctx.config.websocket.pong_timeout;
     for which in SERVERS {
         let hb = which.heartbeat(&ctx.fixtures)?;
-        let tb = Testbed::new(&ctx.run_dir)?;
+        let tb = ctx.testbed()?;
         let addr = SocketAddrV4::new(tb.server.addr, PORT);
         let _server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
         // Binary, non-UTF-8, up to the 125-byte control-frame limit (§5.5).

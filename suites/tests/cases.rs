@@ -282,6 +282,27 @@ fn grpc_idle_keepalive_detects_a_dead_server(#[case] sets: &[&str], #[case] faul
 }
 
 #[test]
+fn websocket_pong_timeout_below_the_round_trip_is_a_false_positive() {
+    let r = run("websocket/rfc6455-5.5.2/4", FaultKind::Delay, &[]);
+    assert_eq!(r.len(), 1);
+    assert_pass(&r[0]);
+    assert!(r[0].engine.contains("round trip +300 ms"), "{}", show(&r[0]));
+}
+
+#[rstest]
+#[case::delay(FaultKind::Delay)]
+#[case::loss(FaultKind::Loss)]
+fn websocket_sane_heartbeats_survive_a_slow_or_lossy_path(#[case] fault: FaultKind) {
+    // Default settings (T = 1 s) against the default impairments (300 ms; 2% loss).
+    let r = run("websocket/rfc6455-5.5.2/2", fault, &[]);
+    assert_eq!(r.len(), 4);
+    for x in &r {
+        assert!(!x.detected, "a live peer was declared dead: {}", show(x));
+        assert_eq!(x.verdict, Verdict::Pass, "{}", show(x));
+    }
+}
+
+#[test]
 fn grpc_idle_channel_without_while_idle_is_not_probed() {
     // No HTTP/2 PING while idle; with TCP keep-alive off nothing ends it...
     let results = run("grpc/a8-keepalive/1", FaultKind::Blackhole, &["grpc.keepalive_while_idle=false", "tcp.keepalive=false"]);
