@@ -24,7 +24,7 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
+use crate::case::{impaired_expectation, impaired_watch_ms, ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
 use crate::config::{GrpcConfig, TcpConfig};
 use crate::linux;
 use crate::servers;
@@ -43,6 +43,8 @@ const SPEC_A8: &str = "gRFC A8 (client keepalive), RFC 9113 §6.7";
 const QUIET_BEFORE_FAULT: Duration = Duration::from_millis(300);
 
 const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash];
+const IDLE_FAULTS: &[FaultKind] =
+    &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss];
 
 pub static CASES: [CaseDef; 3] = [
     CaseDef {
@@ -51,7 +53,7 @@ pub static CASES: [CaseDef; 3] = [
         spec: "gRFC A8, RFC 9113 §6.7",
         description: "Idle channel with keepalive_while_idle; the path fails: the client's PING goes unanswered and the connection is closed; the server's own keep-alive closes its end too.",
         requirement: "A PING MUST be answered with a PING ACK (RFC 9113 §6.7); a client whose keepalive PING is not acknowledged within KEEPALIVE_TIMEOUT closes the connection and fails calls with UNAVAILABLE (gRFC A8)",
-        faults: DETECTION_FAULTS,
+        faults: IDLE_FAULTS,
         fixed_fault: None,
         run: run_idle,
         budget,
@@ -498,10 +500,18 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         _ => idle_client_expectation(&g, &tcp, fault, ms_of(QUIET_BEFORE_FAULT)),
     };
     let quiet = 3 * ms_of(2 * g.keepalive_time + g.keepalive_timeout).max(1000);
-    let client_deadline_ms = client_nominal.deadline_ms(quiet);
-    let server_deadline_ms = server_expectation(&k, fault).deadline_ms(quiet);
+    let imp = ctx.impairment(fault);
+    let (client_deadline_ms, server_deadline_ms) = match &imp {
+        // A live server on a slow or lossy path: both watched equally long.
+        Some(i) => {
+            let watch = impaired_watch_ms((g.keepalive_time + g.keepalive_timeout).max(k.time + k.timeout), i);
+            (watch, watch)
+        }
+        None => (client_nominal.deadline_ms(quiet), server_expectation(&k, fault).deadline_ms(quiet)),
+    };
     let _ = go_tx.send(Some(t0 + Duration::from_millis(call_ms)));
-    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    // The client closes its connection when stopped: only after both watches ended.
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms) + 500)));
     let server_closed = server_watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let client_closed = client_watch.wait(t0 + Duration::from_millis(client_deadline_ms))?;
     let end = client_thread.join()?;
@@ -517,6 +527,11 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         timeline.push((c.at, format!("server socket {}", c.state)));
     }
     let (client_exp, detected_at, error) = match plan {
+        _ if imp.is_some() => {
+            let i = imp.as_ref().expect("checked");
+            let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
+            (impaired_expectation("keepalive_timeout T =", g.keepalive_timeout, i, SPEC_A8), client_closed.as_ref().map(|c| c.at), error.or(end.probe))
+        }
         Plan::CallLater => {
             let call = end.call_started.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(call_ms);
             (call_expectation(&g, fault, call), end.failed_at, end.error)
@@ -536,7 +551,15 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         client_implementation(),
         server_impl,
         Side { expected: client_exp, detected_at, error, deadline_ms: client_deadline_ms },
-        Side::from_socket(server_expectation(&k, fault), server_closed, server_deadline_ms, "server"),
+        Side::from_socket(
+            match &imp {
+                Some(i) => impaired_expectation("the server's keepalive_timeout =", k.timeout, i, SPEC_A8),
+                None => server_expectation(&k, fault),
+            },
+            server_closed,
+            server_deadline_ms,
+            "server",
+        ),
         &ctx.deviations,
     );
     let client_result = &mut results[0];

@@ -39,7 +39,16 @@ pub static CASES: [CaseDef; 1] = [CaseDef {
     spec: "MQTT 3.1.1 §3.1.2.10",
     description: "Idle client with Keep Alive K; the path fails halfway between two PINGREQs: the client misses a PINGRESP, the broker stops hearing the client.",
     requirement: "Client: close when PINGRESP does not come in a reasonable time (SHOULD; window from rumqttc's algorithm). Server: disconnect a client not heard from for 1.5 × K [MQTT-3.1.2-24] (MUST)",
-    faults: &FaultKind::INSTANT,
+    faults: &[
+        FaultKind::Blackhole,
+        FaultKind::BlackholeUp,
+        FaultKind::BlackholeDown,
+        FaultKind::Reset,
+        FaultKind::Freeze,
+        FaultKind::Crash,
+        FaultKind::Delay,
+        FaultKind::Loss,
+    ],
     run: run_idle,
     budget,
     fixed_fault: None,
@@ -272,9 +281,18 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let nominal = client_expectation(k, fault, since_ms);
     // The broker waits 3× its window, plus what a documented deviation says
     // it may take beyond it, so the deviation is measured, not cut off.
-    let client_deadline_ms = nominal.deadline_ms(10_000);
-    let server_deadline_ms = server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000)
-        + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
+    let imp = ctx.impairment(fault);
+    let (client_deadline_ms, server_deadline_ms) = match &imp {
+        Some(i) => {
+            let watch = crate::case::impaired_watch_ms(2 * k, i);
+            (watch, watch)
+        }
+        None => (
+            nominal.deadline_ms(10_000),
+            server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000)
+                + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name),
+        ),
+    };
     let deadline = t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms));
     // The client keeps its connection until the broker has been watched: its
     // clean close (a FIN through a one-way blackhole) is not the broker's
@@ -303,11 +321,20 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config: ctx.config.effective("mqtt."), t0, timeline };
+    let (client_exp, server_exp) = match &imp {
+        // rumqttc fails when the PINGRESP is not in by its next tick, K later;
+        // the broker allows 1.5 × K between packets that come every K.
+        Some(i) => (
+            crate::case::impaired_expectation("Keep Alive K (the PINGRESP's time before the next tick) =", k, i, case.spec),
+            crate::case::impaired_expectation("the broker's slack, 1.5 × K − K =", k / 2, i, case.spec),
+        ),
+        None => (client_expectation(k, fault, since_ms), server_expectation(k, fault, rel_ms(t0, last_heard))),
+    };
     Ok(facts.both_sides(
         client_implementation(),
         broker_impl,
-        Side { expected: client_expectation(k, fault, since_ms), detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
-        Side::from_socket(server_expectation(k, fault, rel_ms(t0, last_heard)), server_closed, server_deadline_ms, "broker"),
+        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::from_socket(server_exp, server_closed, server_deadline_ms, "broker"),
         &ctx.deviations,
     ))
 }

@@ -36,6 +36,17 @@ const FROZEN_KERNEL_ANSWERS: &str =
     "the frozen server's kernel still answers keep-alive probes: TCP keep-alive cannot detect a hung application (expected non-detection)";
 
 const ALL_FAULTS: &[FaultKind] = &FaultKind::INSTANT;
+/// The idle keep-alive case also takes a slow or lossy path with a live peer.
+const IDLE_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::BlackholeUp,
+    FaultKind::BlackholeDown,
+    FaultKind::Reset,
+    FaultKind::Freeze,
+    FaultKind::Crash,
+    FaultKind::Delay,
+    FaultKind::Loss,
+];
 
 pub static CASES: [CaseDef; 3] = [
     CaseDef {
@@ -44,7 +55,7 @@ pub static CASES: [CaseDef; 3] = [
         spec: "RFC 1122 §4.2.3.6, RFC 9293 §3.8.4",
         description: "Idle connection with keep-alive on; the path fails: the client's stack probes and declares the peer dead.",
         requirement: "Keep-alive probes an idle connection; one unanswered probe MUST NOT mean death; Linux aborts after I + N×V (or at U with TCP_USER_TIMEOUT)",
-        faults: ALL_FAULTS,
+        faults: IDLE_FAULTS,
         run: run_idle_keepalive,
         budget,
         fixed_fault: None,
@@ -335,8 +346,14 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     // should happen on that side.
     let quiet = quiet_deadline_ms(&plan.tcp);
     let (nominal_client, nominal_server) = expectations(&plan, case, fault, 0, None, None);
-    let client_deadline_ms = nominal_client.deadline_ms(quiet);
-    let server_deadline_ms = nominal_server.deadline_ms(quiet);
+    let imp = ctx.impairment(fault).filter(|_| plan.tcp.keepalive);
+    let (client_deadline_ms, server_deadline_ms) = match &imp {
+        Some(i) => {
+            let watch = crate::case::impaired_watch_ms(Duration::from_millis(keepalive_death(&plan.tcp).ms), i);
+            (watch, watch)
+        }
+        None => (nominal_client.deadline_ms(quiet), nominal_server.deadline_ms(quiet)),
+    };
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
@@ -356,7 +373,12 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
 
     let idle_ms = rel_ms(ready.last_rx, t0).max(0) as u64;
     let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64);
-    let (client_exp, server_exp) = expectations(&plan, case, fault, idle_ms, sent_ms, end.retrans.as_ref());
+    let (mut client_exp, mut server_exp) = expectations(&plan, case, fault, idle_ms, sent_ms, end.retrans.as_ref());
+    if let Some(i) = &imp {
+        // Each probe is answered (or retried) within V; N unanswered probes in a row are death.
+        client_exp = crate::case::impaired_expectation("the keep-alive interval V (time each probe has for its answer) =", plan.tcp.interval, i, case.spec);
+        server_exp = Expectation::not_detected("the server has keep-alive off and nothing to send: nothing on that side can time out", case.spec);
+    }
     let mut config = ctx.config.effective("tcp.");
     config.insert("tcp.keepalive".into(), plan.tcp.keepalive.to_string());
     let mut timeline = vec![(ready.last_rx, "last segment received by the client".to_string())];

@@ -302,6 +302,20 @@ fn websocket_sane_heartbeats_survive_a_slow_or_lossy_path(#[case] fault: FaultKi
     }
 }
 
+#[rstest]
+#[case::tcp_loss("tcp/rfc1122-4.2.3.6/1", FaultKind::Loss, &["tcp.idle=1s", "tcp.interval=1s", "tcp.count=3"])]
+#[case::mqtt_delay("mqtt/3.1.1-3.1.2.10/1", FaultKind::Delay, &["mqtt.keep_alive=2s"])]
+#[case::grpc_loss("grpc/a8-keepalive/1", FaultKind::Loss, &[])]
+fn sane_keepalives_survive_a_slow_or_lossy_path(#[case] id: &str, #[case] fault: FaultKind, #[case] sets: &[&str]) {
+    for x in run(id, fault, sets) {
+        assert!(!x.detected, "a live peer was declared dead: {}", show(&x));
+        assert!(matches!(x.verdict, Verdict::Pass | Verdict::Informational), "{}", show(&x));
+        if x.side == "client" {
+            assert_eq!(x.verdict, Verdict::Pass, "the client's settings are sane for this path: {}", show(&x));
+        }
+    }
+}
+
 #[test]
 fn grpc_idle_channel_without_while_idle_is_not_probed() {
     // No HTTP/2 PING while idle; with TCP keep-alive off nothing ends it...
