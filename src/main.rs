@@ -256,6 +256,7 @@ fn context(config: Config, network: Option<NetworkProfile>, cases: &[&'static ca
         serve: ServeCommand { program, args: vec!["serve".into()] },
         deviations,
         network: network.unwrap_or_default(),
+        shared: Default::default(),
     })
 }
 

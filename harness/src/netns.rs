@@ -98,6 +98,13 @@ impl Host {
     /// SIGKILL if the thread that spawned it dies (PR_SET_PDEATHSIG), so a
     /// killed kaspec does not leave servers behind.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Result<Command> {
+        self.command_as(program, tag, None)
+    }
+
+    /// Like [`command`](Self::command), run as `user` (uid, gid) when given:
+    /// the namespace is entered first (that needs root), then the
+    /// credentials are dropped.
+    pub fn command_as(&self, program: impl AsRef<std::ffi::OsStr>, tag: &str, user: Option<(u32, u32)>) -> Result<Command> {
         let f = self.ns_file()?;
         let parent = std::process::id() as libc::pid_t;
         let mut c = Command::new(program);
@@ -105,6 +112,11 @@ impl Host {
         unsafe {
             c.pre_exec(move || {
                 setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                if let Some((uid, gid)) = user {
+                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -25,6 +25,28 @@ pub struct ServerSpec {
     pub addr: SocketAddrV4,
     /// How long it may take to become ready.
     pub ready_within: Duration,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Run as this (uid, gid) instead of root (servers that refuse root).
+    pub user: Option<(u32, u32)>,
+    /// Ready only once its log has this line too (servers that accept
+    /// connections before they can serve them).
+    pub ready_log: Option<String>,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        ServerSpec {
+            name: String::new(),
+            program: PathBuf::new(),
+            args: Vec::new(),
+            addr: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            ready_within: Duration::from_secs(10),
+            env: Vec::new(),
+            user: None,
+            ready_log: None,
+        }
+    }
 }
 
 /// A running server. Dropping it stops it (TERM, then KILL).
@@ -46,8 +68,9 @@ impl Server {
         let err = out.try_clone().map_err(|e| Error::io("duplicating a log handle", e))?;
         let child = tb
             .server
-            .command(&spec.program, &tb.tag)?
+            .command_as(&spec.program, &tb.tag, spec.user)?
             .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -60,7 +83,8 @@ impl Server {
             if let Some(status) = server.child.try_wait().map_err(|e| Error::io("checking a server", e))? {
                 return Err(server.not_ready(started, &format!(" exited with {status};")));
             }
-            if connects_from(&tb.client, spec.addr)? {
+            let logged = spec.ready_log.as_ref().is_none_or(|l| std::fs::read_to_string(&server.log).is_ok_and(|t| t.contains(l.as_str())));
+            if logged && connects_from(&tb.client, spec.addr)? {
                 return Ok(server);
             }
             if Instant::now() >= deadline {
@@ -82,6 +106,24 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process is still running (not exited, not killed).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops it with `signal` first (e.g. SIGINT for PostgreSQL's fast
+    /// shutdown), then as on drop.
+    pub fn stop_with(mut self, signal: Signal) {
+        if self.alive() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && self.alive() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     /// The last lines of this server's log.

@@ -53,6 +53,8 @@ pub struct Ctx {
     pub deviations: Vec<Deviation>,
     /// The path (`--network`); its NAT idle timeout drives the nat-expiry cases.
     pub network: crate::network::NetworkProfile,
+    /// Servers started once per run and shared by its cases (RabbitMQ, PostgreSQL).
+    pub shared: crate::shared::Shared,
 }
 
 impl Ctx {

@@ -163,7 +163,7 @@ impl GrpcServer {
                 ("python-grpcio", python, args)
             }
         };
-        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10) })
+        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), ..Default::default() })
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`mqtt`]: rumqttc against a real Mosquitto.
 //! - [`websocket`]: tokio-tungstenite heartbeats against our server and Python `websockets`.
 //! - [`grpc`]: tonic HTTP/2 keep-alive against our tonic server and Python grpcio.
+//! - [`shared`]: servers started once per run and shared by its cases.
 //! - [`runner`]: runs a selection of cases × faults into a report.
 //! - [`deviations`]: documented deviations of implementations (fixtures).
 
@@ -22,6 +23,7 @@ pub mod network;
 pub mod runner;
 pub mod serve;
 pub mod servers;
+pub mod shared;
 pub mod tcp;
 pub mod validate;
 pub mod websocket;

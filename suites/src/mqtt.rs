@@ -256,6 +256,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
             args: vec!["-c".into(), conf.display().to_string()],
             addr,
             ready_within: Duration::from_secs(10),
+            ..Default::default()
         },
     )?;
 

@@ -165,7 +165,7 @@ fn run_tcp(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
     args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
     let _server = Server::start(
         &tb,
-        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5) },
+        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5), ..Default::default() },
     )?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
@@ -271,7 +271,7 @@ fn run_mqtt(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let addr = SocketAddrV4::new(tb.server.addr, crate::mqtt::PORT);
     let _broker = Server::start(
         &tb,
-        &ServerSpec { name: "mosquitto".into(), program, args: vec!["-c".into(), conf.display().to_string()], addr, ready_within: Duration::from_secs(10) },
+        &ServerSpec { name: "mosquitto".into(), program, args: vec!["-c".into(), conf.display().to_string()], addr, ready_within: Duration::from_secs(10), ..Default::default() },
     )?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);

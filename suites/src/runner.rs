@@ -103,6 +103,8 @@ pub fn run(
             results.extend(fold_repeats(runs, repeat));
         }
     }
+    // Shared servers stop, and their testbed goes, with the run.
+    ctx.shared.close();
     let environment = kaspec_harness::caps::detected().map(|c| {
         let mut env = Environment::from_caps(&c);
         for r in &results {

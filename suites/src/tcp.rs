@@ -338,7 +338,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
     let server = Server::start(
         &tb,
-        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5) },
+        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5), ..Default::default() },
     )?;
 
     // Each side waits as long as its own nominal expectation says (idle time

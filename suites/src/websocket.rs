@@ -155,7 +155,7 @@ impl WsServer {
                 )
             }
         };
-        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10) })
+        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), ..Default::default() })
     }
 }
 

@@ -39,6 +39,7 @@ fn ctx(sets: &[&str]) -> Ctx {
         fixtures,
         serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
         network: Default::default(),
+        shared: Default::default(),
     }
 }
 
@@ -462,6 +463,7 @@ fn a_server_that_does_not_start_is_a_harness_error_with_its_log_tail() {
         args: vec!["-c".into(), "echo 'Error: unable to open config'; exit 3".into()],
         addr: "198.19.0.2:9".parse().unwrap(),
         ready_within: std::time::Duration::from_secs(3),
+        ..Default::default()
     };
     let err = kaspec_harness::server::Server::start(&tb, &spec).err().expect("must not start").to_string();
     assert!(err.contains("server broken did not become ready") && err.contains("exit status: 3"), "{err}");
