@@ -123,7 +123,7 @@ impl WsServer {
         }
     }
 
-    fn spec(self, ctx: &Ctx, addr: SocketAddrV4, hb: Heartbeat) -> Result<ServerSpec> {
+    pub(crate) fn spec(self, ctx: &Ctx, addr: SocketAddrV4, hb: Heartbeat) -> Result<ServerSpec> {
         let (name, program, args) = match self {
             WsServer::Kaspec => {
                 let mut args = ctx.serve.args.clone();
@@ -219,7 +219,8 @@ pub fn server_expectation(server: WsServer, hb: &Heartbeat, fault: FaultKind, la
 // --- the client ----------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ev {
+pub(crate) enum Ev {
+    Connected,
     PingSent,
     PongReceived,
     ServerPing,
@@ -227,8 +228,9 @@ enum Ev {
 }
 
 impl Ev {
-    fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
+            Ev::Connected => "opening handshake done",
             Ev::PingSent => "client Ping sent",
             Ev::PongReceived => "Pong received",
             Ev::ServerPing => "server Ping received (Pong sent)",
@@ -237,18 +239,29 @@ impl Ev {
     }
 }
 
-struct ClientEnd {
-    failed_at: Option<Instant>,
-    error: Option<String>,
-    events: Vec<(Instant, Ev)>,
+pub(crate) struct ClientEnd {
+    pub failed_at: Option<Instant>,
+    pub error: Option<String>,
+    pub events: Vec<(Instant, Ev)>,
 }
 
 /// Connects, runs the heartbeat; reports ready once a Pong and a server Ping
 /// were seen; runs until its heartbeat or a read fails, or `stop_at`.
-fn heartbeat_client(
+/// When the heartbeat client reports ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadyAfter {
+    /// A Pong and a Ping from the server (both directions' heartbeats run).
+    PongAndServerPing,
+    /// A Pong (the server does not ping).
+    Pong,
+    /// The opening handshake (the first Ping may never be answered).
+    Connected,
+}
+
+pub(crate) fn heartbeat_client(
     server: SocketAddrV4,
     w: WebSocketConfig,
-    need_server_ping: bool,
+    ready_after: ReadyAfter,
     ready: mpsc::Sender<std::result::Result<SocketAddrV4, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> ClientEnd {
@@ -274,7 +287,17 @@ fn heartbeat_client(
         let mut stop_at = stop_at;
         let mut ticker = tokio::time::interval_at((Instant::now() + w.ping_interval).into(), w.ping_interval);
         let mut last_rx = Instant::now();
+        events.push((last_rx, Ev::Connected));
         loop {
+            let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
+            if ready.is_some() && match ready_after {
+                ReadyAfter::PongAndServerPing => seen(Ev::PongReceived) && seen(Ev::ServerPing),
+                ReadyAfter::Pong => seen(Ev::PongReceived),
+                ReadyAfter::Connected => true,
+            } {
+                let r = ready.take().expect("checked");
+                let _ = r.send(local_end_towards(server).map_err(|e| e.to_string()));
+            }
             let limit = match (&ready, *stop_at.borrow()) {
                 (Some(_), _) => setup_deadline,
                 (None, Some(t)) => t,
@@ -329,18 +352,13 @@ fn heartbeat_client(
                     }
                 }
             }
-            let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
-            if ready.is_some() && seen(Ev::PongReceived) && (seen(Ev::ServerPing) || !need_server_ping) {
-                let r = ready.take().expect("checked");
-                let _ = r.send(local_end_towards(server).map_err(|e| e.to_string()));
-            }
         }
     })
 }
 
 // --- cases -------------------------------------------------------------------
 
-fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev]) -> Option<Instant> {
+pub(crate) fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev]) -> Option<Instant> {
     events.iter().filter(|(t, e)| *t < before && kinds.contains(e)).map(|(t, _)| *t).last()
 }
 
@@ -362,7 +380,7 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, true, ready_tx, stop_rx))?;
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::PongAndServerPing, ready_tx, stop_rx))?;
     let local = ready_rx
         .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval))
         .map_err(|_| Error::Other("websocket client thread did not report".into()))?
@@ -441,7 +459,7 @@ fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, quiet)?)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, false, ready_tx, stop_rx))?;
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx))?;
     let local = ready_rx
         .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval)
         .map_err(|_| Error::Other("websocket client thread did not report".into()))?
