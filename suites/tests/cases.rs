@@ -405,6 +405,21 @@ fn nat_mqtt_keep_alive_against_the_nat_timeout(#[case] k: u64, #[case] kept: boo
     }
 }
 
+#[rstest]
+#[case::kept("1s", true)]
+#[case::broken("5s", false)]
+fn nat_websocket_ping_interval_against_the_nat_timeout(#[case] p: &str, #[case] kept: bool) {
+    let set = format!("websocket.ping_interval={p}");
+    let r = run_on("websocket/rfc6455-5.5.2/5", FaultKind::NatExpiry, &[&set], Some(4));
+    assert_eq!(r.len(), 1);
+    if kept {
+        assert!(!r[0].detected, "{}", show(&r[0]));
+        assert_eq!(r[0].verdict, Verdict::Pass, "{}", show(&r[0]));
+    } else {
+        assert_pass(&r[0]);
+    }
+}
+
 // --- Testbed hygiene -------------------------------------------------------
 
 fn namespaces_with(tag: &str) -> Vec<String> {
