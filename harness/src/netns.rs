@@ -382,6 +382,29 @@ impl Testbed {
         Ok(applied)
     }
 
+    /// Makes the server host forget the flow, as a host that rebooted has:
+    /// its sockets for the flow are destroyed (sock_diag SOCK_DESTROY, `ss -K`),
+    /// so the next segment from the client is answered with RST once the
+    /// path returns. Only sockets of this testbed's server namespace.
+    pub fn forget_on_server(&self, flow: &Flow) -> Result<()> {
+        let dst = format!("{}:{}", flow.client.ip(), flow.client.port());
+        let ss = |context: &str, extra: &[&str]| {
+            let mut args = vec!["netns", "exec", self.server.ns.as_str(), "ss"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["dst", dst.as_str()]);
+            cmd::run(context, "ip", &args, None)
+        };
+        ss("destroying the server host's sockets of the flow", &["-K", "-H", "-tn", "state", "all"])?;
+        let left = ss("checking the server host forgot the flow", &["-H", "-tn", "state", "all"])?;
+        if left.lines().any(|l| !l.trim().is_empty()) {
+            return Err(Error::Other(format!(
+                "the server host still has sockets of the flow after SOCK_DESTROY (kernel without CONFIG_INET_DIAG_DESTROY?): {}",
+                left.trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// Removes every fault rule: the path works again.
     pub fn heal(&self) -> Result<Instant> {
         self.nft("healing the path", &format!("flush chain inet {} faults\n", self.table))?;

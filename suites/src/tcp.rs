@@ -48,7 +48,7 @@ const IDLE_FAULTS: &[FaultKind] = &[
     FaultKind::Loss,
 ];
 
-pub static CASES: [CaseDef; 3] = [
+pub static CASES: [CaseDef; 4] = [
     CaseDef {
         id: "tcp/rfc1122-4.2.3.6/1",
         protocol: "tcp",
@@ -81,6 +81,17 @@ pub static CASES: [CaseDef; 3] = [
         run: run_data_in_flight,
         budget,
         fixed_fault: None,
+    },
+    CaseDef {
+        id: "tcp/rfc9293-3.5.2/1",
+        protocol: "tcp",
+        spec: "RFC 9293 §3.5.2, §3.5.3",
+        description: "Half-open: the server host crashes without FIN (blackhole, SIGKILL), forgets the connection (its sockets destroyed, as after a reboot), and the path returns halfway between two keep-alive probes: the next probe meets an RST.",
+        requirement: "A segment for a connection the peer no longer has is answered with RST, which aborts the survivor's half-open connection at its next probe rather than at the keep-alive's give-up",
+        faults: &[FaultKind::Crash],
+        fixed_fault: Some(FaultKind::Crash),
+        run: run_half_open,
+        budget,
     },
 ];
 
@@ -329,6 +340,9 @@ fn server_expectation_idle(t: &TcpConfig, fault: FaultKind, idle_ms: u64) -> Exp
 struct Plan {
     tcp: TcpConfig,
     after: After,
+    /// Half-open: after the crash, the server host forgets the flow and the
+    /// path returns this long after the fault.
+    heal_after: Option<Duration>,
 }
 
 fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
@@ -368,12 +382,23 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
     go_tx.send(t0 + Duration::from_millis(client_deadline_ms)).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
+    let mut healed_at = None;
+    if let Some(h) = plan.heal_after {
+        tb.forget_on_server(&Flow { client: ready.local, server: addr })?;
+        if let Some(wait) = (t0 + h).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        healed_at = Some(tb.heal()?);
+    }
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let end = client_thread.join()?;
 
     let idle_ms = rel_ms(ready.last_rx, t0).max(0) as u64;
     let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64);
     let (mut client_exp, mut server_exp) = expectations(&plan, case, fault, idle_ms, sent_ms, end.retrans.as_ref());
+    if let Some(h) = healed_at {
+        client_exp = half_open_expectation(&plan.tcp, idle_ms, rel_ms(t0, h).max(0) as u64);
+    }
     if let Some(i) = &imp {
         // Each probe is answered (or retried) within V; N unanswered probes in a row are death.
         client_exp = crate::case::impaired_expectation("the keep-alive interval V (time each probe has for its answer) =", plan.tcp.interval, i, case.spec);
@@ -388,6 +413,10 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     }
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("server socket {}", c.state)));
+    }
+    if let Some(h) = healed_at {
+        timeline.push((t0, "server host forgot the flow (SOCK_DESTROY)".into()));
+        timeline.push((h, "path returns (half-open)".into()));
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
     Ok(facts.both_sides(
@@ -465,15 +494,59 @@ fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: Opti
 }
 
 fn run_idle_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Idle })
+    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Idle, heal_after: None })
 }
 
 fn run_idle_no_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    run(ctx, case, fault, Plan { tcp: TcpConfig { keepalive: false, ..ctx.config.tcp }, after: After::Idle })
+    run(ctx, case, fault, Plan { tcp: TcpConfig { keepalive: false, ..ctx.config.tcp }, after: After::Idle, heal_after: None })
+}
+
+/// When the path returns after a crash: after the first keep-alive probe
+/// was lost, halfway to the second.
+fn half_open_heal(t: &TcpConfig) -> Duration {
+    t.idle + t.interval / 2
+}
+
+fn run_half_open(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let t = ctx.config.tcp;
+    if !t.keepalive || (t.count < 2 && t.user_timeout.is_zero()) {
+        return Err(Error::Other(format!(
+            "{}: needs tcp.keepalive = true and tcp.count ≥ 2 (a second probe to meet the RST); got keepalive = {}, count = {}",
+            case.id, t.keepalive, t.count
+        )));
+    }
+    run(ctx, case, fault, Plan { tcp: t, after: After::Idle, heal_after: Some(half_open_heal(&t)) })
+}
+
+/// Half-open after a crash: probes go out at I, I + V, ... after the last
+/// segment; the path returns at `heal_ms` after t0 to a host that forgot the
+/// flow; the first probe after that is answered with RST.
+pub fn half_open_expectation(t: &TcpConfig, idle_ms: u64, heal_ms: u64) -> Expectation {
+    let (i, v) = (ms_of(t.idle), ms_of(t.interval));
+    let since_last = heal_ms + idle_ms;
+    let k = if since_last < i { 0 } else { (since_last - i) / v + 1 };
+    let probe = (i + k * v).saturating_sub(idle_ms);
+    let death = keepalive_death(t);
+    let spec = "RFC 9293 §3.5.2 (half-open connections), §3.5.3";
+    if probe + idle_ms >= death.ms {
+        return Expectation::not_detected(format!("the keep-alive gives up ({}) before its next probe can meet the returned path", death.formula), spec);
+    }
+    let slack = linux::wheel_slack_ms(i) + linux::wheel_slack_ms(0) + k * linux::wheel_slack_ms(v);
+    Expectation::window(
+        probe,
+        probe + slack,
+        format!(
+            "the path returns at +{heal_ms} ms to a host that forgot the flow; probe {} after the last segment (I + {k}×V − idle = {i} + {k}×{v} − {idle_ms} = {probe} ms) is answered with RST (+ up to {slack} ms timer-wheel rounding); on a dead path it would have been {}",
+            k + 1,
+            death.formula
+        ),
+        spec,
+        Level::Must,
+    )
 }
 
 fn run_data_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Send })
+    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Send, heal_after: None })
 }
 
 /// Our TCP server: echoes every line, never enables keep-alive, logs each

@@ -204,6 +204,16 @@ fn crash_without_fin_looks_like_a_dead_path(#[case] id: &str, #[case] sets: &[&s
 }
 
 #[test]
+fn tcp_half_open_after_a_crash_ends_with_rst_at_the_next_probe() {
+    let r = run("tcp/rfc9293-3.5.2/1", FaultKind::Crash, &["tcp.idle=2s", "tcp.interval=1s", "tcp.count=3"]);
+    let c = side(&r, "client");
+    assert_pass(c);
+    // The RST comes at the second probe (I + V), well before the dead-path give-up (I + N×V).
+    assert!(c.detection_ms.unwrap() < 4000, "{}", show(c));
+    assert!(c.error.as_deref().unwrap_or_default().contains("reset"), "{}", show(c));
+}
+
+#[test]
 fn tcp_keepalive_cannot_see_a_frozen_server() {
     // The kernel of the frozen server answers every probe: no detection, by design.
     let results = run("tcp/rfc1122-4.2.3.6/1", FaultKind::Freeze, &["tcp.idle=1s", "tcp.interval=1s", "tcp.count=1"]);
