@@ -240,6 +240,7 @@ mod tests {
             error: None,
             timeline: vec![],
             repeat: None,
+            release: None,
         }
     }
 

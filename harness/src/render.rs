@@ -266,6 +266,9 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             ("expectation", format!("{} — {}", r.expected.describe(), r.expected.formula)),
             ("verdict", format!("{} — {}", verdict_text(r), r.verdict_detail)),
         ];
+        if let Some(rel) = &r.release {
+            rows.push(("released", format!("{} — {}", if rel.clean { "yes" } else { "no" }, rel.detail)));
+        }
         if let Some(st) = &r.repeat {
             let runs: Vec<String> = st.runs.iter().map(|v| v.map(ms).unwrap_or_else(|| "—".into())).collect();
             rows.push((
@@ -335,6 +338,7 @@ mod tests {
             error: Some("broker socket left ESTABLISHED: FIN_WAIT1".into()),
             timeline: vec![Event { t_ms: -1000, what: "PINGREQ sent".into() }, Event { t_ms: 0, what: "fault".into() }],
             repeat: None,
+            release: None,
         };
         Report {
             schema_version: 1,

@@ -78,6 +78,48 @@ pub struct CaseResult {
     /// result's `detection_ms` is then the median, its verdict the worst run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<RepeatStats>,
+    /// The second axis: was this side's end of the connection released once
+    /// the case ended (socket closed by the application, no leaked session)?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Release>,
+}
+
+/// This side's socket of the flow at the end of the case, with the path
+/// still faulted: gone or in a state the application's close leads to
+/// (FIN-WAIT, LAST-ACK, CLOSING, TIME-WAIT) is released; ESTABLISHED (the
+/// session was never ended) or CLOSE-WAIT (the peer's FIN came, the
+/// application never closed) is a leak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub clean: bool,
+    /// The socket state, or `gone`.
+    pub state: String,
+    pub detail: String,
+}
+
+impl Release {
+    /// From the flow's socket state (`None`: no socket left).
+    pub fn from_state(state: Option<&str>) -> Release {
+        let (clean, detail) = match state {
+            None => (true, "socket gone".to_string()),
+            Some("ESTABLISHED") => (false, "the connection is still ESTABLISHED: the session was never ended (leaked)".to_string()),
+            Some("CLOSE_WAIT") => (false, "CLOSE_WAIT: the peer's FIN arrived but the application never closed".to_string()),
+            Some(s @ ("FIN_WAIT1" | "FIN_WAIT2" | "CLOSING" | "LAST_ACK")) => {
+                (true, format!("{s}: closed by the application; the kernel finishes the close (its FIN may be stuck in the dead path)"))
+            }
+            Some(s @ "TIME_WAIT") => (true, format!("{s}: closed cleanly")),
+            Some(s) => (false, format!("{s}: not released")),
+        };
+        Release { clean, state: state.unwrap_or("gone").to_string(), detail }
+    }
+
+    pub fn short(&self) -> String {
+        if self.clean {
+            format!("yes ({})", self.state)
+        } else {
+            format!("**no** ({})", self.state)
+        }
+    }
 }
 
 /// Detection times of repeated runs of one result.
@@ -269,8 +311,8 @@ impl Report {
         }
         let _ = writeln!(m, "- detection is measured from the moment the fault rule is committed; tolerance ±{} ms\n", crate::expect::TOLERANCE_MS);
         let _ = writeln!(m, "**{}**\n", self.summary_line());
-        let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | verdict |");
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | verdict | released |");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|");
         for r in &self.results {
             let mut measured = match r.detection_ms {
                 Some(v) => ms(v),
@@ -289,14 +331,15 @@ impl Report {
             };
             let _ = writeln!(
                 m,
-                "| `{}` | {} | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
                 r.case,
                 r.fault,
                 r.side,
                 r.implementation,
                 measured,
                 r.expected.describe(),
-                verdict
+                verdict,
+                r.release.as_ref().map(Release::short).unwrap_or_else(|| "—".into())
             );
         }
         let _ = writeln!(m, "\n## Details\n");
@@ -311,6 +354,9 @@ impl Report {
             let _ = writeln!(m, "- verdict: **{}** — {}", r.verdict, r.verdict_detail);
             if let Some(d) = &r.known_deviation {
                 let _ = writeln!(m, "- known deviation: {d}");
+            }
+            if let Some(rel) = &r.release {
+                let _ = writeln!(m, "- released: {} — {}", if rel.clean { "yes" } else { "no" }, rel.detail);
             }
             if let Some(e) = &r.error {
                 let _ = writeln!(m, "- error: `{}`", e.replace('`', "'"));
@@ -337,6 +383,16 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn release_is_clean_only_when_the_application_closed() {
+        assert!(Release::from_state(None).clean);
+        assert!(Release::from_state(Some("FIN_WAIT1")).clean);
+        assert!(Release::from_state(Some("TIME_WAIT")).clean);
+        assert!(!Release::from_state(Some("ESTABLISHED")).clean);
+        assert!(!Release::from_state(Some("CLOSE_WAIT")).clean);
+        assert_eq!(Release::from_state(Some("ESTABLISHED")).short(), "**no** (ESTABLISHED)");
+    }
+
     use super::*;
     use crate::expect::{Expectation, Level};
 
@@ -363,6 +419,7 @@ mod tests {
             error: Some("read: TimedOut".into()),
             timeline: vec![Event { t_ms: 0, what: "fault".into() }],
             repeat: None,
+            release: None,
         }
     }
 

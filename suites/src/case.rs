@@ -197,6 +197,39 @@ pub struct RunFacts<'a> {
     pub t0: Instant,
     /// Events before judging (last activity, probes seen, ...).
     pub timeline: Vec<(Instant, String)>,
+    /// The flow's sockets at the end of the case (see [`releases`]).
+    pub release: Releases,
+}
+
+/// The second verdict axis, per side.
+#[derive(Debug, Clone, Default)]
+pub struct Releases {
+    pub client: Option<kaspec_harness::report::Release>,
+    pub server: Option<kaspec_harness::report::Release>,
+}
+
+/// The flow's sockets on both hosts at the end of a case, path still
+/// faulted. `client_local` is the client's end; `server_sees` the client as
+/// the server sees it (through a NAT, the router's address).
+pub fn releases(
+    tb: &kaspec_harness::netns::Testbed,
+    client_local: std::net::SocketAddrV4,
+    server: std::net::SocketAddrV4,
+) -> Releases {
+    use kaspec_harness::observe::{tcp_state_name, SockDiag};
+    let state = |host: &kaspec_harness::netns::Host, local: std::net::SocketAddrV4, remote: std::net::SocketAddrV4| {
+        host.run(move || {
+            let sockets = SockDiag::new().and_then(|mut d| d.dump_tcp()).ok()?;
+            Some(sockets.into_iter().find(|s| s.local == local && s.remote == remote).map(|s| tcp_state_name(s.state).to_string()))
+        })
+        .ok()
+        .flatten()
+    };
+    let seen = tb.seen_by_server(client_local);
+    Releases {
+        client: state(&tb.client, client_local, server).map(|s| kaspec_harness::report::Release::from_state(s.as_deref())),
+        server: state(&tb.server, server, seen).map(|s| kaspec_harness::report::Release::from_state(s.as_deref())),
+    }
 }
 
 impl RunFacts<'_> {
@@ -209,7 +242,8 @@ impl RunFacts<'_> {
         mut server: Side,
         deviations: &[Deviation],
     ) -> Vec<CaseResult> {
-        if self.fault == FaultKind::Crash {
+        let crashed = self.fault == FaultKind::Crash;
+        if crashed {
             // The server's socket closed because its process was killed: that
             // is the crash itself, not a detection.
             server = Side {
@@ -219,7 +253,7 @@ impl RunFacts<'_> {
                 deadline_ms: server.deadline_ms,
             };
         }
-        vec![
+        let mut out = vec![
             self.result(
                 SideOutcome {
                     side: "client",
@@ -244,7 +278,17 @@ impl RunFacts<'_> {
                 },
                 deviations,
             ),
-        ]
+        ];
+        // The client's end counts once its library reported the failure
+        // (otherwise kaspec closed it at the end of the case); the server's
+        // end always, unless the server was killed.
+        if out[0].detected {
+            out[0].release = self.release.client.clone();
+        }
+        if !crashed {
+            out[1].release = self.release.server.clone();
+        }
+        out
     }
 
     /// Judges one side and builds its result.
@@ -282,6 +326,7 @@ impl RunFacts<'_> {
             error: o.error,
             timeline: timeline.into_iter().map(|(t, what)| Event { t_ms: rel_ms(self.t0, t), what }).collect(),
             repeat: None,
+            release: None,
         }
     }
 }

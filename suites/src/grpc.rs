@@ -546,7 +546,8 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let mut config = config_of(ctx, &g);
     config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
     config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    let release = crate::case::releases(&tb, ready.local, addr);
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     let mut results = facts.both_sides(
         client_implementation(),
         server_impl,
@@ -604,7 +605,7 @@ fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Ca
         let deadline_ms = expected.deadline_ms(10_000);
         let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
         let end = client_thread.join()?;
-        let facts = RunFacts { case, fault, engine: "none".into(), config: config_of(ctx, &g), t0, timeline: Vec::new() };
+        let facts = RunFacts { case, fault, engine: "none".into(), config: config_of(ctx, &g), t0, timeline: Vec::new(), release: Default::default() };
         // GOAWAY debug data "too_many_pings"; grpc-core also puts "Too many
         // pings" in the status of the calls it ends.
         let told = end.error.as_deref().map(|e| e.to_lowercase().replace('_', " ").contains("too many pings")).unwrap_or(false);

@@ -224,7 +224,8 @@ fn run_tcp(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
     let mut config = ctx.config.effective("tcp.");
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     let deadline_ms = rel_ms(t0, echo_at + Duration::from_secs(2)).max(0) as u64;
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline };
+    let release = crate::case::releases(&tb, local, addr);
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
     Ok(facts.both_sides(
         crate::tcp::implementation(),
         crate::tcp::server_implementation(),
@@ -316,7 +317,8 @@ fn run_mqtt(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     timeline.push((ready.last_out, "last packet before the mapping expired (CONNACK)".into()));
     let mut config = ctx.config.effective("mqtt.");
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline };
+    let release = crate::case::releases(&tb, ready.local, addr);
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
     Ok(facts.both_sides(
         crate::mqtt::client_implementation(),
         broker_impl,
@@ -379,7 +381,7 @@ fn run_websocket(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Case
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     config.insert("server.ping_interval".into(), "off (3600s)".into());
     let deadline_ms = rel_ms(t0, started + Duration::from_millis(watch_ms)).max(0) as u64;
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline };
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release: Default::default() };
     Ok(vec![facts.result(
         crate::case::SideOutcome {
             side: "client",

@@ -47,6 +47,7 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx) -> CaseResult {
         error: None,
         timeline: Vec::new(),
         repeat: None,
+        release: None,
     }
 }
 

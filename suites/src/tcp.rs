@@ -381,7 +381,9 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
-    go_tx.send(t0 + Duration::from_millis(client_deadline_ms)).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
+    // On a live path the client closes only after the server's watch ended.
+    let client_until = client_deadline_ms + if imp.is_some() { 500 } else { 0 };
+    go_tx.send(t0 + Duration::from_millis(client_until)).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
     let mut healed_at = None;
     if let Some(h) = plan.heal_after {
         tb.forget_on_server(&Flow { client: ready.local, server: addr })?;
@@ -418,7 +420,8 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         timeline.push((t0, "server host forgot the flow (SOCK_DESTROY)".into()));
         timeline.push((h, "path returns (half-open)".into()));
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    let release = crate::case::releases(&tb, ready.local, addr);
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     Ok(facts.both_sides(
         implementation(),
         server_implementation(),

@@ -406,9 +406,16 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
             server_expectation(which, &hb, fault, 0, 0).deadline_ms(3 * ms_of(hb.ping_interval + hb.pong_timeout).max(3000)),
         ),
     };
-    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    // On a live path the client is stopped (and closes) only after the
+    // server's watch ended: its close is not the server's detection.
+    let stop_ms = if imp.is_some() { client_deadline_ms.max(server_deadline_ms) + 500 } else { client_deadline_ms };
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(stop_ms)));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
-    let end = client_thread.join()?;
+    let mut end = client_thread.join()?;
+    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
+        end.failed_at = None;
+        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
+    }
 
     let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
     let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
@@ -422,7 +429,8 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
     let mut config = ctx.config.effective("websocket.");
     config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
     config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    let release = crate::case::releases(&tb, local, addr);
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     let (client_expected, server_expected) = match &imp {
         // The silence limit is P + T while frames come every P: T is the slack for a slower path.
         Some(i) => (
@@ -488,7 +496,7 @@ fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let mut config = ctx.config.effective("websocket.");
     config.insert("websocket.pong_timeout".into(), format!("{t}ms (fixed by this case)"));
     config.insert("path.rtt".into(), format!("{r}ms"));
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline };
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };
     Ok(vec![facts.result(
         SideOutcome {
             side: "client",
@@ -554,6 +562,7 @@ fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Case
             config: ctx.config.effective("websocket."),
             t0: started,
             timeline: Vec::new(),
+            release: Default::default(),
         };
         let (detected_at, error, echoed) = match &outcome {
             Ok((rtt, p)) => (Some(started + *rtt), None, Some(p.clone())),

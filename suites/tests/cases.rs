@@ -113,6 +113,11 @@ fn tcp_without_keepalive_nothing_notices(#[case] fault: FaultKind) {
     assert_quiet(side(&results, "client"));
     assert_quiet(side(&results, "server"));
     assert!(side(&results, "client").deadline_ms >= 3000);
+    // Second axis: nobody ended the session; the server's end is leaked.
+    let rel = side(&results, "server").release.as_ref().expect("server release observed");
+    if fault != FaultKind::Freeze && fault != FaultKind::Crash {
+        assert!(!rel.clean && rel.state == "ESTABLISHED", "{rel:?}");
+    }
 }
 
 #[rstest]
@@ -157,6 +162,11 @@ fn mqtt_blackhole_client_and_broker_detect(#[case] k: u64) {
     assert!(broker.detected, "the broker must disconnect a silent client: {}", show(broker));
     assert_eq!(broker.implementation.name, "mosquitto");
     assert!(broker.verdict == Verdict::Pass || (broker.verdict == Verdict::Fail && broker.known_deviation.is_some()), "{}", show(broker));
+    // Second axis: both ends closed by their applications.
+    for r in &results {
+        let rel = r.release.as_ref().unwrap_or_else(|| panic!("release observed: {}", show(r)));
+        assert!(rel.clean, "{}", show(r));
+    }
 }
 
 #[test]
