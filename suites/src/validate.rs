@@ -84,7 +84,7 @@ fn no_h2_detection(results: &[CaseResult], c: &Config) -> Option<bool> {
     (!cl.is_empty()).then(|| cl.iter().all(|r| r.detection_ms.map(|d| d > bound).unwrap_or(true)))
 }
 
-const NAT_NOT_YET: &str = "the nat-expiry cases exist for TCP and MQTT only so far";
+const NAT_NOT_YET: &str = "the nat-expiry cases exist for TCP, MQTT and WebSocket so far (not gRPC)";
 
 /// The connection broke behind the NAT: a side detected it, or data sent
 /// after the idle period got no answer.
@@ -92,7 +92,11 @@ fn broke_behind_nat(results: &[CaseResult], _: &Config) -> Option<bool> {
     let c: Vec<_> = client(results).collect();
     (!c.is_empty()).then(|| c.iter().any(|r| r.detected || r.error.as_deref().unwrap_or_default().contains("no answer")))
 }
-const DELAY_NOT_YET: &str = "needs the delay fault (netem, or the NFQUEUE engine on kernels without it), which this build does not have yet";
+/// A client detection on a path whose peer is alive is a false positive.
+fn false_detection(results: &[CaseResult], _: &Config) -> Option<bool> {
+    let c: Vec<_> = client(results).collect();
+    (!c.is_empty()).then(|| c.iter().any(|r| r.detected))
+}
 
 /// The static review: one finding per rule that applies.
 pub fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
@@ -176,6 +180,7 @@ pub fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
                         check: match key {
                             "tcp.idle" => Ok(Check { case: "tcp/rfc5382-5/1", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the connection broke behind a NAT with this timeout" }),
                             "mqtt.keep_alive" => Ok(Check { case: "mqtt/3.1.1-3.1.2.10/2", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the session broke behind a NAT with this timeout" }),
+                            "websocket.ping_interval" => Ok(Check { case: "websocket/rfc6455-5.5.2/5", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the heartbeat declared the connection dead behind a NAT with this timeout" }),
                             _ => Err(NAT_NOT_YET.into()),
                         },
                     });
@@ -196,7 +201,20 @@ pub fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
                         ms(n.jitter.as_millis() as u64)
                     ),
                     source: "RFC 6298 §2 (a timer shorter than the round trip fires on a healthy path)",
-                    check: Err(DELAY_NOT_YET.into()),
+                    check: Ok(match key {
+                        "websocket.pong_timeout" => Check {
+                            case: "websocket/rfc6455-5.5.2/6",
+                            fault: FaultKind::Delay,
+                            confirmed: false_detection,
+                            means: "the client declared a live server dead on a path with this round trip",
+                        },
+                        _ => Check {
+                            case: "grpc/a8-keepalive/1",
+                            fault: FaultKind::Delay,
+                            confirmed: false_detection,
+                            means: "the client declared a live server dead on a path with this round trip",
+                        },
+                    }),
                 });
             }
         }

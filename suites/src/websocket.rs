@@ -32,7 +32,7 @@ use crate::servers;
 pub const PORT: u16 = 8080;
 const SPEC_PING: &str = "RFC 6455 §5.5.2, §5.5.3";
 
-pub static CASES: [CaseDef; 4] = [
+pub static CASES: [CaseDef; 5] = [
     CaseDef {
         id: "websocket/rfc6455-5.5.2/1",
         protocol: "websocket",
@@ -76,6 +76,20 @@ pub static CASES: [CaseDef; 4] = [
         fixed_fault: Some(FaultKind::Delay),
         run: run_false_positive,
         budget: |ctx| Duration::from_secs(8) + 3 * (ctx.config.websocket.ping_interval + FALSE_POSITIVE_T),
+    },
+    CaseDef {
+        id: "websocket/rfc6455-5.5.2/6",
+        protocol: "websocket",
+        spec: "RFC 6455 §5.5.2 (heartbeat pattern) on the network profile's path",
+        description: "The client's own heartbeat (P and T from the configuration) against a server that sends no Pings, on a path that becomes as slow or lossy as the network profile (--network): does T hold on that path?",
+        requirement: "A pong timeout above the path's round trip (and TCP's retransmissions on a lossy path) never declares a live server dead; one below it does at the first Ping",
+        faults: &[FaultKind::Delay, FaultKind::Loss],
+        fixed_fault: None,
+        run: run_own_heartbeat_on_impaired_path,
+        budget: |ctx| {
+            let w = ctx.config.websocket;
+            Duration::from_secs(8) + Duration::from_millis(crate::case::impaired_watch_ms(w.ping_interval + w.pong_timeout, &ctx.impairments().1))
+        },
     },
 ];
 
@@ -459,8 +473,51 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
 /// after its Ping, 100 ms after the client's silence limit L + P + T.
 fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let w = WebSocketConfig { ping_interval: ctx.config.websocket.ping_interval, pong_timeout: FALSE_POSITIVE_T };
-    let tb = ctx.testbed()?;
     let imp = kaspec_harness::impair::Impairment { rtt: FALSE_POSITIVE_RTT, jitter: Duration::ZERO, loss_percent: 0.0, seed: 1 };
+    quiet_server_on_impaired_path(ctx, case, fault, w, imp, true)
+}
+
+fn run_own_heartbeat_on_impaired_path(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let imp = ctx.impairment(fault).ok_or_else(|| Error::Other(format!("{}: takes delay or loss, not {fault}", case.id)))?;
+    quiet_server_on_impaired_path(ctx, case, fault, ctx.config.websocket, imp, false)
+}
+
+/// The client's expectation when only its own Pings make traffic and the
+/// path becomes `imp` at t0, `last_rx` (≤ 0) being its last frame before.
+pub fn own_heartbeat_expectation(w: &WebSocketConfig, imp: &kaspec_harness::impair::Impairment, last_rx: i64) -> Expectation {
+    let (p, t) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64);
+    let (lo, hi) = (ms_of(imp.min_rtt()) as i64, ms_of(imp.max_rtt()) as i64);
+    if lo > t {
+        let d = (last_rx + p + t).max(0) as u64;
+        return Expectation::window(
+            d,
+            d,
+            format!(
+                "false positive: the next Pong comes a round trip of at least {lo} ms after its Ping, later than T = {t} ms: \
+                 declared dead at last frame ({last_rx:+} ms) + P + T = {last_rx} + {p} + {t} = {d} ms, although the server is alive"
+            ),
+            SPEC_PING,
+            Level::Must,
+        );
+    }
+    let e = impaired_expectation("the pong timeout T =", w.pong_timeout, imp, SPEC_PING);
+    if e.level == Level::Must || hi <= t {
+        return e;
+    }
+    Expectation::not_detected(format!("the round trip ({lo}–{hi} ms) straddles T = {t} ms: a false detection may or may not come"), SPEC_PING)
+}
+
+/// Our server sends no Pings, so only the Pongs to the client's own Pings
+/// reach the client. Halfway through a ping period the path becomes `imp`.
+fn quiet_server_on_impaired_path(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    w: WebSocketConfig,
+    imp: kaspec_harness::impair::Impairment,
+    fixed: bool,
+) -> Result<Vec<CaseResult>> {
+    let tb = ctx.testbed()?;
     tb.set_impairments(imp, imp);
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let quiet = Heartbeat { ping_interval: Duration::from_secs(3600), pong_timeout: Duration::from_secs(3600) };
@@ -475,27 +532,19 @@ fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     std::thread::sleep(w.ping_interval / 2);
     let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, None)?;
     let t0 = applied.in_force_at;
-    let deadline_ms = 3 * ms_of(w.ping_interval + w.pong_timeout + imp.rtt).max(2000);
+    let deadline_ms = if fixed { 3 * ms_of(w.ping_interval + w.pong_timeout + imp.rtt).max(2000) } else { impaired_watch_ms(w.ping_interval + w.pong_timeout, &imp) };
     let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
     let end = client_thread.join()?;
     let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
     let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
-    let (p, t, r) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64, ms_of(imp.rtt) as i64);
-    let d = (last_rx + p + t).max(0) as u64;
-    let expected = Expectation::window(
-        d,
-        d,
-        format!(
-            "false positive: the next Pong comes RTT = {r} ms after its Ping, the silence limit is T = {t} ms after it:              declared dead at last frame ({last_rx:+} ms) + P + T = {last_rx} + {p} + {t} = {d} ms, although the server is alive"
-        ),
-        SPEC_PING,
-        Level::Must,
-    );
+    let expected = own_heartbeat_expectation(&w, &imp, last_rx);
     let mut timeline: Vec<(Instant, String)> = end.events.iter().map(|(t, e)| (*t, e.text().to_string())).collect();
-    timeline.push((t0, format!("path round trip now {r} ms")));
+    timeline.push((t0, format!("path now: {}", imp.describe())));
     let mut config = ctx.config.effective("websocket.");
-    config.insert("websocket.pong_timeout".into(), format!("{t}ms (fixed by this case)"));
-    config.insert("path.rtt".into(), format!("{r}ms"));
+    if fixed {
+        config.insert("websocket.pong_timeout".into(), format!("{}ms (fixed by this case)", ms_of(w.pong_timeout)));
+    }
+    config.insert("path".into(), imp.describe());
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };
     Ok(vec![facts.result(
         SideOutcome {

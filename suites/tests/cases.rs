@@ -311,6 +311,22 @@ fn websocket_pong_timeout_below_the_round_trip_is_a_false_positive() {
 }
 
 #[rstest]
+#[case::t200ms_false_positive("200ms", FaultKind::Delay, true)]
+#[case::t1s_holds("1s", FaultKind::Delay, false)]
+#[case::t1s_lossy_holds("1s", FaultKind::Loss, false)]
+fn websocket_own_heartbeat_on_the_profile_path(#[case] t: &str, #[case] fault: FaultKind, #[case] false_positive: bool) {
+    let set = format!("websocket.pong_timeout={t}");
+    let r = run("websocket/rfc6455-5.5.2/6", fault, &["websocket.ping_interval=1s", &set]);
+    assert_eq!(r.len(), 1);
+    if false_positive {
+        assert_pass(&r[0]);
+    } else {
+        assert!(!r[0].detected, "{}", show(&r[0]));
+        assert_eq!(r[0].verdict, Verdict::Pass, "{}", show(&r[0]));
+    }
+}
+
+#[rstest]
 #[case::delay(FaultKind::Delay)]
 #[case::loss(FaultKind::Loss)]
 fn websocket_sane_heartbeats_survive_a_slow_or_lossy_path(#[case] fault: FaultKind) {
