@@ -84,7 +84,7 @@ fn no_h2_detection(results: &[CaseResult], c: &Config) -> Option<bool> {
     (!cl.is_empty()).then(|| cl.iter().all(|r| r.detection_ms.map(|d| d > bound).unwrap_or(true)))
 }
 
-const NAT_NOT_YET: &str = "the nat-expiry cases exist for TCP, MQTT and WebSocket so far (not gRPC)";
+const NAT_NOT_YET: &str = "no nat-expiry case measures this key";
 
 /// The connection broke behind the NAT: a side detected it, or data sent
 /// after the idle period got no answer.
@@ -180,6 +180,7 @@ pub fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
                         check: match key {
                             "tcp.idle" => Ok(Check { case: "tcp/rfc5382-5/1", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the connection broke behind a NAT with this timeout" }),
                             "mqtt.keep_alive" => Ok(Check { case: "mqtt/3.1.1-3.1.2.10/2", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the session broke behind a NAT with this timeout" }),
+                            "grpc.keepalive_time" => Ok(Check { case: "grpc/a8-keepalive/3", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the channel broke behind a NAT with this timeout" }),
                             "websocket.ping_interval" => Ok(Check { case: "websocket/rfc6455-5.5.2/5", fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the heartbeat declared the connection dead behind a NAT with this timeout" }),
                             _ => Err(NAT_NOT_YET.into()),
                         },

@@ -456,6 +456,21 @@ fn nat_websocket_ping_interval_against_the_nat_timeout(#[case] p: &str, #[case] 
     }
 }
 
+#[rstest]
+#[case::kept_by_pings(&["grpc.keepalive_time=1s", "tcp.keepalive=false"], true)]
+#[case::kept_by_tcp_keepalive(&["grpc.keepalive_time=5s", "tcp.idle=2s"], true)]
+#[case::broken(&["grpc.keepalive_time=5s", "tcp.keepalive=false"], false)]
+fn nat_grpc_keepalive_against_the_nat_timeout(#[case] sets: &[&str], #[case] kept: bool) {
+    let r = run_on("grpc/a8-keepalive/3", FaultKind::NatExpiry, sets, Some(4));
+    assert_eq!(r.len(), 1);
+    if kept {
+        assert!(!r[0].detected, "{}", show(&r[0]));
+        assert_eq!(r[0].verdict, Verdict::Pass, "{}", show(&r[0]));
+    } else {
+        assert_pass(&r[0]);
+    }
+}
+
 // --- Testbed hygiene -------------------------------------------------------
 
 fn namespaces_with(tag: &str) -> Vec<String> {
