@@ -61,6 +61,12 @@ impl FaultKind {
     /// Impairments of a path whose peer stays alive.
     pub const IMPAIR: [FaultKind; 2] = [FaultKind::Delay, FaultKind::Loss];
 
+    /// The instant faults and the impairments: what an idle heartbeat case takes.
+    pub const INSTANT_AND_IMPAIR: [FaultKind; 8] = {
+        let i = Self::INSTANT;
+        [i[0], i[1], i[2], i[3], i[4], i[5], FaultKind::Delay, FaultKind::Loss]
+    };
+
     /// Every fault a user can ask for (`--fault all`): the instant ones,
     /// nat-expiry and the impairments.
     pub const ALL: [FaultKind; 9] = {

@@ -291,6 +291,28 @@ impl RunFacts<'_> {
         out
     }
 
+    /// The result of a case that judges the client side only.
+    pub fn client_only(
+        &self,
+        implementation: Implementation,
+        peer: Implementation,
+        client: Side,
+        deviations: &[Deviation],
+    ) -> Vec<CaseResult> {
+        vec![self.result(
+            SideOutcome {
+                side: "client",
+                implementation,
+                peer,
+                expected: client.expected,
+                detected_at: client.detected_at,
+                error: client.error,
+                deadline_ms: client.deadline_ms,
+            },
+            deviations,
+        )]
+    }
+
     /// Judges one side and builds its result.
     pub fn result(&self, o: SideOutcome, deviations: &[Deviation]) -> CaseResult {
         let detection_ms = o.detected_at.map(|t| rel_ms(self.t0, t).max(0) as u64);

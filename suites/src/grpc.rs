@@ -158,18 +158,12 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
     config.insert("server.keepalive".into(), "off (defaults)".into());
     let deadline_ms = rel_ms(t0, until).max(0) as u64;
     let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release: Default::default() };
-    Ok(vec![facts.result(
-        SideOutcome {
-            side: "client",
-            implementation: client_implementation(),
-            peer: which.implementation(),
-            expected,
-            detected_at: client_closed.as_ref().map(|c| c.at),
-            error: error.or(end.probe),
-            deadline_ms,
-        },
+    Ok(facts.client_only(
+        client_implementation(),
+        which.implementation(),
+        Side { expected, detected_at: client_closed.as_ref().map(|c| c.at), error: error.or(end.probe), deadline_ms },
         &ctx.deviations,
-    )])
+    ))
 }
 
 fn budget(ctx: &Ctx) -> Duration {

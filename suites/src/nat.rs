@@ -382,18 +382,12 @@ fn run_websocket(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Case
     config.insert("server.ping_interval".into(), "off (3600s)".into());
     let deadline_ms = rel_ms(t0, started + Duration::from_millis(watch_ms)).max(0) as u64;
     let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release: Default::default() };
-    Ok(vec![facts.result(
-        crate::case::SideOutcome {
-            side: "client",
-            implementation: crate::websocket::client_implementation(),
-            peer: WsServer::Kaspec.implementation(),
-            expected,
-            detected_at: end.failed_at,
-            error: end.error,
-            deadline_ms,
-        },
+    Ok(facts.client_only(
+        crate::websocket::client_implementation(),
+        WsServer::Kaspec.implementation(),
+        Side { expected, detected_at: end.failed_at, error: end.error, deadline_ms },
         &ctx.deviations,
-    )])
+    ))
 }
 
 #[cfg(test)]

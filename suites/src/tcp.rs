@@ -37,16 +37,7 @@ const FROZEN_KERNEL_ANSWERS: &str =
 
 const ALL_FAULTS: &[FaultKind] = &FaultKind::INSTANT;
 /// The idle keep-alive case also takes a slow or lossy path with a live peer.
-const IDLE_FAULTS: &[FaultKind] = &[
-    FaultKind::Blackhole,
-    FaultKind::BlackholeUp,
-    FaultKind::BlackholeDown,
-    FaultKind::Reset,
-    FaultKind::Freeze,
-    FaultKind::Crash,
-    FaultKind::Delay,
-    FaultKind::Loss,
-];
+const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
 pub static CASES: [CaseDef; 4] = [
     CaseDef {

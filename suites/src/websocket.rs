@@ -546,18 +546,12 @@ fn quiet_server_on_impaired_path(
     }
     config.insert("path".into(), imp.describe());
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };
-    Ok(vec![facts.result(
-        SideOutcome {
-            side: "client",
-            implementation: client_implementation(),
-            peer: WsServer::Kaspec.implementation(),
-            expected,
-            detected_at: end.failed_at,
-            error: end.error,
-            deadline_ms,
-        },
+    Ok(facts.client_only(
+        client_implementation(),
+        WsServer::Kaspec.implementation(),
+        Side { expected, detected_at: end.failed_at, error: end.error, deadline_ms },
         &ctx.deviations,
-    )])
+    ))
 }
 
 /// §5.5.2/§5.5.3: send one Ping with a payload, wait for its Pong (answering
