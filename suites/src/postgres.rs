@@ -514,20 +514,17 @@ fn client(
             running = Some(tokio::spawn(async move { c.run(&sql).await }));
         }
         let mut running = running;
-        loop {
-            tokio::select! {
-                r = &mut done_rx => {
-                    if let Ok((t, r)) = r {
-                        end.failed_at = Some(t);
-                        end.error = Some(match r {
-                            Ok(()) => "the Connection future ended without an error (the server closed the connection)".into(),
-                            Err(e) => format!("Connection future: {}", describe(&e)),
-                        });
-                    }
-                    break;
+        tokio::select! {
+            r = &mut done_rx => {
+                if let Ok((t, r)) = r {
+                    end.failed_at = Some(t);
+                    end.error = Some(match r {
+                        Ok(()) => "the Connection future ended without an error (the server closed the connection)".into(),
+                        Err(e) => format!("Connection future: {}", describe(&e)),
+                    });
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => break,
             }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         if let Some(q) = running.take() {
             // A query fails with the connection; give it a moment to say so.
