@@ -308,10 +308,13 @@ fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
     ] {
         args.extend(c(&kv));
     }
+    // A restart (after a crash) keeps the earlier log: postgres, postgres-2, ...
+    let logs = tb.run_dir.join("logs");
+    let name = (1..).map(|n: u32| if n == 1 { "postgres".to_string() } else { format!("postgres-{n}") }).find(|n| !logs.join(format!("{n}-{}.log", tb.tag)).exists()).expect("a free name");
     let server = Server::start(
         tb,
         &ServerSpec {
-            name: "postgres".into(),
+            name,
             program,
             args,
             addr,
