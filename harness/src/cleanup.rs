@@ -166,6 +166,20 @@ pub struct CleanReport {
     pub failed: Vec<String>,
     /// Namespaces left alone because the run that owns them is still alive.
     pub in_use: Vec<(String, i32)>,
+    /// Throw-away directories (`/tmp/kaspec-TAG-*`, e.g. a PostgreSQL data
+    /// directory) of finished runs, removed.
+    pub dirs: Vec<String>,
+}
+
+/// Where servers' throw-away directories live: `TMP_DIR/kaspec-TAG-NAME`.
+pub const TMP_DIR: &str = "/tmp";
+
+/// The tag of a throw-away directory name `kaspec-TAG-NAME` (TAG as
+/// `new_tag` makes them: 6 hex digits).
+pub fn tag_of_dir(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(NS_PREFIX)?;
+    let (tag, what) = rest.split_once('-')?;
+    (tag.len() == 6 && tag.bytes().all(|b| b.is_ascii_hexdigit()) && !what.is_empty()).then_some(tag)
 }
 
 /// Removes every kaspec namespace on this machine whose run is gone (killed,
@@ -188,6 +202,15 @@ pub fn clean_leftovers() -> CleanReport {
     tags.dedup();
     for t in tags {
         let _ = std::fs::remove_file(format!("{OWNER_DIR}/{t}"));
+    }
+    // Throw-away directories of runs that are gone.
+    for entry in std::fs::read_dir(TMP_DIR).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(tag) = tag_of_dir(&name) else { continue };
+        let mine = LIVE.lock().unwrap_or_else(|p| p.into_inner()).contains_key(tag);
+        if !mine && live_owner(tag).is_none() && entry.path().is_dir() && std::fs::remove_dir_all(entry.path()).is_ok() {
+            report.dirs.push(entry.path().display().to_string());
+        }
     }
     // Owner records of runs that died after their namespaces were removed.
     for entry in std::fs::read_dir(OWNER_DIR).into_iter().flatten().flatten() {
@@ -217,5 +240,14 @@ mod tests {
         assert_eq!(live_owner(&tag), None, "this process's own tags are not 'another live run'");
         unregister(&tag);
         assert!(!std::path::Path::new(&format!("{OWNER_DIR}/{tag}")).exists());
+    }
+
+    #[test]
+    fn only_tagged_throw_away_directories_are_ours() {
+        assert_eq!(tag_of_dir("kaspec-0a1b2c-postgres"), Some("0a1b2c"));
+        assert_eq!(tag_of_dir("kaspec-research-pgh.1"), None);
+        assert_eq!(tag_of_dir("kaspec-0a1b2c"), None);
+        assert_eq!(tag_of_dir("kaspec-0a1b2c-"), None);
+        assert_eq!(tag_of_dir("other-0a1b2c-postgres"), None);
     }
 }

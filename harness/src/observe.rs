@@ -82,6 +82,20 @@ impl SockDiag {
     }
 
     fn dump_family(&mut self, family: u8) -> Result<Vec<TcpSocket>> {
+        Ok(self.dump_family_with(family, false)?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// How long ago the connection `local <-> remote` last received a
+    /// segment (data or ACK), from its TCP_INFO (`min(tcpi_last_data_recv,
+    /// tcpi_last_ack_recv)`: what Linux's keep-alive timer counts from,
+    /// `keepalive_time_elapsed`). `None` if the connection is not there.
+    pub fn since_last_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
+        let mut all = self.dump_family_with(AF_INET, true)?;
+        all.extend(self.dump_family_with(AF_INET6, true)?);
+        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle))
+    }
+
+    fn dump_family_with(&mut self, family: u8, info: bool) -> Result<Vec<(TcpSocket, Option<Duration>)>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut req = NetlinkMessage::new(
@@ -89,7 +103,7 @@ impl SockDiag {
             SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,
-                extensions: ExtensionFlags::empty(),
+                extensions: if info { ExtensionFlags::INFO } else { ExtensionFlags::empty() },
                 states: StateFlags::all(),
                 socket_id: if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() },
             })
@@ -115,7 +129,15 @@ impl SockDiag {
                         if let (Some(local), Some(remote)) =
                             (v4(id.source_address, id.source_port), v4(id.destination_address, id.destination_port))
                         {
-                            sockets.push(TcpSocket { local, remote, state: r.header.state });
+                            let idle = r.nlas.iter().find_map(|n| match n {
+                                // struct tcp_info: tcpi_last_data_recv at 52, tcpi_last_ack_recv at 56 (u32, ms).
+                                netlink_packet_sock_diag::inet::nlas::Nla::TcpInfo(b) if b.len() >= 60 => {
+                                    let at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+                                    Some(Duration::from_millis(at(52).min(at(56)) as u64))
+                                }
+                                _ => None,
+                            });
+                            sockets.push((TcpSocket { local, remote, state: r.header.state }, idle));
                         }
                     }
                     _ => {}
@@ -142,6 +164,11 @@ pub fn local_end_towards(remote: SocketAddrV4) -> Result<SocketAddrV4> {
         [] => Err(Error::Other(format!("no established connection towards {remote}"))),
         _ => Err(Error::Other(format!("{} established connections towards {remote}, expected one", found.len()))),
     }
+}
+
+/// [`SockDiag::since_last_recv`] of a connection in `host`.
+pub fn since_last_recv(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
+    host.run(move || SockDiag::new()?.since_last_recv(local, remote))?
 }
 
 /// The moment a watched socket stopped being an open connection.

@@ -32,6 +32,10 @@ pub struct ServerSpec {
     /// Ready only once its log has this line too (servers that accept
     /// connections before they can serve them).
     pub ready_log: Option<String>,
+    /// What stopping it sends first (SIGTERM unless the server's fast
+    /// shutdown is another signal: SIGINT for PostgreSQL, whose SIGTERM
+    /// waits for its clients).
+    pub stop_signal: Signal,
 }
 
 impl Default for ServerSpec {
@@ -45,6 +49,7 @@ impl Default for ServerSpec {
             env: Vec::new(),
             user: None,
             ready_log: None,
+            stop_signal: Signal::SIGTERM,
         }
     }
 }
@@ -55,6 +60,7 @@ pub struct Server {
     pub addr: SocketAddrV4,
     pub log: PathBuf,
     child: Child,
+    stop_signal: Signal,
 }
 
 impl Server {
@@ -76,7 +82,7 @@ impl Server {
             .stderr(err)
             .spawn()
             .map_err(|e| Error::io(format!("starting {} ({})", spec.name, spec.program.display()), e))?;
-        let mut server = Server { name: spec.name.clone(), addr: spec.addr, log, child };
+        let mut server = Server { name: spec.name.clone(), addr: spec.addr, log, child, stop_signal: spec.stop_signal };
         let started = Instant::now();
         let deadline = started + spec.ready_within;
         loop {
@@ -140,7 +146,7 @@ impl Drop for Server {
         }
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGCONT);
-        let _ = kill(pid, Signal::SIGTERM);
+        let _ = kill(pid, self.stop_signal);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

@@ -19,6 +19,9 @@ enum Kind {
     /// Milliseconds in [min, max].
     Millis { min: u64, max: u64 },
     Count { min: u64, max: u64 },
+    /// A libpq-style connection string whose keep-alive keys set the
+    /// `postgres.*` knobs (see [`parse_conninfo`]).
+    Conninfo,
 }
 
 /// One knob.
@@ -42,7 +45,166 @@ pub const KEYS: &[Key] = &[
     Key { name: "grpc.keepalive_time", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIME: HTTP/2 PING after this long without a read (tonic http2_keep_alive_interval)" },
     Key { name: "grpc.keepalive_timeout", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIMEOUT: the PING ACK must come within this (tonic keep_alive_timeout)" },
     Key { name: "grpc.keepalive_while_idle", kind: Kind::Bool, default: "true", doc: "KEEPALIVE_WITHOUT_CALLS: ping also without active calls (tonic keep_alive_while_idle)" },
+    Key { name: "postgres.keepalives", kind: Kind::Bool, default: "true", doc: "tokio-postgres Config::keepalives: SO_KEEPALIVE on the client socket (libpq keepalives)" },
+    Key { name: "postgres.keepalives_idle", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "2s", doc: "tokio-postgres Config::keepalives_idle: TCP_KEEPIDLE (whole seconds; libpq keepalives_idle)" },
+    Key { name: "postgres.keepalives_interval", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "1s", doc: "tokio-postgres Config::keepalives_interval: TCP_KEEPINTVL (whole seconds; libpq keepalives_interval)" },
+    Key { name: "postgres.keepalives_retries", kind: Kind::Count { min: 1, max: 127 }, default: "3", doc: "tokio-postgres Config::keepalives_retries: TCP_KEEPCNT (libpq calls it keepalives_count)" },
+    Key { name: "postgres.tcp_user_timeout", kind: Kind::Millis { min: 0, max: i32::MAX as u64 }, default: "0s", doc: "tokio-postgres Config::tcp_user_timeout: TCP_USER_TIMEOUT (0 = off; libpq tcp_user_timeout, ms)" },
+    Key { name: "postgres.conninfo", kind: Kind::Conninfo, default: "", doc: "a libpq connection string (key=value or postgresql:// URL) whose keep-alive keys set the postgres.* knobs; tcp_user_timeout in it is libpq milliseconds" },
 ];
+
+/// The keys of a connection string tokio-postgres 0.7 accepts besides its
+/// keep-alive ones: kaspec checks them and ignores them (it connects to its
+/// own server).
+const CONNINFO_IGNORED: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "connect_timeout",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+const CONNINFO_KEEPALIVE: &[&str] = &["keepalives", "keepalives_idle", "keepalives_interval", "keepalives_retries", "tcp_user_timeout"];
+
+/// Splits a libpq connection string into its keys and values: `key=value`
+/// pairs separated by whitespace (values optionally single-quoted, with `\`
+/// escapes), or a `postgres://` / `postgresql://` URL whose query string
+/// carries the parameters.
+fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix("postgresql://").or_else(|| t.strip_prefix("postgres://")) {
+        let Some((_, query)) = rest.split_once('?') else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("URL parameter `{part}` has no value"))?;
+            out.push((percent_decode(k)?, percent_decode(v)?));
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    let mut it = t.chars().peekable();
+    loop {
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = it.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            it.next();
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.next() != Some('=') {
+            return Err(format!("`{key}` is missing `=value`"));
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        let mut value = String::new();
+        if it.peek() == Some(&'\'') {
+            it.next();
+            loop {
+                match it.next() {
+                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(it.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = it.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                it.next();
+                if c == '\\' {
+                    value.extend(it.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| format!("bad escape in `{s}`"))?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8"))
+}
+
+/// What a pasted connection string sets: (`postgres.*` key, value in
+/// kaspec's units, what the report shows).
+pub fn parse_conninfo(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigError> {
+    let bad = |what: String| ConfigError(format!("postgres.conninfo: {what}"));
+    let allowed = || format!("allowed: {}; ignored: {}", CONNINFO_KEEPALIVE.join(", "), CONNINFO_IGNORED.join(", "));
+    let pairs = conninfo_pairs(text).map_err(|e| bad(format!("not a libpq connection string ({e})")))?;
+    let mut out = Vec::new();
+    for (k, v) in &pairs {
+        let int = |unit: &str| -> Result<u64, ConfigError> {
+            v.trim().parse::<u64>().map_err(|_| bad(format!("{k}={v}: expected a whole number of {unit}, as libpq writes it")))
+        };
+        let checked = |name: &'static str, raw: String, shown: String| -> Result<(&'static str, String, String), ConfigError> {
+            parse(key(name).expect("known key"), &raw).map_err(|e| bad(format!("{k}={v}: {}", e.0.split_once(": ").map(|x| x.1).unwrap_or(&e.0))))?;
+            Ok((name, raw, shown))
+        };
+        match k.as_str() {
+            "keepalives" => out.push(checked("postgres.keepalives", (int("0 or 1")? != 0).to_string(), format!("conninfo keepalives={v}"))?),
+            "keepalives_idle" => out.push(checked("postgres.keepalives_idle", format!("{}s", int("seconds")?), format!("conninfo keepalives_idle={v} (s)"))?),
+            "keepalives_interval" => out.push(checked("postgres.keepalives_interval", format!("{}s", int("seconds")?), format!("conninfo keepalives_interval={v} (s)"))?),
+            "keepalives_retries" => out.push(checked("postgres.keepalives_retries", int("probes")?.to_string(), format!("conninfo keepalives_retries={v}"))?),
+            "tcp_user_timeout" => {
+                let n = int("milliseconds")?;
+                let shown = format!(
+                    "{n}ms (conninfo tcp_user_timeout={v}, read as libpq milliseconds; tokio-postgres's own parser reads this string as {n} s)"
+                );
+                out.push(checked("postgres.tcp_user_timeout", format!("{n}ms"), shown)?);
+            }
+            "keepalives_count" => {
+                return Err(bad(format!(
+                    "unknown key `keepalives_count`: libpq's name, which tokio-postgres rejects (\"unknown option\"); it calls it keepalives_retries ({})",
+                    allowed()
+                )))
+            }
+            other if CONNINFO_IGNORED.contains(&other) => {}
+            other => return Err(bad(format!("unknown key `{other}`: tokio-postgres 0.7 rejects it ({})", allowed()))),
+        }
+    }
+    // The string must be one tokio-postgres itself accepts (values of the
+    // ignored keys too, e.g. sslmode).
+    text.trim().parse::<tokio_postgres::Config>().map_err(|e| {
+        let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+        bad(format!("tokio-postgres rejects this string: {detail}"))
+    })?;
+    Ok(out)
+}
 
 fn key(name: &str) -> Result<&'static Key, ConfigError> {
     KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
@@ -67,6 +229,7 @@ enum Value {
     Bool(bool),
     Dur(Duration),
     Count(u64),
+    Text,
 }
 
 fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
@@ -107,6 +270,10 @@ fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
             }
             Ok(Value::Count(n))
         }
+        Kind::Conninfo => {
+            parse_conninfo(raw)?;
+            Ok(Value::Text)
+        }
     }
 }
 
@@ -143,6 +310,30 @@ pub struct GrpcConfig {
     pub keepalive_while_idle: bool,
 }
 
+/// Keep-alive knobs of the tokio-postgres client (its `Config` names).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PostgresConfig {
+    pub keepalives: bool,
+    pub keepalives_idle: Duration,
+    pub keepalives_interval: Duration,
+    pub keepalives_retries: u32,
+    /// Zero means off.
+    pub tcp_user_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// The socket options tokio-postgres sets from these knobs.
+    pub fn tcp(&self) -> TcpConfig {
+        TcpConfig {
+            keepalive: self.keepalives,
+            idle: self.keepalives_idle,
+            interval: self.keepalives_interval,
+            count: self.keepalives_retries,
+            user_timeout: self.tcp_user_timeout,
+        }
+    }
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -150,6 +341,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub websocket: WebSocketConfig,
     pub grpc: GrpcConfig,
+    pub postgres: PostgresConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -160,6 +352,13 @@ impl Default for Config {
             mqtt: MqttConfig { keep_alive: Duration::ZERO },
             websocket: WebSocketConfig { ping_interval: Duration::ZERO, pong_timeout: Duration::ZERO },
             grpc: GrpcConfig { keepalive_time: Duration::ZERO, keepalive_timeout: Duration::ZERO, keepalive_while_idle: false },
+            postgres: PostgresConfig {
+                keepalives: true,
+                keepalives_idle: Duration::ZERO,
+                keepalives_interval: Duration::ZERO,
+                keepalives_retries: 0,
+                tcp_user_timeout: Duration::ZERO,
+            },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -186,6 +385,20 @@ impl Config {
             ("grpc.keepalive_time", Value::Dur(d)) => self.grpc.keepalive_time = d,
             ("grpc.keepalive_timeout", Value::Dur(d)) => self.grpc.keepalive_timeout = d,
             ("grpc.keepalive_while_idle", Value::Bool(b)) => self.grpc.keepalive_while_idle = b,
+            ("postgres.keepalives", Value::Bool(b)) => self.postgres.keepalives = b,
+            ("postgres.keepalives_idle", Value::Dur(d)) => self.postgres.keepalives_idle = d,
+            ("postgres.keepalives_interval", Value::Dur(d)) => self.postgres.keepalives_interval = d,
+            ("postgres.keepalives_retries", Value::Count(n)) => self.postgres.keepalives_retries = n as u32,
+            ("postgres.tcp_user_timeout", Value::Dur(d)) => self.postgres.tcp_user_timeout = d,
+            ("postgres.conninfo", Value::Text) => {
+                if raw.trim().is_empty() {
+                    return Ok(());
+                }
+                for (name, value, shown) in parse_conninfo(raw)? {
+                    self.set(name, &value)?;
+                    self.raw.insert(key(name)?.name, shown);
+                }
+            }
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());
@@ -215,7 +428,7 @@ impl Config {
             }
             let toml::Value::Table(t) = body else {
                 return Err(ConfigError(format!(
-                    "`{section}` must be a table like [tcp], [mqtt], [websocket] or [grpc] (allowed top-level keys: name, description)"
+                    "`{section}` must be a table like [tcp], [mqtt], [websocket], [grpc] or [postgres] (allowed top-level keys: name, description)"
                 )));
             };
             for (k, v) in t {
@@ -298,6 +511,59 @@ mod tests {
         assert!(e.contains("unknown key `tcp.idl`"), "{e}");
         let e = c.apply_profile_str("[tcp\n").unwrap_err().0;
         assert!(e.contains("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn postgres_knobs_and_a_pasted_libpq_string() {
+        let mut c = Config::default();
+        assert_eq!(c.postgres.tcp(), TcpConfig { keepalive: true, idle: Duration::from_secs(2), interval: Duration::from_secs(1), count: 3, user_timeout: Duration::ZERO });
+        assert_eq!(c.effective("postgres.").len(), 5, "an empty conninfo is not shown");
+        c.set_pair("postgres.keepalives_retries=5").unwrap();
+        assert_eq!(c.postgres.keepalives_retries, 5);
+        // libpq semantics: tcp_user_timeout is milliseconds; other keys are checked and ignored.
+        c.set_pair("postgres.conninfo=host=db.example.com port=5432 user=app sslmode=disable keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_retries=4 tcp_user_timeout=9000 options='-c statement_timeout=5s'").unwrap();
+        let p = c.postgres;
+        assert_eq!((p.keepalives_idle, p.keepalives_interval, p.keepalives_retries), (Duration::from_secs(5), Duration::from_secs(2), 4));
+        assert_eq!(p.tcp_user_timeout, Duration::from_millis(9000));
+        let eff = c.effective("postgres.");
+        assert!(eff["postgres.tcp_user_timeout"].contains("libpq milliseconds") && eff["postgres.tcp_user_timeout"].contains("9000 s"), "{eff:?}");
+        assert!(eff["postgres.conninfo"].contains("keepalives_idle=5"));
+        // The URL form, and keepalives=0.
+        c.set_pair("postgres.conninfo=postgresql://app@db/x?keepalives=0&keepalives_idle=7").unwrap();
+        assert!(!c.postgres.keepalives);
+        assert_eq!(c.postgres.keepalives_idle, Duration::from_secs(7));
+        // The same in a profile.
+        let mut d = Config::default();
+        d.apply_profile_str("[postgres]\nconninfo = \"keepalives_idle=3 tcp_user_timeout=1500\"\n").unwrap();
+        assert_eq!((d.postgres.keepalives_idle, d.postgres.tcp_user_timeout), (Duration::from_secs(3), Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn a_libpq_key_tokio_postgres_does_not_know_is_one_clear_line() {
+        let mut c = Config::default();
+        let e = c.set_pair("postgres.conninfo=host=db keepalives_count=3").unwrap_err().0;
+        assert!(e.contains("keepalives_count") && e.contains("keepalives_retries") && e.contains("allowed:") && !e.contains('\n'), "{e}");
+        let e = c.set_pair("postgres.conninfo=host=db sslrootcert=/x").unwrap_err().0;
+        assert!(e.contains("unknown key `sslrootcert`") && e.contains("keepalives_idle"), "{e}");
+        let e = c.set_pair("postgres.conninfo=keepalives_idle=0").unwrap_err().0;
+        assert!(e.contains("keepalives_idle=0") && e.contains("out of range"), "{e}");
+        let e = c.set_pair("postgres.conninfo=keepalives_idle=2s").unwrap_err().0;
+        assert!(e.contains("whole number of seconds"), "{e}");
+        let e = c.set_pair("postgres.conninfo=sslmode=verify-full").unwrap_err().0;
+        assert!(e.contains("tokio-postgres rejects") && e.contains("sslmode"), "{e}");
+        let e = c.set_pair("postgres.conninfo=options='-c x").unwrap_err().0;
+        assert!(e.contains("closing quote"), "{e}");
+        assert_eq!(c, Config::default(), "a rejected string changes nothing");
+    }
+
+    #[test]
+    fn every_key_has_a_valid_default_and_a_doc() {
+        for k in KEYS {
+            assert!(!k.doc.is_empty(), "{}", k.name);
+            let mut c = Config::default();
+            c.set(k.name, k.default).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+        }
+        assert!(KEYS.iter().any(|k| k.name == "postgres.conninfo"));
     }
 
     #[test]

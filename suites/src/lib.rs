@@ -8,6 +8,7 @@
 //! - [`mqtt`]: rumqttc against a real Mosquitto.
 //! - [`websocket`]: tokio-tungstenite heartbeats against our server and Python `websockets`.
 //! - [`grpc`]: tonic HTTP/2 keep-alive against our tonic server and Python grpcio.
+//! - [`postgres`]: tokio-postgres against a real PostgreSQL (shared server).
 //! - [`shared`]: servers started once per run and shared by its cases.
 //! - [`runner`]: runs a selection of cases × faults into a report.
 //! - [`deviations`]: documented deviations of implementations (fixtures).
@@ -20,6 +21,7 @@ pub mod linux;
 pub mod mqtt;
 pub mod nat;
 pub mod network;
+pub mod postgres;
 pub mod runner;
 pub mod serve;
 pub mod servers;

@@ -444,7 +444,7 @@ fn expectations(
 /// Client-side expectation when data is sent right after the fault (at
 /// `sent_ms` after t0). Linux starts the TCP_USER_TIMEOUT clock at the first
 /// RTO retransmission, not at the send (see [`linux::RetransState`]).
-fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: Option<&linux::RetransState>) -> Expectation {
+pub(crate) fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: Option<&linux::RetransState>) -> Expectation {
     let spec = "RFC 5482 §3 (TCP_USER_TIMEOUT), Linux retrans_stamp";
     if fault == FaultKind::Reset {
         return Expectation::window(
