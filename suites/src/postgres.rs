@@ -721,6 +721,8 @@ fn run(
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let backend_end = backend.wait(if measure == Measure::Backend { t0 + Duration::from_millis(server_deadline_ms) } else { Instant::now() });
+    // The second axis, before the client is told to close.
+    let release = crate::case::releases(tb, local, addr);
     // The client stops at its own deadline (or failure), then closes once told.
     let _ = stop_tx.send(());
     let end = thread.join()?;
@@ -763,7 +765,7 @@ fn run(
     }
     config.insert("postgres.socket".into(), r.ready.sockopts.clone());
     config.extend(r.settings.report());
-    let facts = RunFacts { case, fault, engine: r.engine.clone(), config, t0, timeline };
+    let facts = RunFacts { case, fault, engine: r.engine.clone(), config, t0, timeline, release };
     let results = facts.both_sides(client_implementation(), r.server_impl.clone(), out.client, out.server, &ctx.deviations);
     drop(lease);
     Ok(results)
