@@ -157,6 +157,9 @@ fn clean() -> i32 {
     } else {
         println!("removed {} namespace(s) and {} process(es): {}", r.namespaces.len() - r.failed.len(), r.processes, r.namespaces.join(", "));
     }
+    if !r.dirs.is_empty() {
+        println!("removed {} throw-away director(ies) of finished runs: {}", r.dirs.len(), r.dirs.join(", "));
+    }
     if r.failed.is_empty() {
         0
     } else {

@@ -166,6 +166,40 @@ pub struct CleanReport {
     pub failed: Vec<String>,
     /// Namespaces left alone because the run that owns them is still alive.
     pub in_use: Vec<(String, i32)>,
+    /// Throw-away directories of finished runs ([`scratch_dir`]) removed.
+    pub dirs: Vec<String>,
+}
+
+/// Marks a directory made by [`scratch_dir`]: `kaspec clean` removes no other.
+const SCRATCH_MARKER: &str = ".kaspec-scratch";
+
+/// A fresh, empty throw-away directory for run `tag` (a shared server's
+/// data), `$TMPDIR/kaspec-TAG-NAME`. Its owner removes it; `kaspec clean`
+/// removes it once no live run holds the tag.
+pub fn scratch_dir(tag: &str, name: &str) -> std::io::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("{NS_PREFIX}{tag}-{name}"));
+    if d.exists() {
+        std::fs::remove_dir_all(&d)?;
+    }
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(d.join(SCRATCH_MARKER), tag)?;
+    Ok(d)
+}
+
+/// Scratch directories whose run is gone (not live here, no live owner).
+fn leftover_scratch_dirs() -> Vec<std::path::PathBuf> {
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let p = entry.path();
+        let Some(tag) = tag_of(&name) else { continue };
+        if !p.join(SCRATCH_MARKER).is_file() || live.contains_key(tag) || live_owner(tag).is_some() {
+            continue;
+        }
+        out.push(p);
+    }
+    out
 }
 
 /// Removes every kaspec namespace on this machine whose run is gone (killed,
@@ -188,6 +222,11 @@ pub fn clean_leftovers() -> CleanReport {
     tags.dedup();
     for t in tags {
         let _ = std::fs::remove_file(format!("{OWNER_DIR}/{t}"));
+    }
+    for d in leftover_scratch_dirs() {
+        if std::fs::remove_dir_all(&d).is_ok() {
+            report.dirs.push(d.display().to_string());
+        }
     }
     // Owner records of runs that died after their namespaces were removed.
     for entry in std::fs::read_dir(OWNER_DIR).into_iter().flatten().flatten() {

@@ -102,6 +102,7 @@ pub fn all() -> Vec<&'static CaseDef> {
         .chain(crate::websocket::CASES.iter())
         .chain(crate::grpc::CASES.iter())
         .chain(crate::nat::CASES.iter())
+        .chain(crate::amqp::CASES.iter())
         .collect()
 }
 
@@ -139,6 +140,9 @@ pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {
     }
     if uses("grpc") {
         crate::servers::python_module("grpc", "python3-grpcio")?;
+    }
+    if uses("amqp") {
+        crate::amqp::require_rabbitmq()?;
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "grpc.keepalive_time", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIME: HTTP/2 PING after this long without a read (tonic http2_keep_alive_interval)" },
     Key { name: "grpc.keepalive_timeout", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIMEOUT: the PING ACK must come within this (tonic keep_alive_timeout)" },
     Key { name: "grpc.keepalive_while_idle", kind: Kind::Bool, default: "true", doc: "KEEPALIVE_WITHOUT_CALLS: ping also without active calls (tonic keep_alive_while_idle)" },
+    Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
 fn key(name: &str) -> Result<&'static Key, ConfigError> {
@@ -143,6 +144,14 @@ pub struct GrpcConfig {
     pub keepalive_while_idle: bool,
 }
 
+/// AMQP knobs of the lapin client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmqpConfig {
+    /// What lapin asks for in the URI (`?heartbeat=`); zero means "take the
+    /// broker's" (lapin cannot turn heartbeats off against a broker proposing one).
+    pub heartbeat: Duration,
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -150,6 +159,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub websocket: WebSocketConfig,
     pub grpc: GrpcConfig,
+    pub amqp: AmqpConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -160,6 +170,7 @@ impl Default for Config {
             mqtt: MqttConfig { keep_alive: Duration::ZERO },
             websocket: WebSocketConfig { ping_interval: Duration::ZERO, pong_timeout: Duration::ZERO },
             grpc: GrpcConfig { keepalive_time: Duration::ZERO, keepalive_timeout: Duration::ZERO, keepalive_while_idle: false },
+            amqp: AmqpConfig { heartbeat: Duration::ZERO },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -186,6 +197,7 @@ impl Config {
             ("grpc.keepalive_time", Value::Dur(d)) => self.grpc.keepalive_time = d,
             ("grpc.keepalive_timeout", Value::Dur(d)) => self.grpc.keepalive_timeout = d,
             ("grpc.keepalive_while_idle", Value::Bool(b)) => self.grpc.keepalive_while_idle = b,
+            ("amqp.heartbeat", Value::Dur(d)) => self.amqp.heartbeat = d,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());
@@ -215,7 +227,7 @@ impl Config {
             }
             let toml::Value::Table(t) = body else {
                 return Err(ConfigError(format!(
-                    "`{section}` must be a table like [tcp], [mqtt], [websocket] or [grpc] (allowed top-level keys: name, description)"
+                    "`{section}` must be a table like [tcp], [mqtt], [websocket], [grpc] or [amqp] (allowed top-level keys: name, description)"
                 )));
             };
             for (k, v) in t {
@@ -248,7 +260,9 @@ mod tests {
         assert_eq!(c.tcp.idle, Duration::from_secs(2));
         assert_eq!(c.tcp.count, 3);
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(2));
+        assert_eq!(c.amqp.heartbeat, Duration::from_secs(2));
         assert_eq!(c.effective("tcp.").len(), 5);
+        assert_eq!(c.effective("amqp."), BTreeMap::from([("amqp.heartbeat".to_string(), "2s".to_string())]));
     }
 
     #[test]
@@ -277,6 +291,10 @@ mod tests {
         assert!(e.contains("0 (off) or 1s..65535s"), "{e}");
         let e = c.set_pair("mqtt.keep_alive=70000s").unwrap_err().0;
         assert!(e.contains("out of range"), "{e}");
+        let e = c.set_pair("amqp.heartbeat=1500ms").unwrap_err().0;
+        assert!(e.contains("amqp.heartbeat=1500ms") && e.contains("0 (off) or 1s..65535s"), "{e}");
+        let e = c.set_pair("amqp.heartbeat=65536s").unwrap_err().0;
+        assert!(e.contains("out of range"), "{e}");
         let e = c.set_pair("websocket.pong_timeout=5ms").unwrap_err().0;
         assert!(e.contains("10ms..3600000ms"), "{e}");
         let e = c.set_pair("tcp.keepalive=maybe").unwrap_err().0;
@@ -288,7 +306,8 @@ mod tests {
     #[test]
     fn profiles_use_the_same_keys() {
         let mut c = Config::default();
-        c.apply_profile_str("name = \"x\"\n[tcp]\nidle = \"5s\"\ncount = 4\nkeepalive = true\n[mqtt]\nkeep_alive = \"10s\"\n").unwrap();
+        c.apply_profile_str("name = \"x\"\n[tcp]\nidle = \"5s\"\ncount = 4\nkeepalive = true\n[mqtt]\nkeep_alive = \"10s\"\n[amqp]\nheartbeat = \"0s\"\n").unwrap();
+        assert!(c.amqp.heartbeat.is_zero());
         assert_eq!(c.tcp.idle, Duration::from_secs(5));
         assert_eq!(c.tcp.count, 4);
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(10));
