@@ -1002,6 +1002,29 @@ pub fn server_expectation(t_s: u16, fault: FaultKind, tick: i64, last_heard: i64
     )
 }
 
+/// Client side under blackhole-up: the earlier of lapin's own check (its
+/// last read is the broker's first heartbeat after the fault: the later ones
+/// wait behind that unacknowledged segment, cwnd 1 after an RTO) and the
+/// broker's close, an RST (RabbitMQ's tcp_listen_options: linger {true, 0})
+/// that reaches lapin at once.
+pub fn blackhole_up_client(own: Expectation, broker: Expectation, last_read: i64) -> Expectation {
+    match (own.min_ms, own.max_ms, broker.min_ms, broker.max_ms) {
+        (Some(a), Some(b), Some(c), Some(d)) => Expectation::window(
+            a.min(c),
+            b.min(d),
+            format!(
+                "the earlier of lapin's own check and the broker's close. lapin last reads the broker's first heartbeat after the fault \
+                 ({last_read:+} ms; the later ones wait behind that unacknowledged segment, cwnd 1 after an RTO): {} \
+                 The broker closes with an RST (linger 0) that reaches lapin at once: {}",
+                own.formula, broker.formula
+            ),
+            own.spec,
+            Level::Must,
+        ),
+        _ => own,
+    }
+}
+
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let broker_impl = broker_implementation();
     let lease = lease(ctx, &MAIN)?;
@@ -1050,7 +1073,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
             let client = Expectation::window(0, (last(Dir::Read) + 5 * t / 2).max(0) as u64, "", "", Level::Must).deadline_ms(10_000);
             let server = Expectation::window(0, server_hi, "", "", Level::Must).deadline_ms(10_000)
                 + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
-            // Under blackhole-up lapin learns from the broker's close.
+            // Under blackhole-up lapin may learn from the broker's close.
             (if fault == FaultKind::BlackholeUp { client.max(server) } else { client }, server)
         }
     };
@@ -1066,7 +1089,14 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let rel = |t: Instant| rel_ms(t0, t);
     let reads_before: Vec<&Io> = io.iter().filter(|i| i.dir == Dir::Read && i.at < t0).collect();
     let writes_before: Vec<&Io> = io.iter().filter(|i| i.dir == Dir::Write && i.at < t0).collect();
-    let last_read = reads_before.last().map(|i| rel(i.at)).unwrap_or(0);
+    // What lapin last read: before the fault or, with server → client still
+    // open, before it gave up.
+    let last_read = if fault == FaultKind::BlackholeUp {
+        let until = end.failed_at.unwrap_or(t0 + Duration::from_millis(client_deadline_ms));
+        io.iter().filter(|i| i.dir == Dir::Read && i.at < until).map(|i| rel(i.at)).next_back().unwrap_or(0)
+    } else {
+        reads_before.last().map(|i| rel(i.at)).unwrap_or(0)
+    };
     let last_write = writes_before.last().map(|i| rel(i.at)).unwrap_or(0);
     let tune_ok = io.iter().find(|i| i.frames.iter().any(|f| matches!(f, Frame::TuneOk { .. })));
     let wire_h = io.iter().flat_map(|i| i.frames.iter()).find_map(|f| if let Frame::TuneOk { heartbeat } = f { Some(*heartbeat) } else { None });
@@ -1130,11 +1160,12 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         ),
         None => {
             let server = server_expectation(ts, fault, tick, last_heard, last_sent);
-            let client = if fault == FaultKind::BlackholeUp && ts != 0 {
-                let mut e = server_expectation(ts, FaultKind::Blackhole, tick, last_heard, last_sent);
-                e.formula = format!("lapin reads the broker's FIN when the broker gives up (its heartbeats keep lapin's check satisfied until then): {}", e.formula);
-                e.spec = "AMQP 0-9-1 §4.2.7 + RabbitMQ rabbit_heartbeat (the broker closes)".into();
-                e
+            let client = if fault == FaultKind::BlackholeUp {
+                blackhole_up_client(
+                    client_expectation(hs, fault, last_read, last_write),
+                    server_expectation(ts, fault, tick, last_heard, last_sent),
+                    last_read,
+                )
             } else {
                 client_expectation(hs, fault, last_read, last_write)
             };
@@ -1240,6 +1271,17 @@ mod tests {
         assert_eq!((r.min_ms, r.max_ms), (Some(200), Some(200)));
         assert!(!server_expectation(2, FaultKind::Freeze, 0, 0, 0).expects_detection());
         assert!(!server_expectation(0, FaultKind::Blackhole, 0, 0, 0).expects_detection());
+    }
+
+    #[test]
+    fn blackhole_up_client_takes_the_earlier_of_its_check_and_the_brokers_rst() {
+        let own = client_expectation(2, FaultKind::BlackholeUp, 497, -508);
+        let broker = server_expectation(2, FaultKind::BlackholeUp, -503, -508, -503);
+        assert_eq!((own.min_ms, own.max_ms), (Some(4492), Some(5492)));
+        assert_eq!((broker.min_ms, broker.max_ms), (Some(3497), Some(5497)));
+        let e = blackhole_up_client(own, broker, 497);
+        assert_eq!((e.min_ms, e.max_ms, e.level), (Some(3497), Some(5492), Level::Must));
+        assert!(e.formula.contains("RST"));
     }
 
     #[test]
