@@ -166,20 +166,40 @@ pub struct CleanReport {
     pub failed: Vec<String>,
     /// Namespaces left alone because the run that owns them is still alive.
     pub in_use: Vec<(String, i32)>,
-    /// Throw-away directories (`/tmp/kaspec-TAG-*`, e.g. a PostgreSQL data
-    /// directory) of finished runs, removed.
+    /// Throw-away directories of finished runs ([`scratch_dir`]) removed.
     pub dirs: Vec<String>,
 }
 
-/// Where servers' throw-away directories live: `TMP_DIR/kaspec-TAG-NAME`.
-pub const TMP_DIR: &str = "/tmp";
+/// Marks a directory made by [`scratch_dir`]: `kaspec clean` removes no other.
+const SCRATCH_MARKER: &str = ".kaspec-scratch";
 
-/// The tag of a throw-away directory name `kaspec-TAG-NAME` (TAG as
-/// `new_tag` makes them: 6 hex digits).
-pub fn tag_of_dir(name: &str) -> Option<&str> {
-    let rest = name.strip_prefix(NS_PREFIX)?;
-    let (tag, what) = rest.split_once('-')?;
-    (tag.len() == 6 && tag.bytes().all(|b| b.is_ascii_hexdigit()) && !what.is_empty()).then_some(tag)
+/// A fresh, empty throw-away directory for run `tag` (a shared server's
+/// data), `$TMPDIR/kaspec-TAG-NAME`. Its owner removes it; `kaspec clean`
+/// removes it once no live run holds the tag.
+pub fn scratch_dir(tag: &str, name: &str) -> std::io::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("{NS_PREFIX}{tag}-{name}"));
+    if d.exists() {
+        std::fs::remove_dir_all(&d)?;
+    }
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(d.join(SCRATCH_MARKER), tag)?;
+    Ok(d)
+}
+
+/// Scratch directories whose run is gone (not live here, no live owner).
+fn leftover_scratch_dirs() -> Vec<std::path::PathBuf> {
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let p = entry.path();
+        let Some(tag) = tag_of(&name) else { continue };
+        if !p.join(SCRATCH_MARKER).is_file() || live.contains_key(tag) || live_owner(tag).is_some() {
+            continue;
+        }
+        out.push(p);
+    }
+    out
 }
 
 /// Removes every kaspec namespace on this machine whose run is gone (killed,
@@ -203,13 +223,9 @@ pub fn clean_leftovers() -> CleanReport {
     for t in tags {
         let _ = std::fs::remove_file(format!("{OWNER_DIR}/{t}"));
     }
-    // Throw-away directories of runs that are gone.
-    for entry in std::fs::read_dir(TMP_DIR).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(tag) = tag_of_dir(&name) else { continue };
-        let mine = LIVE.lock().unwrap_or_else(|p| p.into_inner()).contains_key(tag);
-        if !mine && live_owner(tag).is_none() && entry.path().is_dir() && std::fs::remove_dir_all(entry.path()).is_ok() {
-            report.dirs.push(entry.path().display().to_string());
+    for d in leftover_scratch_dirs() {
+        if std::fs::remove_dir_all(&d).is_ok() {
+            report.dirs.push(d.display().to_string());
         }
     }
     // Owner records of runs that died after their namespaces were removed.
@@ -240,14 +256,5 @@ mod tests {
         assert_eq!(live_owner(&tag), None, "this process's own tags are not 'another live run'");
         unregister(&tag);
         assert!(!std::path::Path::new(&format!("{OWNER_DIR}/{tag}")).exists());
-    }
-
-    #[test]
-    fn only_tagged_throw_away_directories_are_ours() {
-        assert_eq!(tag_of_dir("kaspec-0a1b2c-postgres"), Some("0a1b2c"));
-        assert_eq!(tag_of_dir("kaspec-research-pgh.1"), None);
-        assert_eq!(tag_of_dir("kaspec-0a1b2c"), None);
-        assert_eq!(tag_of_dir("kaspec-0a1b2c-"), None);
-        assert_eq!(tag_of_dir("other-0a1b2c-postgres"), None);
     }
 }

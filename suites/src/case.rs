@@ -103,6 +103,7 @@ pub fn all() -> Vec<&'static CaseDef> {
         .chain(crate::grpc::CASES.iter())
         .chain(crate::nat::CASES.iter())
         .chain(crate::postgres::CASES.iter())
+        .chain(crate::amqp::CASES.iter())
         .collect()
 }
 
@@ -143,6 +144,9 @@ pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {
     }
     if uses("postgres") {
         crate::postgres::postgres_binary()?;
+    }
+    if uses("amqp") {
+        crate::amqp::require_rabbitmq()?;
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "postgres.keepalives_retries", kind: Kind::Count { min: 1, max: 127 }, default: "3", doc: "tokio-postgres Config::keepalives_retries: TCP_KEEPCNT (libpq calls it keepalives_count)" },
     Key { name: "postgres.tcp_user_timeout", kind: Kind::Millis { min: 0, max: i32::MAX as u64 }, default: "0s", doc: "tokio-postgres Config::tcp_user_timeout: TCP_USER_TIMEOUT (0 = off; libpq tcp_user_timeout, ms)" },
     Key { name: "postgres.conninfo", kind: Kind::Conninfo, default: "", doc: "a libpq connection string (key=value or postgresql:// URL) whose keep-alive keys set the postgres.* knobs; tcp_user_timeout in it is libpq milliseconds" },
+    Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
 /// The keys of a connection string tokio-postgres 0.7 accepts besides its
@@ -334,6 +335,14 @@ impl PostgresConfig {
     }
 }
 
+/// AMQP knobs of the lapin client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmqpConfig {
+    /// What lapin asks for in the URI (`?heartbeat=`); zero means "take the
+    /// broker's" (lapin cannot turn heartbeats off against a broker proposing one).
+    pub heartbeat: Duration,
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -342,6 +351,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub grpc: GrpcConfig,
     pub postgres: PostgresConfig,
+    pub amqp: AmqpConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -359,6 +369,7 @@ impl Default for Config {
                 keepalives_retries: 0,
                 tcp_user_timeout: Duration::ZERO,
             },
+            amqp: AmqpConfig { heartbeat: Duration::ZERO },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -399,6 +410,7 @@ impl Config {
                     self.raw.insert(key(name)?.name, shown);
                 }
             }
+            ("amqp.heartbeat", Value::Dur(d)) => self.amqp.heartbeat = d,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());
@@ -428,7 +440,7 @@ impl Config {
             }
             let toml::Value::Table(t) = body else {
                 return Err(ConfigError(format!(
-                    "`{section}` must be a table like [tcp], [mqtt], [websocket], [grpc] or [postgres] (allowed top-level keys: name, description)"
+                    "`{section}` must be a table like [tcp], [mqtt], [websocket], [grpc], [amqp] or [postgres] (allowed top-level keys: name, description)"
                 )));
             };
             for (k, v) in t {
@@ -461,7 +473,9 @@ mod tests {
         assert_eq!(c.tcp.idle, Duration::from_secs(2));
         assert_eq!(c.tcp.count, 3);
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(2));
+        assert_eq!(c.amqp.heartbeat, Duration::from_secs(2));
         assert_eq!(c.effective("tcp.").len(), 5);
+        assert_eq!(c.effective("amqp."), BTreeMap::from([("amqp.heartbeat".to_string(), "2s".to_string())]));
     }
 
     #[test]
@@ -490,6 +504,10 @@ mod tests {
         assert!(e.contains("0 (off) or 1s..65535s"), "{e}");
         let e = c.set_pair("mqtt.keep_alive=70000s").unwrap_err().0;
         assert!(e.contains("out of range"), "{e}");
+        let e = c.set_pair("amqp.heartbeat=1500ms").unwrap_err().0;
+        assert!(e.contains("amqp.heartbeat=1500ms") && e.contains("0 (off) or 1s..65535s"), "{e}");
+        let e = c.set_pair("amqp.heartbeat=65536s").unwrap_err().0;
+        assert!(e.contains("out of range"), "{e}");
         let e = c.set_pair("websocket.pong_timeout=5ms").unwrap_err().0;
         assert!(e.contains("10ms..3600000ms"), "{e}");
         let e = c.set_pair("tcp.keepalive=maybe").unwrap_err().0;
@@ -501,7 +519,8 @@ mod tests {
     #[test]
     fn profiles_use_the_same_keys() {
         let mut c = Config::default();
-        c.apply_profile_str("name = \"x\"\n[tcp]\nidle = \"5s\"\ncount = 4\nkeepalive = true\n[mqtt]\nkeep_alive = \"10s\"\n").unwrap();
+        c.apply_profile_str("name = \"x\"\n[tcp]\nidle = \"5s\"\ncount = 4\nkeepalive = true\n[mqtt]\nkeep_alive = \"10s\"\n[amqp]\nheartbeat = \"0s\"\n").unwrap();
+        assert!(c.amqp.heartbeat.is_zero());
         assert_eq!(c.tcp.idle, Duration::from_secs(5));
         assert_eq!(c.tcp.count, 4);
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(10));

@@ -9,10 +9,12 @@
 //! - [`websocket`]: tokio-tungstenite heartbeats against our server and Python `websockets`.
 //! - [`grpc`]: tonic HTTP/2 keep-alive against our tonic server and Python grpcio.
 //! - [`postgres`]: tokio-postgres against a real PostgreSQL (shared server).
+//! - [`amqp`]: lapin against a real RabbitMQ (AMQP 0-9-1 heartbeats).
 //! - [`shared`]: servers started once per run and shared by its cases.
 //! - [`runner`]: runs a selection of cases × faults into a report.
 //! - [`deviations`]: documented deviations of implementations (fixtures).
 
+pub mod amqp;
 pub mod case;
 pub mod config;
 pub mod deviations;

@@ -250,10 +250,8 @@ fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
     let conf_text = std::fs::read_to_string(&conf).map_err(|e| Error::io(format!("reading {}", conf.display()), e))?;
     ServerSettings::parse(&conf_text).map_err(|e| Error::Other(format!("{}: {e}", conf.display())))?;
 
-    let dir = PathBuf::from(format!("{}/kaspec-{}-postgres", kaspec_harness::cleanup::TMP_DIR, tb.tag));
     let io = |what: String| move |e| Error::io(what, e);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "postgres").map_err(io(format!("creating a throw-away directory for run {}", tb.tag)))?;
     // From here on the directory goes with the group (or now, on error).
     let cleanup = DirGuard(Some(dir.clone()));
     use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,186 @@
+//! The AMQP cases for real: lapin in the client namespace against RabbitMQ
+//! nodes started once in the shared testbed (fixtures/rabbitmq/), with a
+//! 2 s heartbeat. One test runs every case × fault on one context so the
+//! run starts each node once (a node takes ~6 s to start); it asserts what
+//! the configuration predicts for each, that the node was started once (and
+//! once more after `crash` killed it), and that nothing is left behind.
+//! Needs root (network namespaces) and the rabbitmq-server package.
+
+use std::path::PathBuf;
+
+use kaspec_harness::expect::Verdict;
+use kaspec_harness::fault::FaultKind;
+use kaspec_harness::report::CaseResult;
+use kaspec_suites::case::{self, ServeCommand};
+use kaspec_suites::{deviations, Config, Ctx};
+
+fn ctx(sets: &[&str]) -> Ctx {
+    let mut config = Config::default();
+    for s in sets {
+        config.set_pair(s).unwrap();
+    }
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    Ctx {
+        config,
+        run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs"),
+        deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
+        fixtures,
+        serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
+        network: Default::default(),
+        shared: Default::default(),
+    }
+}
+
+fn run(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
+    let c = case::all().into_iter().find(|c| c.id == id).expect("case exists");
+    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
+}
+
+fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
+    results.iter().find(|r| r.side == side).unwrap_or_else(|| panic!("no {side} result"))
+}
+
+fn show(r: &CaseResult) -> String {
+    serde_json::to_string_pretty(r).unwrap()
+}
+
+/// Detected, inside the computed window (the verdict says so).
+fn assert_pass(r: &CaseResult) {
+    assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
+    let v = r.detection_ms.expect("detected");
+    let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
+    assert!(v + r.tolerance_ms >= lo && v <= hi + r.tolerance_ms, "{}", show(r));
+}
+
+/// Not detected, and not expected to be.
+fn assert_quiet(r: &CaseResult, verdict: Verdict) {
+    assert!(!r.detected, "expected no detection: {}", show(r));
+    assert_eq!(r.verdict, verdict, "{}", show(r));
+}
+
+fn error_of(r: &CaseResult) -> &str {
+    r.error.as_deref().unwrap_or_default()
+}
+
+/// How many times the shared group `name` was started (it must be running).
+fn starts(ctx: &Ctx, name: &'static str) -> usize {
+    let lease = ctx
+        .shared
+        .lease(name, || panic!("the shared testbed should exist"), |_| panic!("{name} should be running"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    lease.starts()
+}
+
+#[test]
+fn amqp_every_case_and_fault_against_one_shared_rabbitmq() {
+    let ctx = ctx(&["amqp.heartbeat=2s"]);
+
+    // Negotiation against the configured broker (heartbeat 60).
+    let r = run(&ctx, "amqp/0-9-1-2.3.3/1", FaultKind::None);
+    for s in ["client", "server"] {
+        assert_eq!(side(&r, s).verdict, Verdict::Pass, "{}", show(side(&r, s)));
+    }
+    let client = side(&r, "client");
+    let cfg = |k: &str| client.config.get(k).cloned().unwrap_or_else(|| panic!("no {k}: {}", show(client)));
+    assert_eq!(cfg("rabbitmq.heartbeat"), "60s (rabbitmq.conf)");
+    assert_eq!(cfg("negotiated[request=2]"), "lapin 2s, Tune-Ok 2s, broker 2s");
+    assert_eq!(cfg("negotiated[request=30]"), "lapin 30s, Tune-Ok 30s, broker 30s");
+    assert_eq!(cfg("negotiated[request=120]"), "lapin 60s, Tune-Ok 60s, broker 60s");
+    assert_eq!(cfg("negotiated[request=unset]"), "lapin 60s, Tune-Ok 60s, broker 60s");
+    // The finding: asking for 0 does not turn heartbeats off.
+    assert_eq!(cfg("negotiated[request=0]"), "lapin 60s, Tune-Ok 60s, broker 60s");
+    assert!(client.verdict_detail.contains("cannot turn heartbeats off"), "{}", client.verdict_detail);
+
+    // Negotiation against a broker proposing 0: the request decides.
+    let r = run(&ctx, "amqp/0-9-1-2.3.3/2", FaultKind::None);
+    for s in ["client", "server"] {
+        assert_eq!(side(&r, s).verdict, Verdict::Pass, "{}", show(side(&r, s)));
+    }
+    let client = side(&r, "client");
+    assert_eq!(client.config["negotiated[request=0]"], "lapin 0s, Tune-Ok 0s, broker 0s");
+    assert_eq!(client.config["negotiated[request=600]"], "lapin 600s, Tune-Ok 600s, broker 600s");
+    assert_eq!(client.config["negotiated[request=2]"], "lapin 2s, Tune-Ok 2s, broker 2s");
+    assert!(!client.verdict_detail.contains("cannot turn"), "{}", client.verdict_detail);
+
+    let idle = "amqp/0-9-1-4.2.7/1";
+    // Both sides detect a dead path, each by its own heartbeat check (or,
+    // under reset, at its next heartbeat).
+    for fault in [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset] {
+        let r = run(&ctx, idle, fault);
+        let (c, s) = (side(&r, "client"), side(&r, "server"));
+        assert_pass(c);
+        assert_pass(s);
+        assert_eq!(c.config["negotiated"], "2s (lapin), Tune-Ok 2s", "{}", show(c));
+        assert_eq!(c.engine, "nftables");
+        match fault {
+            FaultKind::Reset => {
+                assert!(error_of(c).contains("ConnectionReset"), "{}", show(c));
+                // The next heartbeat meets the RST: within one H/2 = 1 s.
+                assert!(c.expected.max_ms.unwrap() <= 1000 && s.expected.max_ms.unwrap() <= 1000, "{}", show(c));
+            }
+            // lapin's own check, or the broker's RST when the broker is first.
+            FaultKind::BlackholeUp => {
+                assert!(error_of(c).contains("MissingHeartbeatError") || error_of(c).contains("ConnectionReset"), "{}", show(c))
+            }
+            _ => assert!(error_of(c).contains("MissingHeartbeatError"), "{}", show(c)),
+        }
+        if fault != FaultKind::Reset {
+            // Two heartbeat intervals or longer of silence (§4.2.7), measured
+            // from before the fault: at least 2H − H/2 after it.
+            assert!(c.detection_ms.unwrap() >= 3000 - c.tolerance_ms, "{}", show(c));
+            assert!(s.detection_ms.unwrap() >= 3000 - s.tolerance_ms, "{}", show(s));
+            // RabbitMQ: within 3T of the last byte it got (before the fault,
+            // or lapin's first heartbeat after it under blackhole-down).
+            let bound = if fault == FaultKind::BlackholeDown { 7000 } else { 6000 };
+            assert!(s.detection_ms.unwrap() <= bound + s.tolerance_ms, "{}", show(s));
+        }
+    }
+
+    // A frozen broker: lapin's heartbeats notice; the broker cannot.
+    let r = run(&ctx, idle, FaultKind::Freeze);
+    assert_pass(side(&r, "client"));
+    assert!(error_of(side(&r, "client")).contains("MissingHeartbeatError"));
+    assert_quiet(side(&r, "server"), Verdict::Informational);
+
+    // A live but slow or lossy path: 2H − H/2 = 3 s of slack beats 300 ms.
+    for fault in [FaultKind::Delay, FaultKind::Loss] {
+        let r = run(&ctx, idle, fault);
+        assert_quiet(side(&r, "client"), Verdict::Pass);
+        assert_quiet(side(&r, "server"), Verdict::Pass);
+    }
+
+    assert_eq!(starts(&ctx, "rabbitmq"), 1, "one broker for every case so far");
+    assert_eq!(starts(&ctx, "rabbitmq-hb0"), 1);
+
+    // The broker dies without a FIN: lapin's heartbeats notice.
+    let r = run(&ctx, idle, FaultKind::Crash);
+    assert_pass(side(&r, "client"));
+    assert_quiet(side(&r, "server"), Verdict::Informational);
+    // The next case gets a new broker, and it works.
+    let r = run(&ctx, idle, FaultKind::Blackhole);
+    assert_pass(side(&r, "client"));
+    assert_pass(side(&r, "server"));
+    assert_eq!(starts(&ctx, "rabbitmq"), 2, "restarted once, after the crash");
+
+    // Nothing is left behind: namespaces, processes, data directories.
+    let tag = ctx
+        .shared
+        .lease("rabbitmq", || panic!("exists"), |_| panic!("running"))
+        .map(|l| l.testbed().tag.clone())
+        .unwrap();
+    let dirs = ["rabbitmq", "rabbitmq-hb0"].map(|g| std::env::temp_dir().join(format!("kaspec-{tag}-{g}")));
+    assert!(dirs.iter().all(|d| d.join("mnesia").is_dir()), "data directories in use: {dirs:?}");
+    ctx.shared.close();
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    let namespaces = std::fs::read_dir("/run/netns").map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default();
+    assert!(!namespaces.iter().any(|n| n.contains(&tag)), "{namespaces:?}");
+    let ours = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("environ")).ok())
+        .filter(|env| env.split(|b| *b == 0).any(|v| v == format!("KASPEC_RUN_TAG={tag}").as_bytes()))
+        .count();
+    assert_eq!(ours, 0, "processes of run {tag} left behind");
+}
