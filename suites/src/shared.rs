@@ -48,20 +48,24 @@ pub struct Started {
     pub dirs: Vec<std::path::PathBuf>,
 }
 
+/// The plain testbed's key; NAT cases keep their own (`nat-4s`, ...).
+pub const PLAIN: &str = "plain";
+
 #[derive(Default)]
 pub struct Shared {
-    bed: Mutex<Option<Bed>>,
+    beds: Mutex<BTreeMap<String, Bed>>,
 }
 
-/// A case's hold on the shared testbed and one server.
+/// A case's hold on a shared testbed and one server.
 pub struct Lease<'a> {
-    guard: MutexGuard<'a, Option<Bed>>,
+    guard: MutexGuard<'a, BTreeMap<String, Bed>>,
+    bed: String,
     name: &'static str,
 }
 
 impl Lease<'_> {
     fn bed(&self) -> &Bed {
-        self.guard.as_ref().expect("a lease has a bed")
+        self.guard.get(&self.bed).expect("a lease has a bed")
     }
 
     pub fn testbed(&self) -> &Testbed {
@@ -81,46 +85,60 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(bed) = self.guard.as_ref() {
+        if let Some(bed) = self.guard.get(&self.bed) {
             let _ = bed.tb.heal();
         }
     }
 }
 
 impl Shared {
-    /// Leases the shared testbed (built on first use, from `build`) with
-    /// server `name` running (started with `start` on first use, or again
-    /// if it died).
+    /// Leases the shared plain testbed (built on first use, from `build`)
+    /// with server `name` running (started with `start` on first use, or
+    /// again if it died).
     pub fn lease(
         &self,
         name: &'static str,
         build: impl FnOnce() -> Result<Testbed>,
         start: impl FnOnce(&Testbed) -> Result<Started>,
     ) -> Result<Lease<'_>> {
-        let mut guard = self.bed.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(Bed { groups: BTreeMap::new(), starts: BTreeMap::new(), tb: build()? });
+        self.lease_in(PLAIN, name, build, start)
+    }
+
+    /// Like [`lease`](Self::lease), on the shared testbed `bed` (e.g. one
+    /// whose router is a NAT): each kind of path keeps its own testbed and
+    /// its own servers.
+    pub fn lease_in(
+        &self,
+        bed: &str,
+        name: &'static str,
+        build: impl FnOnce() -> Result<Testbed>,
+        start: impl FnOnce(&Testbed) -> Result<Started>,
+    ) -> Result<Lease<'_>> {
+        let mut guard = self.beds.lock().unwrap_or_else(|p| p.into_inner());
+        if !guard.contains_key(bed) {
+            let tb = build()?;
+            guard.insert(bed.to_string(), Bed { groups: BTreeMap::new(), starts: BTreeMap::new(), tb });
         }
-        let bed = guard.as_mut().expect("just built");
-        bed.tb.heal()?;
-        let dead = bed.groups.get_mut(name).is_some_and(|g| !g.processes.iter_mut().all(Server::alive));
+        let b = guard.get_mut(bed).expect("just built");
+        b.tb.heal()?;
+        let dead = b.groups.get_mut(name).is_some_and(|g| !g.processes.iter_mut().all(Server::alive));
         if dead {
-            bed.groups.remove(name);
+            b.groups.remove(name);
         }
-        if !bed.groups.contains_key(name) {
-            let started = start(&bed.tb)?;
+        if !b.groups.contains_key(name) {
+            let started = start(&b.tb)?;
             if started.processes.is_empty() {
                 return Err(Error::Other(format!("shared server {name}: nothing was started")));
             }
-            bed.groups.insert(name, Group { processes: started.processes, dirs: started.dirs });
-            *bed.starts.entry(name).or_default() += 1;
+            b.groups.insert(name, Group { processes: started.processes, dirs: started.dirs });
+            *b.starts.entry(name).or_default() += 1;
         }
-        Ok(Lease { guard, name })
+        Ok(Lease { guard, bed: bed.to_string(), name })
     }
 
     /// Stops every shared server and removes the testbed.
     pub fn close(&self) {
-        self.bed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        std::mem::take(&mut *self.beds.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
