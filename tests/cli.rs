@@ -37,7 +37,7 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
         (vec!["run", "--set", "tcp.count=-1", "--out", o], "tcp.count"),
         (vec!["run", "--profile", "/nonexistent/p.toml", "--out", o], "/nonexistent/p.toml"),
         (vec!["run", "--profile", profile.to_str().unwrap(), "--out", o], "tcp.keepidle"),
-        (vec!["list", "amqp/"], "amqp/"),
+        (vec!["list", "http/"], "http/"),
     ];
     for (args, needle) in cases {
         let r = run(&args);

@@ -191,3 +191,24 @@ fn postgres_one_way_blackholes_and_impaired_paths() {
     }
     ctx.shared.close();
 }
+
+#[test]
+fn postgres_client_keepalive_against_a_nat() {
+    let mut ctx = ctx();
+    ctx.network.nat_idle_timeout = Some(std::time::Duration::from_secs(4));
+    // keepalives_idle 2 s < N = 4 s: the probes keep the mapping.
+    set(&mut ctx, &["postgres.keepalives_idle=2s", "postgres.keepalives_interval=1s", "postgres.keepalives_retries=3"]);
+    let r = run(&ctx, "postgres/libpq-keepalives/2", FaultKind::NatExpiry);
+    let c = side(&r, "client");
+    assert!(!c.detected, "{}", show(c));
+    assert_eq!(c.verdict, Verdict::Pass, "{}", show(c));
+    // keepalives_idle 5 s ≥ N: the first probe meets the forgotten mapping.
+    set(&mut ctx, &["postgres.keepalives_idle=5s", "postgres.keepalives_interval=1s", "postgres.keepalives_retries=2"]);
+    let r = run(&ctx, "postgres/libpq-keepalives/2", FaultKind::NatExpiry);
+    assert_pass(side(&r, "client"));
+    assert!(error(side(&r, "client")).contains("TimedOut"), "{}", show(side(&r, "client")));
+    // The server (keep-alive at the kernel default here) never learns: its session leaks.
+    let s = side(&r, "server");
+    assert_quiet(s);
+    assert!(!s.release.as_ref().expect("observed").clean, "{}", show(s));
+}
