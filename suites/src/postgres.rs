@@ -38,16 +38,7 @@ use crate::shared::Started;
 
 pub const PORT: u16 = 5432;
 
-const IDLE_FAULTS: &[FaultKind] = &[
-    FaultKind::Blackhole,
-    FaultKind::BlackholeUp,
-    FaultKind::BlackholeDown,
-    FaultKind::Reset,
-    FaultKind::Freeze,
-    FaultKind::Crash,
-    FaultKind::Delay,
-    FaultKind::Loss,
-];
+const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
 pub static CASES: [CaseDef; 6] = [
     CaseDef {
@@ -868,7 +859,13 @@ fn impaired_deadline(ctx: &Ctx, fault: FaultKind, longest: Duration) -> Option<u
 }
 
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let client = ctx.config.postgres;
+    idle_with(ctx, case, fault, ctx.config.postgres)
+}
+
+/// An idle connection with the client's knobs `client` under `fault`; each
+/// side is watched 3× its own keep-alive window (a side with keep-alive off
+/// as long as a quiet side).
+fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: PostgresConfig) -> Result<Vec<CaseResult>> {
     let c = client.tcp();
     let plan = Plan { client, session: session_without_idle_timeout(), after: After::Idle };
     let spec = case.spec;
@@ -879,7 +876,8 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         plan,
         Measure::Socket,
         |s| {
-            if let Some(w) = impaired_deadline(ctx, fault, Duration::from_millis(crate::tcp::keepalive_death(&c).ms.max(crate::tcp::keepalive_death(&s.tcp).ms))) {
+            let death = |t: &TcpConfig| if t.keepalive { crate::tcp::keepalive_death(t).ms } else { 0 };
+            if let Some(w) = impaired_deadline(ctx, fault, Duration::from_millis(death(&c).max(death(&s.tcp)))) {
                 return (w, w);
             }
             let q = quiet_ms(&c, &s.tcp);
@@ -920,27 +918,7 @@ fn idle_outcome(ctx: &Ctx, c: &TcpConfig, s: &TcpConfig, r: &Run, spec: &str) ->
 }
 
 fn run_server_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let client = PostgresConfig { keepalives: false, ..ctx.config.postgres };
-    let c = client.tcp();
-    let plan = Plan { client, session: session_without_idle_timeout(), after: After::Idle };
-    let spec = case.spec;
-    run(
-        ctx,
-        case,
-        fault,
-        plan,
-        Measure::Socket,
-        |s| {
-            if let Some(w) = impaired_deadline(ctx, fault, Duration::from_millis(crate::tcp::keepalive_death(&s.tcp).ms)) {
-                return (w, w);
-            }
-            let q = quiet_ms(&c, &s.tcp);
-            let d = deadline_of(&keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec), q);
-            // The client has keep-alive off: it is watched as long as a quiet side.
-            (q, d)
-        },
-        |r| idle_outcome(ctx, &c, &r.settings.tcp, r, spec),
-    )
+    idle_with(ctx, case, fault, PostgresConfig { keepalives: false, ..ctx.config.postgres })
 }
 
 fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {

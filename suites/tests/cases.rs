@@ -26,22 +26,8 @@ use kaspec_suites::case::{self, ServeCommand};
 use kaspec_suites::{deviations, Config, Ctx};
 use rstest::rstest;
 
-fn ctx(sets: &[&str]) -> Ctx {
-    let mut config = Config::default();
-    for s in sets {
-        config.set_pair(s).unwrap();
-    }
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    Ctx {
-        config,
-        run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs"),
-        deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
-        fixtures,
-        serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
-        network: Default::default(),
-        shared: Default::default(),
-    }
-}
+mod common;
+use common::{assert_pass, assert_quiet, ctx, show, side};
 
 fn run(id: &str, fault: FaultKind, sets: &[&str]) -> Vec<CaseResult> {
     run_on(id, fault, sets, None)
@@ -55,37 +41,15 @@ fn run_on(id: &str, fault: FaultKind, sets: &[&str], nat_secs: Option<u64>) -> V
     (c.run)(&ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
 }
 
-fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
-    results.iter().find(|r| r.side == side).unwrap_or_else(|| panic!("no {side} result"))
-}
-
-fn show(r: &CaseResult) -> String {
-    serde_json::to_string_pretty(r).unwrap()
-}
-
-/// Detected, inside the computed window (the verdict says so), not a harness artefact.
-fn assert_pass(r: &CaseResult) {
-    assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
-    let v = r.detection_ms.expect("detected");
-    let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
-    assert!(v + r.tolerance_ms >= lo && v <= hi + r.tolerance_ms, "{}", show(r));
-}
-
 /// One client result: the connection stayed up (and that was the
 /// expectation), or it was detected inside the computed window.
 fn assert_kept_or_detected(r: &[CaseResult], kept: bool) {
     assert_eq!(r.len(), 1);
     if kept {
-        assert!(!r[0].detected, "{}", show(&r[0]));
-        assert_eq!(r[0].verdict, Verdict::Pass, "{}", show(&r[0]));
+        common::assert_not_detected(&r[0], Verdict::Pass);
     } else {
         assert_pass(&r[0]);
     }
-}
-
-fn assert_quiet(r: &CaseResult) {
-    assert!(!r.detected, "expected no detection: {}", show(r));
-    assert_eq!(r.verdict, Verdict::Informational, "{}", show(r));
 }
 
 // --- TCP -------------------------------------------------------------------

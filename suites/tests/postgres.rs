@@ -13,55 +13,11 @@ use kaspec_harness::report::CaseResult;
 use kaspec_suites::case::{self, ServeCommand};
 use kaspec_suites::{deviations, Config, Ctx};
 
+mod common;
+use common::{assert_pass, assert_quiet, error, run_in as run, set, show, side};
+
 fn ctx() -> Ctx {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    Ctx {
-        config: Config::default(),
-        run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs"),
-        deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
-        fixtures,
-        serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
-        network: Default::default(),
-        shared: Default::default(),
-    }
-}
-
-fn set(ctx: &mut Ctx, sets: &[&str]) {
-    let mut c = Config::default();
-    for s in sets {
-        c.set_pair(s).unwrap();
-    }
-    ctx.config = c;
-}
-
-fn run(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
-    let c = case::all().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no case {id}"));
-    assert!(c.fixed_fault == Some(fault) || c.faults.contains(&fault), "{id} does not take {fault}");
-    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
-}
-
-fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
-    results.iter().find(|r| r.side == side).unwrap_or_else(|| panic!("no {side} result"))
-}
-
-fn show(r: &CaseResult) -> String {
-    serde_json::to_string_pretty(r).unwrap()
-}
-
-fn assert_pass(r: &CaseResult) {
-    assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
-    let v = r.detection_ms.expect("detected");
-    let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
-    assert!(v + r.tolerance_ms >= lo && v <= hi + r.tolerance_ms, "{}", show(r));
-}
-
-fn assert_quiet(r: &CaseResult) {
-    assert!(!r.detected, "expected no detection: {}", show(r));
-    assert_eq!(r.verdict, Verdict::Informational, "{}", show(r));
-}
-
-fn error(r: &CaseResult) -> &str {
-    r.error.as_deref().unwrap_or_default()
+    common::ctx(&[])
 }
 
 /// When an event of the timeline happened (ms after the fault).

@@ -1,0 +1,78 @@
+//! What every integration test file of the suites shares: a context like a
+//! run's, running one case, and the assertions on its results.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use kaspec_harness::expect::Verdict;
+use kaspec_harness::fault::FaultKind;
+use kaspec_harness::report::CaseResult;
+use kaspec_suites::case::{self, ServeCommand};
+use kaspec_suites::{deviations, Config, Ctx};
+
+/// The configuration: defaults with `sets` (`key=value`) applied.
+pub fn config(sets: &[&str]) -> Config {
+    let mut config = Config::default();
+    for s in sets {
+        config.set_pair(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    config
+}
+
+/// A context like `kaspec run`'s, with the fixtures of this tree.
+pub fn ctx(sets: &[&str]) -> Ctx {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    Ctx {
+        config: config(sets),
+        run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs"),
+        deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
+        fixtures,
+        serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
+        network: Default::default(),
+        shared: Default::default(),
+    }
+}
+
+/// Replaces the context's configuration (its shared servers stay).
+pub fn set(ctx: &mut Ctx, sets: &[&str]) {
+    ctx.config = config(sets);
+}
+
+/// Runs case `id` under `fault` in `ctx`; a harness error fails the test.
+pub fn run_in(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
+    let c = case::all().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no case {id}"));
+    assert!(c.fixed_fault == Some(fault) || c.faults.contains(&fault), "{id} does not take {fault}");
+    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
+}
+
+pub fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
+    results.iter().find(|r| r.side == side).unwrap_or_else(|| panic!("no {side} result"))
+}
+
+pub fn show(r: &CaseResult) -> String {
+    serde_json::to_string_pretty(r).unwrap()
+}
+
+pub fn error(r: &CaseResult) -> &str {
+    r.error.as_deref().unwrap_or_default()
+}
+
+/// Detected, inside the computed window (the verdict says so), not a harness artefact.
+pub fn assert_pass(r: &CaseResult) {
+    assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
+    let v = r.detection_ms.expect("detected");
+    let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
+    assert!(v + r.tolerance_ms >= lo && v <= hi + r.tolerance_ms, "{}", show(r));
+}
+
+/// Not detected, with this verdict (informational: nothing was expected;
+/// pass: the connection had to stay up).
+pub fn assert_not_detected(r: &CaseResult, verdict: Verdict) {
+    assert!(!r.detected, "expected no detection: {}", show(r));
+    assert_eq!(r.verdict, verdict, "{}", show(r));
+}
+
+/// Not detected, and nothing was expected (informational).
+pub fn assert_quiet(r: &CaseResult) {
+    assert_not_detected(r, Verdict::Informational);
+}
