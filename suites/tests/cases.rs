@@ -22,8 +22,7 @@ use std::path::PathBuf;
 use kaspec_harness::expect::Verdict;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
-use kaspec_suites::case::{self, ServeCommand};
-use kaspec_suites::{deviations, Config, Ctx};
+use kaspec_suites::case;
 use rstest::rstest;
 
 mod common;

@@ -5,13 +5,10 @@
 //! (keep-alive 2 s / 1 s / 3, idle_session_timeout 1.5 s, check interval
 //! 0.5 s); the client's are set per step. Needs root and postgresql.
 
-use std::path::PathBuf;
-
 use kaspec_harness::expect::Verdict;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
-use kaspec_suites::case::{self, ServeCommand};
-use kaspec_suites::{deviations, Config, Ctx};
+use kaspec_suites::Ctx;
 
 mod common;
 use common::{assert_pass, assert_quiet, error, run_in as run, set, show, side};
