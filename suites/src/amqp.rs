@@ -55,7 +55,7 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
+use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
 use crate::shared::Started;
 
 /// RabbitMQ's start script, run directly (not /usr/sbin/rabbitmq-server,
@@ -101,7 +101,7 @@ const IDLE_FAULTS: &[FaultKind] = &[
     FaultKind::Loss,
 ];
 
-pub static CASES: [CaseDef; 3] = [
+pub static CASES: [CaseDef; 4] = [
     CaseDef {
         id: "amqp/0-9-1-2.3.3/1",
         protocol: "amqp",
@@ -134,6 +134,17 @@ pub static CASES: [CaseDef; 3] = [
         fixed_fault: None,
         run: run_idle,
         budget: idle_budget,
+    },
+    CaseDef {
+        id: "amqp/0-9-1-4.2.7/2",
+        protocol: "amqp",
+        spec: "AMQP 0-9-1 §4.2.7, RFC 5382 §5",
+        description: "Idle AMQP connection through a NAT that forgets idle flows after N: heartbeats (each side sends one every H/2 when idle) keep the mapping when H/2 < N; otherwise the mapping expires, the next heartbeats are dropped, and both lapin and RabbitMQ declare the connection dead.",
+        requirement: "Heartbeats keep a NAT mapping only when their period H/2 is below the NAT's idle timeout; otherwise each peer must close the connection after two heartbeat intervals of silence (§4.2.7): lapin at its first wake after last read + 2H, RabbitMQ at its first receiver tick after last byte + 2T",
+        faults: &[FaultKind::NatExpiry],
+        fixed_fault: Some(FaultKind::NatExpiry),
+        run: run_nat,
+        budget: nat_budget,
     },
 ];
 
@@ -809,16 +820,30 @@ pub(crate) struct ClientEnd {
     pub error: Option<String>,
 }
 
+impl ClientEnd {
+    /// A failure after `deadline` is not a detection (the error is kept).
+    fn clip(mut self, deadline: Instant) -> ClientEnd {
+        if self.failed_at.is_some_and(|t| t > deadline) {
+            self.failed_at = None;
+            self.error = self.error.map(|e| format!("after the client's deadline: {e}"));
+        }
+        self
+    }
+}
+
 /// Connects, waits for the steady state (two broker heartbeats read, one
-/// written) or only for the connection when heartbeats are off, reports
-/// ready, then waits for lapin's error event or `stop_at`.
+/// written; only with `steady` and heartbeats on) or only for the
+/// connection, reports ready, then waits for lapin's error event or
+/// `stop_at`. After an error the socket stays held (no FIN) until the case
+/// sets `stop_at`, i.e. until it has watched the broker.
 pub(crate) fn client(
     broker: SocketAddrV4,
     request: u16,
     name: String,
     tap: Tap,
+    steady: bool,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
-    stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+    mut stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> Option<ClientEnd> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let end = rt.block_on(async {
@@ -837,7 +862,7 @@ pub(crate) fn client(
         loop {
             let io = tap.io();
             let hb = |d: Dir| io.iter().filter(|i| i.dir == d && i.frames.contains(&Frame::Heartbeat)).count();
-            if negotiated == 0 || (hb(Dir::Read) >= 2 && hb(Dir::Write) >= 1) {
+            if !steady || negotiated == 0 || (hb(Dir::Read) >= 2 && hb(Dir::Write) >= 1) {
                 break;
             }
             if Instant::now() > setup_deadline {
@@ -857,7 +882,6 @@ pub(crate) fn client(
             }
         };
         let _ = ready.send(Ok(Ready { local, negotiated }));
-        let mut stop_at = stop_at;
         loop {
             let limit = (*stop_at.borrow()).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -880,6 +904,16 @@ pub(crate) fn client(
             }
         }
     });
+    if end.as_ref().is_some_and(|e| e.failed_at.is_some()) {
+        // Held until the case says so (or is gone).
+        rt.block_on(async {
+            while stop_at.borrow_and_update().is_none() {
+                if stop_at.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     // lapin's tasks (and the socket they hold) go with the runtime.
     drop(rt);
     tap.release();
@@ -959,10 +993,19 @@ pub fn client_expectation(h_s: u16, fault: FaultKind, last_read: i64, last_write
     )
 }
 
-/// Server side. Times are ms relative to the fault: `tick` (a receiver
-/// wake of the broker), `last_heard` (the last byte it received),
-/// `last_sent` (its last heartbeat, which lapin read).
-pub fn server_expectation(t_s: u16, fault: FaultKind, tick: i64, last_heard: i64, last_sent: i64) -> Expectation {
+/// The broker's heartbeat receiver, in ms relative to the fault: started at
+/// `start` (Tune-Ok; its first wake is T later), `tick` one of its wakes
+/// (or `start`).
+#[derive(Debug, Clone, Copy)]
+pub struct Receiver {
+    pub start: i64,
+    pub tick: i64,
+}
+
+/// Server side. Times are ms relative to the fault: `rx` (the broker's
+/// receiver), `last_heard` (the last byte it received), `last_sent` (its
+/// last heartbeat, which lapin read).
+pub fn server_expectation(t_s: u16, fault: FaultKind, rx: Receiver, last_heard: i64, last_sent: i64) -> Expectation {
     let spec = "AMQP 0-9-1 §4.2.7 + RabbitMQ rabbit_heartbeat";
     if t_s == 0 {
         return Expectation::not_detected("heartbeat 0 negotiated: RabbitMQ runs no heartbeat check", spec);
@@ -981,7 +1024,10 @@ pub fn server_expectation(t_s: u16, fault: FaultKind, tick: i64, last_heard: i64
             Level::Must,
         );
     }
+    let tick = rx.tick;
+    // No wake before the first, T after the start.
     let (w_lo, w_hi) = next_ticks(tick, t, last_heard);
+    let (w_lo, w_hi) = (w_lo.max(rx.start + t), w_hi.max(rx.start + t));
     let why = if fault == FaultKind::BlackholeDown {
         "lapin's first heartbeat after the fault still reaches the broker (its later ones wait behind that unacknowledged segment: cwnd 1 after an RTO)"
     } else {
@@ -1025,26 +1071,94 @@ pub fn blackhole_up_client(own: Expectation, broker: Expectation, last_read: i64
     }
 }
 
+type ClientThread = kaspec_harness::netns::NsThread<Option<ClientEnd>>;
+type StopAt = tokio::sync::watch::Sender<Option<Instant>>;
+
+/// Starts lapin in the client host against `addr` (see [`client`]) and
+/// waits for it to be ready.
+fn start_client(tb: &Testbed, addr: SocketAddrV4, request: u16, name: String, tap: &Tap, steady: bool) -> Result<(ClientThread, Ready, StopAt)> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_tap = tap.clone();
+    let thread = tb.client.spawn_thread("kaspec-amqp-client", move || client(addr, request, name, client_tap, steady, ready_tx, stop_rx))?;
+    match ready_rx.recv_timeout(Duration::from_secs(20) + 3 * Duration::from_secs(request.max(60) as u64)) {
+        Ok(Ok(r)) => Ok((thread, r, stop_tx)),
+        Ok(Err(e)) => {
+            let _ = stop_tx.send(Some(Instant::now()));
+            let _ = thread.join();
+            Err(Error::Other(e))
+        }
+        Err(_) => Err(Error::Other("amqp client thread did not report".into())),
+    }
+}
+
+/// Lets the client go (at `stop_at` at the latest, or at once if it failed)
+/// and takes its end; a failure after `deadline` is not a detection.
+fn finish_client(thread: ClientThread, stop: StopAt, stop_at: Instant, deadline: Instant) -> Result<ClientEnd> {
+    let _ = stop.send(Some(stop_at));
+    let end = thread.join()?.ok_or_else(|| Error::Other("amqp client ended without a result".into()))?;
+    Ok(end.clip(deadline))
+}
+
+/// Connection.Tune-Ok as lapin wrote it: when, and its heartbeat.
+fn tune_ok(io: &[Io]) -> Option<(Instant, u16)> {
+    io.iter().find_map(|i| i.frames.iter().find_map(|f| if let Frame::TuneOk { heartbeat } = f { Some((i.at, *heartbeat)) } else { None }))
+}
+
+/// A receiver tick of the broker (ms from t0): Tune-Ok (`start`), refined
+/// by the latest broker heartbeat read at a receiver tick (every second one:
+/// sender and receiver start together). `heartbeats_read`: in order.
+fn receiver_tick(start: i64, t_ms: i64, heartbeats_read: &[i64]) -> i64 {
+    if t_ms <= 0 {
+        return start;
+    }
+    heartbeats_read
+        .iter()
+        .copied()
+        .filter(|r| {
+            let off = (r - start).rem_euclid(t_ms);
+            off < t_ms / 4 || off > t_ms - t_ms / 4
+        })
+        .next_back()
+        .unwrap_or(start)
+}
+
+/// lapin's reads and writes, for the timeline.
+fn io_timeline(io: &[Io]) -> Vec<(Instant, String)> {
+    io.iter()
+        .map(|i| {
+            let what = i
+                .frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Heartbeat => "heartbeat".to_string(),
+                    Frame::Tune { heartbeat } => format!("Connection.Tune (heartbeat {heartbeat})"),
+                    Frame::TuneOk { heartbeat } => format!("Connection.Tune-Ok (heartbeat {heartbeat})"),
+                    Frame::Other => "frame".to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let what = if what.is_empty() { format!("{} bytes", i.bytes) } else { what };
+            (i.at, format!("lapin {} {what}", if i.dir == Dir::Read { "read" } else { "wrote" }))
+        })
+        .collect()
+}
+
+/// The configuration of a heartbeat case as the connection used it.
+fn heartbeat_config(ctx: &Ctx, hs: u16, wire_h: Option<u16>) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut config = ctx.config.effective("amqp.");
+    config.insert("rabbitmq.heartbeat".into(), format!("{}s ({})", server_heartbeat(&ctx.fixtures, &MAIN)?, MAIN.conf));
+    config.insert("negotiated".into(), format!("{hs}s (lapin), Tune-Ok {}", wire_h.map(|w| format!("{w}s")).unwrap_or_else(|| "?".into())));
+    Ok(config)
+}
+
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let broker_impl = broker_implementation();
     let lease = lease(ctx, &MAIN)?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, MAIN.port);
-    let request = request_of(ctx);
     let tap = Tap::default();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let name = format!("kaspec-{}-idle", tb.tag);
-    let client_tap = tap.clone();
-    let client_thread = tb.client.spawn_thread("kaspec-amqp-client", move || client(addr, request, name, client_tap, ready_tx, stop_rx))?;
-    let ready = match ready_rx.recv_timeout(Duration::from_secs(20) + 3 * Duration::from_secs(request.max(60) as u64)) {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let _ = client_thread.join();
-            return Err(Error::Other(e));
-        }
-        Err(_) => return Err(Error::Other("amqp client thread did not report".into())),
-    };
+    let (client_thread, ready, stop) = start_client(tb, addr, request_of(ctx), format!("kaspec-{}-idle", tb.tag), &tap, true)?;
     let hs = ready.negotiated;
     let h = Duration::from_secs(hs as u64);
     let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
@@ -1081,12 +1195,8 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     // The second axis: the broker's end only (the tap holds lapin's socket
     // open, on purpose, until the broker has been watched).
     let release = crate::case::Releases { client: None, ..crate::case::releases(tb, ready.local, addr) };
-    let _ = stop_tx.send(Some(Instant::now().max(t0 + Duration::from_millis(client_deadline_ms))));
-    let mut end = client_thread.join()?.ok_or_else(|| Error::Other("amqp client ended without a result".into()))?;
-    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
-        end.failed_at = None;
-        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
-    }
+    let client_deadline = t0 + Duration::from_millis(client_deadline_ms);
+    let end = finish_client(client_thread, stop, Instant::now().max(client_deadline), client_deadline)?;
 
     let io = tap.io();
     let rel = |t: Instant| rel_ms(t0, t);
@@ -1095,64 +1205,32 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     // What lapin last read: before the fault or, with server → client still
     // open, before it gave up.
     let last_read = if fault == FaultKind::BlackholeUp {
-        let until = end.failed_at.unwrap_or(t0 + Duration::from_millis(client_deadline_ms));
+        let until = end.failed_at.unwrap_or(client_deadline);
         io.iter().filter(|i| i.dir == Dir::Read && i.at < until).map(|i| rel(i.at)).next_back().unwrap_or(0)
     } else {
         reads_before.last().map(|i| rel(i.at)).unwrap_or(0)
     };
     let last_write = writes_before.last().map(|i| rel(i.at)).unwrap_or(0);
-    let tune_ok = io.iter().find(|i| i.frames.iter().any(|f| matches!(f, Frame::TuneOk { .. })));
-    let wire_h = io.iter().flat_map(|i| i.frames.iter()).find_map(|f| if let Frame::TuneOk { heartbeat } = f { Some(*heartbeat) } else { None });
+    let tune = tune_ok(&io);
+    let wire_h = tune.map(|(_, w)| w);
     // What the broker uses is what Tune-Ok carried.
     let ts = wire_h.unwrap_or(hs);
-    let t_ms = ts as i64 * 1000;
-    // A receiver tick: Tune-Ok, refined by the latest broker heartbeat read
-    // at a receiver tick (every second one: sender and receiver start together).
-    let a = tune_ok.map(|i| rel(i.at)).unwrap_or(last_read);
-    let tick = if t_ms > 0 {
-        reads_before
-            .iter()
-            .filter(|i| i.frames.contains(&Frame::Heartbeat))
-            .map(|i| rel(i.at))
-            .filter(|r| {
-                let off = (r - a).rem_euclid(t_ms);
-                off < t_ms / 4 || off > t_ms - t_ms / 4
-            })
-            .next_back()
-            .unwrap_or(a)
-    } else {
-        a
-    };
+    let heartbeats_read: Vec<i64> = reads_before.iter().filter(|i| i.frames.contains(&Frame::Heartbeat)).map(|i| rel(i.at)).collect();
+    let start = tune.map(|(at, _)| rel(at)).unwrap_or(last_read);
+    let tick = receiver_tick(start, ts as i64 * 1000, &heartbeats_read);
     let last_heard = if fault == FaultKind::BlackholeDown {
         let until = end.failed_at.map(rel).unwrap_or(i64::MAX);
         io.iter().filter(|i| i.dir == Dir::Write && i.at >= t0).map(|i| rel(i.at)).find(|r| *r < until).unwrap_or(last_write)
     } else {
         last_write
     };
-    let last_sent = reads_before.iter().filter(|i| i.frames.contains(&Frame::Heartbeat)).map(|i| rel(i.at)).next_back().unwrap_or(last_read);
+    let last_sent = heartbeats_read.last().copied().unwrap_or(last_read);
 
-    let mut timeline: Vec<(Instant, String)> = Vec::new();
-    for i in &io {
-        let what = i
-            .frames
-            .iter()
-            .map(|f| match f {
-                Frame::Heartbeat => "heartbeat".to_string(),
-                Frame::Tune { heartbeat } => format!("Connection.Tune (heartbeat {heartbeat})"),
-                Frame::TuneOk { heartbeat } => format!("Connection.Tune-Ok (heartbeat {heartbeat})"),
-                Frame::Other => "frame".to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" + ");
-        let what = if what.is_empty() { format!("{} bytes", i.bytes) } else { what };
-        timeline.push((i.at, format!("lapin {} {what}", if i.dir == Dir::Read { "read" } else { "wrote" })));
-    }
+    let mut timeline = io_timeline(&io);
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
-    let mut config = ctx.config.effective("amqp.");
-    config.insert("rabbitmq.heartbeat".into(), format!("{}s ({})", server_heartbeat(&ctx.fixtures, &MAIN)?, MAIN.conf));
-    config.insert("negotiated".into(), format!("{hs}s (lapin), Tune-Ok {}", wire_h.map(|w| format!("{w}s")).unwrap_or_else(|| "?".into())));
+    let config = heartbeat_config(ctx, hs, wire_h)?;
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     let (client_exp, server_exp) = match &imp {
         // lapin fails after 2H without a read, the broker after 2T to 3T,
@@ -1162,13 +1240,9 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
             crate::case::impaired_expectation("the broker's slack, 2T − T/2 (lapin sends every T/2) =", 3 * Duration::from_secs(ts as u64) / 2, i, case.spec),
         ),
         None => {
-            let server = server_expectation(ts, fault, tick, last_heard, last_sent);
+            let server = server_expectation(ts, fault, Receiver { start, tick }, last_heard, last_sent);
             let client = if fault == FaultKind::BlackholeUp {
-                blackhole_up_client(
-                    client_expectation(hs, fault, last_read, last_write),
-                    server_expectation(ts, fault, tick, last_heard, last_sent),
-                    last_read,
-                )
+                blackhole_up_client(client_expectation(hs, fault, last_read, last_write), server.clone(), last_read)
             } else {
                 client_expectation(hs, fault, last_read, last_write)
             };
@@ -1186,9 +1260,235 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     Ok(results)
 }
 
+// --- through a NAT -------------------------------------------------------------
+
+const NAT_SPEC: &str = "AMQP 0-9-1 §4.2.7, RFC 5382 §5";
+/// How close (ms) H/2 and N may be before the race between the heartbeat
+/// and the mapping's expiry is reported, not judged: the NAT's timeout is
+/// kept in jiffies and checked when a packet arrives, the heartbeats' timers
+/// run a little late and drift by a few ms per period.
+pub const NAT_RACE_MS: u64 = 100;
+
+/// What the heartbeats do to a NAT mapping that expires after `nat` idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatFate {
+    /// Heartbeat 0: nothing refreshes the mapping and nothing notices.
+    NoHeartbeat,
+    /// H/2 < N: every heartbeat (and its ACK) refreshes the mapping in time.
+    Kept,
+    /// H/2 within [`NAT_RACE_MS`] of N: the heartbeat races the expiry.
+    Race,
+    /// H/2 ≥ N: the flow is silent for H/2 between heartbeats; the mapping
+    /// expires first and the next heartbeats are dropped.
+    Broken,
+}
+
+/// Both sides send a heartbeat every H/2 when idle (lapin H/2 after its
+/// last write, RabbitMQ every T/2 from Tune-Ok, ms apart, so on one phase),
+/// and any packet of the flow, either way, refreshes the mapping: the flow
+/// is never silent for longer than H/2, and the mapping holds iff H/2 < N.
+pub fn nat_fate(h_s: u16, nat: Duration) -> NatFate {
+    let (half, n) = (h_s as u64 * 500, ms_of(nat));
+    if h_s == 0 {
+        NatFate::NoHeartbeat
+    } else if half.abs_diff(n) <= NAT_RACE_MS {
+        NatFate::Race
+    } else if half < n {
+        NatFate::Kept
+    } else {
+        NatFate::Broken
+    }
+}
+
+/// What lapin's tap saw of the flow, in ms from the mapping's expiry t0.
+#[derive(Debug, Clone, Copy)]
+pub struct NatPoints {
+    /// The flow's last packet before the expiry (t0 − N).
+    pub last: i64,
+    pub last_read: i64,
+    pub last_write: i64,
+    /// The broker's receiver: started at Tune-Ok, and a tick.
+    pub receiver: Receiver,
+    pub last_sent: i64,
+}
+
+/// The client's and the broker's expectations through a NAT forgetting idle
+/// flows after `nat`, with negotiated heartbeat `h_s` (lapin) and `t_s`
+/// (Tune-Ok, the broker's).
+pub fn nat_expectations(h_s: u16, t_s: u16, nat: Duration, p: &NatPoints) -> (Expectation, Expectation) {
+    let (half, n) = (h_s as u64 * 500, ms_of(nat));
+    let both = |e: &dyn Fn() -> Expectation| (e(), e());
+    match nat_fate(h_s, nat) {
+        NatFate::NoHeartbeat => both(&|| {
+            Expectation::not_detected(format!("heartbeat 0 negotiated: nothing refreshes the mapping; it is forgotten after N = {n} ms and neither side notices"), NAT_SPEC)
+        }),
+        NatFate::Kept => both(&|| {
+            Expectation::must_stay_up(
+                format!(
+                    "both sides send a heartbeat every H/2 = {half} ms when idle and every packet (and its ACK) refreshes the mapping: \
+                     H/2 < N = {n} ms (strict), so the mapping holds and neither side may declare the connection dead"
+                ),
+                NAT_SPEC,
+            )
+        }),
+        NatFate::Race => both(&|| {
+            Expectation::not_detected(
+                format!(
+                    "H/2 = {half} ms is within {NAT_RACE_MS} ms of N = {n} ms: the heartbeat races the mapping's expiry \
+                     (conntrack keeps its timeout in jiffies, the heartbeat timers run late by ms and drift): either outcome is possible"
+                ),
+                NAT_SPEC,
+            )
+        }),
+        NatFate::Broken => {
+            let why = format!(
+                "H/2 = {half} ms ≥ N = {n} ms: the flow's last packet at {:+} ms, the mapping expires N later (t0) and the next heartbeats are dropped. ",
+                p.last
+            );
+            let prefix = |mut e: Expectation| {
+                e.formula = format!("{why}{}", e.formula);
+                e.spec = format!("{}, RFC 5382 §5", e.spec);
+                e
+            };
+            (
+                prefix(client_expectation(h_s, FaultKind::NatExpiry, p.last_read, p.last_write)),
+                prefix(server_expectation(t_s, FaultKind::NatExpiry, p.receiver, p.last_write, p.last_sent)),
+            )
+        }
+    }
+}
+
+/// The flow's last packet before the mapping expired: the last read or
+/// write before the first silence of `nat` or more before `until` (ACKs
+/// follow within ms: quick ACKs after an idle gap longer than the RTO);
+/// None if the flow was never that silent. `io` in order.
+pub fn last_before_expiry(io: &[Io], nat: Duration, until: Instant) -> Option<Instant> {
+    let mut last: Option<Instant> = None;
+    for i in io.iter().filter(|i| i.at < until) {
+        if last.is_some_and(|l| i.at.duration_since(l) >= nat) {
+            return last;
+        }
+        last = Some(i.at);
+    }
+    last.filter(|l| until.duration_since(*l) >= nat)
+}
+
+fn nat_budget(ctx: &Ctx) -> Duration {
+    let h = Duration::from_secs(effective_heartbeat(request_of(ctx), server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT)) as u64);
+    // A node start, then the broker's 3T after the handshake, or 3 × N kept.
+    Duration::from_secs(15) + (3 * h).max(3 * crate::nat::nat_idle(ctx))
+}
+
+fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let nat = crate::nat::nat_idle(ctx);
+    let broker_impl = broker_implementation();
+    let lease = ctx.shared.lease_in(
+        &format!("nat-{}s", nat.as_secs()),
+        MAIN.group,
+        || Testbed::with_nat(&ctx.run_dir, Some(nat)),
+        |tb| MAIN.start(&ctx.fixtures, tb),
+    )?;
+    let tb = lease.testbed();
+    let addr = SocketAddrV4::new(tb.server.addr, MAIN.port);
+    let tap = Tap::default();
+    // Ready at once: with H/2 ≥ N no heartbeat ever gets through.
+    let (client_thread, ready, stop) = start_client(tb, addr, request_of(ctx), format!("kaspec-{}-nat", tb.tag), &tap, false)?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
+    let hs = ready.negotiated;
+    let ts = tune_ok(&tap.io()).map(|(_, w)| w).unwrap_or(hs);
+    let fate = nat_fate(hs, nat);
+
+    // Deadlines from the windows predicted at the handshake's end.
+    let handshake = tap.io().last().map(|i| i.at).unwrap_or_else(Instant::now);
+    let predicted_t0 = handshake + nat;
+    let predicted = nat_points(&tap.io(), predicted_t0, nat, ts);
+    let (pc, ps) = nat_expectations(hs, ts, nat, &predicted);
+    let quiet_ms = ms_of((3 * nat).max(3 * Duration::from_secs(hs as u64)));
+    let client_deadline_ms = pc.deadline_ms(quiet_ms);
+    let server_deadline_ms = ps.deadline_ms(quiet_ms) + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
+    let server_closed = watch.wait(predicted_t0 + Duration::from_millis(server_deadline_ms.max(if fate == NatFate::Broken { 0 } else { client_deadline_ms })))?;
+    let client_deadline = predicted_t0 + Duration::from_millis(client_deadline_ms);
+    let (end, release) = if fate == NatFate::Broken {
+        // The broker's end only: the tap holds lapin's socket until now.
+        let release = crate::case::Releases { client: None, ..crate::case::releases(tb, ready.local, addr) };
+        (finish_client(client_thread, stop, Instant::now().max(client_deadline), client_deadline)?, release)
+    } else {
+        // lapin closes the connection it kept (Connection.Close, then its
+        // socket); the broker's end must follow within a second.
+        let end = finish_client(client_thread, stop, Instant::now(), client_deadline)?;
+        let closed_at = Instant::now();
+        let release = loop {
+            // lapin's I/O may let go of the socket after the client returned.
+            tap.release();
+            let r = crate::case::releases(tb, ready.local, addr);
+            if r.server.as_ref().is_none_or(|s| s.clean) || closed_at.elapsed() > Duration::from_secs(1) {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (end, release)
+    };
+
+    let io = tap.io();
+    // t0: N after the flow's last packet before the first silence of N.
+    let until = end.failed_at.unwrap_or_else(Instant::now);
+    // Never that silent: t0 is when the mapping would have expired without
+    // the heartbeats.
+    let last = last_before_expiry(&io, nat, until).unwrap_or(handshake);
+    let t0 = last + nat;
+    let points = nat_points(&io, t0, nat, ts);
+    let (client_exp, server_exp) = nat_expectations(hs, ts, nat, &points);
+    let heartbeats_after = io.iter().filter(|i| i.dir == Dir::Read && i.at >= t0 && i.frames.contains(&Frame::Heartbeat)).count();
+
+    let mut timeline = io_timeline(&io);
+    timeline.push((last, "the flow's last packet before the mapping expired".into()));
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("broker socket {}", c.state)));
+    }
+    let mut config = heartbeat_config(ctx, hs, Some(ts))?;
+    config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
+    let client_error = end.error.or_else(|| {
+        Some(format!("no error; lapin read {heartbeats_after} broker heartbeats after the time the mapping would have expired, the last {} ms before the end", {
+            let last_hb = io.iter().filter(|i| i.dir == Dir::Read && i.frames.contains(&Frame::Heartbeat)).map(|i| i.at).next_back();
+            last_hb.map(|l| rel_ms(l, until)).unwrap_or(-1)
+        }))
+    });
+    let results = facts.both_sides(
+        client_implementation(),
+        broker_impl,
+        Side { expected: client_exp, detected_at: end.failed_at, error: client_error, deadline_ms: rel_ms(t0, client_deadline).max(0) as u64 },
+        Side::from_socket(server_exp, server_closed, rel_ms(t0, predicted_t0 + Duration::from_millis(server_deadline_ms)).max(0) as u64, "broker"),
+        &ctx.deviations,
+    );
+    drop(lease);
+    Ok(results)
+}
+
+/// The points the NAT windows count from, in ms from `t0`.
+fn nat_points(io: &[Io], t0: Instant, nat: Duration, t_s: u16) -> NatPoints {
+    let rel = |t: Instant| rel_ms(t0, t);
+    let last_of = |d: Dir| io.iter().filter(|i| i.dir == d && i.at < t0).map(|i| rel(i.at)).next_back();
+    let (last_read, last_write) = (last_of(Dir::Read).unwrap_or(0), last_of(Dir::Write).unwrap_or(0));
+    let heartbeats_read: Vec<i64> = io.iter().filter(|i| i.dir == Dir::Read && i.at < t0 && i.frames.contains(&Frame::Heartbeat)).map(|i| rel(i.at)).collect();
+    let start = tune_ok(io).map(|(at, _)| rel(at)).unwrap_or(last_write);
+    NatPoints {
+        last: -(ms_of(nat) as i64),
+        last_read,
+        last_write,
+        receiver: Receiver { start, tick: receiver_tick(start, t_s as i64 * 1000, &heartbeats_read) },
+        last_sent: heartbeats_read.last().copied().unwrap_or(last_read),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver whose start is long past.
+    fn rx(tick: i64) -> Receiver {
+        Receiver { start: i64::MIN / 4, tick }
+    }
 
     #[test]
     fn lapin_takes_the_servers_value_for_zero_and_the_lower_otherwise() {
@@ -1262,29 +1562,83 @@ mod tests {
     fn server_window_is_the_second_silent_receiver_tick() {
         // T = 2 s, a tick at −1500: ticks at 500, 2500, ...; last heard −300 → first
         // tick after it 500, + 2T = 4500.
-        let e = server_expectation(2, FaultKind::Blackhole, -1500, -300, -800);
+        let e = server_expectation(2, FaultKind::Blackhole, rx(-1500), -300, -800);
         assert_eq!((e.min_ms, e.max_ms, e.level), (Some(4500), Some(4500), Level::Must));
         // Heard 5 ms before a tick: that tick or the next.
-        let e = server_expectation(2, FaultKind::Blackhole, -1500, 495, -800);
+        let e = server_expectation(2, FaultKind::Blackhole, rx(-1500), 495, -800);
         assert_eq!((e.min_ms, e.max_ms), (Some(4500), Some(6500)));
         // Heard 1 ms after the very tick that anchors the grid: it or the next.
-        let e = server_expectation(2, FaultKind::Blackhole, -526, -525, -526);
+        let e = server_expectation(2, FaultKind::Blackhole, rx(-526), -525, -526);
         assert_eq!((e.min_ms, e.max_ms), (Some(3474), Some(5474)));
-        let r = server_expectation(2, FaultKind::Reset, -1500, -300, -800);
+        let r = server_expectation(2, FaultKind::Reset, rx(-1500), -300, -800);
         assert_eq!((r.min_ms, r.max_ms), (Some(200), Some(200)));
-        assert!(!server_expectation(2, FaultKind::Freeze, 0, 0, 0).expects_detection());
-        assert!(!server_expectation(0, FaultKind::Blackhole, 0, 0, 0).expects_detection());
+        assert!(!server_expectation(2, FaultKind::Freeze, rx(0), 0, 0).expects_detection());
+        assert!(!server_expectation(0, FaultKind::Blackhole, rx(0), 0, 0).expects_detection());
     }
 
     #[test]
     fn blackhole_up_client_takes_the_earlier_of_its_check_and_the_brokers_rst() {
         let own = client_expectation(2, FaultKind::BlackholeUp, 497, -508);
-        let broker = server_expectation(2, FaultKind::BlackholeUp, -503, -508, -503);
+        let broker = server_expectation(2, FaultKind::BlackholeUp, rx(-503), -508, -503);
         assert_eq!((own.min_ms, own.max_ms), (Some(4492), Some(5492)));
         assert_eq!((broker.min_ms, broker.max_ms), (Some(3497), Some(5497)));
         let e = blackhole_up_client(own, broker, 497);
         assert_eq!((e.min_ms, e.max_ms, e.level), (Some(3497), Some(5492), Level::Must));
         assert!(e.formula.contains("RST"));
+    }
+
+    #[test]
+    fn the_nat_keeps_the_flow_only_when_half_the_heartbeat_is_below_its_timeout() {
+        let nat = Duration::from_secs(4);
+        assert_eq!(nat_fate(2, nat), NatFate::Kept);
+        assert_eq!(nat_fate(7, nat), NatFate::Kept, "H/2 = 3.5 s < 4 s");
+        assert_eq!(nat_fate(8, nat), NatFate::Race, "H/2 = N: informational");
+        assert_eq!(nat_fate(8, Duration::from_millis(4100)), NatFate::Race);
+        assert_eq!(nat_fate(8, Duration::from_millis(4101)), NatFate::Kept);
+        assert_eq!(nat_fate(10, nat), NatFate::Broken);
+        assert_eq!(nat_fate(0, nat), NatFate::NoHeartbeat);
+        let p = NatPoints { last: -4000, last_read: -4000, last_write: -4000, receiver: Receiver { start: -4000, tick: -4000 }, last_sent: -4000 };
+        let (c, s) = nat_expectations(2, 2, nat, &p);
+        assert!(!c.expects_detection() && !s.expects_detection() && c.level == Level::Must && s.level == Level::Must);
+        let (c, _) = nat_expectations(8, 8, nat, &p);
+        assert_eq!((c.expects_detection(), c.level), (false, Level::Info));
+    }
+
+    #[test]
+    fn broken_nat_windows_count_from_the_expiry() {
+        // H = 10 s, N = 4 s, handshake (Tune-Ok, Open, Open-Ok) at −4000 ms.
+        let p = NatPoints { last: -4000, last_read: -4000, last_write: -4000, receiver: Receiver { start: -4000, tick: -4000 }, last_sent: -4000 };
+        let (c, s) = nat_expectations(10, 10, Duration::from_secs(4), &p);
+        // lapin: last read + 2H = 16000 falls on its wake grid (every 5 s from −4000): that wake or the next.
+        assert_eq!((c.min_ms, c.max_ms, c.level), (Some(16000), Some(21000), Level::Must));
+        // RabbitMQ: no receiver wake before Tune-Ok + T = 6000; + 2T = 26000.
+        assert_eq!((s.min_ms, s.max_ms, s.level), (Some(26000), Some(26000), Level::Must));
+        assert!(c.formula.contains("H/2 = 5000 ms ≥ N = 4000 ms") && s.spec.contains("RFC 5382"), "{c:?}");
+    }
+
+    #[test]
+    fn the_receivers_first_wake_is_one_period_after_its_start() {
+        let e = server_expectation(2, FaultKind::Blackhole, Receiver { start: -1000, tick: -1000 }, -995, -1000);
+        assert_eq!((e.min_ms, e.max_ms), (Some(5000), Some(5000)));
+        // Without a start the anchor itself would count as a wake.
+        let e = server_expectation(2, FaultKind::Blackhole, rx(-1000), -995, -1000);
+        assert_eq!((e.min_ms, e.max_ms), (Some(3000), Some(5000)));
+    }
+
+    #[test]
+    fn the_expiry_follows_the_first_silence_of_n() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let io = |ms, dir| Io { at: at(ms), dir, bytes: 8, frames: vec![Frame::Heartbeat] };
+        let nat = Duration::from_secs(4);
+        // Handshake at 0..2, then lapin's heartbeats (dropped) every 5 s.
+        let broken = [io(0, Dir::Write), io(2, Dir::Read), io(5002, Dir::Write), io(10003, Dir::Write)];
+        assert_eq!(last_before_expiry(&broken, nat, at(20_000)), Some(at(2)));
+        // Heartbeats every second: never silent for N.
+        let kept: Vec<Io> = (0..12).map(|k| io(k * 1000, if k % 2 == 0 { Dir::Read } else { Dir::Write })).collect();
+        assert_eq!(last_before_expiry(&kept, nat, at(12_500)), None);
+        // Silent at the end for N or more.
+        assert_eq!(last_before_expiry(&kept, nat, at(15_000)), Some(at(11_000)));
     }
 
     #[test]

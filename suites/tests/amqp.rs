@@ -162,20 +162,26 @@ fn amqp_every_case_and_fault_against_one_shared_rabbitmq() {
     assert_pass(side(&r, "server"));
     assert_eq!(starts(&ctx, "rabbitmq"), 2, "restarted once, after the crash");
 
-    // Nothing is left behind: namespaces, processes, data directories.
     let tag = ctx
         .shared
         .lease("rabbitmq", || panic!("exists"), |_| panic!("running"))
         .map(|l| l.testbed().tag.clone())
         .unwrap();
-    let dirs = ["rabbitmq", "rabbitmq-hb0"].map(|g| std::env::temp_dir().join(format!("kaspec-{tag}-{g}")));
+    assert_closed_without_leftovers(&ctx, &tag, &["rabbitmq", "rabbitmq-hb0"]);
+}
+
+/// Closes the shared servers of `ctx` and checks that nothing of testbed
+/// `tag` is left: its nodes' data directories (in use before), namespaces,
+/// processes.
+fn assert_closed_without_leftovers(ctx: &Ctx, tag: &str, groups: &[&str]) {
+    let dirs: Vec<PathBuf> = groups.iter().map(|g| std::env::temp_dir().join(format!("kaspec-{tag}-{g}"))).collect();
     assert!(dirs.iter().all(|d| d.join("mnesia").is_dir()), "data directories in use: {dirs:?}");
     ctx.shared.close();
     for d in &dirs {
         assert!(!d.exists(), "{} left behind", d.display());
     }
     let namespaces = std::fs::read_dir("/run/netns").map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default();
-    assert!(!namespaces.iter().any(|n| n.contains(&tag)), "{namespaces:?}");
+    assert!(!namespaces.iter().any(|n| n.contains(tag)), "{namespaces:?}");
     let ours = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -183,4 +189,64 @@ fn amqp_every_case_and_fault_against_one_shared_rabbitmq() {
         .filter(|env| env.split(|b| *b == 0).any(|v| v == format!("KASPEC_RUN_TAG={tag}").as_bytes()))
         .count();
     assert_eq!(ours, 0, "processes of run {tag} left behind");
+}
+
+/// The NAT case with N = 4 s on one context (one NAT testbed, one broker):
+/// heartbeat 2 s (H/2 = 1 s < N) keeps the mapping; 10 s (H/2 = 5 s ≥ N)
+/// loses it, and both ends notice in their windows.
+#[test]
+fn amqp_heartbeats_through_a_nat() {
+    let id = "amqp/0-9-1-4.2.7/2";
+    let mut ctx = ctx(&["amqp.heartbeat=2s"]);
+    ctx.network.nat_idle_timeout = Some(std::time::Duration::from_secs(4));
+    let lease_nat = |ctx: &Ctx| {
+        ctx.shared
+            .lease_in("nat-4s", "rabbitmq", || panic!("the NAT testbed should exist"), |_| panic!("the broker should be running"))
+            .map(|l| (l.testbed().tag.clone(), l.starts(), l.testbed().nat_idle_timeout))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    // Kept: heartbeats every second refresh the mapping.
+    let r = run(&ctx, id, FaultKind::NatExpiry);
+    for s in ["client", "server"] {
+        let r = side(&r, s);
+        assert_quiet(r, Verdict::Pass);
+        assert_eq!((r.expected.level, r.expected.max_ms), (kaspec_harness::expect::Level::Must, None), "{}", show(r));
+        assert_eq!(r.config["negotiated"], "2s (lapin), Tune-Ok 2s");
+        assert_eq!(r.config["network.nat_idle_timeout"], "4000ms");
+        assert_eq!(r.fault, "nat-expiry");
+    }
+    // Alive, not merely undetected: the broker's heartbeats kept arriving
+    // for the whole watch (12 s from the would-be expiry, one a second).
+    let c = side(&r, "client");
+    let read: usize = error_of(c)
+        .strip_prefix("no error; lapin read ")
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", show(c)));
+    assert!(read >= 10, "{}", show(c));
+    // lapin closed it; the broker's end went with it.
+    let release = side(&r, "server").release.as_ref().unwrap_or_else(|| panic!("{}", show(side(&r, "server"))));
+    assert!(release.clean, "{release:?}");
+
+    // Broken: the mapping expires N after the handshake, before the first heartbeat.
+    ctx.config.set_pair("amqp.heartbeat=10s").unwrap();
+    let r = run(&ctx, id, FaultKind::NatExpiry);
+    let (c, s) = (side(&r, "client"), side(&r, "server"));
+    assert_pass(c);
+    assert_pass(s);
+    assert_eq!(c.config["negotiated"], "10s (lapin), Tune-Ok 10s");
+    assert!(error_of(c).contains("MissingHeartbeatError"), "{}", show(c));
+    // lapin: (2H, 2.5H] after its last read, − N; the broker: 3T after
+    // Tune-Ok (its first receiver wake after the handshake + 2T), − N.
+    let (lo, hi) = (c.expected.min_ms.unwrap(), c.expected.max_ms.unwrap());
+    assert!((15_980..=16_020).contains(&lo) && (20_980..=21_020).contains(&hi), "{}", show(c));
+    let (lo, hi) = (s.expected.min_ms.unwrap(), s.expected.max_ms.unwrap());
+    assert!(lo == hi && (25_980..=26_020).contains(&lo), "{}", show(s));
+    assert!(c.detection_ms.unwrap() < s.detection_ms.unwrap(), "lapin (≤ 21 s) before the broker (26 s)");
+    assert!(s.release.as_ref().is_some_and(|r| r.clean), "{}", show(s));
+
+    let (tag, starts, nat) = lease_nat(&ctx);
+    assert_eq!((starts, nat), (1, Some(std::time::Duration::from_secs(4))), "one broker on one NAT testbed for both");
+    assert_closed_without_leftovers(&ctx, &tag, &["rabbitmq"]);
 }
