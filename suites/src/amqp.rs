@@ -90,16 +90,7 @@ pub const MAIN: Broker =
 pub const HB0: Broker =
     Broker { group: "rabbitmq-hb0", conf: "rabbitmq-hb0.conf", port: 5673, dist_port: 25673, epmd_port: 4370, node: "rabbit-hb0@localhost" };
 
-const IDLE_FAULTS: &[FaultKind] = &[
-    FaultKind::Blackhole,
-    FaultKind::BlackholeUp,
-    FaultKind::BlackholeDown,
-    FaultKind::Reset,
-    FaultKind::Freeze,
-    FaultKind::Crash,
-    FaultKind::Delay,
-    FaultKind::Loss,
-];
+const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
 pub static CASES: [CaseDef; 4] = [
     CaseDef {

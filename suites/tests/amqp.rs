@@ -6,57 +6,14 @@
 //! once more after `crash` killed it), and that nothing is left behind.
 //! Needs root (network namespaces) and the rabbitmq-server package.
 
-use std::path::PathBuf;
-
 use kaspec_harness::expect::Verdict;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
-use kaspec_suites::case::{self, ServeCommand};
-use kaspec_suites::{deviations, Config, Ctx};
+use kaspec_suites::Ctx;
+use std::path::PathBuf;
 
-fn ctx(sets: &[&str]) -> Ctx {
-    let mut config = Config::default();
-    for s in sets {
-        config.set_pair(s).unwrap();
-    }
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    Ctx {
-        config,
-        run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs"),
-        deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
-        fixtures,
-        serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
-        network: Default::default(),
-        shared: Default::default(),
-    }
-}
-
-fn run(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
-    let c = case::all().into_iter().find(|c| c.id == id).expect("case exists");
-    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
-}
-
-fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
-    results.iter().find(|r| r.side == side).unwrap_or_else(|| panic!("no {side} result"))
-}
-
-fn show(r: &CaseResult) -> String {
-    serde_json::to_string_pretty(r).unwrap()
-}
-
-/// Detected, inside the computed window (the verdict says so).
-fn assert_pass(r: &CaseResult) {
-    assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
-    let v = r.detection_ms.expect("detected");
-    let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
-    assert!(v + r.tolerance_ms >= lo && v <= hi + r.tolerance_ms, "{}", show(r));
-}
-
-/// Not detected, and not expected to be.
-fn assert_quiet(r: &CaseResult, verdict: Verdict) {
-    assert!(!r.detected, "expected no detection: {}", show(r));
-    assert_eq!(r.verdict, verdict, "{}", show(r));
-}
+mod common;
+use common::{assert_not_detected as assert_quiet, assert_pass, ctx, run_in as run, show, side};
 
 fn error_of(r: &CaseResult) -> &str {
     r.error.as_deref().unwrap_or_default()
