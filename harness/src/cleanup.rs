@@ -49,6 +49,7 @@ pub fn install_signal_handler() {
             };
             for (tag, namespaces) in live {
                 remove_namespaces(&namespaces);
+                remove_scratch_dirs_of(&tag);
                 let _ = std::fs::remove_file(format!("{OWNER_DIR}/{tag}"));
             }
             std::process::exit(130);
@@ -168,6 +169,17 @@ pub struct CleanReport {
     pub in_use: Vec<(String, i32)>,
     /// Throw-away directories of finished runs ([`scratch_dir`]) removed.
     pub dirs: Vec<String>,
+}
+
+/// Removes the marked scratch directories of `tag` (after its processes are gone).
+fn remove_scratch_dirs_of(tag: &str) {
+    let prefix = format!("{NS_PREFIX}{tag}-");
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(&prefix) && p.join(SCRATCH_MARKER).is_file() {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
 }
 
 /// Marks a directory made by [`scratch_dir`]: `kaspec clean` removes no other.

@@ -215,7 +215,10 @@ pub fn start(engine: Engine, router: &Host, to_client: &str, to_server: &str, fl
             for m in [flow.iptables_up(), flow.iptables_down()] {
                 let mut rule: Vec<String> = vec!["FORWARD".into()];
                 rule.extend(m);
-                rule.extend(["-m", "comment", "--comment", &comment, "-j", "NFQUEUE", "--queue-num", &QUEUE.to_string()].map(String::from));
+                // --queue-bypass: with no engine listening, packets pass (unimpaired)
+                // instead of being dropped, so a dead engine can never pass for a
+                // dead path; its death is reported (see `Running::failure`).
+                rule.extend(["-m", "comment", "--comment", &comment, "-j", "NFQUEUE", "--queue-num", &QUEUE.to_string(), "--queue-bypass"].map(String::from));
                 let mut add = vec!["-w".to_string(), "-A".to_string()];
                 add.extend(rule.iter().cloned());
                 iptables(router, "queueing the flow to the nfqueue engine", &add)?;
@@ -250,20 +253,50 @@ impl Running {
         self.restore()
     }
 
+    /// Why the engine is not doing its job any more (its thread ended),
+    /// or `None` while it is.
+    pub fn failure(&self) -> Option<String> {
+        match &self.thread {
+            Some(t) if t.is_finished() => Some("the nfqueue engine's thread ended while the impairment was in force".into()),
+            _ => None,
+        }
+    }
+
+    /// What the engine did so far, for the timeline.
+    pub fn summary(&self) -> String {
+        match self.engine {
+            Engine::Netem => "netem on both router links".into(),
+            Engine::Nfqueue => format!(
+                "nfqueue engine: {} packets of the flow, {} dropped",
+                self.counters.seen.load(Ordering::Relaxed),
+                self.counters.dropped.load(Ordering::Relaxed)
+            ),
+        }
+    }
+
     fn restore(&mut self) -> Result<()> {
         let mut first_err = None;
+        // The engine first: it releases what it holds, in order; packets
+        // that come meanwhile bypass the queue (no listener) rather than
+        // overtake held ones for long.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+                Ok(Ok(())) => {}
+            }
+        }
         for args in self.undo.drain(..) {
             let r = match self.engine {
                 Engine::Netem => tc(&self.router, "removing netem", &args),
                 Engine::Nfqueue => iptables(&self.router, "removing the NFQUEUE rule", &args),
             };
             if let Err(e) = r {
-                first_err.get_or_insert(e);
-            }
-        }
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            if let Ok(Err(e)) = t.join() {
                 first_err.get_or_insert(e);
             }
         }

@@ -406,17 +406,32 @@ impl Testbed {
     }
 
     /// Removes every fault rule: the path works again.
+    /// Every step runs even when one fails (a frozen server is always
+    /// continued); the first error is returned.
     pub fn heal(&self) -> Result<Instant> {
-        self.nft("healing the path", &format!("flush chain inet {} faults\n", self.table))?;
-        if let Some(running) = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            running.stop()?;
-        }
+        let flushed = self.nft("healing the path", &format!("flush chain inet {} faults\n", self.table)).map(|_| ());
+        let running = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stopped = running.map_or(Ok(()), |r| r.stop());
         for f in self.faults.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             if let (FaultKind::Freeze, Some(pid)) = (f.kind, f.pid) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
             }
         }
-        Ok(Instant::now())
+        flushed.and(stopped).map(|_| Instant::now())
+    }
+
+    /// After a case watched a `delay` or `loss` fault: an error if the
+    /// impairment engine stopped working meanwhile (its result would not be
+    /// a measurement of that path), else what it did (for the timeline).
+    pub fn impairment_report(&self) -> Result<Option<String>> {
+        let guard = self.impaired.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            None => Ok(None),
+            Some(r) => match r.failure() {
+                Some(why) => Err(Error::Other(format!("{why}: the measurement is not of the impaired path"))),
+                None => Ok(Some(r.summary())),
+            },
+        }
     }
 
     /// The namespaces of this testbed.

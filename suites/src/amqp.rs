@@ -1222,6 +1222,9 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
     let config = heartbeat_config(ctx, hs, wire_h)?;
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     let (client_exp, server_exp) = match &imp {
         // lapin fails after 2H without a read, the broker after 2T to 3T,
@@ -1254,11 +1257,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
 // --- through a NAT -------------------------------------------------------------
 
 const NAT_SPEC: &str = "AMQP 0-9-1 §4.2.7, RFC 5382 §5";
-/// How close (ms) H/2 and N may be before the race between the heartbeat
-/// and the mapping's expiry is reported, not judged: the NAT's timeout is
-/// kept in jiffies and checked when a packet arrives, the heartbeats' timers
-/// run a little late and drift by a few ms per period.
-pub const NAT_RACE_MS: u64 = 100;
+use crate::nat::NAT_RACE_MS;
 
 /// What the heartbeats do to a NAT mapping that expires after `nat` idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -288,12 +288,16 @@ impl RunFacts<'_> {
             ),
         ];
         // The client's end counts once its library reported the failure
-        // (otherwise kaspec closed it at the end of the case); the server's
-        // end always, unless the server was killed.
-        if out[0].detected {
+        // (otherwise kaspec closed it at the end of the case) and only where
+        // the snapshot was taken before kaspec closed it; the server's end
+        // always, unless the server was killed.
+        // A live peer (delay, loss) or a frozen one keeps its end open by
+        // design: the axis does not apply.
+        let applies = !self.fault.peer_alive() && self.fault != FaultKind::Freeze;
+        if applies && out[0].detected {
             out[0].release = self.release.client.clone();
         }
-        if !crashed {
+        if applies && !crashed {
             out[1].release = self.release.server.clone();
         }
         out
@@ -369,17 +373,19 @@ pub const RTO_MIN: Duration = Duration::from_millis(200);
 ///
 /// The check survives the path when `timeout` exceeds the longest round
 /// trip (rtt + jitter) plus, on a lossy path, what two consecutive losses of
-/// one segment cost TCP (RTO_MIN + 2 × RTO_MIN = 600 ms): then a detection
-/// is a false positive and fails. Otherwise a false detection is what the
-/// configuration allows on this path: reported, not failed.
+/// one segment cost TCP (RTO + 2 × RTO with RTO ≈ RTT + RTO_MIN): then a
+/// detection is a false positive and fails. Otherwise a false detection is
+/// what the configuration allows on this path: reported, not failed.
 pub fn impaired_expectation(what: &str, timeout: Duration, imp: &kaspec_harness::impair::Impairment, spec: &str) -> Expectation {
     let rtt = ms_of(imp.max_rtt());
-    let loss_cost = if imp.loss_percent > 0.0 { 3 * ms_of(RTO_MIN) } else { 0 };
+    // Two losses of one segment: retransmitted after RTO ≈ RTT + RTO_MIN, then
+    // after twice that (backoff): 3 × RTO more before the answer can come.
+    let loss_cost = if imp.loss_percent > 0.0 { 3 * (rtt + ms_of(RTO_MIN)) } else { 0 };
     let need = rtt + loss_cost;
     let t = ms_of(timeout);
     let path = imp.describe();
     let needs = if loss_cost > 0 {
-        format!("round trip {rtt} ms + two retransmissions of one segment {loss_cost} ms = {need} ms")
+        format!("round trip {rtt} ms + two retransmissions of one segment 3 × (RTT + RTO_MIN) = {loss_cost} ms: {need} ms")
     } else {
         format!("the longest round trip {rtt} ms")
     };
@@ -399,4 +405,10 @@ pub fn impaired_expectation(what: &str, timeout: Duration, imp: &kaspec_harness:
 /// How long a case watches a healthy connection on an impaired path.
 pub fn impaired_watch_ms(longest_window: Duration, imp: &kaspec_harness::impair::Impairment) -> u64 {
     (3 * ms_of(longest_window + imp.max_rtt())).max(5_000)
+}
+
+/// For cases that take `delay`/`loss`: what the impairment engine did, as a
+/// timeline event; an error if it stopped working during the case.
+pub fn impairment_event(tb: &kaspec_harness::netns::Testbed) -> kaspec_harness::Result<Option<(Instant, String)>> {
+    Ok(tb.impairment_report()?.map(|s| (Instant::now(), s)))
 }

@@ -102,24 +102,33 @@ pub fn nat_expectation(g: &GrpcConfig, tcp: &TcpConfig, nat: Duration) -> Expect
     let n = ms_of(nat);
     let h2 = g.keepalive_while_idle && !g.keepalive_time.is_zero();
     let (i, t) = (ms_of(g.keepalive_time), ms_of(g.keepalive_timeout));
+    // The refresh that comes first decides; within the race band either outcome can happen.
+    let first = [(h2, "keepalive_time I", g.keepalive_time), (tcp.keepalive, "tcp.idle", tcp.idle)]
+        .into_iter()
+        .filter(|(on, _, _)| *on)
+        .min_by_key(|(_, _, p)| *p);
+    if let Some(race) = first.and_then(|(_, what, p)| crate::nat::nat_race(what, p, nat, spec)) {
+        return race;
+    }
     if (h2 && g.keepalive_time < nat) || (tcp.keepalive && tcp.idle < nat) {
         let by = if h2 && g.keepalive_time < nat { format!("a PING every I = {i} ms") } else { format!("a TCP keep-alive probe every tcp.idle = {} ms", ms_of(tcp.idle)) };
         return Expectation::must_stay_up(format!("{by} < N = {n} ms refreshes the mapping: the channel survives 3 × N"), spec);
     }
-    let mut ways: Vec<(u64, u64, String)> = Vec::new();
+    // Once the PING is out (unacknowledged data), Linux sends no keep-alive
+    // probe: TCP keep-alive decides only if it gives up before the PING goes.
+    let death = crate::tcp::keepalive_death(tcp);
+    let tcp_first = tcp.keepalive && (!h2 || death.ms < i);
+    if tcp_first {
+        let d = death.ms.saturating_sub(n);
+        let how = format!("TCP keep-alive gives up before any PING: {} − N = {d} ms (+ up to {} ms)", death.formula, death.slack_ms);
+        return Expectation::window(d, d + death.slack_ms, format!("nothing refreshes the mapping (periods ≥ N = {n} ms): {how}"), spec, Level::Must);
+    }
     if h2 {
         let d = (i + t).saturating_sub(n);
-        ways.push((d, d, format!("the PING I after the last segment is dropped; closed T later: I + T − N = {i} + {t} − {n} = {d} ms")));
+        let how = format!("the PING I after the last segment is dropped; closed T later: I + T − N = {i} + {t} − {n} = {d} ms");
+        return Expectation::window(d, d, format!("nothing refreshes the mapping (periods ≥ N = {n} ms): {how}"), spec, Level::Must);
     }
-    if tcp.keepalive {
-        let death = crate::tcp::keepalive_death(tcp);
-        let d = death.ms.saturating_sub(n);
-        ways.push((d, d + death.slack_ms, format!("TCP keep-alive: {} − N = {d} ms (+ up to {} ms)", death.formula, death.slack_ms)));
-    }
-    match ways.into_iter().min_by_key(|w| w.0) {
-        None => Expectation::not_detected(format!("no keep-alive at all: the mapping is forgotten after N = {n} ms and nothing notices"), spec),
-        Some((lo, hi, how)) => Expectation::window(lo, hi, format!("nothing refreshes the mapping (periods ≥ N = {n} ms): {how}"), spec, Level::Must),
-    }
+    Expectation::not_detected(format!("no keep-alive at all: the mapping is forgotten after N = {n} ms and nothing notices"), spec)
 }
 
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
@@ -630,7 +639,10 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let mut config = config_of(ctx, &g);
     config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
     config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
-    let release = crate::case::releases(&tb, ready.local, addr);
+    let release = crate::case::Releases { client: None, ..crate::case::releases(&tb, ready.local, addr) };
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     let mut results = facts.both_sides(
         client_implementation(),

@@ -312,7 +312,10 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
-    let release = crate::case::releases(&tb, ready.local, addr);
+    let release = crate::case::Releases { client: None, ..crate::case::releases(&tb, ready.local, addr) };
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config: ctx.config.effective("mqtt."), t0, timeline, release };
     let (client_exp, server_exp) = match &imp {
         // rumqttc fails when the PINGRESP is not in by its next tick, K later;

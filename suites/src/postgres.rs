@@ -768,6 +768,9 @@ fn run(
     }
     config.insert("postgres.socket".into(), r.ready.sockopts.clone());
     config.extend(r.settings.report());
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: r.engine.clone(), config, t0, timeline, release };
     let results = facts.both_sides(client_implementation(), r.server_impl.clone(), out.client, out.server, &ctx.deviations);
     drop(lease);
@@ -891,15 +894,7 @@ fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: PostgresConfig
 fn idle_outcome(ctx: &Ctx, c: &TcpConfig, s: &TcpConfig, r: &Run, spec: &str) -> Outcome {
     let fault = r.fault;
     let (client_exp, server_exp) = if let Some(i) = ctx.impairment(fault) {
-        let what = "the keep-alive interval V (time each probe has for its answer) =";
-        let side = |t: &TcpConfig, who: &str| {
-            if t.keepalive {
-                crate::case::impaired_expectation(&format!("{who}: {what}"), t.interval, &i, spec)
-            } else {
-                Expectation::not_detected(format!("{who}: keep-alive off: nothing on that side can time out"), spec)
-            }
-        };
-        (side(c, "client"), side(s, "server"))
+        (crate::tcp::keepalive_on_impaired_path(c, &i, "client", spec), crate::tcp::keepalive_on_impaired_path(s, &i, "server", spec))
     } else if fault == FaultKind::Freeze {
         (
             Expectation::not_detected("the frozen backend's kernel still answers keep-alive probes: TCP keep-alive cannot detect a hung backend", spec),

@@ -96,6 +96,32 @@ pub struct Death {
     pub formula: String,
 }
 
+/// A live peer on a slow or lossy path, seen by TCP keep-alive: probes are
+/// not retransmitted; the connection dies only when N probes in a row (or
+/// their answers) are lost, or when no answer comes within N × V of the
+/// first probe (U with TCP_USER_TIMEOUT). With N = 1 a single loss kills it.
+pub fn keepalive_on_impaired_path(t: &TcpConfig, imp: &kaspec_harness::impair::Impairment, who: &str, spec: &str) -> Expectation {
+    if !t.keepalive {
+        return Expectation::not_detected(format!("{who}: keep-alive off: nothing on that side can time out"), spec);
+    }
+    if imp.loss_percent > 0.0 && t.count < 2 && t.user_timeout.is_zero() {
+        return Expectation::not_detected(
+            format!(
+                "{who}: N = 1: one lost probe or answer ends the connection (about {:.1}% per idle cycle at {}% loss each way): a false detection is allowed",
+                2.0 * imp.loss_percent,
+                imp.loss_percent
+            ),
+            spec,
+        );
+    }
+    let (what, span) = if t.user_timeout.is_zero() {
+        ("the time from the first unanswered probe to death, N × V =".to_string(), t.interval * t.count)
+    } else {
+        ("TCP_USER_TIMEOUT U =".to_string(), t.user_timeout)
+    };
+    crate::case::impaired_expectation(&format!("{who}: {what}"), span, imp, spec)
+}
+
 pub fn keepalive_death(t: &TcpConfig) -> Death {
     let (i, v, u) = (ms_of(t.idle), ms_of(t.interval), ms_of(t.user_timeout));
     // Timers: the first (I, re-armed once for the remainder after our last
@@ -394,7 +420,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
     }
     if let Some(i) = &imp {
         // Each probe is answered (or retried) within V; N unanswered probes in a row are death.
-        client_exp = crate::case::impaired_expectation("the keep-alive interval V (time each probe has for its answer) =", plan.tcp.interval, i, case.spec);
+        client_exp = keepalive_on_impaired_path(&plan.tcp, i, "client", case.spec);
         server_exp = Expectation::not_detected("the server has keep-alive off and nothing to send: nothing on that side can time out", case.spec);
     }
     let mut config = ctx.config.effective("tcp.");
@@ -412,6 +438,9 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         timeline.push((h, "path returns (half-open)".into()));
     }
     let release = crate::case::releases(&tb, ready.local, addr);
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     Ok(facts.both_sides(
         implementation(),
@@ -575,6 +604,21 @@ pub fn serve(listen: SocketAddrV4) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn keepalive_on_a_lossy_path_needs_two_probes_and_n_times_v() {
+        use kaspec_harness::impair::Impairment;
+        let t = |n: u32| TcpConfig { keepalive: true, idle: Duration::from_secs(2), interval: Duration::from_secs(1), count: n, user_timeout: Duration::ZERO };
+        let lossy = Impairment { rtt: Duration::ZERO, jitter: Duration::ZERO, loss_percent: 2.0, seed: 1 };
+        assert_eq!(keepalive_on_impaired_path(&t(1), &lossy, "client", "s").level, Level::Info, "N = 1: one loss kills it");
+        assert_eq!(keepalive_on_impaired_path(&t(3), &lossy, "client", "s").level, Level::Must);
+        let slow = Impairment { rtt: Duration::from_millis(2500), ..lossy };
+        let slow = Impairment { loss_percent: 0.0, ..slow };
+        // N × V = 3 s > 2.5 s: must stay up; N × V = 2 s: allowed to fail.
+        assert_eq!(keepalive_on_impaired_path(&t(3), &slow, "client", "s").level, Level::Must);
+        assert_eq!(keepalive_on_impaired_path(&t(2), &slow, "client", "s").level, Level::Info);
+    }
+
     use super::*;
 
     fn tcp(i: u64, v: u64, n: u32, u_ms: u64) -> TcpConfig {

@@ -443,7 +443,10 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
     let mut config = ctx.config.effective("websocket.");
     config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
     config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
-    let release = crate::case::releases(&tb, local, addr);
+    let release = crate::case::Releases { client: None, ..crate::case::releases(&tb, local, addr) };
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
     let (client_expected, server_expected) = match &imp {
         // The silence limit is P + T while frames come every P: T is the slack for a slower path.
@@ -545,6 +548,9 @@ fn quiet_server_on_impaired_path(
         config.insert("websocket.pong_timeout".into(), format!("{}ms (fixed by this case)", ms_of(w.pong_timeout)));
     }
     config.insert("path".into(), imp.describe());
+    if let Some(e) = crate::case::impairment_event(&tb)? {
+        timeline.push(e);
+    }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };
     Ok(facts.client_only(
         client_implementation(),
