@@ -39,7 +39,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         profile: Option<PathBuf>,
         /// A TOML network profile (see fixtures/networks/): its
-        /// nat_idle_timeout drives the nat-expiry cases.
+        /// nat_idle_timeout drives the nat-expiry cases, its rtt, jitter and
+        /// loss the delay and loss faults.
         #[arg(long, value_name = "FILE")]
         network: Option<PathBuf>,
         /// Override one key, e.g. `--set tcp.idle=3s`. Repeatable.

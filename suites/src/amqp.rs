@@ -950,6 +950,19 @@ fn next_ticks(anchor: i64, period: i64, after: i64) -> (i64, i64) {
     (first_after(anchor, period, after - PHASE_SLACK_MS), first_after(anchor, period, after + PHASE_SLACK_MS))
 }
 
+/// Under `reset`: a side's next heartbeat (every `half` ms after `last`) is
+/// the first segment to meet the RST.
+fn next_heartbeat_meets_rst(who: &str, after_what: &str, last: i64, half: i64, spec: &str) -> Expectation {
+    let d = first_after(last, half, 0);
+    Expectation::window(
+        d.max(0) as u64,
+        d.max(0) as u64,
+        format!("{who} = {half} ms {after_what} at {last:+} ms) meets the RST: {d} ms"),
+        spec,
+        Level::Must,
+    )
+}
+
 /// Client side. Times are ms relative to the fault: `last_read` (last byte
 /// lapin read), `last_write` (lapin's last write, which anchors its wakes).
 pub fn client_expectation(h_s: u16, fault: FaultKind, last_read: i64, last_write: i64) -> Expectation {
@@ -959,14 +972,7 @@ pub fn client_expectation(h_s: u16, fault: FaultKind, last_read: i64, last_write
     }
     let h = h_s as i64 * 1000;
     if fault == FaultKind::Reset {
-        let d = first_after(last_write, h / 2, 0);
-        return Expectation::window(
-            d.max(0) as u64,
-            d.max(0) as u64,
-            format!("lapin's next heartbeat (every H/2 = {} ms after its last write at {last_write:+} ms) meets the RST: {d} ms", h / 2),
-            spec,
-            Level::Must,
-        );
+        return next_heartbeat_meets_rst("lapin's next heartbeat (every H/2", "after its last write", last_write, h / 2, spec);
     }
     let (lo, hi) = next_ticks(last_write, h / 2, last_read + 2 * h);
     Expectation::window(
@@ -1006,14 +1012,7 @@ pub fn server_expectation(t_s: u16, fault: FaultKind, rx: Receiver, last_heard: 
     }
     let t = t_s as i64 * 1000;
     if fault == FaultKind::Reset {
-        let d = first_after(last_sent, t / 2, 0);
-        return Expectation::window(
-            d.max(0) as u64,
-            d.max(0) as u64,
-            format!("the broker's next heartbeat (every T/2 = {} ms after its last at {last_sent:+} ms) meets the RST: {d} ms", t / 2),
-            spec,
-            Level::Must,
-        );
+        return next_heartbeat_meets_rst("the broker's next heartbeat (every T/2", "after its last", last_sent, t / 2, spec);
     }
     let tick = rx.tick;
     // No wake before the first, T after the start.

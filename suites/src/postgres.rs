@@ -853,10 +853,6 @@ fn quiet_ms(client: &TcpConfig, server: &TcpConfig) -> u64 {
     ((c.ms + c.slack_ms).max(s.ms + s.slack_ms) * 3 / 2).max(3000)
 }
 
-fn deadline_of(e: &Expectation, quiet: u64) -> u64 {
-    e.deadline_ms(quiet)
-}
-
 fn impaired_deadline(ctx: &Ctx, fault: FaultKind, longest: Duration) -> Option<u64> {
     ctx.impairment(fault).map(|i| crate::case::impaired_watch_ms(longest, &i))
 }
@@ -884,7 +880,7 @@ fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: PostgresConfig
                 return (w, w);
             }
             let q = quiet_ms(&c, &s.tcp);
-            (deadline_of(&keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec), q), deadline_of(&keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec), q))
+            (keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q), keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q))
         },
         |r| idle_outcome(ctx, &c, &r.settings.tcp, r, spec),
     )
@@ -929,8 +925,8 @@ fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         Measure::Socket,
         |s| {
             let q = quiet_ms(&c, &s.tcp);
-            let cl = deadline_of(&crate::tcp::send_expectation(&c, FaultKind::Blackhole, 0, None), q);
-            (cl, deadline_of(&keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec), q))
+            let cl = crate::tcp::send_expectation(&c, FaultKind::Blackhole, 0, None).deadline_ms(q);
+            (cl, keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q))
         },
         |r| {
             let s = &r.settings.tcp;
@@ -979,7 +975,7 @@ fn run_idle_session_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Resu
         Measure::Socket,
         |s| {
             let e = expect(s.idle_session_timeout, 0, "");
-            let d = deadline_of(&e, quiet_ms(&ctx.config.postgres.tcp(), &s.tcp).min(10_000));
+            let d = e.deadline_ms(quiet_ms(&ctx.config.postgres.tcp(), &s.tcp).min(10_000));
             (d, d)
         },
         |r| {
@@ -1005,7 +1001,7 @@ fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         (3 * (hi + ms_of(s.check_interval))).max(q)
     };
     // Longer than anything the case waits for: only a cancellation ends it early.
-    let sleep_s = backend_deadline(&settings).max(deadline_of(&keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec), quiet_ms(&c, &settings.tcp))) / 1000 + 10;
+    let sleep_s = backend_deadline(&settings).max(keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(quiet_ms(&c, &settings.tcp))) / 1000 + 10;
     let plan = Plan { client, session: session_without_idle_timeout(), after: After::Running(format!("SELECT pg_sleep({sleep_s})")) };
     run(
         ctx,
@@ -1015,7 +1011,7 @@ fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         Measure::Backend,
         |s| {
             let q = quiet_ms(&c, &s.tcp);
-            (deadline_of(&keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec), q), backend_deadline(s))
+            (keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q), backend_deadline(s))
         },
         |r| {
             let s = &r.settings;
