@@ -60,6 +60,16 @@ enum Command {
         /// Print the report as JSON on stdout instead of the summary table.
         #[arg(long)]
         json: bool,
+        /// Where the servers run: `netns` (kaspec starts them in network
+        /// namespaces) or `docker` (the containers of docker-compose.yml,
+        /// started with `docker compose up -d`; kaspec's client and router
+        /// namespaces join the compose network's bridge).
+        #[arg(long, value_enum, default_value_t = TestbedKind::Netns)]
+        testbed: TestbedKind,
+        /// With --testbed docker: the compose project whose containers to
+        /// use (default: the only project with kaspec services).
+        #[arg(long, value_name = "NAME", env = "KASPEC_COMPOSE_PROJECT")]
+        compose_project: Option<String>,
     },
     /// Compare reports: verdict changes, detection-time changes beyond the
     /// measured spread, cases added/removed (first vs last), and all of them
@@ -108,8 +118,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json } => {
-            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json })
+        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project } => {
+            let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
+            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker })
         }
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
@@ -201,6 +212,14 @@ struct Output {
     repeat: usize,
     quiet: bool,
     json: bool,
+    /// `--testbed docker` with its `--compose-project`.
+    docker: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TestbedKind {
+    Netns,
+    Docker,
 }
 
 fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
@@ -246,10 +265,27 @@ fn build_config(profile: Option<&Path>, sets: &[String]) -> Result<Config, Strin
 
 /// Everything a run needs once the input is valid: checks the machine,
 /// creates the output folder, installs the Ctrl-C handler.
-fn context(config: Config, network: Option<NetworkProfile>, cases: &[&'static case::CaseDef], dir: &Path) -> Result<Ctx, String> {
+/// `docker`: Some(compose project, if named) for `--testbed docker`.
+fn context(
+    config: Config,
+    network: Option<NetworkProfile>,
+    cases: &[&'static case::CaseDef],
+    dir: &Path,
+    docker: Option<&Option<String>>,
+) -> Result<Ctx, String> {
     let fixtures = fixtures_dir();
     let deviations = kaspec_suites::deviations::load(&fixtures.join("deviations.toml"))?;
-    case::check_prerequisites(cases).map_err(|e| e.to_string())?;
+    let stack = match docker {
+        None => {
+            case::check_prerequisites(cases).map_err(|e| e.to_string())?;
+            None
+        }
+        Some(project) => {
+            // The servers are the containers': only the path's tools are needed here.
+            kaspec_harness::caps::require_base().map_err(|e| e.to_string())?;
+            Some(kaspec_harness::docker::discover(project.as_deref(), Duration::from_secs(240)).map_err(|e| e.to_string())?)
+        }
+    };
     let program = std::env::current_exe().map_err(|e| format!("cannot find the kaspec binary itself: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: cannot create it: {e}", dir.display()))?;
     kaspec_harness::cleanup::install_signal_handler();
@@ -261,6 +297,7 @@ fn context(config: Config, network: Option<NetworkProfile>, cases: &[&'static ca
         deviations,
         network: network.unwrap_or_default(),
         shared: Default::default(),
+        docker: stack,
     })
 }
 
@@ -300,18 +337,13 @@ fn run(
         Ok(n) => n,
         Err(e) => return bad_input(e),
     };
-    if let Some(n) = &net {
-        if !output.quiet && (!n.rtt.is_zero() || !n.jitter.is_zero() || n.loss_percent > 0.0) {
-            eprintln!(
-                "kaspec: note: network `{}`: only nat_idle_timeout is applied (to the nat-expiry cases); rtt, jitter and loss need the delay/loss engine this build does not have",
-                n.name
-            );
-        }
-    }
-    let ctx = match context(config, net, &cases, &dir) {
+    let ctx = match context(config, net, &cases, &dir, output.docker.as_ref()) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
+    if let (Some(stack), false) = (&ctx.docker, output.quiet) {
+        eprintln!("kaspec: testbed docker: {}", stack.describe());
+    }
     let command: Vec<String> = std::env::args().collect();
     let mut progress = Progress_::new(output.quiet);
     if !output.quiet {
@@ -356,7 +388,7 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
         .filter(|c| findings.iter().any(|f| f.check.as_ref().map(|k| k.case == c.id).unwrap_or(false)))
         .collect();
     let dir = out.unwrap_or_else(|| PathBuf::from("reports").join(format!("validate-{}", new_run_id())));
-    let ctx = match context(config, net.clone(), &cases, &dir) {
+    let ctx = match context(config, net.clone(), &cases, &dir, None) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };

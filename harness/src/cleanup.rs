@@ -4,8 +4,15 @@
 //! starts with [`NS_PREFIX`] and carries the run tag: veths, addresses, routes
 //! and nftables rules are inside those namespaces, and server processes run in
 //! them (and carry `KASPEC_RUN_TAG` in their environment). The root namespace
-//! is never changed, so removing our namespaces (after killing the processes
+//! is never changed — but for the `docker` testbed's veth end `kb-TAG`, a port
+//! of the compose bridge, which goes with its peer when the router namespace
+//! is removed — so removing our namespaces (after killing the processes
 //! inside them) removes everything and touches nothing else.
+//!
+//! A `docker` testbed's server host `kaspec-TAG-ctr` is an attachment of a
+//! container's namespace (`ip netns attach`): removing it only unmounts the
+//! name; the container's processes are never signalled. Its router's address
+//! claim (a file under `/run/kaspec/addr`) goes with the tag.
 //!
 //! Three paths lead here: a testbed's `Drop` (also during a panic's unwinding),
 //! the Ctrl-C / SIGTERM handler (which cleans every live testbed, then exits
@@ -50,6 +57,7 @@ pub fn install_signal_handler() {
             for (tag, namespaces) in live {
                 remove_namespaces(&namespaces);
                 remove_scratch_dirs_of(&tag);
+                release_claims_of(&tag);
                 let _ = std::fs::remove_file(format!("{OWNER_DIR}/{tag}"));
             }
             std::process::exit(130);
@@ -122,7 +130,7 @@ pub fn pids_in(ns: &str) -> Vec<i32> {
 /// period), then deletes the namespaces. Best effort: returns what could not
 /// be removed.
 pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
-    let mut pids: Vec<i32> = namespaces.iter().flat_map(|ns| pids_in(ns)).collect();
+    let mut pids: Vec<i32> = namespaces.iter().filter(|ns| !is_attachment(ns)).flat_map(|ns| pids_in(ns)).collect();
     pids.retain(|p| *p != std::process::id() as i32);
     for p in &pids {
         let _ = kill(Pid::from_raw(*p), Signal::SIGCONT); // a frozen process cannot die of TERM
@@ -143,6 +151,26 @@ pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
         }
     }
     left
+}
+
+/// Whether `ns` names another's namespace attached by a `docker` testbed
+/// (`kaspec-TAG-ctr`): its processes are not ours.
+pub fn is_attachment(ns: &str) -> bool {
+    ns.strip_prefix(NS_PREFIX).and_then(|r| r.split_once('-')).is_some_and(|(_, role)| role == crate::netns::ATTACHED_ROLE)
+}
+
+/// Whether no run holds `tag` any more (neither this process nor a live owner).
+pub fn tag_is_gone(tag: &str) -> bool {
+    !LIVE.lock().unwrap_or_else(|p| p.into_inner()).contains_key(tag) && live_owner(tag).is_none()
+}
+
+/// Removes the router address claims of `tag` (docker testbed).
+pub fn release_claims_of(tag: &str) {
+    for entry in std::fs::read_dir(crate::docker::CLAIM_DIR).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(entry.path()).is_ok_and(|t| t.trim() == tag) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -169,6 +197,8 @@ pub struct CleanReport {
     pub in_use: Vec<(String, i32)>,
     /// Throw-away directories of finished runs ([`scratch_dir`]) removed.
     pub dirs: Vec<String>,
+    /// Router address claims on a compose network (docker testbed) removed.
+    pub claims: Vec<String>,
 }
 
 /// Removes the marked scratch directories of `tag` (after its processes are gone).
@@ -228,7 +258,7 @@ pub fn clean_leftovers() -> CleanReport {
         }
     }
     report.namespaces.sort();
-    report.processes = report.namespaces.iter().map(|ns| pids_in(ns).len()).sum();
+    report.processes = report.namespaces.iter().filter(|ns| !is_attachment(ns)).map(|ns| pids_in(ns).len()).sum();
     report.failed = remove_namespaces(&report.namespaces);
     let mut tags: Vec<&str> = report.namespaces.iter().filter_map(|n| tag_of(n)).collect();
     tags.dedup();
@@ -238,6 +268,13 @@ pub fn clean_leftovers() -> CleanReport {
     for d in leftover_scratch_dirs() {
         if std::fs::remove_dir_all(&d).is_ok() {
             report.dirs.push(d.display().to_string());
+        }
+    }
+    // Router address claims of runs that are gone.
+    for entry in std::fs::read_dir(crate::docker::CLAIM_DIR).into_iter().flatten().flatten() {
+        let holder = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if tag_is_gone(holder.trim()) && std::fs::remove_file(entry.path()).is_ok() {
+            report.claims.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
     // Owner records of runs that died after their namespaces were removed.

@@ -15,6 +15,7 @@
 
 pub mod caps;
 pub mod compare;
+pub mod docker;
 pub mod cleanup;
 pub mod cmd;
 pub mod expect;

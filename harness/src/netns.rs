@@ -175,7 +175,28 @@ pub struct Testbed {
     /// What the `delay` and `loss` faults do to the path.
     impairment: Mutex<Option<(crate::impair::Impairment, crate::impair::Impairment)>>,
     impaired: Mutex<Option<crate::impair::Running>>,
+    /// The `docker` testbed: the server host is a container of the compose
+    /// stack, reached through the router's link on the compose bridge.
+    pub docker: Option<DockerPath>,
 }
+
+/// How a `docker` testbed reaches its container.
+#[derive(Debug, Clone)]
+pub struct DockerPath {
+    /// The compose project.
+    pub project: String,
+    pub container: crate::docker::Container,
+    pub network: crate::docker::BridgeNet,
+    /// The router's address on the compose network: the server sees the
+    /// client as this address (the router masquerades, so the container
+    /// needs no route to the client's subnet and is not changed).
+    pub router_addr: Ipv4Addr,
+}
+
+/// The server-side namespace name of a `docker` testbed: an attachment
+/// (`ip netns attach`) of the container's own namespace, which removal only
+/// unmounts (its processes are the container's, never killed by kaspec).
+pub const ATTACHED_ROLE: &str = "ctr";
 
 impl Testbed {
     /// Builds the three namespaces and links. `run_dir` receives server logs.
@@ -189,6 +210,28 @@ impl Testbed {
     /// packets are dropped as a real NAT drops them (conntrack's loose
     /// pick-up is off, so they are INVALID; the router does not answer them).
     pub fn with_nat(run_dir: &Path, nat_idle_timeout: Option<std::time::Duration>) -> Result<Testbed> {
+        Self::build_new(run_dir, nat_idle_timeout, None)
+    }
+
+    /// The `docker` testbed for `service` of `stack`: client and router
+    /// namespaces as in the netns testbed; the router's server-side link is
+    /// a veth whose other end (`kb-TAG`, in this host's root namespace) is
+    /// a port of the compose network's bridge, with an address of that
+    /// network (from the top of its subnet, claimed under
+    /// [`crate::docker::CLAIM_DIR`]). The router masquerades towards the
+    /// bridge. The server host is the container's own namespace, attached
+    /// as `kaspec-TAG-ctr`. Faults and impairments are the netns testbed's,
+    /// on the router's forward path.
+    pub fn docker(run_dir: &Path, nat_idle_timeout: Option<std::time::Duration>, stack: &crate::docker::Stack, service: &str) -> Result<Testbed> {
+        let container = stack.container(service)?;
+        Self::build_new(run_dir, nat_idle_timeout, Some((stack, container)))
+    }
+
+    fn build_new(
+        run_dir: &Path,
+        nat_idle_timeout: Option<std::time::Duration>,
+        docker: Option<(&crate::docker::Stack, crate::docker::Container)>,
+    ) -> Result<Testbed> {
         caps::require_base()?;
         if cleanup::interrupted() {
             return Err(Error::Other("interrupted: no new testbed".into()));
@@ -201,7 +244,10 @@ impl Testbed {
                 let tag = new_tag();
                 let c = mk(&tag, "client", Ipv4Addr::new(198, 18, 0, 2));
                 let r = mk(&tag, "router", Ipv4Addr::new(198, 18, 0, 1));
-                let s = mk(&tag, "server", Ipv4Addr::new(198, 19, 0, 2));
+                let s = match &docker {
+                    None => mk(&tag, "server", Ipv4Addr::new(198, 19, 0, 2)),
+                    Some((_, c)) => mk(&tag, ATTACHED_ROLE, c.ip),
+                };
                 (tag, c, r, s)
             })
             .find(|(tag, c, r, s)| cleanup::register(tag, vec![c.ns.clone(), r.ns.clone(), s.ns.clone()]))
@@ -220,7 +266,12 @@ impl Testbed {
             impairment: Mutex::new(None),
             impaired: Mutex::new(None),
             nat_idle_timeout,
+            docker: None,
         };
+        if let Some((stack, container)) = docker {
+            let router_addr = claim_router_addr(&stack.network, &tb.tag)?;
+            tb.docker = Some(DockerPath { project: stack.project.clone(), container, network: stack.network.clone(), router_addr });
+        }
         // On error, `tb` drops here and removes whatever was built.
         tb.build()?;
         tb.caps = caps::detect(&tb.router);
@@ -229,7 +280,11 @@ impl Testbed {
 
     fn build(&self) -> Result<()> {
         let t = &self.tag;
-        for h in [&self.client, &self.router, &self.server] {
+        let own: Vec<&Host> = match self.docker {
+            None => vec![&self.client, &self.router, &self.server],
+            Some(_) => vec![&self.client, &self.router],
+        };
+        for h in own {
             if cleanup::interrupted() {
                 return Err(Error::Other("interrupted while building the testbed".into()));
             }
@@ -237,10 +292,11 @@ impl Testbed {
             h.ip("bringing up lo", &["link", "set", "lo", "up"])?;
         }
         let (rc, cc, rs, ss) = (format!("kr-{t}-c"), format!("kc-{t}"), format!("kr-{t}-s"), format!("ks-{t}"));
-        for (r_if, peer_if, peer, r_addr) in [
-            (&rc, &cc, &self.client, "198.18.0.1/24"),
-            (&rs, &ss, &self.server, "198.19.0.1/24"),
-        ] {
+        let mut links = vec![(&rc, &cc, &self.client, "198.18.0.1/24")];
+        if self.docker.is_none() {
+            links.push((&rs, &ss, &self.server, "198.19.0.1/24"));
+        }
+        for (r_if, peer_if, peer, r_addr) in links {
             self.router.ip("creating a veth pair", &["link", "add", r_if, "type", "veth", "peer", "name", peer_if, "netns", &peer.ns])?;
             self.router.ip("addressing the router", &["addr", "add", r_addr, "dev", r_if])?;
             self.router.ip("bringing up a link", &["link", "set", r_if, "up"])?;
@@ -248,6 +304,9 @@ impl Testbed {
             peer.ip("addressing a host", &["addr", "add", &format!("{}/24", peer.addr), "dev", peer_if])?;
             peer.ip("bringing up a link", &["link", "set", peer_if, "up"])?;
             peer.ip("adding the default route", &["route", "add", "default", "via", gw])?;
+        }
+        if let Some(d) = &self.docker {
+            self.build_docker_link(d, &rs)?;
         }
         cmd::run(
             "enabling forwarding on the router",
@@ -264,8 +323,50 @@ impl Testbed {
         )?;
         if let Some(n) = self.nat_idle_timeout {
             self.build_nat(n)?;
+        } else if self.docker.is_some() {
+            self.nft("masquerading towards the compose network", &self.masquerade())?;
         }
         Ok(())
+    }
+
+    /// The router's server-side link on the compose bridge, and the
+    /// container's namespace attached as the server host.
+    fn build_docker_link(&self, d: &DockerPath, rs: &str) -> Result<()> {
+        let t = &self.tag;
+        let kb = format!("kb-{t}");
+        // The MAC follows the address: a container's ARP entry left from an
+        // earlier run with this address stays right.
+        let o = d.router_addr.octets();
+        let mac = format!("02:6b:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+        let root = std::process::id().to_string();
+        self.router.ip(
+            "creating the router's link to the compose bridge",
+            &["link", "add", rs, "address", &mac, "type", "veth", "peer", "name", &kb, "netns", &root],
+        )?;
+        cmd::run(
+            "plugging the router into the compose bridge",
+            "ip",
+            &["link", "set", &kb, "master", &d.network.bridge, "up"],
+            None,
+        )?;
+        self.router.ip("addressing the router", &["addr", "add", &format!("{}/{}", d.router_addr, d.network.prefix), "dev", rs])?;
+        self.router.ip("bringing up a link", &["link", "set", rs, "up"])?;
+        cmd::run(
+            "attaching the container's namespace",
+            "ip",
+            &["netns", "attach", &self.server.ns, &d.container.pid.to_string()],
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The router hides the client behind its own address towards the server.
+    fn masquerade(&self) -> String {
+        format!(
+            "table inet {tb} {{\n  chain nat-masquerade {{\n    type nat hook postrouting priority srcnat; oifname \"kr-{t}-s\" masquerade;\n  }}\n}}\n",
+            tb = self.table,
+            t = self.tag
+        )
     }
 
     fn build_nat(&self, idle: std::time::Duration) -> Result<()> {
@@ -284,20 +385,35 @@ impl Testbed {
                    ct timeout nat-idle {{\n    protocol tcp; l3proto ip;\n    policy = {{ established: {secs}, close_wait: {secs}, fin_wait: {secs}, last_ack: {secs} }};\n  }}\n\
                    chain nat-timeouts {{\n    type filter hook prerouting priority filter; ct timeout set \"nat-idle\";\n  }}\n\
                    chain nat-forgotten {{\n    type filter hook forward priority -10; ct state invalid counter drop comment \"kaspec {t} nat: forgotten flow\";\n  }}\n\
-                   chain nat-forgotten-local {{\n    type filter hook input priority -10; ct state invalid counter drop comment \"kaspec {t} nat: forgotten flow\";\n  }}\n\
-                   chain nat-masquerade {{\n    type nat hook postrouting priority srcnat; oifname \"kr-{t}-s\" masquerade;\n  }}\n}}\n",
+                   chain nat-forgotten-local {{\n    type filter hook input priority -10; ct state invalid counter drop comment \"kaspec {t} nat: forgotten flow\";\n  }}\n}}\n",
                 tb = self.table
             ),
         )?;
+        self.nft("setting up NAT on the router", &self.masquerade())?;
         Ok(())
     }
 
     /// How the server sees a client endpoint: through the NAT, as the
     /// router's address (masquerade keeps the port when it is free).
     pub fn seen_by_server(&self, client: std::net::SocketAddrV4) -> std::net::SocketAddrV4 {
-        match self.nat_idle_timeout {
-            Some(_) => std::net::SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 1), client.port()),
-            None => client,
+        match (&self.docker, self.nat_idle_timeout) {
+            (Some(d), _) => std::net::SocketAddrV4::new(d.router_addr, client.port()),
+            (None, Some(_)) => std::net::SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 1), client.port()),
+            (None, None) => client,
+        }
+    }
+
+    /// The port the server listens on: `default` on the netns testbed, the
+    /// container's `org.kaspec.port` on the docker testbed.
+    pub fn server_port(&self, default: u16) -> u16 {
+        self.docker.as_ref().map_or(default, |d| d.container.port)
+    }
+
+    /// `netns`, or `docker` with the container.
+    pub fn kind(&self) -> String {
+        match &self.docker {
+            None => "netns".into(),
+            Some(d) => format!("docker (container {} of {})", d.container.name, d.container.image),
         }
     }
 
@@ -387,7 +503,8 @@ impl Testbed {
     /// so the next segment from the client is answered with RST once the
     /// path returns. Only sockets of this testbed's server namespace.
     pub fn forget_on_server(&self, flow: &Flow) -> Result<()> {
-        let dst = format!("{}:{}", flow.client.ip(), flow.client.port());
+        let seen = self.seen_by_server(flow.client);
+        let dst = format!("{}:{}", seen.ip(), seen.port());
         let ss = |context: &str, extra: &[&str]| {
             let mut args = vec!["netns", "exec", self.server.ns.as_str(), "ss"];
             args.extend_from_slice(extra);
@@ -440,6 +557,35 @@ impl Testbed {
     }
 }
 
+/// Claims a free address on the compose network for a router of run `tag`
+/// (a file per address under [`crate::docker::CLAIM_DIR`], made with
+/// O_EXCL; a claim whose run is gone is taken over).
+fn claim_router_addr(net: &crate::docker::BridgeNet, tag: &str) -> Result<Ipv4Addr> {
+    let dir = Path::new(crate::docker::CLAIM_DIR);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    for a in crate::docker::router_candidates(net) {
+        let f = dir.join(format!("{}-{a}", net.id.get(..12).unwrap_or(&net.id)));
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&f) {
+                Ok(mut file) => {
+                    use std::io::Write as _;
+                    file.write_all(tag.as_bytes()).map_err(|e| Error::io(format!("writing {}", f.display()), e))?;
+                    return Ok(a);
+                }
+                Err(_) => {
+                    let holder = std::fs::read_to_string(&f).unwrap_or_default();
+                    if cleanup::tag_is_gone(holder.trim()) {
+                        let _ = std::fs::remove_file(&f);
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Err(Error::Other(format!("no free address for a router on network {} ({}/{})", net.name, net.subnet, net.prefix)))
+}
+
 /// Waits until `pid` has died (a zombie, or gone).
 fn wait_dead(pid: u32) -> Result<()> {
     let deadline = Instant::now() + std::time::Duration::from_secs(2);
@@ -482,6 +628,7 @@ impl Drop for Testbed {
         if !left.is_empty() {
             eprintln!("kaspec: could not remove namespace(s) {}; run `kaspec clean`", left.join(", "));
         }
+        cleanup::release_claims_of(&self.tag);
         cleanup::unregister(&self.tag);
     }
 }

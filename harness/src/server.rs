@@ -36,6 +36,24 @@ pub struct ServerSpec {
     /// shutdown is another signal: SIGINT for PostgreSQL, whose SIGTERM
     /// waits for its clients).
     pub stop_signal: Signal,
+    /// On the `docker` testbed: the compose service that stands for this
+    /// server, and what it must run for the case's expectation to hold.
+    /// None: the server has no container (the case runs on netns only).
+    pub container: Option<ContainerCheck>,
+}
+
+/// What an adopted container must be running: the case computed its
+/// expectation from these settings, so a container that runs others is an
+/// error naming the difference, never a measurement.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerCheck {
+    /// Its `org.kaspec.service` label.
+    pub service: String,
+    /// Arguments its command must contain, contiguous and in this order.
+    pub args: Vec<String>,
+    /// (path inside the container, file on this host) that must be equal:
+    /// the fixture docker-compose.yml mounts.
+    pub files: Vec<(String, PathBuf)>,
 }
 
 impl Default for ServerSpec {
@@ -50,23 +68,35 @@ impl Default for ServerSpec {
             user: None,
             ready_log: None,
             stop_signal: Signal::SIGTERM,
+            container: None,
         }
     }
 }
 
-/// A running server. Dropping it stops it (TERM, then KILL).
+/// A running server. Dropping it stops it (TERM, then KILL) — unless it
+/// is an adopted container, which compose owns: that is only continued if
+/// it was frozen.
 pub struct Server {
     pub name: String,
     pub addr: SocketAddrV4,
     pub log: PathBuf,
-    child: Child,
+    process: Process,
     stop_signal: Signal,
+}
+
+enum Process {
+    Child(Child),
+    /// A container's main process (host pid namespace).
+    Container(u32),
 }
 
 impl Server {
     /// Starts `spec` in the testbed's server host; returns once it accepts
     /// connections from the client host, or fails with the log tail.
     pub fn start(tb: &Testbed, spec: &ServerSpec) -> Result<Server> {
+        if let Some(d) = &tb.docker {
+            return Self::adopt(tb, spec, d);
+        }
         let logs = tb.run_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(format!("creating {}", logs.display()), e))?;
         let log = logs.join(format!("{}-{}.log", spec.name, tb.tag));
@@ -82,12 +112,14 @@ impl Server {
             .stderr(err)
             .spawn()
             .map_err(|e| Error::io(format!("starting {} ({})", spec.name, spec.program.display()), e))?;
-        let mut server = Server { name: spec.name.clone(), addr: spec.addr, log, child, stop_signal: spec.stop_signal };
+        let mut server = Server { name: spec.name.clone(), addr: spec.addr, log, process: Process::Child(child), stop_signal: spec.stop_signal };
         let started = Instant::now();
         let deadline = started + spec.ready_within;
         loop {
-            if let Some(status) = server.child.try_wait().map_err(|e| Error::io("checking a server", e))? {
-                return Err(server.not_ready(started, &format!(" exited with {status};")));
+            if let Process::Child(child) = &mut server.process {
+                if let Some(status) = child.try_wait().map_err(|e| Error::io("checking a server", e))? {
+                    return Err(server.not_ready(started, &format!(" exited with {status};")));
+                }
             }
             let logged = spec.ready_log.as_ref().is_none_or(|l| std::fs::read_to_string(&server.log).is_ok_and(|t| t.contains(l.as_str())));
             if logged && connects_from(&tb.client, spec.addr)? {
@@ -98,6 +130,50 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The docker testbed's server: the testbed's container, checked
+    /// against what the case needs, ready once it accepts connections from
+    /// the client host through the router.
+    fn adopt(tb: &Testbed, spec: &ServerSpec, d: &crate::netns::DockerPath) -> Result<Server> {
+        let c = &d.container;
+        let check = spec.container.as_ref().ok_or_else(|| {
+            Error::Other(format!("server {} has no service in docker-compose.yml: this case runs on the netns testbed only", spec.name))
+        })?;
+        if check.service != c.service {
+            return Err(Error::Other(format!("server {} is service {}, but this testbed holds {} ({})", spec.name, check.service, c.service, c.name)));
+        }
+        if !check.args.is_empty() && !c.command.windows(check.args.len()).any(|w| w == check.args.as_slice()) {
+            return Err(Error::Other(format!(
+                "container {} runs `{}`, but the case's expectation needs `{}` (the settings of fixtures/, as docker-compose.yml passes them)",
+                c.name,
+                c.command.join(" "),
+                check.args.join(" ")
+            )));
+        }
+        for (inside, fixture) in &check.files {
+            let there = PathBuf::from(format!("/proc/{}/root{inside}", c.pid));
+            let a = std::fs::read(&there).map_err(|e| Error::io(format!("reading {inside} in container {}", c.name), e))?;
+            let b = std::fs::read(fixture).map_err(|e| Error::io(format!("reading {}", fixture.display()), e))?;
+            if a != b {
+                return Err(Error::Other(format!(
+                    "container {}'s {inside} differs from {}: the case's expectation is computed from the fixture (docker-compose.yml mounts it; recreate the container)",
+                    c.name,
+                    fixture.display()
+                )));
+            }
+        }
+        let log = c.log.clone().unwrap_or_else(|| PathBuf::from(format!("(docker logs {})", c.name)));
+        let server = Server { name: spec.name.clone(), addr: spec.addr, log, process: Process::Container(c.pid), stop_signal: spec.stop_signal };
+        let started = Instant::now();
+        let deadline = started + spec.ready_within;
+        while !connects_from(&tb.client, spec.addr)? {
+            if Instant::now() >= deadline {
+                return Err(server.not_ready(started, " (through the router on the compose bridge);"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
     }
 
     fn not_ready(&self, started: Instant, how: &str) -> Error {
@@ -111,20 +187,32 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Child(c) => c.id(),
+            Process::Container(pid) => *pid,
+        }
+    }
+
+    /// Whether this is an adopted container's process.
+    pub fn is_container(&self) -> bool {
+        matches!(self.process, Process::Container(_))
     }
 
     /// Whether the process is still running (not exited, not killed).
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.process {
+            Process::Child(c) => matches!(c.try_wait(), Ok(None)),
+            Process::Container(pid) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))),
+        }
     }
 
     /// Stops it with `signal` first (e.g. SIGINT for PostgreSQL's fast
-    /// shutdown), then as on drop.
+    /// shutdown), then as on drop. An adopted container is left running.
     pub fn stop_with(mut self, signal: Signal) {
-        if self.alive() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
-            let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+        if !self.is_container() && self.alive() {
+            let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(self.pid() as i32), signal);
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && self.alive() {
                 std::thread::sleep(Duration::from_millis(10));
@@ -140,23 +228,38 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let stop_signal = self.stop_signal;
+        let child = match &mut self.process {
+            Process::Child(c) => c,
+            Process::Container(pid) => {
+                // Compose owns it: only undo a freeze.
+                if self_alive_pid(*pid) {
+                    let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGCONT);
+                }
+                return;
+            }
+        };
         // Already reaped: its pid may belong to someone else by now.
-        if let Ok(Some(_)) = self.child.try_wait() {
+        if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        let pid = Pid::from_raw(self.child.id() as i32);
+        let pid = Pid::from_raw(child.id() as i32);
         let _ = kill(pid, Signal::SIGCONT);
-        let _ = kill(pid, self.stop_signal);
+        let _ = kill(pid, stop_signal);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
+}
+
+fn self_alive_pid(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Whether a TCP connect from `host` to `addr` succeeds within 200 ms.

@@ -52,7 +52,7 @@ use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
@@ -272,6 +272,24 @@ impl Broker {
     /// Starts epmd and the node in the testbed's server host (the shared
     /// group's start-up).
     pub fn start(&self, fixtures: &Path, tb: &Testbed) -> Result<Started> {
+        if tb.docker.is_some() {
+            // docker-compose.yml's rabbitmq mounts fixtures/rabbitmq/rabbitmq.conf (this broker's file, or the check says it differs).
+            let node = Server::start(
+                tb,
+                &ServerSpec {
+                    name: self.group.into(),
+                    addr: SocketAddrV4::new(tb.server.addr, tb.server_port(self.port)),
+                    ready_within: Duration::from_secs(90),
+                    container: Some(ContainerCheck {
+                        service: "rabbitmq".into(),
+                        files: vec![("/etc/rabbitmq/rabbitmq.conf".into(), fixtures.join("rabbitmq").join(self.conf))],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )?;
+            return Ok(Started { processes: vec![node], dirs: Vec::new() });
+        }
         require_rabbitmq()?;
         let epmd = epmd_program().expect("checked");
         let env_program = kaspec_harness::caps::which("env").ok_or_else(|| Error::Other("`env` not found".into()))?;
@@ -352,7 +370,7 @@ impl Broker {
 }
 
 fn lease<'a>(ctx: &'a Ctx, broker: &'static Broker) -> Result<crate::shared::Lease<'a>> {
-    ctx.shared.lease(broker.group, || ctx.testbed(), |tb| broker.start(&ctx.fixtures, tb))
+    ctx.shared.lease_in(&ctx.shared_bed("rabbitmq"), broker.group, || ctx.testbed_for("rabbitmq"), |tb| broker.start(&ctx.fixtures, tb))
 }
 
 // --- the observed socket -------------------------------------------------------
@@ -1146,12 +1164,12 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let broker_impl = broker_implementation();
     let lease = lease(ctx, &MAIN)?;
     let tb = lease.testbed();
-    let addr = SocketAddrV4::new(tb.server.addr, MAIN.port);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(MAIN.port));
     let tap = Tap::default();
     let (client_thread, ready, stop) = start_client(tb, addr, request_of(ctx), format!("kaspec-{}-idle", tb.tag), &tap, true)?;
     let hs = ready.negotiated;
     let h = Duration::from_secs(hs as u64);
-    let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
 
     let fault_at = quiet_instant(&tap.io(), h, Instant::now());
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {

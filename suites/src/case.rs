@@ -55,6 +55,9 @@ pub struct Ctx {
     pub network: crate::network::NetworkProfile,
     /// Servers started once per run and shared by its cases (RabbitMQ, PostgreSQL).
     pub shared: crate::shared::Shared,
+    /// `--testbed docker`: the compose stack whose containers are the
+    /// servers (None: the netns testbed, servers started by kaspec).
+    pub docker: Option<kaspec_harness::docker::Stack>,
 }
 
 impl Ctx {
@@ -81,6 +84,25 @@ impl Ctx {
         let (d, l) = self.impairments();
         tb.set_impairments(d, l);
         Ok(tb)
+    }
+
+    /// The testbed of a case whose server is `service` of docker-compose.yml:
+    /// on the docker testbed its container, else a fresh netns testbed.
+    pub fn testbed_for(&self, service: &str) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+        let Some(stack) = &self.docker else { return self.testbed() };
+        let tb = kaspec_harness::netns::Testbed::docker(&self.run_dir, None, stack, service)?;
+        let (d, l) = self.impairments();
+        tb.set_impairments(d, l);
+        Ok(tb)
+    }
+
+    /// The key of the shared testbed of `service` (one per container on the
+    /// docker testbed; one for every shared server on netns).
+    pub fn shared_bed(&self, service: &str) -> String {
+        match self.docker {
+            None => crate::shared::PLAIN.into(),
+            Some(_) => format!("docker-{service}"),
+        }
     }
 
     /// The impairment `fault` applies (delay or loss), for expectations.

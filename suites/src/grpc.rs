@@ -21,7 +21,7 @@ use kaspec_harness::expect::{Expectation, Level, Verdict};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
 use crate::case::{impaired_expectation, impaired_watch_ms, ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
@@ -256,7 +256,16 @@ impl GrpcServer {
                 ("python-grpcio", python, args)
             }
         };
-        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), ..Default::default() })
+        // docker-compose.yml's kaspec-grpc runs the [kaspec] keepalive of fixtures/grpc/servers.toml.
+        let container = match (self, mode) {
+            (GrpcServer::Kaspec, Mode::Keepalive(k)) => Some(ContainerCheck {
+                service: "kaspec-grpc".into(),
+                args: vec!["--keepalive-time".into(), format!("{}ms", ms_of(k.time)), "--keepalive-timeout".into(), format!("{}ms", ms_of(k.timeout))],
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), container, ..Default::default() })
     }
 }
 
@@ -535,7 +544,8 @@ struct Run<'a> {
 
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
-    for which in SERVERS {
+    // The docker testbed has our server only (docker-compose.yml's kaspec-grpc).
+    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == GrpcServer::Kaspec) {
         out.extend(detection(Run { ctx, case, fault, which, g: ctx.config.grpc, plan: Plan::Idle })?);
     }
     Ok(out)
@@ -561,8 +571,8 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let Run { ctx, case, fault, which, g, plan } = r;
     let k = which.keepalive(&ctx.fixtures)?;
     let tcp = ctx.config.tcp;
-    let tb = ctx.testbed()?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let tb = ctx.testbed_for("kaspec-grpc")?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let server = Server::start(&tb, &which.spec(ctx, addr, Mode::Keepalive(k))?)?;
     let server_impl = which.implementation();
 
@@ -575,7 +585,7 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         .map_err(|_| Error::Other("grpc client thread did not report".into()))?
         .map_err(|e| Error::Other(format!("grpc client against {}: {e}", server_impl.name)))?;
     let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
-    let server_watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+    let server_watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     // Let the connection go quiet first: the ACK of the first response may
     // still be held back by delayed ACK (up to 200 ms), and under `reset` it
     // would be the first segment to meet the RST, not the call or the PING.

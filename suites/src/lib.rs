@@ -18,6 +18,7 @@ pub mod amqp;
 pub mod case;
 pub mod config;
 pub mod deviations;
+pub mod docker;
 pub mod grpc;
 pub mod linux;
 pub mod mqtt;

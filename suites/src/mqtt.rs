@@ -24,7 +24,7 @@ use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 
@@ -230,15 +230,19 @@ pub(crate) fn client(
 }
 
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let program = require_program("mosquitto", "mosquitto")?;
+    // On the docker testbed the broker is the container's (its version the image's).
+    let program = match ctx.docker {
+        None => require_program("mosquitto", "mosquitto")?,
+        Some(_) => "mosquitto".into(),
+    };
     let conf = broker_config(&ctx.fixtures);
     if !conf.is_file() {
         return Err(Error::Other(format!("broker configuration {} is missing", conf.display())));
     }
     let broker_impl = broker_implementation(&program);
     let k = ctx.config.mqtt.keep_alive;
-    let tb = ctx.testbed()?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let tb = ctx.testbed_for("mosquitto")?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let broker = Server::start(
         &tb,
         &ServerSpec {
@@ -247,6 +251,11 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
             args: vec!["-c".into(), conf.display().to_string()],
             addr,
             ready_within: Duration::from_secs(10),
+            container: Some(ContainerCheck {
+                service: "mosquitto".into(),
+                files: vec![("/mosquitto/config/mosquitto.conf".into(), conf.clone())],
+                ..Default::default()
+            }),
             ..Default::default()
         },
     )?;
@@ -259,7 +268,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         .recv_timeout(Duration::from_secs(10) + 3 * k)
         .map_err(|_| Error::Other("mqtt client thread did not report".into()))?
         .map_err(Error::Other)?;
-    let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
 
     // Let the path die halfway between two PINGREQs.
     let fault_at = ready.last_out + k / 2;

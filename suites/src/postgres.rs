@@ -28,7 +28,7 @@ use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::{since_last_recv, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
 use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
@@ -244,6 +244,24 @@ fn budget(ctx: &Ctx) -> Duration {
 /// directory, the fixture's settings included, then the postmaster in the
 /// server host; ready once it logs that it accepts connections.
 fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
+    if tb.docker.is_some() {
+        // docker-compose.yml's postgres: fixtures/postgres/kaspec.conf as its whole configuration.
+        let server = Server::start(
+            tb,
+            &ServerSpec {
+                name: "postgres".into(),
+                addr: SocketAddrV4::new(tb.server.addr, tb.server_port(PORT)),
+                ready_within: Duration::from_secs(30),
+                container: Some(ContainerCheck {
+                    service: "postgres".into(),
+                    args: vec!["config_file=/etc/kaspec/postgres.conf".into()],
+                    files: vec![("/etc/kaspec/postgres.conf".into(), server_config(fixtures))],
+                }),
+                ..Default::default()
+            },
+        )?;
+        return Ok(Started { processes: vec![server], dirs: Vec::new() });
+    }
     let program = postgres_binary()?;
     let bin = program.parent().expect("a bin directory").to_path_buf();
     let user = nix::unistd::User::from_name("postgres")
@@ -326,6 +344,7 @@ fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
             user: Some((uid, gid)),
             ready_log: Some("database system is ready to accept connections".into()),
             stop_signal: nix::sys::signal::Signal::SIGINT,
+            container: None,
         },
     )?;
     Ok(Started { processes: vec![server], dirs: cleanup.keep() })
@@ -692,10 +711,11 @@ fn run(
     judge: impl Fn(&Run) -> Outcome,
 ) -> Result<Vec<CaseResult>> {
     let settings = ServerSettings::load(&ctx.fixtures)?;
-    let program = postgres_binary()?;
-    let lease = ctx.shared.lease("postgres", || ctx.testbed(), |tb| start_server(tb, &ctx.fixtures))?;
+    // On the docker testbed the server is the container's (its version the image's).
+    let program = if ctx.docker.is_some() { PathBuf::from("postgres") } else { postgres_binary()? };
+    let lease = ctx.shared.lease_in(&ctx.shared_bed("postgres"), "postgres", || ctx.testbed_for("postgres"), |tb| start_server(tb, &ctx.fixtures))?;
     let tb = lease.testbed();
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let (client_deadline_ms, server_deadline_ms) = deadlines(&settings);
 
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -709,14 +729,21 @@ fn run(
         Err(_) => return Err(Error::Other("tokio-postgres client thread did not report within 15 s".into())),
     };
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
-    let watch = SocketWatch::start(&tb.server, addr, local)?;
-    let backend = ProcWatch::start(ready.backend_pid);
+    let seen = tb.seen_by_server(local);
+    let watch = SocketWatch::start(&tb.server, addr, seen)?;
+    // pg_backend_pid() is the container's pid on the docker testbed.
+    let backend_pid = match &tb.docker {
+        None => ready.backend_pid,
+        Some(_) => kaspec_harness::docker::host_pid(lease.server().pid(), ready.backend_pid)
+            .ok_or_else(|| Error::Other(format!("backend {} of the postgres container not found in /proc", ready.backend_pid)))? as i32,
+    };
+    let backend = ProcWatch::start(backend_pid);
     let read_at = Instant::now();
-    let server_since = since_last_recv(&tb.server, addr, local)?
+    let server_since = since_last_recv(&tb.server, addr, seen)?
         .ok_or_else(|| Error::Other(format!("no TCP_INFO for the server's end of {local} <-> {addr}")))?;
     let server_last_rx = read_at - server_since;
     let pid = match fault {
-        FaultKind::Freeze => Some(ready.backend_pid as u32),
+        FaultKind::Freeze => Some(backend_pid as u32),
         _ => Some(lease.server().pid()),
     };
     let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, pid)?;

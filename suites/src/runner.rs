@@ -20,11 +20,10 @@ pub enum Progress<'a> {
     Error { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, message: &'a str },
 }
 
-fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx) -> CaseResult {
-    let reason = format!(
-        "fault {fault} does not apply to this case (it takes: {})",
-        case.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
-    );
+fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<String>) -> CaseResult {
+    let reason = reason.unwrap_or_else(|| {
+        format!("fault {fault} does not apply to this case (it takes: {})", case.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "))
+    });
     CaseResult {
         case: case.id.into(),
         protocol: case.protocol.into(),
@@ -75,8 +74,10 @@ pub fn run(
             if kaspec_harness::cleanup::interrupted() {
                 break;
             }
-            if case.fixed_fault != Some(fault) && !case.faults.contains(&fault) {
-                let r = vec![unsupported(case, fault, ctx)];
+            let on_docker = ctx.docker.as_ref().and_then(|_| crate::docker::unsupported(case, fault));
+            if (case.fixed_fault != Some(fault) && !case.faults.contains(&fault)) || on_docker.is_some() {
+                let not_here = if case.fixed_fault != Some(fault) && !case.faults.contains(&fault) { None } else { on_docker };
+                let r = vec![unsupported(case, fault, ctx, not_here)];
                 on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
                 results.extend(r);
                 continue;
@@ -89,7 +90,8 @@ pub fn run(
                 on(Progress::Start { index, total, case, fault, budget: (case.budget)(ctx), run, runs: repeat });
                 let started = Instant::now();
                 match (case.run)(ctx, case, fault) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        crate::docker::label_servers(ctx, &mut r);
                         on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
                         runs.extend(r);
                     }
@@ -123,7 +125,10 @@ pub fn run(
         run_id: run_id.into(),
         started_at,
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        testbed: "netns".into(),
+        testbed: match &ctx.docker {
+            None => "netns".into(),
+            Some(stack) => format!("docker: {}", stack.describe()),
+        },
         command,
         environment,
         results,

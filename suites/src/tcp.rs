@@ -20,7 +20,7 @@ use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -191,7 +191,7 @@ struct ClientEnd {
 }
 
 fn server_addr(tb: &Testbed) -> SocketAddrV4 {
-    SocketAddrV4::new(tb.server.addr, PORT)
+    SocketAddrV4::new(tb.server.addr, tb.server_port(PORT))
 }
 
 pub(crate) fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
@@ -363,13 +363,21 @@ struct Plan {
 }
 
 fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
-    let tb = ctx.testbed()?;
+    let tb = ctx.testbed_for("kaspec-tcp")?;
     let addr = server_addr(&tb);
     let mut args = ctx.serve.args.clone();
     args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
     let server = Server::start(
         &tb,
-        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5), ..Default::default() },
+        &ServerSpec {
+            name: "kaspec-tcp".into(),
+            program: ctx.serve.program.clone(),
+            args,
+            addr,
+            ready_within: Duration::from_secs(5),
+            container: Some(ContainerCheck { service: "kaspec-tcp".into(), args: vec!["serve".into(), "tcp".into()], ..Default::default() }),
+            ..Default::default()
+        },
     )?;
 
     // Each side waits as long as its own nominal expectation says (idle time
@@ -395,7 +403,7 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
         .map_err(|_| Error::Other("tcp client did not connect within 10 s".into()))?
         .map_err(|e| Error::io(format!("tcp client connecting to {addr}"), e))?;
 
-    let watch = SocketWatch::start(&tb.server, addr, ready.local)?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
     // On a live path the client closes only after the server's watch ended.

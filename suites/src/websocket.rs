@@ -21,7 +21,7 @@ use kaspec_harness::expect::{Expectation, Level, Verdict};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -169,7 +169,13 @@ impl WsServer {
                 )
             }
         };
-        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), ..Default::default() })
+        // docker-compose.yml's kaspec-ws runs the [kaspec] heartbeat of fixtures/websocket/servers.toml.
+        let container = (self == WsServer::Kaspec).then(|| ContainerCheck {
+            service: "kaspec-ws".into(),
+            args: vec!["--ping-interval".into(), format!("{}ms", ms_of(hb.ping_interval)), "--pong-timeout".into(), format!("{}ms", ms_of(hb.pong_timeout))],
+            ..Default::default()
+        });
+        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), container, ..Default::default() })
     }
 }
 
@@ -378,7 +384,8 @@ pub(crate) fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev
 
 fn run_heartbeat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
-    for server in SERVERS {
+    // The docker testbed has our server only (docker-compose.yml's kaspec-ws).
+    for server in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == WsServer::Kaspec) {
         out.extend(heartbeat_against(ctx, case, fault, server)?);
     }
     Ok(out)
@@ -387,8 +394,8 @@ fn run_heartbeat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Case
 fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServer) -> Result<Vec<CaseResult>> {
     let hb = which.heartbeat(&ctx.fixtures)?;
     let w = ctx.config.websocket;
-    let tb = ctx.testbed()?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let tb = ctx.testbed_for("kaspec-ws")?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
     let server_impl = which.implementation();
 
@@ -399,7 +406,7 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
         .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval))
         .map_err(|_| Error::Other("websocket client thread did not report".into()))?
         .map_err(|e| Error::Other(format!("websocket client against {}: {e}", server_impl.name)))?;
-    let watch = SocketWatch::start(&tb.server, addr, local)?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
     // Let the path fail halfway through the client's ping period.
     std::thread::sleep(w.ping_interval / 2);
     let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, Some(server.pid()))?;
