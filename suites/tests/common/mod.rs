@@ -30,6 +30,7 @@ pub fn ctx(sets: &[&str]) -> Ctx {
         serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
         network: Default::default(),
         shared: Default::default(),
+        docker: None,
     }
 }
 

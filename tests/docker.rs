@@ -1,0 +1,165 @@
+//! The `docker` testbed against the `netns` testbed, on this machine, with
+//! no registry: fixtures/docker/stack.sh brings docker-compose.yml's stack
+//! up from images built from Debian's packages (and starts dockerd if none
+//! answers), the docker testbed's cases (one per protocol) run under
+//! blackhole and reset on both testbeds, their detection times are
+//! compared, and `stack.sh down --purge` takes everything away again.
+//! Needs root, docker.io, docker-compose, debootstrap and rsync
+//! (fixtures/bootstrap.sh installs them).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kaspec_harness::report::{CaseResult, Report};
+
+/// The docker testbed's cases (suites/src/docker.rs).
+const CASES: [&str; 6] = [
+    "tcp/rfc1122-4.2.3.6/1",
+    "mqtt/3.1.1-3.1.2.10/1",
+    "websocket/rfc6455-5.5.2/2",
+    "grpc/a8-keepalive/1",
+    "postgres/libpq-keepalives/1",
+    "amqp/0-9-1-4.2.7/1",
+];
+const REPEAT: &str = "3";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sh(program: &str, args: &[&str]) -> (bool, String) {
+    match Command::new(program).args(args).output() {
+        Ok(o) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn stdout(program: &str, args: &[&str]) -> String {
+    Command::new(program).args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
+/// The host state the stack may change: nftables tables, ip_forward, links.
+fn host_state() -> (BTreeSet<String>, String, BTreeSet<String>) {
+    let tables = stdout("nft", &["list", "tables"]).lines().map(str::to_string).collect();
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim().to_string();
+    let links = stdout("ip", &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()))
+        .collect();
+    (tables, forward, links)
+}
+
+/// Takes the stack down (and dockerd, if `up` started it) however the test ends.
+struct Stack {
+    project: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let script = root().join("fixtures/docker/stack.sh");
+        let (ok, out) = sh(script.to_str().unwrap(), &["down", &self.project, "--purge"]);
+        if !ok {
+            eprintln!("stack.sh down failed: {out}");
+        }
+    }
+}
+
+fn run(testbed: &str, project: &str, out: &Path) -> Report {
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend(CASES);
+    args.extend(["--fault", "blackhole", "--fault", "reset", "--repeat", REPEAT, "--quiet", "--out", out.to_str().unwrap()]);
+    args.extend(["--testbed", testbed, "--compose-project", project]);
+    let o = Command::new(env!("CARGO_BIN_EXE_kaspec")).current_dir(root()).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    // 0, or 1 when a result fails (Mosquitto's documented deviation is a fail).
+    assert!(matches!(o.status.code(), Some(0 | 1)), "kaspec run --testbed {testbed}: {:?}\n{err}", o.status);
+    let report = Report::read_json(&out.join("report.json")).unwrap();
+    assert!(report.errors.is_empty(), "--testbed {testbed}: harness errors: {:?}", report.errors);
+    report
+}
+
+/// How far a docker result may be from its netns twin: the larger measured
+/// spread (max − min over the repeats) of the two, never below the
+/// measurement tolerance — `kaspec compare`'s rule, in both directions.
+fn allowance(a: &CaseResult, b: &CaseResult) -> u64 {
+    let spread = |r: &CaseResult| r.repeat.as_ref().and_then(|s| s.spread_ms).unwrap_or(0);
+    spread(a).max(spread(b)).max(a.tolerance_ms)
+}
+
+#[test]
+fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
+    let before = host_state();
+    let project = format!("kaspec-ci-{}", std::process::id());
+    let script = root().join("fixtures/docker/stack.sh");
+    let stack = Stack { project: project.clone() };
+    let up = Command::new(&script)
+        .args(["up", &project])
+        .env("KASPEC_BIN", env!("CARGO_BIN_EXE_kaspec"))
+        .env_remove("KASPEC_MOSQUITTO_IMAGE")
+        .env_remove("KASPEC_RABBITMQ_IMAGE")
+        .env_remove("KASPEC_POSTGRES_IMAGE")
+        .env_remove("KASPEC_SERVERS_IMAGE")
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "stack.sh up: {}", String::from_utf8_lossy(&up.stderr));
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-docker");
+    let _ = std::fs::remove_dir_all(&dir);
+    // netns first, while Docker's firewall is in place in the root namespace.
+    let netns = run("netns", &project, &dir.join("netns"));
+    let docker = run("docker", &project, &dir.join("docker"));
+    assert_eq!(netns.testbed, "netns");
+    assert!(docker.testbed.starts_with(&format!("docker: compose project {project}, network ")), "{}", docker.testbed);
+
+    // Same results (the Python servers are not in the compose stack), same
+    // verdicts, detection times within the measured spread.
+    let keys = |r: &Report| r.results.iter().map(CaseResult::key).collect::<BTreeSet<_>>();
+    let expected: BTreeSet<String> = keys(&netns).into_iter().filter(|k| !k.contains("python-")).collect();
+    assert_eq!(keys(&docker), expected);
+    assert_eq!(docker.results.len(), CASES.len() * 2 * 2, "two faults × two sides per case");
+    let mut table = Vec::new();
+    let mut disagree = Vec::new();
+    for d in &docker.results {
+        let n = netns.results.iter().find(|n| n.key() == d.key()).unwrap();
+        assert!(d.implementation.version.contains("(image ") || d.peer.version.contains("(image "), "{}: the server names its image", d.key());
+        let allowed = allowance(n, d);
+        // A documented deviation's time is the implementation's timer, not
+        // the path's (Mosquitto: whole-second bookkeeping, a main loop that
+        // sleeps up to 5 s: seconds apart between runs on one testbed):
+        // compared by verdict, which holds it to the deviation's bound.
+        let by_verdict_only = n.known_deviation.is_some() && d.known_deviation.is_some();
+        let rule = if by_verdict_only { "verdict only (documented deviation)".to_string() } else { format!("allowed ±{allowed} ms") };
+        let line = format!("{}: netns {:?} {:?}, docker {:?} {:?}, {rule}", d.key(), n.detection_ms, n.verdict, d.detection_ms, d.verdict);
+        let same = n.verdict == d.verdict
+            && match (n.detection_ms, d.detection_ms) {
+                (Some(a), Some(b)) => by_verdict_only || a.abs_diff(b) <= allowed,
+                (None, None) => true,
+                _ => false,
+            };
+        if !same {
+            disagree.push(line.clone());
+        }
+        table.push(line);
+    }
+    eprintln!("{}", table.join("\n"));
+    assert!(disagree.is_empty(), "docker and netns disagree:\n{}", disagree.join("\n"));
+
+    // Nothing of kaspec's left by the runs themselves.
+    let (_, out) = sh("ip", &["netns", "list"]);
+    assert!(!out.contains("kaspec-"), "namespaces left: {out}");
+    let claims: Vec<_> = std::fs::read_dir(kaspec_harness::docker::CLAIM_DIR).into_iter().flatten().flatten().collect();
+    assert!(claims.is_empty(), "router address claims left: {claims:?}");
+    assert!(!stdout("ip", &["-o", "link", "show"]).contains(" kb-"), "a router's bridge port is left");
+
+    // Down: no container, network or image of the stack, and the host as before.
+    drop(stack);
+    let (answers, _) = sh("docker", &["info"]);
+    if answers {
+        let label = format!("label=com.docker.compose.project={project}");
+        assert_eq!(stdout("docker", &["ps", "-aq", "--filter", &label]).trim(), "", "containers left");
+        assert_eq!(stdout("docker", &["network", "ls", "-q", "--filter", &label]).trim(), "", "networks left");
+    } else {
+        assert_eq!(host_state(), before, "dockerd was stopped but the host is not as it was");
+    }
+}
