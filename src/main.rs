@@ -172,6 +172,9 @@ fn clean() -> i32 {
     if !r.dirs.is_empty() {
         println!("removed {} throw-away director{}: {}", r.dirs.len(), if r.dirs.len() == 1 { "y" } else { "ies" }, r.dirs.join(", "));
     }
+    if !r.claims.is_empty() {
+        println!("released {} router address claim(s) on a compose network: {}", r.claims.len(), r.claims.join(", "));
+    }
     if r.failed.is_empty() {
         0
     } else {

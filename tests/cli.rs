@@ -35,6 +35,7 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
         (vec!["run", "--set", "tcp.idel=3s", "--out", o], "tcp.idel"),
         (vec!["run", "--set", "mqtt.keep_alive=2", "--out", o], "unit"),
         (vec!["run", "--set", "tcp.count=-1", "--out", o], "tcp.count"),
+        (vec!["run", "--testbed", "docker", "--compose-project", "kaspec-no-such-project", "--out", o], "docker testbed"),
         (vec!["run", "--profile", "/nonexistent/p.toml", "--out", o], "/nonexistent/p.toml"),
         (vec!["run", "--profile", profile.to_str().unwrap(), "--out", o], "tcp.keepidle"),
         (vec!["list", "http/"], "http/"),

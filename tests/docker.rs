@@ -150,7 +150,12 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
     assert!(!out.contains("kaspec-"), "namespaces left: {out}");
     let claims: Vec<_> = std::fs::read_dir(kaspec_harness::docker::CLAIM_DIR).into_iter().flatten().flatten().collect();
     assert!(claims.is_empty(), "router address claims left: {claims:?}");
-    assert!(!stdout("ip", &["-o", "link", "show"]).contains(" kb-"), "a router's bridge port is left");
+    // The kernel removes a deleted namespace's veths asynchronously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stdout("ip", &["-o", "link", "show"]).contains(" kb-") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!stdout("ip", &["-o", "link", "show"]).contains(" kb-"), "a router's bridge port is left: {}", stdout("ip", &["-o", "link", "show"]));
 
     // Down: no container, network or image of the stack, and the host as before.
     drop(stack);

@@ -67,3 +67,21 @@ pub fn label_servers(ctx: &Ctx, results: &mut [CaseResult]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_docker_case_exists_and_the_others_say_why_not() {
+        let all = crate::case::all();
+        for c in CASES {
+            let case = all.iter().find(|d| d.id == c.id).unwrap_or_else(|| panic!("{} is not a case", c.id));
+            assert_eq!(unsupported(case, FaultKind::Blackhole), None);
+            assert_eq!(unsupported(case, FaultKind::Reset), None);
+            assert!(unsupported(case, FaultKind::Crash).is_some_and(|r| r.contains("compose owns")));
+        }
+        let other = all.iter().find(|d| d.id == "websocket/rfc6455-5.5.2/3").unwrap();
+        assert!(unsupported(other, FaultKind::Freeze).is_some_and(|r| r.contains("docker testbed cases: tcp/rfc1122-4.2.3.6/1")));
+    }
+}
