@@ -167,8 +167,12 @@ async fn list(d: &Docker, project: Option<&str>) -> Result<Vec<(String, String, 
         .collect())
 }
 
+async fn inspect_raw(d: &Docker, id: &str) -> Result<bollard::models::ContainerInspectResponse> {
+    d.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await.map_err(|e| api("inspecting a container", e))
+}
+
 async fn inspect(d: &Docker, id: &str, network_id: &str) -> Result<Container> {
-    let c = d.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await.map_err(|e| api("inspecting a container", e))?;
+    let c = inspect_raw(d, id).await?;
     let name = c.name.clone().unwrap_or_default().trim_start_matches('/').to_string();
     let config = c.config.clone().unwrap_or_default();
     let labels = config.labels.clone().unwrap_or_default();
@@ -265,7 +269,7 @@ async fn discover_async(project: Option<String>, wait: Duration) -> Result<Stack
     let ids: Vec<(String, String)> = found.into_iter().filter(|(_, _, p)| *p == project).map(|(id, s, _)| (id, s)).collect();
     // Start what is stopped (adopt, never create: compose owns the containers).
     for (id, service) in &ids {
-        let c = d.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await.map_err(|e| api("inspecting a container", e))?;
+        let c = inspect_raw(&d, id).await?;
         if c.state.and_then(|s| s.running) != Some(true) {
             d.start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
                 .await
@@ -276,7 +280,7 @@ async fn discover_async(project: Option<String>, wait: Duration) -> Result<Stack
     loop {
         let mut waiting = Vec::new();
         for (id, service) in &ids {
-            let c = d.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await.map_err(|e| api("inspecting a container", e))?;
+            let c = inspect_raw(&d, id).await?;
             let state = c.state.unwrap_or_default();
             let health = state.health.and_then(|h| h.status).map(|s| s.to_string()).unwrap_or_else(|| "none".into());
             match (state.running, health.as_str()) {
@@ -313,7 +317,7 @@ async fn discover_async(project: Option<String>, wait: Duration) -> Result<Stack
 async fn find_network(d: &Docker, ids: &[(String, String)]) -> Result<BridgeNet> {
     let mut shared: Option<Vec<String>> = None;
     for (id, _) in ids {
-        let c = d.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await.map_err(|e| api("inspecting a container", e))?;
+        let c = inspect_raw(d, id).await?;
         let nets: Vec<String> = c
             .network_settings
             .and_then(|n| n.networks)
