@@ -140,12 +140,15 @@ fn api(what: &str, e: bollard::errors::Error) -> Error {
 }
 
 async fn connect() -> Result<Docker> {
-    let d = Docker::connect_with_local_defaults().map_err(|e| api("connecting", e))?;
-    d.negotiate_version().await.map_err(|e| {
+    // Both a missing socket (connect) and a socket nobody answers on
+    // (negotiate) mean the same thing to the user: no daemon.
+    let no_daemon = |e: bollard::errors::Error| {
         Error::Other(format!(
             "the docker testbed: no Docker daemon answers ({e}); start one (fixtures/docker/stack.sh up starts dockerd and the stack)"
         ))
-    })
+    };
+    let d = Docker::connect_with_local_defaults().map_err(no_daemon)?;
+    d.negotiate_version().await.map_err(no_daemon)
 }
 
 /// (id, service, project) of every container with [`SERVICE_LABEL`] (of
