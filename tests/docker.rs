@@ -13,12 +13,15 @@ use std::process::Command;
 
 use kaspec_harness::report::{CaseResult, Report};
 
-/// The docker testbed's cases (suites/src/docker.rs).
-const CASES: [&str; 6] = [
+/// A representative subset of the docker testbed's cases
+/// (suites/src/docker.rs): each protocol's basic detection case, and a case
+/// whose run filters the servers down to the compose stack's.
+const CASES: [&str; 7] = [
     "tcp/rfc1122-4.2.3.6/1",
     "mqtt/3.1.1-3.1.2.10/1",
     "websocket/rfc6455-5.5.2/2",
     "grpc/a8-keepalive/1",
+    "grpc/a8-keepalive/2",
     "postgres/libpq-keepalives/1",
     "amqp/0-9-1-4.2.7/1",
 ];

@@ -554,7 +554,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
 fn run_call_after_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     let g = GrpcConfig { keepalive_while_idle: false, ..ctx.config.grpc };
-    for which in SERVERS {
+    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == GrpcServer::Kaspec) {
         out.extend(detection(Run { ctx, case, fault, which, g, plan: Plan::CallLater })?);
     }
     Ok(out)
