@@ -1390,13 +1390,13 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
     let nat = crate::nat::nat_idle(ctx);
     let broker_impl = broker_implementation();
     let lease = ctx.shared.lease_in(
-        &format!("nat-{}s", nat.as_secs()),
+        &ctx.shared_nat_bed("rabbitmq", nat),
         MAIN.group,
-        || Testbed::with_nat(&ctx.run_dir, Some(nat)),
+        || ctx.testbed_with_nat("rabbitmq", nat),
         |tb| MAIN.start(&ctx.fixtures, tb),
     )?;
     let tb = lease.testbed();
-    let addr = SocketAddrV4::new(tb.server.addr, MAIN.port);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(MAIN.port));
     let tap = Tap::default();
     // Ready at once: with H/2 ≥ N no heartbeat ever gets through.
     let (client_thread, ready, stop) = start_client(tb, addr, request_of(ctx), format!("kaspec-{}-nat", tb.tag), &tap, false)?;

@@ -96,6 +96,24 @@ impl Ctx {
         Ok(tb)
     }
 
+    /// The testbed of a NAT case (the router forgets idle TCP flows after
+    /// `nat`) whose server is `service` of docker-compose.yml: on the docker
+    /// testbed its container behind the router's NAT, else a fresh netns one.
+    pub fn testbed_with_nat(&self, service: &str, nat: Duration) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+        match &self.docker {
+            None => kaspec_harness::netns::Testbed::with_nat(&self.run_dir, Some(nat)),
+            Some(stack) => kaspec_harness::netns::Testbed::docker(&self.run_dir, Some(nat), stack, service),
+        }
+    }
+
+    /// The key of the shared NAT testbed of `service` (see [`Ctx::shared_bed`]).
+    pub fn shared_nat_bed(&self, service: &str, nat: Duration) -> String {
+        match self.docker {
+            None => format!("nat-{}s", nat.as_secs()),
+            Some(_) => format!("docker-{service}-nat-{}s", nat.as_secs()),
+        }
+    }
+
     /// The key of the shared testbed of `service` (one per container on the
     /// docker testbed; one for every shared server on netns).
     pub fn shared_bed(&self, service: &str) -> String {

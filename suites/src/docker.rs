@@ -36,7 +36,9 @@ pub const CASES: &[DockerCase] = &[
     case("tcp/rfc1122-4.2.3.6/1", TCP),
     case("tcp/rfc1122-4.2.3.6/2", TCP),
     case("tcp/rfc5482-3/1", TCP),
+    case("tcp/rfc5382-5/1", TCP),
     case("mqtt/3.1.1-3.1.2.10/1", MQTT),
+    case("mqtt/3.1.1-3.1.2.10/2", MQTT),
     case("websocket/rfc6455-5.5.2/2", WS),
     case("websocket/rfc6455-5.5.2/3", WS),
     case("grpc/a8-keepalive/1", GRPC),
@@ -46,20 +48,16 @@ pub const CASES: &[DockerCase] = &[
     case("postgres/pg15-20.3-tcp_keepalives/1", PG),
     case("postgres/pg15-20.11-idle_session_timeout/1", PG),
     case("postgres/pg15-20.3-client_connection_check_interval/1", PG),
+    case("postgres/libpq-keepalives/2", PG),
     case("amqp/0-9-1-4.2.7/1", AMQP),
+    case("amqp/0-9-1-4.2.7/2", AMQP),
 ];
-
-const NAT: &str = "needs a NAT that forgets idle flows after N on the path; the docker testbed's router masquerades with the kernel's conntrack timeouts (not on docker yet)";
 
 /// Why each other case is not on the docker testbed.
 pub const NOT_HERE: &[(&str, &str)] = &[
     ("tcp/rfc9293-3.5.2/1", "a crash kills the server and destroys its sockets; kaspec does not kill containers compose owns (it would have to restart them)"),
-    ("tcp/rfc5382-5/1", NAT),
-    ("mqtt/3.1.1-3.1.2.10/2", NAT),
-    ("websocket/rfc6455-5.5.2/5", NAT),
-    ("grpc/a8-keepalive/3", NAT),
-    ("postgres/libpq-keepalives/2", NAT),
-    ("amqp/0-9-1-4.2.7/2", NAT),
+    ("websocket/rfc6455-5.5.2/5", "needs a WebSocket server that sends no Pings, and docker-compose.yml's kaspec-ws sends them"),
+    ("grpc/a8-keepalive/3", "needs a gRPC server that sends no keepalive, and docker-compose.yml's kaspec-grpc sends it"),
     ("websocket/rfc6455-5.5.2/1", "checks every WebSocket server of fixtures/websocket/servers.toml, and the compose stack has kaspec's only"),
     ("websocket/rfc6455-5.5.2/4", "needs a WebSocket server that sends no Pings, and docker-compose.yml's kaspec-ws sends them"),
     ("websocket/rfc6455-5.5.2/6", "needs a WebSocket server that sends no Pings, and docker-compose.yml's kaspec-ws sends them"),
@@ -76,7 +74,6 @@ pub fn unsupported(case: &CaseDef, fault: FaultKind) -> Option<String> {
     }
     match fault {
         FaultKind::Crash => Some("crash is not applied on the docker testbed: kaspec does not kill containers compose owns (it would have to restart them)".into()),
-        FaultKind::NatExpiry => Some(format!("nat-expiry is not applied on the docker testbed: {NAT}")),
         _ => None,
     }
 }

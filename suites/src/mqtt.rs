@@ -229,22 +229,25 @@ pub(crate) fn client(
     })
 }
 
-fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    // On the docker testbed the broker is the container's (its version the image's).
-    let program = match ctx.docker {
-        None => require_program("mosquitto", "mosquitto")?,
-        Some(_) => "mosquitto".into(),
-    };
+/// The broker's program: Mosquitto here, or the container's on the docker
+/// testbed (its version the image's).
+pub fn broker_program(ctx: &Ctx) -> Result<PathBuf> {
+    match ctx.docker {
+        None => require_program("mosquitto", "mosquitto"),
+        Some(_) => Ok("mosquitto".into()),
+    }
+}
+
+/// Mosquitto with fixtures/'s configuration on `tb` (docker-compose.yml's
+/// mosquitto, checked to mount that file, on the docker testbed).
+pub fn start_broker(ctx: &Ctx, tb: &kaspec_harness::netns::Testbed, program: PathBuf) -> Result<(Server, SocketAddrV4)> {
     let conf = broker_config(&ctx.fixtures);
     if !conf.is_file() {
         return Err(Error::Other(format!("broker configuration {} is missing", conf.display())));
     }
-    let broker_impl = broker_implementation(&program);
-    let k = ctx.config.mqtt.keep_alive;
-    let tb = ctx.testbed_for("mosquitto")?;
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let broker = Server::start(
-        &tb,
+        tb,
         &ServerSpec {
             name: "mosquitto".into(),
             program,
@@ -259,6 +262,15 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
             ..Default::default()
         },
     )?;
+    Ok((broker, addr))
+}
+
+fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let program = broker_program(ctx)?;
+    let broker_impl = broker_implementation(&program);
+    let k = ctx.config.mqtt.keep_alive;
+    let tb = ctx.testbed_for("mosquitto")?;
+    let (broker, addr) = start_broker(ctx, &tb, program)?;
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);

@@ -15,13 +15,12 @@ use std::net::SocketAddrV4;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kaspec_harness::caps::require_program;
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::CaseResult;
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::Server;
 use kaspec_harness::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -196,14 +195,9 @@ fn tcp_client(server: SocketAddrV4, tcp: TcpConfig, ready: mpsc::Sender<std::io:
 fn run_tcp(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = nat_idle(ctx);
     let tcp = ctx.config.tcp;
-    let tb = Testbed::with_nat(&ctx.run_dir, Some(nat))?;
-    let addr = SocketAddrV4::new(tb.server.addr, crate::tcp::PORT);
-    let mut args = ctx.serve.args.clone();
-    args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
-    let _server = Server::start(
-        &tb,
-        &ServerSpec { name: "kaspec-tcp".into(), program: ctx.serve.program.clone(), args, addr, ready_within: Duration::from_secs(5), ..Default::default() },
-    )?;
+    let tb = ctx.testbed_with_nat("kaspec-tcp", nat)?;
+    let addr = crate::tcp::server_addr(&tb);
+    let _server = crate::tcp::start_server(ctx, &tb)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
     let client_thread = tb.client.spawn_thread("kaspec-nat-client", move || tcp_client(addr, tcp, ready_tx, go_rx))?;
@@ -305,15 +299,10 @@ pub fn mqtt_expectations(k: Duration, nat: Duration) -> (Expectation, Expectatio
 fn run_mqtt(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = nat_idle(ctx);
     let k = ctx.config.mqtt.keep_alive;
-    let program = require_program("mosquitto", "mosquitto")?;
-    let conf = crate::mqtt::broker_config(&ctx.fixtures);
+    let program = crate::mqtt::broker_program(ctx)?;
     let broker_impl = crate::mqtt::broker_implementation(&program);
-    let tb = Testbed::with_nat(&ctx.run_dir, Some(nat))?;
-    let addr = SocketAddrV4::new(tb.server.addr, crate::mqtt::PORT);
-    let _broker = Server::start(
-        &tb,
-        &ServerSpec { name: "mosquitto".into(), program, args: vec!["-c".into(), conf.display().to_string()], addr, ready_within: Duration::from_secs(10), ..Default::default() },
-    )?;
+    let tb = ctx.testbed_with_nat("mosquitto", nat)?;
+    let (_broker, addr) = crate::mqtt::start_broker(ctx, &tb, program)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let id = format!("kaspec-{}", tb.tag);

@@ -808,15 +808,15 @@ fn run(
 /// the server's is left at the kernel default (2 h) for this session.
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = crate::nat::nat_idle(ctx);
-    let program = postgres_binary()?;
+    let program = if ctx.docker.is_some() { PathBuf::from("postgres") } else { postgres_binary()? };
     let lease = ctx.shared.lease_in(
-        &format!("nat-{}s", nat.as_secs()),
+        &ctx.shared_nat_bed("postgres", nat),
         "postgres",
-        || Testbed::with_nat(&ctx.run_dir, Some(nat)),
+        || ctx.testbed_with_nat("postgres", nat),
         |tb| start_server(tb, &ctx.fixtures),
     )?;
     let tb = lease.testbed();
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let client_cfg = ctx.config.postgres;
     let c = client_cfg.tcp();
     let mut session = session_without_idle_timeout();

@@ -190,7 +190,7 @@ struct ClientEnd {
     error: Option<String>,
 }
 
-fn server_addr(tb: &Testbed) -> SocketAddrV4 {
+pub(crate) fn server_addr(tb: &Testbed) -> SocketAddrV4 {
     SocketAddrV4::new(tb.server.addr, tb.server_port(PORT))
 }
 
@@ -362,13 +362,14 @@ struct Plan {
     heal_after: Option<Duration>,
 }
 
-fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
-    let tb = ctx.testbed_for("kaspec-tcp")?;
-    let addr = server_addr(&tb);
+/// Our TCP echo server on `tb` (docker-compose.yml's kaspec-tcp on the
+/// docker testbed).
+pub(crate) fn start_server(ctx: &Ctx, tb: &Testbed) -> Result<Server> {
+    let addr = server_addr(tb);
     let mut args = ctx.serve.args.clone();
     args.extend(["tcp".into(), "--listen".into(), addr.to_string()]);
-    let server = Server::start(
-        &tb,
+    Server::start(
+        tb,
         &ServerSpec {
             name: "kaspec-tcp".into(),
             program: ctx.serve.program.clone(),
@@ -378,7 +379,13 @@ fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<Ca
             container: Some(ContainerCheck { service: "kaspec-tcp".into(), args: vec!["serve".into(), "tcp".into()], ..Default::default() }),
             ..Default::default()
         },
-    )?;
+    )
+}
+
+fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
+    let tb = ctx.testbed_for("kaspec-tcp")?;
+    let addr = server_addr(&tb);
+    let server = start_server(ctx, &tb)?;
 
     // Each side waits as long as its own nominal expectation says (idle time
     // 0, send at t0): 3× the upper bound, or the quiet deadline if nothing
