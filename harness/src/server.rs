@@ -51,6 +51,9 @@ pub struct ContainerCheck {
     pub service: String,
     /// Arguments its command must contain, contiguous and in this order.
     pub args: Vec<String>,
+    /// Arguments its command must not contain (settings the case needs
+    /// left at their defaults).
+    pub without: Vec<String>,
     /// (path inside the container, file on this host) that must be equal:
     /// the fixture docker-compose.yml mounts.
     pub files: Vec<(String, PathBuf)>,
@@ -143,14 +146,7 @@ impl Server {
         if check.service != c.service {
             return Err(Error::Other(format!("server {} is service {}, but this testbed holds {} ({})", spec.name, check.service, c.service, c.name)));
         }
-        if !check.args.is_empty() && !c.command.windows(check.args.len()).any(|w| w == check.args.as_slice()) {
-            return Err(Error::Other(format!(
-                "container {} runs `{}`, but the case's expectation needs `{}` (the settings of fixtures/, as docker-compose.yml passes them)",
-                c.name,
-                c.command.join(" "),
-                check.args.join(" ")
-            )));
-        }
+        check_command(check, &c.name, &c.command)?;
         for (inside, fixture) in &check.files {
             let there = PathBuf::from(format!("/proc/{}/root{inside}", c.pid));
             let a = std::fs::read(&there).map_err(|e| Error::io(format!("reading {inside} in container {}", c.name), e))?;
@@ -272,4 +268,45 @@ pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Whether container `name`'s `command` runs what `check` asks for: its
+/// arguments contiguous and in order, none of its `without` arguments.
+fn check_command(check: &ContainerCheck, name: &str, command: &[String]) -> Result<()> {
+    if !check.args.is_empty() && !command.windows(check.args.len()).any(|w| w == check.args.as_slice()) {
+        return Err(Error::Other(format!(
+            "container {name} runs `{}`, but the case's expectation needs `{}` (the settings of fixtures/, as docker-compose.yml passes them)",
+            command.join(" "),
+            check.args.join(" ")
+        )));
+    }
+    if let Some(extra) = check.without.iter().find(|a| command.contains(a)) {
+        return Err(Error::Other(format!(
+            "container {name} runs `{}`, but the case's expectation needs `{extra}` left at its default",
+            command.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn a_container_must_run_the_arguments_and_none_of_the_absent_ones() {
+        let keepalive = ContainerCheck { service: "g".into(), args: words("--keepalive-time 1500ms"), ..Default::default() };
+        let defaults = ContainerCheck { service: "g".into(), args: words("serve grpc"), without: words("--keepalive-time"), ..Default::default() };
+        let with = words("kaspec serve grpc --listen 0.0.0.0:50051 --keepalive-time 1500ms");
+        let plain = words("kaspec serve grpc --listen 0.0.0.0:50051");
+        assert!(check_command(&keepalive, "c", &with).is_ok());
+        assert!(check_command(&keepalive, "c", &plain).unwrap_err().to_string().contains("needs `--keepalive-time 1500ms`"));
+        assert!(check_command(&keepalive, "c", &words("kaspec serve grpc --keepalive-time 2s")).is_err());
+        assert!(check_command(&defaults, "c", &plain).is_ok());
+        assert!(check_command(&defaults, "c", &with).unwrap_err().to_string().contains("`--keepalive-time` left at its default"));
+    }
 }

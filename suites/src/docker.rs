@@ -24,7 +24,9 @@ pub struct DockerCase {
 const TCP: (&str, &str) = ("kaspec-tcp", "kaspec-tcp-echo");
 const MQTT: (&str, &str) = ("mosquitto", "mosquitto");
 const WS: (&str, &str) = ("kaspec-ws", "kaspec-ws (tokio-tungstenite)");
+const WS_QUIET: (&str, &str) = ("kaspec-ws-quiet", "kaspec-ws (tokio-tungstenite)");
 const GRPC: (&str, &str) = ("kaspec-grpc", "kaspec-grpc (tonic)");
+const GRPC_DEFAULTS: (&str, &str) = ("kaspec-grpc-defaults", "kaspec-grpc (tonic)");
 const PG: (&str, &str) = ("postgres", "postgresql");
 const AMQP: (&str, &str) = ("rabbitmq", "rabbitmq");
 
@@ -39,10 +41,16 @@ pub const CASES: &[DockerCase] = &[
     case("tcp/rfc5382-5/1", TCP),
     case("mqtt/3.1.1-3.1.2.10/1", MQTT),
     case("mqtt/3.1.1-3.1.2.10/2", MQTT),
+    case("websocket/rfc6455-5.5.2/1", WS),
     case("websocket/rfc6455-5.5.2/2", WS),
     case("websocket/rfc6455-5.5.2/3", WS),
+    case("websocket/rfc6455-5.5.2/4", WS_QUIET),
+    case("websocket/rfc6455-5.5.2/5", WS_QUIET),
+    case("websocket/rfc6455-5.5.2/6", WS_QUIET),
     case("grpc/a8-keepalive/1", GRPC),
     case("grpc/a8-keepalive/2", GRPC),
+    case("grpc/a8-ping-policy/1", GRPC_DEFAULTS),
+    case("grpc/a8-keepalive/3", GRPC_DEFAULTS),
     case("postgres/libpq-keepalives/1", PG),
     case("postgres/libpq-tcp_user_timeout/1", PG),
     case("postgres/pg15-20.3-tcp_keepalives/1", PG),
@@ -56,12 +64,6 @@ pub const CASES: &[DockerCase] = &[
 /// Why each other case is not on the docker testbed.
 pub const NOT_HERE: &[(&str, &str)] = &[
     ("tcp/rfc9293-3.5.2/1", "a crash kills the server and destroys its sockets; kaspec does not kill containers compose owns (it would have to restart them)"),
-    ("websocket/rfc6455-5.5.2/5", "needs a WebSocket server that sends no Pings, and docker-compose.yml's kaspec-ws sends them"),
-    ("grpc/a8-keepalive/3", "needs a gRPC server that sends no keepalive, and docker-compose.yml's kaspec-grpc sends it"),
-    ("websocket/rfc6455-5.5.2/1", "checks every WebSocket server of fixtures/websocket/servers.toml, and the compose stack has kaspec's only"),
-    ("websocket/rfc6455-5.5.2/4", "needs a WebSocket server that sends no Pings, and docker-compose.yml's kaspec-ws sends them"),
-    ("websocket/rfc6455-5.5.2/6", "needs a WebSocket server that sends no Pings, and docker-compose.yml's kaspec-ws sends them"),
-    ("grpc/a8-ping-policy/1", "needs each gRPC server with its default ping policy, and docker-compose.yml's kaspec-grpc runs the keepalive of fixtures/grpc/servers.toml"),
     ("amqp/0-9-1-2.3.3/1", "reads the broker's side with rabbitmqctl on the server host, which kaspec does not run inside the container"),
     ("amqp/0-9-1-2.3.3/2", "needs a second broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf); the compose stack has one"),
 ];

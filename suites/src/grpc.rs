@@ -134,8 +134,8 @@ pub fn nat_expectation(g: &GrpcConfig, tcp: &TcpConfig, nat: Duration) -> Expect
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = crate::nat::nat_idle(ctx);
     let (g, tcp) = (ctx.config.grpc, ctx.config.tcp);
-    let tb = kaspec_harness::netns::Testbed::with_nat(&ctx.run_dir, Some(nat))?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let tb = ctx.testbed_with_nat("kaspec-grpc-defaults", nat)?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let which = GrpcServer::Kaspec;
     let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -256,11 +256,18 @@ impl GrpcServer {
                 ("python-grpcio", python, args)
             }
         };
-        // docker-compose.yml's kaspec-grpc runs the [kaspec] keepalive of fixtures/grpc/servers.toml.
+        // docker-compose.yml's kaspec-grpc runs the [kaspec] keepalive of
+        // fixtures/grpc/servers.toml, kaspec-grpc-defaults none.
         let container = match (self, mode) {
             (GrpcServer::Kaspec, Mode::Keepalive(k)) => Some(ContainerCheck {
                 service: "kaspec-grpc".into(),
                 args: vec!["--keepalive-time".into(), format!("{}ms", ms_of(k.time)), "--keepalive-timeout".into(), format!("{}ms", ms_of(k.timeout))],
+                ..Default::default()
+            }),
+            (GrpcServer::Kaspec, Mode::Defaults) => Some(ContainerCheck {
+                service: "kaspec-grpc-defaults".into(),
+                args: vec!["serve".into(), "grpc".into()],
+                without: vec!["--keepalive-time".into(), "--keepalive-timeout".into()],
                 ..Default::default()
             }),
             _ => None,
@@ -693,9 +700,10 @@ fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Ca
     let g = GrpcConfig { keepalive_while_idle: true, ..ctx.config.grpc };
     let tcp = ctx.config.tcp;
     let mut out = Vec::new();
-    for which in SERVERS {
-        let tb = ctx.testbed()?;
-        let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    // The docker testbed has our server only (docker-compose.yml's kaspec-grpc-defaults).
+    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == GrpcServer::Kaspec) {
+        let tb = ctx.testbed_for("kaspec-grpc-defaults")?;
+        let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
         let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let (_go_tx, go_rx) = tokio::sync::watch::channel(None);

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::FaultKind;
-use kaspec_harness::netns::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::CaseResult;
 use kaspec_harness::server::Server;
@@ -366,13 +365,12 @@ pub fn websocket_expectation(w: &crate::config::WebSocketConfig, nat: Duration) 
 }
 
 fn run_websocket(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    use crate::websocket::{heartbeat_client, last_before, Ev, Heartbeat, ReadyAfter, WsServer};
+    use crate::websocket::{heartbeat_client, last_before, Ev, ReadyAfter, WsServer, QUIET};
     let nat = nat_idle(ctx);
     let w = ctx.config.websocket;
-    let tb = Testbed::with_nat(&ctx.run_dir, Some(nat))?;
-    let addr = SocketAddrV4::new(tb.server.addr, crate::websocket::PORT);
-    let quiet = Heartbeat { ping_interval: Duration::from_secs(3600), pong_timeout: Duration::from_secs(3600) };
-    let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, quiet)?)?;
+    let tb = ctx.testbed_with_nat("kaspec-ws-quiet", nat)?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(crate::websocket::PORT));
+    let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, QUIET)?)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::Connected, ready_tx, stop_rx))?;

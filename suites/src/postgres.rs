@@ -256,6 +256,7 @@ fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
                     service: "postgres".into(),
                     args: vec!["config_file=/etc/kaspec/postgres.conf".into()],
                     files: vec![("/etc/kaspec/postgres.conf".into(), server_config(fixtures))],
+                    ..Default::default()
                 }),
                 ..Default::default()
             },

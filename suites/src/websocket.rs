@@ -109,6 +109,10 @@ pub struct Heartbeat {
     pub pong_timeout: Duration,
 }
 
+/// Our server sending no Pings (in practice: one an hour), as
+/// docker-compose.yml's kaspec-ws-quiet runs it.
+pub const QUIET: Heartbeat = Heartbeat { ping_interval: Duration::from_secs(3600), pong_timeout: Duration::from_secs(3600) };
+
 /// The servers under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WsServer {
@@ -169,9 +173,10 @@ impl WsServer {
                 )
             }
         };
-        // docker-compose.yml's kaspec-ws runs the [kaspec] heartbeat of fixtures/websocket/servers.toml.
+        // docker-compose.yml's kaspec-ws runs the [kaspec] heartbeat of
+        // fixtures/websocket/servers.toml, kaspec-ws-quiet the QUIET one.
         let container = (self == WsServer::Kaspec).then(|| ContainerCheck {
-            service: "kaspec-ws".into(),
+            service: if hb == QUIET { "kaspec-ws-quiet" } else { "kaspec-ws" }.into(),
             args: vec!["--ping-interval".into(), format!("{}ms", ms_of(hb.ping_interval)), "--pong-timeout".into(), format!("{}ms", ms_of(hb.pong_timeout))],
             ..Default::default()
         });
@@ -527,11 +532,10 @@ fn quiet_server_on_impaired_path(
     imp: kaspec_harness::impair::Impairment,
     fixed: bool,
 ) -> Result<Vec<CaseResult>> {
-    let tb = ctx.testbed()?;
+    let tb = ctx.testbed_for("kaspec-ws-quiet")?;
     tb.set_impairments(imp, imp);
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
-    let quiet = Heartbeat { ping_interval: Duration::from_secs(3600), pong_timeout: Duration::from_secs(3600) };
-    let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, quiet)?)?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
+    let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, QUIET)?)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx))?;
@@ -599,10 +603,11 @@ fn ping_once(server: SocketAddrV4, payload: Vec<u8>, wait: Duration) -> std::res
 fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     let wait = ctx.config.websocket.pong_timeout;
-    for which in SERVERS {
+    // The docker testbed has our server only (docker-compose.yml's kaspec-ws).
+    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == WsServer::Kaspec) {
         let hb = which.heartbeat(&ctx.fixtures)?;
-        let tb = ctx.testbed()?;
-        let addr = SocketAddrV4::new(tb.server.addr, PORT);
+        let tb = ctx.testbed_for("kaspec-ws")?;
+        let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
         let _server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
         // Binary, non-UTF-8, up to the 125-byte control-frame limit (§5.5).
         let payload: Vec<u8> = format!("kaspec-{}-", tb.tag).into_bytes().into_iter().chain([0u8, 1, 0x7f, 0x80, 0xfe, 0xff]).collect();
