@@ -1,9 +1,10 @@
 //! The `docker` testbed against the `netns` testbed, on this machine, with
 //! no registry: fixtures/docker/stack.sh brings docker-compose.yml's stack
 //! up from images built from Debian's packages (and starts dockerd if none
-//! answers), the docker testbed's cases (one per protocol) run under
-//! blackhole and reset on both testbeds, their detection times are
-//! compared, and `stack.sh down --purge` takes everything away again.
+//! answers), a subset of the docker testbed's cases (each protocol's
+//! basic case and grpc/a8-keepalive/2) runs under blackhole and reset on
+//! both testbeds, their detection times are compared, and
+//! `stack.sh down --purge` takes everything away again.
 //! Needs root, docker.io, docker-compose, debootstrap and rsync
 //! (fixtures/bootstrap.sh installs them).
 
