@@ -197,6 +197,13 @@ pub enum GrpcServer {
 
 pub const SERVERS: [GrpcServer; 2] = [GrpcServer::Kaspec, GrpcServer::PythonGrpcio];
 
+/// The servers a run measures: all here, ours only on the docker testbed
+/// (docker-compose.yml's kaspec-grpc and kaspec-grpc-defaults).
+fn measured(ctx: &Ctx) -> impl Iterator<Item = GrpcServer> {
+    let docker = ctx.docker.is_some();
+    SERVERS.into_iter().filter(move |s| !docker || *s == GrpcServer::Kaspec)
+}
+
 /// How a server is started: with the fixture's keep-alive (detection cases)
 /// or with its defaults (the ping-policy case).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -551,8 +558,7 @@ struct Run<'a> {
 
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
-    // The docker testbed has our server only (docker-compose.yml's kaspec-grpc).
-    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == GrpcServer::Kaspec) {
+    for which in measured(ctx) {
         out.extend(detection(Run { ctx, case, fault, which, g: ctx.config.grpc, plan: Plan::Idle })?);
     }
     Ok(out)
@@ -561,7 +567,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
 fn run_call_after_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     let g = GrpcConfig { keepalive_while_idle: false, ..ctx.config.grpc };
-    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == GrpcServer::Kaspec) {
+    for which in measured(ctx) {
         out.extend(detection(Run { ctx, case, fault, which, g, plan: Plan::CallLater })?);
     }
     Ok(out)
@@ -700,8 +706,7 @@ fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<Ca
     let g = GrpcConfig { keepalive_while_idle: true, ..ctx.config.grpc };
     let tcp = ctx.config.tcp;
     let mut out = Vec::new();
-    // The docker testbed has our server only (docker-compose.yml's kaspec-grpc-defaults).
-    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == GrpcServer::Kaspec) {
+    for which in measured(ctx) {
         let tb = ctx.testbed_for("kaspec-grpc-defaults")?;
         let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
         let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;

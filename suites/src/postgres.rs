@@ -201,6 +201,15 @@ impl ServerSettings {
     }
 }
 
+/// The server's program: the newest installed here, or the container's on
+/// the docker testbed (its version the image's).
+fn server_program(ctx: &Ctx) -> Result<PathBuf> {
+    match ctx.docker {
+        None => postgres_binary(),
+        Some(_) => Ok("postgres".into()),
+    }
+}
+
 /// The newest `/usr/lib/postgresql/*/bin/postgres`.
 pub fn postgres_binary() -> Result<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -712,8 +721,7 @@ fn run(
     judge: impl Fn(&Run) -> Outcome,
 ) -> Result<Vec<CaseResult>> {
     let settings = ServerSettings::load(&ctx.fixtures)?;
-    // On the docker testbed the server is the container's (its version the image's).
-    let program = if ctx.docker.is_some() { PathBuf::from("postgres") } else { postgres_binary()? };
+    let program = server_program(ctx)?;
     let lease = ctx.shared.lease_in(&ctx.shared_bed("postgres"), "postgres", || ctx.testbed_for("postgres"), |tb| start_server(tb, &ctx.fixtures))?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
@@ -809,7 +817,7 @@ fn run(
 /// the server's is left at the kernel default (2 h) for this session.
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = crate::nat::nat_idle(ctx);
-    let program = if ctx.docker.is_some() { PathBuf::from("postgres") } else { postgres_binary()? };
+    let program = server_program(ctx)?;
     let lease = ctx.shared.lease_in(
         &ctx.shared_nat_bed("postgres", nat),
         "postgres",

@@ -124,6 +124,13 @@ pub enum WsServer {
 
 pub const SERVERS: [WsServer; 2] = [WsServer::Kaspec, WsServer::PythonWebsockets];
 
+/// The servers a run measures: all here, ours only on the docker testbed
+/// (docker-compose.yml's kaspec-ws and kaspec-ws-quiet).
+fn measured(ctx: &Ctx) -> impl Iterator<Item = WsServer> {
+    let docker = ctx.docker.is_some();
+    SERVERS.into_iter().filter(move |s| !docker || *s == WsServer::Kaspec)
+}
+
 impl WsServer {
     pub fn heartbeat(self, fixtures: &Path) -> Result<Heartbeat> {
         let section = match self {
@@ -389,8 +396,7 @@ pub(crate) fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev
 
 fn run_heartbeat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
-    // The docker testbed has our server only (docker-compose.yml's kaspec-ws).
-    for server in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == WsServer::Kaspec) {
+    for server in measured(ctx) {
         out.extend(heartbeat_against(ctx, case, fault, server)?);
     }
     Ok(out)
@@ -603,8 +609,7 @@ fn ping_once(server: SocketAddrV4, payload: Vec<u8>, wait: Duration) -> std::res
 fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     let wait = ctx.config.websocket.pong_timeout;
-    // The docker testbed has our server only (docker-compose.yml's kaspec-ws).
-    for which in SERVERS.into_iter().filter(|s| ctx.docker.is_none() || *s == WsServer::Kaspec) {
+    for which in measured(ctx) {
         let hb = which.heartbeat(&ctx.fixtures)?;
         let tb = ctx.testbed_for("kaspec-ws")?;
         let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
