@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 use kaspec_harness::expect::{ms, Verdict};
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::Report;
-use kaspec_suites::case::{self, ServeCommand};
+use kaspec_suites::ctx::ServeCommand;
+use kaspec_suites::registry;
 use kaspec_suites::runner::{self, Progress, DEFAULT_FAULTS};
 use kaspec_suites::network::NetworkProfile;
 use kaspec_suites::{Config, Ctx};
@@ -126,7 +127,7 @@ fn main() {
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
         Command::List { prefixes } => list(&prefixes),
         Command::Clean => clean(),
-        Command::Serve { args } => kaspec_suites::serve::main(&args),
+        Command::Serve { args } => kaspec_suites::peers::main(&args),
     };
     // On Ctrl-C the handler is removing this run's namespaces and will exit
     // with 130: let it finish instead of racing it with our own exit code.
@@ -146,7 +147,7 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
 }
 
 fn list(prefixes: &[String]) -> i32 {
-    let cases = match case::select(prefixes) {
+    let cases = match registry::select(prefixes) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
@@ -272,7 +273,7 @@ fn build_config(profile: Option<&Path>, sets: &[String]) -> Result<Config, Strin
 fn context(
     config: Config,
     network: Option<NetworkProfile>,
-    cases: &[&'static case::CaseDef],
+    cases: &[&'static kaspec_suites::CaseDef],
     dir: &Path,
     docker: Option<&Option<String>>,
 ) -> Result<Ctx, String> {
@@ -280,7 +281,7 @@ fn context(
     let deviations = kaspec_suites::deviations::load(&fixtures.join("deviations.toml"))?;
     let stack = match docker {
         None => {
-            case::check_prerequisites(cases).map_err(|e| e.to_string())?;
+            registry::check_prerequisites(cases).map_err(|e| e.to_string())?;
             None
         }
         Some(project) => {
@@ -319,7 +320,7 @@ fn run(
     output: Output,
 ) -> i32 {
     // Everything is validated before anything is started.
-    let cases = match case::select(&prefixes) {
+    let cases = match registry::select(&prefixes) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
@@ -386,7 +387,7 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
         Err(e) => return bad_input(e),
     };
     let findings = kaspec_suites::validate::review(&config, net.as_ref());
-    let cases: Vec<&'static case::CaseDef> = case::all()
+    let cases: Vec<&'static kaspec_suites::CaseDef> = registry::all()
         .into_iter()
         .filter(|c| findings.iter().any(|f| f.check.as_ref().map(|k| k.case == c.id).unwrap_or(false)))
         .collect();

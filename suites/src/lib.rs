@@ -1,37 +1,46 @@
-//! kaspec-suites: one module per protocol; every case cites its spec section,
-//! states the requirement it checks and computes its expectation from the
-//! configuration, with the formula written out.
+//! kaspec-suites: one folder per protocol; every case quotes its spec
+//! sentence, states the requirement it checks and computes its expectation
+//! from the configuration, with the formula written out.
 //!
-//! - [`config`]: the client knobs (`--set`, TOML profiles).
-//! - [`case`]: case metadata, selection by id prefix, building results.
-//! - [`tcp`]: TCP keep-alive through socket2 against our echo server.
-//! - [`mqtt`]: rumqttc against a real Mosquitto.
-//! - [`websocket`]: tokio-tungstenite heartbeats against our server and Python `websockets`.
-//! - [`grpc`]: tonic HTTP/2 keep-alive against our tonic server and Python grpcio.
-//! - [`postgres`]: tokio-postgres against a real PostgreSQL (shared server).
-//! - [`amqp`]: lapin against a real RabbitMQ (AMQP 0-9-1 heartbeats).
-//! - [`shared`]: servers started once per run and shared by its cases.
-//! - [`runner`]: runs a selection of cases × faults into a report.
-//! - [`deviations`]: documented deviations of implementations (fixtures).
+//! Where things live (imports only go down this list):
+//!
+//! - [`registry`]: every protocol, in report order — the only importer of
+//!   protocol folders.
+//! - [`tcp`], [`mqtt`], [`websocket`], [`grpc`], [`postgres`], [`amqp`]: one
+//!   folder each: `mod.rs` (its case table, NAT case included), `client.rs`,
+//!   `expect.rs` (its windows), and the orchestration.
+//! - [`runner`]: runs a selection of cases × faults into a report;
+//!   [`validate`]: reviews a client profile and confirms by measurement.
+//! - [`peers`]: kaspec's own servers (`kaspec serve ...`) and the Python ones'
+//!   helpers.
+//! - [`outcome`]: how a run's measurements become results.
+//! - [`model`]: shared timing rules (Linux TCP, periodic senders, impaired
+//!   paths, NAT).
+//! - [`drive`]: the client-thread handshake shared by every case.
+//! - [`case`] (the row type), [`ctx`] (what a run gives a case), [`shared`]
+//!   (servers shared by a run's cases), [`config`], [`network`],
+//!   [`deviations`].
 
 pub mod amqp;
 pub mod case;
 pub mod config;
+pub mod ctx;
 pub mod deviations;
-pub mod docker;
+pub mod drive;
 pub mod grpc;
-pub mod linux;
+pub mod model;
 pub mod mqtt;
-pub mod nat;
 pub mod network;
+pub mod outcome;
+pub mod peers;
 pub mod postgres;
+pub mod registry;
 pub mod runner;
-pub mod serve;
-pub mod servers;
 pub mod shared;
 pub mod tcp;
 pub mod validate;
 pub mod websocket;
 
-pub use case::{CaseDef, Ctx};
+pub use case::CaseDef;
 pub use config::Config;
+pub use ctx::Ctx;

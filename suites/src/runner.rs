@@ -9,7 +9,8 @@ use kaspec_harness::expect::{Expectation, Level, Verdict};
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::{CaseResult, Environment, Implementation, Report, RunError, SCHEMA_VERSION};
 
-use crate::case::{CaseDef, Ctx};
+use crate::case::{CaseDef, Docker};
+use crate::ctx::Ctx;
 
 /// The faults of the default matrix.
 pub const DEFAULT_FAULTS: [FaultKind; 2] = [FaultKind::Blackhole, FaultKind::Reset];
@@ -74,10 +75,13 @@ pub fn run(
             if kaspec_harness::cleanup::interrupted() {
                 break;
             }
-            let on_docker = ctx.docker.as_ref().and_then(|_| crate::docker::unsupported(case, fault));
-            if (case.fixed_fault != Some(fault) && !case.faults.contains(&fault)) || on_docker.is_some() {
-                let not_here = if case.fixed_fault != Some(fault) && !case.faults.contains(&fault) { None } else { on_docker };
-                let r = vec![unsupported(case, fault, ctx, not_here)];
+            let not_here = if !case.takes(fault) {
+                Some(None)
+            } else {
+                ctx.docker.as_ref().and_then(|_| case.not_on_docker(fault)).map(Some)
+            };
+            if let Some(reason) = not_here {
+                let r = vec![unsupported(case, fault, ctx, reason)];
                 on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
                 results.extend(r);
                 continue;
@@ -91,7 +95,7 @@ pub fn run(
                 let started = Instant::now();
                 match (case.run)(ctx, case, fault) {
                     Ok(mut r) => {
-                        crate::docker::label_servers(ctx, &mut r);
+                        label_servers(ctx, case, &mut r);
                         on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
                         runs.extend(r);
                     }
@@ -133,6 +137,21 @@ pub fn run(
         environment,
         results,
         errors,
+    }
+}
+
+/// On the docker testbed, the server's version is the image's: each result
+/// names the container's image next to it.
+fn label_servers(ctx: &Ctx, case: &CaseDef, results: &mut [CaseResult]) {
+    let (Some(stack), Docker::Service { service, implementation }) = (&ctx.docker, case.docker) else { return };
+    let Some(container) = stack.containers.get(service) else { return };
+    let version = format!("{} (image {})", container.version.as_deref().unwrap_or("version not stated by the image"), container.image);
+    for r in results.iter_mut() {
+        for i in [&mut r.implementation, &mut r.peer] {
+            if i.name == implementation {
+                i.version = version.clone();
+            }
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
 use serde::Serialize;
 
-use crate::case::{self, Ctx};
+use crate::ctx::Ctx;
+use crate::registry;
 use crate::config::Config;
 use crate::network::NetworkProfile;
 
@@ -231,7 +232,7 @@ pub fn confirm(ctx: &Ctx, findings: &[Finding], mut progress: impl FnMut(&str)) 
         let (outcome, evidence) = match &f.check {
             Err(why) => (Outcome::NotMeasured, why.clone()),
             Ok(check) => {
-                let def = case::all().into_iter().find(|c| c.id == check.case).expect("checks name real cases");
+                let def = registry::all().into_iter().find(|c| c.id == check.case).expect("checks name real cases");
                 let budget = (def.budget)(ctx);
                 if budget > MAX_RUN {
                     (Outcome::NotMeasured, format!("{} would take up to {}", check.case, ms(budget.as_millis() as u64)))

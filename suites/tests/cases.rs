@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use kaspec_harness::expect::Verdict;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
-use kaspec_suites::case;
+use kaspec_suites::registry;
 use rstest::rstest;
 
 mod common;
@@ -34,7 +34,7 @@ fn run(id: &str, fault: FaultKind, sets: &[&str]) -> Vec<CaseResult> {
 
 /// Runs a case on a path with a NAT idle timeout (seconds), as `--network` gives.
 fn run_on(id: &str, fault: FaultKind, sets: &[&str], nat_secs: Option<u64>) -> Vec<CaseResult> {
-    let c = case::all().into_iter().find(|c| c.id == id).expect("case exists");
+    let c = registry::all().into_iter().find(|c| c.id == id).expect("case exists");
     let mut ctx = ctx(sets);
     ctx.network.nat_idle_timeout = nat_secs.map(std::time::Duration::from_secs);
     (c.run)(&ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))

@@ -4,5 +4,5 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    std::process::exit(kaspec_suites::serve::main(&args));
+    std::process::exit(kaspec_suites::peers::main(&args));
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use kaspec_harness::expect::Verdict;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
-use kaspec_suites::case::{self, ServeCommand};
+use kaspec_suites::ctx::ServeCommand;
+use kaspec_suites::registry;
 use kaspec_suites::{deviations, Config, Ctx};
 
 /// The configuration: defaults with `sets` (`key=value`) applied.
@@ -41,7 +42,7 @@ pub fn set(ctx: &mut Ctx, sets: &[&str]) {
 
 /// Runs case `id` under `fault` in `ctx`; a harness error fails the test.
 pub fn run_in(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
-    let c = case::all().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no case {id}"));
+    let c = registry::all().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no case {id}"));
     assert!(c.fixed_fault == Some(fault) || c.faults.contains(&fault), "{id} does not take {fault}");
     (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
 }

@@ -1,5 +1,12 @@
 //! `serve PROTOCOL --listen ADDR [options]`: our own servers, shared by
 //! `kaspec serve` and the `kaspec-serve` binary.
+//!
+//! - [`tcp`]: an echo server that never enables keep-alive.
+//! - [`python`]: finding Debian's Python modules for the independent servers
+//!   (fixtures/websocket/ws_server.py, fixtures/grpc/grpc_server.py).
+
+pub mod python;
+mod tcp;
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -36,7 +43,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
     let result = match (proto.as_str(), get("ping-interval"), get("pong-timeout"), get("keepalive-time"), get("keepalive-timeout")) {
-        ("tcp", None, None, None, None) => crate::tcp::serve(listen),
+        ("tcp", None, None, None, None) => tcp::serve(listen),
         ("websocket", Some(p), Some(t), None, None) => crate::websocket::serve(listen, p, t),
         ("grpc", None, None, i, t) if i.is_some() == t.is_some() => crate::grpc::serve(listen, i.zip(t)),
         _ => {

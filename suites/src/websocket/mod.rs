@@ -25,22 +25,52 @@ use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::case::{impaired_expectation, impaired_watch_ms, ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
+use crate::case::{CaseDef, Docker, Protocol};
+use crate::ctx::Ctx;
+use crate::drive;
+use crate::model::{ms_of, rel_ms};
+use crate::model::impaired::{impaired_expectation, impaired_watch_ms};
+use crate::model::periodic::{next_send_meets_rst, Before};
+use crate::outcome::{RunFacts, Side, SideOutcome};
 use crate::config::WebSocketConfig;
-use crate::servers;
+use crate::peers::python as servers;
+
+mod nat;
+
+use nat::*;
 
 pub const PORT: u16 = 8080;
 const SPEC_PING: &str = "RFC 6455 §5.5.2, §5.5.3";
 
-pub static CASES: [CaseDef; 5] = [
+pub static PROTOCOL: Protocol = Protocol {
+    name: "websocket",
+    cases: &CASES,
+    prerequisites: || crate::peers::python::python_module("websockets", "python3-websockets"),
+};
+
+/// The compose services of the WebSocket cases on the docker testbed: our
+/// server with the [kaspec] heartbeat of fixtures/websocket/servers.toml, and
+/// with none (QUIET).
+const WS: Docker = Docker::Service { service: "kaspec-ws", implementation: "kaspec-ws (tokio-tungstenite)" };
+const WS_QUIET: Docker = Docker::Service { service: "kaspec-ws-quiet", implementation: "kaspec-ws (tokio-tungstenite)" };
+
+/// RFC 6455 §5.5.2 and §5.5.3.
+const PING_PONG: &str = "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response, unless it already received a Close frame. [...] A Pong frame sent in response to a Ping frame must have identical \"Application data\" as found in the message body of the Ping frame being replied to.";
+/// RFC 6455 §5.5.2: the RFC defines no timeout; the heartbeat pattern's P
+/// and T are the application's.
+const KEEPALIVE: &str = "NOTE: A Ping frame may serve either as a keepalive or as a means to verify that the remote endpoint is still responsive.";
+
+pub static CASES: [CaseDef; 6] = [
     CaseDef {
         id: "websocket/rfc6455-5.5.2/1",
         protocol: "websocket",
         spec: "RFC 6455 §5.5.2, §5.5.3",
+        quote: PING_PONG,
         description: "The client sends a Ping with a payload; the server must answer with a Pong carrying the same payload.",
         requirement: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response [...] A Pong frame sent in response to a Ping frame must have identical \"Application data\"",
         faults: &[],
         fixed_fault: Some(FaultKind::None),
+        docker: WS,
         run: run_pong_echo,
         budget: |_| Duration::from_secs(10),
     },
@@ -48,10 +78,12 @@ pub static CASES: [CaseDef; 5] = [
         id: "websocket/rfc6455-5.5.2/2",
         protocol: "websocket",
         spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
+        quote: KEEPALIVE,
         description: "Idle connection with heartbeats both ways; the path fails: each side's heartbeat declares the peer dead in its own window.",
         requirement: "A Ping may serve as a keepalive; with the ping-every-P / silence-for-P+T pattern an idle dead peer is detected in (T, P + T]",
         faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss],
         fixed_fault: None,
+        docker: WS,
         run: run_heartbeat,
         budget,
     },
@@ -59,10 +91,12 @@ pub static CASES: [CaseDef; 5] = [
         id: "websocket/rfc6455-5.5.2/3",
         protocol: "websocket",
         spec: "RFC 6455 §5.5.2 (heartbeat pattern)",
+        quote: KEEPALIVE,
         description: "The server process is frozen (SIGSTOP): TCP stays up, its kernel answers, but no Pong comes; the client's heartbeat must notice.",
         requirement: "An application-level heartbeat detects a hung peer that TCP keep-alive cannot see",
         faults: &[FaultKind::Freeze],
         fixed_fault: Some(FaultKind::Freeze),
+        docker: WS,
         run: run_heartbeat,
         budget,
     },
@@ -70,10 +104,12 @@ pub static CASES: [CaseDef; 5] = [
         id: "websocket/rfc6455-5.5.2/4",
         protocol: "websocket",
         spec: "RFC 6455 §5.5.2 (heartbeat pattern) on a slow path",
+        quote: KEEPALIVE,
         description: "False positive: a pong timeout of 200 ms on a path whose round trip becomes 300 ms; the server is alive and answers every Ping.",
         requirement: "A heartbeat timeout must exceed the path's round trip; T = 200 ms < RTT = 300 ms declares a live peer dead at the first Ping after the path slows",
         faults: &[FaultKind::Delay],
         fixed_fault: Some(FaultKind::Delay),
+        docker: WS_QUIET,
         run: run_false_positive,
         budget: |ctx| Duration::from_secs(8) + 3 * (ctx.config.websocket.ping_interval + FALSE_POSITIVE_T),
     },
@@ -81,15 +117,32 @@ pub static CASES: [CaseDef; 5] = [
         id: "websocket/rfc6455-5.5.2/6",
         protocol: "websocket",
         spec: "RFC 6455 §5.5.2 (heartbeat pattern) on the network profile's path",
+        quote: KEEPALIVE,
         description: "The client's own heartbeat (P and T from the configuration) against a server that sends no Pings, on a path that becomes as slow or lossy as the network profile (--network): does T hold on that path?",
         requirement: "A pong timeout above the path's round trip (and TCP's retransmissions on a lossy path) never declares a live server dead; one below it does at the first Ping",
         faults: &[FaultKind::Delay, FaultKind::Loss],
         fixed_fault: None,
+        docker: WS_QUIET,
         run: run_own_heartbeat_on_impaired_path,
         budget: |ctx| {
             let w = ctx.config.websocket;
-            Duration::from_secs(8) + Duration::from_millis(crate::case::impaired_watch_ms(w.ping_interval + w.pong_timeout, &ctx.impairments().1))
+            Duration::from_secs(8) + Duration::from_millis(crate::model::impaired::impaired_watch_ms(w.ping_interval + w.pong_timeout, &ctx.impairments().1))
         },
+    },
+    // RFC 6455 §5.5.2 through a NAT (RFC 5382 §5): only a heartbeat below
+    // the NAT's idle timeout keeps the mapping.
+    CaseDef {
+        id: "websocket/rfc6455-5.5.2/5",
+        protocol: "websocket",
+        spec: "RFC 6455 §5.5.2, RFC 5382 §5",
+        quote: KEEPALIVE,
+        description: "Idle WebSocket client pinging every P through a NAT that forgets idle flows after N (the server sends no pings): P below N keeps the connection; at or above N the Ping is dropped and the heartbeat notices.",
+        requirement: "A client heartbeat keeps a NAT mapping only when its period is below the NAT's idle timeout; when it does not, the pattern declares the peer dead P + T after the last frame",
+        faults: &[FaultKind::NatExpiry],
+        fixed_fault: Some(FaultKind::NatExpiry),
+        docker: WS_QUIET,
+        run: run_nat,
+        budget: nat_budget,
     },
 ];
 
@@ -202,7 +255,7 @@ pub fn client_implementation() -> Implementation {
 pub fn client_expectation(w: &WebSocketConfig, fault: FaultKind, last_rx: i64, last_ping: i64) -> Expectation {
     let (p, t) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64);
     if fault == FaultKind::Reset {
-        return reset_window("its next Ping", last_ping, p);
+        return next_send_meets_rst("its next Ping", last_ping, p, Before::AckOrRetransmission, "RFC 9293 §3.5.3 (reset processing)", Level::Must);
     }
     let d = (last_rx + p + t).max(0) as u64;
     Expectation::window(
@@ -210,20 +263,6 @@ pub fn client_expectation(w: &WebSocketConfig, fault: FaultKind, last_rx: i64, l
         d,
         format!("nothing received for P + T after the last frame ({last_rx:+} ms): {last_rx} + {p} + {t} = {d} ms (within (T, P + T])"),
         SPEC_PING,
-        Level::Must,
-    )
-}
-
-/// Under `reset` a side learns on the first segment it sends after the
-/// fault. Its next heartbeat is the latest that can be; a delayed ACK or a
-/// retransmission of a frame sent just before the fault comes sooner.
-fn reset_window(what: &str, last_send: i64, period: i64) -> Expectation {
-    let d = (last_send + period).max(0) as u64;
-    Expectation::window(
-        0,
-        d,
-        format!("the first segment it sends is answered by RST: at the latest {what}, P after the last ({last_send:+} ms): [0, {d}] ms; a delayed ACK or retransmission may come first"),
-        "RFC 9293 §3.5.3 (reset processing)",
         Level::Must,
     )
 }
@@ -236,7 +275,7 @@ pub fn server_expectation(server: WsServer, hb: &Heartbeat, fault: FaultKind, la
         return Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_PING);
     }
     if fault == FaultKind::Reset {
-        return reset_window("its next Ping", last_server_ping, p);
+        return next_send_meets_rst("its next Ping", last_server_ping, p, Before::AckOrRetransmission, "RFC 9293 §3.5.3 (reset processing)", Level::Must);
     }
     let (d, how) = match server {
         WsServer::Kaspec => ((last_heard + p + t).max(0) as u64, format!("nothing received for P + T after the client's last frame ({last_heard:+} ms): {last_heard} + {p} + {t}")),
@@ -461,8 +500,8 @@ fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServe
     let mut config = ctx.config.effective("websocket.");
     config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
     config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
-    let release = crate::case::Releases { client: None, ..crate::case::releases(&tb, local, addr) };
-    if let Some(e) = crate::case::impairment_event(&tb)? {
+    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, local, addr) };
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
@@ -565,7 +604,7 @@ fn quiet_server_on_impaired_path(
         config.insert("websocket.pong_timeout".into(), format!("{}ms (fixed by this case)", ms_of(w.pong_timeout)));
     }
     config.insert("path".into(), imp.describe());
-    if let Some(e) = crate::case::impairment_event(&tb)? {
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };

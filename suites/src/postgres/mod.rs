@@ -9,7 +9,7 @@
 //! tokio-postgres sets the socket options TCP keep-alive and TCP_USER_TIMEOUT
 //! of its own `Config` (connect_socket.rs), PostgreSQL those of its
 //! `tcp_keepalives_*` / `tcp_user_timeout` on every client connection; the
-//! windows are Linux's ([`crate::tcp::keepalive_death`]), counted from each
+//! windows are Linux's ([`crate::model::tcp::keepalive_death`]), counted from each
 //! side's last received segment as its TCP_INFO says just before the fault.
 //!
 //! The crash fault SIGKILLs the postmaster: its backends notice the
@@ -31,84 +31,115 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side};
+use crate::case::{CaseDef, Docker, Protocol};
+use crate::ctx::Ctx;
+use crate::drive;
+use crate::model::{ms_of, rel_ms};
+use crate::model::tcp::{death_after_idle, keepalive_window};
+use crate::outcome::{RunFacts, Side};
 use crate::config::{PostgresConfig, TcpConfig};
-use crate::linux;
+use crate::model::linux;
 use crate::shared::Started;
 
 pub const PORT: u16 = 5432;
 
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
+pub static PROTOCOL: Protocol = Protocol { name: "postgres", cases: &CASES, prerequisites: || postgres_binary().map(drop) };
+
+/// The compose service of the PostgreSQL cases on the docker testbed.
+const PG: Docker = Docker::Service { service: "postgres", implementation: "postgresql" };
+
+/// PostgreSQL 15 §34.1.2 (libpq connection parameters).
+const LIBPQ_KEEPALIVES: &str = "keepalives: Controls whether client-side TCP keepalives are used. [...] keepalives_idle: Controls the number of seconds of inactivity after which TCP should send a keepalive message to the server.";
+const LIBPQ_USER_TIMEOUT: &str = "tcp_user_timeout: Controls the number of milliseconds that transmitted data may remain unacknowledged before a connection is forcibly closed.";
+/// PostgreSQL 15 §20.3.1 (server settings).
+const SERVER_KEEPALIVES: &str = "tcp_keepalives_idle: Specifies the amount of time with no network activity after which the operating system should send a TCP keepalive message to the client.";
+const CHECK_INTERVAL: &str = "client_connection_check_interval: Sets the time interval between optional checks that the client is still connected, while running queries. The check is performed by polling the socket, and allows long running queries to be aborted sooner if the kernel reports that the connection is closed.";
+/// PostgreSQL 15 §20.11.1.
+const IDLE_SESSION: &str = "idle_session_timeout: Terminate any session that has been idle (that is, waiting for a client query), but not within an open transaction, for longer than the specified amount of time.";
+
 pub static CASES: [CaseDef; 6] = [
     CaseDef {
         id: "postgres/libpq-keepalives/1",
         protocol: "postgres",
         spec: "PostgreSQL 15 §34.1.2 (keepalives*), RFC 1122 §4.2.3.6",
+        quote: LIBPQ_KEEPALIVES,
         description: "Idle tokio-postgres connection; the path fails: the client's keep-alive fails the Connection future, the server's keep-alive ends the backend's socket.",
         requirement: "Each side's TCP keep-alive declares the idle connection dead at I + N×V (or at U with TCP_USER_TIMEOUT) after its last received segment; tokio-postgres's Connection then resolves with an error",
         faults: IDLE_FAULTS,
         run: run_idle,
         budget,
         fixed_fault: None,
+        docker: PG,
     },
     CaseDef {
         id: "postgres/libpq-tcp_user_timeout/1",
         protocol: "postgres",
         spec: "PostgreSQL 15 §34.1.2 (tcp_user_timeout), RFC 5482 §3",
+        quote: LIBPQ_USER_TIMEOUT,
         description: "The path fails, then the client sends a query: it is never acknowledged; tokio-postgres's tcp_user_timeout ends the connection.",
         requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while the query is in flight",
         faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash],
         run: run_query_in_flight,
         budget,
         fixed_fault: None,
+        docker: PG,
     },
     CaseDef {
         id: "postgres/pg15-20.3-tcp_keepalives/1",
         protocol: "postgres",
         spec: "PostgreSQL 15 §20.3.1 (tcp_keepalives_idle/interval/count), RFC 1122 §4.2.3.6",
+        quote: SERVER_KEEPALIVES,
         description: "A client without keep-alive goes idle and its path fails: only the server's tcp_keepalives_* reap the connection.",
         requirement: "The server's keep-alive declares a silent client dead at tcp_keepalives_idle + count × interval after the last segment it received",
         faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Delay, FaultKind::Loss],
         run: run_server_keepalive,
         budget,
         fixed_fault: None,
+        docker: PG,
     },
     CaseDef {
         id: "postgres/pg15-20.11-idle_session_timeout/1",
         protocol: "postgres",
         spec: "PostgreSQL 15 §20.11.1 (idle_session_timeout)",
+        quote: IDLE_SESSION,
         description: "A healthy idle session: the server ends it at idle_session_timeout (FATAL 57P05, then close).",
         requirement: "A session idle (outside a transaction) longer than idle_session_timeout is terminated",
         faults: &[FaultKind::None],
         run: run_idle_session_timeout,
         budget,
         fixed_fault: Some(FaultKind::None),
+        docker: PG,
     },
     CaseDef {
         id: "postgres/pg15-20.3-client_connection_check_interval/1",
         protocol: "postgres",
         spec: "PostgreSQL 15 §20.3.1 (client_connection_check_interval)",
+        quote: CHECK_INTERVAL,
         description: "A long query (pg_sleep) runs and the client's path fails: the backend is cancelled only once its TCP has declared the connection dead, within one check interval.",
         requirement: "While a query runs, the backend checks the socket every client_connection_check_interval and aborts the query once the kernel reports the connection closed",
         faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
         run: run_check_interval,
         budget,
         fixed_fault: None,
+        docker: PG,
     },
     CaseDef {
         id: "postgres/libpq-keepalives/2",
         protocol: "postgres",
         spec: "PostgreSQL 15 §34.1.2 (keepalives*), RFC 5382 §5",
+        quote: LIBPQ_KEEPALIVES,
         description: "Idle tokio-postgres connection through a NAT that forgets idle flows after N (the server's keep-alive left at the kernel default for this session): the client's keep-alive below N keeps the connection; at or above N it breaks, and the client's keep-alive notices.",
         requirement: "A keep-alive keeps a NAT mapping only when its period (keepalives_idle) is below the NAT's idle timeout",
         faults: &[FaultKind::NatExpiry],
         run: run_nat,
         budget: |ctx| {
-            let d = crate::tcp::keepalive_death(&ctx.config.postgres.tcp());
-            Duration::from_secs(12) + 3 * crate::nat::nat_idle(ctx) + Duration::from_millis(d.ms + d.slack_ms)
+            let d = crate::model::tcp::keepalive_death(&ctx.config.postgres.tcp());
+            Duration::from_secs(12) + 3 * crate::model::nat::nat_idle(ctx) + Duration::from_millis(d.ms + d.slack_ms)
         },
         fixed_fault: Some(FaultKind::NatExpiry),
+        docker: PG,
     },
 ];
 
@@ -244,8 +275,8 @@ pub fn client_implementation() -> Implementation {
 }
 
 fn budget(ctx: &Ctx) -> Duration {
-    let c = crate::tcp::keepalive_death(&ctx.config.postgres.tcp());
-    let s = ServerSettings::load(&ctx.fixtures).map(|s| crate::tcp::keepalive_death(&s.tcp).ms + ms_of(s.check_interval)).unwrap_or(10_000);
+    let c = crate::model::tcp::keepalive_death(&ctx.config.postgres.tcp());
+    let s = ServerSettings::load(&ctx.fixtures).map(|s| crate::model::tcp::keepalive_death(&s.tcp).ms + ms_of(s.check_interval)).unwrap_or(10_000);
     Duration::from_millis(3 * c.ms.max(s).max(ms_of(ctx.config.postgres.tcp_user_timeout) + 1000) + 5000)
 }
 
@@ -630,52 +661,6 @@ impl ProcWatch {
     }
 }
 
-/// One side's keep-alive window after the fault, given both sides' TCP
-/// settings and idle times at the fault. `peer_rst` says whether the peer's
-/// abort RST reaches this side (the one-way blackhole that leaves the
-/// peer-to-this-side direction open): then this side learns at the earlier of
-/// its own death and the peer's.
-fn keepalive_window(own: &TcpConfig, own_idle: u64, peer: Option<(&TcpConfig, u64)>, fault: FaultKind, who: &str, spec: &str) -> Expectation {
-    let own_death = own.keepalive.then(|| window_of(own, own_idle));
-    let peer_death = peer.filter(|(p, _)| p.keepalive).map(|(p, idle)| window_of(p, idle));
-    match fault {
-        FaultKind::Reset => {
-            if !own.keepalive {
-                return Expectation::not_detected(format!("{who}: keep-alive off; the router answers only segments it gets, and this side sends none"), spec);
-            }
-            let i = ms_of(own.idle);
-            let d = i.saturating_sub(own_idle);
-            let slack = linux::wheel_slack_ms(i) + linux::wheel_slack_ms(0);
-            Expectation::window(
-                d,
-                d + slack,
-                format!("{who}: the first probe (I after the last segment received) is answered by RST: I − idle = {i} − {own_idle} = {d} ms, + up to {slack} ms timer-wheel rounding ({})", linux::hz_text()),
-                "RFC 9293 §3.5.3 (reset processing)",
-                Level::Must,
-            )
-        }
-        _ => match (own_death, peer_death) {
-            (Some((lo, hi, f)), Some((plo, phi, pf))) if plo < lo => Expectation::window(
-                plo,
-                phi.min(hi),
-                format!("{who}: the peer's abort RST passes this one-way blackhole and comes first: peer {pf}; own {f}"),
-                spec,
-                Level::Must,
-            ),
-            (Some((lo, hi, f)), _) => Expectation::window(lo, hi, format!("{who}: {f}"), spec, Level::Must),
-            (None, Some((plo, phi, pf))) => Expectation::window(plo, phi, format!("{who}: keep-alive off; the peer's abort RST passes this one-way blackhole: {pf}"), spec, Level::Info),
-            (None, None) => Expectation::not_detected(format!("{who}: keep-alive off: an idle connection is never probed"), spec),
-        },
-    }
-}
-
-/// (lo, hi, formula) of a keep-alive death after the fault.
-fn window_of(t: &TcpConfig, idle: u64) -> (u64, u64, String) {
-    let death = crate::tcp::keepalive_death(t);
-    let d = death.ms.saturating_sub(idle);
-    (d, d + death.slack_ms, format!("{} − idle before the fault {idle} ms = {d} ms, + up to {} ms timer-wheel rounding ({})", death.formula, death.slack_ms, linux::hz_text()))
-}
-
 /// What a case measures besides the client and the server socket.
 #[derive(Clone, Copy, PartialEq)]
 enum Measure {
@@ -761,7 +746,7 @@ fn run(
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let backend_end = backend.wait(if measure == Measure::Backend { t0 + Duration::from_millis(server_deadline_ms) } else { Instant::now() });
     // The second axis, before the client is told to close.
-    let release = crate::case::releases(tb, local, addr);
+    let release = crate::outcome::releases(tb, local, addr);
     // The client stops at its own deadline (or failure), then closes once told.
     let _ = stop_tx.send(());
     let end = thread.join()?;
@@ -804,7 +789,7 @@ fn run(
     }
     config.insert("postgres.socket".into(), r.ready.sockopts.clone());
     config.extend(r.settings.report());
-    if let Some(e) = crate::case::impairment_event(&tb)? {
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
     let facts = RunFacts { case, fault, engine: r.engine.clone(), config, t0, timeline, release };
@@ -816,7 +801,7 @@ fn run(
 /// Through a NAT: only the client's keep-alive may refresh the mapping, so
 /// the server's is left at the kernel default (2 h) for this session.
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let nat = crate::nat::nat_idle(ctx);
+    let nat = crate::model::nat::nat_idle(ctx);
     let program = server_program(ctx)?;
     let lease = ctx.shared.lease_in(
         &ctx.shared_nat_bed("postgres", nat),
@@ -842,14 +827,14 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
     };
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
-    let expected = crate::nat::tcp_client_expectation(&c, nat);
-    let death = crate::tcp::keepalive_death(&c);
+    let expected = crate::model::nat::tcp_client_expectation(&c, nat);
+    let death = crate::model::tcp::keepalive_death(&c);
     // Idle for 3 × N, or past the keep-alive's death when that comes later.
     let watch_ms = (3 * ms_of(nat)).max(death.ms + death.slack_ms + 1000);
     let until = ready.last_rx + Duration::from_millis(watch_ms);
     let _ = go_tx.send(until);
     let server_closed = watch.wait(until)?;
-    let release = crate::case::releases(tb, local, addr);
+    let release = crate::outcome::releases(tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;
     let t0 = ready.last_rx + nat;
@@ -884,13 +869,13 @@ fn session_without_idle_timeout() -> Vec<(String, String)> {
 
 /// 1.5× the longest keep-alive window of either side, at least 3 s.
 fn quiet_ms(client: &TcpConfig, server: &TcpConfig) -> u64 {
-    let c = crate::tcp::keepalive_death(&TcpConfig { keepalive: true, ..*client });
-    let s = crate::tcp::keepalive_death(server);
+    let c = crate::model::tcp::keepalive_death(&TcpConfig { keepalive: true, ..*client });
+    let s = crate::model::tcp::keepalive_death(server);
     ((c.ms + c.slack_ms).max(s.ms + s.slack_ms) * 3 / 2).max(3000)
 }
 
 fn impaired_deadline(ctx: &Ctx, fault: FaultKind, longest: Duration) -> Option<u64> {
-    ctx.impairment(fault).map(|i| crate::case::impaired_watch_ms(longest, &i))
+    ctx.impairment(fault).map(|i| crate::model::impaired::impaired_watch_ms(longest, &i))
 }
 
 fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
@@ -911,7 +896,7 @@ fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: PostgresConfig
         plan,
         Measure::Socket,
         |s| {
-            let death = |t: &TcpConfig| if t.keepalive { crate::tcp::keepalive_death(t).ms } else { 0 };
+            let death = |t: &TcpConfig| if t.keepalive { crate::model::tcp::keepalive_death(t).ms } else { 0 };
             if let Some(w) = impaired_deadline(ctx, fault, Duration::from_millis(death(&c).max(death(&s.tcp)))) {
                 return (w, w);
             }
@@ -926,7 +911,7 @@ fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: PostgresConfig
 fn idle_outcome(ctx: &Ctx, c: &TcpConfig, s: &TcpConfig, r: &Run, spec: &str) -> Outcome {
     let fault = r.fault;
     let (client_exp, server_exp) = if let Some(i) = ctx.impairment(fault) {
-        (crate::tcp::keepalive_on_impaired_path(c, &i, "client", spec), crate::tcp::keepalive_on_impaired_path(s, &i, "server", spec))
+        (crate::model::tcp::keepalive_on_impaired_path(c, &i, "client", spec), crate::model::tcp::keepalive_on_impaired_path(s, &i, "server", spec))
     } else if fault == FaultKind::Freeze {
         (
             Expectation::not_detected("the frozen backend's kernel still answers keep-alive probes: TCP keep-alive cannot detect a hung backend", spec),
@@ -961,13 +946,13 @@ fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         Measure::Socket,
         |s| {
             let q = quiet_ms(&c, &s.tcp);
-            let cl = crate::tcp::send_expectation(&c, FaultKind::Blackhole, 0, None).deadline_ms(q);
+            let cl = crate::model::tcp::send_expectation(&c, FaultKind::Blackhole, 0, None).deadline_ms(q);
             (cl, keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q))
         },
         |r| {
             let s = &r.settings.tcp;
             let sent = r.end.query_sent.map(|t| rel_ms(r.t0, t).max(0) as u64).unwrap_or(0);
-            let client_exp = crate::tcp::send_expectation(&c, r.fault, sent, r.end.retrans.as_ref());
+            let client_exp = crate::model::tcp::send_expectation(&c, r.fault, sent, r.end.retrans.as_ref());
             let server_exp = match r.fault {
                 FaultKind::Freeze => Expectation::not_detected("the backend is frozen; its kernel acknowledges the query", spec),
                 // The query never arrives: the backend's connection is idle, its keep-alive probes die.
@@ -1032,7 +1017,7 @@ fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let settings = ServerSettings::load(&ctx.fixtures)?;
     let spec = case.spec;
     let backend_deadline = |s: &ServerSettings| {
-        let (_, hi, _) = window_of(&s.tcp, 0);
+        let (_, hi, _) = death_after_idle(&s.tcp, 0);
         let q = quiet_ms(&c, &s.tcp);
         (3 * (hi + ms_of(s.check_interval))).max(q)
     };

@@ -24,10 +24,15 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{impaired_expectation, impaired_watch_ms, ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
+use crate::case::{CaseDef, Docker, Protocol};
+use crate::ctx::Ctx;
+use crate::drive;
+use crate::model::{ms_of, rel_ms};
+use crate::model::impaired::{impaired_expectation, impaired_watch_ms};
+use crate::outcome::{RunFacts, Side, SideOutcome};
 use crate::config::{GrpcConfig, TcpConfig};
-use crate::linux;
-use crate::servers;
+use crate::model::linux;
+use crate::peers::python as servers;
 
 pub mod proto {
     tonic::include_proto!("kaspec");
@@ -46,15 +51,34 @@ const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset,
 const IDLE_FAULTS: &[FaultKind] =
     &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss];
 
+pub static PROTOCOL: Protocol = Protocol { name: "grpc", cases: &CASES, prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio") };
+
+/// The compose services of the gRPC cases on the docker testbed: our tonic
+/// server with the keep-alive of fixtures/grpc/servers.toml, and with tonic's
+/// defaults.
+const GRPC: Docker = Docker::Service { service: "kaspec-grpc", implementation: "kaspec-grpc (tonic)" };
+const GRPC_DEFAULTS: Docker = Docker::Service { service: "kaspec-grpc-defaults", implementation: "kaspec-grpc (tonic)" };
+
+/// RFC 9113 §6.7, which gRFC A8's keepalive relies on.
+const PING_ACK: &str = "Receivers of a PING frame that does not include an ACK flag MUST send a PING frame with the ACK flag set in response, with an identical frame payload.";
+/// gRFC A8 (client-side keepalive), KEEPALIVE_WITHOUT_CALLS.
+const WITHOUT_CALLS: &str = "KEEPALIVE_WITHOUT_CALLS: whether keepalive pings are sent when there are no outstanding calls (default false). [gRFC A8]";
+/// gRFC A8, server enforcement.
+const TOO_MANY_PINGS: &str = "Servers must respond with GOAWAY ENHANCE_YOUR_CALM with debug data \"too_many_pings\" when receiving pings more frequently than PERMIT_KEEPALIVE_TIME allows, after too many strikes. [gRFC A8]";
+/// gRPC's keepalive guide, on what an unanswered keepalive PING does.
+const A8_CLOSE: &str = "gRPC sends http2 pings on the transport to detect if the connection is down. If the ping is not acknowledged by the other side within a certain period, the connection will be closed. [gRPC keepalive guide, gRFC A8]";
+
 pub static CASES: [CaseDef; 4] = [
     CaseDef {
         id: "grpc/a8-keepalive/1",
         protocol: "grpc",
         spec: "gRFC A8, RFC 9113 §6.7",
+        quote: PING_ACK,
         description: "Idle channel with keepalive_while_idle; the path fails: the client's PING goes unanswered and the connection is closed; the server's own keep-alive closes its end too.",
         requirement: "A PING MUST be answered with a PING ACK (RFC 9113 §6.7); a client whose keepalive PING is not acknowledged within KEEPALIVE_TIMEOUT closes the connection and fails calls with UNAVAILABLE (gRFC A8)",
         faults: IDLE_FAULTS,
         fixed_fault: None,
+        docker: GRPC,
         run: run_idle,
         budget,
     },
@@ -62,10 +86,12 @@ pub static CASES: [CaseDef; 4] = [
         id: "grpc/a8-keepalive/2",
         protocol: "grpc",
         spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS = false)",
+        quote: WITHOUT_CALLS,
         description: "Idle channel without keepalive_while_idle: the dead path is not probed while idle; a call started I after the fault triggers a PING and fails T later.",
         requirement: "Without KEEPALIVE_WITHOUT_CALLS no PING is sent while there are no calls; with a call in flight the keepalive PING bounds the wait to about KEEPALIVE_TIMEOUT",
         faults: DETECTION_FAULTS,
         fixed_fault: None,
+        docker: GRPC,
         run: run_call_after_idle,
         budget,
     },
@@ -73,10 +99,12 @@ pub static CASES: [CaseDef; 4] = [
         id: "grpc/a8-ping-policy/1",
         protocol: "grpc",
         spec: "gRFC A8 (server enforcement)",
+        quote: TOO_MANY_PINGS,
         description: "A client pinging every keepalive_time against servers with their default ping policy: is it told GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\"?",
         requirement: "Servers SHOULD answer pings more frequent than PERMIT_KEEPALIVE_TIME (default 5 min) with GOAWAY ENHANCE_YOUR_CALM (\"too_many_pings\") after max_ping_strikes (2)",
         faults: &[],
         fixed_fault: Some(FaultKind::None),
+        docker: GRPC_DEFAULTS,
         run: run_ping_policy,
         budget,
     },
@@ -84,12 +112,14 @@ pub static CASES: [CaseDef; 4] = [
         id: "grpc/a8-keepalive/3",
         protocol: "grpc",
         spec: "gRFC A8, RFC 5382 §5",
+        quote: A8_CLOSE,
         description: "Idle channel through a NAT that forgets idle flows after N (the server sends no keep-alive): the client's PINGs every I (and its TCP keep-alive) keep the mapping when either period is below N; otherwise the next PING is dropped and the client declares the connection dead.",
         requirement: "A keep-alive keeps a NAT mapping only when its period is below the NAT's idle timeout; an unacknowledged PING closes the connection KEEPALIVE_TIMEOUT after it is sent",
         faults: &[FaultKind::NatExpiry],
         fixed_fault: Some(FaultKind::NatExpiry),
+        docker: GRPC_DEFAULTS,
         run: run_nat,
-        budget: |ctx| Duration::from_secs(10) + 3 * crate::nat::nat_idle(ctx) + 3 * (ctx.config.grpc.keepalive_time + ctx.config.grpc.keepalive_timeout),
+        budget: |ctx| Duration::from_secs(10) + 3 * crate::model::nat::nat_idle(ctx) + 3 * (ctx.config.grpc.keepalive_time + ctx.config.grpc.keepalive_timeout),
     },
 ];
 
@@ -107,7 +137,7 @@ pub fn nat_expectation(g: &GrpcConfig, tcp: &TcpConfig, nat: Duration) -> Expect
         .into_iter()
         .filter(|(on, _, _)| *on)
         .min_by_key(|(_, _, p)| *p);
-    if let Some(race) = first.and_then(|(_, what, p)| crate::nat::nat_race(what, p, nat, spec)) {
+    if let Some(race) = first.and_then(|(_, what, p)| crate::model::nat::nat_race(what, p, nat, spec)) {
         return race;
     }
     if (h2 && g.keepalive_time < nat) || (tcp.keepalive && tcp.idle < nat) {
@@ -116,7 +146,7 @@ pub fn nat_expectation(g: &GrpcConfig, tcp: &TcpConfig, nat: Duration) -> Expect
     }
     // Once the PING is out (unacknowledged data), Linux sends no keep-alive
     // probe: TCP keep-alive decides only if it gives up before the PING goes.
-    let death = crate::tcp::keepalive_death(tcp);
+    let death = crate::model::tcp::keepalive_death(tcp);
     let tcp_first = tcp.keepalive && (!h2 || death.ms < i);
     if tcp_first {
         let d = death.ms.saturating_sub(n);
@@ -132,7 +162,7 @@ pub fn nat_expectation(g: &GrpcConfig, tcp: &TcpConfig, nat: Duration) -> Expect
 }
 
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let nat = crate::nat::nat_idle(ctx);
+    let nat = crate::model::nat::nat_idle(ctx);
     let (g, tcp) = (ctx.config.grpc, ctx.config.tcp);
     let tb = ctx.testbed_with_nat("kaspec-grpc-defaults", nat)?;
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
@@ -308,7 +338,7 @@ pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind
         let (d, slack, how) = if fault == FaultKind::Reset {
             (idle.saturating_sub(idle_ms), linux::wheel_slack_ms(idle), format!("the first TCP keep-alive probe (tcp.idle {idle} ms after the last segment) meets the RST"))
         } else {
-            let death = crate::tcp::keepalive_death(tcp);
+            let death = crate::model::tcp::keepalive_death(tcp);
             (death.ms.saturating_sub(idle_ms), death.slack_ms, format!("TCP keep-alive (tcp.*): {}", death.formula))
         };
         return Expectation::window(
@@ -662,8 +692,8 @@ fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let mut config = config_of(ctx, &g);
     config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
     config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
-    let release = crate::case::Releases { client: None, ..crate::case::releases(&tb, ready.local, addr) };
-    if let Some(e) = crate::case::impairment_event(&tb)? {
+    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, ready.local, addr) };
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };

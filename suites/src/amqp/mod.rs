@@ -55,7 +55,12 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{ms_of, rel_ms, CaseDef, Ctx, RunFacts, Side, SideOutcome};
+use crate::case::{CaseDef, Docker, Protocol};
+use crate::ctx::Ctx;
+use crate::drive;
+use crate::model::{ms_of, rel_ms};
+use crate::model::periodic::{first_after, next_send_meets_rst, Before};
+use crate::outcome::{RunFacts, Side, SideOutcome};
 use crate::shared::Started;
 
 /// RabbitMQ's start script, run directly (not /usr/sbin/rabbitmq-server,
@@ -92,15 +97,27 @@ pub const HB0: Broker =
 
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
+pub static PROTOCOL: Protocol = Protocol { name: "amqp", cases: &CASES, prerequisites: require_rabbitmq };
+
+/// The compose service of the AMQP cases on the docker testbed.
+const RABBITMQ: Docker = Docker::Service { service: "rabbitmq", implementation: "rabbitmq" };
+
+/// AMQP 0-9-1, Connection.Tune / Tune-Ok `heartbeat` (the negotiation of §2.3.3).
+const TUNE: &str = "heartbeat: The delay, in seconds, of the connection heartbeat that the server wants. Zero means the server does not want a heartbeat. [Connection.Tune; Tune-Ok: the delay ... that the client wants]";
+/// AMQP 0-9-1 §4.2.7.
+const HEARTBEAT: &str = "If a peer detects no incoming traffic (i.e. received octets) for two heartbeat intervals or longer, it should close the connection without following the Connection.Close/Close-Ok handshaking, and log an error.";
+
 pub static CASES: [CaseDef; 4] = [
     CaseDef {
         id: "amqp/0-9-1-2.3.3/1",
         protocol: "amqp",
         spec: "AMQP 0-9-1 §2.3.3, Connection.Tune/Tune-Ok",
+        quote: TUNE,
         description: "Heartbeat negotiation against the broker's configured heartbeat S (fixtures/rabbitmq/rabbitmq.conf): lapin asks for nothing, 0, less than S, more than S and amqp.heartbeat; what does each end use?",
         requirement: "Both peers use the lowest agreed value (§2.3.3), the value the client sends in Tune-Ok; lapin's rule: 0 or unset takes the server's, else min(request, S)",
         faults: &[],
         fixed_fault: Some(FaultKind::None),
+        docker: Docker::NotHere("reads the broker's side with rabbitmqctl on the server host, which kaspec does not run inside the container"),
         run: run_negotiation_main,
         budget: negotiation_budget,
     },
@@ -108,10 +125,12 @@ pub static CASES: [CaseDef; 4] = [
         id: "amqp/0-9-1-2.3.3/2",
         protocol: "amqp",
         spec: "AMQP 0-9-1 §2.3.3, Connection.Tune/Tune-Ok",
+        quote: TUNE,
         description: "Heartbeat negotiation against a broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf): the client's request decides.",
         requirement: "A server proposing 0 wants no heartbeat; the client's Tune-Ok value is used by both ends (0 = none)",
         faults: &[],
         fixed_fault: Some(FaultKind::None),
+        docker: Docker::NotHere("needs a second broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf); the compose stack has one"),
         run: run_negotiation_hb0,
         budget: negotiation_budget,
     },
@@ -119,10 +138,12 @@ pub static CASES: [CaseDef; 4] = [
         id: "amqp/0-9-1-4.2.7/1",
         protocol: "amqp",
         spec: "AMQP 0-9-1 §4.2.7",
+        quote: HEARTBEAT,
         description: "Idle connection with negotiated heartbeat H; the path fails between two heartbeats: lapin stops hearing the broker, the broker stops hearing lapin.",
         requirement: "A peer that receives nothing for two heartbeat intervals or longer should close the connection (§4.2.7); windows from lapin's (2H, 2.5H] and RabbitMQ's (2T, 3T] algorithms after the last byte received",
         faults: IDLE_FAULTS,
         fixed_fault: None,
+        docker: RABBITMQ,
         run: run_idle,
         budget: idle_budget,
     },
@@ -130,10 +151,12 @@ pub static CASES: [CaseDef; 4] = [
         id: "amqp/0-9-1-4.2.7/2",
         protocol: "amqp",
         spec: "AMQP 0-9-1 §4.2.7, RFC 5382 §5",
+        quote: HEARTBEAT,
         description: "Idle AMQP connection through a NAT that forgets idle flows after N: heartbeats (each side sends one every H/2 when idle) keep the mapping when H/2 < N; otherwise the mapping expires, the next heartbeats are dropped, and both lapin and RabbitMQ declare the connection dead.",
         requirement: "Heartbeats keep a NAT mapping only when their period H/2 is below the NAT's idle timeout; otherwise each peer must close the connection after two heartbeat intervals of silence (§4.2.7): lapin at its first wake after last read + 2H, RabbitMQ at its first receiver tick after last byte + 2T",
         faults: &[FaultKind::NatExpiry],
         fixed_fault: Some(FaultKind::NatExpiry),
+        docker: RABBITMQ,
         run: run_nat,
         budget: nat_budget,
     },
@@ -956,29 +979,10 @@ fn quiet_instant(io: &[Io], h: Duration, now: Instant) -> Instant {
     now + Duration::from_secs_f64(at)
 }
 
-/// The first `anchor + k × period` strictly after `x` (any whole k: the
-/// anchor is itself a wake).
-fn first_after(anchor: i64, period: i64, x: i64) -> i64 {
-    anchor + ((x - anchor).div_euclid(period) + 1) * period
-}
-
 /// The wake that follows `after`, and the one after it too when a wake falls
 /// within [`PHASE_SLACK_MS`] of `after` (either may then be the one).
 fn next_ticks(anchor: i64, period: i64, after: i64) -> (i64, i64) {
     (first_after(anchor, period, after - PHASE_SLACK_MS), first_after(anchor, period, after + PHASE_SLACK_MS))
-}
-
-/// Under `reset`: a side's next heartbeat (every `half` ms after `last`) is
-/// the first segment to meet the RST.
-fn next_heartbeat_meets_rst(who: &str, after_what: &str, last: i64, half: i64, spec: &str) -> Expectation {
-    let d = first_after(last, half, 0);
-    Expectation::window(
-        d.max(0) as u64,
-        d.max(0) as u64,
-        format!("{who} = {half} ms {after_what} at {last:+} ms) meets the RST: {d} ms"),
-        spec,
-        Level::Must,
-    )
 }
 
 /// Client side. Times are ms relative to the fault: `last_read` (last byte
@@ -990,7 +994,7 @@ pub fn client_expectation(h_s: u16, fault: FaultKind, last_read: i64, last_write
     }
     let h = h_s as i64 * 1000;
     if fault == FaultKind::Reset {
-        return next_heartbeat_meets_rst("lapin's next heartbeat (every H/2", "after its last write", last_write, h / 2, spec);
+        return next_send_meets_rst("lapin's next heartbeat (every H/2 after its last write)", last_write, h / 2, Before::Nothing, spec, Level::Must);
     }
     let (lo, hi) = next_ticks(last_write, h / 2, last_read + 2 * h);
     Expectation::window(
@@ -1030,7 +1034,7 @@ pub fn server_expectation(t_s: u16, fault: FaultKind, rx: Receiver, last_heard: 
     }
     let t = t_s as i64 * 1000;
     if fault == FaultKind::Reset {
-        return next_heartbeat_meets_rst("the broker's next heartbeat (every T/2", "after its last", last_sent, t / 2, spec);
+        return next_send_meets_rst("the broker's next heartbeat (every T/2 after its last)", last_sent, t / 2, Before::Nothing, spec, Level::Must);
     }
     let tick = rx.tick;
     // No wake before the first, T after the start.
@@ -1185,7 +1189,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let imp = ctx.impairment(fault);
     let (client_deadline_ms, server_deadline_ms) = match &imp {
         Some(i) => {
-            let w = crate::case::impaired_watch_ms(3 * h, i);
+            let w = crate::model::impaired::impaired_watch_ms(3 * h, i);
             (w, w)
         }
         None if hs == 0 => (10_000, 10_000),
@@ -1202,7 +1206,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     // The second axis: the broker's end only (the tap holds lapin's socket
     // open, on purpose, until the broker has been watched).
-    let release = crate::case::Releases { client: None, ..crate::case::releases(tb, ready.local, addr) };
+    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(tb, ready.local, addr) };
     let client_deadline = t0 + Duration::from_millis(client_deadline_ms);
     let end = finish_client(client_thread, stop, Instant::now().max(client_deadline), client_deadline)?;
 
@@ -1239,7 +1243,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
     let config = heartbeat_config(ctx, hs, wire_h)?;
-    if let Some(e) = crate::case::impairment_event(&tb)? {
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
     let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
@@ -1247,8 +1251,8 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
         // lapin fails after 2H without a read, the broker after 2T to 3T,
         // while each sends every H/2: the slack is 2H − H/2.
         Some(i) => (
-            crate::case::impaired_expectation("lapin's slack, 2H − H/2 (the broker sends every H/2) =", 3 * h / 2, i, case.spec),
-            crate::case::impaired_expectation("the broker's slack, 2T − T/2 (lapin sends every T/2) =", 3 * Duration::from_secs(ts as u64) / 2, i, case.spec),
+            crate::model::impaired::impaired_expectation("lapin's slack, 2H − H/2 (the broker sends every H/2) =", 3 * h / 2, i, case.spec),
+            crate::model::impaired::impaired_expectation("the broker's slack, 2T − T/2 (lapin sends every T/2) =", 3 * Duration::from_secs(ts as u64) / 2, i, case.spec),
         ),
         None => {
             let server = server_expectation(ts, fault, Receiver { start, tick }, last_heard, last_sent);
@@ -1274,7 +1278,7 @@ fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResul
 // --- through a NAT -------------------------------------------------------------
 
 const NAT_SPEC: &str = "AMQP 0-9-1 §4.2.7, RFC 5382 §5";
-use crate::nat::NAT_RACE_MS;
+use crate::model::nat::NAT_RACE_MS;
 
 /// What the heartbeats do to a NAT mapping that expires after `nat` idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1383,11 +1387,11 @@ pub fn last_before_expiry(io: &[Io], nat: Duration, until: Instant) -> Option<In
 fn nat_budget(ctx: &Ctx) -> Duration {
     let h = Duration::from_secs(effective_heartbeat(request_of(ctx), server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT)) as u64);
     // A node start, then the broker's 3T after the handshake, or 3 × N kept.
-    Duration::from_secs(15) + (3 * h).max(3 * crate::nat::nat_idle(ctx))
+    Duration::from_secs(15) + (3 * h).max(3 * crate::model::nat::nat_idle(ctx))
 }
 
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let nat = crate::nat::nat_idle(ctx);
+    let nat = crate::model::nat::nat_idle(ctx);
     let broker_impl = broker_implementation();
     let lease = ctx.shared.lease_in(
         &ctx.shared_nat_bed("rabbitmq", nat),
@@ -1417,7 +1421,7 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
     let client_deadline = predicted_t0 + Duration::from_millis(client_deadline_ms);
     let (end, release) = if fate == NatFate::Broken {
         // The broker's end only: the tap holds lapin's socket until now.
-        let release = crate::case::Releases { client: None, ..crate::case::releases(tb, ready.local, addr) };
+        let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(tb, ready.local, addr) };
         (finish_client(client_thread, stop, Instant::now().max(client_deadline), client_deadline)?, release)
     } else {
         // lapin closes the connection it kept (Connection.Close, then its
@@ -1427,7 +1431,7 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult
         let release = loop {
             // lapin's I/O may let go of the socket after the client returned.
             tap.release();
-            let r = crate::case::releases(tb, ready.local, addr);
+            let r = crate::outcome::releases(tb, ready.local, addr);
             if r.server.as_ref().is_none_or(|s| s.clean) || closed_at.elapsed() > Duration::from_secs(1) {
                 break r;
             }

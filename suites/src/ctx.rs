@@ -1,0 +1,111 @@
+//! What a case run needs besides the testbed it builds: the configuration,
+//! the run folder, the network profile, shared servers, and the testbeds
+//! each kind of case asks for.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kaspec_harness::fault::FaultKind;
+
+use crate::config::Config;
+use crate::deviations::Deviation;
+
+/// How to start our own servers (`kaspec serve ...` or the `kaspec-serve` binary).
+#[derive(Debug, Clone)]
+pub struct ServeCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Everything a case run needs besides the testbed it builds.
+pub struct Ctx {
+    pub config: Config,
+    /// The run folder: server logs go to `run_dir/logs`.
+    pub run_dir: PathBuf,
+    /// The `fixtures/` folder (server configs, deviations).
+    pub fixtures: PathBuf,
+    pub serve: ServeCommand,
+    pub deviations: Vec<Deviation>,
+    /// The path (`--network`); its NAT idle timeout drives the nat-expiry cases.
+    pub network: crate::network::NetworkProfile,
+    /// Servers started once per run and shared by its cases (RabbitMQ, PostgreSQL).
+    pub shared: crate::shared::Shared,
+    /// `--testbed docker`: the compose stack whose containers are the
+    /// servers (None: the netns testbed, servers started by kaspec).
+    pub docker: Option<kaspec_harness::docker::Stack>,
+}
+
+impl Ctx {
+    /// What `delay` and `loss` apply: the network profile's round trip,
+    /// jitter and loss where it sets them, else the defaults (300 ms; 2%).
+    pub fn impairments(&self) -> (kaspec_harness::impair::Impairment, kaspec_harness::impair::Impairment) {
+        let (mut delay, mut loss) = kaspec_harness::impair::defaults();
+        let n = &self.network;
+        if !n.rtt.is_zero() || !n.jitter.is_zero() {
+            delay.rtt = n.rtt;
+            delay.jitter = n.jitter;
+            loss.rtt = n.rtt;
+            loss.jitter = n.jitter;
+        }
+        if n.loss_percent > 0.0 {
+            loss.loss_percent = n.loss_percent;
+        }
+        (delay, loss)
+    }
+
+    /// A fresh testbed whose `delay` and `loss` follow [`impairments`](Self::impairments).
+    pub fn testbed(&self) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+        let tb = kaspec_harness::netns::Testbed::new(&self.run_dir)?;
+        let (d, l) = self.impairments();
+        tb.set_impairments(d, l);
+        Ok(tb)
+    }
+
+    /// The testbed of a case whose server is `service` of docker-compose.yml:
+    /// on the docker testbed its container, else a fresh netns testbed.
+    pub fn testbed_for(&self, service: &str) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+        let Some(stack) = &self.docker else { return self.testbed() };
+        let tb = kaspec_harness::netns::Testbed::docker(&self.run_dir, None, stack, service)?;
+        let (d, l) = self.impairments();
+        tb.set_impairments(d, l);
+        Ok(tb)
+    }
+
+    /// The testbed of a NAT case (the router forgets idle TCP flows after
+    /// `nat`) whose server is `service` of docker-compose.yml: on the docker
+    /// testbed its container behind the router's NAT, else a fresh netns one.
+    pub fn testbed_with_nat(&self, service: &str, nat: Duration) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+        match &self.docker {
+            None => kaspec_harness::netns::Testbed::with_nat(&self.run_dir, Some(nat)),
+            Some(stack) => kaspec_harness::netns::Testbed::docker(&self.run_dir, Some(nat), stack, service),
+        }
+    }
+
+    /// The key of the shared NAT testbed of `service` (see [`Ctx::shared_bed`]).
+    pub fn shared_nat_bed(&self, service: &str, nat: Duration) -> String {
+        match self.docker {
+            None => format!("nat-{}s", nat.as_secs()),
+            Some(_) => format!("docker-{service}-nat-{}s", nat.as_secs()),
+        }
+    }
+
+    /// The key of the shared testbed of `service` (one per container on the
+    /// docker testbed; one for every shared server on netns).
+    pub fn shared_bed(&self, service: &str) -> String {
+        match self.docker {
+            None => crate::shared::PLAIN.into(),
+            Some(_) => format!("docker-{service}"),
+        }
+    }
+
+    /// The impairment `fault` applies (delay or loss), for expectations.
+    pub fn impairment(&self, fault: FaultKind) -> Option<kaspec_harness::impair::Impairment> {
+        let (d, l) = self.impairments();
+        match fault {
+            FaultKind::Delay => Some(d),
+            FaultKind::Loss => Some(l),
+            _ => None,
+        }
+    }
+}
+

@@ -1,0 +1,55 @@
+//! A side that sends on a period (a heartbeat, a PINGREQ, a Ping): under
+//! `reset` it learns at the first segment it sends after the fault, which the
+//! router answers with RST (RFC 9293 §3.5.3) — at the latest its next
+//! periodic send.
+
+use kaspec_harness::expect::{Expectation, Level};
+
+/// The first `anchor + k × period` strictly after `x` (any whole k: the
+/// anchor is itself a send).
+pub fn first_after(anchor: i64, period: i64, x: i64) -> i64 {
+    anchor + ((x - anchor).div_euclid(period) + 1) * period
+}
+
+/// What may meet the RST before the next periodic send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Before {
+    /// Nothing: the side sends nothing else (the window is a point).
+    Nothing,
+    /// A delayed ACK or a retransmission of a frame sent just before the
+    /// fault may come first (the window starts at 0).
+    AckOrRetransmission,
+}
+
+/// Under `reset`: `who`'s next send, every `period` ms after its last at
+/// `last_send` ms (relative to the fault, ≤ 0), meets the RST.
+pub fn next_send_meets_rst(who: &str, last_send: i64, period: i64, before: Before, spec: &str, level: Level) -> Expectation {
+    let d = first_after(last_send, period, 0).max(0) as u64;
+    let (lo, note) = match before {
+        Before::Nothing => (d, String::new()),
+        Before::AckOrRetransmission => (0, "; a delayed ACK or retransmission may come first".to_string()),
+    };
+    Expectation::window(
+        lo,
+        d,
+        format!("the first segment it sends is answered by RST: {who}, every {period} ms after its last at {last_send:+} ms, at {d} ms{note}"),
+        spec,
+        level,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_send_after_the_fault() {
+        assert_eq!(first_after(-300, 1000, 0), 700);
+        assert_eq!(first_after(-1000, 1000, 0), 1000, "a send exactly at the fault is before it");
+        assert_eq!(first_after(-2500, 1000, 0), 500);
+        let e = next_send_meets_rst("its next Ping", -300, 1000, Before::AckOrRetransmission, "s", Level::Must);
+        assert_eq!((e.min_ms, e.max_ms), (Some(0), Some(700)));
+        let e = next_send_meets_rst("the next PINGREQ", -300, 1000, Before::Nothing, "s", Level::Should);
+        assert_eq!((e.min_ms, e.max_ms, e.level), (Some(700), Some(700), Level::Should));
+    }
+}

@@ -1,0 +1,100 @@
+//! The MQTT NAT case: an idle client through a NAT that forgets idle
+//! flows after N (see [`crate::model::nat`]).
+
+use super::*;
+use crate::model::nat::{nat_idle, nat_race};
+
+pub(crate) fn nat_budget(ctx: &Ctx) -> Duration {
+    Duration::from_secs(20) + 3 * nat_idle(ctx) + 6 * ctx.config.mqtt.keep_alive
+}
+
+
+/// rumqttc pings every K whatever the traffic; the mapping survives if K < N.
+pub(crate) fn mqtt_kept(k: Duration, nat: Duration) -> bool {
+    !k.is_zero() && k < nat
+}
+
+pub(crate) fn mqtt_expectations(k: Duration, nat: Duration) -> (Expectation, Expectation) {
+    let (k_ms, n) = (ms_of(k), ms_of(nat));
+    let spec = "MQTT 3.1.1 §3.1.2.10, RFC 5382 §5";
+    if k.is_zero() {
+        let e = || Expectation::not_detected(format!("Keep Alive 0: nothing refreshes the mapping; it is forgotten after N = {n} ms and neither side notices"), spec);
+        return (e(), e());
+    }
+    if let Some(race) = nat_race("Keep Alive K", k, nat, spec) {
+        return (race.clone(), race);
+    }
+    if mqtt_kept(k, nat) {
+        let e = || Expectation::must_stay_up(format!("a PINGREQ every K = {k_ms} ms < N = {n} ms refreshes the mapping: the session survives 3 × N"), spec);
+        return (e(), e());
+    }
+    // t0 = CONNACK + N: the same windows as the idle case's, anchored on
+    // the CONNACK — the client's last packet and the broker's last heard —
+    // N before the mapping's expiry. The first PINGREQ (K after it) is dropped.
+    let why = format!("K = {k_ms} ms ≥ N = {n} ms: the first PINGREQ (K after CONNACK, N = {n} ms before the expiry) meets the forgotten mapping; ");
+    let client = client_expectation(k, FaultKind::Blackhole, n);
+    let client = Expectation { formula: format!("{why}{}", client.formula), ..client };
+    let server = server_expectation(k, FaultKind::Blackhole, -(n as i64));
+    let server = Expectation { formula: format!("{why}{}", server.formula), ..server };
+    (client, server)
+}
+
+pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let nat = nat_idle(ctx);
+    let k = ctx.config.mqtt.keep_alive;
+    let program = broker_program(ctx)?;
+    let broker_impl = broker_implementation(&program);
+    let tb = ctx.testbed_with_nat("mosquitto", nat)?;
+    let (_broker, addr) = start_broker(ctx, &tb, program)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let id = format!("kaspec-{}", tb.tag);
+    let client_thread = tb.client.spawn_thread("kaspec-mqtt-client", move || client(addr, id, k, true, ready_tx, stop_rx))?;
+    let ready = ready_rx
+        .recv_timeout(Duration::from_secs(10) + 3 * k)
+        .map_err(|_| Error::Other("mqtt client thread did not report".into()))?
+        .map_err(Error::Other)?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
+    let t0 = ready.last_out + nat;
+    let (client_exp, server_exp) = mqtt_expectations(k, nat);
+    let quiet_ms = 3 * ms_of(nat);
+    let client_deadline_ms = client_exp.deadline_ms(quiet_ms);
+    let server_deadline_ms = server_exp.deadline_ms(quiet_ms) + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
+    // The client is stopped (and closes) only after the broker was watched,
+    // or its clean close would look like the broker's detection.
+    let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms.max(client_deadline_ms)))?;
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
+    let mut end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
+        end.failed_at = None;
+        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
+    }
+    let mut timeline = end.events;
+    timeline.push((ready.last_out, "last packet before the mapping expired (CONNACK)".into()));
+    let mut config = ctx.config.effective("mqtt.");
+    config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
+    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, ready.local, addr) };
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
+    Ok(facts.both_sides(
+        client_implementation(),
+        broker_impl,
+        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::from_socket(server_exp, server_closed, server_deadline_ms, "broker"),
+        &ctx.deviations,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threshold_is_keep_alive_against_the_nat_timeout() {
+        let nat = Duration::from_secs(4);
+        assert!(mqtt_kept(Duration::from_secs(2), nat) && !mqtt_kept(Duration::from_secs(5), nat));
+        let (c, s) = mqtt_expectations(Duration::from_secs(5), nat);
+        assert_eq!((c.min_ms, s.min_ms, s.max_ms), (Some(6000), Some(1000), Some(3500)));
+        // A period equal to N races the expiry: reported, not judged.
+        assert_eq!(mqtt_expectations(Duration::from_secs(4), nat).0.level, Level::Info);
+    }
+}

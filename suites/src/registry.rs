@@ -1,0 +1,100 @@
+//! Every protocol kaspec measures, in report order. The only module that
+//! imports protocol modules: a new protocol is its folder plus one line here
+//! (and its `mod` line in lib.rs).
+
+use crate::case::{CaseDef, Protocol};
+
+pub static PROTOCOLS: &[&Protocol] = &[
+    &crate::tcp::PROTOCOL,
+    &crate::mqtt::PROTOCOL,
+    &crate::websocket::PROTOCOL,
+    &crate::grpc::PROTOCOL,
+    &crate::postgres::PROTOCOL,
+    &crate::amqp::PROTOCOL,
+];
+
+/// Every case, in a stable order.
+pub fn all() -> Vec<&'static CaseDef> {
+    PROTOCOLS.iter().flat_map(|p| p.cases.iter()).collect()
+}
+
+/// The cases whose id starts with any of `prefixes` (all if none). A prefix
+/// that selects nothing is an error naming it and the protocols there are.
+pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
+    let cases = all();
+    for p in prefixes {
+        if !cases.iter().any(|c| c.id.starts_with(p.as_str())) {
+            return Err(format!(
+                "no case id starts with `{p}` (protocols: {}; `kaspec list` shows every id)",
+                PROTOCOLS.iter().map(|p| format!("{}/", p.name)).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(cases.into_iter().filter(|c| prefixes.is_empty() || prefixes.iter().any(|p| c.id.starts_with(p.as_str()))).collect())
+}
+
+/// Checks, before anything starts, that every server the selected cases need
+/// is installed; the error names what is missing and how to install it.
+pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {
+    kaspec_harness::caps::require_base()?;
+    for p in PROTOCOLS {
+        if cases.iter().any(|c| c.protocol == p.name) {
+            (p.prerequisites)()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::Docker;
+    use kaspec_harness::fault::FaultKind;
+
+    #[test]
+    fn ids_are_unique_and_belong_to_their_protocol() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in PROTOCOLS {
+            for c in p.cases {
+                assert!(seen.insert(c.id), "{} twice", c.id);
+                assert_eq!(c.protocol, p.name, "{}", c.id);
+                assert!(c.id.starts_with(&format!("{}/", p.name)), "{}", c.id);
+                assert!(!c.quote.trim().is_empty(), "{}: no quoted sentence", c.id);
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_deviations_parse_and_name_real_cases() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/deviations.toml");
+        let ids: Vec<&str> = all().iter().map(|c| c.id).collect();
+        for d in crate::deviations::load(&p).unwrap() {
+            let named = match &d.case {
+                crate::deviations::CaseIds::One(c) => vec![c.clone()],
+                crate::deviations::CaseIds::Many(cs) => cs.clone(),
+            };
+            for c in named {
+                assert!(ids.contains(&c.as_str()), "unknown case {c}");
+            }
+            assert!(d.side == "client" || d.side == "server");
+        }
+    }
+
+    #[test]
+    fn every_case_says_where_it_runs_on_docker() {
+        for c in all() {
+            match c.docker {
+                Docker::Service { service, implementation } => {
+                    assert!(!service.is_empty() && !implementation.is_empty(), "{}", c.id);
+                    assert_eq!(c.not_on_docker(FaultKind::Blackhole), None);
+                    assert_eq!(c.not_on_docker(FaultKind::Reset), None);
+                    assert!(c.not_on_docker(FaultKind::Crash).is_some_and(|r| r.contains("compose owns")));
+                }
+                Docker::NotHere(why) => {
+                    assert!(!why.is_empty(), "{}", c.id);
+                    assert_eq!(c.not_on_docker(FaultKind::None), Some(format!("not on the docker testbed: {why}")));
+                }
+            }
+        }
+    }
+}
