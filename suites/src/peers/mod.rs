@@ -6,7 +6,9 @@
 //!   (fixtures/websocket/ws_server.py, fixtures/grpc/grpc_server.py).
 
 pub mod python;
+pub mod grpc;
 mod tcp;
+mod websocket;
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -44,8 +46,8 @@ pub fn main(args: &[String]) -> i32 {
     let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
     let result = match (proto.as_str(), get("ping-interval"), get("pong-timeout"), get("keepalive-time"), get("keepalive-timeout")) {
         ("tcp", None, None, None, None) => tcp::serve(listen),
-        ("websocket", Some(p), Some(t), None, None) => crate::websocket::serve(listen, p, t),
-        ("grpc", None, None, i, t) if i.is_some() == t.is_some() => crate::grpc::serve(listen, i.zip(t)),
+        ("websocket", Some(p), Some(t), None, None) => websocket::serve(listen, p, t),
+        ("grpc", None, None, i, t) if i.is_some() == t.is_some() => grpc::serve(listen, i.zip(t)),
         _ => {
             eprintln!("serve: unexpected arguments {args:?}; {USAGE}");
             return 2;

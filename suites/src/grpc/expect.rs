@@ -1,0 +1,140 @@
+//! Each side's window: hyper's keep-alive rule for the client (a PING at the
+//! last read + I, the close T later), each server's own keep-alive, the call's
+//! failure, and the ping policy.
+
+use super::*;
+
+/// Client, idle connection (case 1). `idle_ms` = t0 − the last segment the
+/// client received. Without while_idle no HTTP/2 PING goes out, and only the
+/// TCP knobs (`tcp.*`, which tonic sets on its socket) can end the connection.
+pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind, idle_ms: u64) -> Expectation {
+    let (i, t) = (ms_of(g.keepalive_time), ms_of(g.keepalive_timeout));
+    if !g.keepalive_while_idle {
+        if !tcp.keepalive {
+            return Expectation::not_detected("keepalive_while_idle = false and TCP keep-alive off: an idle connection is never probed", SPEC_A8);
+        }
+        if fault == FaultKind::Freeze {
+            return Expectation::not_detected(
+                "keepalive_while_idle = false: no HTTP/2 PING; the frozen server's kernel answers TCP keep-alive probes",
+                SPEC_A8,
+            );
+        }
+        let idle = ms_of(tcp.idle);
+        let (d, slack, how) = if fault == FaultKind::Reset {
+            (idle.saturating_sub(idle_ms), linux::wheel_slack_ms(idle), format!("the first TCP keep-alive probe (tcp.idle {idle} ms after the last segment) meets the RST"))
+        } else {
+            let death = crate::model::tcp::keepalive_death(tcp);
+            (death.ms.saturating_sub(idle_ms), death.slack_ms, format!("TCP keep-alive (tcp.*): {}", death.formula))
+        };
+        return Expectation::window(
+            d,
+            d + slack,
+            format!("keepalive_while_idle = false: no HTTP/2 PING while idle; {how}, − idle {idle_ms} ms = {d} ms (+ up to {slack} ms timer-wheel rounding)"),
+            "gRFC A8 (KEEPALIVE_WITHOUT_CALLS), RFC 1122 §4.2.3.6",
+            Level::Must,
+        );
+    }
+    if fault == FaultKind::Reset {
+        return Expectation::window(
+            0,
+            i,
+            format!("the next PING (at most I = {i} ms after the last read) is answered by RST: (0, I]"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
+    }
+    Expectation::window(t, i + t, format!("PING I after the last read, unanswered for T: (T, I + T] = ({t}, {}] ms", i + t), SPEC_A8, Level::Must)
+}
+
+/// A server's own keep-alive on an idle connection (cases 1 and 2).
+pub fn server_expectation(k: &ServerKeepalive, fault: FaultKind) -> Expectation {
+    let (i, t) = (ms_of(k.time), ms_of(k.timeout));
+    match fault {
+        FaultKind::Freeze => Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_A8),
+        FaultKind::Reset => Expectation::window(
+            0,
+            i,
+            format!("the server's next PING (at most its keepalive_time {i} ms after the last read) is answered by RST: (0, {i}]"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        ),
+        _ => Expectation::window(
+            t,
+            i + t,
+            format!("the server's PING, unanswered for its keepalive_timeout: (T, I + T] = ({t}, {}] ms", i + t),
+            SPEC_A8,
+            Level::Must,
+        ),
+    }
+}
+
+/// Client, call started `call_ms` after the fault on an unprobed idle connection (case 2).
+pub fn call_expectation(g: &GrpcConfig, fault: FaultKind, call_ms: u64) -> Expectation {
+    let t = ms_of(g.keepalive_timeout);
+    if fault == FaultKind::Reset {
+        return Expectation::window(
+            call_ms,
+            call_ms,
+            format!("the call's first frames (+{call_ms} ms) are answered by RST: immediate"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
+    }
+    let d = call_ms + t;
+    Expectation::window(
+        d,
+        d,
+        format!("the call (+{call_ms} ms, at least I after the last read) triggers a PING at once; no ACK within T: {call_ms} + {t} = {d} ms"),
+        SPEC_A8,
+        Level::Must,
+    )
+}
+
+/// grpc-core's ping abuse policy (ping_abuse_policy.cc): the first PING sets
+/// the clock; each later one sooner than allowed is a strike; GOAWAY when
+/// strikes exceed max_ping_strikes (2): at the 4th PING, 3 intervals after
+/// the first. With a call open the client pings I after each read: PINGs at
+/// I, 2I, 3I, 4I after the last message.
+pub fn policy_expectation(g: &GrpcConfig, server: GrpcServer) -> Expectation {
+    let i = ms_of(g.keepalive_time);
+    let _ = server;
+    Expectation::window(
+        3 * i,
+        4 * i,
+        format!("PINGs every I = {i} ms after the last read; strikes from the 2nd PING, GOAWAY when strikes > 2: at the 3rd–4th PING, [3I, 4I] = [{}, {}] ms", 3 * i, 4 * i),
+        "gRFC A8 (server enforcement)",
+        Level::Should,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn g(i: u64, t: u64, idle: bool) -> GrpcConfig {
+        GrpcConfig { keepalive_time: Duration::from_millis(i), keepalive_timeout: Duration::from_millis(t), keepalive_while_idle: idle }
+    }
+
+    #[test]
+    fn idle_window_is_t_to_i_plus_t() {
+        let tcp = Config::default().tcp;
+        let e = idle_client_expectation(&g(1000, 500, true), &tcp, FaultKind::Blackhole, 300);
+        assert_eq!((e.min_ms, e.max_ms), (Some(500), Some(1500)));
+        // Without while_idle only TCP keep-alive (2 s + 3 × 1 s) ends it.
+        let e = idle_client_expectation(&g(1000, 500, false), &tcp, FaultKind::Blackhole, 300);
+        assert_eq!(e.min_ms, Some(5000 - 300));
+        let off = TcpConfig { keepalive: false, ..tcp };
+        assert!(!idle_client_expectation(&g(1000, 500, false), &off, FaultKind::Blackhole, 300).expects_detection());
+        assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Blackhole, 1000).max_ms, Some(1500));
+        assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Reset, 1000).max_ms, Some(1000));
+    }
+
+    #[test]
+    fn the_shipped_server_settings_parse() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        for s in SERVERS {
+            assert!(s.keepalive(&fixtures).unwrap().time > Duration::ZERO);
+        }
+    }
+}

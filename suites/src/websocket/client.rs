@@ -1,0 +1,147 @@
+//! kaspec's WebSocket heartbeat over tokio-tungstenite (which has no heartbeat
+//! of its own): ping every P, declare the peer dead when nothing was received
+//! for P + T; every frame timestamped.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ev {
+    Connected,
+    PingSent,
+    PongReceived,
+    ServerPing,
+    Frame,
+}
+
+impl Ev {
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Ev::Connected => "opening handshake done",
+            Ev::PingSent => "client Ping sent",
+            Ev::PongReceived => "Pong received",
+            Ev::ServerPing => "server Ping received (Pong sent)",
+            Ev::Frame => "frame received",
+        }
+    }
+}
+
+pub(crate) struct ClientEnd {
+    pub failed_at: Option<Instant>,
+    pub error: Option<String>,
+    pub events: Vec<(Instant, Ev)>,
+}
+
+/// Connects, runs the heartbeat; reports ready once a Pong and a server Ping
+/// were seen; runs until its heartbeat or a read fails, or `stop_at`.
+/// When the heartbeat client reports ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadyAfter {
+    /// A Pong and a Ping from the server (both directions' heartbeats run).
+    PongAndServerPing,
+    /// A Pong (the server does not ping).
+    Pong,
+    /// The opening handshake (the first Ping may never be answered).
+    Connected,
+}
+
+pub(crate) fn heartbeat_client(
+    server: SocketAddrV4,
+    w: WebSocketConfig,
+    ready_after: ReadyAfter,
+    ready: mpsc::Sender<std::result::Result<SocketAddrV4, String>>,
+    stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> ClientEnd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let mut events: Vec<(Instant, Ev)> = Vec::new();
+        let fail = |events: Vec<(Instant, Ev)>, e: String| ClientEnd { failed_at: Some(Instant::now()), error: Some(e), events };
+        let url = format!("ws://{server}/");
+        let ws = match tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url)).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => {
+                let _ = ready.send(Err(format!("connecting to {url}: {e}")));
+                return ClientEnd { failed_at: None, error: None, events };
+            }
+            Err(_) => {
+                let _ = ready.send(Err(format!("connecting to {url}: no answer in 5 s")));
+                return ClientEnd { failed_at: None, error: None, events };
+            }
+        };
+        let (mut tx, mut rx) = ws.split();
+        let mut ready = Some(ready);
+        let setup_deadline = Instant::now() + Duration::from_secs(5) + 2 * w.ping_interval;
+        let mut stop_at = stop_at;
+        let mut ticker = tokio::time::interval_at((Instant::now() + w.ping_interval).into(), w.ping_interval);
+        let mut last_rx = Instant::now();
+        events.push((last_rx, Ev::Connected));
+        loop {
+            let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
+            if ready.is_some() && match ready_after {
+                ReadyAfter::PongAndServerPing => seen(Ev::PongReceived) && seen(Ev::ServerPing),
+                ReadyAfter::Pong => seen(Ev::PongReceived),
+                ReadyAfter::Connected => true,
+            } {
+                let r = ready.take().expect("checked");
+                let _ = r.send(local_end_towards(server).map_err(|e| e.to_string()));
+            }
+            let limit = match (&ready, *stop_at.borrow()) {
+                (Some(_), _) => setup_deadline,
+                (None, Some(t)) => t,
+                (None, None) => Instant::now() + Duration::from_secs(3600),
+            };
+            tokio::select! {
+                m = rx.next() => {
+                    let now = Instant::now();
+                    match m {
+                        Some(Ok(msg)) => {
+                            last_rx = now;
+                            let ev = match msg {
+                                Message::Pong(_) => Ev::PongReceived,
+                                Message::Ping(_) => {
+                                    // tungstenite queued the Pong; send it now.
+                                    if let Err(e) = tx.flush().await {
+                                        return fail(events, format!("tungstenite::Error::{e:?}: {e}"));
+                                    }
+                                    Ev::ServerPing
+                                }
+                                Message::Close(frame) => {
+                                    return fail(events, format!("server sent Close: {frame:?}"));
+                                }
+                                _ => Ev::Frame,
+                            };
+                            events.push((now, ev));
+                        }
+                        Some(Err(e)) => return fail(events, format!("tungstenite::Error::{e:?}: {e}")),
+                        None => return fail(events, "the stream ended (connection closed)".into()),
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Err(e) = tx.send(Message::Ping(b"kaspec".to_vec().into())).await {
+                        return fail(events, format!("sending Ping: tungstenite::Error::{e:?}: {e}"));
+                    }
+                    events.push((Instant::now(), Ev::PingSent));
+                }
+                _ = tokio::time::sleep_until((last_rx + w.ping_interval + w.pong_timeout).into()) => {
+                    let p = ms_of(w.ping_interval) + ms_of(w.pong_timeout);
+                    return fail(events, format!("heartbeat: nothing received for P + T = {p} ms"));
+                }
+                _ = tokio::time::sleep_until(limit.into()) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err("no Pong and server Ping within the set-up time".into()));
+                    }
+                    return ClientEnd { failed_at: None, error: None, events };
+                }
+                changed = stop_at.changed() => {
+                    if changed.is_err() {
+                        // The run went away: stop instead of spinning on a closed channel.
+                        return ClientEnd { failed_at: None, error: None, events };
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub(crate) fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev]) -> Option<Instant> {
+    events.iter().filter(|(t, e)| *t < before && kinds.contains(e)).map(|(t, _)| *t).last()
+}

@@ -1,0 +1,244 @@
+//! How the WebSocket cases run: the servers under test, the client, the
+//! fault, both sides watched.
+
+use super::*;
+
+pub(crate) fn run_heartbeat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    for server in measured(ctx) {
+        out.extend(heartbeat_against(ctx, case, fault, server)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, which: WsServer) -> Result<Vec<CaseResult>> {
+    let hb = which.heartbeat(&ctx.fixtures)?;
+    let w = ctx.config.websocket;
+    let tb = ctx.testbed_for("kaspec-ws")?;
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
+    let server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
+    let server_impl = which.implementation();
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::PongAndServerPing, ready_tx, stop_rx))?;
+    let local = ready_rx
+        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval))
+        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
+        .map_err(|e| Error::Other(format!("websocket client against {}: {e}", server_impl.name)))?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
+    // Let the path fail halfway through the client's ping period.
+    std::thread::sleep(w.ping_interval / 2);
+    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, Some(server.pid()))?;
+    let t0 = applied.in_force_at;
+
+    // Nominal windows (as if every anchor were at t0) give the deadlines; a
+    // live peer on an impaired path is watched for a while.
+    let imp = ctx.impairment(fault);
+    let (client_deadline_ms, server_deadline_ms) = match &imp {
+        // Both watched equally long: the client's own close at its deadline
+        // must not look like the server's detection.
+        Some(i) => {
+            let watch = impaired_watch_ms((w.ping_interval + w.pong_timeout).max(hb.ping_interval + hb.pong_timeout), i);
+            (watch, watch)
+        }
+        None => (
+            client_expectation(&w, fault, 0, 0).deadline_ms(10_000),
+            server_expectation(which, &hb, fault, 0, 0).deadline_ms(3 * ms_of(hb.ping_interval + hb.pong_timeout).max(3000)),
+        ),
+    };
+    // On a live path the client is stopped (and closes) only after the
+    // server's watch ended: its close is not the server's detection.
+    let stop_ms = if imp.is_some() { client_deadline_ms.max(server_deadline_ms) + 500 } else { client_deadline_ms };
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(stop_ms)));
+    let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
+    let mut end = client_thread.join()?;
+    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
+        end.failed_at = None;
+        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
+    }
+
+    let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
+    let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
+    let last_ping = rel(last_before(&end.events, t0, &[Ev::PingSent]));
+    let last_heard = rel(last_before(&end.events, t0, &[Ev::PingSent, Ev::ServerPing]));
+    let last_server_ping = rel(last_before(&end.events, t0, &[Ev::ServerPing]));
+    let mut timeline: Vec<(Instant, String)> = end.events.iter().map(|(t, e)| (*t, e.text().to_string())).collect();
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("server socket {}", c.state)));
+    }
+    let mut config = ctx.config.effective("websocket.");
+    config.insert("server.ping_interval".into(), format!("{}ms", ms_of(hb.ping_interval)));
+    config.insert("server.pong_timeout".into(), format!("{}ms", ms_of(hb.pong_timeout)));
+    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, local, addr) };
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
+        timeline.push(e);
+    }
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
+    let (client_expected, server_expected) = match &imp {
+        // The silence limit is P + T while frames come every P: T is the slack for a slower path.
+        Some(i) => (
+            impaired_expectation("the slack beyond the ping period, pong timeout T =", w.pong_timeout, i, SPEC_PING),
+            impaired_expectation("the server's pong timeout T =", hb.pong_timeout, i, SPEC_PING),
+        ),
+        None => (client_expectation(&w, fault, last_rx, last_ping), server_expectation(which, &hb, fault, last_heard, last_server_ping)),
+    };
+    Ok(facts.both_sides(
+        client_implementation(),
+        server_impl,
+        Side { expected: client_expected, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::from_socket(
+            server_expected,
+            server_closed,
+            server_deadline_ms,
+            "server",
+        ),
+        &ctx.deviations,
+    ))
+}
+
+/// The client pings every P (its configured value) with T = 200 ms; our
+/// server does not ping (so only Pongs reach the client). Halfway through a
+/// ping period the round trip becomes 300 ms: the next Pong comes 300 ms
+/// after its Ping, 100 ms after the client's silence limit L + P + T.
+pub(crate) fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let w = WebSocketConfig { ping_interval: ctx.config.websocket.ping_interval, pong_timeout: FALSE_POSITIVE_T };
+    let imp = kaspec_harness::impair::Impairment { rtt: FALSE_POSITIVE_RTT, jitter: Duration::ZERO, loss_percent: 0.0, seed: 1 };
+    quiet_server_on_impaired_path(ctx, case, fault, w, imp, true)
+}
+
+pub(crate) fn run_own_heartbeat_on_impaired_path(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let imp = ctx.impairment(fault).ok_or_else(|| Error::Other(format!("{}: takes delay or loss, not {fault}", case.id)))?;
+    quiet_server_on_impaired_path(ctx, case, fault, ctx.config.websocket, imp, false)
+}
+
+/// Our server sends no Pings, so only the Pongs to the client's own Pings
+/// reach the client. Halfway through a ping period the path becomes `imp`.
+pub(crate) fn quiet_server_on_impaired_path(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    w: WebSocketConfig,
+    imp: kaspec_harness::impair::Impairment,
+    fixed: bool,
+) -> Result<Vec<CaseResult>> {
+    let tb = ctx.testbed_for("kaspec-ws-quiet")?;
+    tb.set_impairments(imp, imp);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
+    let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, QUIET)?)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx))?;
+    let local = ready_rx
+        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval)
+        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
+        .map_err(|e| Error::Other(format!("websocket client: {e}")))?;
+    std::thread::sleep(w.ping_interval / 2);
+    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, None)?;
+    let t0 = applied.in_force_at;
+    let deadline_ms = if fixed { 3 * ms_of(w.ping_interval + w.pong_timeout + imp.rtt).max(2000) } else { impaired_watch_ms(w.ping_interval + w.pong_timeout, &imp) };
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
+    let end = client_thread.join()?;
+    let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
+    let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
+    let expected = own_heartbeat_expectation(&w, &imp, last_rx);
+    let mut timeline: Vec<(Instant, String)> = end.events.iter().map(|(t, e)| (*t, e.text().to_string())).collect();
+    timeline.push((t0, format!("path now: {}", imp.describe())));
+    let mut config = ctx.config.effective("websocket.");
+    if fixed {
+        config.insert("websocket.pong_timeout".into(), format!("{}ms (fixed by this case)", ms_of(w.pong_timeout)));
+    }
+    config.insert("path".into(), imp.describe());
+    if let Some(e) = crate::outcome::impairment_event(&tb)? {
+        timeline.push(e);
+    }
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };
+    Ok(facts.client_only(
+        client_implementation(),
+        WsServer::Kaspec.implementation(),
+        Side { expected, detected_at: end.failed_at, error: end.error, deadline_ms },
+        &ctx.deviations,
+    ))
+}
+
+/// §5.5.2/§5.5.3: send one Ping with a payload, wait for its Pong (answering
+/// anything else on the way), and compare the payloads.
+pub(crate) fn ping_once(server: SocketAddrV4, payload: Vec<u8>, wait: Duration) -> std::result::Result<(Duration, Vec<u8>), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let url = format!("ws://{server}/");
+        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url))
+            .await
+            .map_err(|_| format!("connecting to {url}: no answer in 5 s"))?
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
+        let sent = Instant::now();
+        ws.send(Message::Ping(payload.into())).await.map_err(|e| format!("sending Ping: {e}"))?;
+        loop {
+            match tokio::time::timeout_at((sent + wait).into(), ws.next()).await {
+                Err(_) => return Err(format!("no Pong within {} ms", wait.as_millis())),
+                Ok(Some(Ok(Message::Pong(p)))) => {
+                    let rtt = sent.elapsed();
+                    let _ = ws.close(None).await;
+                    return Ok((rtt, p.to_vec()));
+                }
+                Ok(Some(Ok(Message::Ping(_)))) => ws.flush().await.map_err(|e| e.to_string())?,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Err(format!("tungstenite::Error::{e:?}: {e}")),
+                Ok(None) => return Err("the stream ended before the Pong".into()),
+            }
+        }
+    })
+}
+
+pub(crate) fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    let wait = ctx.config.websocket.pong_timeout;
+    for which in measured(ctx) {
+        let hb = which.heartbeat(&ctx.fixtures)?;
+        let tb = ctx.testbed_for("kaspec-ws")?;
+        let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
+        let _server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
+        // Binary, non-UTF-8, up to the 125-byte control-frame limit (§5.5).
+        let payload: Vec<u8> = format!("kaspec-{}-", tb.tag).into_bytes().into_iter().chain([0u8, 1, 0x7f, 0x80, 0xfe, 0xff]).collect();
+        let sent = payload.clone();
+        let started = Instant::now();
+        let outcome = tb.client.run(move || ping_once(addr, sent, wait))?;
+        let t = ms_of(wait);
+        let expected = Expectation::window(0, t, format!("a Pong with the same payload within the client's pong timeout T = {t} ms"), case.spec, Level::Must);
+        let facts = RunFacts {
+            case,
+            fault,
+            engine: "none".into(),
+            config: ctx.config.effective("websocket."),
+            t0: started,
+            timeline: Vec::new(),
+            release: Default::default(),
+        };
+        let (detected_at, error, echoed) = match &outcome {
+            Ok((rtt, p)) => (Some(started + *rtt), None, Some(p.clone())),
+            Err(e) => (None, Some(e.clone()), None),
+        };
+        let mut r = facts.result(
+            SideOutcome {
+                side: "server",
+                implementation: which.implementation(),
+                peer: client_implementation(),
+                expected,
+                detected_at,
+                error,
+                deadline_ms: t,
+            },
+            &ctx.deviations,
+        );
+        if let Some(p) = echoed {
+            if p != payload {
+                r.verdict = Verdict::Fail;
+                r.verdict_detail = format!("Pong payload {p:02x?} differs from the Ping's {payload:02x?}");
+            } else {
+                r.verdict_detail = format!("{} ({} payload bytes echoed)", r.verdict_detail, p.len());
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
