@@ -1,0 +1,144 @@
+//! The lapin client driver: connect through the tap, reach steady state,
+//! report ready, and keep the connection until it fails or the case stops it.
+
+use super::*;
+
+pub(crate) struct Ready {
+    pub local: SocketAddrV4,
+    /// `conn.configuration().heartbeat()`.
+    pub negotiated: u16,
+}
+
+pub(crate) struct ClientEnd {
+    pub failed_at: Option<Instant>,
+    pub error: Option<String>,
+}
+
+impl ClientEnd {
+    /// A failure after `deadline` is not a detection (the error is kept).
+    fn clip(mut self, deadline: Instant) -> ClientEnd {
+        if self.failed_at.is_some_and(|t| t > deadline) {
+            self.failed_at = None;
+            self.error = self.error.map(|e| format!("after the client's deadline: {e}"));
+        }
+        self
+    }
+}
+
+/// Connects, waits for the steady state (two broker heartbeats read, one
+/// written; only with `steady` and heartbeats on) or only for the
+/// connection, reports ready, then waits for lapin's error event or
+/// `stop_at`. After an error the socket stays held (no FIN) until the case
+/// sets `stop_at`, i.e. until it has watched the broker.
+pub(crate) fn client(
+    broker: SocketAddrV4,
+    request: u16,
+    name: String,
+    tap: Tap,
+    steady: bool,
+    ready: mpsc::Sender<std::result::Result<Ready, String>>,
+    mut stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> Option<ClientEnd> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let end = rt.block_on(async {
+        let conn = match connect(broker, Some(request), &name, &tap).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return None;
+            }
+        };
+        // Before any fault: the listener sees every later error.
+        let mut events = conn.events_listener();
+        let negotiated = conn.configuration().heartbeat();
+        let h = Duration::from_secs(negotiated as u64);
+        let setup_deadline = Instant::now() + Duration::from_secs(5) + 3 * h;
+        loop {
+            let io = tap.io();
+            let hb = |d: Dir| io.iter().filter(|i| i.dir == d && i.frames.contains(&Frame::Heartbeat)).count();
+            if !steady || negotiated == 0 || (hb(Dir::Read) >= 2 && hb(Dir::Write) >= 1) {
+                break;
+            }
+            if Instant::now() > setup_deadline {
+                let _ = ready.send(Err(format!("no heartbeat round within {} s of connecting (heartbeat {negotiated} s)", (Duration::from_secs(5) + 3 * h).as_secs())));
+                return None;
+            }
+            if let Ok(Some(lapin::Event::Error(e))) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
+                let _ = ready.send(Err(format!("lapin failed before the fault: {e}")));
+                return None;
+            }
+        }
+        let local = match tap.local() {
+            Some(l) => l,
+            None => {
+                let _ = ready.send(Err("lapin's socket has no local address".into()));
+                return None;
+            }
+        };
+        let _ = ready.send(Ok(Ready { local, negotiated }));
+        loop {
+            let limit = (*stop_at.borrow()).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(lapin::Event::Error(e)) => {
+                        return Some(ClientEnd { failed_at: Some(Instant::now()), error: Some(format!("lapin::ErrorKind::{:?}: {e}", e.kind())) });
+                    }
+                    Some(_) => continue,
+                    None => return Some(ClientEnd { failed_at: Some(Instant::now()), error: Some("lapin's event stream ended".into()) }),
+                },
+                changed = stop_at.changed() => {
+                    if changed.is_err() {
+                        return Some(ClientEnd { failed_at: None, error: None });
+                    }
+                }
+                _ = tokio::time::sleep_until(limit.into()) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), conn.close(200, "kaspec: done".into())).await;
+                    return Some(ClientEnd { failed_at: None, error: None });
+                }
+            }
+        }
+    });
+    if end.as_ref().is_some_and(|e| e.failed_at.is_some()) {
+        // Held until the case says so (or is gone).
+        rt.block_on(async {
+            while stop_at.borrow_and_update().is_none() {
+                if stop_at.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // lapin's tasks (and the socket they hold) go with the runtime.
+    drop(rt);
+    tap.release();
+    end
+}
+
+pub(crate) type ClientThread = kaspec_harness::netns::NsThread<Option<ClientEnd>>;
+pub(crate) type StopAt = tokio::sync::watch::Sender<Option<Instant>>;
+
+/// Starts lapin in the client host against `addr` (see [`client`]) and
+/// waits for it to be ready.
+pub(crate) fn start_client(tb: &Testbed, addr: SocketAddrV4, request: u16, name: String, tap: &Tap, steady: bool) -> Result<(ClientThread, Ready, StopAt)> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let client_tap = tap.clone();
+    let thread = tb.client.spawn_thread("kaspec-amqp-client", move || client(addr, request, name, client_tap, steady, ready_tx, stop_rx))?;
+    match ready_rx.recv_timeout(Duration::from_secs(20) + 3 * Duration::from_secs(request.max(60) as u64)) {
+        Ok(Ok(r)) => Ok((thread, r, stop_tx)),
+        Ok(Err(e)) => {
+            let _ = stop_tx.send(Some(Instant::now()));
+            let _ = thread.join();
+            Err(Error::Other(e))
+        }
+        Err(_) => Err(Error::Other("amqp client thread did not report".into())),
+    }
+}
+
+/// Lets the client go (at `stop_at` at the latest, or at once if it failed)
+/// and takes its end; a failure after `deadline` is not a detection.
+pub(crate) fn finish_client(thread: ClientThread, stop: StopAt, stop_at: Instant, deadline: Instant) -> Result<ClientEnd> {
+    let _ = stop.send(Some(stop_at));
+    let end = thread.join()?.ok_or_else(|| Error::Other("amqp client ended without a result".into()))?;
+    Ok(end.clip(deadline))
+}

@@ -1,0 +1,199 @@
+//! Heartbeat negotiation (Connection.Tune / Tune-Ok): what each request
+//! yields against a broker's proposal, read from the wire and from the broker.
+
+use super::*;
+
+/// One connection of the negotiation case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Negotiated {
+    pub request: Option<u16>,
+    /// Connection.Tune's heartbeat as read.
+    pub proposed: Option<u16>,
+    /// Connection.Tune-Ok's heartbeat as written.
+    pub tune_ok: Option<u16>,
+    /// `conn.configuration().heartbeat()`.
+    pub lapin: u16,
+    /// What the broker uses (rabbitmqctl).
+    pub broker: Option<u16>,
+    pub local_port: u16,
+}
+
+impl Negotiated {
+    fn asked(&self) -> String {
+        self.request.map(|r| r.to_string()).unwrap_or_else(|| "unset".into())
+    }
+}
+
+/// The requests tried against a server proposing `s`: none, 0, lower and
+/// higher than `s`, and the configured one.
+pub fn requests_for(s: u16, configured: u16) -> Vec<Option<u16>> {
+    let mut v = vec![None, Some(0)];
+    if s > 1 {
+        v.push(Some(s / 2));
+    }
+    v.push(Some(if s == 0 { 600 } else { s.saturating_mul(2) }));
+    v.push(Some(configured));
+    let mut out = Vec::new();
+    for r in v {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// What lapin must end up with, and whether a row breaks the spec or
+/// lapin's rule: the problems of one row (empty = fine). `side` picks whose
+/// value is judged.
+pub fn check_row(row: &Negotiated, server: u16, side: &str) -> Vec<String> {
+    let want = effective_heartbeat(row.request.unwrap_or(0), server);
+    let mut problems = Vec::new();
+    if row.proposed != Some(server) {
+        problems.push(format!("Tune proposed {:?}, the configuration says {server}", row.proposed));
+    }
+    if side == "client" {
+        if row.lapin != want {
+            problems.push(format!("lapin uses {}, its rule gives {want}", row.lapin));
+        }
+        if row.tune_ok != Some(row.lapin) {
+            problems.push(format!("Tune-Ok carried {:?}, lapin uses {}", row.tune_ok, row.lapin));
+        }
+        if server != 0 && row.lapin > server {
+            problems.push(format!("{} is above the server's {server}: not the lowest agreed value (§2.3.3)", row.lapin));
+        }
+    } else {
+        match (row.broker, row.tune_ok) {
+            (Some(b), Some(t)) if b == t => {}
+            (b, t) => problems.push(format!("the broker uses {b:?}, Tune-Ok carried {t:?}")),
+        }
+    }
+    problems
+}
+
+pub(crate) fn run_negotiation_main(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    run_negotiation(ctx, case, fault, &MAIN)
+}
+
+pub(crate) fn run_negotiation_hb0(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    run_negotiation(ctx, case, fault, &HB0)
+}
+
+pub(crate) fn run_negotiation(ctx: &Ctx, case: &CaseDef, fault: FaultKind, broker: &'static Broker) -> Result<Vec<CaseResult>> {
+    let server = server_heartbeat(&ctx.fixtures, broker)?;
+    let requests = requests_for(server, request_of(ctx));
+    let lease = lease(ctx, broker)?;
+    let tb = lease.testbed();
+    let addr = SocketAddrV4::new(tb.server.addr, broker.port);
+    let (rows_tx, rows_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let tag = tb.tag.clone();
+    let reqs = requests.clone();
+    // Every connection stays open until the broker has been asked.
+    let thread = tb.client.spawn_thread("kaspec-amqp-negotiate", move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        rt.block_on(async move {
+            let mut conns = Vec::new();
+            let mut rows = Vec::new();
+            for (i, r) in reqs.iter().enumerate() {
+                let tap = Tap::default();
+                match connect(addr, *r, &format!("kaspec-{tag}-negotiate-{i}"), &tap).await {
+                    Ok(c) => {
+                        let frames: Vec<Frame> = tap.io().into_iter().flat_map(|io| io.frames).collect();
+                        rows.push(Negotiated {
+                            request: *r,
+                            proposed: frames.iter().find_map(|f| if let Frame::Tune { heartbeat } = f { Some(*heartbeat) } else { None }),
+                            tune_ok: frames.iter().find_map(|f| if let Frame::TuneOk { heartbeat } = f { Some(*heartbeat) } else { None }),
+                            lapin: c.configuration().heartbeat(),
+                            broker: None,
+                            local_port: tap.local().map(|l| l.port()).unwrap_or(0),
+                        });
+                        conns.push((c, tap));
+                    }
+                    Err(e) => {
+                        let _ = rows_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let _ = rows_tx.send(Ok(rows));
+            let _ = tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(60))).await;
+            for (c, tap) in conns {
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.close(200, "kaspec: done".into())).await;
+                tap.release();
+            }
+        })
+    })?;
+    let rows = rows_rx.recv_timeout(Duration::from_secs(60)).map_err(|_| Error::Other("amqp negotiation thread did not report".into()))?;
+    let timeouts = match &rows {
+        Ok(_) => broker.timeouts(tb),
+        Err(_) => Ok(Vec::new()),
+    };
+    let _ = done_tx.send(());
+    thread.join()?;
+    let mut rows = rows.map_err(Error::Other)?;
+    let timeouts = timeouts?;
+    for row in &mut rows {
+        row.broker = timeouts.iter().find(|(p, _)| *p == row.local_port).map(|(_, t)| *t);
+    }
+
+    let t0 = Instant::now();
+    let mut config = ctx.config.effective("amqp.");
+    config.insert("rabbitmq.heartbeat".into(), format!("{server}s ({})", broker.conf));
+    for row in &rows {
+        config.insert(
+            format!("negotiated[request={}]", row.asked()),
+            format!(
+                "lapin {}s, Tune-Ok {}, broker {}",
+                row.lapin,
+                row.tune_ok.map(|t| format!("{t}s")).unwrap_or_else(|| "?".into()),
+                row.broker.map(|t| format!("{t}s")).unwrap_or_else(|| "?".into())
+            ),
+        );
+    }
+    let facts = RunFacts { case, fault, engine: "none".into(), config, t0, timeline: Vec::new(), release: Default::default() };
+    let spec = "AMQP 0-9-1 §2.3.3 (lowest agreed value), Connection.Tune/Tune-Ok heartbeat (0 = none)";
+    let mut out = Vec::new();
+    for (side, implementation, peer) in
+        [("client", client_implementation(), broker_implementation()), ("server", broker_implementation(), client_implementation())]
+    {
+        let formula = if side == "client" {
+            format!("lapin (channel.rs tune_connection_configuration): request 0 or unset → the server's S = {server}; both non-zero → min(request, S); Tune-Ok carries it")
+        } else {
+            "RabbitMQ (rabbit_reader tune_ok): the client's Tune-Ok heartbeat, for both directions".to_string()
+        };
+        let expected = Expectation { min_ms: None, max_ms: None, formula, spec: spec.into(), level: Level::Must };
+        let mut r = facts.result(
+            SideOutcome { side, implementation, peer, expected, detected_at: None, error: None, deadline_ms: 0 },
+            &ctx.deviations,
+        );
+        let mut lines = Vec::new();
+        let mut bad = false;
+        for row in &rows {
+            let problems = check_row(row, server, side);
+            bad |= !problems.is_empty();
+            let used = if side == "client" { Some(row.lapin) } else { row.broker };
+            lines.push(format!(
+                "request {} vs S {server} → {}{}",
+                row.asked(),
+                used.map(|u| format!("{u}s")).unwrap_or_else(|| "?".into()),
+                if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) }
+            ));
+        }
+        let mut detail = lines.join(", ");
+        if side == "client" && server != 0 && rows.iter().any(|r| r.request == Some(0) && r.lapin != 0) {
+            detail.push_str(&format!(
+                ". Finding: asking for 0 gives the server's {server}s; lapin cannot turn heartbeats off against a broker that proposes them"
+            ));
+        }
+        r.verdict = if bad { kaspec_harness::expect::Verdict::Fail } else { kaspec_harness::expect::Verdict::Pass };
+        r.verdict_detail = detail;
+        r.error = if side == "client" {
+            Some(rows.iter().map(|row| format!("request {}: configuration().heartbeat() = {}", row.asked(), row.lapin)).collect::<Vec<_>>().join("; "))
+        } else {
+            Some(format!("rabbitmqctl list_connections peer_port timeout: {timeouts:?}"))
+        };
+        out.push(r);
+    }
+    drop(lease);
+    Ok(out)
+}

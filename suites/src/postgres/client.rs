@@ -1,0 +1,225 @@
+//! The tokio-postgres client driver in the client host: connect with the
+//! configured conninfo, read back what the socket really has, then idle or
+//! run a query until the connection fails or the case stops it.
+
+use super::*;
+
+/// What the client does once the fault is in force.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum After {
+    /// Stay idle.
+    Idle,
+    /// Send this query at once (it is in flight on a dead path).
+    Query(String),
+    /// This query was sent before the fault and is still running.
+    Running(String),
+}
+
+pub(crate) struct Plan {
+    pub(crate) client: PostgresConfig,
+    /// `-c name=value` for the session.
+    pub(crate) session: Vec<(String, String)>,
+    pub(crate) after: After,
+}
+
+pub(crate) struct Ready {
+    pub(crate) backend_pid: i32,
+    pub(crate) local: SocketAddrV4,
+    /// The client socket's last received segment (its TCP_INFO).
+    pub(crate) last_rx: Instant,
+    /// What tokio-postgres set on the socket, read back with getsockopt.
+    pub(crate) sockopts: String,
+}
+
+#[derive(Default)]
+pub(crate) struct ClientEnd {
+    pub(crate) failed_at: Option<Instant>,
+    pub(crate) error: Option<String>,
+    pub(crate) query_sent: Option<Instant>,
+    pub(crate) query_end: Option<(Instant, String)>,
+    pub(crate) retrans: Option<linux::RetransState>,
+}
+
+/// The message and every source of a tokio-postgres error on one line,
+/// with the SQLSTATE and the io::ErrorKind where there are.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    let mut s = format!("tokio_postgres::Error: {e}");
+    if let Some(db) = e.as_db_error() {
+        s += &format!(" [{} {}: {}]", db.severity(), db.code().code(), db.message());
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(x) = src {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            s += &format!(": std::io::Error {{ kind: {:?} }}: {io}", io.kind());
+        } else if e.as_db_error().is_none() {
+            s += &format!(": {x}");
+        }
+        src = x.source();
+    }
+    s
+}
+
+/// The fd of this process's TCP socket `local -> server` (tokio-postgres
+/// does not expose it), borrowed to read socket options and TCP_INFO.
+pub(crate) fn find_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> {
+    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        if !target.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&bfd);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        if local.map(|a| a.port()) == Some(local_port) && peer == Some(SocketAddr::V4(server)) {
+            return Some(fd);
+        }
+    }
+    None
+}
+
+pub(crate) fn sockopts(fd: i32) -> String {
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&bfd);
+    let secs = |d: std::io::Result<Duration>| d.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|_| "?".into());
+    format!(
+        "SO_KEEPALIVE={} TCP_KEEPIDLE={} TCP_KEEPINTVL={} TCP_KEEPCNT={} TCP_USER_TIMEOUT={}",
+        sock.keepalive().map(|b| b.to_string()).unwrap_or_else(|_| "?".into()),
+        secs(sock.keepalive_time()),
+        secs(sock.keepalive_interval()),
+        sock.keepalive_retries().map(|n| n.to_string()).unwrap_or_else(|_| "?".into()),
+        sock.tcp_user_timeout().map(|u| format!("{}ms", u.map(ms_of).unwrap_or(0))).unwrap_or_else(|_| "?".into()),
+    )
+}
+
+/// Time since the socket last received a segment (TCP_INFO), as Linux's
+/// keep-alive timer counts it.
+pub(crate) fn since_rx(fd: i32) -> Option<Duration> {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
+    (rc == 0).then(|| Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64))
+}
+
+/// The client: connect with `plan`, learn the backend's pid and the local
+/// port, settle (so the peer's delayed ACK is out: a blackhole must not
+/// strand unacknowledged data), report ready, wait for the go, then act and
+/// wait for the Connection future until the deadline; keep the connection
+/// open until `stop`.
+pub(crate) fn client(
+    server: SocketAddrV4,
+    plan: Plan,
+    ready: mpsc::Sender<std::result::Result<Ready, String>>,
+    go: tokio::sync::oneshot::Receiver<Instant>,
+    stop: mpsc::Receiver<()>,
+) -> ClientEnd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let kept = rt.block_on(async move {
+        let p = plan.client;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(server.ip().to_string())
+            .port(server.port())
+            .user("postgres")
+            .dbname("postgres")
+            .application_name("kaspec")
+            .connect_timeout(Duration::from_secs(5))
+            .keepalives(p.keepalives)
+            .keepalives_idle(p.keepalives_idle)
+            .keepalives_interval(p.keepalives_interval)
+            .keepalives_retries(p.keepalives_retries);
+        if !p.tcp_user_timeout.is_zero() {
+            cfg.tcp_user_timeout(p.tcp_user_timeout);
+        }
+        if !plan.session.is_empty() {
+            cfg.options(plan.session.iter().map(|(k, v)| format!("-c {k}={v}")).collect::<Vec<_>>().join(" "));
+        }
+        let fail = |e: String| {
+            let _ = ready.send(Err(e));
+            None
+        };
+        let (client, connection) = match cfg.connect(tokio_postgres::NoTls).await {
+            Ok((c, conn)) => (std::sync::Arc::new(c), conn),
+            Err(e) => return fail(format!("tokio-postgres could not connect to {server}: {}", describe(&e))),
+        };
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let r = connection.await;
+            let _ = done_tx.send((Instant::now(), r));
+        });
+        let row = match client.simple_query("SELECT pg_backend_pid(), inet_client_port()").await {
+            Ok(rows) => rows.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0).and_then(|v| v.parse().ok()), r.get(1).and_then(|v| v.parse().ok()))),
+                _ => None,
+            }),
+            Err(e) => return fail(format!("first query failed: {}", describe(&e))),
+        };
+        let Some((Some(backend_pid), Some(port))) = row else { return fail("pg_backend_pid()/inet_client_port() returned no row".into()) };
+        let Some(fd) = find_socket(port, server) else { return fail(format!("no socket with local port {port} towards {server} in this process")) };
+        let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        let mut end = ClientEnd::default();
+        let mut running = None;
+        if let After::Running(sql) = &plan.after {
+            let (c, sql) = (client.clone_for_query(), sql.clone());
+            end.query_sent = Some(Instant::now());
+            running = Some(tokio::spawn(async move { c.run(&sql).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = Instant::now();
+        let last_rx = since_rx(fd).map(|d| now - d).unwrap_or(now);
+        let _ = ready.send(Ok(Ready { backend_pid, local, last_rx, sockopts: sockopts(fd) }));
+        let Ok(deadline) = go.await else { return Some((client, end)) };
+        if let After::Query(sql) = &plan.after {
+            end.retrans = linux::RetransState::read(fd).ok();
+            end.query_sent = Some(Instant::now());
+            let (c, sql) = (client.clone_for_query(), sql.clone());
+            running = Some(tokio::spawn(async move { c.run(&sql).await }));
+        }
+        let mut running = running;
+        tokio::select! {
+            r = &mut done_rx => {
+                if let Ok((t, r)) = r {
+                    end.failed_at = Some(t);
+                    end.error = Some(match r {
+                        Ok(()) => "the Connection future ended without an error (the server closed the connection)".into(),
+                        Err(e) => format!("Connection future: {}", describe(&e)),
+                    });
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        if let Some(q) = running.take() {
+            // A query fails with the connection; give it a moment to say so.
+            if let Ok(Ok((t, what))) = tokio::time::timeout(Duration::from_millis(200), q).await {
+                end.query_end = Some((t, what));
+            }
+        }
+        Some((client, end))
+    });
+    let Some((client, end)) = kept else { return ClientEnd::default() };
+    // Closed only after the server side was watched: the client's clean
+    // close must not pass for the server's detection.
+    let _ = stop.recv();
+    drop(client);
+    end
+}
+
+/// A query run on its own task: when it ended, and how.
+pub(crate) struct QueryClient(std::sync::Arc<tokio_postgres::Client>);
+
+pub(crate) trait CloneForQuery {
+    fn clone_for_query(&self) -> QueryClient;
+}
+
+impl CloneForQuery for std::sync::Arc<tokio_postgres::Client> {
+    fn clone_for_query(&self) -> QueryClient {
+        QueryClient(self.clone())
+    }
+}
+
+impl QueryClient {
+    async fn run(&self, sql: &str) -> (Instant, String) {
+        let r = self.0.simple_query(sql).await;
+        (Instant::now(), r.map(|_| "query completed".to_string()).unwrap_or_else(|e| format!("query failed: {}", describe(&e))))
+    }
+}
