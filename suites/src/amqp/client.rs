@@ -17,10 +17,7 @@ pub(crate) struct ClientEnd {
 impl ClientEnd {
     /// A failure after `deadline` is not a detection (the error is kept).
     fn clip(mut self, deadline: Instant) -> ClientEnd {
-        if self.failed_at.is_some_and(|t| t > deadline) {
-            self.failed_at = None;
-            self.error = self.error.map(|e| format!("after the client's deadline: {e}"));
-        }
+        drive::client::not_after(&mut self.failed_at, &mut self.error, deadline);
         self
     }
 }
@@ -120,18 +117,19 @@ pub(crate) type StopAt = tokio::sync::watch::Sender<Option<Instant>>;
 /// Starts lapin in the client host against `addr` (see [`client`]) and
 /// waits for it to be ready.
 pub(crate) fn start_client(tb: &Testbed, addr: SocketAddrV4, request: u16, name: String, tap: &Tap, steady: bool) -> Result<(ClientThread, Ready, StopAt)> {
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let client_tap = tap.clone();
-    let thread = tb.client.spawn_thread("kaspec-amqp-client", move || client(addr, request, name, client_tap, steady, ready_tx, stop_rx))?;
-    match ready_rx.recv_timeout(Duration::from_secs(20) + 3 * Duration::from_secs(request.max(60) as u64)) {
-        Ok(Ok(r)) => Ok((thread, r, stop_tx)),
-        Ok(Err(e)) => {
+    let within = Duration::from_secs(20) + 3 * Duration::from_secs(request.max(60) as u64);
+    let (thread, ready) = drive::client::start(&tb.client, "kaspec-amqp-client", "amqp client", within, move |ready_tx| {
+        client(addr, request, name, client_tap, steady, ready_tx, stop_rx)
+    })?;
+    match ready {
+        Ok(r) => Ok((thread, r, stop_tx)),
+        Err(e) => {
             let _ = stop_tx.send(Some(Instant::now()));
             let _ = thread.join();
             Err(Error::Other(e))
         }
-        Err(_) => Err(Error::Other("amqp client thread did not report".into())),
     }
 }
 

@@ -44,7 +44,7 @@ pub fn start_or_fail<T, R, E: Display + Send + 'static>(
     name: &str,
     who: &str,
     within: Duration,
-    context: &str,
+    context: impl Display,
     body: impl FnOnce(mpsc::Sender<std::result::Result<R, E>>) -> T + Send + 'static,
 ) -> Result<(NsThread<T>, R)>
 where

@@ -22,7 +22,7 @@ use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
-use kaspec_harness::{Error, Result};
+use kaspec_harness::Result;
 
 use crate::case::{CaseDef, Docker, Protocol};
 use crate::ctx::Ctx;

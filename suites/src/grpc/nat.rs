@@ -48,14 +48,10 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let which = GrpcServer::Kaspec;
     let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (_go_tx, go_rx) = tokio::sync::watch::channel(None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-grpc-client", move || client(addr, g, tcp, Plan::Idle, ready_tx, go_rx, stop_rx))?;
-    let ready = ready_rx
-        .recv_timeout(Duration::from_secs(15))
-        .map_err(|_| Error::Other("grpc client thread did not report".into()))?
-        .map_err(|e| Error::Other(format!("grpc client through the NAT: {e}")))?;
+    let (client_thread, ready) =
+        drive::client::start_or_fail(&tb.client, "kaspec-grpc-client", "grpc client", Duration::from_secs(15), "grpc client through the NAT", move |ready_tx| client(addr, g, tcp, Plan::Idle, ready_tx, go_rx, stop_rx))?;
     let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
     let expected = nat_expectation(&g, &tcp, nat);
     let watch_ms = (3 * ms_of(nat)).max(expected.max_ms.map(|m| m + ms_of(nat) + 1000).unwrap_or(0));

@@ -45,14 +45,10 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let server = Server::start(&tb, &which.spec(ctx, addr, Mode::Keepalive(k))?)?;
     let server_impl = which.implementation();
 
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = tokio::sync::watch::channel(None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-grpc-client", move || client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx))?;
-    let ready = ready_rx
-        .recv_timeout(Duration::from_secs(15))
-        .map_err(|_| Error::Other("grpc client thread did not report".into()))?
-        .map_err(|e| Error::Other(format!("grpc client against {}: {e}", server_impl.name)))?;
+    let (client_thread, ready) =
+        drive::client::start_or_fail(&tb.client, "kaspec-grpc-client", "grpc client", Duration::from_secs(15), &format!("grpc client against {}", server_impl.name), move |ready_tx| client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx))?;
     let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
     let server_watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     // Let the connection go quiet first: the ACK of the first response may
@@ -166,15 +162,10 @@ pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Re
         let tb = ctx.testbed_for("kaspec-grpc-defaults")?;
         let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
         let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
-        let (ready_tx, ready_rx) = mpsc::channel();
         let (_go_tx, go_rx) = tokio::sync::watch::channel(None);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-        let client_thread =
-            tb.client.spawn_thread("kaspec-grpc-client", move || client(addr, g, tcp, Plan::Stream, ready_tx, go_rx, stop_rx))?;
-        let ready = ready_rx
-            .recv_timeout(Duration::from_secs(15))
-            .map_err(|_| Error::Other("grpc client thread did not report".into()))?
-            .map_err(|e| Error::Other(format!("grpc client against {}: {e}", which.implementation().name)))?;
+        let (client_thread, ready) =
+            drive::client::start_or_fail(&tb.client, "kaspec-grpc-client", "grpc client", Duration::from_secs(15), &format!("grpc client against {}", which.implementation().name), move |ready_tx| client(addr, g, tcp, Plan::Stream, ready_tx, go_rx, stop_rx))?;
         let t0 = ready.last_read;
         let expected = policy_expectation(&g, which);
         let deadline_ms = expected.deadline_ms(10_000);

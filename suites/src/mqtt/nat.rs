@@ -46,14 +46,10 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let broker_impl = broker_implementation(&program);
     let tb = ctx.testbed_with_nat("mosquitto", nat)?;
     let (_broker, addr) = start_broker(ctx, &tb, program)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let id = format!("kaspec-{}", tb.tag);
-    let client_thread = tb.client.spawn_thread("kaspec-mqtt-client", move || client(addr, id, k, true, ready_tx, stop_rx))?;
-    let ready = ready_rx
-        .recv_timeout(Duration::from_secs(10) + 3 * k)
-        .map_err(|_| Error::Other("mqtt client thread did not report".into()))?
-        .map_err(Error::Other)?;
+    let (client_thread, ready) =
+        drive::client::start_or_fail(&tb.client, "kaspec-mqtt-client", "mqtt client", Duration::from_secs(10) + 3 * k, "mqtt client", move |ready_tx| client(addr, id, k, true, ready_tx, stop_rx))?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     let t0 = ready.last_out + nat;
     let (client_exp, server_exp) = mqtt_expectations(k, nat);
@@ -65,10 +61,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms.max(client_deadline_ms)))?;
     let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms)));
     let mut end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
-    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
-        end.failed_at = None;
-        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
-    }
+    drive::client::not_after(&mut end.failed_at, &mut end.error, t0 + Duration::from_millis(client_deadline_ms));
     let mut timeline = end.events;
     timeline.push((ready.last_out, "last packet before the mapping expired (CONNACK)".into()));
     let mut config = ctx.config.effective("mqtt.");

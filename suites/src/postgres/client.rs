@@ -223,3 +223,23 @@ impl QueryClient {
         (Instant::now(), r.map(|_| "query completed".to_string()).unwrap_or_else(|e| format!("query failed: {}", describe(&e))))
     }
 }
+
+/// The client thread, what it reported, and the senders that let it go and stop it.
+pub(crate) struct ClientStarted {
+    pub(crate) thread: kaspec_harness::netns::NsThread<ClientEnd>,
+    pub(crate) ready: Ready,
+    pub(crate) go_tx: tokio::sync::oneshot::Sender<Instant>,
+    pub(crate) stop_tx: mpsc::Sender<()>,
+}
+
+/// Starts tokio-postgres in the client host of `lease`'s testbed against
+/// `addr`; a connection that fails is an error with the server's log tail.
+pub(crate) fn start_client(lease: &crate::shared::Lease<'_>, addr: SocketAddrV4, plan: Plan) -> Result<ClientStarted> {
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let (thread, ready) = drive::client::start(&lease.testbed().client, "kaspec-pg-client", "tokio-postgres client", Duration::from_secs(15), move |ready_tx| {
+        client(addr, plan, ready_tx, go_rx, stop_rx)
+    })?;
+    let ready = ready.map_err(|e| Error::Other(format!("{e}; server log:\n{}", lease.server().log_tail(10))))?;
+    Ok(ClientStarted { thread, ready, go_tx, stop_tx })
+}

@@ -21,15 +21,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let mut session = session_without_idle_timeout();
     session.push(("tcp_keepalives_idle".into(), "0".into()));
     let plan = Plan { client: client_cfg, session, after: After::Idle };
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let thread = tb.client.spawn_thread("kaspec-pg-client", move || client(addr, plan, ready_tx, go_rx, stop_rx))?;
-    let ready = match ready_rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(Error::Other(format!("{e}; server log:\n{}", lease.server().log_tail(10)))),
-        Err(_) => return Err(Error::Other("tokio-postgres client thread did not report within 15 s".into())),
-    };
+    let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&lease, addr, plan)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
     let expected = crate::model::nat::tcp_client_expectation(&c, nat);

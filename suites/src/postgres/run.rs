@@ -87,16 +87,8 @@ pub(crate) fn run(
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let (client_deadline_ms, server_deadline_ms) = deadlines(&settings);
 
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = mpsc::channel();
     let client_cfg = plan.client;
-    let thread = tb.client.spawn_thread("kaspec-pg-client", move || client(addr, plan, ready_tx, go_rx, stop_rx))?;
-    let ready = match ready_rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(Error::Other(format!("{e}; server log:\n{}", lease.server().log_tail(10)))),
-        Err(_) => return Err(Error::Other("tokio-postgres client thread did not report within 15 s".into())),
-    };
+    let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&lease, addr, plan)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;

@@ -12,7 +12,6 @@ pub(crate) fn idle_expectation(t: &TcpConfig, fault: FaultKind, idle_ms: u64, sp
     if fault == FaultKind::Freeze {
         return Expectation::not_detected(FROZEN_KERNEL_ANSWERS, spec);
     }
-    let i = ms_of(t.idle);
     match fault {
         FaultKind::Reset => rst_at_first_probe(t, idle_ms, ""),
         _ => {

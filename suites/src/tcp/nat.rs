@@ -63,13 +63,9 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let tb = ctx.testbed_with_nat("kaspec-tcp", nat)?;
     let addr = server_addr(&tb);
     let _server = start_server(ctx, &tb)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
-    let client_thread = tb.client.spawn_thread("kaspec-nat-client", move || tcp_client(addr, tcp, ready_tx, go_rx))?;
-    let (local, last) = ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| Error::Other("tcp client did not connect within 10 s".into()))?
-        .map_err(|e| Error::io(format!("tcp client connecting to {addr} through the NAT"), e))?;
+    let (client_thread, (local, last)) =
+        drive::client::start_or_fail(&tb.client, "kaspec-nat-client", "tcp client", Duration::from_secs(10), &format!("tcp client connecting to {addr} through the NAT"), move |ready_tx| tcp_client(addr, tcp, ready_tx, go_rx))?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
     let t0 = last + nat;
     let client_exp = tcp_client_expectation(&tcp, nat);

@@ -49,14 +49,10 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Re
         None => (nominal_client.deadline_ms(quiet), nominal_server.deadline_ms(quiet)),
     };
 
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
     let (tcp, after) = (plan.tcp, plan.after);
-    let client_thread = tb.client.spawn_thread("kaspec-tcp-client", move || client(addr, tcp, after, ready_tx, go_rx))?;
-    let ready = ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| Error::Other("tcp client did not connect within 10 s".into()))?
-        .map_err(|e| Error::io(format!("tcp client connecting to {addr}"), e))?;
+    let (client_thread, ready) =
+        drive::client::start_or_fail(&tb.client, "kaspec-tcp-client", "tcp client", Duration::from_secs(10), &format!("tcp client connecting to {addr}"), move |ready_tx| client(addr, tcp, after, ready_tx, go_rx))?;
 
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;

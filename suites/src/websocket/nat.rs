@@ -39,13 +39,9 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let tb = ctx.testbed_with_nat("kaspec-ws-quiet", nat)?;
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, QUIET)?)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::Connected, ready_tx, stop_rx))?;
-    ready_rx
-        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval)
-        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
-        .map_err(|e| Error::Other(format!("websocket client through the NAT: {e}")))?;
+    let (client_thread, _) =
+        drive::client::start_or_fail(&tb.client, "kaspec-ws-client", "websocket client", Duration::from_secs(10) + 3 * w.ping_interval, "websocket client through the NAT", move |ready_tx| heartbeat_client(addr, w, ReadyAfter::Connected, ready_tx, stop_rx))?;
     let expected = websocket_expectation(&w, nat);
     // Watch 3 × N, or past the heartbeat's verdict when that comes later.
     let watch_ms = (3 * ms_of(nat)).max(expected.max_ms.map(|m| m + ms_of(nat) + 1000).unwrap_or(0));

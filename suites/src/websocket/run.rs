@@ -19,13 +19,9 @@ pub(crate) fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, whi
     let server = Server::start(&tb, &which.spec(ctx, addr, hb)?)?;
     let server_impl = which.implementation();
 
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::PongAndServerPing, ready_tx, stop_rx))?;
-    let local = ready_rx
-        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval))
-        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
-        .map_err(|e| Error::Other(format!("websocket client against {}: {e}", server_impl.name)))?;
+    let (client_thread, local) =
+        drive::client::start_or_fail(&tb.client, "kaspec-ws-client", "websocket client", Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval), &format!("websocket client against {}", server_impl.name), move |ready_tx| heartbeat_client(addr, w, ReadyAfter::PongAndServerPing, ready_tx, stop_rx))?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
     // Let the path fail halfway through the client's ping period.
     std::thread::sleep(w.ping_interval / 2);
@@ -53,10 +49,7 @@ pub(crate) fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, whi
     let _ = stop_tx.send(Some(t0 + Duration::from_millis(stop_ms)));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let mut end = client_thread.join()?;
-    if end.failed_at.is_some_and(|t| t > t0 + Duration::from_millis(client_deadline_ms)) {
-        end.failed_at = None;
-        end.error = end.error.map(|e| format!("after the client's deadline: {e}"));
-    }
+    drive::client::not_after(&mut end.failed_at, &mut end.error, t0 + Duration::from_millis(client_deadline_ms));
 
     let rel = |t: Option<Instant>| t.map(|t| rel_ms(t0, t)).unwrap_or(0);
     let last_rx = rel(last_before(&end.events, t0, &[Ev::PongReceived, Ev::ServerPing, Ev::Frame]));
@@ -126,13 +119,9 @@ pub(crate) fn quiet_server_on_impaired_path(
     tb.set_impairments(imp, imp);
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, QUIET)?)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let client_thread = tb.client.spawn_thread("kaspec-ws-client", move || heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx))?;
-    let local = ready_rx
-        .recv_timeout(Duration::from_secs(10) + 3 * w.ping_interval)
-        .map_err(|_| Error::Other("websocket client thread did not report".into()))?
-        .map_err(|e| Error::Other(format!("websocket client: {e}")))?;
+    let (client_thread, local) =
+        drive::client::start_or_fail(&tb.client, "kaspec-ws-client", "websocket client", Duration::from_secs(10) + 3 * w.ping_interval, "websocket client", move |ready_tx| heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx))?;
     std::thread::sleep(w.ping_interval / 2);
     let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, None)?;
     let t0 = applied.in_force_at;
