@@ -389,7 +389,7 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
     let findings = kaspec_suites::validate::review(&config, net.as_ref());
     let cases: Vec<&'static kaspec_suites::CaseDef> = registry::all()
         .into_iter()
-        .filter(|c| findings.iter().any(|f| f.check.as_ref().map(|k| k.case == c.id).unwrap_or(false)))
+        .filter(|c| findings.iter().any(|f| f.check.as_ref().map(|k| k.case.id == c.id).unwrap_or(false)))
         .collect();
     let dir = out.unwrap_or_else(|| PathBuf::from("reports").join(format!("validate-{}", new_run_id())));
     let ctx = match context(config, net.clone(), &cases, &dir, None) {

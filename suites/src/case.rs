@@ -54,16 +54,6 @@ pub enum Docker {
     NotHere(&'static str),
 }
 
-/// A protocol: its cases and what its servers need installed. Each protocol
-/// folder defines one; `registry.rs` lists them.
-pub struct Protocol {
-    pub name: &'static str,
-    pub cases: &'static [CaseDef],
-    /// Checks, before anything starts, that the servers of these cases are
-    /// installed (the error names the package to install).
-    pub prerequisites: fn() -> kaspec_harness::Result<()>,
-}
-
 impl CaseDef {
     /// Why this case under `fault` does not run on the docker testbed, if it does not.
     pub fn not_on_docker(&self, fault: FaultKind) -> Option<String> {

@@ -2,7 +2,8 @@
 //! imports protocol modules: a new protocol is its folder plus one line here
 //! (and its `mod` line in lib.rs).
 
-use crate::case::{CaseDef, Protocol};
+use crate::case::CaseDef;
+use crate::protocol::Protocol;
 
 pub static PROTOCOLS: &[&Protocol] = &[
     &crate::tcp::PROTOCOL,
@@ -15,7 +16,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
 
 /// Every case, in a stable order.
 pub fn all() -> Vec<&'static CaseDef> {
-    PROTOCOLS.iter().flat_map(|p| p.cases.iter()).collect()
+    PROTOCOLS.iter().flat_map(|p| p.cases.iter().copied()).collect()
 }
 
 /// The cases whose id starts with any of `prefixes` (all if none). A prefix

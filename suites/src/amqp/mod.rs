@@ -55,7 +55,8 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{CaseDef, Docker, Protocol};
+use crate::case::{CaseDef, Docker};
+use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::{ms_of, rel_ms};
@@ -93,7 +94,7 @@ pub const PHASE_SLACK_MS: i64 = 20;
 
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
-pub static PROTOCOL: Protocol = Protocol { name: "amqp", cases: &CASES, prerequisites: require_rabbitmq };
+pub static PROTOCOL: Protocol = Protocol { name: "amqp", cases: &CASES, prerequisites: require_rabbitmq, review: |_, _| Vec::new() };
 
 /// The compose service of the AMQP cases on the docker testbed.
 const RABBITMQ: Docker = Docker::Service { service: "rabbitmq", implementation: "rabbitmq" };
@@ -103,60 +104,64 @@ const TUNE: &str = "heartbeat: The delay, in seconds, of the connection heartbea
 /// AMQP 0-9-1 §4.2.7.
 const HEARTBEAT: &str = "If a peer detects no incoming traffic (i.e. received octets) for two heartbeat intervals or longer, it should close the connection without following the Connection.Close/Close-Ok handshaking, and log an error.";
 
-pub static CASES: [CaseDef; 4] = [
-    CaseDef {
-        id: "amqp/0-9-1-2.3.3/1",
-        protocol: "amqp",
-        spec: "AMQP 0-9-1 §2.3.3, Connection.Tune/Tune-Ok",
-        quote: TUNE,
-        description: "Heartbeat negotiation against the broker's configured heartbeat S (fixtures/rabbitmq/rabbitmq.conf): lapin asks for nothing, 0, less than S, more than S and amqp.heartbeat; what does each end use?",
-        requirement: "Both peers use the lowest agreed value (§2.3.3), the value the client sends in Tune-Ok; lapin's rule: 0 or unset takes the server's, else min(request, S)",
-        faults: &[],
-        fixed_fault: Some(FaultKind::None),
-        docker: Docker::NotHere("reads the broker's side with rabbitmqctl on the server host, which kaspec does not run inside the container"),
-        run: run_negotiation_main,
-        budget: negotiation_budget,
-    },
-    CaseDef {
-        id: "amqp/0-9-1-2.3.3/2",
-        protocol: "amqp",
-        spec: "AMQP 0-9-1 §2.3.3, Connection.Tune/Tune-Ok",
-        quote: TUNE,
-        description: "Heartbeat negotiation against a broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf): the client's request decides.",
-        requirement: "A server proposing 0 wants no heartbeat; the client's Tune-Ok value is used by both ends (0 = none)",
-        faults: &[],
-        fixed_fault: Some(FaultKind::None),
-        docker: Docker::NotHere("needs a second broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf); the compose stack has one"),
-        run: run_negotiation_hb0,
-        budget: negotiation_budget,
-    },
-    CaseDef {
-        id: "amqp/0-9-1-4.2.7/1",
-        protocol: "amqp",
-        spec: "AMQP 0-9-1 §4.2.7",
-        quote: HEARTBEAT,
-        description: "Idle connection with negotiated heartbeat H; the path fails between two heartbeats: lapin stops hearing the broker, the broker stops hearing lapin.",
-        requirement: "A peer that receives nothing for two heartbeat intervals or longer should close the connection (§4.2.7); windows from lapin's (2H, 2.5H] and RabbitMQ's (2T, 3T] algorithms after the last byte received",
-        faults: IDLE_FAULTS,
-        fixed_fault: None,
-        docker: RABBITMQ,
-        run: run_idle,
-        budget: idle_budget,
-    },
-    CaseDef {
-        id: "amqp/0-9-1-4.2.7/2",
-        protocol: "amqp",
-        spec: "AMQP 0-9-1 §4.2.7, RFC 5382 §5",
-        quote: HEARTBEAT,
-        description: "Idle AMQP connection through a NAT that forgets idle flows after N: heartbeats (each side sends one every H/2 when idle) keep the mapping when H/2 < N; otherwise the mapping expires, the next heartbeats are dropped, and both lapin and RabbitMQ declare the connection dead.",
-        requirement: "Heartbeats keep a NAT mapping only when their period H/2 is below the NAT's idle timeout; otherwise each peer must close the connection after two heartbeat intervals of silence (§4.2.7): lapin at its first wake after last read + 2H, RabbitMQ at its first receiver tick after last byte + 2T",
-        faults: &[FaultKind::NatExpiry],
-        fixed_fault: Some(FaultKind::NatExpiry),
-        docker: RABBITMQ,
-        run: run_nat,
-        budget: nat_budget,
-    },
-];
+/// Every case of this protocol, in report order.
+pub static CASES: [&CaseDef; 4] = [&NEGOTIATION_MAIN, &NEGOTIATION_HB0, &IDLE, &NAT];
+
+pub static NEGOTIATION_MAIN: CaseDef = CaseDef {
+    id: "amqp/0-9-1-2.3.3/1",
+    protocol: "amqp",
+    spec: "AMQP 0-9-1 §2.3.3, Connection.Tune/Tune-Ok",
+    quote: TUNE,
+    description: "Heartbeat negotiation against the broker's configured heartbeat S (fixtures/rabbitmq/rabbitmq.conf): lapin asks for nothing, 0, less than S, more than S and amqp.heartbeat; what does each end use?",
+    requirement: "Both peers use the lowest agreed value (§2.3.3), the value the client sends in Tune-Ok; lapin's rule: 0 or unset takes the server's, else min(request, S)",
+    faults: &[],
+    fixed_fault: Some(FaultKind::None),
+    docker: Docker::NotHere("reads the broker's side with rabbitmqctl on the server host, which kaspec does not run inside the container"),
+    run: run_negotiation_main,
+    budget: negotiation_budget,
+};
+
+pub static NEGOTIATION_HB0: CaseDef = CaseDef {
+    id: "amqp/0-9-1-2.3.3/2",
+    protocol: "amqp",
+    spec: "AMQP 0-9-1 §2.3.3, Connection.Tune/Tune-Ok",
+    quote: TUNE,
+    description: "Heartbeat negotiation against a broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf): the client's request decides.",
+    requirement: "A server proposing 0 wants no heartbeat; the client's Tune-Ok value is used by both ends (0 = none)",
+    faults: &[],
+    fixed_fault: Some(FaultKind::None),
+    docker: Docker::NotHere("needs a second broker that proposes heartbeat 0 (fixtures/rabbitmq/rabbitmq-hb0.conf); the compose stack has one"),
+    run: run_negotiation_hb0,
+    budget: negotiation_budget,
+};
+
+pub static IDLE: CaseDef = CaseDef {
+    id: "amqp/0-9-1-4.2.7/1",
+    protocol: "amqp",
+    spec: "AMQP 0-9-1 §4.2.7",
+    quote: HEARTBEAT,
+    description: "Idle connection with negotiated heartbeat H; the path fails between two heartbeats: lapin stops hearing the broker, the broker stops hearing lapin.",
+    requirement: "A peer that receives nothing for two heartbeat intervals or longer should close the connection (§4.2.7); windows from lapin's (2H, 2.5H] and RabbitMQ's (2T, 3T] algorithms after the last byte received",
+    faults: IDLE_FAULTS,
+    fixed_fault: None,
+    docker: RABBITMQ,
+    run: run_idle,
+    budget: idle_budget,
+};
+
+pub static NAT: CaseDef = CaseDef {
+    id: "amqp/0-9-1-4.2.7/2",
+    protocol: "amqp",
+    spec: "AMQP 0-9-1 §4.2.7, RFC 5382 §5",
+    quote: HEARTBEAT,
+    description: "Idle AMQP connection through a NAT that forgets idle flows after N: heartbeats (each side sends one every H/2 when idle) keep the mapping when H/2 < N; otherwise the mapping expires, the next heartbeats are dropped, and both lapin and RabbitMQ declare the connection dead.",
+    requirement: "Heartbeats keep a NAT mapping only when their period H/2 is below the NAT's idle timeout; otherwise each peer must close the connection after two heartbeat intervals of silence (§4.2.7): lapin at its first wake after last read + 2H, RabbitMQ at its first receiver tick after last byte + 2T",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: RABBITMQ,
+    run: run_nat,
+    budget: nat_budget,
+};
 
 fn negotiation_budget(_ctx: &Ctx) -> Duration {
     // A node start (~6 s) and a handful of connections.

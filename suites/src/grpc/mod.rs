@@ -24,7 +24,8 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::Result;
 
-use crate::case::{CaseDef, Docker, Protocol};
+use crate::case::{CaseDef, Docker};
+use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::{ms_of, rel_ms};
@@ -40,6 +41,7 @@ use crate::peers::grpc::proto::Text;
 mod client;
 mod expect;
 mod nat;
+mod review;
 mod run;
 mod server;
 
@@ -58,7 +60,7 @@ const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset,
 const IDLE_FAULTS: &[FaultKind] =
     &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss];
 
-pub static PROTOCOL: Protocol = Protocol { name: "grpc", cases: &CASES, prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio") };
+pub static PROTOCOL: Protocol = Protocol { name: "grpc", cases: &CASES, prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"), review: review::review };
 
 /// The compose services of the gRPC cases on the docker testbed: our tonic
 /// server with the keep-alive of fixtures/grpc/servers.toml, and with tonic's
@@ -75,60 +77,64 @@ const TOO_MANY_PINGS: &str = "Servers must respond with GOAWAY ENHANCE_YOUR_CALM
 /// gRPC's keepalive guide, on what an unanswered keepalive PING does.
 const A8_CLOSE: &str = "gRPC sends http2 pings on the transport to detect if the connection is down. If the ping is not acknowledged by the other side within a certain period, the connection will be closed. [gRPC keepalive guide, gRFC A8]";
 
-pub static CASES: [CaseDef; 4] = [
-    CaseDef {
-        id: "grpc/a8-keepalive/1",
-        protocol: "grpc",
-        spec: "gRFC A8, RFC 9113 §6.7",
-        quote: PING_ACK,
-        description: "Idle channel with keepalive_while_idle; the path fails: the client's PING goes unanswered and the connection is closed; the server's own keep-alive closes its end too.",
-        requirement: "A PING MUST be answered with a PING ACK (RFC 9113 §6.7); a client whose keepalive PING is not acknowledged within KEEPALIVE_TIMEOUT closes the connection and fails calls with UNAVAILABLE (gRFC A8)",
-        faults: IDLE_FAULTS,
-        fixed_fault: None,
-        docker: GRPC,
-        run: run_idle,
-        budget,
-    },
-    CaseDef {
-        id: "grpc/a8-keepalive/2",
-        protocol: "grpc",
-        spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS = false)",
-        quote: WITHOUT_CALLS,
-        description: "Idle channel without keepalive_while_idle: the dead path is not probed while idle; a call started I after the fault triggers a PING and fails T later.",
-        requirement: "Without KEEPALIVE_WITHOUT_CALLS no PING is sent while there are no calls; with a call in flight the keepalive PING bounds the wait to about KEEPALIVE_TIMEOUT",
-        faults: DETECTION_FAULTS,
-        fixed_fault: None,
-        docker: GRPC,
-        run: run_call_after_idle,
-        budget,
-    },
-    CaseDef {
-        id: "grpc/a8-ping-policy/1",
-        protocol: "grpc",
-        spec: "gRFC A8 (server enforcement)",
-        quote: TOO_MANY_PINGS,
-        description: "A client pinging every keepalive_time against servers with their default ping policy: is it told GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\"?",
-        requirement: "Servers SHOULD answer pings more frequent than PERMIT_KEEPALIVE_TIME (default 5 min) with GOAWAY ENHANCE_YOUR_CALM (\"too_many_pings\") after max_ping_strikes (2)",
-        faults: &[],
-        fixed_fault: Some(FaultKind::None),
-        docker: GRPC_DEFAULTS,
-        run: run_ping_policy,
-        budget,
-    },
-    CaseDef {
-        id: "grpc/a8-keepalive/3",
-        protocol: "grpc",
-        spec: "gRFC A8, RFC 5382 §5",
-        quote: A8_CLOSE,
-        description: "Idle channel through a NAT that forgets idle flows after N (the server sends no keep-alive): the client's PINGs every I (and its TCP keep-alive) keep the mapping when either period is below N; otherwise the next PING is dropped and the client declares the connection dead.",
-        requirement: "A keep-alive keeps a NAT mapping only when its period is below the NAT's idle timeout; an unacknowledged PING closes the connection KEEPALIVE_TIMEOUT after it is sent",
-        faults: &[FaultKind::NatExpiry],
-        fixed_fault: Some(FaultKind::NatExpiry),
-        docker: GRPC_DEFAULTS,
-        run: run_nat,
-        budget: |ctx| Duration::from_secs(10) + 3 * crate::model::nat::nat_idle(ctx) + 3 * (ctx.config.grpc.keepalive_time + ctx.config.grpc.keepalive_timeout),
-    },
-];
+/// Every case of this protocol, in report order.
+pub static CASES: [&CaseDef; 4] = [&IDLE, &CALL_AFTER_IDLE, &PING_POLICY, &NAT];
+
+pub static IDLE: CaseDef = CaseDef {
+    id: "grpc/a8-keepalive/1",
+    protocol: "grpc",
+    spec: "gRFC A8, RFC 9113 §6.7",
+    quote: PING_ACK,
+    description: "Idle channel with keepalive_while_idle; the path fails: the client's PING goes unanswered and the connection is closed; the server's own keep-alive closes its end too.",
+    requirement: "A PING MUST be answered with a PING ACK (RFC 9113 §6.7); a client whose keepalive PING is not acknowledged within KEEPALIVE_TIMEOUT closes the connection and fails calls with UNAVAILABLE (gRFC A8)",
+    faults: IDLE_FAULTS,
+    fixed_fault: None,
+    docker: GRPC,
+    run: run_idle,
+    budget,
+};
+
+pub static CALL_AFTER_IDLE: CaseDef = CaseDef {
+    id: "grpc/a8-keepalive/2",
+    protocol: "grpc",
+    spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS = false)",
+    quote: WITHOUT_CALLS,
+    description: "Idle channel without keepalive_while_idle: the dead path is not probed while idle; a call started I after the fault triggers a PING and fails T later.",
+    requirement: "Without KEEPALIVE_WITHOUT_CALLS no PING is sent while there are no calls; with a call in flight the keepalive PING bounds the wait to about KEEPALIVE_TIMEOUT",
+    faults: DETECTION_FAULTS,
+    fixed_fault: None,
+    docker: GRPC,
+    run: run_call_after_idle,
+    budget,
+};
+
+pub static PING_POLICY: CaseDef = CaseDef {
+    id: "grpc/a8-ping-policy/1",
+    protocol: "grpc",
+    spec: "gRFC A8 (server enforcement)",
+    quote: TOO_MANY_PINGS,
+    description: "A client pinging every keepalive_time against servers with their default ping policy: is it told GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\"?",
+    requirement: "Servers SHOULD answer pings more frequent than PERMIT_KEEPALIVE_TIME (default 5 min) with GOAWAY ENHANCE_YOUR_CALM (\"too_many_pings\") after max_ping_strikes (2)",
+    faults: &[],
+    fixed_fault: Some(FaultKind::None),
+    docker: GRPC_DEFAULTS,
+    run: run_ping_policy,
+    budget,
+};
+
+pub static NAT: CaseDef = CaseDef {
+    id: "grpc/a8-keepalive/3",
+    protocol: "grpc",
+    spec: "gRFC A8, RFC 5382 §5",
+    quote: A8_CLOSE,
+    description: "Idle channel through a NAT that forgets idle flows after N (the server sends no keep-alive): the client's PINGs every I (and its TCP keep-alive) keep the mapping when either period is below N; otherwise the next PING is dropped and the client declares the connection dead.",
+    requirement: "A keep-alive keeps a NAT mapping only when its period is below the NAT's idle timeout; an unacknowledged PING closes the connection KEEPALIVE_TIMEOUT after it is sent",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: GRPC_DEFAULTS,
+    run: run_nat,
+    budget: |ctx| Duration::from_secs(10) + 3 * crate::model::nat::nat_idle(ctx) + 3 * (ctx.config.grpc.keepalive_time + ctx.config.grpc.keepalive_timeout),
+};
 
 fn budget(ctx: &Ctx) -> Duration {
     let g = ctx.config.grpc;

@@ -28,7 +28,8 @@ use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 
-use crate::case::{CaseDef, Docker, Protocol};
+use crate::case::{CaseDef, Docker};
+use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::periodic::{next_send_meets_rst, Before};
@@ -38,6 +39,7 @@ use crate::outcome::{RunFacts, Side};
 mod client;
 mod expect;
 mod nat;
+mod review;
 mod run;
 mod server;
 
@@ -53,6 +55,7 @@ pub static PROTOCOL: Protocol = Protocol {
     name: "mqtt",
     cases: &CASES,
     prerequisites: || require_program("mosquitto", "mosquitto").map(drop),
+    review: review::review,
 };
 
 /// The compose service of the MQTT cases on the docker testbed.
@@ -61,39 +64,41 @@ const MOSQUITTO: Docker = Docker::Service { service: "mosquitto", implementation
 /// MQTT 3.1.1 §3.1.2.10 [MQTT-3.1.2-24], the broker side of both cases.
 const MUST_DISCONNECT: &str = "If the Keep Alive value is non-zero and the Server does not receive a Control Packet from the Client within one and a half times the Keep Alive time period, it MUST disconnect the Network Connection to the Client as if the network had failed. [MQTT-3.1.2-24] If a Client does not receive a PINGRESP Packet within a reasonable amount of time after it has sent a PINGREQ, it SHOULD close the Network Connection to the Server.";
 
-pub static CASES: [CaseDef; 2] = [
-    // MQTT 3.1.1 §3.1.2.10: "... the Server ... MUST disconnect the Network
-    // Connection to the Client as if the network had failed" [MQTT-3.1.2-24];
-    // the client "SHOULD close the Network Connection" without a PINGRESP.
-    CaseDef {
-        id: "mqtt/3.1.1-3.1.2.10/1",
-        protocol: "mqtt",
-        spec: "MQTT 3.1.1 §3.1.2.10",
-        quote: MUST_DISCONNECT,
-        description: "Idle client with Keep Alive K; the path fails halfway between two PINGREQs: the client misses a PINGRESP, the broker stops hearing the client.",
-        requirement: "Client: close when PINGRESP does not come in a reasonable time (SHOULD; window from rumqttc's algorithm). Server: disconnect a client not heard from for 1.5 × K [MQTT-3.1.2-24] (MUST)",
-        faults: &FaultKind::INSTANT_AND_IMPAIR,
-        fixed_fault: None,
-        docker: MOSQUITTO,
-        run: run_idle,
-        budget,
-    },
-    // The same sentence through a NAT (RFC 5382 §5): Keep Alive below the
-    // NAT's idle timeout keeps the session; at or above, both sides notice.
-    CaseDef {
-        id: "mqtt/3.1.1-3.1.2.10/2",
-        protocol: "mqtt",
-        spec: "MQTT 3.1.1 §3.1.2.10, RFC 5382 §5",
-        quote: MUST_DISCONNECT,
-        description: "Idle MQTT client through a NAT that forgets idle flows after N: Keep Alive below N keeps the session; at or above N the PINGREQ is dropped and both sides must notice.",
-        requirement: "Keep Alive below the NAT idle timeout keeps the connection; otherwise the client misses a PINGRESP and the broker disconnects the client it no longer hears [MQTT-3.1.2-24]",
-        faults: &[FaultKind::NatExpiry],
-        fixed_fault: Some(FaultKind::NatExpiry),
-        docker: MOSQUITTO,
-        run: run_nat,
-        budget: nat_budget,
-    },
-];
+/// Every case of this protocol, in report order.
+pub static CASES: [&CaseDef; 2] = [&IDLE, &NAT];
+
+// MQTT 3.1.1 §3.1.2.10: "... the Server ... MUST disconnect the Network
+// Connection to the Client as if the network had failed" [MQTT-3.1.2-24];
+// the client "SHOULD close the Network Connection" without a PINGRESP.
+pub static IDLE: CaseDef = CaseDef {
+    id: "mqtt/3.1.1-3.1.2.10/1",
+    protocol: "mqtt",
+    spec: "MQTT 3.1.1 §3.1.2.10",
+    quote: MUST_DISCONNECT,
+    description: "Idle client with Keep Alive K; the path fails halfway between two PINGREQs: the client misses a PINGRESP, the broker stops hearing the client.",
+    requirement: "Client: close when PINGRESP does not come in a reasonable time (SHOULD; window from rumqttc's algorithm). Server: disconnect a client not heard from for 1.5 × K [MQTT-3.1.2-24] (MUST)",
+    faults: &FaultKind::INSTANT_AND_IMPAIR,
+    fixed_fault: None,
+    docker: MOSQUITTO,
+    run: run_idle,
+    budget,
+};
+
+// The same sentence through a NAT (RFC 5382 §5): Keep Alive below the
+// NAT's idle timeout keeps the session; at or above, both sides notice.
+pub static NAT: CaseDef = CaseDef {
+    id: "mqtt/3.1.1-3.1.2.10/2",
+    protocol: "mqtt",
+    spec: "MQTT 3.1.1 §3.1.2.10, RFC 5382 §5",
+    quote: MUST_DISCONNECT,
+    description: "Idle MQTT client through a NAT that forgets idle flows after N: Keep Alive below N keeps the session; at or above N the PINGREQ is dropped and both sides must notice.",
+    requirement: "Keep Alive below the NAT idle timeout keeps the connection; otherwise the client misses a PINGRESP and the broker disconnects the client it no longer hears [MQTT-3.1.2-24]",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: MOSQUITTO,
+    run: run_nat,
+    budget: nat_budget,
+};
 
 fn budget(ctx: &Ctx) -> Duration {
     let k = ctx.config.mqtt.keep_alive.max(Duration::from_secs(2));

@@ -31,7 +31,8 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 
-use crate::case::{CaseDef, Docker, Protocol};
+use crate::case::{CaseDef, Docker};
+use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::{ms_of, rel_ms};
@@ -57,7 +58,7 @@ pub const PORT: u16 = 5432;
 
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
-pub static PROTOCOL: Protocol = Protocol { name: "postgres", cases: &CASES, prerequisites: || postgres_binary().map(drop) };
+pub static PROTOCOL: Protocol = Protocol { name: "postgres", cases: &CASES, prerequisites: || postgres_binary().map(drop), review: |_, _| Vec::new() };
 
 /// The compose service of the PostgreSQL cases on the docker testbed.
 const PG: Docker = Docker::Service { service: "postgres", implementation: "postgresql" };
@@ -67,93 +68,99 @@ const LIBPQ_KEEPALIVES: &str = "keepalives: Controls whether client-side TCP kee
 const LIBPQ_USER_TIMEOUT: &str = "tcp_user_timeout: Controls the number of milliseconds that transmitted data may remain unacknowledged before a connection is forcibly closed.";
 /// PostgreSQL 15 §20.3.1 (server settings).
 const SERVER_KEEPALIVES: &str = "tcp_keepalives_idle: Specifies the amount of time with no network activity after which the operating system should send a TCP keepalive message to the client.";
-const CHECK_INTERVAL: &str = "client_connection_check_interval: Sets the time interval between optional checks that the client is still connected, while running queries. The check is performed by polling the socket, and allows long running queries to be aborted sooner if the kernel reports that the connection is closed.";
+const CHECK_INTERVAL_QUOTE: &str = "client_connection_check_interval: Sets the time interval between optional checks that the client is still connected, while running queries. The check is performed by polling the socket, and allows long running queries to be aborted sooner if the kernel reports that the connection is closed.";
 /// PostgreSQL 15 §20.11.1.
 const IDLE_SESSION: &str = "idle_session_timeout: Terminate any session that has been idle (that is, waiting for a client query), but not within an open transaction, for longer than the specified amount of time.";
 
-pub static CASES: [CaseDef; 6] = [
-    CaseDef {
-        id: "postgres/libpq-keepalives/1",
-        protocol: "postgres",
-        spec: "PostgreSQL 15 §34.1.2 (keepalives*), RFC 1122 §4.2.3.6",
-        quote: LIBPQ_KEEPALIVES,
-        description: "Idle tokio-postgres connection; the path fails: the client's keep-alive fails the Connection future, the server's keep-alive ends the backend's socket.",
-        requirement: "Each side's TCP keep-alive declares the idle connection dead at I + N×V (or at U with TCP_USER_TIMEOUT) after its last received segment; tokio-postgres's Connection then resolves with an error",
-        faults: IDLE_FAULTS,
-        run: run_idle,
-        budget,
-        fixed_fault: None,
-        docker: PG,
+/// Every case of this protocol, in report order.
+pub static CASES: [&CaseDef; 6] = [&IDLE, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &IDLE_SESSION_TIMEOUT, &CHECK_INTERVAL, &NAT];
+
+pub static IDLE: CaseDef = CaseDef {
+    id: "postgres/libpq-keepalives/1",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §34.1.2 (keepalives*), RFC 1122 §4.2.3.6",
+    quote: LIBPQ_KEEPALIVES,
+    description: "Idle tokio-postgres connection; the path fails: the client's keep-alive fails the Connection future, the server's keep-alive ends the backend's socket.",
+    requirement: "Each side's TCP keep-alive declares the idle connection dead at I + N×V (or at U with TCP_USER_TIMEOUT) after its last received segment; tokio-postgres's Connection then resolves with an error",
+    faults: IDLE_FAULTS,
+    run: run_idle,
+    budget,
+    fixed_fault: None,
+    docker: PG,
+};
+
+pub static QUERY_IN_FLIGHT: CaseDef = CaseDef {
+    id: "postgres/libpq-tcp_user_timeout/1",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §34.1.2 (tcp_user_timeout), RFC 5482 §3",
+    quote: LIBPQ_USER_TIMEOUT,
+    description: "The path fails, then the client sends a query: it is never acknowledged; tokio-postgres's tcp_user_timeout ends the connection.",
+    requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while the query is in flight",
+    faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash],
+    run: run_query_in_flight,
+    budget,
+    fixed_fault: None,
+    docker: PG,
+};
+
+pub static SERVER_KEEPALIVE: CaseDef = CaseDef {
+    id: "postgres/pg15-20.3-tcp_keepalives/1",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §20.3.1 (tcp_keepalives_idle/interval/count), RFC 1122 §4.2.3.6",
+    quote: SERVER_KEEPALIVES,
+    description: "A client without keep-alive goes idle and its path fails: only the server's tcp_keepalives_* reap the connection.",
+    requirement: "The server's keep-alive declares a silent client dead at tcp_keepalives_idle + count × interval after the last segment it received",
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Delay, FaultKind::Loss],
+    run: run_server_keepalive,
+    budget,
+    fixed_fault: None,
+    docker: PG,
+};
+
+pub static IDLE_SESSION_TIMEOUT: CaseDef = CaseDef {
+    id: "postgres/pg15-20.11-idle_session_timeout/1",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §20.11.1 (idle_session_timeout)",
+    quote: IDLE_SESSION,
+    description: "A healthy idle session: the server ends it at idle_session_timeout (FATAL 57P05, then close).",
+    requirement: "A session idle (outside a transaction) longer than idle_session_timeout is terminated",
+    faults: &[FaultKind::None],
+    run: run_idle_session_timeout,
+    budget,
+    fixed_fault: Some(FaultKind::None),
+    docker: PG,
+};
+
+pub static CHECK_INTERVAL: CaseDef = CaseDef {
+    id: "postgres/pg15-20.3-client_connection_check_interval/1",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §20.3.1 (client_connection_check_interval)",
+    quote: CHECK_INTERVAL_QUOTE,
+    description: "A long query (pg_sleep) runs and the client's path fails: the backend is cancelled only once its TCP has declared the connection dead, within one check interval.",
+    requirement: "While a query runs, the backend checks the socket every client_connection_check_interval and aborts the query once the kernel reports the connection closed",
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
+    run: run_check_interval,
+    budget,
+    fixed_fault: None,
+    docker: PG,
+};
+
+pub static NAT: CaseDef = CaseDef {
+    id: "postgres/libpq-keepalives/2",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §34.1.2 (keepalives*), RFC 5382 §5",
+    quote: LIBPQ_KEEPALIVES,
+    description: "Idle tokio-postgres connection through a NAT that forgets idle flows after N (the server's keep-alive left at the kernel default for this session): the client's keep-alive below N keeps the connection; at or above N it breaks, and the client's keep-alive notices.",
+    requirement: "A keep-alive keeps a NAT mapping only when its period (keepalives_idle) is below the NAT's idle timeout",
+    faults: &[FaultKind::NatExpiry],
+    run: run_nat,
+    budget: |ctx| {
+        let d = crate::model::tcp::keepalive_death(&ctx.config.postgres.tcp());
+        Duration::from_secs(12) + 3 * crate::model::nat::nat_idle(ctx) + Duration::from_millis(d.ms + d.slack_ms)
     },
-    CaseDef {
-        id: "postgres/libpq-tcp_user_timeout/1",
-        protocol: "postgres",
-        spec: "PostgreSQL 15 §34.1.2 (tcp_user_timeout), RFC 5482 §3",
-        quote: LIBPQ_USER_TIMEOUT,
-        description: "The path fails, then the client sends a query: it is never acknowledged; tokio-postgres's tcp_user_timeout ends the connection.",
-        requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while the query is in flight",
-        faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash],
-        run: run_query_in_flight,
-        budget,
-        fixed_fault: None,
-        docker: PG,
-    },
-    CaseDef {
-        id: "postgres/pg15-20.3-tcp_keepalives/1",
-        protocol: "postgres",
-        spec: "PostgreSQL 15 §20.3.1 (tcp_keepalives_idle/interval/count), RFC 1122 §4.2.3.6",
-        quote: SERVER_KEEPALIVES,
-        description: "A client without keep-alive goes idle and its path fails: only the server's tcp_keepalives_* reap the connection.",
-        requirement: "The server's keep-alive declares a silent client dead at tcp_keepalives_idle + count × interval after the last segment it received",
-        faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Delay, FaultKind::Loss],
-        run: run_server_keepalive,
-        budget,
-        fixed_fault: None,
-        docker: PG,
-    },
-    CaseDef {
-        id: "postgres/pg15-20.11-idle_session_timeout/1",
-        protocol: "postgres",
-        spec: "PostgreSQL 15 §20.11.1 (idle_session_timeout)",
-        quote: IDLE_SESSION,
-        description: "A healthy idle session: the server ends it at idle_session_timeout (FATAL 57P05, then close).",
-        requirement: "A session idle (outside a transaction) longer than idle_session_timeout is terminated",
-        faults: &[FaultKind::None],
-        run: run_idle_session_timeout,
-        budget,
-        fixed_fault: Some(FaultKind::None),
-        docker: PG,
-    },
-    CaseDef {
-        id: "postgres/pg15-20.3-client_connection_check_interval/1",
-        protocol: "postgres",
-        spec: "PostgreSQL 15 §20.3.1 (client_connection_check_interval)",
-        quote: CHECK_INTERVAL,
-        description: "A long query (pg_sleep) runs and the client's path fails: the backend is cancelled only once its TCP has declared the connection dead, within one check interval.",
-        requirement: "While a query runs, the backend checks the socket every client_connection_check_interval and aborts the query once the kernel reports the connection closed",
-        faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
-        run: run_check_interval,
-        budget,
-        fixed_fault: None,
-        docker: PG,
-    },
-    CaseDef {
-        id: "postgres/libpq-keepalives/2",
-        protocol: "postgres",
-        spec: "PostgreSQL 15 §34.1.2 (keepalives*), RFC 5382 §5",
-        quote: LIBPQ_KEEPALIVES,
-        description: "Idle tokio-postgres connection through a NAT that forgets idle flows after N (the server's keep-alive left at the kernel default for this session): the client's keep-alive below N keeps the connection; at or above N it breaks, and the client's keep-alive notices.",
-        requirement: "A keep-alive keeps a NAT mapping only when its period (keepalives_idle) is below the NAT's idle timeout",
-        faults: &[FaultKind::NatExpiry],
-        run: run_nat,
-        budget: |ctx| {
-            let d = crate::model::tcp::keepalive_death(&ctx.config.postgres.tcp());
-            Duration::from_secs(12) + 3 * crate::model::nat::nat_idle(ctx) + Duration::from_millis(d.ms + d.slack_ms)
-        },
-        fixed_fault: Some(FaultKind::NatExpiry),
-        docker: PG,
-    },
-];
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: PG,
+};
 
 pub fn client_implementation() -> Implementation {
     Implementation::new("tokio-postgres", env!("KASPEC_VERSION_TOKIO_POSTGRES"))

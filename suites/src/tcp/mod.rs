@@ -25,7 +25,8 @@ use kaspec_harness::{Error, Result};
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::case::{CaseDef, Docker, Protocol};
+use crate::case::{CaseDef, Docker};
+use crate::protocol::Protocol;
 use crate::config::TcpConfig;
 use crate::ctx::Ctx;
 use crate::drive;
@@ -37,6 +38,7 @@ use crate::outcome::{RunFacts, Side};
 mod client;
 mod expect;
 mod nat;
+mod review;
 mod run;
 
 use client::*;
@@ -57,88 +59,93 @@ const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 /// The compose service of every TCP case on the docker testbed.
 const ECHO: Docker = Docker::Service { service: "kaspec-tcp", implementation: "kaspec-tcp-echo" };
 
-pub static PROTOCOL: Protocol = Protocol { name: "tcp", cases: &CASES, prerequisites: || Ok(()) };
+pub static PROTOCOL: Protocol = Protocol { name: "tcp", cases: &CASES, prerequisites: || Ok(()), review: review::review };
 
-pub static CASES: [CaseDef; 5] = [
-    // RFC 1122 §4.2.3.6: "An implementation MUST NOT interpret failure to
-    // respond to any specific probe as a dead connection."
-    CaseDef {
-        id: "tcp/rfc1122-4.2.3.6/1",
-        protocol: "tcp",
-        spec: "RFC 1122 §4.2.3.6, RFC 9293 §3.8.4",
-        quote: "An implementation MUST NOT interpret failure to respond to any specific probe as a dead connection.",
-        description: "Idle connection with keep-alive on; the path fails: the client's stack probes and declares the peer dead.",
-        requirement: "Keep-alive probes an idle connection; one unanswered probe MUST NOT mean death; Linux aborts after I + N×V (or at U with TCP_USER_TIMEOUT)",
-        faults: IDLE_FAULTS,
-        fixed_fault: None,
-        docker: ECHO,
-        run: run_idle_keepalive,
-        budget,
-    },
-    // RFC 1122 §4.2.3.6: "If keep-alives are included, the application MUST
-    // be able to turn them on or off for each TCP connection, and they MUST
-    // default to off."
-    CaseDef {
-        id: "tcp/rfc1122-4.2.3.6/2",
-        protocol: "tcp",
-        spec: "RFC 1122 §4.2.3.6",
-        quote: "If keep-alives are included, the application MUST be able to turn them on or off for each TCP connection, and they MUST default to off.",
-        description: "Idle connection with keep-alive off (every socket's default); the path fails: nothing notices (informational).",
-        requirement: "Keep-alive is off by default; an idle connection without it is never checked",
-        faults: ALL_FAULTS,
-        fixed_fault: None,
-        docker: ECHO,
-        run: run_idle_no_keepalive,
-        budget,
-    },
-    // RFC 5482 §1: the user timeout "specifies the maximum amount of time
-    // that transmitted data may remain unacknowledged before TCP will
-    // forcefully close the corresponding connection."
-    CaseDef {
-        id: "tcp/rfc5482-3/1",
-        protocol: "tcp",
-        spec: "RFC 5482 §3, RFC 9293 §3.8.3",
-        quote: "[The user timeout] specifies the maximum amount of time that transmitted data may remain unacknowledged before TCP will forcefully close the corresponding connection. (RFC 5482 §1)",
-        description: "The path fails, then the client sends: data in flight is never acknowledged; TCP_USER_TIMEOUT ends the connection.",
-        requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while data is in flight",
-        faults: ALL_FAULTS,
-        fixed_fault: None,
-        docker: ECHO,
-        run: run_data_in_flight,
-        budget,
-    },
-    // RFC 9293 §3.5.2: "If the connection does not exist (CLOSED), then a
-    // reset is sent in response to any incoming segment except another reset."
-    CaseDef {
-        id: "tcp/rfc9293-3.5.2/1",
-        protocol: "tcp",
-        spec: "RFC 9293 §3.5.2, §3.5.3",
-        quote: "If the connection does not exist (CLOSED), then a reset is sent in response to any incoming segment except another reset.",
-        description: "Half-open: the server host crashes without FIN (blackhole, SIGKILL), forgets the connection (its sockets destroyed, as after a reboot), and the path returns halfway between two keep-alive probes: the next probe meets an RST.",
-        requirement: "A segment for a connection the peer no longer has is answered with RST, which aborts the survivor's half-open connection at its next probe rather than at the keep-alive's give-up",
-        faults: &[FaultKind::Crash],
-        fixed_fault: Some(FaultKind::Crash),
-        docker: Docker::NotHere("a crash kills the server and destroys its sockets; kaspec does not kill containers compose owns (it would have to restart them)"),
-        run: run_half_open,
-        budget,
-    },
-    // RFC 5382 §5 (REQ-5): "If a NAT cannot determine whether the endpoints
-    // of a TCP connection are active, it MAY abandon the session if it has
-    // been idle for some time."
-    CaseDef {
-        id: "tcp/rfc5382-5/1",
-        protocol: "tcp",
-        spec: "RFC 5382 §5, RFC 1122 §4.2.3.6",
-        quote: "If a NAT cannot determine whether the endpoints of a TCP connection are active, it MAY abandon the session if it has been idle for some time.",
-        description: "Idle TCP connection through a NAT that forgets idle flows after N: keep-alive below N keeps it usable; at or above N it breaks, and the keep-alive notices.",
-        requirement: "A keep-alive keeps a NAT mapping only when its period is below the NAT's idle timeout",
-        faults: &[FaultKind::NatExpiry],
-        fixed_fault: Some(FaultKind::NatExpiry),
-        docker: ECHO,
-        run: run_nat,
-        budget: nat_budget,
-    },
-];
+/// Every case of this protocol, in report order.
+pub static CASES: [&CaseDef; 5] = [&IDLE_KEEPALIVE, &IDLE_NO_KEEPALIVE, &DATA_IN_FLIGHT, &HALF_OPEN, &NAT];
+
+// RFC 1122 §4.2.3.6: "An implementation MUST NOT interpret failure to
+// respond to any specific probe as a dead connection."
+pub static IDLE_KEEPALIVE: CaseDef = CaseDef {
+    id: "tcp/rfc1122-4.2.3.6/1",
+    protocol: "tcp",
+    spec: "RFC 1122 §4.2.3.6, RFC 9293 §3.8.4",
+    quote: "An implementation MUST NOT interpret failure to respond to any specific probe as a dead connection.",
+    description: "Idle connection with keep-alive on; the path fails: the client's stack probes and declares the peer dead.",
+    requirement: "Keep-alive probes an idle connection; one unanswered probe MUST NOT mean death; Linux aborts after I + N×V (or at U with TCP_USER_TIMEOUT)",
+    faults: IDLE_FAULTS,
+    fixed_fault: None,
+    docker: ECHO,
+    run: run_idle_keepalive,
+    budget,
+};
+
+// RFC 1122 §4.2.3.6: "If keep-alives are included, the application MUST
+// be able to turn them on or off for each TCP connection, and they MUST
+// default to off."
+pub static IDLE_NO_KEEPALIVE: CaseDef = CaseDef {
+    id: "tcp/rfc1122-4.2.3.6/2",
+    protocol: "tcp",
+    spec: "RFC 1122 §4.2.3.6",
+    quote: "If keep-alives are included, the application MUST be able to turn them on or off for each TCP connection, and they MUST default to off.",
+    description: "Idle connection with keep-alive off (every socket's default); the path fails: nothing notices (informational).",
+    requirement: "Keep-alive is off by default; an idle connection without it is never checked",
+    faults: ALL_FAULTS,
+    fixed_fault: None,
+    docker: ECHO,
+    run: run_idle_no_keepalive,
+    budget,
+};
+
+// RFC 5482 §1: the user timeout "specifies the maximum amount of time
+// that transmitted data may remain unacknowledged before TCP will
+// forcefully close the corresponding connection."
+pub static DATA_IN_FLIGHT: CaseDef = CaseDef {
+    id: "tcp/rfc5482-3/1",
+    protocol: "tcp",
+    spec: "RFC 5482 §3, RFC 9293 §3.8.3",
+    quote: "[The user timeout] specifies the maximum amount of time that transmitted data may remain unacknowledged before TCP will forcefully close the corresponding connection. (RFC 5482 §1)",
+    description: "The path fails, then the client sends: data in flight is never acknowledged; TCP_USER_TIMEOUT ends the connection.",
+    requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while data is in flight",
+    faults: ALL_FAULTS,
+    fixed_fault: None,
+    docker: ECHO,
+    run: run_data_in_flight,
+    budget,
+};
+
+// RFC 9293 §3.5.2: "If the connection does not exist (CLOSED), then a
+// reset is sent in response to any incoming segment except another reset."
+pub static HALF_OPEN: CaseDef = CaseDef {
+    id: "tcp/rfc9293-3.5.2/1",
+    protocol: "tcp",
+    spec: "RFC 9293 §3.5.2, §3.5.3",
+    quote: "If the connection does not exist (CLOSED), then a reset is sent in response to any incoming segment except another reset.",
+    description: "Half-open: the server host crashes without FIN (blackhole, SIGKILL), forgets the connection (its sockets destroyed, as after a reboot), and the path returns halfway between two keep-alive probes: the next probe meets an RST.",
+    requirement: "A segment for a connection the peer no longer has is answered with RST, which aborts the survivor's half-open connection at its next probe rather than at the keep-alive's give-up",
+    faults: &[FaultKind::Crash],
+    fixed_fault: Some(FaultKind::Crash),
+    docker: Docker::NotHere("a crash kills the server and destroys its sockets; kaspec does not kill containers compose owns (it would have to restart them)"),
+    run: run_half_open,
+    budget,
+};
+
+// RFC 5382 §5 (REQ-5): "If a NAT cannot determine whether the endpoints
+// of a TCP connection are active, it MAY abandon the session if it has
+// been idle for some time."
+pub static NAT: CaseDef = CaseDef {
+    id: "tcp/rfc5382-5/1",
+    protocol: "tcp",
+    spec: "RFC 5382 §5, RFC 1122 §4.2.3.6",
+    quote: "If a NAT cannot determine whether the endpoints of a TCP connection are active, it MAY abandon the session if it has been idle for some time.",
+    description: "Idle TCP connection through a NAT that forgets idle flows after N: keep-alive below N keeps it usable; at or above N it breaks, and the keep-alive notices.",
+    requirement: "A keep-alive keeps a NAT mapping only when its period is below the NAT's idle timeout",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: ECHO,
+    run: run_nat,
+    budget: nat_budget,
+};
 
 /// How long one run of a TCP case may take: set-up, then three times the
 /// keep-alive window (the longest wait of any TCP case), plus the user timeout.

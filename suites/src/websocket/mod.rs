@@ -25,7 +25,8 @@ use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::{Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::case::{CaseDef, Docker, Protocol};
+use crate::case::{CaseDef, Docker};
+use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::{ms_of, rel_ms};
@@ -38,6 +39,7 @@ use crate::peers::python as servers;
 mod client;
 mod expect;
 mod nat;
+mod review;
 mod run;
 mod server;
 
@@ -54,6 +56,7 @@ pub static PROTOCOL: Protocol = Protocol {
     name: "websocket",
     cases: &CASES,
     prerequisites: || crate::peers::python::python_module("websockets", "python3-websockets"),
+    review: review::review,
 };
 
 /// The compose services of the WebSocket cases on the docker testbed: our
@@ -68,91 +71,97 @@ const PING_PONG: &str = "Upon receipt of a Ping frame, an endpoint MUST send a P
 /// and T are the application's.
 const KEEPALIVE: &str = "NOTE: A Ping frame may serve either as a keepalive or as a means to verify that the remote endpoint is still responsive.";
 
-pub static CASES: [CaseDef; 6] = [
-    CaseDef {
-        id: "websocket/rfc6455-5.5.2/1",
-        protocol: "websocket",
-        spec: "RFC 6455 §5.5.2, §5.5.3",
-        quote: PING_PONG,
-        description: "The client sends a Ping with a payload; the server must answer with a Pong carrying the same payload.",
-        requirement: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response [...] A Pong frame sent in response to a Ping frame must have identical \"Application data\"",
-        faults: &[],
-        fixed_fault: Some(FaultKind::None),
-        docker: WS,
-        run: run_pong_echo,
-        budget: |_| Duration::from_secs(10),
+/// Every case of this protocol, in report order.
+pub static CASES: [&CaseDef; 6] = [&PONG_ECHO, &HEARTBEAT, &FROZEN_SERVER, &FALSE_POSITIVE, &OWN_HEARTBEAT_ON_IMPAIRED_PATH, &NAT];
+
+pub static PONG_ECHO: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/1",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2, §5.5.3",
+    quote: PING_PONG,
+    description: "The client sends a Ping with a payload; the server must answer with a Pong carrying the same payload.",
+    requirement: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response [...] A Pong frame sent in response to a Ping frame must have identical \"Application data\"",
+    faults: &[],
+    fixed_fault: Some(FaultKind::None),
+    docker: WS,
+    run: run_pong_echo,
+    budget: |_| Duration::from_secs(10),
+};
+
+pub static HEARTBEAT: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/2",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
+    quote: KEEPALIVE,
+    description: "Idle connection with heartbeats both ways; the path fails: each side's heartbeat declares the peer dead in its own window.",
+    requirement: "A Ping may serve as a keepalive; with the ping-every-P / silence-for-P+T pattern an idle dead peer is detected in (T, P + T]",
+    faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss],
+    fixed_fault: None,
+    docker: WS,
+    run: run_heartbeat,
+    budget,
+};
+
+pub static FROZEN_SERVER: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/3",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2 (heartbeat pattern)",
+    quote: KEEPALIVE,
+    description: "The server process is frozen (SIGSTOP): TCP stays up, its kernel answers, but no Pong comes; the client's heartbeat must notice.",
+    requirement: "An application-level heartbeat detects a hung peer that TCP keep-alive cannot see",
+    faults: &[FaultKind::Freeze],
+    fixed_fault: Some(FaultKind::Freeze),
+    docker: WS,
+    run: run_heartbeat,
+    budget,
+};
+
+pub static FALSE_POSITIVE: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/4",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2 (heartbeat pattern) on a slow path",
+    quote: KEEPALIVE,
+    description: "False positive: a pong timeout of 200 ms on a path whose round trip becomes 300 ms; the server is alive and answers every Ping.",
+    requirement: "A heartbeat timeout must exceed the path's round trip; T = 200 ms < RTT = 300 ms declares a live peer dead at the first Ping after the path slows",
+    faults: &[FaultKind::Delay],
+    fixed_fault: Some(FaultKind::Delay),
+    docker: WS_QUIET,
+    run: run_false_positive,
+    budget: |ctx| Duration::from_secs(8) + 3 * (ctx.config.websocket.ping_interval + FALSE_POSITIVE_T),
+};
+
+pub static OWN_HEARTBEAT_ON_IMPAIRED_PATH: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/6",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2 (heartbeat pattern) on the network profile's path",
+    quote: KEEPALIVE,
+    description: "The client's own heartbeat (P and T from the configuration) against a server that sends no Pings, on a path that becomes as slow or lossy as the network profile (--network): does T hold on that path?",
+    requirement: "A pong timeout above the path's round trip (and TCP's retransmissions on a lossy path) never declares a live server dead; one below it does at the first Ping",
+    faults: &[FaultKind::Delay, FaultKind::Loss],
+    fixed_fault: None,
+    docker: WS_QUIET,
+    run: run_own_heartbeat_on_impaired_path,
+    budget: |ctx| {
+        let w = ctx.config.websocket;
+        Duration::from_secs(8) + Duration::from_millis(crate::model::impaired::impaired_watch_ms(w.ping_interval + w.pong_timeout, &ctx.impairments().1))
     },
-    CaseDef {
-        id: "websocket/rfc6455-5.5.2/2",
-        protocol: "websocket",
-        spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
-        quote: KEEPALIVE,
-        description: "Idle connection with heartbeats both ways; the path fails: each side's heartbeat declares the peer dead in its own window.",
-        requirement: "A Ping may serve as a keepalive; with the ping-every-P / silence-for-P+T pattern an idle dead peer is detected in (T, P + T]",
-        faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss],
-        fixed_fault: None,
-        docker: WS,
-        run: run_heartbeat,
-        budget,
-    },
-    CaseDef {
-        id: "websocket/rfc6455-5.5.2/3",
-        protocol: "websocket",
-        spec: "RFC 6455 §5.5.2 (heartbeat pattern)",
-        quote: KEEPALIVE,
-        description: "The server process is frozen (SIGSTOP): TCP stays up, its kernel answers, but no Pong comes; the client's heartbeat must notice.",
-        requirement: "An application-level heartbeat detects a hung peer that TCP keep-alive cannot see",
-        faults: &[FaultKind::Freeze],
-        fixed_fault: Some(FaultKind::Freeze),
-        docker: WS,
-        run: run_heartbeat,
-        budget,
-    },
-    CaseDef {
-        id: "websocket/rfc6455-5.5.2/4",
-        protocol: "websocket",
-        spec: "RFC 6455 §5.5.2 (heartbeat pattern) on a slow path",
-        quote: KEEPALIVE,
-        description: "False positive: a pong timeout of 200 ms on a path whose round trip becomes 300 ms; the server is alive and answers every Ping.",
-        requirement: "A heartbeat timeout must exceed the path's round trip; T = 200 ms < RTT = 300 ms declares a live peer dead at the first Ping after the path slows",
-        faults: &[FaultKind::Delay],
-        fixed_fault: Some(FaultKind::Delay),
-        docker: WS_QUIET,
-        run: run_false_positive,
-        budget: |ctx| Duration::from_secs(8) + 3 * (ctx.config.websocket.ping_interval + FALSE_POSITIVE_T),
-    },
-    CaseDef {
-        id: "websocket/rfc6455-5.5.2/6",
-        protocol: "websocket",
-        spec: "RFC 6455 §5.5.2 (heartbeat pattern) on the network profile's path",
-        quote: KEEPALIVE,
-        description: "The client's own heartbeat (P and T from the configuration) against a server that sends no Pings, on a path that becomes as slow or lossy as the network profile (--network): does T hold on that path?",
-        requirement: "A pong timeout above the path's round trip (and TCP's retransmissions on a lossy path) never declares a live server dead; one below it does at the first Ping",
-        faults: &[FaultKind::Delay, FaultKind::Loss],
-        fixed_fault: None,
-        docker: WS_QUIET,
-        run: run_own_heartbeat_on_impaired_path,
-        budget: |ctx| {
-            let w = ctx.config.websocket;
-            Duration::from_secs(8) + Duration::from_millis(crate::model::impaired::impaired_watch_ms(w.ping_interval + w.pong_timeout, &ctx.impairments().1))
-        },
-    },
-    // RFC 6455 §5.5.2 through a NAT (RFC 5382 §5): only a heartbeat below
-    // the NAT's idle timeout keeps the mapping.
-    CaseDef {
-        id: "websocket/rfc6455-5.5.2/5",
-        protocol: "websocket",
-        spec: "RFC 6455 §5.5.2, RFC 5382 §5",
-        quote: KEEPALIVE,
-        description: "Idle WebSocket client pinging every P through a NAT that forgets idle flows after N (the server sends no pings): P below N keeps the connection; at or above N the Ping is dropped and the heartbeat notices.",
-        requirement: "A client heartbeat keeps a NAT mapping only when its period is below the NAT's idle timeout; when it does not, the pattern declares the peer dead P + T after the last frame",
-        faults: &[FaultKind::NatExpiry],
-        fixed_fault: Some(FaultKind::NatExpiry),
-        docker: WS_QUIET,
-        run: run_nat,
-        budget: nat_budget,
-    },
-];
+};
+
+// RFC 6455 §5.5.2 through a NAT (RFC 5382 §5): only a heartbeat below
+// the NAT's idle timeout keeps the mapping.
+pub static NAT: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/5",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2, RFC 5382 §5",
+    quote: KEEPALIVE,
+    description: "Idle WebSocket client pinging every P through a NAT that forgets idle flows after N (the server sends no pings): P below N keeps the connection; at or above N the Ping is dropped and the heartbeat notices.",
+    requirement: "A client heartbeat keeps a NAT mapping only when its period is below the NAT's idle timeout; when it does not, the pattern declares the peer dead P + T after the last frame",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: WS_QUIET,
+    run: run_nat,
+    budget: nat_budget,
+};
 
 /// The false-positive case's pong timeout and path.
 const FALSE_POSITIVE_T: Duration = Duration::from_millis(200);

@@ -1,0 +1,19 @@
+//! What a protocol folder registers: its cases, the check that its servers
+//! are installed, and its `kaspec validate` rules. `registry.rs` lists them.
+
+use crate::case::CaseDef;
+use crate::config::Config;
+use crate::network::NetworkProfile;
+use crate::rules::Finding;
+
+/// A protocol: its cases and what its servers need installed. Each protocol
+/// folder defines one; `registry.rs` lists them.
+pub struct Protocol {
+    pub name: &'static str,
+    pub cases: &'static [&'static CaseDef],
+    /// Checks, before anything starts, that the servers of these cases are
+    /// installed (the error names the package to install).
+    pub prerequisites: fn() -> kaspec_harness::Result<()>,
+    /// `kaspec validate`'s rules for this protocol's knobs (see rules.rs).
+    pub review: fn(&Config, Option<&NetworkProfile>) -> Vec<Finding>,
+}
