@@ -161,7 +161,7 @@ fn clean() -> i32 {
     if let Err(e) = kaspec_harness::caps::require_base() {
         return bad_input(e);
     }
-    let r = kaspec_harness::cleanup::clean_leftovers();
+    let r = kaspec_harness::testbed::clean_leftovers();
     for (ns, pid) in &r.in_use {
         println!("left {ns} alone: its run (pid {pid}) is still going");
     }
@@ -238,12 +238,12 @@ fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
         let label = file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string());
         labels.push(label);
     }
-    let (md, regressions) = kaspec_harness::compare::markdown(&labels, &reports);
+    let (md, regressions) = kaspec_harness::report::compare::markdown(&labels, &reports);
     print!("{md}");
     if let Some(dir) = out {
         let written = std::fs::create_dir_all(dir)
             .and_then(|_| std::fs::write(dir.join("compare.md"), &md))
-            .and_then(|_| std::fs::write(dir.join("compare.html"), kaspec_harness::compare::html(&labels, &reports)));
+            .and_then(|_| std::fs::write(dir.join("compare.html"), kaspec_harness::report::compare::html(&labels, &reports)));
         if let Err(e) = written {
             return bad_input(format!("--out {}: {e}", dir.display()));
         }
@@ -287,7 +287,7 @@ fn context(
         Some(project) => {
             // The servers are the containers': only the path's tools are needed here.
             kaspec_harness::caps::require_base().map_err(|e| e.to_string())?;
-            Some(kaspec_harness::docker::discover(project.as_deref(), Duration::from_secs(240)).map_err(|e| e.to_string())?)
+            Some(kaspec_harness::testbed::compose::discover(project.as_deref(), Duration::from_secs(240)).map_err(|e| e.to_string())?)
         }
     };
     let program = std::env::current_exe().map_err(|e| format!("cannot find the kaspec binary itself: {e}"))?;
@@ -306,7 +306,7 @@ fn context(
 }
 
 fn new_run_id() -> String {
-    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), kaspec_harness::netns::new_tag())
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), kaspec_harness::testbed::new_tag())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 use crate::cmd;
-use crate::netns::Host;
+use crate::host::Host;
 use crate::{Error, Result};
 
 /// Fault engines and tools available here.

@@ -4,15 +4,17 @@
 //! starts with [`NS_PREFIX`] and carries the run tag: veths, addresses, routes
 //! and nftables rules are inside those namespaces, and server processes run in
 //! them (and carry `KASPEC_RUN_TAG` in their environment). The root namespace
-//! is never changed — but for the `docker` testbed's veth end `kb-TAG`, a port
-//! of the compose bridge, which goes with its peer when the router namespace
-//! is removed — so removing our namespaces (after killing the processes
-//! inside them) removes everything and touches nothing else.
+//! is never changed (a veth end a backend plugs into a bridge there goes with
+//! its peer when the router namespace is removed), so removing our
+//! namespaces (after killing the processes inside them) removes everything
+//! and touches nothing else.
 //!
-//! A `docker` testbed's server host `kaspec-TAG-ctr` is an attachment of a
-//! container's namespace (`ip netns attach`): removing it only unmounts the
-//! name; the container's processes are never signalled. Its router's address
-//! claim (a file under `/run/kaspec/addr`) goes with the tag.
+//! This module names no subsystem (Mininet's `mn -c` works the same way):
+//! what a subsystem holds outside those namespaces (a file claiming an
+//! address, say), or a namespace whose processes are not ours (an attached
+//! container's), it describes in a [`Cleaner`] it registers with
+//! [`register_cleaner`]; the drop, signal and `kaspec clean` paths below run
+//! every registered cleaner.
 //!
 //! Three paths lead here: a testbed's `Drop` (also during a panic's unwinding),
 //! the Ctrl-C / SIGTERM handler (which cleans every live testbed, then exits
@@ -27,6 +29,47 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::cmd;
+
+/// A subsystem's part of the clean-up, registered with [`register_cleaner`].
+pub struct Cleaner {
+    /// What it removes (for messages), e.g. "router address claims".
+    pub what: &'static str,
+    /// Whether the processes in namespace `ns` are someone else's: they are
+    /// never signalled, the name is only removed.
+    pub foreign_processes: fn(ns: &str) -> bool,
+    /// Removes what run `tag` holds (a testbed's drop, Ctrl-C).
+    pub release: fn(tag: &str),
+    /// Removes what runs that are gone ([`tag_is_gone`]) left; returns the
+    /// names of what it removed (`kaspec clean`).
+    pub leftovers: fn() -> Vec<String>,
+}
+
+/// The registered cleaners.
+static CLEANERS: Mutex<Vec<&'static Cleaner>> = Mutex::new(Vec::new());
+
+/// Registers `c` (once: registering the same cleaner again does nothing).
+pub fn register_cleaner(c: &'static Cleaner) {
+    let mut all = CLEANERS.lock().unwrap_or_else(|p| p.into_inner());
+    if !all.iter().any(|x| std::ptr::eq(*x, c)) {
+        all.push(c);
+    }
+}
+
+fn cleaners() -> Vec<&'static Cleaner> {
+    CLEANERS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Runs every registered cleaner's `release` for run `tag`.
+pub fn release_registered(tag: &str) {
+    for c in cleaners() {
+        (c.release)(tag);
+    }
+}
+
+/// Whether a registered cleaner says the processes in `ns` are not ours.
+fn foreign(ns: &str) -> bool {
+    cleaners().iter().any(|c| (c.foreign_processes)(ns))
+}
 
 /// Every namespace kaspec creates starts with this.
 pub const NS_PREFIX: &str = "kaspec-";
@@ -57,7 +100,7 @@ pub fn install_signal_handler() {
             for (tag, namespaces) in live {
                 remove_namespaces(&namespaces);
                 remove_scratch_dirs_of(&tag);
-                release_claims_of(&tag);
+                release_registered(&tag);
                 let _ = std::fs::remove_file(format!("{OWNER_DIR}/{tag}"));
             }
             std::process::exit(130);
@@ -130,7 +173,7 @@ pub fn pids_in(ns: &str) -> Vec<i32> {
 /// period), then deletes the namespaces. Best effort: returns what could not
 /// be removed.
 pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
-    let mut pids: Vec<i32> = namespaces.iter().filter(|ns| !is_attachment(ns)).flat_map(|ns| pids_in(ns)).collect();
+    let mut pids: Vec<i32> = namespaces.iter().filter(|ns| !foreign(ns)).flat_map(|ns| pids_in(ns)).collect();
     pids.retain(|p| *p != std::process::id() as i32);
     for p in &pids {
         let _ = kill(Pid::from_raw(*p), Signal::SIGCONT); // a frozen process cannot die of TERM
@@ -153,24 +196,9 @@ pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
     left
 }
 
-/// Whether `ns` names another's namespace attached by a `docker` testbed
-/// (`kaspec-TAG-ctr`): its processes are not ours.
-pub fn is_attachment(ns: &str) -> bool {
-    ns.strip_prefix(NS_PREFIX).and_then(|r| r.split_once('-')).is_some_and(|(_, role)| role == crate::netns::ATTACHED_ROLE)
-}
-
 /// Whether no run holds `tag` any more (neither this process nor a live owner).
 pub fn tag_is_gone(tag: &str) -> bool {
     !LIVE.lock().unwrap_or_else(|p| p.into_inner()).contains_key(tag) && live_owner(tag).is_none()
-}
-
-/// Removes the router address claims of `tag` (docker testbed).
-pub fn release_claims_of(tag: &str) {
-    for entry in std::fs::read_dir(crate::docker::CLAIM_DIR).into_iter().flatten().flatten() {
-        if std::fs::read_to_string(entry.path()).is_ok_and(|t| t.trim() == tag) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -197,7 +225,8 @@ pub struct CleanReport {
     pub in_use: Vec<(String, i32)>,
     /// Throw-away directories of finished runs ([`scratch_dir`]) removed.
     pub dirs: Vec<String>,
-    /// Router address claims on a compose network (docker testbed) removed.
+    /// What the registered [`Cleaner`]s removed for runs that are gone
+    /// (their `leftovers`).
     pub claims: Vec<String>,
 }
 
@@ -245,7 +274,9 @@ fn leftover_scratch_dirs() -> Vec<std::path::PathBuf> {
 }
 
 /// Removes every kaspec namespace on this machine whose run is gone (killed,
-/// crashed, or kept with KASPEC_KEEP=1), with the processes inside. Runs that
+/// crashed, or kept with KASPEC_KEEP=1), with the processes inside, and
+/// what the registered cleaners find of such runs (`kaspec clean` calls it
+/// through `testbed::clean_leftovers`, which registers them all first). Runs that
 /// are still alive — in this process or another — are left alone. Touches
 /// nothing without our prefix.
 pub fn clean_leftovers() -> CleanReport {
@@ -258,7 +289,7 @@ pub fn clean_leftovers() -> CleanReport {
         }
     }
     report.namespaces.sort();
-    report.processes = report.namespaces.iter().filter(|ns| !is_attachment(ns)).map(|ns| pids_in(ns).len()).sum();
+    report.processes = report.namespaces.iter().filter(|ns| !foreign(ns)).map(|ns| pids_in(ns).len()).sum();
     report.failed = remove_namespaces(&report.namespaces);
     let mut tags: Vec<&str> = report.namespaces.iter().filter_map(|n| tag_of(n)).collect();
     tags.dedup();
@@ -270,12 +301,9 @@ pub fn clean_leftovers() -> CleanReport {
             report.dirs.push(d.display().to_string());
         }
     }
-    // Router address claims of runs that are gone.
-    for entry in std::fs::read_dir(crate::docker::CLAIM_DIR).into_iter().flatten().flatten() {
-        let holder = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if tag_is_gone(holder.trim()) && std::fs::remove_file(entry.path()).is_ok() {
-            report.claims.push(entry.file_name().to_string_lossy().into_owned());
-        }
+    // What the registered subsystems hold for runs that are gone.
+    for c in cleaners() {
+        report.claims.extend((c.leftovers)());
     }
     // Owner records of runs that died after their namespaces were removed.
     for entry in std::fs::read_dir(OWNER_DIR).into_iter().flatten().flatten() {
@@ -305,5 +333,22 @@ mod tests {
         assert_eq!(live_owner(&tag), None, "this process's own tags are not 'another live run'");
         unregister(&tag);
         assert!(!std::path::Path::new(&format!("{OWNER_DIR}/{tag}")).exists());
+    }
+
+    #[test]
+    fn registered_cleaners_run_once_each_for_a_tag() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RELEASED: AtomicUsize = AtomicUsize::new(0);
+        fn release(tag: &str) {
+            if tag == "cleaner-test" {
+                RELEASED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        static C: Cleaner = Cleaner { what: "test", foreign_processes: |ns| ns == "kaspec-cleaner-test-x", release, leftovers: Vec::new };
+        register_cleaner(&C);
+        register_cleaner(&C);
+        release_registered("cleaner-test");
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 1, "registered once");
+        assert!(foreign("kaspec-cleaner-test-x") && !foreign("kaspec-cleaner-test-y"));
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::netns::{Host, Testbed};
+use crate::host::Host;
+use crate::testbed::{DockerPath, Testbed};
 use crate::{Error, Result};
 
 /// What to start.
@@ -97,7 +98,7 @@ impl Server {
     /// Starts `spec` in the testbed's server host; returns once it accepts
     /// connections from the client host, or fails with the log tail.
     pub fn start(tb: &Testbed, spec: &ServerSpec) -> Result<Server> {
-        if let Some(d) = &tb.docker {
+        if let Some(d) = tb.docker_path() {
             return Self::adopt(tb, spec, d);
         }
         let logs = tb.run_dir.join("logs");
@@ -138,7 +139,7 @@ impl Server {
     /// The docker testbed's server: the testbed's container, checked
     /// against what the case needs, ready once it accepts connections from
     /// the client host through the router.
-    fn adopt(tb: &Testbed, spec: &ServerSpec, d: &crate::netns::DockerPath) -> Result<Server> {
+    fn adopt(tb: &Testbed, spec: &ServerSpec, d: &DockerPath) -> Result<Server> {
         let c = &d.container;
         let check = spec.container.as_ref().ok_or_else(|| {
             Error::Other(format!("server {} has no service in docker-compose.yml: this case runs on the netns testbed only", spec.name))

@@ -32,14 +32,14 @@ pub struct Ctx {
     pub shared: crate::shared::Shared,
     /// `--testbed docker`: the compose stack whose containers are the
     /// servers (None: the netns testbed, servers started by kaspec).
-    pub docker: Option<kaspec_harness::docker::Stack>,
+    pub docker: Option<kaspec_harness::testbed::compose::Stack>,
 }
 
 impl Ctx {
     /// What `delay` and `loss` apply: the network profile's round trip,
     /// jitter and loss where it sets them, else the defaults (300 ms; 2%).
-    pub fn impairments(&self) -> (kaspec_harness::impair::Impairment, kaspec_harness::impair::Impairment) {
-        let (mut delay, mut loss) = kaspec_harness::impair::defaults();
+    pub fn impairments(&self) -> (kaspec_harness::fault::impair::Impairment, kaspec_harness::fault::impair::Impairment) {
+        let (mut delay, mut loss) = kaspec_harness::fault::impair::defaults();
         let n = &self.network;
         if !n.rtt.is_zero() || !n.jitter.is_zero() {
             delay.rtt = n.rtt;
@@ -54,8 +54,8 @@ impl Ctx {
     }
 
     /// A fresh testbed whose `delay` and `loss` follow [`impairments`](Self::impairments).
-    pub fn testbed(&self) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
-        let tb = kaspec_harness::netns::Testbed::new(&self.run_dir)?;
+    pub fn testbed(&self) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
+        let tb = kaspec_harness::testbed::Testbed::new(&self.run_dir)?;
         let (d, l) = self.impairments();
         tb.set_impairments(d, l);
         Ok(tb)
@@ -63,9 +63,9 @@ impl Ctx {
 
     /// The testbed of a case whose server is `service` of docker-compose.yml:
     /// on the docker testbed its container, else a fresh netns testbed.
-    pub fn testbed_for(&self, service: &str) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+    pub fn testbed_for(&self, service: &str) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
         let Some(stack) = &self.docker else { return self.testbed() };
-        let tb = kaspec_harness::netns::Testbed::docker(&self.run_dir, None, stack, service)?;
+        let tb = kaspec_harness::testbed::Testbed::docker(&self.run_dir, None, stack, service)?;
         let (d, l) = self.impairments();
         tb.set_impairments(d, l);
         Ok(tb)
@@ -74,10 +74,10 @@ impl Ctx {
     /// The testbed of a NAT case (the router forgets idle TCP flows after
     /// `nat`) whose server is `service` of docker-compose.yml: on the docker
     /// testbed its container behind the router's NAT, else a fresh netns one.
-    pub fn testbed_with_nat(&self, service: &str, nat: Duration) -> kaspec_harness::Result<kaspec_harness::netns::Testbed> {
+    pub fn testbed_with_nat(&self, service: &str, nat: Duration) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
         match &self.docker {
-            None => kaspec_harness::netns::Testbed::with_nat(&self.run_dir, Some(nat)),
-            Some(stack) => kaspec_harness::netns::Testbed::docker(&self.run_dir, Some(nat), stack, service),
+            None => kaspec_harness::testbed::Testbed::with_nat(&self.run_dir, Some(nat)),
+            Some(stack) => kaspec_harness::testbed::Testbed::docker(&self.run_dir, Some(nat), stack, service),
         }
     }
 
@@ -99,7 +99,7 @@ impl Ctx {
     }
 
     /// The impairment `fault` applies (delay or loss), for expectations.
-    pub fn impairment(&self, fault: FaultKind) -> Option<kaspec_harness::impair::Impairment> {
+    pub fn impairment(&self, fault: FaultKind) -> Option<kaspec_harness::fault::impair::Impairment> {
         let (d, l) = self.impairments();
         match fault {
             FaultKind::Delay => Some(d),

@@ -58,36 +58,8 @@ pub struct RunFacts<'a> {
     pub release: Releases,
 }
 
-/// The second verdict axis, per side.
-#[derive(Debug, Clone, Default)]
-pub struct Releases {
-    pub client: Option<kaspec_harness::report::Release>,
-    pub server: Option<kaspec_harness::report::Release>,
-}
-
-/// The flow's sockets on both hosts at the end of a case, path still
-/// faulted. `client_local` is the client's end; `server_sees` the client as
-/// the server sees it (through a NAT, the router's address).
-pub fn releases(
-    tb: &kaspec_harness::netns::Testbed,
-    client_local: std::net::SocketAddrV4,
-    server: std::net::SocketAddrV4,
-) -> Releases {
-    use kaspec_harness::observe::{tcp_state_name, SockDiag};
-    let state = |host: &kaspec_harness::netns::Host, local: std::net::SocketAddrV4, remote: std::net::SocketAddrV4| {
-        host.run(move || {
-            let sockets = SockDiag::new().and_then(|mut d| d.dump_tcp()).ok()?;
-            Some(sockets.into_iter().find(|s| s.local == local && s.remote == remote).map(|s| tcp_state_name(s.state).to_string()))
-        })
-        .ok()
-        .flatten()
-    };
-    let seen = tb.seen_by_server(client_local);
-    Releases {
-        client: state(&tb.client, client_local, server).map(|s| kaspec_harness::report::Release::from_state(s.as_deref())),
-        server: state(&tb.server, server, seen).map(|s| kaspec_harness::report::Release::from_state(s.as_deref())),
-    }
-}
+/// The flow's sockets at the end of a case (the second verdict axis).
+pub use kaspec_harness::observe::release::{releases, Releases};
 
 impl RunFacts<'_> {
     /// The client's and the server's results of one run.
@@ -216,6 +188,6 @@ impl RunFacts<'_> {
 
 /// For cases that take `delay`/`loss`: what the impairment engine did, as a
 /// timeline event; an error if it stopped working during the case.
-pub fn impairment_event(tb: &kaspec_harness::netns::Testbed) -> kaspec_harness::Result<Option<(Instant, String)>> {
+pub fn impairment_event(tb: &kaspec_harness::testbed::Testbed) -> kaspec_harness::Result<Option<(Instant, String)>> {
     Ok(tb.impairment_report()?.map(|s| (Instant::now(), s)))
 }

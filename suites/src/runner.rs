@@ -176,7 +176,7 @@ pub fn write(report: &Report, dir: &Path) -> kaspec_harness::Result<()> {
     report.write_json(&dir.join("report.json"))?;
     report.write_markdown(&dir.join("report.md"))?;
     let html = dir.join("report.html");
-    std::fs::write(&html, kaspec_harness::render::html(report)).map_err(|e| io(&html, e))?;
+    std::fs::write(&html, kaspec_harness::report::html::html(report)).map_err(|e| io(&html, e))?;
     let junit = dir.join("junit.xml");
-    std::fs::write(&junit, kaspec_harness::render::junit(report)).map_err(|e| io(&junit, e))
+    std::fs::write(&junit, kaspec_harness::report::junit::junit(report)).map_err(|e| io(&junit, e))
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use kaspec_harness::netns::Testbed;
+use kaspec_harness::testbed::Testbed;
 use kaspec_harness::server::Server;
 use kaspec_harness::{Error, Result};
 

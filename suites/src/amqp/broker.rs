@@ -114,7 +114,7 @@ impl Broker {
     /// Starts epmd and the node in the testbed's server host (the shared
     /// group's start-up).
     pub fn start(&self, fixtures: &Path, tb: &Testbed) -> Result<Started> {
-        if tb.docker.is_some() {
+        if tb.is_docker() {
             // docker-compose.yml's rabbitmq mounts fixtures/rabbitmq/rabbitmq.conf (this broker's file, or the check says it differs).
             let node = Server::start(
                 tb,

@@ -111,7 +111,7 @@ pub(crate) fn client(
     end
 }
 
-pub(crate) type ClientThread = kaspec_harness::netns::NsThread<Option<ClientEnd>>;
+pub(crate) type ClientThread = kaspec_harness::host::NsThread<Option<ClientEnd>>;
 pub(crate) type StopAt = tokio::sync::watch::Sender<Option<Instant>>;
 
 /// Starts lapin in the client host against `addr` (see [`client`]) and

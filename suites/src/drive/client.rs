@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kaspec_harness::netns::{Host, NsThread};
+use kaspec_harness::host::{Host, NsThread};
 use kaspec_harness::{Error, Result};
 
 /// Starts `body` on a thread named `name` in `host`, handing it the sender

@@ -31,7 +31,7 @@ pub struct Death {
 /// not retransmitted; the connection dies only when N probes in a row (or
 /// their answers) are lost, or when no answer comes within N × V of the
 /// first probe (U with TCP_USER_TIMEOUT). With N = 1 a single loss kills it.
-pub fn keepalive_on_impaired_path(t: &TcpConfig, imp: &kaspec_harness::impair::Impairment, who: &str, spec: &str) -> Expectation {
+pub fn keepalive_on_impaired_path(t: &TcpConfig, imp: &kaspec_harness::fault::impair::Impairment, who: &str, spec: &str) -> Expectation {
     if !t.keepalive {
         return Expectation::not_detected(format!("{who}: keep-alive off: nothing on that side can time out"), spec);
     }

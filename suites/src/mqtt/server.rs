@@ -31,7 +31,7 @@ pub fn broker_program(ctx: &Ctx) -> Result<PathBuf> {
 
 /// Mosquitto with fixtures/'s configuration on `tb` (docker-compose.yml's
 /// mosquitto, checked to mount that file, on the docker testbed).
-pub fn start_broker(ctx: &Ctx, tb: &kaspec_harness::netns::Testbed, program: PathBuf) -> Result<(Server, SocketAddrV4)> {
+pub fn start_broker(ctx: &Ctx, tb: &kaspec_harness::testbed::Testbed, program: PathBuf) -> Result<(Server, SocketAddrV4)> {
     let conf = broker_config(&ctx.fixtures);
     if !conf.is_file() {
         return Err(Error::Other(format!("broker configuration {} is missing", conf.display())));

@@ -226,7 +226,7 @@ impl QueryClient {
 
 /// The client thread, what it reported, and the senders that let it go and stop it.
 pub(crate) struct ClientStarted {
-    pub(crate) thread: kaspec_harness::netns::NsThread<ClientEnd>,
+    pub(crate) thread: kaspec_harness::host::NsThread<ClientEnd>,
     pub(crate) ready: Ready,
     pub(crate) go_tx: tokio::sync::oneshot::Sender<Instant>,
     pub(crate) stop_tx: mpsc::Sender<()>,

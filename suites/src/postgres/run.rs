@@ -93,9 +93,9 @@ pub(crate) fn run(
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     // pg_backend_pid() is the container's pid on the docker testbed.
-    let backend_pid = match &tb.docker {
+    let backend_pid = match tb.docker_path() {
         None => ready.backend_pid,
-        Some(_) => kaspec_harness::docker::host_pid(lease.server().pid(), ready.backend_pid)
+        Some(_) => kaspec_harness::testbed::compose::host_pid(lease.server().pid(), ready.backend_pid)
             .ok_or_else(|| Error::Other(format!("backend {} of the postgres container not found in /proc", ready.backend_pid)))? as i32,
     };
     let backend = ProcWatch::start(backend_pid);

@@ -135,7 +135,7 @@ pub fn server_implementation(program: &Path) -> Implementation {
 /// directory, the fixture's settings included, then the postmaster in the
 /// server host; ready once it logs that it accepts connections.
 pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
-    if tb.docker.is_some() {
+    if tb.is_docker() {
         // docker-compose.yml's postgres: fixtures/postgres/kaspec.conf as its whole configuration.
         let server = Server::start(
             tb,

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn keepalive_on_a_lossy_path_needs_two_probes_and_n_times_v() {
-        use kaspec_harness::impair::Impairment;
+        use kaspec_harness::fault::impair::Impairment;
         let t = |n: u32| TcpConfig { keepalive: true, idle: Duration::from_secs(2), interval: Duration::from_secs(1), count: n, user_timeout: Duration::ZERO };
         let lossy = Impairment { rtt: Duration::ZERO, jitter: Duration::ZERO, loss_percent: 2.0, seed: 1 };
         assert_eq!(keepalive_on_impaired_path(&t(1), &lossy, "client", "s").level, Level::Info, "N = 1: one loss kills it");

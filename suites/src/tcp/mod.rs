@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::netns::Testbed;
+use kaspec_harness::testbed::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};

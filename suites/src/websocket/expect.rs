@@ -42,7 +42,7 @@ pub fn server_expectation(server: WsServer, hb: &Heartbeat, fault: FaultKind, la
 
 /// The client's expectation when only its own Pings make traffic and the
 /// path becomes `imp` at t0, `last_rx` (≤ 0) being its last frame before.
-pub fn own_heartbeat_expectation(w: &WebSocketConfig, imp: &kaspec_harness::impair::Impairment, last_rx: i64) -> Expectation {
+pub fn own_heartbeat_expectation(w: &WebSocketConfig, imp: &kaspec_harness::fault::impair::Impairment, last_rx: i64) -> Expectation {
     let (p, t) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64);
     let (lo, hi) = (ms_of(imp.min_rtt()) as i64, ms_of(imp.max_rtt()) as i64);
     if lo > t {

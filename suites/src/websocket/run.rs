@@ -96,7 +96,7 @@ pub(crate) fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, whi
 /// after its Ping, 100 ms after the client's silence limit L + P + T.
 pub(crate) fn run_false_positive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let w = WebSocketConfig { ping_interval: ctx.config.websocket.ping_interval, pong_timeout: FALSE_POSITIVE_T };
-    let imp = kaspec_harness::impair::Impairment { rtt: FALSE_POSITIVE_RTT, jitter: Duration::ZERO, loss_percent: 0.0, seed: 1 };
+    let imp = kaspec_harness::fault::impair::Impairment { rtt: FALSE_POSITIVE_RTT, jitter: Duration::ZERO, loss_percent: 0.0, seed: 1 };
     quiet_server_on_impaired_path(ctx, case, fault, w, imp, true)
 }
 
@@ -112,7 +112,7 @@ pub(crate) fn quiet_server_on_impaired_path(
     case: &CaseDef,
     fault: FaultKind,
     w: WebSocketConfig,
-    imp: kaspec_harness::impair::Impairment,
+    imp: kaspec_harness::fault::impair::Impairment,
     fixed: bool,
 ) -> Result<Vec<CaseResult>> {
     let tb = ctx.testbed_for("kaspec-ws-quiet")?;

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fault::Flow;
-use crate::netns::{Host, NsThread};
+use super::Flow;
+use crate::host::{Host, NsThread};
 use crate::{Error, Result};
 
 /// What the path does to packets.
@@ -63,9 +63,11 @@ impl Impairment {
         }
     }
 
-    /// The longest round trip this path gives a packet that is not lost.
+    /// The longest round trip this path gives a packet that is not lost
+    /// (saturating: a profile may give any duration, and `Duration`'s `+`
+    /// panics on overflow).
     pub fn max_rtt(&self) -> Duration {
-        self.rtt + self.jitter
+        self.rtt.saturating_add(self.jitter)
     }
 
     /// The shortest round trip.
@@ -429,5 +431,12 @@ mod tests {
         let imp = Impairment { rtt: Duration::from_millis(300), jitter: Duration::ZERO, loss_percent: 1.5, seed: 0 };
         assert_eq!(imp.describe(), "round trip +300 ms, loss 1.5% each way");
         assert_eq!(imp.max_rtt(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn max_rtt_saturates_instead_of_panicking_on_huge_values() {
+        let imp = Impairment { rtt: Duration::MAX, jitter: Duration::from_secs(1), loss_percent: 0.0, seed: 0 };
+        assert_eq!(imp.max_rtt(), Duration::MAX);
+        assert_eq!(imp.min_rtt(), Duration::MAX - Duration::from_secs(1));
     }
 }

@@ -78,3 +78,35 @@ pub fn assert_not_detected(r: &CaseResult, verdict: Verdict) {
 pub fn assert_quiet(r: &CaseResult) {
     assert_not_detected(r, Verdict::Informational);
 }
+
+// --- running one case ------------------------------------------------------
+
+pub fn run(id: &str, fault: FaultKind, sets: &[&str]) -> Vec<CaseResult> {
+    run_on(id, fault, sets, None)
+}
+
+/// Runs a case on a path with a NAT idle timeout (seconds), as `--network` gives.
+pub fn run_on(id: &str, fault: FaultKind, sets: &[&str], nat_secs: Option<u64>) -> Vec<CaseResult> {
+    let c = registry::all().into_iter().find(|c| c.id == id).expect("case exists");
+    let mut ctx = ctx(sets);
+    ctx.network.nat_idle_timeout = nat_secs.map(std::time::Duration::from_secs);
+    (c.run)(&ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
+}
+
+/// One client result: the connection stayed up (and that was the
+/// expectation), or it was detected inside the computed window.
+pub fn assert_kept_or_detected(r: &[CaseResult], kept: bool) {
+    assert_eq!(r.len(), 1);
+    if kept {
+        assert_not_detected(&r[0], Verdict::Pass);
+    } else {
+        assert_pass(&r[0]);
+    }
+}
+
+pub fn by<'a>(results: &'a [CaseResult], side_name: &str, implementation: &str) -> &'a CaseResult {
+    results
+        .iter()
+        .find(|r| r.side == side_name && r.peer.name.contains(implementation) || r.side == side_name && r.implementation.name.contains(implementation))
+        .unwrap_or_else(|| panic!("no {side_name} result against {implementation}"))
+}

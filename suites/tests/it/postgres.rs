@@ -10,11 +10,11 @@ use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
 use kaspec_suites::Ctx;
 
-mod common;
-use common::{assert_pass, assert_quiet, error, run_in as run, set, show, side};
+
+use crate::common::{assert_pass, assert_quiet, error, run_in as run, set, show, side};
 
 fn ctx() -> Ctx {
-    common::ctx(&[])
+    crate::common::ctx(&[])
 }
 
 /// When an event of the timeline happened (ms after the fault).

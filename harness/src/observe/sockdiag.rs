@@ -16,7 +16,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-use crate::netns::{Host, NsThread};
+use crate::host::{Host, NsThread};
 use crate::{Error, Result};
 
 /// How often the server-side observer dumps the sockets. Detection times on

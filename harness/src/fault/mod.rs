@@ -2,12 +2,31 @@
 //! stack: a drop inside an endpoint's namespace is reported to that endpoint's
 //! TCP as a local error (EPERM/ENOBUFS), which is not what a dead path looks
 //! like. A middle hop that silently drops or resets is.
+//!
+//! - this file: what a fault is ([`FaultKind`]), the flow it hits ([`Flow`]),
+//!   and the router's [`FaultPoint`] that applies and heals them, taking the
+//!   instant each is in force (detection latency counts from there);
+//! - `nft.rs`: the nftables rules of blackhole, reset and crash;
+//! - `signal.rs`: SIGSTOP / SIGKILL of the server process (freeze, crash);
+//! - [`impair`]: delay and loss (netem, or the userspace NFQUEUE engine).
+//!
+//! Below the testbed: a fault point knows the router host and the names of
+//! its links, not the testbed that built them.
+
+mod nft;
+mod signal;
+pub mod impair;
 
 use std::fmt;
 use std::net::SocketAddrV4;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::host::Host;
+use crate::{Error, Result};
+use impair::{Engine, Impairment};
 
 /// The faults of the netns testbed's nftables engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -129,26 +148,6 @@ impl FaultKind {
             _ => "nftables",
         }
     }
-
-    /// The nftables rules (for the `faults` chain) that realise this fault on
-    /// `flow`; none for faults of another engine.
-    pub fn nft_rules(self, flow: &Flow, tag: &str) -> Vec<String> {
-        let up = flow.match_up();
-        let down = flow.match_down();
-        let c = |what: &str| format!("comment \"kaspec {tag} {} {what}\"", self.name());
-        match self {
-            FaultKind::Blackhole | FaultKind::Crash => {
-                vec![format!("{up} counter drop {}", c("up")), format!("{down} counter drop {}", c("down"))]
-            }
-            FaultKind::BlackholeUp => vec![format!("{up} counter drop {}", c("up"))],
-            FaultKind::BlackholeDown => vec![format!("{down} counter drop {}", c("down"))],
-            FaultKind::Reset => vec![
-                format!("{up} counter reject with tcp reset {}", c("up")),
-                format!("{down} counter reject with tcp reset {}", c("down")),
-            ],
-            FaultKind::Freeze | FaultKind::NatExpiry | FaultKind::Delay | FaultKind::Loss | FaultKind::None => Vec::new(),
-        }
-    }
 }
 
 impl fmt::Display for FaultKind {
@@ -165,43 +164,6 @@ pub struct Flow {
     pub server: SocketAddrV4,
 }
 
-impl Flow {
-    fn match_up(&self) -> String {
-        let mut m = format!("ip saddr {} ip daddr {} tcp dport {}", self.client.ip(), self.server.ip(), self.server.port());
-        if self.client.port() != 0 {
-            m.push_str(&format!(" tcp sport {}", self.client.port()));
-        }
-        m
-    }
-
-    /// iptables match arguments for client -> server.
-    pub fn iptables_up(&self) -> Vec<String> {
-        let mut m = vec!["-p".into(), "tcp".into(), "-s".into(), self.client.ip().to_string(), "-d".into(), self.server.ip().to_string()];
-        m.extend(["--dport".into(), self.server.port().to_string()]);
-        if self.client.port() != 0 {
-            m.extend(["--sport".into(), self.client.port().to_string()]);
-        }
-        m
-    }
-
-    /// iptables match arguments for server -> client.
-    pub fn iptables_down(&self) -> Vec<String> {
-        let mut m = vec!["-p".into(), "tcp".into(), "-s".into(), self.server.ip().to_string(), "-d".into(), self.client.ip().to_string()];
-        m.extend(["--sport".into(), self.server.port().to_string()]);
-        if self.client.port() != 0 {
-            m.extend(["--dport".into(), self.client.port().to_string()]);
-        }
-        m
-    }
-
-    fn match_down(&self) -> String {
-        let mut m = format!("ip saddr {} ip daddr {} tcp sport {}", self.server.ip(), self.client.ip(), self.server.port());
-        if self.client.port() != 0 {
-            m.push_str(&format!(" tcp dport {}", self.client.port()));
-        }
-        m
-    }
-}
 
 /// A fault in force.
 #[derive(Debug, Clone)]
@@ -216,6 +178,164 @@ pub struct AppliedFault {
     pub in_force_at: Instant,
     /// The process a freeze stopped.
     pub pid: Option<u32>,
+}
+
+/// The router's fault point: the testbed's nftables table on the router's
+/// forward path, the impairment engine on its links, and the faults in
+/// force. [`heal`](Self::heal) undoes all of them.
+pub struct FaultPoint {
+    router: Host,
+    tag: String,
+    /// `kaspec_TAG`: the router's nftables table (its `faults` chain).
+    table: String,
+    /// The router's links towards the client and the server.
+    to_client: String,
+    to_server: String,
+    /// Kernel netem is available (else the NFQUEUE engine impairs).
+    netem: bool,
+    faults: Mutex<Vec<AppliedFault>>,
+    /// What the `delay` and `loss` faults do to the path.
+    impairment: Mutex<Option<(Impairment, Impairment)>>,
+    impaired: Mutex<Option<impair::Running>>,
+}
+
+impl FaultPoint {
+    /// The fault point of `router` (run `tag`), whose links towards client
+    /// and server are `to_client` and `to_server`. Nothing is created until
+    /// [`install`](Self::install).
+    pub fn new(router: &Host, tag: &str, table: &str, to_client: &str, to_server: &str) -> FaultPoint {
+        FaultPoint {
+            router: router.clone(),
+            tag: tag.into(),
+            table: table.into(),
+            to_client: to_client.into(),
+            to_server: to_server.into(),
+            netem: false,
+            faults: Mutex::new(Vec::new()),
+            impairment: Mutex::new(None),
+            impaired: Mutex::new(None),
+        }
+    }
+
+    /// Creates the fault table and its empty `faults` chain on the router's
+    /// forward hook.
+    pub fn install(&self) -> Result<()> {
+        self.router.nft(
+            "creating the fault table",
+            &format!(
+                "table inet {tb} {{\n  comment \"kaspec run {t}\"\n  chain faults {{\n    type filter hook forward priority 0; policy accept;\n  }}\n}}\n",
+                tb = self.table,
+                t = self.tag
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Whether the kernel's netem can be used (detected on the router).
+    pub fn set_netem(&mut self, netem: bool) {
+        self.netem = netem;
+    }
+
+    /// Sets what the `delay` and `loss` faults apply (else their defaults:
+    /// 300 ms round trip; 2% loss).
+    pub fn set_impairments(&self, delay: Impairment, loss: Impairment) {
+        *self.impairment.lock().unwrap_or_else(|p| p.into_inner()) = Some((delay, loss));
+    }
+
+    /// What `kind` (delay or loss) applies.
+    pub fn impairment_for(&self, kind: FaultKind) -> Option<Impairment> {
+        let set = *self.impairment.lock().unwrap_or_else(|p| p.into_inner());
+        let (delay, loss) = set.unwrap_or_else(impair::defaults);
+        match kind {
+            FaultKind::Delay => Some(delay),
+            FaultKind::Loss => Some(loss),
+            _ => None,
+        }
+    }
+
+    /// The impairment engine this kernel allows.
+    pub fn impair_engine(&self) -> Engine {
+        if self.netem {
+            Engine::Netem
+        } else {
+            Engine::Nfqueue
+        }
+    }
+
+    /// Applies `kind`: nftables faults to `flow` on the router's forward path,
+    /// `freeze` to the server process `server_pid`. Returns once the fault is
+    /// in force (rule committed, signal delivered); `in_force_at` is taken then.
+    pub fn apply(&self, kind: FaultKind, flow: &Flow, server_pid: Option<u32>) -> Result<AppliedFault> {
+        let rules = kind.nft_rules(flow, &self.tag);
+        let requested_at = Instant::now();
+        let mut engine = kind.engine().to_string();
+        match kind {
+            FaultKind::None => {}
+            FaultKind::Delay | FaultKind::Loss => {
+                let imp = self.impairment_for(kind).expect("delay and loss have an impairment");
+                let e = self.impair_engine();
+                let running = impair::start(e, &self.router, &self.to_client, &self.to_server, flow, &imp, &self.tag)?;
+                engine = format!("{} ({})", e.name(), imp.describe());
+                if let Some(old) = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).replace(running) {
+                    old.stop()?;
+                }
+            }
+            FaultKind::NatExpiry => {
+                return Err(Error::Other("nat-expiry is a property of the testbed (Testbed::with_nat), not a fault applied at an instant".into()))
+            }
+            FaultKind::Freeze => {
+                let pid = server_pid.ok_or_else(|| Error::Other("freeze needs the server's process".into()))?;
+                signal::freeze(pid)?;
+            }
+            _ => {
+                let script: String = rules.iter().map(|r| format!("add rule inet {} faults {r}\n", self.table)).collect();
+                self.router.nft(&format!("applying fault {kind} on {}", self.router.ns), &script)?;
+                if kind == FaultKind::Crash {
+                    // Only now, with the path dead, may the server's kernel close its sockets.
+                    let pid = server_pid.ok_or_else(|| Error::Other("crash needs the server's process".into()))?;
+                    signal::crash(pid)?;
+                }
+            }
+        }
+        let in_force_at = Instant::now();
+        let applied = AppliedFault { kind, engine, rules, requested_at, in_force_at, pid: server_pid };
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(applied.clone());
+        Ok(applied)
+    }
+
+    /// Removes every fault rule: the path works again.
+    /// Every step runs even when one fails (a frozen server is always
+    /// continued); the first error is returned.
+    pub fn heal(&self) -> Result<Instant> {
+        let flushed = self.router.nft("healing the path", &format!("flush chain inet {} faults\n", self.table)).map(|_| ());
+        let stopped = self.stop_impairment();
+        for f in self.faults.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            if let (FaultKind::Freeze, Some(pid)) = (f.kind, f.pid) {
+                signal::thaw(pid);
+            }
+        }
+        flushed.and(stopped).map(|_| Instant::now())
+    }
+
+    /// Stops the impairment engine, if one runs.
+    pub fn stop_impairment(&self) -> Result<()> {
+        let running = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).take();
+        running.map_or(Ok(()), |r| r.stop())
+    }
+
+    /// After a case watched a `delay` or `loss` fault: an error if the
+    /// impairment engine stopped working meanwhile (its result would not be
+    /// a measurement of that path), else what it did (for the timeline).
+    pub fn impairment_report(&self) -> Result<Option<String>> {
+        let guard = self.impaired.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            None => Ok(None),
+            Some(r) => match r.failure() {
+                Some(why) => Err(Error::Other(format!("{why}: the measurement is not of the impaired path"))),
+                None => Ok(Some(r.summary())),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

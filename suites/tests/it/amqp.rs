@@ -12,8 +12,8 @@ use kaspec_harness::report::CaseResult;
 use kaspec_suites::Ctx;
 use std::path::PathBuf;
 
-mod common;
-use common::{assert_not_detected as assert_quiet, assert_pass, ctx, run_in as run, show, side};
+
+use crate::common::{assert_not_detected as assert_quiet, assert_pass, ctx, run_in as run, show, side};
 
 fn error_of(r: &CaseResult) -> &str {
     r.error.as_deref().unwrap_or_default()

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::expect::{ms, Verdict, TOLERANCE_MS};
-use crate::render::esc;
+use super::html::esc;
 use crate::report::{CaseResult, Report};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -287,5 +287,23 @@ mod tests {
         let d = diff(&rep(vec![res("a", Verdict::Fail, Some(3000))]), &rep(vec![res("a", Verdict::Pass, Some(1500))]));
         assert_eq!(d.len(), 2);
         assert!(d.iter().all(|c| !c.is_regression()));
+    }
+
+    #[test]
+    fn a_report_of_another_schema_version_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("kaspec-compare-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ok, future) = (dir.join("ok.json"), dir.join("future.json"));
+        let r = rep(vec![res("tcp/x/1", Verdict::Pass, Some(1000))]);
+        r.write_json(&ok).unwrap();
+        assert_eq!(Report::read_json(&ok).unwrap().results.len(), 1);
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ok).unwrap()).unwrap();
+        v["schema_version"] = 999.into();
+        v["results"] = "a shape this kaspec does not know".into();
+        std::fs::write(&future, v.to_string()).unwrap();
+        let e = Report::read_json(&future).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(e.contains("future.json") && e.contains("version 999") && e.contains("reads schema version 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,7 +6,7 @@
 //! both testbeds, their detection times are compared, and
 //! `stack.sh down --purge` takes everything away again.
 //! Needs root, docker.io, docker-compose, debootstrap and rsync
-//! (fixtures/bootstrap.sh installs them).
+//! (`fixtures/bootstrap.sh --docker` installs them).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::process::Command;
 use kaspec_harness::report::{CaseResult, Report};
 
 /// A representative subset of the docker testbed's cases
-/// (suites/src/docker.rs): each protocol's basic detection case, and a case
+/// (the cases whose row runs on a compose service): each protocol's basic detection case, and a case
 /// whose run filters the servers down to the compose stack's.
 const CASES: [&str; 7] = [
     "tcp/rfc1122-4.2.3.6/1",
@@ -152,7 +152,7 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
     // Nothing of kaspec's left by the runs themselves.
     let (_, out) = sh("ip", &["netns", "list"]);
     assert!(!out.contains("kaspec-"), "namespaces left: {out}");
-    let claims: Vec<_> = std::fs::read_dir(kaspec_harness::docker::CLAIM_DIR).into_iter().flatten().flatten().collect();
+    let claims: Vec<_> = std::fs::read_dir(kaspec_harness::testbed::docker::CLAIM_DIR).into_iter().flatten().flatten().collect();
     assert!(claims.is_empty(), "router address claims left: {claims:?}");
     // The kernel removes a deleted namespace's veths asynchronously.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

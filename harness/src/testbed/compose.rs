@@ -5,7 +5,7 @@
 //!
 //! The path itself is the netns testbed's: a client namespace and a router
 //! namespace of ours, the router's server-side link plugged into the compose
-//! network's bridge (see [`crate::netns::Testbed::docker`]). Faults are
+//! network's bridge (see [`super::Testbed::docker`] and [`super::docker`]). Faults are
 //! applied on the router's forward path, between the client and the
 //! container, never on the container's own stack.
 
@@ -419,9 +419,6 @@ pub fn host_pid(main: u32, inner: i32) -> Option<u32> {
         (last == inner && std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()? == ns).then_some(pid)
     })
 }
-
-/// Where router address claims live: one file per address (its run tag).
-pub const CLAIM_DIR: &str = "/run/kaspec/addr";
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,130 @@
+//! The harness's integration tests: one binary (try not to add more —
+//! every binary links the harness again). Real namespaces, real processes:
+//! needs root (CAP_NET_ADMIN), `ip` and `nft` (fixtures/bootstrap.sh). Only
+//! the harness is used here; tests that need a case of the suites or a
+//! kaspec-serve binary are in suites/tests.
+//!
+//! Index:
+//! - `testbed`: a testbed leaves nothing behind — dropped, or unwound by a
+//!   panicking case.
+//! - `fault`: a fault that cannot be applied is a hard error naming the
+//!   router, never a verdict.
+//! - `server`: a server that does not start is a harness error with its log
+//!   tail; a missing server binary is named with its package.
+//! - `observe`: the release observer reads the flow's socket on both hosts.
+
+use std::path::PathBuf;
+
+/// Where the tests' testbeds write their server logs.
+fn run_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs")
+}
+
+mod testbed {
+    use super::run_dir;
+
+    fn namespaces_with(tag: &str) -> Vec<String> {
+        kaspec_harness::cleanup::existing_namespaces().into_iter().filter(|n| n.contains(tag)).collect()
+    }
+
+    #[test]
+    fn testbed_drop_removes_namespaces_and_processes() {
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::new(&dir).unwrap();
+        let tag = tb.tag.clone();
+        assert_eq!(namespaces_with(&tag).len(), 3);
+        let mut sleeper = tb.server.command("sleep", &tag).unwrap().arg("600").spawn().unwrap();
+        assert_eq!(kaspec_harness::cleanup::pids_in(&tb.server.ns), vec![sleeper.id() as i32]);
+        drop(tb);
+        assert!(namespaces_with(&tag).is_empty());
+        let status = sleeper.wait().unwrap();
+        assert!(!status.success(), "the process in the namespace was stopped");
+    }
+
+    #[test]
+    fn testbed_is_removed_when_a_case_panics() {
+        let dir = run_dir();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = std::thread::spawn(move || {
+            let tb = kaspec_harness::testbed::Testbed::new(&dir).unwrap();
+            tx.send(tb.tag.clone()).unwrap();
+            panic!("a case blew up");
+        })
+        .join();
+        assert!(r.is_err());
+        let tag = rx.recv().unwrap();
+        assert!(namespaces_with(&tag).is_empty(), "left: {:?}", namespaces_with(&tag));
+    }
+}
+
+mod fault {
+    use super::run_dir;
+    use kaspec_harness::fault::FaultKind;
+
+    #[test]
+    fn faults_are_hard_errors_when_they_cannot_apply() {
+        // A flow nft cannot express (port 0 on the server side is fine; a
+        // missing table is not): remove the table behind the testbed's back.
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::new(&dir).unwrap();
+        let table = format!("kaspec_{}", tb.tag);
+        kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "delete", "table", "inet", &table], None).unwrap();
+        let flow = kaspec_harness::fault::Flow { client: "198.18.0.2:40000".parse().unwrap(), server: "198.19.0.2:7000".parse().unwrap() };
+        let err = tb.apply_fault(FaultKind::Blackhole, &flow, None).unwrap_err().to_string();
+        assert!(err.contains("applying fault blackhole") && err.contains(&tb.router.ns), "{err}");
+    }
+}
+
+mod server {
+    use super::run_dir;
+
+    #[test]
+    fn a_server_that_does_not_start_is_a_harness_error_with_its_log_tail() {
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::new(&dir).unwrap();
+        let spec = kaspec_harness::server::ServerSpec {
+            name: "broken".into(),
+            program: "sh".into(),
+            args: vec!["-c".into(), "echo 'Error: unable to open config'; exit 3".into()],
+            addr: "198.19.0.2:9".parse().unwrap(),
+            ready_within: std::time::Duration::from_secs(3),
+            ..Default::default()
+        };
+        let err = kaspec_harness::server::Server::start(&tb, &spec).err().expect("must not start").to_string();
+        assert!(err.contains("server broken did not become ready") && err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("unable to open config"), "log tail: {err}");
+    }
+
+    #[test]
+    fn a_missing_server_binary_is_named_with_its_package() {
+        let err = kaspec_harness::caps::require_program("no-such-broker", "no-such-package").unwrap_err().to_string();
+        assert!(err.contains("no-such-broker") && err.contains("apt-get install no-such-package"), "{err}");
+    }
+}
+
+mod observe {
+    use std::net::{SocketAddr, SocketAddrV4};
+
+    use super::run_dir;
+    use kaspec_harness::observe::release::releases;
+
+    #[test]
+    fn releases_reads_the_flow_on_both_hosts() {
+        let tb = kaspec_harness::testbed::Testbed::new(&run_dir()).unwrap();
+        let server: SocketAddrV4 = "198.19.0.2:7100".parse().unwrap();
+        let listener = tb.server.run(move || std::net::TcpListener::bind(server)).unwrap().unwrap();
+        let client = tb.client.run(move || std::net::TcpStream::connect(server)).unwrap().unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let SocketAddr::V4(local) = client.local_addr().unwrap() else { panic!("IPv4") };
+        let open = releases(&tb, local, server);
+        let (c, s) = (open.client.expect("client side read"), open.server.expect("server side read"));
+        assert_eq!((c.state.as_str(), c.clean), ("ESTABLISHED", false), "{c:?}");
+        assert_eq!((s.state.as_str(), s.clean), ("ESTABLISHED", false), "{s:?}");
+        drop(client);
+        drop(accepted);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let closed = releases(&tb, local, server);
+        assert!(closed.client.as_ref().is_some_and(|r| r.clean), "{closed:?}");
+        assert!(closed.server.as_ref().is_some_and(|r| r.clean), "{closed:?}");
+    }
+}

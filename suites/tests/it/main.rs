@@ -1,0 +1,30 @@
+//! kaspec-suites' one integration-test binary: every case runs for real,
+//! with short timings — real servers in the server namespace, a real client
+//! in the client namespace, faults committed on the router. Each test
+//! asserts what the configuration predicts: the measured detection falls in
+//! the computed window or, for the informational cases, does not happen.
+//! Needs root (network namespaces) and the servers `fixtures/bootstrap.sh`
+//! installs. Try not to add another binary: add a module here.
+//!
+//! Index:
+//! - [`common`]: a context like a run's, running one case, assertions.
+//! - [`tcp`]: TCP keep-alive, keep-alive off, TCP_USER_TIMEOUT, half-open, NAT.
+//! - [`mqtt`]: rumqttc vs Mosquitto Keep Alive, idle and through a NAT.
+//! - [`websocket`]: heartbeats vs our server and Python `websockets`.
+//! - [`grpc`]: tonic HTTP/2 keep-alive vs our tonic server and grpcio.
+//! - [`paths`]: what several protocols share (crash without FIN, slow and
+//!   lossy paths).
+//! - [`postgres`]: tokio-postgres vs a shared PostgreSQL.
+//! - [`amqp`]: lapin vs shared RabbitMQ nodes.
+//!
+//! The testbed's own hygiene (drop, panic, clean) is tested with the
+//! harness (harness/tests/harness.rs).
+
+mod amqp;
+mod common;
+mod grpc;
+mod mqtt;
+mod paths;
+mod postgres;
+mod tcp;
+mod websocket;
