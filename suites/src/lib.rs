@@ -46,3 +46,34 @@ pub mod websocket;
 pub use case::CaseDef;
 pub use config::Config;
 pub use ctx::Ctx;
+
+/// The layout rules of issue 12, checked on every test run: the modules
+/// form a DAG, only the registry imports a protocol folder, and files stay
+/// small enough to read.
+#[cfg(test)]
+mod layout_tests {
+    use std::path::{Path, PathBuf};
+
+    fn src() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    }
+
+    #[test]
+    fn suites_modules_import_each_other_without_cycles() {
+        kaspec_harness::layout::assert_import_dag(&src(), "kaspec_suites");
+    }
+
+    #[test]
+    fn only_the_registry_imports_a_protocol() {
+        let graph = kaspec_harness::layout::import_graph(&src(), "kaspec_suites");
+        for p in crate::registry::PROTOCOLS {
+            let importers: Vec<&String> = graph.iter().filter(|(_, to)| to.contains(p.name)).map(|(from, _)| from).collect();
+            assert_eq!(importers, vec!["registry"], "{} is imported by {importers:?}", p.name);
+        }
+    }
+
+    #[test]
+    fn no_source_file_is_over_600_lines() {
+        kaspec_harness::layout::assert_file_sizes(&src(), 600, &[]);
+    }
+}
