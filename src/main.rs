@@ -32,9 +32,9 @@ enum Command {
     Run {
         /// Case id prefixes, e.g. `mqtt/` or `tcp/rfc1122-4.2.3.6/1`.
         prefixes: Vec<String>,
-        /// Fault to apply: blackhole, blackhole-up, blackhole-down, reset, or
-        /// all. Repeatable. Default: blackhole and reset.
-        #[arg(long = "fault", value_name = "NAME")]
+        /// Fault to apply, or `all`. Repeatable. Default: blackhole and reset
+        /// (`--help` lists every fault).
+        #[arg(long = "fault", value_name = "NAME", long_help = fault_help())]
         faults: Vec<String>,
         /// A TOML client profile (see fixtures/profiles/).
         #[arg(long, value_name = "FILE")]
@@ -44,8 +44,9 @@ enum Command {
         /// loss the delay and loss faults.
         #[arg(long, value_name = "FILE")]
         network: Option<PathBuf>,
-        /// Override one key, e.g. `--set tcp.idle=3s`. Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        /// Override one key, e.g. `--set tcp.idle=3s`. Repeatable (`--help`
+        /// lists every key).
+        #[arg(long = "set", value_name = "KEY=VALUE", long_help = set_help())]
         sets: Vec<String>,
         /// Write report.json, report.md, report.html and junit.xml here
         /// (default reports/<run-id>, with reports/latest pointing at it).
@@ -86,6 +87,10 @@ enum Command {
     /// List cases with their spec references.
     List {
         prefixes: Vec<String>,
+        /// Print the whole catalogue (every case, its quoted sentence,
+        /// faults and testbeds) as Markdown: docs/cases.md.
+        #[arg(long, conflicts_with = "prefixes")]
+        markdown: bool,
     },
     /// Review a client profile (against a network profile), rule by rule with
     /// sources, then measure what can confirm each finding. Exit status 1
@@ -97,8 +102,8 @@ enum Command {
         /// The network it runs on (TOML, see fixtures/networks/).
         #[arg(long, value_name = "FILE")]
         network: Option<PathBuf>,
-        /// Override one key of the profile. Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        /// Override one key of the profile. Repeatable (`--help` lists every key).
+        #[arg(long = "set", value_name = "KEY=VALUE", long_help = set_help())]
         sets: Vec<String>,
         /// Write validate.json and validate.md here (default reports/validate-<run-id>).
         #[arg(long, value_name = "DIR")]
@@ -125,7 +130,7 @@ fn main() {
         }
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
-        Command::List { prefixes } => list(&prefixes),
+        Command::List { prefixes, markdown } => list(&prefixes, markdown),
         Command::Clean => clean(),
         Command::Serve { args } => kaspec_suites::peers::main(&args),
     };
@@ -146,7 +151,29 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
     2
 }
 
-fn list(prefixes: &[String]) -> i32 {
+/// `--fault`'s long help: every fault, from the code that applies them.
+fn fault_help() -> String {
+    let mut h = String::from("Fault to apply, or `all` (every one below). Repeatable. Default: blackhole and reset.\n");
+    for f in FaultKind::ALL {
+        h.push_str(&format!("\n  {:<15} {}", f.name(), f.description()));
+    }
+    h
+}
+
+/// `--set`'s long help: every key, from the table that parses them.
+fn set_help() -> String {
+    let mut h = String::from("Override one key, e.g. `--set tcp.idle=3s`. Repeatable. Keys (default):\n");
+    for k in kaspec_suites::config::KEYS {
+        h.push_str(&format!("\n  {:<30} {} ({})", k.name, k.doc, if k.default.is_empty() { "unset" } else { k.default }));
+    }
+    h
+}
+
+fn list(prefixes: &[String], markdown: bool) -> i32 {
+    if markdown {
+        print!("{}", kaspec_suites::catalog::markdown());
+        return 0;
+    }
     let cases = match registry::select(prefixes) {
         Ok(c) => c,
         Err(e) => return bad_input(e),

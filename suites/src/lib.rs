@@ -23,6 +23,7 @@
 
 pub mod amqp;
 pub mod case;
+pub mod catalog;
 pub mod config;
 pub mod ctx;
 pub mod deviations;
