@@ -326,6 +326,7 @@ fn context(
         fixtures,
         serve: ServeCommand { program, args: vec!["serve".into()] },
         deviations,
+        shift_window_ms: 0,
         network: network.unwrap_or_default(),
         shared: Default::default(),
         docker: stack,

@@ -30,6 +30,7 @@ pub mod caps;
 pub mod cleanup;
 pub mod cmd;
 pub mod expect;
+pub mod judge;
 pub mod fault;
 pub mod host;
 pub mod layout;

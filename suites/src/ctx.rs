@@ -26,6 +26,9 @@ pub struct Ctx {
     pub fixtures: PathBuf,
     pub serve: ServeCommand,
     pub deviations: Vec<Deviation>,
+    /// Test-only: shift every window by this many ms before judging, to show
+    /// that a verdict can fail (0 in every real run).
+    pub shift_window_ms: i64,
     /// The path (`--network`); its NAT idle timeout drives the nat-expiry cases.
     pub network: crate::network::NetworkProfile,
     /// Servers started once per run and shared by its cases (RabbitMQ, PostgreSQL).
@@ -35,7 +38,18 @@ pub struct Ctx {
     pub docker: Option<kaspec_harness::testbed::compose::Stack>,
 }
 
+/// What the judge gets besides one observation: the documented deviations
+/// and the test-only window shift.
+pub struct Judging<'a> {
+    pub deviations: &'a [Deviation],
+    pub shift_ms: i64,
+}
+
 impl Ctx {
+    pub fn judging(&self) -> Judging<'_> {
+        Judging { deviations: &self.deviations, shift_ms: self.shift_window_ms }
+    }
+
     /// What `delay` and `loss` apply: the network profile's round trip,
     /// jitter and loss where it sets them, else the defaults (300 ms; 2%).
     pub fn impairments(&self) -> (kaspec_harness::fault::impair::Impairment, kaspec_harness::fault::impair::Impairment) {

@@ -1,18 +1,26 @@
 //! How one run's measurements become results: each side's expectation,
-//! detection instant and error, judged and labelled with the case, the
-//! fault and the run's timeline.
+//! detection instant, error and observed facts go to the judge
+//! ([`kaspec_harness::judge`]) with that side's measured error budget, and
+//! come back labelled with the case, the fault and the run's timeline. No
+//! verdict is decided here.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kaspec_harness::expect::{judge, Expectation, TOLERANCE_MS};
-use kaspec_harness::fault::FaultKind;
+use kaspec_harness::expect::{Budget, Expectation};
+use kaspec_harness::fault::{AppliedFault, FaultKind};
+use kaspec_harness::judge::{judge, Judged, Observation};
 use kaspec_harness::observe::SocketClosed;
-use kaspec_harness::report::{CaseResult, Event, Implementation};
+use kaspec_harness::report::{CaseResult, Event, Implementation, Release};
+use kaspec_harness::{Error, Result};
 
 use crate::case::CaseDef;
-use crate::deviations::Deviation;
+use crate::ctx::Judging;
 use crate::model::rel_ms;
+
+/// A library's own event (an error returned, a callback) is timestamped by
+/// the thread it wakes, to the millisecond the result is truncated to.
+pub const LIBRARY_EVENT_MS: u64 = 1;
 
 /// One side's measurement, before judging.
 pub struct SideOutcome {
@@ -23,6 +31,12 @@ pub struct SideOutcome {
     pub detected_at: Option<Instant>,
     pub error: Option<String>,
     pub deadline_ms: u64,
+    /// The observer's resolution for this side (see [`Budget`]).
+    pub observer_ms: u64,
+    /// Observed values of the expectation's requirements.
+    pub facts: BTreeMap<String, String>,
+    /// This side's end of the flow, where the release axis applies.
+    pub release: Option<Release>,
 }
 
 /// One side's measurement, for [`RunFacts::both_sides`].
@@ -31,17 +45,40 @@ pub struct Side {
     pub detected_at: Option<Instant>,
     pub error: Option<String>,
     pub deadline_ms: u64,
+    pub observer_ms: u64,
+    pub facts: BTreeMap<String, String>,
 }
 
 impl Side {
+    /// A side whose detection is its library's own event.
+    pub fn library(expected: Expectation, detected_at: Option<Instant>, error: Option<String>, deadline_ms: u64) -> Side {
+        Side { expected, detected_at, error, deadline_ms, observer_ms: LIBRARY_EVENT_MS, facts: BTreeMap::new() }
+    }
+
     /// A side whose detection is its socket leaving ESTABLISHED (sock_diag).
     pub fn from_socket(expected: Expectation, closed: Option<SocketClosed>, deadline_ms: u64, whose: &str) -> Side {
+        let error = closed.as_ref().map(|c| format!("{whose} socket left ESTABLISHED: {}", c.state));
+        Side::observed(expected, closed.as_ref(), error, deadline_ms)
+    }
+
+    /// A side whose detection is its socket's close (sock_diag), with the
+    /// error text the case puts together.
+    pub fn observed(expected: Expectation, closed: Option<&SocketClosed>, error: Option<String>, deadline_ms: u64) -> Side {
         Side {
             expected,
-            detected_at: closed.as_ref().map(|c| c.at),
-            error: closed.map(|c| format!("{whose} socket left ESTABLISHED: {}", c.state)),
+            detected_at: closed.map(|c| c.at),
+            error,
             deadline_ms,
+            observer_ms: closed.map(|c| c.resolution_ms()).unwrap_or(kaspec_harness::observe::POLL_PERIOD.as_millis() as u64),
+            facts: BTreeMap::new(),
         }
+    }
+
+    /// This side, with `what` observed as `value` (for the expectation's
+    /// requirements).
+    pub fn with_fact(mut self, what: impl Into<String>, value: impl Into<String>) -> Side {
+        self.facts.insert(what.into(), value.into());
+        self
     }
 }
 
@@ -50,6 +87,9 @@ pub struct RunFacts<'a> {
     pub case: &'a CaseDef,
     pub fault: FaultKind,
     pub engine: String,
+    /// How long the fault took from its request to being in force (the
+    /// budget's first term).
+    pub commit_ms: u64,
     pub config: BTreeMap<String, String>,
     pub t0: Instant,
     /// Events before judging (last activity, probes seen, ...).
@@ -61,6 +101,11 @@ pub struct RunFacts<'a> {
 /// The flow's sockets at the end of a case (the second verdict axis).
 pub use kaspec_harness::observe::release::{releases, Releases};
 
+/// The commit term of a fault applied at an instant.
+pub fn commit_ms(applied: &AppliedFault) -> u64 {
+    (applied.in_force_at - applied.requested_at).as_micros().div_ceil(1000) as u64
+}
+
 impl RunFacts<'_> {
     /// The client's and the server's results of one run.
     pub fn both_sides(
@@ -69,87 +114,69 @@ impl RunFacts<'_> {
         server_impl: Implementation,
         client: Side,
         mut server: Side,
-        deviations: &[Deviation],
-    ) -> Vec<CaseResult> {
+        judging: &Judging<'_>,
+    ) -> Result<Vec<CaseResult>> {
         let crashed = self.fault == FaultKind::Crash;
         if crashed {
             // The server's socket closed because its process was killed: that
             // is the crash itself, not a detection.
             server = Side {
-                expected: Expectation::not_detected("the server crashed: nothing is left on that side to detect anything", server.expected.spec),
+                expected: Expectation::not_applicable("the server crashed: nothing is left on that side to detect anything", server.expected.spec),
                 detected_at: None,
                 error: Some("server process killed after the path was blackholed; its kernel's FIN/RST died at the router".into()),
-                deadline_ms: server.deadline_ms,
+                ..server
             };
         }
-        let mut out = vec![
-            self.result(
-                SideOutcome {
-                    side: "client",
-                    implementation: client_impl.clone(),
-                    peer: server_impl.clone(),
-                    expected: client.expected,
-                    detected_at: client.detected_at,
-                    error: client.error,
-                    deadline_ms: client.deadline_ms,
-                },
-                deviations,
-            ),
-            self.result(
-                SideOutcome {
-                    side: "server",
-                    implementation: server_impl,
-                    peer: client_impl,
-                    expected: server.expected,
-                    detected_at: server.detected_at,
-                    error: server.error,
-                    deadline_ms: server.deadline_ms,
-                },
-                deviations,
-            ),
-        ];
-        // The client's end counts once its library reported the failure
-        // (otherwise kaspec closed it at the end of the case) and only where
-        // the snapshot was taken before kaspec closed it; the server's end
-        // always, unless the server was killed.
-        // A live peer (delay, loss) or a frozen one keeps its end open by
-        // design: the axis does not apply.
+        // The release axis: a live peer (delay, loss) or a frozen one keeps
+        // its end open by design, and the axis does not apply. The client's
+        // end counts once its library reported the failure (otherwise kaspec
+        // closed it at the end of the case); the server's end always, unless
+        // the server was killed.
         let applies = !self.fault.peer_alive() && self.fault != FaultKind::Freeze;
-        if applies && out[0].detected {
-            out[0].release = self.release.client.clone();
-        }
-        if applies && !crashed {
-            out[1].release = self.release.server.clone();
-        }
-        out
+        let client_release = self.release.client.clone().filter(|_| applies && client.detected_at.is_some());
+        let server_release = self.release.server.clone().filter(|_| applies && !crashed);
+        Ok(vec![
+            self.result(self.outcome("client", client_impl.clone(), server_impl.clone(), client, client_release), judging)?,
+            self.result(self.outcome("server", server_impl, client_impl, server, server_release), judging)?,
+        ])
     }
 
     /// The result of a case that judges the client side only.
-    pub fn client_only(
-        &self,
-        implementation: Implementation,
-        peer: Implementation,
-        client: Side,
-        deviations: &[Deviation],
-    ) -> Vec<CaseResult> {
-        vec![self.result(
-            SideOutcome {
-                side: "client",
-                implementation,
-                peer,
-                expected: client.expected,
-                detected_at: client.detected_at,
-                error: client.error,
-                deadline_ms: client.deadline_ms,
-            },
-            deviations,
-        )]
+    pub fn client_only(&self, implementation: Implementation, peer: Implementation, client: Side, judging: &Judging<'_>) -> Result<Vec<CaseResult>> {
+        Ok(vec![self.result(self.outcome("client", implementation, peer, client, None), judging)?])
     }
 
-    /// Judges one side and builds its result.
-    pub fn result(&self, o: SideOutcome, deviations: &[Deviation]) -> CaseResult {
-        let detection_ms = o.detected_at.map(|t| rel_ms(self.t0, t).max(0) as u64);
-        let j = judge(&o.expected, detection_ms, o.deadline_ms);
+    fn outcome(&self, side: &'static str, implementation: Implementation, peer: Implementation, s: Side, release: Option<Release>) -> SideOutcome {
+        SideOutcome {
+            side,
+            implementation,
+            peer,
+            expected: s.expected,
+            detected_at: s.detected_at,
+            error: s.error,
+            deadline_ms: s.deadline_ms,
+            observer_ms: s.observer_ms,
+            facts: s.facts,
+            release,
+        }
+    }
+
+    /// Judges one side and builds its result. A detection before the fault
+    /// was requested is a harness error.
+    pub fn result(&self, mut o: SideOutcome, judging: &Judging<'_>) -> Result<CaseResult> {
+        if judging.shift_ms != 0 {
+            let s = |v: u64| (v as i64 + judging.shift_ms).max(0) as u64;
+            o.expected.min_ms = o.expected.min_ms.map(s);
+            o.expected.max_ms = o.expected.max_ms.map(s);
+            o.expected.formula = format!("{} [shifted by {:+} ms for a test]", o.expected.formula, judging.shift_ms);
+        }
+        let budget = Budget { fault_commit_ms: self.commit_ms, observer_ms: o.observer_ms };
+        let detection = o.detected_at.map(|t| rel_ms(self.t0, t));
+        let obs = Observation { detection_ms: detection, deadline_ms: o.deadline_ms, facts: o.facts, release: o.release.clone(), budget };
+        let j: Judged = judge(&o.expected, &obs).map_err(|e| Error::Other(format!("{} {} side: {e}", self.case.id, o.side)))?;
+        // A detection within the fault's commit is shown at 0: it happened
+        // while the rule was being committed.
+        let detection_ms = detection.map(|d| d.max(0) as u64);
         let mut timeline: Vec<(Instant, String)> = self.timeline.clone();
         timeline.push((self.t0, format!("fault {} in force", self.fault)));
         if let Some(t) = o.detected_at {
@@ -157,9 +184,23 @@ impl RunFacts<'_> {
         }
         timeline.sort_by_key(|(t, _)| *t);
         let known_deviation = (j.verdict == kaspec_harness::expect::Verdict::Fail)
-            .then(|| crate::deviations::explain(deviations, self.case.id, o.side, &o.implementation.name, &o.expected, detection_ms))
+            .then(|| {
+                crate::deviations::explain(
+                    judging.deviations,
+                    &crate::deviations::Seen {
+                        case: self.case.id,
+                        side: o.side,
+                        implementation: &o.implementation.name,
+                        fault: self.fault.name(),
+                        error: o.error.as_deref(),
+                        budget_ms: budget.total_ms(),
+                    },
+                    &o.expected,
+                    detection_ms,
+                )
+            })
             .flatten();
-        CaseResult {
+        Ok(CaseResult {
             case: self.case.id.to_string(),
             protocol: self.case.protocol.to_string(),
             description: self.case.description.to_string(),
@@ -173,16 +214,21 @@ impl RunFacts<'_> {
             detected: detection_ms.is_some(),
             detection_ms,
             deadline_ms: o.deadline_ms,
+            window_width_ms: o.expected.width_ms(),
             expected: o.expected,
-            tolerance_ms: TOLERANCE_MS,
+            budget,
+            tolerance_ms: None,
             verdict: j.verdict,
             verdict_detail: j.detail,
+            checks: j.checks,
             known_deviation,
             error: o.error,
             timeline: timeline.into_iter().map(|(t, what)| Event { t_ms: rel_ms(self.t0, t), what }).collect(),
             repeat: None,
-            release: None,
-        }
+            release: o.release,
+            release_verdict: j.release,
+            release_detail: j.release_detail,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kaspec_harness::expect::{Expectation, Level, Verdict};
+use kaspec_harness::expect::Expectation;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::{CaseResult, Environment, Implementation, Report, RunError, SCHEMA_VERSION};
 
@@ -25,6 +25,7 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
     let reason = reason.unwrap_or_else(|| {
         format!("fault {fault} does not apply to this case (it takes: {})", case.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "))
     });
+    let j = kaspec_harness::judge::unsupported(reason.clone());
     CaseResult {
         case: case.id.into(),
         protocol: case.protocol.into(),
@@ -39,15 +40,20 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
         detected: false,
         detection_ms: None,
         deadline_ms: 0,
-        expected: Expectation { min_ms: None, max_ms: None, formula: reason.clone(), spec: case.spec.into(), level: Level::Info },
-        tolerance_ms: 0,
-        verdict: Verdict::Unsupported,
-        verdict_detail: reason,
+        expected: Expectation::either(reason, case.spec),
+        budget: Default::default(),
+        tolerance_ms: None,
+        window_width_ms: None,
+        verdict: j.verdict,
+        verdict_detail: j.detail,
+        checks: Vec::new(),
         known_deviation: None,
         error: None,
         timeline: Vec::new(),
         repeat: None,
         release: None,
+        release_verdict: None,
+        release_detail: None,
     }
 }
 
@@ -135,6 +141,7 @@ pub fn run(
         },
         command,
         environment,
+        stale_deviations: crate::deviations::stale(&ctx.deviations, &results),
         results,
         errors,
     }

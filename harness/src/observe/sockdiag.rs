@@ -177,6 +177,17 @@ pub struct SocketClosed {
     pub at: Instant,
     /// The state it was last seen in (`gone` when it left the table).
     pub state: String,
+    /// When the dump before it (which still saw the connection open)
+    /// started: the close happened between `seen_open_at` and `at`.
+    pub seen_open_at: Instant,
+}
+
+impl SocketClosed {
+    /// The observer's resolution for this close: the interval in which it
+    /// happened (poll period + the dump's own time), rounded up to a ms.
+    pub fn resolution_ms(&self) -> u64 {
+        (self.at - self.seen_open_at).as_micros().div_ceil(1000) as u64
+    }
 }
 
 /// Watches one connection from inside a host: reports the first dump in
@@ -228,14 +239,16 @@ impl SocketWatch {
                     return Err(e);
                 }
             }
+            let mut seen_open_at = Instant::now();
             while !stop2.load(Ordering::Relaxed) {
                 std::thread::sleep(POLL_PERIOD);
+                let started = Instant::now();
                 let state = find(&mut diag)?;
                 let at = Instant::now();
                 match state {
-                    Some(1) | Some(8) => continue,
-                    Some(s) => return Ok(Some(SocketClosed { at, state: tcp_state_name(s).into() })),
-                    None => return Ok(Some(SocketClosed { at, state: "gone".into() })),
+                    Some(1) | Some(8) => seen_open_at = started,
+                    Some(s) => return Ok(Some(SocketClosed { at, state: tcp_state_name(s).into(), seen_open_at })),
+                    None => return Ok(Some(SocketClosed { at, state: "gone".into(), seen_open_at })),
                 }
             }
             Ok(None)

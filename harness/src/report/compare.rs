@@ -1,11 +1,11 @@
 //! `kaspec compare`: what changed between reports. Results are matched by
 //! key (case, fault, side, implementation). A change in detection time counts
-//! only beyond the measured spread of the two runs (`--repeat`), or the fixed
-//! measurement tolerance when a run was not repeated.
+//! only beyond the larger of the two runs' measured spreads (`--repeat`) and
+//! their error budgets; a leak that appears (release axis) is a regression.
 
 use std::fmt::Write as _;
 
-use crate::expect::{ms, Verdict, TOLERANCE_MS};
+use crate::expect::{ms, Verdict};
 use super::html::esc;
 use crate::report::{CaseResult, Report};
 
@@ -19,6 +19,8 @@ pub enum Change {
     Lost { key: String, from_ms: u64, expected: bool },
     /// Not detected before, detected now.
     Gained { key: String, to_ms: u64 },
+    /// The release verdict changed (a leak that appears is a regression).
+    Release { key: String, from: String, to: String, worse: bool },
     Added { key: String },
     Removed { key: String },
 }
@@ -29,6 +31,7 @@ impl Change {
             Change::Verdict { worse, .. } => *worse,
             Change::Time { from_ms, to_ms, .. } => to_ms > from_ms,
             Change::Lost { expected, .. } => *expected,
+            Change::Release { worse, .. } => *worse,
             _ => false,
         }
     }
@@ -47,6 +50,7 @@ impl Change {
             ),
             Change::Lost { key, from_ms, .. } => format!("{tag}`{key}`: detected after {} before, not detected now", ms(*from_ms)),
             Change::Gained { key, to_ms } => format!("`{key}`: not detected before, detected after {} now", ms(*to_ms)),
+            Change::Release { key, from, to, .. } => format!("{tag}`{key}`: released {from} → {to}"),
             Change::Added { key } => format!("`{key}`: added"),
             Change::Removed { key } => format!("`{key}`: removed"),
         }
@@ -68,12 +72,16 @@ fn label(r: &CaseResult) -> String {
     }
 }
 
-/// The allowance for a time change: the larger measured spread of the two
-/// runs, never below the harness's measurement tolerance (a smaller change
-/// cannot be told from measurement error).
+/// The allowance for a time change: the larger of the two runs' measured
+/// spreads and error budgets (a smaller change cannot be told from the
+/// runs' own variation or measurement error).
 fn allowed(a: &CaseResult, b: &CaseResult) -> u64 {
     let spread = |r: &CaseResult| r.repeat.as_ref().and_then(|s| s.spread_ms).unwrap_or(0);
-    spread(a).max(spread(b)).max(TOLERANCE_MS)
+    spread(a).max(spread(b)).max(a.allowance_ms()).max(b.allowance_ms())
+}
+
+fn release_label(r: &CaseResult) -> String {
+    r.release_verdict.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
 /// The changes from `base` to `new`.
@@ -87,6 +95,10 @@ pub fn diff(base: &Report, new: &Report) -> Vec<Change> {
         };
         if label(b) != label(n) {
             out.push(Change::Verdict { key: key.clone(), from: label(b), to: label(n), worse: rank(n) > rank(b) });
+        }
+        if b.release_verdict != n.release_verdict {
+            let worse = n.release_verdict == Some(Verdict::Fail) && b.release_verdict != Some(Verdict::Fail);
+            out.push(Change::Release { key: key.clone(), from: release_label(b), to: release_label(n), worse });
         }
         match (b.detection_ms, n.detection_ms) {
             (Some(x), Some(y)) => {
@@ -162,7 +174,7 @@ pub fn markdown(labels: &[String], reports: &[Report]) -> (String, usize) {
     let _ = writeln!(m, "From `{}` ({}) to `{}` ({}): {} change(s), {} regression(s).\n", labels[0], base.run_id, labels[labels.len() - 1], new.run_id, changes.len(), regressions);
     let _ = writeln!(
         m,
-        "Detection-time changes count beyond the larger measured spread of the two runs (`--repeat`), and never below the ±{TOLERANCE_MS} ms measurement tolerance.\n"
+        "Detection-time changes count beyond the larger of the two runs' measured spreads (`--repeat`) and error budgets; a leak that appears is a regression.\n"
     );
     for c in &changes {
         let _ = writeln!(m, "- {}", c.line());
@@ -233,7 +245,10 @@ mod tests {
             detection_ms: d,
             deadline_ms: 9000,
             expected: Expectation::window(1000, 2000, "f", "s", Level::Must),
-            tolerance_ms: TOLERANCE_MS,
+            budget: Default::default(),
+            tolerance_ms: None,
+            window_width_ms: None,
+            checks: Vec::new(),
             verdict,
             verdict_detail: String::new(),
             known_deviation: None,
@@ -241,6 +256,8 @@ mod tests {
             timeline: vec![],
             repeat: None,
             release: None,
+            release_verdict: None,
+            release_detail: None,
         }
     }
 
@@ -256,17 +273,20 @@ mod tests {
             environment: None,
             results,
             errors: vec![],
+            stale_deviations: vec![],
         }
     }
 
     #[test]
     fn verdict_and_time_regressions_are_found() {
         let base = rep(vec![res("a", Verdict::Pass, Some(1500)), res("b", Verdict::Pass, Some(1500)), res("c", Verdict::Pass, Some(1500))]);
-        let new = rep(vec![res("a", Verdict::Fail, Some(2500)), res("b", Verdict::Pass, Some(1600)), res("d", Verdict::Pass, Some(1))]);
+        let mut within = res("b", Verdict::Pass, Some(1512));
+        within.budget = crate::expect::Budget { fault_commit_ms: 4, observer_ms: 8 };
+        let new = rep(vec![res("a", Verdict::Fail, Some(2500)), within, res("d", Verdict::Pass, Some(1))]);
         let d = diff(&base, &new);
         assert!(d.iter().any(|c| matches!(c, Change::Verdict { worse: true, .. })));
         assert!(d.iter().any(|c| matches!(c, Change::Time { from_ms: 1500, to_ms: 2500, .. })));
-        assert!(!d.iter().any(|c| matches!(c, Change::Time { to_ms: 1600, .. })), "within the tolerance");
+        assert!(!d.iter().any(|c| matches!(c, Change::Time { to_ms: 1512, .. })), "within the 12 ms budget");
         assert!(d.contains(&Change::Removed { key: "c [blackhole] client x vs y".into() }));
         assert!(d.contains(&Change::Added { key: "d [blackhole] client x vs y".into() }));
         assert_eq!(d.iter().filter(|c| c.is_regression()).count(), 2);

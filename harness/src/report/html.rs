@@ -41,7 +41,7 @@ pub fn timeline_svg(r: &CaseResult) -> String {
     let mut lo = r.timeline.iter().map(|e| e.t_ms).min().unwrap_or(0).min(0);
     let mut hi = r.timeline.iter().map(|e| e.t_ms).max().unwrap_or(0).max(r.detection_ms.unwrap_or(0) as i64);
     if let Some(m) = r.expected.max_ms {
-        hi = hi.max(m as i64 + r.tolerance_ms as i64);
+        hi = hi.max(m as i64 + r.allowance_ms() as i64);
     }
     if r.detection_ms.is_none() {
         hi = hi.max(r.deadline_ms as i64);
@@ -65,7 +65,7 @@ pub fn timeline_svg(r: &CaseResult) -> String {
             .x_labels(10)
             .draw();
         if let (Some(a), Some(b)) = (r.expected.min_ms, r.expected.max_ms) {
-            let (a, b) = (a as i64 - r.tolerance_ms as i64, b as i64 + r.tolerance_ms as i64);
+            let (a, b) = (a as i64 - r.allowance_ms() as i64, b as i64 + r.allowance_ms() as i64);
             let _ = chart.draw_series(std::iter::once(Rectangle::new([(a, 0), (b, 10)], RGBColor(214, 240, 214).filled())));
             let (a, b) = (r.expected.min_ms.unwrap_or(0) as i64, r.expected.max_ms.unwrap_or(0) as i64);
             let _ = chart.draw_series(std::iter::once(Rectangle::new([(a, 0), (b.max(a + 1), 10)], RGBColor(150, 210, 150).filled())));
@@ -273,7 +273,10 @@ pub(super) mod tests {
             detection_ms: Some(2500),
             deadline_ms: 9000,
             expected: Expectation::window(1000, 2000, "1.5 × K", "MQTT-3.1.2-24", Level::Must),
-            tolerance_ms: 200,
+            budget: Default::default(),
+            tolerance_ms: None,
+            window_width_ms: None,
+            checks: Vec::new(),
             verdict,
             verdict_detail: "expected 1.00 s–2.00 s (±200), detected after 2.50 s".into(),
             known_deviation: None,
@@ -281,6 +284,8 @@ pub(super) mod tests {
             timeline: vec![Event { t_ms: -1000, what: "PINGREQ sent".into() }, Event { t_ms: 0, what: "fault".into() }],
             repeat: None,
             release: None,
+            release_verdict: None,
+            release_detail: None,
         };
         Report {
             schema_version: 1,
@@ -293,6 +298,7 @@ pub(super) mod tests {
             environment: None,
             results: vec![r],
             errors: vec![],
+            stale_deviations: vec![],
         }
     }
 

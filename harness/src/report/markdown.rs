@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Release, Report};
+use super::Report;
 use crate::expect::{ms, Verdict};
 use crate::{Error, Result};
 
@@ -21,19 +21,21 @@ impl Report {
             let engines: Vec<String> = env.engines.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             let _ = writeln!(m, "- kernel {}, {} CPUs, {}; fault engines — {}", env.kernel, env.cpus, env.nft_version, engines.join("; "));
         }
-        let _ = writeln!(m, "- detection is measured from the moment the fault rule is committed; tolerance ±{} ms\n", crate::expect::TOLERANCE_MS);
+        let _ = writeln!(m, "- detection is measured from the moment the fault is in force; each result is judged with its own measured error budget (fault commit + observer resolution)\n");
         let _ = writeln!(m, "**{}**\n", self.summary_line());
-        let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | verdict | released |");
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | budget | width | verdict | released |");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
         for r in &self.results {
             let mut measured = match r.detection_ms {
                 Some(v) => ms(v),
                 None if r.verdict == Verdict::Unsupported => "—".into(),
+                None if r.deadline_ms == 0 => "none".into(),
                 None => format!("none in {}", ms(r.deadline_ms)),
             };
             if let Some(st) = &r.repeat {
                 if let (Some(a), Some(b)) = (st.min_ms, st.max_ms) {
-                    let _ = write!(measured, " (median of {}; {}–{})", st.runs.len(), ms(a), ms(b));
+                    let median = st.median_ms.map(ms).unwrap_or_else(|| "none".into());
+                    let _ = write!(measured, " (run {} of {}; {}–{}, median {median})", st.shown_run + 1, st.runs.len(), ms(a), ms(b));
                 }
             }
             let verdict = match (&r.known_deviation, r.verdict) {
@@ -43,15 +45,17 @@ impl Report {
             };
             let _ = writeln!(
                 m,
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.case,
                 r.fault,
                 r.side,
                 r.implementation,
                 measured,
                 r.expected.describe(),
+                if r.verdict == Verdict::Unsupported { "—".to_string() } else { format!("±{} ms", r.allowance_ms()) },
+                r.window_width_ms.map(|w| format!("{w} ms")).unwrap_or_else(|| "—".into()),
                 verdict,
-                r.release.as_ref().map(Release::short).unwrap_or_else(|| "—".into())
+                released(r)
             );
         }
         let _ = writeln!(m, "\n## Details\n");
@@ -67,8 +71,14 @@ impl Report {
             if let Some(d) = &r.known_deviation {
                 let _ = writeln!(m, "- known deviation: {d}");
             }
-            if let Some(rel) = &r.release {
-                let _ = writeln!(m, "- released: {} — {}", if rel.clean { "yes" } else { "no" }, rel.detail);
+            if r.verdict != Verdict::Unsupported {
+                let _ = writeln!(m, "- budget: {}; window width {}", r.budget.describe(), r.window_width_ms.map(|w| format!("{w} ms")).unwrap_or_else(|| "—".into()));
+            }
+            for c in &r.checks {
+                let _ = writeln!(m, "- check `{}`: expected {}, observed {} → {}", c.what, c.expected, c.actual, c.verdict);
+            }
+            if let (Some(v), Some(d)) = (r.release_verdict, &r.release_detail) {
+                let _ = writeln!(m, "- released: **{v}** — {d}");
             }
             if let Some(e) = &r.error {
                 let _ = writeln!(m, "- error: `{}`", e.replace('`', "'"));
@@ -76,6 +86,13 @@ impl Report {
             if !r.timeline.is_empty() {
                 let tl: Vec<String> = r.timeline.iter().map(|e| format!("{:+} ms {}", e.t_ms, e.what)).collect();
                 let _ = writeln!(m, "- timeline: {}", tl.join("; "));
+            }
+            let _ = writeln!(m);
+        }
+        if !self.stale_deviations.is_empty() {
+            let _ = writeln!(m, "## Stale deviations\n\nDocumented in fixtures/deviations.toml, explained nothing in this run:\n");
+            for d in &self.stale_deviations {
+                let _ = writeln!(m, "- {d}");
             }
             let _ = writeln!(m);
         }
@@ -90,5 +107,14 @@ impl Report {
 
     pub fn write_markdown(&self, path: &Path) -> Result<()> {
         std::fs::write(path, self.to_markdown()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+}
+
+/// The release axis of one result in the table: its verdict and the state.
+fn released(r: &crate::report::CaseResult) -> String {
+    match (r.release_verdict, &r.release) {
+        (Some(Verdict::Fail), Some(rel)) => format!("**fail** ({})", rel.state),
+        (Some(v), Some(rel)) => format!("{v} ({})", rel.state),
+        _ => "—".into(),
     }
 }

@@ -21,14 +21,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::caps::Capabilities;
 use crate::expect::{Expectation, Verdict};
+use crate::expect::{Budget, CheckOutcome};
 use crate::{Error, Result};
 
 /// Bumped on any incompatible change of the JSON shape.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The report schema versions this kaspec reads (`kaspec compare`): a
 /// report of another version is refused by name, never half-understood.
-pub const READS_SCHEMA_VERSIONS: &[u32] = &[SCHEMA_VERSION];
+/// Version 1 (a fixed ±200 ms tolerance, no budget, no release verdict) is
+/// still read: its results compare with `tolerance_ms` as their budget.
+pub const READS_SCHEMA_VERSIONS: &[u32] = &[1, SCHEMA_VERSION];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Implementation {
@@ -82,9 +85,21 @@ pub struct CaseResult {
     /// How long the case waited.
     pub deadline_ms: u64,
     pub expected: Expectation,
-    pub tolerance_ms: u64,
+    /// The measured error terms allowed around the window (the judge's only
+    /// allowance). Version-1 reports carried a fixed `tolerance_ms` instead.
+    #[serde(default)]
+    pub budget: Budget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_ms: Option<u64>,
+    /// max − min of the window, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_width_ms: Option<u64>,
+    /// The first axis: detected in time (and every requirement met).
     pub verdict: Verdict,
     pub verdict_detail: String,
+    /// The non-timing requirements, as judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckOutcome>,
     /// A documented deviation of this implementation (fixtures/deviations.toml).
     pub known_deviation: Option<String>,
     /// The error as the library or observer reported it, verbatim.
@@ -98,6 +113,11 @@ pub struct CaseResult {
     /// the case ended (socket closed by the application, no leaked session)?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
+    /// The second axis, judged: a leak where a detection was promised fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_verdict: Option<Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_detail: Option<String>,
 }
 
 /// This side's socket of the flow at the end of the case, with the path
@@ -145,6 +165,16 @@ pub struct RepeatStats {
     pub runs: Vec<Option<u64>>,
     /// Each run's verdict, in run order.
     pub verdicts: Vec<Verdict>,
+    /// Each run's window (min, max), in run order: the window moves with
+    /// what each run observed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<(Option<u64>, Option<u64>)>,
+    /// Each run's release verdict, in run order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release_verdicts: Vec<Option<Verdict>>,
+    /// The run (0-based) whose detection, window and verdict the result shows.
+    #[serde(default)]
+    pub shown_run: usize,
     pub min_ms: Option<u64>,
     pub median_ms: Option<u64>,
     pub max_ms: Option<u64>,
@@ -168,6 +198,9 @@ impl RepeatStats {
             spread_ms: d.first().zip(d.last()).map(|(a, b)| b - a),
             runs,
             verdicts,
+            windows: Vec::new(),
+            release_verdicts: Vec::new(),
+            shown_run: 0,
         }
     }
 }
@@ -192,26 +225,47 @@ impl CaseResult {
     }
 
     /// Folds repeated runs of the same result (same [`key`](Self::key)) into
-    /// one: median detection, worst verdict, every run kept in `repeat`.
+    /// one that agrees with itself: the verdict is the worst run's, and the
+    /// detection, window and details shown are that run's; every run's
+    /// detection, window and verdicts are kept in `repeat`, with the median
+    /// and spread.
     pub fn fold(runs: Vec<CaseResult>) -> CaseResult {
         let detections: Vec<Option<u64>> = runs.iter().map(|r| r.detection_ms).collect();
         let verdicts: Vec<Verdict> = runs.iter().map(|r| r.verdict).collect();
-        let stats = RepeatStats::of(detections, verdicts.clone());
+        let mut stats = RepeatStats::of(detections, verdicts.clone());
+        stats.windows = runs.iter().map(|r| (r.expected.min_ms, r.expected.max_ms)).collect();
+        stats.release_verdicts = runs.iter().map(|r| r.release_verdict).collect();
         let worst_v = worst(&verdicts);
-        // Report the worst run's details (its expectation and error), the
-        // median time; an unexplained fail outranks a documented one.
-        let pick = runs.iter().position(|r| r.verdict == worst_v && r.known_deviation.is_none()).unwrap_or_else(|| {
-            runs.iter().position(|r| r.verdict == worst_v).expect("at least one run")
-        });
-        let mut out = runs.into_iter().nth(pick).expect("picked");
-        out.detection_ms = stats.median_ms;
-        out.detected = stats.median_ms.is_some();
+        // The run that decided the verdict; an unexplained fail outranks a
+        // documented one, a leak outranks a clean release.
+        let pick = runs
+            .iter()
+            .position(|r| r.verdict == worst_v && r.known_deviation.is_none() && r.release_verdict == Some(Verdict::Fail))
+            .or_else(|| runs.iter().position(|r| r.verdict == worst_v && r.known_deviation.is_none()))
+            .unwrap_or_else(|| runs.iter().position(|r| r.verdict == worst_v).expect("at least one run"));
+        let release_worst = worst(&stats.release_verdicts.iter().flatten().copied().collect::<Vec<_>>());
+        stats.shown_run = pick;
         let n = stats.runs.len();
         let bad = stats.verdicts.iter().filter(|v| **v == worst_v).count();
         let seen = stats.runs.iter().flatten().count();
-        out.verdict_detail = format!("{}; {bad} of {n} runs {worst_v}; detected in {seen} of {n}", out.verdict_detail);
+        let mut out = runs.into_iter().nth(pick).expect("picked");
+        if out.release_verdict.is_some() && release_worst != Verdict::Unsupported {
+            out.release_verdict = Some(release_worst);
+        }
+        out.verdict_detail = format!("run {} of {n}: {}; {bad} of {n} runs {worst_v}; detected in {seen} of {n}", pick + 1, out.verdict_detail);
         out.repeat = Some(stats);
         out
+    }
+
+    /// The allowance around this result's window: its measured budget (a
+    /// version-1 report's fixed tolerance).
+    pub fn allowance_ms(&self) -> u64 {
+        self.tolerance_ms.unwrap_or(self.budget.total_ms())
+    }
+
+    /// Whether this result fails the run: an unexplained fail on either axis.
+    pub fn fails(&self) -> bool {
+        (self.verdict == Verdict::Fail && self.known_deviation.is_none()) || self.release_verdict == Some(Verdict::Fail)
     }
 }
 
@@ -266,6 +320,10 @@ pub struct Report {
     pub environment: Option<Environment>,
     pub results: Vec<CaseResult>,
     pub errors: Vec<RunError>,
+    /// Documented deviations (fixtures/deviations.toml) that explained none
+    /// of this run's results although it ran their cases: stale entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_deviations: Vec<String>,
 }
 
 impl Report {
@@ -276,7 +334,7 @@ impl Report {
 
     /// Failures not covered by a documented deviation.
     pub fn unexpected_failures(&self) -> usize {
-        self.results.iter().filter(|r| r.verdict == Verdict::Fail && r.known_deviation.is_none()).count()
+        self.results.iter().filter(|r| r.fails()).count()
     }
 
     /// 0 all good, 1 a fail, 2 a harness error.
@@ -360,7 +418,10 @@ mod tests {
             detection_ms: Some(1234),
             deadline_ms: 9000,
             expected: Expectation::window(1000, 1100, "I + N×V", "RFC 1122", Level::Must),
-            tolerance_ms: 200,
+            budget: Default::default(),
+            tolerance_ms: None,
+            window_width_ms: Some(100),
+            checks: Vec::new(),
             verdict,
             verdict_detail: "expected 1.00 s–1.10 s, detected after 1.23 s".into(),
             known_deviation: deviation.map(String::from),
@@ -368,6 +429,8 @@ mod tests {
             timeline: vec![Event { t_ms: 0, what: "fault".into() }],
             repeat: None,
             release: None,
+            release_verdict: None,
+            release_detail: None,
         }
     }
 
@@ -383,6 +446,7 @@ mod tests {
             environment: None,
             results,
             errors,
+            stale_deviations: vec![],
         }
     }
 
@@ -396,9 +460,12 @@ mod tests {
         c.detection_ms = Some(1100);
         let f = CaseResult::fold(vec![a, b, c]);
         assert_eq!(f.verdict, Verdict::Fail);
-        assert_eq!(f.detection_ms, Some(1100));
+        // The numbers shown are the deciding run's, the median is kept.
+        assert_eq!(f.detection_ms, Some(1400));
         let st = f.repeat.unwrap();
-        assert_eq!((st.min_ms, st.max_ms, st.spread_ms), (Some(1000), Some(1400), Some(400)));
+        assert_eq!((st.min_ms, st.median_ms, st.max_ms, st.spread_ms), (Some(1000), Some(1100), Some(1400), Some(400)));
+        assert_eq!((st.shown_run, st.windows.len()), (1, 3));
+        assert!(f.verdict_detail.starts_with("run 2 of 3: "), "{}", f.verdict_detail);
         assert!(f.verdict_detail.ends_with("1 of 3 runs fail; detected in 3 of 3"), "{}", f.verdict_detail);
         // Mostly undetected: the median is "not detected".
         let st = RepeatStats::of(vec![Some(10), None, None], vec![Verdict::Fail; 3]);
@@ -427,7 +494,7 @@ mod tests {
         assert_eq!(v["results"][0]["verdict"], "fail");
         assert_eq!(v["results"][0]["expected"]["min_ms"], 1000);
         let md = r.to_markdown();
-        assert!(md.contains("| `tcp/x/1` | blackhole | client | a 1 | 1.23 s | 1.00 s–1.10 s (±200) | **fail** |"), "{md}");
+        assert!(md.contains("| `tcp/x/1` | blackhole | client | a 1 | 1.23 s | 1.00 s–1.10 s | ±0 ms | 100 ms | **fail** |"), "{md}");
         assert!(md.contains("1 results: 1 fail"));
     }
 }

@@ -69,7 +69,7 @@ pub fn nat_expectations(h_s: u16, t_s: u16, nat: Duration, p: &NatPoints) -> (Ex
             )
         }),
         NatFate::Race => both(&|| {
-            Expectation::not_detected(
+            Expectation::either(
                 format!(
                     "H/2 = {half} ms is within {NAT_RACE_MS} ms of N = {n} ms: the heartbeat races the mapping's expiry \
                      (conntrack keeps its timeout in jiffies, the heartbeat timers run late by ms and drift): either outcome is possible"
@@ -184,7 +184,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     }
     let mut config = heartbeat_config(ctx, hs, Some(ts))?;
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release };
     let client_error = end.error.or_else(|| {
         Some(format!("no error; lapin read {heartbeats_after} broker heartbeats after the time the mapping would have expired, the last {} ms before the end", {
             let last_hb = io.iter().filter(|i| i.dir == Dir::Read && i.frames.contains(&Frame::Heartbeat)).map(|i| i.at).next_back();
@@ -194,10 +194,10 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let results = facts.both_sides(
         client_implementation(),
         broker_impl,
-        Side { expected: client_exp, detected_at: end.failed_at, error: client_error, deadline_ms: rel_ms(t0, client_deadline).max(0) as u64 },
+        Side::library(client_exp, end.failed_at, client_error, rel_ms(t0, client_deadline).max(0) as u64),
         Side::from_socket(server_exp, server_closed, rel_ms(t0, predicted_t0 + Duration::from_millis(server_deadline_ms)).max(0) as u64, "broker"),
-        &ctx.deviations,
-    );
+        &ctx.judging(),
+    )?;
     drop(lease);
     Ok(results)
 }

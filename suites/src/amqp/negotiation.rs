@@ -42,32 +42,27 @@ pub fn requests_for(s: u16, configured: u16) -> Vec<Option<u16>> {
     out
 }
 
-/// What lapin must end up with, and whether a row breaks the spec or
-/// lapin's rule: the problems of one row (empty = fine). `side` picks whose
-/// value is judged.
-pub fn check_row(row: &Negotiated, server: u16, side: &str) -> Vec<String> {
-    let want = effective_heartbeat(row.request.unwrap_or(0), server);
-    let mut problems = Vec::new();
-    if row.proposed != Some(server) {
-        problems.push(format!("Tune proposed {:?}, the configuration says {server}", row.proposed));
-    }
+/// What one row must show, as (what, expected, observed): the proposal
+/// the configuration gives, lapin's rule (the lowest agreed value, §2.3.3;
+/// 0 or unset takes the server's), Tune-Ok carrying what lapin uses, and the
+/// broker using what Tune-Ok said. `side` picks whose values are judged.
+pub fn row_requirements(row: &Negotiated, server: u16, side: &str) -> Vec<(String, String, String)> {
+    let opt = |v: Option<u16>| v.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into());
+    let asked = row.asked();
+    let mut out = vec![(format!("request {asked}: Tune proposed"), server.to_string(), opt(row.proposed))];
     if side == "client" {
-        if row.lapin != want {
-            problems.push(format!("lapin uses {}, its rule gives {want}", row.lapin));
-        }
-        if row.tune_ok != Some(row.lapin) {
-            problems.push(format!("Tune-Ok carried {:?}, lapin uses {}", row.tune_ok, row.lapin));
-        }
-        if server != 0 && row.lapin > server {
-            problems.push(format!("{} is above the server's {server}: not the lowest agreed value (§2.3.3)", row.lapin));
-        }
+        let want = effective_heartbeat(row.request.unwrap_or(0), server);
+        out.push((format!("request {asked}: lapin's heartbeat"), want.to_string(), row.lapin.to_string()));
+        out.push((format!("request {asked}: Tune-Ok"), row.lapin.to_string(), opt(row.tune_ok)));
     } else {
-        match (row.broker, row.tune_ok) {
-            (Some(b), Some(t)) if b == t => {}
-            (b, t) => problems.push(format!("the broker uses {b:?}, Tune-Ok carried {t:?}")),
-        }
+        out.push((format!("request {asked}: the broker's heartbeat"), opt(row.tune_ok), opt(row.broker)));
     }
-    problems
+    out
+}
+
+/// The problems of one row (empty = fine), as sentences.
+pub fn check_row(row: &Negotiated, server: u16, side: &str) -> Vec<String> {
+    row_requirements(row, server, side).into_iter().filter(|(_, want, got)| want != got).map(|(what, want, got)| format!("{what}: {got}, expected {want}")).collect()
 }
 
 pub(crate) fn run_negotiation_main(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
@@ -150,7 +145,7 @@ pub(crate) fn run_negotiation(ctx: &Ctx, case: &CaseDef, fault: FaultKind, broke
             ),
         );
     }
-    let facts = RunFacts { case, fault, engine: "none".into(), config, t0, timeline: Vec::new(), release: Default::default() };
+    let facts = RunFacts { case, fault, engine: "none".into(), commit_ms: 0, config, t0, timeline: Vec::new(), release: Default::default() };
     let spec = "AMQP 0-9-1 §2.3.3 (lowest agreed value), Connection.Tune/Tune-Ok heartbeat (0 = none)";
     let mut out = Vec::new();
     for (side, implementation, peer) in
@@ -161,37 +156,27 @@ pub(crate) fn run_negotiation(ctx: &Ctx, case: &CaseDef, fault: FaultKind, broke
         } else {
             "RabbitMQ (rabbit_reader tune_ok): the client's Tune-Ok heartbeat, for both directions".to_string()
         };
-        let expected = Expectation { min_ms: None, max_ms: None, formula, spec: spec.into(), level: Level::Must };
-        let mut r = facts.result(
-            SideOutcome { side, implementation, peer, expected, detected_at: None, error: None, deadline_ms: 0 },
-            &ctx.deviations,
-        );
-        let mut lines = Vec::new();
-        let mut bad = false;
-        for row in &rows {
-            let problems = check_row(row, server, side);
-            bad |= !problems.is_empty();
-            let used = if side == "client" { Some(row.lapin) } else { row.broker };
-            lines.push(format!(
-                "request {} vs S {server} → {}{}",
-                row.asked(),
-                used.map(|u| format!("{u}s")).unwrap_or_else(|| "?".into()),
-                if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) }
-            ));
-        }
-        let mut detail = lines.join(", ");
+        let mut formula = formula;
         if side == "client" && server != 0 && rows.iter().any(|r| r.request == Some(0) && r.lapin != 0) {
-            detail.push_str(&format!(
-                ". Finding: asking for 0 gives the server's {server}s; lapin cannot turn heartbeats off against a broker that proposes them"
-            ));
+            formula.push_str(&format!(". Finding: asking for 0 gives the server's {server}s; lapin cannot turn heartbeats off against a broker that proposes them"));
         }
-        r.verdict = if bad { kaspec_harness::expect::Verdict::Fail } else { kaspec_harness::expect::Verdict::Pass };
-        r.verdict_detail = detail;
-        r.error = if side == "client" {
+        let mut expected = Expectation::not_detected(formula, spec);
+        let mut seen = std::collections::BTreeMap::new();
+        for row in &rows {
+            for (what, want, got) in row_requirements(row, server, side) {
+                expected = expected.requiring(what.clone(), want, spec, Level::Must);
+                seen.insert(what, got);
+            }
+        }
+        let error = if side == "client" {
             Some(rows.iter().map(|row| format!("request {}: configuration().heartbeat() = {}", row.asked(), row.lapin)).collect::<Vec<_>>().join("; "))
         } else {
             Some(format!("rabbitmqctl list_connections peer_port timeout: {timeouts:?}"))
         };
+        let r = facts.result(
+            SideOutcome { side, implementation, peer, expected, detected_at: None, error, deadline_ms: 0, observer_ms: 0, facts: seen, release: None },
+            &ctx.judging(),
+        )?;
         out.push(r);
     }
     drop(lease);

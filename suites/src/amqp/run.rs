@@ -146,7 +146,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
     let (client_exp, server_exp) = match &imp {
         // lapin fails after 2H without a read, the broker after 2T to 3T,
         // while each sends every H/2: the slack is 2H − H/2.
@@ -167,10 +167,10 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let results = facts.both_sides(
         client_implementation(),
         broker_impl,
-        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::library(client_exp, end.failed_at, end.error, client_deadline_ms),
         Side::from_socket(server_exp, server_closed, server_deadline_ms, "broker"),
-        &ctx.deviations,
-    );
+        &ctx.judging(),
+    )?;
     drop(lease);
     Ok(results)
 }

@@ -72,11 +72,11 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     config.insert("server.keepalive".into(), "off (defaults)".into());
     let deadline_ms = rel_ms(t0, until).max(0) as u64;
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release: Default::default() };
-    Ok(facts.client_only(
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release: Default::default() };
+    facts.client_only(
         client_implementation(),
         which.implementation(),
-        Side { expected, detected_at: client_closed.as_ref().map(|c| c.at), error: error.or(end.probe), deadline_ms },
-        &ctx.deviations,
-    ))
+        Side::observed(expected, client_closed.as_ref(), error.or(end.probe), deadline_ms),
+        &ctx.judging(),
+    )
 }

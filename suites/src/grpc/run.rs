@@ -94,23 +94,33 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("server socket {}", c.state)));
     }
-    let (client_exp, detected_at, error) = match plan {
+    let client = match plan {
         _ if imp.is_some() => {
             let i = imp.as_ref().expect("checked");
             let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
-            (impaired_expectation("keepalive_timeout T =", g.keepalive_timeout, i, SPEC_A8), client_closed.as_ref().map(|c| c.at), error.or(end.probe))
+            Side::observed(impaired_expectation("keepalive_timeout T =", g.keepalive_timeout, i, SPEC_A8), client_closed.as_ref(), error.or(end.probe), client_deadline_ms)
         }
         Plan::CallLater => {
             let call = end.call_started.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(call_ms);
-            (call_expectation(&g, fault, call), end.failed_at, end.error)
+            let mut exp = call_expectation(&g, fault, call);
+            if exp.expects_detection() {
+                // gRPC's status-code table: a connection that breaks after
+                // data was sent fails the call with UNAVAILABLE.
+                exp = exp.requiring(STATUS, "Unavailable", "gRPC doc/statuscodes.md (connection broken after data was sent)", Level::Must);
+            }
+            let status = end.error.as_deref().and_then(status_code);
+            let side = Side::library(exp, end.failed_at, end.error, client_deadline_ms);
+            match status {
+                Some(s) => side.with_fact(STATUS, s),
+                None => side,
+            }
         }
         _ => {
             let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
             let idle_ms = rel_ms(ready.last_read, t0).max(0) as u64;
-            (idle_client_expectation(&g, &tcp, fault, idle_ms), client_closed.as_ref().map(|c| c.at), error.or(end.probe))
+            Side::observed(idle_client_expectation(&g, &tcp, fault, idle_ms), client_closed.as_ref(), error.or(end.probe), client_deadline_ms)
         }
     };
-    let unavailable = error.as_deref().map(|e| e.contains("code: Unavailable")).unwrap_or(false);
     let mut config = config_of(ctx, &g);
     config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
     config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
@@ -118,11 +128,11 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
-    let mut results = facts.both_sides(
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
+    facts.both_sides(
         client_implementation(),
         server_impl,
-        Side { expected: client_exp, detected_at, error, deadline_ms: client_deadline_ms },
+        client,
         Side::from_socket(
             match &imp {
                 Some(i) => impaired_expectation("the server's keepalive_timeout =", k.timeout, i, SPEC_A8),
@@ -132,26 +142,19 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
             server_deadline_ms,
             "server",
         ),
-        &ctx.deviations,
-    );
-    let client_result = &mut results[0];
-    // The second axis of a failed call: its status code. gRPC's status-code
-    // table: a connection that breaks after data was sent fails the call with
-    // UNAVAILABLE.
-    if matches!(plan, Plan::CallLater) && client_result.detected && !unavailable && client_result.verdict == Verdict::Pass {
-        client_result.verdict = Verdict::Fail;
-        client_result.verdict_detail =
-            format!("{}, but with another status than UNAVAILABLE (connection broken after data was sent)", client_result.verdict_detail);
-        client_result.known_deviation = crate::deviations::explain(
-            &ctx.deviations,
-            case.id,
-            "client",
-            &client_result.implementation.name,
-            &client_result.expected,
-            client_result.detection_ms,
-        );
-    }
-    Ok(results)
+        &ctx.judging(),
+    )
+}
+
+/// The requirement a failed call's status is judged by.
+const STATUS: &str = "gRPC status of the failed call";
+
+/// The status code in a tonic error as the client reports it
+/// (`tonic::Status { code: Unknown }: ...` → `Unknown`).
+pub(crate) fn status_code(error: &str) -> Option<String> {
+    let rest = &error[error.find("code: ")? + "code: ".len()..];
+    let code: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    (!code.is_empty()).then_some(code)
 }
 
 pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
@@ -171,11 +174,18 @@ pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Re
         let deadline_ms = expected.deadline_ms(10_000);
         let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
         let end = client_thread.join()?;
-        let facts = RunFacts { case, fault, engine: "none".into(), config: config_of(ctx, &g), t0, timeline: Vec::new(), release: Default::default() };
+        let facts = RunFacts { case, fault, engine: "none".into(), commit_ms: 0, config: config_of(ctx, &g), t0, timeline: Vec::new(), release: Default::default() };
         // GOAWAY debug data "too_many_pings"; grpc-core also puts "Too many
-        // pings" in the status of the calls it ends.
+        // pings" in the status of the calls it ends. A server that ends the
+        // stream must say why (gRFC A8).
         let told = end.error.as_deref().map(|e| e.to_lowercase().replace('_', " ").contains("too many pings")).unwrap_or(false);
-        let mut r = facts.result(
+        const WHY: &str = "why the server ended the stream";
+        let expected = if expected.expects_detection() { expected.requiring(WHY, "GOAWAY too_many_pings", "gRFC A8 (server enforcement)", Level::Must) } else { expected };
+        let mut facts_seen = std::collections::BTreeMap::new();
+        if end.failed_at.is_some() {
+            facts_seen.insert(WHY.to_string(), if told { "GOAWAY too_many_pings".to_string() } else { "another error".to_string() });
+        }
+        let r = facts.result(
             SideOutcome {
                 side: "server",
                 implementation: which.implementation(),
@@ -184,21 +194,12 @@ pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Re
                 detected_at: end.failed_at,
                 error: end.error.clone(),
                 deadline_ms,
+                observer_ms: crate::outcome::LIBRARY_EVENT_MS,
+                facts: facts_seen,
+                release: None,
             },
-            &ctx.deviations,
-        );
-        match (end.failed_at, told) {
-            (None, _) => {
-                r.verdict_detail = format!("{}: the server does not enforce a ping policy", r.verdict_detail);
-            }
-            (Some(_), false) => {
-                r.verdict = Verdict::Fail;
-                r.verdict_detail = format!("{}, but the stream ended without GOAWAY \"too_many_pings\"", r.verdict_detail);
-            }
-            (Some(_), true) => {
-                r.verdict_detail = format!("{}: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\"", r.verdict_detail);
-            }
-        }
+            &ctx.judging(),
+        )?;
         out.push(r);
     }
     Ok(out)

@@ -37,7 +37,7 @@ pub fn impaired_expectation(what: &str, timeout: Duration, imp: &kaspec_harness:
             spec,
         )
     } else {
-        Expectation::not_detected(
+        Expectation::either(
             format!("path: {path}; the peer is alive; {what} {t} ms ≤ {needs}: this configuration allows a false detection on this path"),
             spec,
         )

@@ -114,3 +114,9 @@ impl RetransState {
         }
     }
 }
+
+/// One jiffy in ms (rounded up): the granularity of the kernel's own
+/// timestamps (conntrack timeouts, tcp_info's "last received" times).
+pub fn jiffy_ms() -> u64 {
+    kernel_hz().map(|hz| 1000u64.div_ceil(hz)).unwrap_or(10)
+}

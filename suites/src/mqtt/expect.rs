@@ -11,7 +11,7 @@ pub fn client_expectation(k: Duration, fault: FaultKind, since_ping_ms: u64) -> 
     }
     let spec = "MQTT 3.1.1 §3.1.2.10 + rumqttc keep-alive algorithm";
     if fault == FaultKind::Reset {
-        return next_send_meets_rst("the next PINGREQ (K after the last)", -(since_ping_ms as i64), k as i64, Before::Nothing, spec, Level::Should);
+        return next_send_meets_rst("the next PINGREQ (K after the last)", -(since_ping_ms as i64), k as i64, Before::Nothing, spec, Level::Must);
     }
     let d = (2 * k).saturating_sub(since_ping_ms);
     Expectation::window(
@@ -19,7 +19,7 @@ pub fn client_expectation(k: Duration, fault: FaultKind, since_ping_ms: u64) -> 
         d,
         format!("AwaitPingResp at the tick after the unanswered PINGREQ: 2K − (t0 − last PINGREQ) = 2×{k} − {since_ping_ms} = {d} ms (within (K, 2K])"),
         spec,
-        Level::Should,
+        Level::Must,
     )
 }
 

@@ -67,14 +67,14 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let mut config = ctx.config.effective("mqtt.");
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, ready.local, addr) };
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
-    Ok(facts.both_sides(
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release };
+    facts.both_sides(
         client_implementation(),
         broker_impl,
-        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::library(client_exp, end.failed_at, end.error, client_deadline_ms),
         Side::from_socket(server_exp, server_closed, server_deadline_ms, "broker"),
-        &ctx.deviations,
-    ))
+        &ctx.judging(),
+    )
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config: ctx.config.effective("mqtt."), t0, timeline, release };
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config: ctx.config.effective("mqtt."), t0, timeline, release };
     let (client_exp, server_exp) = match &imp {
         // rumqttc fails when the PINGRESP is not in by its next tick, K later;
         // the broker allows 1.5 × K between packets that come every K.
@@ -78,11 +78,11 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         ),
         None => (client_expectation(k, fault, since_ms), server_expectation(k, fault, rel_ms(t0, last_heard))),
     };
-    Ok(facts.both_sides(
+    facts.both_sides(
         client_implementation(),
         broker_impl,
-        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::library(client_exp, end.failed_at, end.error, client_deadline_ms),
         Side::from_socket(server_exp, server_closed, server_deadline_ms, "broker"),
-        &ctx.deviations,
-    ))
+        &ctx.judging(),
+    )
 }

@@ -49,7 +49,7 @@ pub(crate) fn idle_outcome(ctx: &Ctx, c: &TcpConfig, s: &TcpConfig, r: &Run, spe
         (keepalive_window(c, r.client_idle, to_client, fault, "client", spec), keepalive_window(s, r.server_idle, to_server, fault, "server", spec))
     };
     Outcome {
-        client: Side { deadline_ms: r.client_deadline_ms, expected: client_exp, detected_at: r.end.failed_at, error: r.end.error.clone() },
+        client: Side::library(client_exp, r.end.failed_at, r.end.error.clone(), r.client_deadline_ms),
         server: Side::from_socket(server_exp, r.server_closed.clone(), r.server_deadline_ms, "server"),
     }
 }
@@ -88,7 +88,7 @@ pub(crate) fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -
                 e.push_str(&format!("; the query: {q}"));
             }
                     Outcome {
-                client: Side { deadline_ms: r.client_deadline_ms, expected: client_exp, detected_at: r.end.failed_at, error },
+                client: Side::library(client_exp, r.end.failed_at, error, r.client_deadline_ms),
                 server: Side::from_socket(server_exp, r.server_closed.clone(), r.server_deadline_ms, "server"),
             }
         },
@@ -129,7 +129,7 @@ pub(crate) fn run_idle_session_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKi
             let c = expect(t, r.client_idle, "client (FATAL 57P05, then the close)");
             let s = expect(t, r.client_idle, "server (the backend closes its socket)");
             Outcome {
-                client: Side { deadline_ms: r.client_deadline_ms, expected: c, detected_at: r.end.failed_at, error: r.end.error.clone() },
+                client: Side::library(c, r.end.failed_at, r.end.error.clone(), r.client_deadline_ms),
                 server: Side::from_socket(s, r.server_closed.clone(), r.server_deadline_ms, "server"),
             }
         },
@@ -194,8 +194,8 @@ pub(crate) fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) ->
                 e.push_str(&format!("; the query: {qe}"));
             }
                     Outcome {
-                client: Side { deadline_ms: r.client_deadline_ms, expected: client_exp, detected_at: r.end.failed_at, error },
-                server: Side { deadline_ms: r.server_deadline_ms, expected: server_exp, detected_at: r.backend_end, error: Some(what) },
+                client: Side::library(client_exp, r.end.failed_at, error, r.client_deadline_ms),
+                server: Side::library(server_exp, r.backend_end, Some(what), r.server_deadline_ms),
             }
         },
     )

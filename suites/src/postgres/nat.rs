@@ -43,19 +43,19 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     config.insert("server.tcp_keepalives_idle".into(), "0 (kernel default, 2 h: this session)".into());
     let deadline_ms = rel_ms(t0, until).max(0) as u64;
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release };
     let results = facts.both_sides(
         client_implementation(),
         server_implementation(&program),
-        Side { expected, detected_at: end.failed_at, error: end.error, deadline_ms },
+        Side::library(expected, end.failed_at, end.error, deadline_ms),
         Side::from_socket(
             Expectation::not_detected("the server's keep-alive is at the kernel default (2 h) for this session: it learns nothing", case.spec),
             server_closed,
             deadline_ms,
             "server",
         ),
-        &ctx.deviations,
-    );
+        &ctx.judging(),
+    )?;
     drop(lease);
     Ok(results)
 }

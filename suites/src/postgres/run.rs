@@ -54,6 +54,7 @@ pub(crate) struct Run {
     pub(crate) fault: FaultKind,
     pub(crate) t0: Instant,
     pub(crate) engine: String,
+    pub(crate) commit_ms: u64,
     pub(crate) ready: Ready,
     /// ms before t0 since each side last received a segment.
     pub(crate) client_idle: u64,
@@ -121,6 +122,7 @@ pub(crate) fn run(
         fault,
         t0,
         engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
         client_idle: rel_ms(ready.last_rx, t0).max(0) as u64,
         server_idle: rel_ms(server_last_rx, t0).max(0) as u64,
         ready,
@@ -159,8 +161,8 @@ pub(crate) fn run(
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: r.engine.clone(), config, t0, timeline, release };
-    let results = facts.both_sides(client_implementation(), r.server_impl.clone(), out.client, out.server, &ctx.deviations);
+    let facts = RunFacts { case, fault, engine: r.engine.clone(), commit_ms: r.commit_ms, config, t0, timeline, release };
+    let results = facts.both_sides(client_implementation(), r.server_impl.clone(), out.client, out.server, &ctx.judging())?;
     drop(lease);
     Ok(results)
 }

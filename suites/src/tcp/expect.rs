@@ -49,7 +49,7 @@ pub(crate) fn server_expectation_idle(t: &TcpConfig, fault: FaultKind, idle_ms: 
             d + death.slack_ms,
             format!("the client's abort RST passes the one-way blackhole: {} − idle {idle_ms} = {d} ms (+ up to {} ms)", death.formula, death.slack_ms),
             spec,
-            Level::Info,
+            Level::Must,
         );
     }
     Expectation::not_detected("server keep-alive off and nothing to send: the server never learns", spec)

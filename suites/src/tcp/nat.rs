@@ -101,17 +101,17 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     let deadline_ms = rel_ms(t0, echo_at + Duration::from_secs(2)).max(0) as u64;
     let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, local, addr) };
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release };
-    Ok(facts.both_sides(
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release };
+    facts.both_sides(
         implementation(),
         server_implementation(),
-        Side { expected: client_exp, detected_at, error, deadline_ms },
+        Side::library(client_exp, detected_at, error, deadline_ms),
         Side::from_socket(
             Expectation::not_detected("server keep-alive off; whatever the client sends after the expiry dies at the NAT", SPEC),
             server_closed,
             deadline_ms,
             "server",
         ),
-        &ctx.deviations,
-    ))
+        &ctx.judging(),
+    )
 }

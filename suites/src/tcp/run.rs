@@ -100,14 +100,14 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Re
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
-    Ok(facts.both_sides(
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
+    facts.both_sides(
         implementation(),
         server_implementation(),
-        Side { expected: client_exp, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::library(client_exp, end.failed_at, end.error, client_deadline_ms),
         Side::from_socket(server_exp, server_closed, server_deadline_ms, "server"),
-        &ctx.deviations,
-    ))
+        &ctx.judging(),
+    )
 }
 
 pub(crate) fn run_idle_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {

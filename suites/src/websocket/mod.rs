@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kaspec_harness::caps::require_program;
-use kaspec_harness::expect::{Expectation, Level, Verdict};
+use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{local_end_towards, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};

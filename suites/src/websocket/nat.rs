@@ -59,11 +59,11 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     config.insert("server.ping_interval".into(), "off (3600s)".into());
     let deadline_ms = rel_ms(t0, started + Duration::from_millis(watch_ms)).max(0) as u64;
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), config, t0, timeline, release: Default::default() };
-    Ok(facts.client_only(
+    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release: Default::default() };
+    facts.client_only(
         client_implementation(),
         WsServer::Kaspec.implementation(),
-        Side { expected, detected_at: end.failed_at, error: end.error, deadline_ms },
-        &ctx.deviations,
-    ))
+        Side::library(expected, end.failed_at, end.error, deadline_ms),
+        &ctx.judging(),
+    )
 }

@@ -67,7 +67,7 @@ pub(crate) fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, whi
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release };
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
     let (client_expected, server_expected) = match &imp {
         // The silence limit is P + T while frames come every P: T is the slack for a slower path.
         Some(i) => (
@@ -76,18 +76,18 @@ pub(crate) fn heartbeat_against(ctx: &Ctx, case: &CaseDef, fault: FaultKind, whi
         ),
         None => (client_expectation(&w, fault, last_rx, last_ping), server_expectation(which, &hb, fault, last_heard, last_server_ping)),
     };
-    Ok(facts.both_sides(
+    facts.both_sides(
         client_implementation(),
         server_impl,
-        Side { expected: client_expected, detected_at: end.failed_at, error: end.error, deadline_ms: client_deadline_ms },
+        Side::library(client_expected, end.failed_at, end.error, client_deadline_ms),
         Side::from_socket(
             server_expected,
             server_closed,
             server_deadline_ms,
             "server",
         ),
-        &ctx.deviations,
-    ))
+        &ctx.judging(),
+    )
 }
 
 /// The client pings every P (its configured value) with T = 200 ms; our
@@ -141,14 +141,17 @@ pub(crate) fn quiet_server_on_impaired_path(
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), config, t0, timeline, release: Default::default() };
-    Ok(facts.client_only(
+    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release: Default::default() };
+    facts.client_only(
         client_implementation(),
         WsServer::Kaspec.implementation(),
-        Side { expected, detected_at: end.failed_at, error: end.error, deadline_ms },
-        &ctx.deviations,
-    ))
+        Side::library(expected, end.failed_at, end.error, deadline_ms),
+        &ctx.judging(),
+    )
 }
+
+/// The requirement the Pong is judged by.
+const PAYLOAD: &str = "Pong payload (hex)";
 
 /// §5.5.2/§5.5.3: send one Ping with a payload, wait for its Pong (answering
 /// anything else on the way), and compare the payloads.
@@ -193,11 +196,13 @@ pub(crate) fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Resu
         let started = Instant::now();
         let outcome = tb.client.run(move || ping_once(addr, sent, wait))?;
         let t = ms_of(wait);
-        let expected = Expectation::window(0, t, format!("a Pong with the same payload within the client's pong timeout T = {t} ms"), case.spec, Level::Must);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let expected = Expectation::window(0, t, format!("a Pong with the same payload within the client's pong timeout T = {t} ms"), case.spec, Level::Must)
+            .requiring(PAYLOAD, hex(&payload), "RFC 6455 §5.5.3 (identical \"Application data\")", Level::Must);
         let facts = RunFacts {
             case,
             fault,
-            engine: "none".into(),
+            engine: "none".into(), commit_ms: 0,
             config: ctx.config.effective("websocket."),
             t0: started,
             timeline: Vec::new(),
@@ -207,7 +212,7 @@ pub(crate) fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Resu
             Ok((rtt, p)) => (Some(started + *rtt), None, Some(p.clone())),
             Err(e) => (None, Some(e.clone()), None),
         };
-        let mut r = facts.result(
+        let r = facts.result(
             SideOutcome {
                 side: "server",
                 implementation: which.implementation(),
@@ -216,17 +221,12 @@ pub(crate) fn run_pong_echo(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Resu
                 detected_at,
                 error,
                 deadline_ms: t,
+                observer_ms: crate::outcome::LIBRARY_EVENT_MS,
+                facts: echoed.iter().map(|p| (PAYLOAD.to_string(), hex(p))).collect(),
+                release: None,
             },
-            &ctx.deviations,
-        );
-        if let Some(p) = echoed {
-            if p != payload {
-                r.verdict = Verdict::Fail;
-                r.verdict_detail = format!("Pong payload {p:02x?} differs from the Ping's {payload:02x?}");
-            } else {
-                r.verdict_detail = format!("{} ({} payload bytes echoed)", r.verdict_detail, p.len());
-            }
-        }
+            &ctx.judging(),
+        )?;
         out.push(r);
     }
     Ok(out)

@@ -27,6 +27,7 @@ pub fn ctx(sets: &[&str]) -> Ctx {
         config: config(sets),
         run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kaspec-test-runs"),
         deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
+        shift_window_ms: 0,
         fixtures,
         serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
         network: Default::default(),
@@ -64,7 +65,7 @@ pub fn assert_pass(r: &CaseResult) {
     assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
     let v = r.detection_ms.expect("detected");
     let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
-    assert!(v + r.tolerance_ms >= lo && v <= hi + r.tolerance_ms, "{}", show(r));
+    assert!(v + r.allowance_ms() >= lo && v <= hi + r.allowance_ms(), "{}", show(r));
 }
 
 /// Not detected, with this verdict (informational: nothing was expected;

@@ -52,7 +52,7 @@ fn grpc_call_on_an_unprobed_connection_fails_t_after_it_starts(#[case] fault: Fa
         let c = by(&results, "client", server);
         let v = c.detection_ms.expect("the call failed");
         let (lo, hi) = (c.expected.min_ms.unwrap(), c.expected.max_ms.unwrap());
-        assert!(v + c.tolerance_ms >= lo && v <= hi + c.tolerance_ms, "{}", show(c));
+        assert!(v + c.allowance_ms() >= lo && v <= hi + c.allowance_ms(), "{}", show(c));
         // UNAVAILABLE, or tonic's documented Unknown on a reset connection.
         let unavailable = c.error.as_deref().unwrap_or_default().contains("code: Unavailable");
         assert!(unavailable && c.verdict == Verdict::Pass || !unavailable && c.known_deviation.is_some(), "{}", show(c));
