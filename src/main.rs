@@ -498,8 +498,14 @@ impl Progress_ {
                         None => format!("not detected in {}", ms(r.deadline_ms)),
                     };
                     let dev = if r.known_deviation.is_some() { " (known deviation)" } else { "" };
+                    let budget = if r.verdict == Verdict::Unsupported { String::new() } else { format!(" ±{} ms", r.allowance_ms()) };
+                    let released = match r.release_verdict {
+                        Some(Verdict::Fail) => "; released: FAIL (leak)".to_string(),
+                        Some(v) => format!("; released: {v}"),
+                        None => String::new(),
+                    };
                     lines.push(format!(
-                        "        {:<6} {:<20} {measured}; expected {} → {}{dev}",
+                        "        {:<6} {:<20} {measured}; expected {}{budget} → {}{dev}{released}",
                         r.side,
                         r.implementation.name,
                         r.expected.describe(),
@@ -527,14 +533,19 @@ impl Progress_ {
 
 fn print_summary(report: &Report) {
     println!();
-    println!("{:<26} {:<14} {:<6} {:>12} {:>26}  verdict", "case", "fault", "side", "measured", "expected");
+    println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  verdict / released", "case", "fault", "side", "measured", "expected", "budget");
     for r in &report.results {
         let measured = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
         let verdict = match (&r.known_deviation, r.verdict) {
             (Some(_), Verdict::Fail) => "fail (known deviation)".to_string(),
             (_, v) => v.to_string(),
         };
-        println!("{:<26} {:<14} {:<6} {:>12} {:>26}  {verdict}", r.case, r.fault, r.side, measured, r.expected.describe());
+        let released = r.release_verdict.map(|v| format!(" / {v}")).unwrap_or_default();
+        let budget = if r.verdict == Verdict::Unsupported { "—".to_string() } else { format!("±{}", r.allowance_ms()) };
+        println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  {verdict}{released}", r.case, r.fault, r.side, measured, r.expected.describe(), budget);
+    }
+    for d in &report.stale_deviations {
+        println!("stale deviation (explained nothing in this run): {d}");
     }
     for e in &report.errors {
         println!("{:<26} {:<14} harness error: {}", e.case, e.fault, e.message.lines().next().unwrap_or_default());

@@ -129,59 +129,89 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
     }
     let _ = write!(h, "</p><p><b>{}</b></p>", esc(&report.summary_line()));
 
-    // Implementation × case matrix.
+    // One implementation × case matrix per protocol: both axes in each cell
+    // (the detection verdict colours the cell, the release verdict is the
+    // mark after it), the detection time, and under it the budget and the
+    // window's width.
+    let _ = write!(
+        h,
+        "<h2>Implementation × case</h2><p class=\"legend\">Each cell: the detection verdict (cell colour) and the release verdict \
+         (<b>✓</b> released, <b>✗ leak</b> a leak where detection was promised, <b>·</b> left open as the model says), the time measured, \
+         and <small>±budget · window width</small>.</p>"
+    );
+    let mut protocols: Vec<&str> = Vec::new();
+    for r in &report.results {
+        if !protocols.contains(&r.protocol.as_str()) {
+            protocols.push(&r.protocol);
+        }
+    }
     // A column per implementation as one side against one peer.
     let column = |r: &CaseResult| format!("{}<br><small>{} vs {}</small>", esc(&r.implementation.name), esc(&r.side), esc(&r.peer.name));
-    let mut columns: Vec<String> = Vec::new();
-    for r in &report.results {
-        let c = column(r);
-        if !columns.contains(&c) {
-            columns.push(c);
-        }
-    }
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for r in &report.results {
-        let k = (r.case.clone(), r.fault.clone());
-        if !rows.contains(&k) {
-            rows.push(k);
-        }
-    }
-    let _ = write!(h, "<h2>Implementation × case</h2><table><tr><th>case</th><th>fault</th>");
-    for c in &columns {
-        let _ = write!(h, "<th>{c}</th>");
-    }
-    let _ = write!(h, "</tr>");
-    for (case, fault) in &rows {
-        let _ = write!(h, "<tr><td><code>{}</code></td><td>{}</td>", esc(case), esc(fault));
-        for c in &columns {
-            let hit = report
-                .results
-                .iter()
-                .find(|r| &r.case == case && &r.fault == fault && column(r) == *c);
-            match hit {
-                Some(r) => {
-                    let t = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
-                    let anchor = anchor(r);
-                    let _ = write!(
-                        h,
-                        "<td class=\"cell\" style=\"background:{}\"><a href=\"#{anchor}\">{}</a><br>{}</td>",
-                        verdict_color(r.verdict, r.known_deviation.is_some()),
-                        esc(&verdict_text(r)),
-                        esc(&t)
-                    );
-                }
-                None => {
-                    let _ = write!(h, "<td></td>");
-                }
+    for p in protocols {
+        let of_p: Vec<&CaseResult> = report.results.iter().filter(|r| r.protocol == p).collect();
+        let mut columns: Vec<String> = Vec::new();
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for r in &of_p {
+            let c = column(r);
+            if !columns.contains(&c) && r.verdict != Verdict::Unsupported {
+                columns.push(c);
+            }
+            let k = (r.case.clone(), r.fault.clone());
+            if !rows.contains(&k) {
+                rows.push(k);
             }
         }
+        let _ = write!(h, "<h3>{}</h3><table><tr><th>case</th><th>fault</th>", esc(p));
+        for c in &columns {
+            let _ = write!(h, "<th>{c}</th>");
+        }
         let _ = write!(h, "</tr>");
+        for (case, fault) in &rows {
+            let _ = write!(h, "<tr><td><code>{}</code></td><td>{}</td>", esc(case), esc(fault));
+            if let Some(u) = of_p.iter().find(|r| &r.case == case && &r.fault == fault && r.verdict == Verdict::Unsupported) {
+                let _ = write!(
+                    h,
+                    "<td class=\"cell\" colspan=\"{}\" style=\"background:{}\" title=\"{}\">unsupported</td></tr>",
+                    columns.len().max(1),
+                    verdict_color(Verdict::Unsupported, false),
+                    esc(&u.verdict_detail)
+                );
+                continue;
+            }
+            for c in &columns {
+                match of_p.iter().find(|r| &r.case == case && &r.fault == fault && column(r) == *c) {
+                    Some(r) => {
+                        let t = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
+                        let released = match r.release_verdict {
+                            Some(Verdict::Pass) => " <b>✓</b>",
+                            Some(Verdict::Fail) => " <b style=\"color:#a00\">✗ leak</b>",
+                            Some(_) => " <b>·</b>",
+                            None => "",
+                        };
+                        let width = r.window_width_ms.map(|w| format!(" · {w} ms")).unwrap_or_default();
+                        let _ = write!(
+                            h,
+                            "<td class=\"cell\" style=\"background:{}\"><a href=\"#{}\">{}</a>{released}<br>{}<br><small>±{} ms{width}</small></td>",
+                            verdict_color(r.verdict, r.known_deviation.is_some()),
+                            anchor(r),
+                            esc(&verdict_text(r)),
+                            esc(&t),
+                            r.allowance_ms()
+                        );
+                    }
+                    None => {
+                        let _ = write!(h, "<td></td>");
+                    }
+                }
+            }
+            let _ = write!(h, "</tr>");
+        }
+        let _ = write!(h, "</table>");
     }
-    let _ = write!(h, "</table>");
     let _ = write!(
         h,
         "<h2>Results</h2><p class=\"legend\">Charts:<span style=\"background:#96d296\"></span>expected window\
-<span style=\"background:#d6f0d6\"></span>± tolerance<span style=\"background:red\"></span>fault in force\
+<span style=\"background:#d6f0d6\"></span>± budget<span style=\"background:red\"></span>fault in force\
 <span style=\"background:blue\"></span>detection<span style=\"background:#aaa\"></span>events seen</p>"
     );
     for r in &report.results {
@@ -189,7 +219,7 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             h,
             "<details id=\"{}\"{}><summary><code>{}</code> · {} · {} side · {} — <b style=\"background:{}\">{}</b> {}</summary>",
             anchor(r),
-            if r.verdict == Verdict::Fail && r.known_deviation.is_none() { " open" } else { "" },
+            if r.fails() { " open" } else { "" },
             esc(&r.case),
             esc(&r.fault),
             esc(&r.side),
@@ -205,13 +235,27 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             ("against", format!("{} · fault by {}", r.peer, r.engine)),
             ("config", cfg.join(" ")),
             ("expectation", format!("{} — {}", r.expected.describe(), r.expected.formula)),
+            ("budget", format!("{} · window width {}", r.budget.describe(), r.window_width_ms.map(|w| format!("{w} ms")).unwrap_or_else(|| "—".into()))),
             ("verdict", format!("{} — {}", verdict_text(r), r.verdict_detail)),
         ];
-        if let Some(rel) = &r.release {
-            rows.push(("released", format!("{} — {}", if rel.clean { "yes" } else { "no" }, rel.detail)));
+        for c in &r.checks {
+            rows.push(("check", format!("{}: expected {}, observed {} → {}", c.what, c.expected, c.actual, c.verdict)));
+        }
+        if let (Some(v), Some(d)) = (r.release_verdict, &r.release_detail) {
+            rows.push(("released", format!("{v} — {d}")));
         }
         if let Some(st) = &r.repeat {
-            let runs: Vec<String> = st.runs.iter().map(|v| v.map(ms).unwrap_or_else(|| "—".into())).collect();
+            let runs: Vec<String> = st
+                .runs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let w = st.windows.get(i).map(|(a, b)| format!(" in [{}, {}]", a.map(ms).unwrap_or_default(), b.map(ms).unwrap_or_default())).unwrap_or_default();
+                    let verdict = st.verdicts.get(i).map(|v| format!(" {v}")).unwrap_or_default();
+                    let shown = if i == st.shown_run { " (shown)" } else { "" };
+                    format!("{}{w}{verdict}{shown}", v.map(ms).unwrap_or_else(|| "—".into()))
+                })
+                .collect();
             rows.push((
                 "runs",
                 format!(
@@ -234,6 +278,13 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
         }
         let _ = write!(h, "</table>{}</details>", timeline_svg(r));
+    }
+    if !report.stale_deviations.is_empty() {
+        let _ = write!(h, "<h2>Stale deviations</h2><p>Documented in fixtures/deviations.toml, explained nothing in this run:</p><ul>");
+        for d in &report.stale_deviations {
+            let _ = write!(h, "<li>{}</li>", esc(d));
+        }
+        let _ = write!(h, "</ul>");
     }
     if !report.errors.is_empty() {
         let _ = write!(h, "<h2>Harness errors</h2><ul>");
@@ -278,7 +329,7 @@ pub(super) mod tests {
             window_width_ms: None,
             checks: Vec::new(),
             verdict,
-            verdict_detail: "expected 1.00 s–2.00 s (±200), detected after 2.50 s".into(),
+            verdict_detail: "expected 1.00 s–2.00 s (budget ±0 ms), detected after 2.50 s".into(),
             known_deviation: None,
             error: Some("broker socket left ESTABLISHED: FIN_WAIT1".into()),
             timeline: vec![Event { t_ms: -1000, what: "PINGREQ sent".into() }, Event { t_ms: 0, what: "fault".into() }],
@@ -310,5 +361,6 @@ pub(super) mod tests {
         assert!(!h.contains("src=\"http") && !h.contains("href=\"http"), "no network fetches");
         assert!(h.contains("d &lt;b&gt;"), "escaped");
         assert!(h.contains("mosquitto<br><small>server vs rumqttc</small>"), "matrix column");
+        assert!(h.contains("<h3>mqtt</h3>"), "one table per protocol");
     }
 }

@@ -42,6 +42,13 @@ pub fn junit(report: &Report) -> String {
                     s.set_message(r.verdict_detail.clone());
                     s
                 }
+                _ if r.release_verdict == Some(Verdict::Fail) => {
+                    // The second axis: detected in time, but the connection leaked.
+                    let detail = r.release_detail.clone().unwrap_or_default();
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(format!("not released: {detail}")).set_type("kaspec.leak").set_description(format!("{}\n{detail}", r.verdict_detail));
+                    s
+                }
                 _ => TestCaseStatus::success(),
             };
             let mut tc = TestCase::new(format!("[{}] {} {}", r.fault, r.side, r.implementation), status);
@@ -49,7 +56,8 @@ pub fn junit(report: &Report) -> String {
             if let Some(v) = r.detection_ms {
                 tc.set_time(Duration::from_millis(v));
             }
-            tc.set_system_out(format!("{}: {}", r.verdict, r.verdict_detail));
+            let released = r.release_verdict.map(|v| format!("; released: {v}")).unwrap_or_default();
+            tc.set_system_out(format!("{}: {} (budget {}){released}", r.verdict, r.verdict_detail, r.budget.describe()));
             suite.add_test_case(tc);
         }
         out.add_test_suite(suite);
@@ -78,5 +86,9 @@ mod tests {
         assert!(x.contains("classname=\"mqtt/3.1.1-3.1.2.10/1\""), "{x}");
         assert!(x.contains("<failure") && x.contains("expected 1.00 s–2.00 s"), "{x}");
         assert!(!junit(&sample(Verdict::Pass)).contains("<failure"));
+        let mut leak = sample(Verdict::Pass);
+        leak.results[0].release_verdict = Some(Verdict::Fail);
+        leak.results[0].release_detail = Some("CLOSE_WAIT".into());
+        assert!(junit(&leak).contains("kaspec.leak"), "a leak is a JUnit failure");
     }
 }

@@ -483,6 +483,21 @@ mod tests {
         assert_eq!(report(vec![result(Verdict::Fail, None)], vec![]).exit_code(), 1);
         let err = RunError { case: "c".into(), fault: "f".into(), message: "m".into() };
         assert_eq!(report(vec![result(Verdict::Fail, None)], vec![err]).exit_code(), 2);
+        // The release axis reaches the exit code: a leak where a detection
+        // was promised fails the run even when the detection passed.
+        let mut leak = result(Verdict::Pass, None);
+        leak.release_verdict = Some(Verdict::Fail);
+        assert_eq!(report(vec![leak], vec![]).exit_code(), 1);
+    }
+
+    #[test]
+    fn a_version_1_report_still_reads_with_its_tolerance_as_budget() {
+        let mut v1 = serde_json::to_value(report(vec![result(Verdict::Pass, None)], vec![])).unwrap();
+        v1["schema_version"] = 1.into();
+        v1["results"][0]["tolerance_ms"] = 200.into();
+        v1["results"][0].as_object_mut().unwrap().remove("budget");
+        let r: Report = serde_json::from_value(v1).unwrap();
+        assert_eq!(r.results[0].allowance_ms(), 200);
     }
 
     #[test]

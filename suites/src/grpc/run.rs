@@ -59,6 +59,13 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     }
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
+    // The client's last receive, from its kernel (TCP_INFO through
+    // sock_diag, jiffy-grained): hyper schedules its PING at its last read +
+    // I, so this anchors the window. The app's own timestamp of the response
+    // comes a few ms later than hyper's read.
+    let measured_at = Instant::now();
+    let since_rx = kaspec_harness::observe::since_last_recv(&tb.client, ready.local, addr)?;
+    let client_idle_ms = since_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
 
     // The call of case 2 starts I after the fault: past any PING the idle
     // connection could have had scheduled, so the call's PING goes out at once.
@@ -117,7 +124,7 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         }
         _ => {
             let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
-            let idle_ms = rel_ms(ready.last_read, t0).max(0) as u64;
+            let idle_ms = client_idle_ms.unwrap_or_else(|| rel_ms(ready.last_read, t0).max(0) as u64);
             Side::observed(idle_client_expectation(&g, &tcp, fault, idle_ms), client_closed.as_ref(), error.or(end.probe), client_deadline_ms)
         }
     };

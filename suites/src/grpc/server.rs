@@ -46,7 +46,7 @@ impl GrpcServer {
 
     pub fn implementation(self) -> Implementation {
         match self {
-            GrpcServer::Kaspec => Implementation::new("kaspec-grpc (tonic)", env!("KASPEC_VERSION_TONIC")),
+            GrpcServer::Kaspec => Implementation::new("kaspec-grpc (tonic)", format!("kaspec {} / tonic {}", env!("CARGO_PKG_VERSION"), env!("KASPEC_VERSION_TONIC"))),
             GrpcServer::PythonGrpcio => Implementation::new("python-grpcio", servers::python_version("grpc")),
         }
     }

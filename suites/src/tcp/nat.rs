@@ -2,7 +2,7 @@
 //! flows after N (see [`crate::model::nat`]).
 
 use super::*;
-use crate::model::nat::{nat_idle, tcp_client_expectation, SPEC};
+use crate::model::nat::{nat_idle, tcp_client_expectation, tcp_kept, SPEC};
 
 pub(crate) fn nat_budget(ctx: &Ctx) -> Duration {
     let (d, nat) = (keepalive_death(&ctx.config.tcp), nat_idle(ctx));
@@ -89,7 +89,9 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
             timeline.push((t, "echo after the idle period unanswered".into()));
             // The stack did not detect anything; the connection is broken all the same.
             let broken = format!("after {} of idleness an echo got no answer in 2 s: the NAT dropped it", kaspec_harness::expect::ms(wait_ms));
-            if client_exp.level == Level::Must && !client_exp.expects_detection() {
+            // Only a mapping that had to be kept makes a lost echo a failure
+            // of the connection; with keep-alive off nothing was to notice.
+            if tcp_kept(&tcp, nat) {
                 (Some(t), Some(broken))
             } else {
                 (None, Some(broken))

@@ -174,6 +174,8 @@ fn budget(ctx: &Ctx) -> Duration {
 }
 
 pub fn client_implementation() -> Implementation {
-    Implementation::new("tokio-tungstenite", env!("KASPEC_VERSION_TOKIO_TUNGSTENITE"))
+    // tokio-tungstenite has no heartbeat: the ping loop and the silence
+    // timeout are kaspec's own (client.rs), run over its WebSocket.
+    Implementation::new("kaspec heartbeat over tokio-tungstenite", format!("kaspec {} / tokio-tungstenite {}", env!("CARGO_PKG_VERSION"), env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")))
 }
 

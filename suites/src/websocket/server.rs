@@ -44,7 +44,7 @@ impl WsServer {
 
     pub fn implementation(self) -> Implementation {
         match self {
-            WsServer::Kaspec => Implementation::new("kaspec-ws (tokio-tungstenite)", env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")),
+            WsServer::Kaspec => Implementation::new("kaspec-ws (tokio-tungstenite)", format!("kaspec {} / tokio-tungstenite {}", env!("CARGO_PKG_VERSION"), env!("KASPEC_VERSION_TOKIO_TUNGSTENITE"))),
             WsServer::PythonWebsockets => Implementation::new("python-websockets", servers::python_version("websockets")),
         }
     }

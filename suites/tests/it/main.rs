@@ -16,6 +16,8 @@
 //!   lossy paths).
 //! - [`postgres`]: tokio-postgres vs a shared PostgreSQL.
 //! - [`amqp`]: lapin vs shared RabbitMQ nodes.
+//! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
+//!   each protocol's pass into a fail.
 //!
 //! The testbed's own hygiene (drop, panic, clean) is tested with the
 //! harness (harness/tests/harness.rs).
@@ -27,4 +29,5 @@ mod mqtt;
 mod paths;
 mod postgres;
 mod tcp;
+mod verdicts;
 mod websocket;

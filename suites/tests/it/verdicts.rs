@@ -1,0 +1,44 @@
+//! Every verdict can fail: for each protocol a real run is judged against
+//! its window shifted 50 ms later (the test-only `Ctx::shift_window_ms`),
+//! and the result that would pass against the computed window fails. The
+//! same observation, judged against the unshifted window, passes: the
+//! budget (≤ 25 ms here) is what separates them, not a tolerance.
+
+use kaspec_harness::expect::{Expectation, Verdict};
+use kaspec_harness::fault::FaultKind;
+use kaspec_harness::judge::{judge, Observation};
+use kaspec_harness::report::CaseResult;
+use rstest::rstest;
+
+use crate::common::*;
+
+const SHIFT_MS: i64 = 50;
+
+/// The same observation, judged against the window the run computed.
+fn unshifted(r: &CaseResult) -> Verdict {
+    let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
+    let back = |v: u64| (v as i64 - SHIFT_MS).max(0) as u64;
+    let exp = Expectation::window(back(lo), back(hi), "", "", r.expected.level);
+    let obs = Observation { detection_ms: r.detection_ms.map(|d| d as i64), deadline_ms: r.deadline_ms, budget: r.budget, ..Default::default() };
+    judge(&exp, &obs).unwrap().verdict
+}
+
+#[rstest]
+#[case::tcp("tcp/rfc1122-4.2.3.6/1", &[])]
+#[case::mqtt("mqtt/3.1.1-3.1.2.10/1", &["mqtt.keep_alive=2s"])]
+#[case::websocket("websocket/rfc6455-5.5.2/2", &[])]
+#[case::grpc("grpc/a8-keepalive/1", &[])]
+#[case::postgres("postgres/libpq-keepalives/1", &["postgres.keepalives_idle=1s", "postgres.keepalives_interval=1s", "postgres.keepalives_retries=2"])]
+#[case::amqp("amqp/0-9-1-4.2.7/1", &[])]
+fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(#[case] id: &str, #[case] sets: &[&str]) {
+    let mut ctx = ctx(sets);
+    ctx.shift_window_ms = SHIFT_MS;
+    let results = run_in(&ctx, id, FaultKind::Blackhole);
+    // Every client result of the run (one per server measured).
+    for r in results.iter().filter(|r| r.side == "client") {
+        assert!(r.budget.total_ms() <= 25, "budget over 25 ms: {}", show(r));
+        assert_eq!(r.verdict, Verdict::Fail, "shifted by {SHIFT_MS} ms: {}", show(r));
+        assert!(r.expected.formula.contains("shifted by +50 ms"), "{}", show(r));
+        assert_eq!(unshifted(r), Verdict::Pass, "the same observation against the computed window: {}", show(r));
+    }
+}
