@@ -225,7 +225,10 @@ mod tests {
     fn blackhole_up_client_takes_the_earlier_of_its_check_and_the_brokers_rst() {
         let own = client_expectation(2, FaultKind::BlackholeUp, 497, -508);
         let broker = server_expectation(2, FaultKind::BlackholeUp, rx(-503), -508, -503);
-        assert_eq!((own.min_ms, own.max_ms), (Some(4492), Some(5492)));
+        // lapin's wake at 4492 comes 5 ms before the last read + 2H = 4497
+        // (nothing missed yet); the next, at 5492, fails.
+        assert_eq!((own.min_ms, own.max_ms), (Some(5492), Some(5492)));
+        // The broker heard lapin 5 ms before its tick: that tick or the next.
         assert_eq!((broker.min_ms, broker.max_ms), (Some(3497), Some(5497)));
         let e = blackhole_up_client(own, broker, 497);
         assert_eq!((e.min_ms, e.max_ms, e.level), (Some(3497), Some(5492), Level::Must));
@@ -265,8 +268,9 @@ mod tests {
     fn the_receivers_first_wake_is_one_period_after_its_start() {
         let e = server_expectation(2, FaultKind::Blackhole, Receiver { start: -1000, tick: -1000 }, -995, -1000);
         assert_eq!((e.min_ms, e.max_ms), (Some(5000), Some(5000)));
-        // Without a start the anchor itself would count as a wake.
-        let e = server_expectation(2, FaultKind::Blackhole, rx(-1000), -995, -1000);
+        // Without a start the anchor itself counts as a wake: heard 3 ms
+        // before it, that wake (3000) or the next (5000).
+        let e = server_expectation(2, FaultKind::Blackhole, rx(-1000), -1003, -1000);
         assert_eq!((e.min_ms, e.max_ms), (Some(3000), Some(5000)));
     }
 

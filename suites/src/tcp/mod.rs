@@ -88,7 +88,7 @@ pub static IDLE_NO_KEEPALIVE: CaseDef = CaseDef {
     protocol: "tcp",
     spec: "RFC 1122 §4.2.3.6",
     quote: "If keep-alives are included, the application MUST be able to turn them on or off for each TCP connection, and they MUST default to off.",
-    description: "Idle connection with keep-alive off (every socket's default); the path fails: nothing notices (informational).",
+    description: "Idle connection with keep-alive off (every socket's default); the path fails: nothing notices (a detection would fail).",
     requirement: "Keep-alive is off by default; an idle connection without it is never checked",
     faults: ALL_FAULTS,
     fixed_fault: None,
