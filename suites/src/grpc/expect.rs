@@ -19,17 +19,15 @@ pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind
                 SPEC_A8,
             );
         }
-        let idle = ms_of(tcp.idle);
-        let (d, slack, how) = if fault == FaultKind::Reset {
-            (idle.saturating_sub(idle_ms), linux::wheel_slack_ms(idle), format!("the first TCP keep-alive probe (tcp.idle {idle} ms after the last segment) meets the RST"))
-        } else {
-            let death = crate::model::tcp::keepalive_death(tcp);
-            (death.ms.saturating_sub(idle_ms), death.slack_ms, format!("TCP keep-alive (tcp.*): {}", death.formula))
-        };
+        if fault == FaultKind::Reset {
+            let e = crate::model::tcp::rst_at_first_probe(tcp, idle_ms, "keepalive_while_idle = false: no HTTP/2 PING while idle; TCP keep-alive (tcp.*): ");
+            return Expectation { spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS), RFC 9293 §3.5.3".into(), ..e };
+        }
+        let (lo, hi, f) = crate::model::tcp::death_after_idle(tcp, idle_ms);
         return Expectation::window(
-            d,
-            d + slack,
-            format!("keepalive_while_idle = false: no HTTP/2 PING while idle; {how}, − idle {idle_ms} ms = {d} ms (+ up to {slack} ms timer-wheel rounding)"),
+            lo,
+            hi,
+            format!("keepalive_while_idle = false: no HTTP/2 PING while idle; TCP keep-alive (tcp.*): {f}"),
             "gRFC A8 (KEEPALIVE_WITHOUT_CALLS), RFC 1122 §4.2.3.6",
             Level::Must,
         );
