@@ -166,15 +166,20 @@ pub struct Budget {
     /// it closed (poll period + the dump's own time); for a library event,
     /// the millisecond its instant is truncated to.
     pub observer_ms: u64,
+    /// Event timestamping: the worst lateness with which this machine woke
+    /// a sleeping thread around the run (a probe thread measures it; see
+    /// `wake.rs`) — how late an event can have been stamped.
+    #[serde(default)]
+    pub wake_ms: u64,
 }
 
 impl Budget {
     pub fn total_ms(&self) -> u64 {
-        self.fault_commit_ms + self.observer_ms
+        self.fault_commit_ms + self.observer_ms + self.wake_ms
     }
 
     pub fn describe(&self) -> String {
-        format!("±{} ms (fault commit {} + observer {})", self.total_ms(), self.fault_commit_ms, self.observer_ms)
+        format!("±{} ms (fault commit {} + observer {} + wake-up {})", self.total_ms(), self.fault_commit_ms, self.observer_ms, self.wake_ms)
     }
 }
 

@@ -124,11 +124,11 @@ mod tests {
     }
 
     fn at(d: i64) -> Observation {
-        Observation { detection_ms: Some(d), deadline_ms: 6000, budget: Budget { fault_commit_ms: 4, observer_ms: 6 }, ..Default::default() }
+        Observation { detection_ms: Some(d), deadline_ms: 6000, budget: Budget { fault_commit_ms: 4, observer_ms: 5, wake_ms: 1 }, ..Default::default() }
     }
 
     fn never() -> Observation {
-        Observation { detection_ms: None, deadline_ms: 6000, budget: Budget { fault_commit_ms: 4, observer_ms: 6 }, ..Default::default() }
+        Observation { detection_ms: None, deadline_ms: 6000, budget: Budget { fault_commit_ms: 4, observer_ms: 5, wake_ms: 1 }, ..Default::default() }
     }
 
     fn v(exp: &Expectation, obs: &Observation) -> Verdict {

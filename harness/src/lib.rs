@@ -38,6 +38,7 @@ pub mod observe;
 pub mod report;
 pub mod server;
 pub mod testbed;
+pub mod wake;
 /// A harness failure. Never a verdict: the case did not run as designed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -170,7 +170,12 @@ impl RunFacts<'_> {
             o.expected.max_ms = o.expected.max_ms.map(s);
             o.expected.formula = format!("{} [shifted by {:+} ms for a test]", o.expected.formula, judging.shift_ms);
         }
-        let budget = Budget { fault_commit_ms: self.commit_ms, observer_ms: o.observer_ms };
+        // Event timestamping: the worst wake-up lateness from the run's first
+        // anchor to the detection (or the end of the watch).
+        let first = self.timeline.iter().map(|(t, _)| *t).min().unwrap_or(self.t0).min(self.t0);
+        let last = o.detected_at.unwrap_or(self.t0 + std::time::Duration::from_millis(o.deadline_ms));
+        let wake_ms = kaspec_harness::wake::lateness_ms(first - std::time::Duration::from_millis(5), last + std::time::Duration::from_millis(5));
+        let budget = Budget { fault_commit_ms: self.commit_ms, observer_ms: o.observer_ms, wake_ms };
         let detection = o.detected_at.map(|t| rel_ms(self.t0, t));
         let obs = Observation { detection_ms: detection, deadline_ms: o.deadline_ms, facts: o.facts, release: o.release.clone(), budget };
         let j: Judged = judge(&o.expected, &obs).map_err(|e| Error::Other(format!("{} {} side: {e}", self.case.id, o.side)))?;

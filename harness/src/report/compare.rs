@@ -281,7 +281,7 @@ mod tests {
     fn verdict_and_time_regressions_are_found() {
         let base = rep(vec![res("a", Verdict::Pass, Some(1500)), res("b", Verdict::Pass, Some(1500)), res("c", Verdict::Pass, Some(1500))]);
         let mut within = res("b", Verdict::Pass, Some(1512));
-        within.budget = crate::expect::Budget { fault_commit_ms: 4, observer_ms: 8 };
+        within.budget = crate::expect::Budget { fault_commit_ms: 4, observer_ms: 7, wake_ms: 1 };
         let new = rep(vec![res("a", Verdict::Fail, Some(2500)), within, res("d", Verdict::Pass, Some(1))]);
         let d = diff(&base, &new);
         assert!(d.iter().any(|c| matches!(c, Change::Verdict { worse: true, .. })));

@@ -38,6 +38,9 @@ pub use docker::{DockerPath, ServerHost, ATTACHED_ROLE};
 
 /// A short tag that names every resource of one testbed (6 hex digits).
 pub fn new_tag() -> String {
+    // Every testbed starts the wake-up probe, so the budget's timestamping
+    // term is measured from before the first fault.
+    crate::wake::ensure_running();
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());

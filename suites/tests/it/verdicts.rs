@@ -36,7 +36,9 @@ fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(#[case] id: &str
     let results = run_in(&ctx, id, FaultKind::Blackhole);
     // Every client result of the run (one per server measured).
     for r in results.iter().filter(|r| r.side == "client") {
-        assert!(r.budget.total_ms() <= 25, "budget over 25 ms: {}", show(r));
+        // The shift must exceed the budget for the verdict to turn (the
+        // budget is measured; on this machine it is a few ms).
+        assert!((r.budget.total_ms() as i64) < SHIFT_MS, "budget at or over the shift: {}", show(r));
         assert_eq!(r.verdict, Verdict::Fail, "shifted by {SHIFT_MS} ms: {}", show(r));
         assert!(r.expected.formula.contains("shifted by +50 ms"), "{}", show(r));
         assert_eq!(unshifted(r), Verdict::Pass, "the same observation against the computed window: {}", show(r));
