@@ -54,7 +54,7 @@ enum Command {
         out: Option<PathBuf>,
         /// Run each case N times; results show min/median/max and spread,
         /// the verdict uses every run.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
         repeat: u32,
         /// No progress output.
         #[arg(long)]
@@ -122,7 +122,11 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => std::process::exit(bad_input(clap_one_line(&e.to_string()))),
+    };
     let code = match cli.command {
         Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project } => {
             let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
@@ -146,9 +150,26 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Bad input: one line on stderr (a message that still holds a line break
+/// has it escaped, so the culprit is never on a second line), exit status 2.
 fn bad_input(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("kaspec: error: {msg}");
+    eprintln!("kaspec: error: {}", msg.to_string().trim_end().replace('\n', "\\n"));
     2
+}
+
+/// clap's error as one line: its message and the culprit it lists, without
+/// the usage, the tips and the pointer to --help.
+fn clap_one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() && !line.starts_with("tip:") {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    format!("{} (`--help` lists what is allowed)", parts.join(" "))
 }
 
 /// `--fault`'s long help: every fault, from the code that applies them.

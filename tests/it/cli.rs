@@ -50,6 +50,46 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
     }
 }
 
+/// Issue 14: inputs that slipped through or named their culprit on a second line.
+#[test]
+fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
+    let out = tmp("bad14");
+    let o = out.to_str().unwrap();
+    let dir = tmp("bad14-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let redis = file("redis.toml", "[redis]\n");
+    let named = file("named.toml", "name = 5\n");
+    let dup = file("dup.toml", "[tcp]\nidle = \"2s\"\n[tcp]\ncount = 3\n");
+    let huge_rtt = file("huge.toml", "rtt = \"1000000h\"\n");
+    let max_rtt = file("max.toml", "rtt = \"18446744073709551615s\"\njitter = \"1s\"\n");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--set", "websocket.ping_interval=18446744073709552s", "--out", o], "websocket.ping_interval=18446744073709552s: out of range"),
+        (vec!["run", "--set", "tcp.user_timeout=18446744073709552s", "--out", o], "tcp.user_timeout=18446744073709552s: out of range"),
+        (vec!["run", "--profile", &redis, "--out", o], "unknown table [redis]"),
+        (vec!["run", "--profile", &named, "--out", o], "name = 5: expected a string"),
+        (vec!["run", "--profile", &dup, "--out", o], "duplicate key `tcp`"),
+        (vec!["run", "--set", "tcp.idle=3\ns", "--out", o], "tcp.idle=\"3\\ns\""),
+        (vec!["run", "--network", &huge_rtt, "--fault", "delay", "--out", o], "rtt = \"1000000h\": out of range"),
+        (vec!["run", "--network", &max_rtt, "--fault", "delay", "--out", o], "out of range (allowed: 0ms..60s)"),
+        (vec!["run", "--repeat", "-1", "--out", o], "'-1' for '--repeat <N>': -1 is not in 1..=100"),
+        (vec!["validate"], "--profile <FILE>"),
+    ];
+    for (args, needle) in cases {
+        let r = run(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got: {err}");
+        assert!(err.starts_with("kaspec: error:") && err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("tip:") && !err.contains("-- -1"), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} created its output folder");
+    }
+}
+
 #[test]
 fn list_shows_every_case_with_its_spec() {
     let r = run(&["list"]);
