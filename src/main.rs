@@ -205,24 +205,33 @@ fn list(prefixes: &[String], markdown: bool) -> i32 {
     0
 }
 
+/// `kaspec clean`: what it removed, by category; exit status 2 if
+/// something tagged could not be removed.
 fn clean() -> i32 {
     if let Err(e) = kaspec_harness::caps::require_base() {
         return bad_input(e);
     }
-    let r = kaspec_harness::testbed::clean_leftovers();
+    let mut r = kaspec_harness::testbed::clean_leftovers();
+    // Strays land in the working directory of the run that left them: here,
+    // or the source tree (where `cargo test` runs).
+    let dirs = [PathBuf::from("."), fixtures_dir().join(".."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    let (strays, failed) = kaspec_harness::cleanup::remove_strays(&dirs, &registry::stray_files());
+    r.strays = strays;
+    r.failed.extend(failed);
     for (ns, pid) in &r.in_use {
         println!("left {ns} alone: its run (pid {pid}) is still going");
     }
-    if r.namespaces.is_empty() {
-        println!("nothing to clean: no namespace of a finished kaspec run on this machine");
-    } else {
-        println!("removed {} namespace(s) and {} process(es): {}", r.namespaces.len() - r.failed.len(), r.processes, r.namespaces.join(", "));
-    }
-    if !r.dirs.is_empty() {
-        println!("removed {} throw-away director{}: {}", r.dirs.len(), if r.dirs.len() == 1 { "y" } else { "ies" }, r.dirs.join(", "));
-    }
+    let list = |v: &[String]| if v.is_empty() { String::new() } else { format!(": {}", v.join(", ")) };
+    let removed_ns: Vec<String> = r.namespaces.iter().filter(|n| !r.failed.contains(n)).cloned().collect();
+    println!("namespaces: removed {}{}", removed_ns.len(), list(&removed_ns));
+    println!("processes: killed {}", r.processes);
+    println!("directories: removed {}{}", r.dirs.len(), list(&r.dirs));
+    println!("stray files: removed {}{}", r.strays.len(), list(&r.strays));
     if !r.claims.is_empty() {
-        println!("released {} router address claim(s) on a compose network: {}", r.claims.len(), r.claims.join(", "));
+        println!("address claims: released {} on a compose network{}", r.claims.len(), list(&r.claims));
+    }
+    if r.namespaces.is_empty() && r.processes == 0 && r.dirs.is_empty() && r.strays.is_empty() && r.claims.is_empty() {
+        println!("nothing to clean: nothing of a finished kaspec run on this machine");
     }
     if r.failed.is_empty() {
         0
@@ -452,6 +461,9 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
             eprintln!("  measuring {what}");
         }
     });
+    if kaspec_harness::cleanup::interrupted() {
+        return 130; // nothing judged during the teardown is shown
+    }
     let (judged, results) = match judged {
         Ok(j) => j,
         Err(e) => {
@@ -492,6 +504,16 @@ impl Progress_ {
     }
 
     fn on(&mut self, p: Progress<'_>) {
+        // Interrupted: the case under way was named by the interrupt's line;
+        // nothing observed during the teardown is shown (issue 14).
+        if kaspec_harness::cleanup::interrupted() {
+            self.finish();
+            return;
+        }
+        match &p {
+            Progress::Start { index, total, case, fault, .. } => kaspec_harness::cleanup::set_activity(&format!("[{index:>2}/{total}] {} × {fault}", case.id)),
+            _ => kaspec_harness::cleanup::set_activity(""),
+        }
         if self.quiet {
             return;
         }
