@@ -113,7 +113,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
 /// What a pasted connection string sets: (`postgres.*` key, value in
 /// kaspec's units, what the report shows).
 pub fn parse_conninfo(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigError> {
-    let bad = |what: String| ConfigError(format!("postgres.conninfo: {what}"));
+    // One line whatever the string holds: control characters escaped.
+    let bad = |what: String| ConfigError(format!("postgres.conninfo: {}", what.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>()));
     let allowed = || format!("allowed: {}; ignored: {}", CONNINFO_KEEPALIVE.join(", "), CONNINFO_IGNORED.join(", "));
     let pairs = conninfo_pairs(text).map_err(|e| bad(format!("not a libpq connection string ({e})")))?;
     let mut out = Vec::new();

@@ -16,6 +16,9 @@
 //!   lossy paths).
 //! - [`postgres`]: tokio-postgres vs a shared PostgreSQL.
 //! - [`amqp`]: lapin vs shared RabbitMQ nodes.
+//! - [`inputs`]: a property test over every input surface (knobs, profiles,
+//!   network profiles, conninfo, report files): one-line refusal or a value
+//!   in range, never a panic or a wrap.
 //!
 //! The testbed's own hygiene (drop, panic, clean) is tested with the
 //! harness (harness/tests/harness.rs).
@@ -23,6 +26,7 @@
 mod amqp;
 mod common;
 mod grpc;
+mod inputs;
 mod mqtt;
 mod paths;
 mod postgres;
