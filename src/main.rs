@@ -54,7 +54,7 @@ enum Command {
         out: Option<PathBuf>,
         /// Run each case N times; results show min/median/max and spread,
         /// the verdict uses every run.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
         repeat: u32,
         /// No progress output.
         #[arg(long)]
@@ -122,7 +122,11 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => std::process::exit(bad_input(clap_one_line(&e.to_string()))),
+    };
     let code = match cli.command {
         Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project } => {
             let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
@@ -146,9 +150,26 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Bad input: one line on stderr (a message that still holds a line break
+/// has it escaped, so the culprit is never on a second line), exit status 2.
 fn bad_input(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("kaspec: error: {msg}");
+    eprintln!("kaspec: error: {}", msg.to_string().trim_end().replace('\n', "\\n"));
     2
+}
+
+/// clap's error as one line: its message and the culprit it lists, without
+/// the usage, the tips and the pointer to --help.
+fn clap_one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() && !line.starts_with("tip:") {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    format!("{} (`--help` lists what is allowed)", parts.join(" "))
 }
 
 /// `--fault`'s long help: every fault, from the code that applies them.
@@ -184,24 +205,33 @@ fn list(prefixes: &[String], markdown: bool) -> i32 {
     0
 }
 
+/// `kaspec clean`: what it removed, by category; exit status 2 if
+/// something tagged could not be removed.
 fn clean() -> i32 {
     if let Err(e) = kaspec_harness::caps::require_base() {
         return bad_input(e);
     }
-    let r = kaspec_harness::testbed::clean_leftovers();
+    let mut r = kaspec_harness::testbed::clean_leftovers();
+    // Strays land in the working directory of the run that left them: here,
+    // or the source tree (where `cargo test` runs).
+    let dirs = [PathBuf::from("."), fixtures_dir().join(".."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    let (strays, failed) = kaspec_harness::cleanup::remove_strays(&dirs, &registry::stray_files());
+    r.strays = strays;
+    r.failed.extend(failed);
     for (ns, pid) in &r.in_use {
         println!("left {ns} alone: its run (pid {pid}) is still going");
     }
-    if r.namespaces.is_empty() {
-        println!("nothing to clean: no namespace of a finished kaspec run on this machine");
-    } else {
-        println!("removed {} namespace(s) and {} process(es): {}", r.namespaces.len() - r.failed.len(), r.processes, r.namespaces.join(", "));
-    }
-    if !r.dirs.is_empty() {
-        println!("removed {} throw-away director{}: {}", r.dirs.len(), if r.dirs.len() == 1 { "y" } else { "ies" }, r.dirs.join(", "));
-    }
+    let list = |v: &[String]| if v.is_empty() { String::new() } else { format!(": {}", v.join(", ")) };
+    let removed_ns: Vec<String> = r.namespaces.iter().filter(|n| !r.failed.contains(n)).cloned().collect();
+    println!("namespaces: removed {}{}", removed_ns.len(), list(&removed_ns));
+    println!("processes: killed {}", r.processes);
+    println!("directories: removed {}{}", r.dirs.len(), list(&r.dirs));
+    println!("stray files: removed {}{}", r.strays.len(), list(&r.strays));
     if !r.claims.is_empty() {
-        println!("released {} router address claim(s) on a compose network: {}", r.claims.len(), r.claims.join(", "));
+        println!("address claims: released {} on a compose network{}", r.claims.len(), list(&r.claims));
+    }
+    if r.namespaces.is_empty() && r.processes == 0 && r.dirs.is_empty() && r.strays.is_empty() && r.claims.is_empty() {
+        println!("nothing to clean: nothing of a finished kaspec run on this machine");
     }
     if r.failed.is_empty() {
         0
@@ -432,6 +462,9 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
             eprintln!("  measuring {what}");
         }
     });
+    if kaspec_harness::cleanup::interrupted() {
+        return 130; // nothing judged during the teardown is shown
+    }
     let (judged, results) = match judged {
         Ok(j) => j,
         Err(e) => {
@@ -472,6 +505,16 @@ impl Progress_ {
     }
 
     fn on(&mut self, p: Progress<'_>) {
+        // Interrupted: the case under way was named by the interrupt's line;
+        // nothing observed during the teardown is shown (issue 14).
+        if kaspec_harness::cleanup::interrupted() {
+            self.finish();
+            return;
+        }
+        match &p {
+            Progress::Start { index, total, case, fault, .. } => kaspec_harness::cleanup::set_activity(&format!("[{index:>2}/{total}] {} × {fault}", case.id)),
+            _ => kaspec_harness::cleanup::set_activity(""),
+        }
         if self.quiet {
             return;
         }

@@ -86,13 +86,27 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Installs the Ctrl-C / SIGTERM handler once per process.
+/// What the run is doing (e.g. the case under way), named by the
+/// interrupt's one line; empty between cases.
+static ACTIVITY: Mutex<String> = Mutex::new(String::new());
+
+/// Sets what [`install_signal_handler`]'s message names as under way when
+/// an interrupt arrives (empty: nothing).
+pub fn set_activity(what: &str) {
+    let mut a = ACTIVITY.lock().unwrap_or_else(|p| p.into_inner());
+    a.clear();
+    a.push_str(what);
+}
+
+/// Installs the Ctrl-C / SIGTERM / SIGHUP handler once per process.
 pub fn install_signal_handler() {
     HANDLER.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             // Never panic here (stderr may be a closed pipe): the clean-up must run.
-            let _ = writeln!(std::io::stderr(), "kaspec: interrupted, removing this run's namespaces and processes");
+            let doing = ACTIVITY.lock().map(|a| a.clone()).unwrap_or_default();
+            let doing = if doing.is_empty() { String::new() } else { format!(" ({doing}: no result)") };
+            let _ = writeln!(std::io::stderr(), "kaspec: interrupted{doing}, removing this run's namespaces and processes");
             let live: Vec<(String, Vec<String>)> = match LIVE.lock() {
                 Ok(g) => g.clone().into_iter().collect(),
                 Err(p) => p.into_inner().clone().into_iter().collect(),
@@ -169,30 +183,90 @@ pub fn pids_in(ns: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// Kills every process in the namespaces (TERM, then KILL after a grace
-/// period), then deletes the namespaces. Best effort: returns what could not
-/// be removed.
-pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
-    let mut pids: Vec<i32> = namespaces.iter().filter(|ns| !foreign(ns)).flat_map(|ns| pids_in(ns)).collect();
-    pids.retain(|p| *p != std::process::id() as i32);
-    for p in &pids {
-        let _ = kill(Pid::from_raw(*p), Signal::SIGCONT); // a frozen process cannot die of TERM
-        let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
+/// The environment variable every process kaspec starts carries: the run's tag.
+pub const TAG_VAR: &str = "KASPEC_RUN_TAG";
+
+/// Processes whose environment carries a run tag ([`TAG_VAR`]): (pid, tag),
+/// wherever they live — also in a namespace that no longer has a name, or
+/// reparented after a daemon's double fork.
+pub fn tagged_processes() -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let prefix = format!("{TAG_VAR}=");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if pid == me || is_zombie(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        if let Some(tag) = env.split(|b| *b == 0).find_map(|v| v.strip_prefix(prefix.as_bytes())) {
+            out.push((pid, String::from_utf8_lossy(tag).into_owned()));
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !pids.is_empty() && Instant::now() < deadline {
-        pids.retain(|p| kill(Pid::from_raw(*p), None).is_ok() && !is_zombie(*p));
+    out
+}
+
+/// How long [`kill_all`] lets processes exit on TERM before KILL, and how
+/// long it keeps going in all.
+const GRACE: Duration = Duration::from_secs(3);
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+/// Kills every process `list` names, again and again until it names none:
+/// a process started meanwhile (a server forking a helper, RabbitMQ
+/// starting an `epmd -daemon`) is found in the next round. TERM first (and
+/// CONT: a frozen process cannot die of TERM), KILL after [`GRACE`].
+/// Returns the number of processes signalled and those still alive at the
+/// deadline.
+fn kill_all(list: impl Fn() -> Vec<i32>) -> (usize, Vec<i32>) {
+    let started = Instant::now();
+    let mut seen: Vec<i32> = Vec::new();
+    loop {
+        let mut pids = list();
+        pids.retain(|p| *p != std::process::id() as i32 && kill(Pid::from_raw(*p), None).is_ok() && !is_zombie(*p));
+        if pids.is_empty() || started.elapsed() >= GIVE_UP {
+            return (seen.len(), pids);
+        }
+        let hard = started.elapsed() >= GRACE;
+        for p in &pids {
+            if !seen.contains(p) {
+                seen.push(*p);
+            }
+            let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(*p), if hard { Signal::SIGKILL } else { Signal::SIGTERM });
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for p in &pids {
-        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-    }
-    let mut left = Vec::new();
+}
+
+/// The pids of run `tags`' processes: those in the namespaces (as `ip
+/// netns pids`; none of a namespace whose processes are foreign) and those
+/// carrying one of the tags in their environment.
+fn processes_of(namespaces: &[String], tags: &[String]) -> Vec<i32> {
+    let mut pids: Vec<i32> = namespaces.iter().filter(|ns| !foreign(ns)).flat_map(|ns| pids_in(ns)).collect();
+    pids.extend(tagged_processes().into_iter().filter(|(_, t)| tags.contains(t)).map(|(p, _)| p));
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Kills every process in the namespaces and every process carrying their
+/// tags, until none is left, then deletes the namespaces. Best effort:
+/// returns what could not be removed (namespaces, and `pid N` of a process
+/// that outlived [`GIVE_UP`]).
+pub fn remove_namespaces(namespaces: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = namespaces.iter().filter_map(|n| tag_of(n)).map(String::from).collect();
+    tags.dedup();
+    let (_, alive) = kill_all(|| processes_of(namespaces, &tags));
+    let mut left: Vec<String> = alive.iter().map(|p| format!("pid {p}")).collect();
     for ns in namespaces {
         if !cmd::ok("ip", &["netns", "delete", ns]) && existing_namespaces().contains(ns) {
             left.push(ns.clone());
         }
     }
+    // A process forked while the names went (it keeps its namespace alive
+    // without a name): found by its tag.
+    let (_, alive) = kill_all(|| processes_of(&[], &tags));
+    left.extend(alive.iter().map(|p| format!("pid {p}")));
     left
 }
 
@@ -215,19 +289,75 @@ pub fn existing_namespaces() -> Vec<String> {
     }
 }
 
-/// What `kaspec clean` found and removed.
+/// What `kaspec clean` found and removed, by category.
 #[derive(Debug, Default)]
 pub struct CleanReport {
     pub namespaces: Vec<String>,
+    /// Processes killed: those inside the namespaces and those carrying
+    /// the tag of a run that is gone in their environment.
     pub processes: usize,
+    /// What could not be removed (namespaces, `pid N`, directories, files).
     pub failed: Vec<String>,
     /// Namespaces left alone because the run that owns them is still alive.
     pub in_use: Vec<(String, i32)>,
     /// Throw-away directories of finished runs ([`scratch_dir`]) removed.
     pub dirs: Vec<String>,
+    /// Files a server of a finished run wrote outside its scratch
+    /// directory, removed ([`remove_strays`]).
+    pub strays: Vec<String>,
     /// What the registered [`Cleaner`]s removed for runs that are gone
     /// (their `leftovers`).
     pub claims: Vec<String>,
+}
+
+/// A file a server may leave outside the run's scratch directory (before
+/// it was told where to write, or from an older kaspec), recognised by
+/// its name.
+#[derive(Debug, Clone, Copy)]
+pub struct Stray {
+    /// What it is, for messages.
+    pub what: &'static str,
+    /// The start of its name (e.g. `MnesiaCore.kaspec-rabbit`).
+    pub prefix: &'static str,
+    /// Bytes its content must hold too (a path under kaspec's scratch
+    /// directories, say) when the name alone could be someone else's; empty:
+    /// the name is enough.
+    pub contains: &'static [u8],
+}
+
+impl Stray {
+    fn is(&self, path: &std::path::Path, name: &str) -> bool {
+        name.starts_with(self.prefix)
+            && (self.contains.is_empty() || std::fs::read(path).is_ok_and(|b| b.windows(self.contains.len()).any(|w| w == self.contains)))
+    }
+}
+
+/// Removes, from each of `dirs` (not below), the regular files a `strays`
+/// entry recognises: (removed, could not be removed).
+pub fn remove_strays(dirs: &[std::path::PathBuf], strays: &[Stray]) -> (Vec<String>, Vec<String>) {
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    let mut seen = Vec::new();
+    for d in dirs {
+        let Ok(d) = d.canonicalize() else { continue };
+        if seen.contains(&d) {
+            continue;
+        }
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if let Some(s) = strays.iter().find(|s| s.is(&entry.path(), &name)) {
+                let shown = format!("{} ({})", entry.path().display(), s.what);
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed.push(shown),
+                    Err(e) => failed.push(format!("{shown}: {e}")),
+                }
+            }
+        }
+        seen.push(d);
+    }
+    (removed, failed)
 }
 
 /// Removes the marked scratch directories of `tag` (after its processes are gone).
@@ -289,16 +419,28 @@ pub fn clean_leftovers() -> CleanReport {
         }
     }
     report.namespaces.sort();
-    report.processes = report.namespaces.iter().filter(|ns| !foreign(ns)).map(|ns| pids_in(ns).len()).sum();
-    report.failed = remove_namespaces(&report.namespaces);
-    let mut tags: Vec<&str> = report.namespaces.iter().filter_map(|n| tag_of(n)).collect();
+    // The tags of runs that are gone: those of the namespaces, and those
+    // processes carry (a daemon that outlived its namespace's name).
+    let mut tags: Vec<String> = report.namespaces.iter().filter_map(|n| tag_of(n)).map(String::from).collect();
+    let live_tags: Vec<String> = live.iter().filter_map(|n| tag_of(n)).map(String::from).collect();
+    for (_, t) in tagged_processes() {
+        if !tags.contains(&t) && !live_tags.contains(&t) && tag_is_gone(&t) {
+            tags.push(t);
+        }
+    }
+    tags.sort();
     tags.dedup();
-    for t in tags {
+    let (killed, alive) = kill_all(|| processes_of(&report.namespaces, &tags));
+    report.processes = killed;
+    report.failed = alive.iter().map(|p| format!("pid {p}")).collect();
+    report.failed.extend(remove_namespaces(&report.namespaces));
+    for t in &tags {
         let _ = std::fs::remove_file(format!("{OWNER_DIR}/{t}"));
     }
     for d in leftover_scratch_dirs() {
-        if std::fs::remove_dir_all(&d).is_ok() {
-            report.dirs.push(d.display().to_string());
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => report.dirs.push(d.display().to_string()),
+            Err(e) => report.failed.push(format!("{}: {e}", d.display())),
         }
     }
     // What the registered subsystems hold for runs that are gone.

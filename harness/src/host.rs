@@ -89,7 +89,8 @@ impl Host {
         let f = self.ns_file()?;
         let parent = std::process::id() as libc::pid_t;
         let mut c = Command::new(program);
-        c.env("KASPEC_RUN_TAG", tag);
+        // Inherited by whatever it forks: `kaspec clean` finds them all by it.
+        c.env(crate::cleanup::TAG_VAR, tag);
         unsafe {
             c.pre_exec(move || {
                 setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;

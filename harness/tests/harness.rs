@@ -41,6 +41,33 @@ mod testbed {
         assert!(!status.success(), "the process in the namespace was stopped");
     }
 
+    fn tagged(tag: &str) -> Vec<i32> {
+        kaspec_harness::cleanup::tagged_processes().into_iter().filter(|(_, t)| t == tag).map(|(p, _)| p).collect()
+    }
+
+    /// Issue 14 (the leaked `epmd -daemon`): a server that keeps starting
+    /// daemons which leave its namespace (a double fork into a namespace of
+    /// their own, as `epmd -daemon` outlives the name of its) is not raced
+    /// by the teardown: everything carrying the tag is gone after the drop.
+    #[test]
+    fn teardown_kills_tagged_processes_started_meanwhile_and_outside_the_namespace() {
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::new(&dir).unwrap();
+        let tag = tb.tag.clone();
+        let script = "trap '' TERM; while :; do (unshare -n sleep 600 &); sleep 0.05; done";
+        let mut spawner = tb.server.command("sh", &tag).unwrap().args(["-c", script]).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tagged(&tag).len() < 4 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let escaped: Vec<i32> = tagged(&tag).into_iter().filter(|p| !kaspec_harness::cleanup::pids_in(&tb.server.ns).contains(p)).collect();
+        assert!(!escaped.is_empty(), "the daemons live outside the testbed's namespaces");
+        drop(tb);
+        let _ = spawner.wait();
+        assert!(namespaces_with(&tag).is_empty());
+        assert!(tagged(&tag).is_empty(), "left carrying tag {tag}: {:?}", tagged(&tag));
+    }
+
     #[test]
     fn testbed_is_removed_when_a_case_panics() {
         let dir = run_dir();

@@ -13,7 +13,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::config::{one_line, toml_error, ConfigError};
+
+/// The largest round trip (and jitter) a profile may give: far beyond any
+/// real path (a geostationary hop is ~600 ms), and small enough that every
+/// bound computed from it stays in range (netem takes it in microseconds).
+pub const MAX_RTT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NetworkProfile {
@@ -37,15 +42,24 @@ impl NetworkProfile {
     }
 
     pub fn parse(text: &str) -> Result<NetworkProfile, ConfigError> {
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError(format!("not valid TOML: {}", e.message().trim())))?;
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_error(text, &e))?;
         let mut n = NetworkProfile::default();
         for (k, v) in &doc {
             if !KEYS.contains(&k.as_str()) {
-                return Err(ConfigError(format!("unknown key `{k}` (allowed: {})", KEYS.join(", "))));
+                return Err(ConfigError(format!("unknown key `{}` (allowed: {})", one_line(k), KEYS.join(", "))));
             }
-            let s = v.as_str().ok_or_else(|| ConfigError(format!("{k} = {v}: expected a string, e.g. \"30s\" or \"1%\"")))?;
-            let dur = |s: &str| {
-                humantime::parse_duration(s).map_err(|e| ConfigError(format!("{k} = \"{s}\": {e} (use ms, s or m)")))
+            let s = v.as_str().ok_or_else(|| ConfigError(format!("{k} = {}: expected a string, e.g. \"30s\" or \"1%\"", one_line(&v.to_string()))))?;
+            let quoted = format!("{s:?}");
+            let dur = |s: &str| match s.chars().any(char::is_control) {
+                true => Err(ConfigError(format!("{k} = {quoted}: a duration holds no line break or control character"))),
+                false => humantime::parse_duration(s).map_err(|e| ConfigError(format!("{k} = {quoted}: {e} (use ms, s or m)"))),
+            };
+            let path_dur = |s: &str| {
+                let d = dur(s)?;
+                if d > MAX_RTT {
+                    return Err(ConfigError(format!("{k} = {quoted}: out of range (allowed: 0ms..{}s)", MAX_RTT.as_secs())));
+                }
+                Ok(d)
             };
             match k.as_str() {
                 "name" => n.name = s.into(),
@@ -54,20 +68,20 @@ impl NetworkProfile {
                     // conntrack timeout policies take whole seconds.
                     let d = dur(s)?;
                     if d.subsec_nanos() != 0 || d.as_secs() < 1 || d.as_secs() > 86_400 {
-                        return Err(ConfigError(format!("nat_idle_timeout = \"{s}\": takes whole seconds, 1s..86400s")));
+                        return Err(ConfigError(format!("nat_idle_timeout = {quoted}: takes whole seconds, 1s..86400s")));
                     }
                     n.nat_idle_timeout = Some(d);
                 }
-                "rtt" => n.rtt = dur(s)?,
-                "jitter" => n.jitter = dur(s)?,
+                "rtt" => n.rtt = path_dur(s)?,
+                "jitter" => n.jitter = path_dur(s)?,
                 "loss" => {
                     let p: f64 = s
                         .trim()
                         .strip_suffix('%')
                         .and_then(|x| x.trim().parse().ok())
-                        .ok_or_else(|| ConfigError(format!("loss = \"{s}\": expected a percentage such as \"1%\"")))?;
+                        .ok_or_else(|| ConfigError(format!("loss = {quoted}: expected a percentage such as \"1%\"")))?;
                     if !(0.0..=100.0).contains(&p) {
-                        return Err(ConfigError(format!("loss = \"{s}\": out of range (0%..100%)")));
+                        return Err(ConfigError(format!("loss = {quoted}: out of range (0%..100%)")));
                     }
                     n.loss_percent = p;
                 }
@@ -92,6 +106,23 @@ mod tests {
         assert!(NetworkProfile::parse("loss = \"200%\"").unwrap_err().0.contains("out of range"));
         assert!(NetworkProfile::parse("rtt = 3").unwrap_err().0.contains("rtt = 3"));
         assert!(NetworkProfile::parse("nat_idle_timeout = \"4500ms\"").unwrap_err().0.contains("whole seconds"));
+    }
+
+    #[test]
+    fn path_values_beyond_a_path_are_refused_in_one_line() {
+        // Issue 14: 1000000h was accepted (a 10,800,000,014 s bound), u64::MAX s panicked in max_rtt.
+        for (text, needle) in [
+            ("rtt = \"1000000h\"", "rtt = \"1000000h\": out of range (allowed: 0ms..60s)"),
+            ("rtt = \"18446744073709551615s\"\njitter = \"1s\"", "rtt = \"18446744073709551615s\": out of range"),
+            ("jitter = \"61s\"", "jitter = \"61s\": out of range"),
+            ("loss = \"NaN%\"", "loss = \"NaN%\""),
+            ("name = 5", "name = 5: expected a string"),
+            ("rtt = \"1\\ns\"", "rtt = \"1\\ns\": a duration holds no line break"),
+        ] {
+            let e = NetworkProfile::parse(text).unwrap_err().0;
+            assert!(e.contains(needle) && !e.contains('\n'), "{text}: {e}");
+        }
+        assert_eq!(NetworkProfile::parse("rtt = \"60s\"\njitter = \"60s\"").unwrap().rtt, MAX_RTT);
     }
 
     #[test]

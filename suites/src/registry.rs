@@ -14,6 +14,12 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::amqp::PROTOCOL,
 ];
 
+/// Files a protocol's servers may leave outside the run's scratch
+/// directories, which `kaspec clean` removes.
+pub fn stray_files() -> Vec<kaspec_harness::cleanup::Stray> {
+    crate::amqp::STRAYS.to_vec()
+}
+
 /// Every case, in a stable order.
 pub fn all() -> Vec<&'static CaseDef> {
     PROTOCOLS.iter().flat_map(|p| p.cases.iter().copied()).collect()

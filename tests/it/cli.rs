@@ -50,6 +50,46 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
     }
 }
 
+/// Issue 14: inputs that slipped through or named their culprit on a second line.
+#[test]
+fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
+    let out = tmp("bad14");
+    let o = out.to_str().unwrap();
+    let dir = tmp("bad14-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let redis = file("redis.toml", "[redis]\n");
+    let named = file("named.toml", "name = 5\n");
+    let dup = file("dup.toml", "[tcp]\nidle = \"2s\"\n[tcp]\ncount = 3\n");
+    let huge_rtt = file("huge.toml", "rtt = \"1000000h\"\n");
+    let max_rtt = file("max.toml", "rtt = \"18446744073709551615s\"\njitter = \"1s\"\n");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--set", "websocket.ping_interval=18446744073709552s", "--out", o], "websocket.ping_interval=18446744073709552s: out of range"),
+        (vec!["run", "--set", "tcp.user_timeout=18446744073709552s", "--out", o], "tcp.user_timeout=18446744073709552s: out of range"),
+        (vec!["run", "--profile", &redis, "--out", o], "unknown table [redis]"),
+        (vec!["run", "--profile", &named, "--out", o], "name = 5: expected a string"),
+        (vec!["run", "--profile", &dup, "--out", o], "duplicate key `tcp`"),
+        (vec!["run", "--set", "tcp.idle=3\ns", "--out", o], "tcp.idle=\"3\\ns\""),
+        (vec!["run", "--network", &huge_rtt, "--fault", "delay", "--out", o], "rtt = \"1000000h\": out of range"),
+        (vec!["run", "--network", &max_rtt, "--fault", "delay", "--out", o], "out of range (allowed: 0ms..60s)"),
+        (vec!["run", "--repeat", "-1", "--out", o], "'-1' for '--repeat <N>': -1 is not in 1..=100"),
+        (vec!["validate"], "--profile <FILE>"),
+    ];
+    for (args, needle) in cases {
+        let r = run(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got: {err}");
+        assert!(err.starts_with("kaspec: error:") && err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("tip:") && !err.contains("-- -1"), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} created its output folder");
+    }
+}
+
 #[test]
 fn list_shows_every_case_with_its_spec() {
     let r = run(&["list"]);
@@ -136,13 +176,80 @@ fn processes_tagged(ns: &[String]) -> Vec<String> {
 }
 
 fn spawn_run(name: &str) -> Child {
+    spawn_case(name, "tcp/rfc1122-4.2.3.6/2", Stdio::null())
+}
+
+fn spawn_case(name: &str, case: &str, stderr: Stdio) -> Child {
     let out = tmp(name);
-    kaspec()
-        .args(["run", "tcp/rfc1122-4.2.3.6/2", "--fault", "blackhole", "--out", out.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    kaspec().args(["run", case, "--fault", "blackhole", "--out", out.to_str().unwrap()]).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap()
+}
+
+/// Issue 14: after SIGINT/SIGHUP the case under way was judged during the
+/// teardown and printed phantom results ("mosquitto detected after 0 ms").
+#[test]
+fn an_interrupted_case_reports_only_interrupted() {
+    use nix::sys::signal::Signal;
+    for (i, (signal, after)) in [(Signal::SIGINT, 2500), (Signal::SIGHUP, 4000), (Signal::SIGTERM, 3200)].into_iter().enumerate() {
+        let child = spawn_case(&format!("interrupted-{i}"), "mqtt/3.1.1-3.1.2.10/1", Stdio::piped());
+        let ns = namespaces_of(&child);
+        std::thread::sleep(Duration::from_millis(after));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "{signal}: {err}");
+        assert!(o.stdout.is_empty(), "{signal}: no summary: {}", String::from_utf8_lossy(&o.stdout));
+        let lines: Vec<&str> = err.lines().collect();
+        let at = lines.iter().position(|l| l.starts_with("kaspec: interrupted")).unwrap_or_else(|| panic!("{signal}: {err}"));
+        assert!(lines[at].contains("mqtt/3.1.1-3.1.2.10/1 × blackhole: no result"), "{signal}: names the case: {err}");
+        assert_eq!(at + 1, lines.len(), "{signal}: nothing after the interrupt: {err}");
+        assert!(!err.contains('→') && !err.contains("done in"), "{signal}: a phantom result: {err}");
+        assert!(processes_tagged(&ns).is_empty() && ns.iter().all(|n| !Path::new("/run/netns").join(n).exists()), "{signal}: left behind");
+    }
+}
+
+/// Issue 14 item 7: Mosquitto dropped to its own user, which cancelled the
+/// parent-death signal: it outlived a `kill -9` of kaspec.
+#[test]
+fn kill_9_of_an_mqtt_run_takes_mosquitto_along() {
+    let mut child = spawn_case("kill9-mqtt", "mqtt/3.1.1-3.1.2.10/1", Stdio::null());
+    let ns = namespaces_of(&child);
+    assert!(!processes_tagged(&ns).is_empty(), "mosquitto runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !processes_tagged(&ns).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(processes_tagged(&ns).is_empty(), "mosquitto outlived kaspec: {:?}", processes_tagged(&ns));
+    assert!(run(&["clean"]).status.success());
+}
+
+/// Issue 14 items 1 and 2: `kaspec clean` finds a process by the tag in its
+/// environment (an `epmd -daemon` reparented to init, in a namespace that
+/// no longer has a name), removes the crash dumps a kaspec RabbitMQ node
+/// left in the working directory (and nothing else), and reports by category.
+#[test]
+fn clean_kills_tagged_orphans_and_removes_stray_dumps() {
+    let dir = tmp("strays");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("MnesiaCore.kaspec-rabbit@localhost_1764_1_1"), b"dump").unwrap();
+    std::fs::write(dir.join("MnesiaCore.rabbit@localhost_1764_1_2"), b"...\x6b/tmp/kaspec-0a1b2c-rabbitmq/mnesia...").unwrap();
+    std::fs::write(dir.join("MnesiaCore.rabbit@localhost_1764_1_3"), b"someone else's node").unwrap();
+    let tag = format!("e{:05x}", std::process::id() & 0xfffff);
+    let mut orphan = Command::new("unshare").args(["-n", "sleep", "600"]).env("KASPEC_RUN_TAG", &tag).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = kaspec().arg("clean").current_dir(&dir).output().unwrap();
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{text} {}", String::from_utf8_lossy(&r.stderr));
+    for category in ["namespaces: removed", "processes: killed", "directories: removed", "stray files: removed"] {
+        assert!(text.contains(category), "{category}: {text}");
+    }
+    assert!(!text.contains("processes: killed 0"), "{text}");
+    assert!(orphan.try_wait().unwrap().is_some(), "the tagged orphan was killed: {text}");
+    let _ = orphan.wait();
+    assert!(!dir.join("MnesiaCore.kaspec-rabbit@localhost_1764_1_1").exists() && !dir.join("MnesiaCore.rabbit@localhost_1764_1_2").exists(), "{text}");
+    assert!(dir.join("MnesiaCore.rabbit@localhost_1764_1_3").exists(), "not kaspec's: kept");
+    assert!(text.contains("MnesiaCore.kaspec-rabbit@localhost_1764_1_1"), "{text}");
 }
 
 #[test]

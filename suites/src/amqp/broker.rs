@@ -17,12 +17,21 @@ pub struct Broker {
     pub node: &'static str,
 }
 
+/// What a node of an older kaspec (named `rabbit@localhost`, run in
+/// kaspec's working directory) or one that crashes before it is told where
+/// to write may leave: Mnesia's core dump, named after the node.
+pub const STRAYS: &[kaspec_harness::cleanup::Stray] = &[
+    kaspec_harness::cleanup::Stray { what: "RabbitMQ (Mnesia) crash dump of a kaspec node", prefix: "MnesiaCore.kaspec-rabbit", contains: b"" },
+    // An older kaspec's node name: only with a kaspec data directory inside.
+    kaspec_harness::cleanup::Stray { what: "RabbitMQ (Mnesia) crash dump of a kaspec node", prefix: "MnesiaCore.rabbit", contains: b"/kaspec-" },
+];
+
 /// The broker of the idle case and of negotiation case 1.
 pub const MAIN: Broker =
-    Broker { group: "rabbitmq", conf: "rabbitmq.conf", port: 5672, dist_port: 25672, epmd_port: 4369, node: "rabbit@localhost" };
+    Broker { group: "rabbitmq", conf: "rabbitmq.conf", port: 5672, dist_port: 25672, epmd_port: 4369, node: "kaspec-rabbit@localhost" };
 /// A second node that proposes heartbeat 0 (negotiation case 2).
 pub const HB0: Broker =
-    Broker { group: "rabbitmq-hb0", conf: "rabbitmq-hb0.conf", port: 5673, dist_port: 25673, epmd_port: 4370, node: "rabbit-hb0@localhost" };
+    Broker { group: "rabbitmq-hb0", conf: "rabbitmq-hb0.conf", port: 5673, dist_port: 25673, epmd_port: 4370, node: "kaspec-rabbit-hb0@localhost" };
 
 /// Erlang's epmd, which every node registers with.
 pub(crate) fn epmd_program() -> Option<PathBuf> {
@@ -76,7 +85,13 @@ impl Broker {
             ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ("LANG".into(), "C.UTF-8".into()),
             ("HOME".into(), p("home")),
-            ("KASPEC_RUN_TAG".into(), tb.tag.clone()),
+            (kaspec_harness::cleanup::TAG_VAR.into(), tb.tag.clone()),
+            // Never start an `epmd -daemon` (it would escape the teardown):
+            // our own epmd is the node's; without it the node fails to start.
+            ("ERL_FLAGS".into(), "-start_epmd false".into()),
+            // Crash dumps in the throw-away directory (the working
+            // directory, given by `env -C`, takes Mnesia's core dump).
+            ("ERL_CRASH_DUMP".into(), p("erl_crash.dump")),
             // Run the VM in place of the script, so the server's pid is
             // beam's own (freeze and crash signal it).
             ("RUNNING_UNDER_SYSTEMD".into(), "1".into()),
@@ -104,8 +119,11 @@ impl Broker {
     /// `env -i VAR=... program args...`: the node sees only its own
     /// environment, never the caller's RABBITMQ_* or HOME.
     fn clean_env_args(&self, tb: &Testbed, program: &str, args: &[&str]) -> Vec<String> {
-        let mut v = vec!["-i".to_string()];
-        v.extend(self.env(tb, &self.dir(tb)).into_iter().map(|(k, val)| format!("{k}={val}")));
+        let d = self.dir(tb);
+        // The node's working directory is its throw-away directory: a
+        // `MnesiaCore.*` dump lands there, never in kaspec's.
+        let mut v = vec!["-i".to_string(), "-C".into(), d.display().to_string()];
+        v.extend(self.env(tb, &d).into_iter().map(|(k, val)| format!("{k}={val}")));
         v.push(program.into());
         v.extend(args.iter().map(|a| a.to_string()));
         v

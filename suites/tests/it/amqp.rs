@@ -48,6 +48,20 @@ fn amqp_every_case_and_fault_against_one_shared_rabbitmq() {
     assert_eq!(cfg("negotiated[request=0]"), "lapin 60s, Tune-Ok 60s, broker 60s");
     assert!(client.verdict_detail.contains("cannot turn heartbeats off"), "{}", client.verdict_detail);
 
+    // Issue 14: every file the node writes is under the run's scratch
+    // directory (its working directory takes Mnesia's core dump), and it
+    // never starts an `epmd -daemon` that would outlive the teardown.
+    {
+        let lease = ctx.shared.lease("rabbitmq", || panic!("the shared testbed should exist"), |_| panic!("rabbitmq should be running")).unwrap_or_else(|e| panic!("{e}"));
+        let pid = lease.server().pid();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        let tag = &lease.testbed().tag;
+        assert_eq!(cwd, std::env::temp_dir().join(format!("kaspec-{tag}-rabbitmq")), "the node works in its scratch directory");
+        let env = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+        assert!(env.split('\0').any(|v| v == "ERL_FLAGS=-start_epmd false"), "{env}");
+        assert!(env.split('\0').any(|v| v.starts_with("ERL_CRASH_DUMP=") && v.contains(cwd.to_str().unwrap())), "{env}");
+    }
+
     // Negotiation against a broker proposing 0: the request decides.
     let r = run(&ctx, "amqp/0-9-1-2.3.3/2", FaultKind::None);
     for s in ["client", "server"] {

@@ -18,6 +18,9 @@
 //! - [`amqp`]: lapin vs shared RabbitMQ nodes.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
+//! - [`inputs`]: a property test over every input surface (knobs, profiles,
+//!   network profiles, conninfo, report files): one-line refusal or a value
+//!   in range, never a panic or a wrap.
 //!
 //! The testbed's own hygiene (drop, panic, clean) is tested with the
 //! harness (harness/tests/harness.rs).
@@ -25,6 +28,7 @@
 mod amqp;
 mod common;
 mod grpc;
+mod inputs;
 mod mqtt;
 mod paths;
 mod postgres;
