@@ -551,7 +551,7 @@ impl Progress_ {
                         "        {:<6} {:<20} {measured}; expected {}{budget} → {}{dev}{released}",
                         r.side,
                         r.implementation.name,
-                        r.expected.describe(),
+                        r.expected_text(),
                         r.verdict
                     ));
                 }
@@ -585,7 +585,7 @@ fn print_summary(report: &Report) {
         };
         let released = r.release_verdict.map(|v| format!(" / {v}")).unwrap_or_default();
         let budget = if r.verdict == Verdict::Unsupported { "—".to_string() } else { format!("±{}", r.allowance_ms()) };
-        println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  {verdict}{released}", r.case, r.fault, r.side, measured, r.expected.describe(), budget);
+        println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  {verdict}{released}", r.case, r.fault, r.side, measured, r.expected_text(), budget);
     }
     for d in &report.stale_deviations {
         println!("stale deviation (explained nothing in this run): {d}");

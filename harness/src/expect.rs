@@ -101,9 +101,6 @@ impl Expectation {
     }
 
     pub fn describe(&self) -> String {
-        if self.level == Level::Info && self.formula.starts_with("fault ") && self.formula.contains("does not apply") {
-            return "—".into();
-        }
         match (self.min_ms, self.max_ms) {
             (Some(a), Some(b)) if a == b => ms(a),
             (Some(a), Some(b)) => format!("{}–{}", ms(a), ms(b)),

@@ -234,7 +234,7 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             ("requirement", format!("{} ({})", r.requirement, r.expected.spec)),
             ("against", format!("{} · fault by {}", r.peer, r.engine)),
             ("config", cfg.join(" ")),
-            ("expectation", format!("{} — {}", r.expected.describe(), r.expected.formula)),
+            ("expectation", format!("{} — {}", r.expected_text(), r.expected.formula)),
             ("budget", format!("{} · window width {}", r.budget.describe(), r.window_width_ms.map(|w| format!("{w} ms")).unwrap_or_else(|| "—".into()))),
             ("verdict", format!("{} — {}", verdict_text(r), r.verdict_detail)),
         ];

@@ -51,7 +51,7 @@ impl Report {
                 r.side,
                 r.implementation,
                 measured,
-                r.expected.describe(),
+                r.expected_text(),
                 if r.verdict == Verdict::Unsupported { "—".to_string() } else { format!("±{} ms", r.allowance_ms()) },
                 r.window_width_ms.map(|w| format!("{w} ms")).unwrap_or_else(|| "—".into()),
                 verdict,

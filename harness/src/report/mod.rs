@@ -257,6 +257,16 @@ impl CaseResult {
         out
     }
 
+    /// The expected outcome as a table shows it ("—" for a case × fault
+    /// that did not run).
+    pub fn expected_text(&self) -> String {
+        if self.verdict == Verdict::Unsupported {
+            "—".into()
+        } else {
+            self.expected.describe()
+        }
+    }
+
     /// The allowance around this result's window: its measured budget (a
     /// version-1 report's fixed tolerance).
     pub fn allowance_ms(&self) -> u64 {
