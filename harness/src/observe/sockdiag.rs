@@ -92,10 +92,19 @@ impl SockDiag {
     pub fn since_last_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
         let mut all = self.dump_family_with(AF_INET, true)?;
         all.extend(self.dump_family_with(AF_INET6, true)?);
-        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle))
+        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle).map(|(_, any)| any))
     }
 
-    fn dump_family_with(&mut self, family: u8, info: bool) -> Result<Vec<(TcpSocket, Option<Duration>)>> {
+    /// The time since the last *data* segment was received
+    /// (`tcpi_last_data_recv`), ignoring pure ACKs: what an application-level
+    /// keep-alive that counts reads (hyper's) anchors on.
+    pub fn since_last_data_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
+        let mut all = self.dump_family_with(AF_INET, true)?;
+        all.extend(self.dump_family_with(AF_INET6, true)?);
+        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle).map(|(data, _)| data))
+    }
+
+    fn dump_family_with(&mut self, family: u8, info: bool) -> Result<Vec<(TcpSocket, Option<(Duration, Duration)>)>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut req = NetlinkMessage::new(
@@ -133,7 +142,7 @@ impl SockDiag {
                                 // struct tcp_info: tcpi_last_data_recv at 52, tcpi_last_ack_recv at 56 (u32, ms).
                                 netlink_packet_sock_diag::inet::nlas::Nla::TcpInfo(b) if b.len() >= 60 => {
                                     let at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-                                    Some(Duration::from_millis(at(52).min(at(56)) as u64))
+                                    Some((Duration::from_millis(at(52) as u64), Duration::from_millis(at(52).min(at(56)) as u64)))
                                 }
                                 _ => None,
                             });
@@ -164,6 +173,11 @@ pub fn local_end_towards(remote: SocketAddrV4) -> Result<SocketAddrV4> {
         [] => Err(Error::Other(format!("no established connection towards {remote}"))),
         _ => Err(Error::Other(format!("{} established connections towards {remote}, expected one", found.len()))),
     }
+}
+
+/// [`SockDiag::since_last_data_recv`] of a connection in `host`.
+pub fn since_last_data_recv(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
+    host.run(move || SockDiag::new()?.since_last_data_recv(local, remote))?
 }
 
 /// [`SockDiag::since_last_recv`] of a connection in `host`.

@@ -59,12 +59,12 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     }
     let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
     let t0 = applied.in_force_at;
-    // The client's last receive, from its kernel (TCP_INFO through
+    // The client's last data received, from its kernel (TCP_INFO through
     // sock_diag, jiffy-grained): hyper schedules its PING at its last read +
     // I, so this anchors the window. The app's own timestamp of the response
     // comes a few ms later than hyper's read.
     let measured_at = Instant::now();
-    let since_rx = kaspec_harness::observe::since_last_recv(&tb.client, ready.local, addr)?;
+    let since_rx = kaspec_harness::observe::since_last_data_recv(&tb.client, ready.local, addr)?;
     let client_idle_ms = since_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
 
     // The call of case 2 starts I after the fault: past any PING the idle
@@ -187,7 +187,8 @@ pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Re
         // stream must say why (gRFC A8).
         let told = end.error.as_deref().map(|e| e.to_lowercase().replace('_', " ").contains("too many pings")).unwrap_or(false);
         const WHY: &str = "why the server ended the stream";
-        let expected = if expected.expects_detection() { expected.requiring(WHY, "GOAWAY too_many_pings", "gRFC A8 (server enforcement)", Level::Must) } else { expected };
+        // Only a stream the server ended has a why to check.
+        let expected = if end.failed_at.is_some() { expected.requiring(WHY, "GOAWAY too_many_pings", "gRFC A8 (server enforcement)", Level::Must) } else { expected };
         let mut facts_seen = std::collections::BTreeMap::new();
         if end.failed_at.is_some() {
             facts_seen.insert(WHY.to_string(), if told { "GOAWAY too_many_pings".to_string() } else { "another error".to_string() });
