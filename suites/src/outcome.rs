@@ -170,11 +170,13 @@ impl RunFacts<'_> {
             o.expected.max_ms = o.expected.max_ms.map(s);
             o.expected.formula = format!("{} [shifted by {:+} ms for a test]", o.expected.formula, judging.shift_ms);
         }
-        // Event timestamping: the worst wake-up lateness from the run's first
-        // anchor to the detection (or the end of the watch).
-        let first = self.timeline.iter().map(|(t, _)| *t).min().unwrap_or(self.t0).min(self.t0);
-        let last = o.detected_at.unwrap_or(self.t0 + std::time::Duration::from_millis(o.deadline_ms));
-        let wake_ms = kaspec_harness::wake::lateness_ms(first - std::time::Duration::from_millis(5), last + std::time::Duration::from_millis(5));
+        // Event timestamping: the worst wake-up lateness at the instants the
+        // result is made of — the anchors before the fault, the fault in
+        // force, and the detection — each stamped by a thread that may have
+        // woken late (a window of 50 ms before each instant up to it).
+        let around = |at: Instant| kaspec_harness::wake::lateness_ms(at - std::time::Duration::from_millis(50), at + std::time::Duration::from_millis(1));
+        let anchors = self.timeline.iter().filter(|(t, _)| *t <= self.t0).map(|(t, _)| *t).max();
+        let wake_ms = [Some(self.t0), anchors, o.detected_at].into_iter().flatten().map(around).max().unwrap_or(0);
         let budget = Budget { fault_commit_ms: self.commit_ms, observer_ms: o.observer_ms, wake_ms };
         let detection = o.detected_at.map(|t| rel_ms(self.t0, t));
         let obs = Observation { detection_ms: detection, deadline_ms: o.deadline_ms, facts: o.facts, release: o.release.clone(), budget };

@@ -30,7 +30,7 @@ pub fn client_expectation(h_s: u16, fault: FaultKind, last_read: i64, last_write
              last read {last_read:+} ms + 2 × {h} ms = {} ms → wake at {lo}{} ms (within (2H, 2.5H] of the last read)",
             h / 2,
             last_read + 2 * h,
-            if hi != lo { format!(" or {hi}") } else { String::new() }
+            if hi != lo { format!(" or {hi} (the threshold is within {PHASE_SLACK_MS} ms of a wake: a race between the timer's lateness and lapin's own read instant, not observable outside lapin, so either wake)") } else { String::new() }
         ),
         spec,
         Level::Must,
@@ -76,7 +76,7 @@ pub fn server_expectation(t_s: u16, fault: FaultKind, rx: Receiver, last_heard: 
         format!(
             "{why}: {last_heard:+} ms; the receiver wakes every T = {t} ms (a tick at {tick:+} ms) and closes at the second wake without bytes: \
              first wake after it {w_lo}{} ms + 2T = {}{} ms (within (2T, 3T] of the last byte)",
-            if w_hi != w_lo { format!(" or {w_hi}") } else { String::new() },
+            if w_hi != w_lo { format!(" or {w_hi} (heard within {PHASE_SLACK_MS} ms of a receiver wake: which side of it the BEAM saw is not observable, so either wake)") } else { String::new() },
             w_lo + 2 * t,
             if w_hi != w_lo { format!(" or {}", w_hi + 2 * t) } else { String::new() }
         ),

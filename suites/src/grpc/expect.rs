@@ -60,21 +60,49 @@ pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind
 }
 
 /// A server's own keep-alive on an idle connection (cases 1 and 2).
-pub fn server_expectation(k: &ServerKeepalive, fault: FaultKind) -> Expectation {
+/// `idle_ms` = t0 − the last data the server received (its kernel's
+/// TCP_INFO), when it could be read: both servers ping I after their last
+/// read and close T after an unanswered PING — hyper's rule
+/// (src/proto/h2/ping.rs) for kaspec's tonic server, and grpc-core's
+/// keep-alive (its timer restarts on incoming data) for grpcio, which the
+/// measurements agree with. Without `idle_ms` the phase of the server's
+/// timer is not observed and the window spans it: (T, I + T].
+pub fn server_expectation(k: &ServerKeepalive, fault: FaultKind, idle_ms: Option<u64>) -> Expectation {
     let (i, t) = (ms_of(k.time), ms_of(k.timeout));
-    match fault {
-        FaultKind::Freeze => Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_A8),
-        FaultKind::Reset => Expectation::window(
+    let j = linux::jiffy_ms();
+    match (fault, idle_ms) {
+        (FaultKind::Freeze, _) => Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_A8),
+        (FaultKind::Reset, Some(idle)) => {
+            let ping = i.saturating_sub(idle);
+            Expectation::window(
+                ping.saturating_sub(j),
+                ping + j + 1,
+                format!("the server's PING at its last read + I is answered by RST: I − idle = {i} − {idle} = {ping} ms, ± J = {j} ms (jiffy-grained idle), + 1 ms timer"),
+                "RFC 9293 §3.5.3 (reset processing)",
+                Level::Must,
+            )
+        }
+        (FaultKind::Reset, None) => Expectation::window(
             0,
             i,
-            format!("the server's next PING (at most its keepalive_time {i} ms after the last read) is answered by RST: (0, {i}]"),
+            format!("the server's next PING (at most its keepalive_time {i} ms after the last read, a phase not observed here) is answered by RST: (0, {i}]"),
             "RFC 9293 §3.5.3 (reset processing)",
             Level::Must,
         ),
-        _ => Expectation::window(
+        (_, Some(idle)) => {
+            let d = (i + t).saturating_sub(idle);
+            Expectation::window(
+                d.saturating_sub(j),
+                d + j + 2,
+                format!("the server's PING at its last read + I, closed T after it: I + T − idle = {i} + {t} − {idle} = {d} ms, ± J = {j} ms (jiffy-grained idle), + 2 ms (two timers)"),
+                SPEC_A8,
+                Level::Must,
+            )
+        }
+        (_, None) => Expectation::window(
             t,
             i + t,
-            format!("the server's PING, unanswered for its keepalive_timeout: (T, I + T] = ({t}, {}] ms", i + t),
+            format!("the server's PING (its timer's phase not observed here), unanswered for its keepalive_timeout: (T, I + T] = ({t}, {}] ms", i + t),
             SPEC_A8,
             Level::Must,
         ),

@@ -66,6 +66,14 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let measured_at = Instant::now();
     let since_rx = kaspec_harness::observe::since_last_data_recv(&tb.client, ready.local, addr)?;
     let client_idle_ms = since_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
+    // The same for the server's end (its own keep-alive anchors there); a
+    // crashed server has no socket left to ask.
+    let measured_at = Instant::now();
+    let server_rx = match fault {
+        FaultKind::Crash => None,
+        _ => kaspec_harness::observe::since_last_data_recv(&tb.server, addr, tb.seen_by_server(ready.local))?,
+    };
+    let server_idle_ms = server_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
 
     // The call of case 2 starts I after the fault: past any PING the idle
     // connection could have had scheduled, so the call's PING goes out at once.
@@ -82,7 +90,7 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
             let watch = impaired_watch_ms((g.keepalive_time + g.keepalive_timeout).max(k.time + k.timeout), i);
             (watch, watch)
         }
-        None => (client_nominal.deadline_ms(quiet), server_expectation(&k, fault).deadline_ms(quiet)),
+        None => (client_nominal.deadline_ms(quiet), server_expectation(&k, fault, None).deadline_ms(quiet)),
     };
     let _ = go_tx.send(Some(t0 + Duration::from_millis(call_ms)));
     // The client closes its connection when stopped: only after both watches ended.
@@ -143,7 +151,7 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         Side::from_socket(
             match &imp {
                 Some(i) => impaired_expectation("the server's keepalive_timeout =", k.timeout, i, SPEC_A8),
-                None => server_expectation(&k, fault),
+                None => server_expectation(&k, fault, server_idle_ms),
             },
             server_closed,
             server_deadline_ms,
