@@ -106,3 +106,25 @@ pub(crate) fn client(
         }
     })
 }
+
+/// The client thread, what it reported, the sender that stops it, and the
+/// broker-side watch of its connection.
+pub(crate) struct Started {
+    pub(crate) thread: kaspec_harness::host::NsThread<Option<ClientEnd>>,
+    pub(crate) ready: Ready,
+    pub(crate) stop_tx: tokio::sync::watch::Sender<Option<Instant>>,
+    pub(crate) watch: SocketWatch,
+}
+
+/// Starts rumqttc in the client host of `tb` against `addr` (ready at the
+/// CONNACK, or after a first ping round) and watches its connection on the
+/// broker's side.
+pub(crate) fn start_client(tb: &kaspec_harness::testbed::Testbed, addr: SocketAddrV4, k: Duration, ready_at_connack: bool) -> Result<Started> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let id = format!("kaspec-{}", tb.tag);
+    let (thread, ready) = drive::client::start_or_fail(&tb.client, "kaspec-mqtt-client", "mqtt client", Duration::from_secs(10) + 3 * k, "mqtt client", move |ready_tx| {
+        client(addr, id, k, ready_at_connack, ready_tx, stop_rx)
+    })?;
+    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
+    Ok(Started { thread, ready, stop_tx, watch })
+}

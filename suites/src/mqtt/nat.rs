@@ -46,11 +46,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let broker_impl = broker_implementation(&program);
     let tb = ctx.testbed_with_nat("mosquitto", nat)?;
     let (_broker, addr) = start_broker(ctx, &tb, program)?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let id = format!("kaspec-{}", tb.tag);
-    let (client_thread, ready) =
-        drive::client::start_or_fail(&tb.client, "kaspec-mqtt-client", "mqtt client", Duration::from_secs(10) + 3 * k, "mqtt client", move |ready_tx| client(addr, id, k, true, ready_tx, stop_rx))?;
-    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
+    let Started { thread: client_thread, ready, stop_tx, watch } = start_client(&tb, addr, k, true)?;
     let t0 = ready.last_out + nat;
     let (client_exp, server_exp) = mqtt_expectations(k, nat);
     let quiet_ms = 3 * ms_of(nat);

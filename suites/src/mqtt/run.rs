@@ -10,11 +10,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let tb = ctx.testbed_for("mosquitto")?;
     let (broker, addr) = start_broker(ctx, &tb, program)?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let id = format!("kaspec-{}", tb.tag);
-    let (client_thread, ready) =
-        drive::client::start_or_fail(&tb.client, "kaspec-mqtt-client", "mqtt client", Duration::from_secs(10) + 3 * k, "mqtt client", move |ready_tx| client(addr, id, k, false, ready_tx, stop_rx))?;
-    let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
+    let Started { thread: client_thread, ready, stop_tx, watch } = start_client(&tb, addr, k, false)?;
 
     // Let the path die halfway between two PINGREQs.
     let fault_at = ready.last_out + k / 2;
