@@ -116,7 +116,7 @@ fn run_writes_a_versioned_report_and_exits_0() {
     assert_eq!(r.status.code(), Some(0), "{err}");
     assert!(err.contains("[ 1/1] tcp/rfc1122-4.2.3.6/1 × reset"), "progress line: {err}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert!(report["environment"]["engines"]["nftables"].as_str().unwrap().starts_with("available"));
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
