@@ -5,17 +5,18 @@
 //! unsupported (or a documented deviation), 1 a fail, 2 a harness error or
 //! bad input.
 
-use std::io::IsTerminal;
+mod progress;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kaspec_harness::expect::{ms, Verdict};
 use kaspec_harness::fault::FaultKind;
-use kaspec_harness::report::Report;
+use kaspec_harness::report::{Report, Share};
 use kaspec_suites::ctx::ServeCommand;
 use kaspec_suites::registry;
-use kaspec_suites::runner::{self, Progress, DEFAULT_FAULTS};
+use kaspec_suites::runner::{self, DEFAULT_FAULTS};
+use progress::{print_summary, Progress_};
 use kaspec_suites::network::NetworkProfile;
 use kaspec_suites::{Config, Ctx};
 
@@ -72,6 +73,27 @@ enum Command {
         /// use (default: the only project with kaspec services).
         #[arg(long, value_name = "NAME", env = "KASPEC_COMPOSE_PROJECT")]
         compose_project: Option<String>,
+        /// Run only share K of N of the plan (its case × fault units,
+        /// dealt round-robin in order: the same split on every machine);
+        /// `kaspec merge` joins the parts' reports.
+        #[arg(long, value_name = "K/N")]
+        partition: Option<Share>,
+    },
+    /// Join the reports of a run split with `--partition K/N` into one
+    /// report (results in plan order, each part's environment kept). A
+    /// missing or duplicated unit, or parts of different runs, is an error.
+    /// Exit status as the run's.
+    Merge {
+        /// report.json files (or run folders holding one), one per part.
+        #[arg(required = true, value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        /// Write report.json, report.md, report.html and junit.xml here
+        /// (default reports/<run-id>, with reports/latest pointing at it).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print the report as JSON on stdout instead of the summary table.
+        #[arg(long)]
+        json: bool,
     },
     /// Compare reports: verdict changes, detection-time changes beyond the
     /// measured spread, cases added/removed (first vs last), and all of them
@@ -128,10 +150,11 @@ fn main() {
         Err(e) => std::process::exit(bad_input(clap_one_line(&e.to_string()))),
     };
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project } => {
+        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project, partition } => {
             let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
-            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker })
+            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition })
         }
+        Command::Merge { reports, out, json } => merge(&reports, out, json),
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
         Command::List { prefixes, markdown } => list(&prefixes, markdown),
@@ -275,6 +298,8 @@ struct Output {
     json: bool,
     /// `--testbed docker` with its `--compose-project`.
     docker: Option<Option<String>>,
+    /// `--partition K/N`.
+    partition: Option<Share>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -283,18 +308,27 @@ enum TestbedKind {
     Docker,
 }
 
+/// Reads report.json files (or run folders holding one): each with the
+/// file it came from.
+fn read_reports(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Report)>, String> {
+    paths
+        .iter()
+        .map(|p| {
+            let file = if p.is_dir() { p.join("report.json") } else { p.clone() };
+            Report::read_json(&file).map(|r| (file, r)).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
-    let mut reports = Vec::new();
-    let mut labels = Vec::new();
-    for p in paths {
-        let file = if p.is_dir() { p.join("report.json") } else { p.clone() };
-        match Report::read_json(&file) {
-            Ok(r) => reports.push(r),
-            Err(e) => return bad_input(e),
-        }
-        let label = file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string());
-        labels.push(label);
-    }
+    let (files, reports): (Vec<PathBuf>, Vec<Report>) = match read_reports(paths) {
+        Ok(r) => r.into_iter().unzip(),
+        Err(e) => return bad_input(e),
+    };
+    let labels: Vec<String> = files
+        .iter()
+        .map(|file| file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string()))
+        .collect();
     let (md, regressions) = kaspec_harness::report::compare::markdown(&labels, &reports);
     print!("{md}");
     if let Some(dir) = out {
@@ -411,28 +445,57 @@ fn run(
     if !output.quiet {
         eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s), report in {}", cases.len(), faults.len(), dir.display());
     }
-    let report = runner::run(&ctx, &cases, &faults, output.repeat, &run_id, command, |p| progress.on(p));
+    let report = runner::run(&ctx, &cases, &faults, output.repeat, output.partition, &run_id, command, |p| progress.on(p));
     progress.finish();
     if kaspec_harness::cleanup::interrupted() {
         return 130;
     }
-    if let Err(e) = runner::write(&report, &dir) {
+    finish(&report, &dir, latest.then_some(run_id.as_str()), output.json)
+}
+
+/// Writes a report into `dir` (pointing reports/latest at `latest`),
+/// prints it, and gives the run's exit status.
+fn finish(report: &Report, dir: &Path, latest: Option<&str>, json: bool) -> i32 {
+    if let Err(e) = runner::write(report, dir) {
         return bad_input(e);
     }
-    if latest {
+    if let Some(run_id) = latest {
         let link = Path::new("reports/latest");
         let _ = std::fs::remove_file(link);
-        if let Err(e) = std::os::unix::fs::symlink(&run_id, link) {
+        if let Err(e) = std::os::unix::fs::symlink(run_id, link) {
             eprintln!("kaspec: warning: could not point reports/latest at {run_id}: {e}");
         }
     }
-    if output.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
     } else {
-        print_summary(&report);
+        print_summary(report);
         println!("report: {} (and report.md, report.html, junit.xml)", dir.join("report.json").display());
     }
     report.exit_code()
+}
+
+/// `kaspec merge`: the parts of a split run as one report. Deviations that
+/// explained nothing are judged again on the merged results (a deviation
+/// of a case run under two faults may have fired in one part only).
+fn merge(paths: &[PathBuf], out: Option<PathBuf>, json: bool) -> i32 {
+    let parts: Vec<(String, Report)> = match read_reports(paths) {
+        Ok(r) => r.into_iter().map(|(f, r)| (f.display().to_string(), r)).collect(),
+        Err(e) => return bad_input(e),
+    };
+    let run_id = new_run_id();
+    let mut report = match kaspec_harness::report::merge::merge(&run_id, std::env::args().collect(), &parts) {
+        Ok(r) => r,
+        Err(e) => return bad_input(e),
+    };
+    if let Ok(deviations) = kaspec_suites::deviations::load(&fixtures_dir().join("deviations.toml")) {
+        report.stale_deviations.retain(|d| kaspec_suites::deviations::stale(&deviations, &report.results).contains(d));
+    }
+    let (dir, latest) = match out {
+        Some(d) => (d, false),
+        None => (PathBuf::from("reports").join(&run_id), true),
+    };
+    finish(&report, &dir, latest.then_some(run_id.as_str()), json)
 }
 
 fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: Option<PathBuf>, quiet: bool) -> i32 {
@@ -483,115 +546,4 @@ fn validate(profile: PathBuf, network: Option<PathBuf>, sets: Vec<String>, out: 
     }
     println!("\nwritten: {} and validate.md", dir.join("validate.json").display());
     kaspec_suites::validate::exit_code(&judged)
-}
-
-/// Progress: a live line (case, elapsed, expected upper bound) on a
-/// terminal, plain lines otherwise, nothing with --quiet.
-struct Progress_ {
-    quiet: bool,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress_ {
-    fn new(quiet: bool) -> Self {
-        Progress_ { quiet, bar: None }
-    }
-
-    fn say(&self, line: String) {
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn on(&mut self, p: Progress<'_>) {
-        // Interrupted: the case under way was named by the interrupt's line;
-        // nothing observed during the teardown is shown (issue 14).
-        if kaspec_harness::cleanup::interrupted() {
-            self.finish();
-            return;
-        }
-        match &p {
-            Progress::Start { index, total, case, fault, .. } => kaspec_harness::cleanup::set_activity(&format!("[{index:>2}/{total}] {} × {fault}", case.id)),
-            _ => kaspec_harness::cleanup::set_activity(""),
-        }
-        if self.quiet {
-            return;
-        }
-        match p {
-            Progress::Start { index, total, case, fault, budget, run, runs } => {
-                let again = if runs > 1 { format!(" run {run}/{runs}") } else { String::new() };
-                let line = format!("[{index:>2}/{total}] {} × {fault}{again} (at most {})", case.id, ms(budget.as_millis() as u64));
-                if std::io::stderr().is_terminal() {
-                    let bar = indicatif::ProgressBar::new_spinner();
-                    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} — {elapsed}").expect("valid template"));
-                    bar.set_message(line);
-                    bar.enable_steady_tick(Duration::from_millis(200));
-                    self.bar = Some(bar);
-                } else {
-                    eprintln!("{line}");
-                }
-            }
-            Progress::Done { index, total, case, fault, results, elapsed } => {
-                let mut lines = vec![format!("[{index:>2}/{total}] {} × {fault} done in {}", case.id, ms(elapsed.as_millis() as u64))];
-                for r in results {
-                    let measured = match r.detection_ms {
-                        Some(v) => format!("detected after {}", ms(v)),
-                        None if r.verdict == Verdict::Unsupported => String::new(),
-                        None => format!("not detected in {}", ms(r.deadline_ms)),
-                    };
-                    let dev = if r.known_deviation.is_some() { " (known deviation)" } else { "" };
-                    let budget = if r.verdict == Verdict::Unsupported { String::new() } else { format!(" ±{} ms", r.allowance_ms()) };
-                    let released = match r.release_verdict {
-                        Some(Verdict::Fail) => "; released: FAIL (leak)".to_string(),
-                        Some(v) => format!("; released: {v}"),
-                        None => String::new(),
-                    };
-                    lines.push(format!(
-                        "        {:<6} {:<20} {measured}; expected {}{budget} → {}{dev}{released}",
-                        r.side,
-                        r.implementation.name,
-                        r.expected_text(),
-                        r.verdict
-                    ));
-                }
-                self.finish();
-                for l in lines {
-                    self.say(l);
-                }
-            }
-            Progress::Error { index, total, case, fault, message } => {
-                self.finish();
-                self.say(format!("[{index:>2}/{total}] {} × {fault}: harness error: {message}", case.id));
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-fn print_summary(report: &Report) {
-    println!();
-    println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  verdict / released", "case", "fault", "side", "measured", "expected", "budget");
-    for r in &report.results {
-        let measured = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
-        let verdict = match (&r.known_deviation, r.verdict) {
-            (Some(_), Verdict::Fail) => "fail (known deviation)".to_string(),
-            (_, v) => v.to_string(),
-        };
-        let released = r.release_verdict.map(|v| format!(" / {v}")).unwrap_or_default();
-        let budget = if r.verdict == Verdict::Unsupported { "—".to_string() } else { format!("±{}", r.allowance_ms()) };
-        println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  {verdict}{released}", r.case, r.fault, r.side, measured, r.expected_text(), budget);
-    }
-    for d in &report.stale_deviations {
-        println!("stale deviation (explained nothing in this run): {d}");
-    }
-    for e in &report.errors {
-        println!("{:<26} {:<14} harness error: {}", e.case, e.fault, e.message.lines().next().unwrap_or_default());
-    }
-    println!("\n{}", report.summary_line());
 }

@@ -77,6 +77,17 @@ impl Default for ServerSpec {
     }
 }
 
+/// With `KASPEC_TIMINGS=FILE` (benches/run.sh): appends `server NAME MS`,
+/// the time from spawning a server to it accepting connections.
+fn note_start(name: &str, took: Duration) {
+    if let Some(path) = std::env::var_os("KASPEC_TIMINGS") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "server {name} {}", took.as_millis());
+        }
+    }
+}
+
 /// A running server. Dropping it stops it (TERM, then KILL) — unless it
 /// is an adopted container, which compose owns: that is only continued if
 /// it was frozen.
@@ -127,6 +138,7 @@ impl Server {
             }
             let logged = spec.ready_log.as_ref().is_none_or(|l| std::fs::read_to_string(&server.log).is_ok_and(|t| t.contains(l.as_str())));
             if logged && connects_from(&tb.client, spec.addr)? {
+                note_start(&spec.name, started.elapsed());
                 return Ok(server);
             }
             if Instant::now() >= deadline {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::Expectation;
 use kaspec_harness::fault::FaultKind;
-use kaspec_harness::report::{CaseResult, Environment, Implementation, Report, RunError, SCHEMA_VERSION};
+use kaspec_harness::report::merge::unit_key;
+use kaspec_harness::report::{CaseResult, Environment, Implementation, Partition, Report, RunError, Share, SCHEMA_VERSION};
 
 use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
@@ -57,67 +58,78 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
     }
 }
 
+/// The plan: every unit (case × fault) a run of `cases` under `faults`
+/// executes, in order (a case with a fixed fault takes only that one).
+pub fn plan(cases: &[&'static CaseDef], faults: &[FaultKind]) -> Vec<(&'static CaseDef, FaultKind)> {
+    cases.iter().flat_map(|c| c.fixed_fault.map(|f| vec![f]).unwrap_or_else(|| faults.to_vec()).into_iter().map(move |f| (*c, f))).collect()
+}
+
 /// Runs every selected case under every fault, in order, `repeat` times
 /// each (repeated results are folded: median time, worst verdict, all runs kept).
+/// With `share` (`--partition K/N`), only that share of the plan, which the
+/// report records with the whole plan.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &Ctx,
     cases: &[&'static CaseDef],
     faults: &[FaultKind],
     repeat: usize,
+    share: Option<Share>,
     run_id: &str,
     command: Vec<String>,
     mut on: impl FnMut(Progress<'_>),
 ) -> Report {
     let repeat = repeat.max(1);
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let plan: Vec<Vec<FaultKind>> = cases.iter().map(|c| c.fixed_fault.map(|f| vec![f]).unwrap_or_else(|| faults.to_vec())).collect();
-    let total = plan.iter().map(Vec::len).sum();
+    let plan = plan(cases, faults);
+    let partition = share.map(|s| Partition { index: s.index, count: s.count, plan: plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect() });
+    let units: Vec<(&CaseDef, FaultKind)> =
+        plan.into_iter().enumerate().filter(|(i, _)| share.is_none_or(|s| s.takes(*i))).map(|(_, u)| u).collect();
+    let total = units.len();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let mut index = 0;
-    for (case, faults) in cases.iter().zip(plan) {
-        for fault in faults {
-            index += 1;
+    for (case, fault) in units {
+        index += 1;
+        if kaspec_harness::cleanup::interrupted() {
+            break;
+        }
+        let not_here = if !case.takes(fault) {
+            Some(None)
+        } else {
+            ctx.docker.as_ref().and_then(|_| case.not_on_docker(fault)).map(Some)
+        };
+        if let Some(reason) = not_here {
+            let r = vec![unsupported(case, fault, ctx, reason)];
+            on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
+            results.extend(r);
+            continue;
+        }
+        let mut runs: Vec<CaseResult> = Vec::new();
+        for run in 1..=repeat {
             if kaspec_harness::cleanup::interrupted() {
                 break;
             }
-            let not_here = if !case.takes(fault) {
-                Some(None)
-            } else {
-                ctx.docker.as_ref().and_then(|_| case.not_on_docker(fault)).map(Some)
-            };
-            if let Some(reason) = not_here {
-                let r = vec![unsupported(case, fault, ctx, reason)];
-                on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
-                results.extend(r);
-                continue;
-            }
-            let mut runs: Vec<CaseResult> = Vec::new();
-            for run in 1..=repeat {
-                if kaspec_harness::cleanup::interrupted() {
-                    break;
+            on(Progress::Start { index, total, case, fault, budget: (case.budget)(ctx), run, runs: repeat });
+            let started = Instant::now();
+            match (case.run)(ctx, case, fault) {
+                // Interrupted: the handler is tearing the case down under it, so
+                // what it observed since is not a result (issue 14).
+                Ok(_) if kaspec_harness::cleanup::interrupted() => break,
+                Ok(mut r) => {
+                    label_servers(ctx, case, &mut r);
+                    on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
+                    runs.extend(r);
                 }
-                on(Progress::Start { index, total, case, fault, budget: (case.budget)(ctx), run, runs: repeat });
-                let started = Instant::now();
-                match (case.run)(ctx, case, fault) {
-                    // Interrupted: the handler is tearing the case down under it, so
-                    // what it observed since is not a result (issue 14).
-                    Ok(_) if kaspec_harness::cleanup::interrupted() => break,
-                    Ok(mut r) => {
-                        label_servers(ctx, case, &mut r);
-                        on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
-                        runs.extend(r);
-                    }
-                    Err(_) if kaspec_harness::cleanup::interrupted() => break,
-                    Err(e) => {
-                        let message = e.to_string();
-                        on(Progress::Error { index, total, case, fault, message: &message });
-                        errors.push(RunError { case: case.id.into(), fault: fault.name().into(), message });
-                    }
+                Err(_) if kaspec_harness::cleanup::interrupted() => break,
+                Err(e) => {
+                    let message = e.to_string();
+                    on(Progress::Error { index, total, case, fault, message: &message });
+                    errors.push(RunError { case: case.id.into(), fault: fault.name().into(), message });
                 }
             }
-            results.extend(fold_repeats(runs, repeat));
         }
+        results.extend(fold_repeats(runs, repeat));
     }
     // Shared servers stop, and their testbed goes, with the run.
     ctx.shared.close();
@@ -147,6 +159,8 @@ pub fn run(
         stale_deviations: crate::deviations::stale(&ctx.deviations, &results),
         results,
         errors,
+        partition,
+        parts: Vec::new(),
     }
 }
 
@@ -189,4 +203,24 @@ pub fn write(report: &Report, dir: &Path) -> kaspec_harness::Result<()> {
     std::fs::write(&html, kaspec_harness::report::html::html(report)).map_err(|e| io(&html, e))?;
     let junit = dir.join("junit.xml");
     std::fs::write(&junit, kaspec_harness::report::junit::junit(report)).map_err(|e| io(&junit, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_is_cases_by_faults_with_fixed_faults_once_and_shares_cover_it() {
+        let cases = crate::registry::select(&["tcp/".to_string()]).unwrap();
+        let plan = plan(&cases, &DEFAULT_FAULTS);
+        let keys: Vec<String> = plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect();
+        let fixed = cases.iter().filter(|c| c.fixed_fault.is_some()).count();
+        assert_eq!(keys.len(), (cases.len() - fixed) * 2 + fixed, "{keys:?}");
+        assert_eq!(keys[..2], [unit_key(cases[0].id, "blackhole"), unit_key(cases[0].id, "reset")]);
+        // Three shares: each unit exactly once.
+        let shares: Vec<Share> = (1..=3).map(|k| Share { index: k, count: 3 }).collect();
+        for i in 0..keys.len() {
+            assert_eq!(shares.iter().filter(|s| s.takes(i)).count(), 1);
+        }
+    }
 }

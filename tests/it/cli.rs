@@ -1,5 +1,6 @@
 //! The `kaspec` command as a user drives it: bad input, a real run writing
-//! its report, Ctrl-C, and `kill -9` followed by `kaspec clean`. Needs root.
+//! its report, a run split in three partitions and merged, Ctrl-C, and
+//! `kill -9` followed by `kaspec clean`. Needs root.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -39,6 +40,10 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
         (vec!["run", "--profile", "/nonexistent/p.toml", "--out", o], "/nonexistent/p.toml"),
         (vec!["run", "--profile", profile.to_str().unwrap(), "--out", o], "tcp.keepidle"),
         (vec!["list", "http/"], "http/"),
+        (vec!["run", "--partition", "4/3", "--out", o], "4/3"),
+        (vec!["run", "--partition", "0/3", "--out", o], "1 ≤ K ≤ N"),
+        (vec!["run", "--partition", "2", "--out", o], "K/N"),
+        (vec!["merge", "/nonexistent/part", "--out", o], "reading /nonexistent/part"),
     ];
     for (args, needle) in cases {
         let r = run(&args);
@@ -111,7 +116,7 @@ fn run_writes_a_versioned_report_and_exits_0() {
     assert_eq!(r.status.code(), Some(0), "{err}");
     assert!(err.contains("[ 1/1] tcp/rfc1122-4.2.3.6/1 × reset"), "progress line: {err}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert!(report["environment"]["engines"]["nftables"].as_str().unwrap().starts_with("available"));
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -395,4 +400,54 @@ fn a_fault_a_case_cannot_take_is_unsupported_with_the_reason() {
     assert_eq!(x["verdict"], "unsupported");
     assert!(x["verdict_detail"].as_str().unwrap().contains("does not apply"), "{x}");
     assert!(report["errors"].as_array().unwrap().is_empty(), "not a harness error");
+}
+
+/// Issue 17 item 5: three partitions of a run, merged, give the result set
+/// of the run in one piece; a missing part, a part given twice and a run
+/// that was not split are one-line errors (exit 2) that write nothing.
+#[test]
+fn three_partitions_merged_equal_one_run() {
+    let args = ["run", "tcp/rfc1122-4.2.3.6/", "tcp/rfc5482-3/1", "tcp/rfc9293-3.5.2/1", "--fault", "blackhole", "--set", "tcp.idle=1s", "--set", "tcp.count=2", "--quiet"];
+    let outcome = |dir: &Path| -> Vec<(String, String)> {
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        let results = report["results"].as_array().unwrap();
+        let key = |r: &serde_json::Value| format!("{} [{}] {} {} vs {}", r["case"], r["fault"], r["side"], r["implementation"]["name"], r["peer"]["name"]);
+        results.iter().map(|r| (key(r), r["verdict"].as_str().unwrap().to_string())).collect()
+    };
+    let whole = tmp("part-whole");
+    let r = kaspec().args(args).args(["--out", whole.to_str().unwrap()]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut parts = Vec::new();
+    for k in 1..=3 {
+        let dir = tmp(&format!("part-{k}"));
+        let r = kaspec().args(args).args(["--partition", &format!("{k}/3"), "--out", dir.to_str().unwrap()]).output().unwrap();
+        assert_eq!(r.status.code(), Some(0), "part {k}: {}", String::from_utf8_lossy(&r.stderr));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!((report["partition"]["index"].as_u64(), report["partition"]["plan"].as_array().unwrap().len()), (Some(k), 4), "{report}");
+        parts.push(dir.to_str().unwrap().to_string());
+    }
+    let merged = tmp("part-merged");
+    let r = run(&["merge", &parts[2], &parts[0], &parts[1], "--out", merged.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(outcome(&merged), outcome(&whole), "the same result keys and verdicts, in plan order");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(merged.join("report.json")).unwrap()).unwrap();
+    let shares: Vec<&str> = report["parts"].as_array().unwrap().iter().map(|p| p["partition"].as_str().unwrap()).collect();
+    assert_eq!(shares, ["1/3", "2/3", "3/3"]);
+    assert!(report["parts"][0]["environment"]["kernel"].is_string() && report["parts"][0]["run_id"].is_string(), "{report}");
+    for f in ["report.md", "report.html", "junit.xml"] {
+        assert!(merged.join(f).is_file(), "{f}");
+    }
+    let bad = tmp("part-bad");
+    let whole = whole.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["merge", &parts[0], &parts[2]], "a gap"),
+        (vec!["merge", &parts[0], &parts[1], &parts[2], &parts[0]], "ran in two parts"),
+        (vec!["merge", whole], "not a partitioned run"),
+    ] {
+        let r = run(&[args.as_slice(), &["--out", bad.to_str().unwrap()]].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.trim_end().lines().count() == 1 && err.contains(needle), "{args:?}: {err}");
+        assert!(!bad.exists(), "{args:?} wrote a report");
+    }
 }

@@ -274,6 +274,8 @@ mod tests {
             results,
             errors: vec![],
             stale_deviations: vec![],
+            partition: None,
+            parts: vec![],
         }
     }
 

@@ -123,6 +123,17 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
             impls.join(", ")
         );
     }
+    if let Some(p) = &report.partition {
+        let _ = write!(h, "<p>Part {} of a split run: {} of the plan's {} units.</p>", p.share(), p.units().count(), p.plan.len());
+    }
+    if !report.parts.is_empty() {
+        let _ = write!(h, "<p>Merged from {} parts:</p><ul>", report.parts.len());
+        for p in &report.parts {
+            let env = p.environment.as_ref().map(|e| format!(" · kernel {} · {} CPUs", esc(&e.kernel), e.cpus)).unwrap_or_default();
+            let _ = write!(h, "<li>{} — run <code>{}</code> · {} → {} · {}{env}</li>", esc(&p.partition), esc(&p.run_id), esc(&p.started_at), esc(&p.finished_at), esc(&p.testbed));
+        }
+        let _ = write!(h, "</ul>");
+    }
     let _ = write!(h, "<h2>Summary</h2><p class=\"summary\">");
     for (v, n) in report.counts() {
         let _ = write!(h, "<span style=\"background:{}\">{} {}</span>", verdict_color(v, false), n, v);
@@ -350,6 +361,8 @@ pub(super) mod tests {
             results: vec![r],
             errors: vec![],
             stale_deviations: vec![],
+            partition: None,
+            parts: vec![],
         }
     }
 

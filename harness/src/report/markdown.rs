@@ -21,6 +21,13 @@ impl Report {
             let engines: Vec<String> = env.engines.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             let _ = writeln!(m, "- kernel {}, {} CPUs, {}; fault engines — {}", env.kernel, env.cpus, env.nft_version, engines.join("; "));
         }
+        if let Some(p) = &self.partition {
+            let _ = writeln!(m, "- part {} of a split run: {} of the plan's {} units (`kaspec merge` joins the parts)", p.share(), p.units().count(), p.plan.len());
+        }
+        for p in &self.parts {
+            let env = p.environment.as_ref().map(|e| format!(", kernel {}, {} CPUs", e.kernel, e.cpus)).unwrap_or_default();
+            let _ = writeln!(m, "- merged part {}: run `{}`, {} → {}, testbed `{}`{env}", p.partition, p.run_id, p.started_at, p.finished_at, p.testbed);
+        }
         let _ = writeln!(m, "- detection is measured from the moment the fault is in force; each result is judged with its own measured error budget (fault commit + observer resolution)\n");
         let _ = writeln!(m, "**{}**\n", self.summary_line());
         let _ = writeln!(m, "| case | fault | side | implementation | measured | expected | budget | width | verdict | released |");

@@ -6,12 +6,17 @@
 //!   its JSON, versioned by [`SCHEMA_VERSION`] (nextest: a stable,
 //!   versioned machine-readable output);
 //! - `markdown.rs`, [`html`], [`junit`]: the renderings;
-//! - [`compare`]: `kaspec compare`, the difference of reports.
+//! - [`compare`]: `kaspec compare`, the difference of reports;
+//! - [`merge`]: `kaspec run --partition K/N` and `kaspec merge`, a run
+//!   split across machines.
 
 pub mod compare;
 pub mod html;
 pub mod junit;
 mod markdown;
+pub mod merge;
+
+pub use merge::{Part, Partition, Share};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -334,6 +339,12 @@ pub struct Report {
     /// of this run's results although it ran their cases: stale entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_deviations: Vec<String>,
+    /// With `--partition K/N`: this run's share and the whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// A merged report (`kaspec merge`): each part as it ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
 }
 
 impl Report {
@@ -398,7 +409,7 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[test]
     fn release_is_clean_only_when_the_application_closed() {
         assert!(Release::from_state(None).clean);
@@ -412,7 +423,7 @@ mod tests {
     use super::*;
     use crate::expect::{Expectation, Level};
 
-    fn result(verdict: Verdict, deviation: Option<&str>) -> CaseResult {
+    pub(crate) fn result(verdict: Verdict, deviation: Option<&str>) -> CaseResult {
         CaseResult {
             case: "tcp/x/1".into(),
             protocol: "tcp".into(),
@@ -444,7 +455,7 @@ mod tests {
         }
     }
 
-    fn report(results: Vec<CaseResult>, errors: Vec<RunError>) -> Report {
+    pub(crate) fn report(results: Vec<CaseResult>, errors: Vec<RunError>) -> Report {
         Report {
             schema_version: SCHEMA_VERSION,
             kaspec_version: "0".into(),
@@ -457,6 +468,8 @@ mod tests {
             results,
             errors,
             stale_deviations: vec![],
+            partition: None,
+            parts: vec![],
         }
     }
 
