@@ -52,6 +52,12 @@ fn redis_rs_response_timeout_fails_the_next_command(#[case] fault: FaultKind) {
     let results = run(RESPONSE, fault, &["redis.response_timeout=500ms"]);
     let client = side(&results, "client");
     assert_pass(client);
+    if fault == FaultKind::Blackhole || fault == FaultKind::BlackholeDown {
+        // Finding: a response timeout fails the command but keeps the
+        // multiplexed connection ESTABLISHED; the release axis says so.
+        assert!(error(client).contains("timeout: true"), "{}", show(client));
+        assert_eq!(client.release_verdict, Some(kaspec_harness::expect::Verdict::Fail), "{}", show(client));
+    }
     assert_quiet(side(&results, "server"));
 }
 
