@@ -41,3 +41,25 @@ pub(crate) fn review(c: &Config, _: Option<&NetworkProfile>) -> Vec<Finding> {
     }
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(sets: &[&str]) -> Vec<&'static str> {
+        let mut c = Config::default();
+        for s in sets {
+            c.set_pair(s).unwrap();
+        }
+        review(&c, None).into_iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn idle_over_the_servers_timeout_and_no_response_timeout_are_flagged() {
+        assert!(rules(&[]).is_empty(), "the defaults raise nothing");
+        assert_eq!(rules(&["redis.idle=60s", "redis.server_timeout=30s"]), vec!["redis-idle-over-server-timeout"]);
+        assert!(rules(&["redis.idle=10s", "redis.server_timeout=30s"]).is_empty());
+        assert!(rules(&["redis.idle=60s"]).is_empty(), "timeout 0: never closed");
+        assert_eq!(rules(&["redis.response_timeout=0s"]), vec!["redis-no-response-timeout"]);
+    }
+}
