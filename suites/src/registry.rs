@@ -12,6 +12,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::grpc::PROTOCOL,
     &crate::postgres::PROTOCOL,
     &crate::amqp::PROTOCOL,
+    &crate::redis::PROTOCOL,
 ];
 
 /// Files a protocol's servers may leave outside the run's scratch

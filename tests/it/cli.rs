@@ -67,7 +67,7 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
         std::fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let redis = file("redis.toml", "[redis]\n");
+    let unknown = file("memcached.toml", "[memcached]\n");
     let named = file("named.toml", "name = 5\n");
     let dup = file("dup.toml", "[tcp]\nidle = \"2s\"\n[tcp]\ncount = 3\n");
     let huge_rtt = file("huge.toml", "rtt = \"1000000h\"\n");
@@ -75,7 +75,7 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--set", "websocket.ping_interval=18446744073709552s", "--out", o], "websocket.ping_interval=18446744073709552s: out of range"),
         (vec!["run", "--set", "tcp.user_timeout=18446744073709552s", "--out", o], "tcp.user_timeout=18446744073709552s: out of range"),
-        (vec!["run", "--profile", &redis, "--out", o], "unknown table [redis]"),
+        (vec!["run", "--profile", &unknown, "--out", o], "unknown table [memcached]"),
         (vec!["run", "--profile", &named, "--out", o], "name = 5: expected a string"),
         (vec!["run", "--profile", &dup, "--out", o], "duplicate key `tcp`"),
         (vec!["run", "--set", "tcp.idle=3\ns", "--out", o], "tcp.idle=\"3\\ns\""),

@@ -51,6 +51,9 @@ pub const KEYS: &[Key] = &[
     Key { name: "postgres.keepalives_retries", kind: Kind::Count { min: 1, max: 127 }, default: "3", doc: "tokio-postgres Config::keepalives_retries: TCP_KEEPCNT (libpq calls it keepalives_count)" },
     Key { name: "postgres.tcp_user_timeout", kind: Kind::Millis { min: 0, max: i32::MAX as u64 }, default: "0s", doc: "tokio-postgres Config::tcp_user_timeout: TCP_USER_TIMEOUT (0 = off; libpq tcp_user_timeout, ms)" },
     Key { name: "postgres.conninfo", kind: Kind::Conninfo, default: "", doc: "a libpq connection string (key=value or postgresql:// URL) whose keep-alive keys set the postgres.* knobs; tcp_user_timeout in it is libpq milliseconds" },
+    Key { name: "redis.response_timeout", kind: Kind::Millis { min: 0, max: 3_600_000 }, default: "500ms", doc: "redis-rs AsyncConnectionConfig::set_response_timeout: a command fails when its reply is not in within this (0 = none; the crate's own default is 500 ms)" },
+    Key { name: "redis.idle", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a connection idle between commands (for `kaspec validate`; 0 = not stated)" },
+    Key { name: "redis.server_timeout", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "the `timeout` of the Redis server the client talks to (for `kaspec validate`; 0 = never, Redis's default)" },
     Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
@@ -221,6 +224,18 @@ pub struct AmqpConfig {
     pub heartbeat: Duration,
 }
 
+/// Redis knobs: redis-rs's response timeout, and what `kaspec validate`
+/// compares (the application's idle time against the server's `timeout`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedisConfig {
+    /// Zero: no response timeout.
+    pub response_timeout: Duration,
+    /// Zero: not stated.
+    pub idle: Duration,
+    /// Zero: the server never closes idle clients.
+    pub server_timeout: Duration,
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -230,6 +245,7 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub postgres: PostgresConfig,
     pub amqp: AmqpConfig,
+    pub redis: RedisConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -248,6 +264,7 @@ impl Default for Config {
                 tcp_user_timeout: Duration::ZERO,
             },
             amqp: AmqpConfig { heartbeat: Duration::ZERO },
+            redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -289,6 +306,9 @@ impl Config {
                 }
             }
             ("amqp.heartbeat", Value::Dur(d)) => self.amqp.heartbeat = d,
+            ("redis.response_timeout", Value::Dur(d)) => self.redis.response_timeout = d,
+            ("redis.idle", Value::Dur(d)) => self.redis.idle = d,
+            ("redis.server_timeout", Value::Dur(d)) => self.redis.server_timeout = d,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());

@@ -147,7 +147,7 @@ fn huge_durations_are_refused_not_wrapped() {
 fn profiles_refuse_unknown_tables_and_odd_names_in_one_line() {
     let mut c = Config::default();
     for (text, needle) in [
-        ("[redis]\n", "unknown table [redis]"),
+        ("[memcached]\n", "unknown table [memcached]"),
         ("name = 5\n", "name = 5: expected a string"),
         ("description = true\n", "description = true: expected a string"),
         ("[tcp]\nidle = \"2s\"\n[tcp]\ncount = 3\n", "duplicate key `tcp`"),

@@ -16,6 +16,8 @@
 //!   lossy paths).
 //! - [`postgres`]: tokio-postgres vs a shared PostgreSQL.
 //! - [`amqp`]: lapin vs shared RabbitMQ nodes.
+//! - [`redis`]: redis-rs vs redis-server's `timeout` and `tcp-keepalive`,
+//!   redis-rs's response timeout.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`inputs`]: a property test over every input surface (knobs, profiles,
@@ -32,6 +34,7 @@ mod inputs;
 mod mqtt;
 mod paths;
 mod postgres;
+mod redis;
 mod tcp;
 mod verdicts;
 mod websocket;
