@@ -96,6 +96,7 @@ fn allowance(a: &CaseResult, b: &CaseResult) -> u64 {
 
 #[test]
 fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
+    let _root = crate::root_namespace();
     let before = host_state();
     let project = format!("kaspec-ci-{}", std::process::id());
     let script = root().join("fixtures/docker/stack.sh");

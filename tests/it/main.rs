@@ -13,3 +13,15 @@
 mod cli;
 mod docker;
 mod soak;
+
+/// Tests that change the root namespace's state (the docker test's stack
+/// starts dockerd, which adds its nftables/iptables rules) or compare it
+/// before and after (the soak test) take this lock: tests of one binary run
+/// in parallel threads, and each must see only its own changes.
+pub static ROOT_NAMESPACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`ROOT_NAMESPACE`] for the rest of the calling test (a test that
+/// failed while holding it does not poison the others).
+pub fn root_namespace() -> std::sync::MutexGuard<'static, ()> {
+    ROOT_NAMESPACE.lock().unwrap_or_else(|p| p.into_inner())
+}

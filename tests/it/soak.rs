@@ -95,6 +95,7 @@ fn kaspec(dir: &Path) -> Command {
 
 #[test]
 fn interrupts_at_random_moments_leave_nothing_behind() {
+    let _root = crate::root_namespace();
     let trials: usize = std::env::var("KASPEC_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let seed: u64 = std::env::var("KASPEC_SOAK_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
