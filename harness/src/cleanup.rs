@@ -360,14 +360,26 @@ pub fn remove_strays(dirs: &[std::path::PathBuf], strays: &[Stray]) -> (Vec<Stri
     (removed, failed)
 }
 
-/// Removes the marked scratch directories of `tag` (after its processes are gone).
+/// Removes the scratch directories of `tag` (after its processes are
+/// gone). The tag is this process's own, so the name is enough (a directory
+/// interrupted between its creation and its marker goes too); a server that
+/// was still writing as it died can make one removal fail or a directory
+/// reappear, so it retries for up to 2 s.
 fn remove_scratch_dirs_of(tag: &str) {
     let prefix = format!("{NS_PREFIX}{tag}-");
-    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if entry.file_name().to_string_lossy().starts_with(&prefix) && p.join(SCRATCH_MARKER).is_file() {
-            let _ = std::fs::remove_dir_all(&p);
+    for _ in 0..40 {
+        let mut left = false;
+        for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if entry.file_name().to_string_lossy().starts_with(&prefix) && p.is_dir() {
+                let _ = std::fs::remove_dir_all(&p);
+                left |= p.exists();
+            }
         }
+        if !left {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
