@@ -25,6 +25,9 @@ impl ClientEnd {
     }
 }
 
+/// The connection state seen leaving `Connected`.
+const STATE_DISCONNECTED: &str = "state: disconnected";
+
 /// The client body (see the module doc). Keeps the client until `stop`.
 pub(crate) fn client(
     server: SocketAddrV4,
@@ -66,6 +69,14 @@ pub(crate) fn client(
         let _ = ready.send(Ok(Ready { local_port }));
         let Ok(deadline) = go.await else { return Some(client) };
         loop {
+            // The handler's own state (`State::Disconnected` is set in the
+            // same step as the event is queued), polled every millisecond.
+            if client.connection_state() != async_nats::connection::State::Connected {
+                let mut ev = events.lock().expect("events");
+                if !ev.iter().any(|(_, e)| e == STATE_DISCONNECTED) {
+                    ev.push((Instant::now(), STATE_DISCONNECTED.into()));
+                }
+            }
             if events.lock().expect("events").iter().any(|(_, e)| e == "disconnected") || Instant::now() >= deadline {
                 break;
             }

@@ -15,6 +15,24 @@ pub const MAX_PENDING_PINGS: u64 = 2;
 /// steady PING/PONG are behind it.
 pub const SETTLE_MS: u64 = 300;
 
+/// nats-server 2.9 `setFirstPingTimer` (server/client.go, const.go
+/// `firstClientPingInterval` = 2 s): a client's first ping-timer firing comes
+/// after min(ping_interval, 2 s) plus a random offset of up to 20 %, and —
+/// the RTT not yet measured (`needRTT`) — always sends a PING, whatever
+/// `ping_interval` is. The latest it can come after the connect.
+pub fn first_firing_max_ms(s: &ServerSettings) -> u64 {
+    ms_of(s.ping_interval).min(2000) * 6 / 5
+}
+
+/// How long the client waits after connecting before the fault may come:
+/// past the server's first firing (its RTT PING, which would otherwise
+/// reach the client after t0 under a one-way fault and reset async-nats's
+/// interval), plus, when the server pings for the case, one more interval
+/// so that its steady PING/PONG has begun.
+pub fn settle_ms(s: &ServerSettings, server_pings: bool) -> u64 {
+    SETTLE_MS + first_firing_max_ms(s) + if server_pings { ms_of(s.ping_interval) } else { 0 }
+}
+
 /// Sub-millisecond on the testbed's veth links: the server's PING leaves at
 /// the firing, its PONG is read up to this much later.
 const RTT_MS: u64 = 1;
@@ -130,5 +148,13 @@ mod tests {
         assert_eq!((e.min_ms, e.max_ms), (Some(2750), Some(2754)));
         assert_eq!(client_deadline_ms(Duration::from_secs(1)), 6000);
         assert_eq!(stale_deadline_ms(&settings(1000, 2)), 6000);
+    }
+
+    #[test]
+    fn the_first_firing_is_capped_at_two_seconds_plus_a_fifth() {
+        assert_eq!(first_firing_max_ms(&settings(1000, 2)), 1200);
+        assert_eq!(first_firing_max_ms(&settings(3_600_000, 2)), 2400);
+        assert_eq!(settle_ms(&settings(1000, 2), true), SETTLE_MS + 2200);
+        assert_eq!(settle_ms(&settings(3_600_000, 2), false), SETTLE_MS + 2400);
     }
 }

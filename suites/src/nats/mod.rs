@@ -13,7 +13,10 @@
 //! `-ERR 'Stale Connection'` and is closed, else a PING goes out and
 //! `c.ping.out` grows. A PONG resets `c.ping.out` to 0 and touches neither
 //! `c.last` nor `c.ping.last`: a client that only answers PINGs is pinged at
-//! every firing.
+//! every firing. The first firing (`setFirstPingTimer`) comes after
+//! min(I, 2 s) + up to 20 % at random and, the RTT not measured yet, always
+//! sends a PING — even with a 1 h `ping_interval` (see
+//! [`expect::settle_ms`]).
 //!
 //! async-nats 0.51 (src/lib.rs `ConnectionHandler`): a tokio `interval` of
 //! `ping_interval` P (MissedTickBehavior::Delay), reset by every operation

@@ -33,9 +33,8 @@ fn run(
     let tb = ctx.testbed_for("nats")?;
     let server = start_server(ctx, &tb, server_ping)?;
     let addr = server.addr;
-    // The server's first PING goes out at its second firing (the first is
-    // skipped: the client's CONNECT PING is less than I old): wait past it.
-    let settle = Duration::from_millis(SETTLE_MS) + server_ping.map(|_| Duration::ZERO).unwrap_or(2 * server.settings.ping_interval + server.settings.ping_interval / 2);
+    // Past the server's first (RTT) PING, and its steady pinging if it pings.
+    let settle = Duration::from_millis(settle_ms(&server.settings, server_ping.is_none()));
     let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&tb, &server, client_ping, settle)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local_port);
     let seen = tb.seen_by_server(local);
@@ -49,6 +48,10 @@ fn run(
     let (server_last, client_last) = (read_at - server_since, read_at - client_since);
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
+    // Read again at the end: data the client read after t0 (it resets
+    // async-nats's interval) shows here.
+    let end_read = Instant::now();
+    let client_last_end = since_last_data_recv(&tb.client, local, addr).ok().flatten().map(|d| end_read - d);
     let release = crate::outcome::releases(&tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;
@@ -68,6 +71,9 @@ fn run(
         (client_last, "client's last data received (TCP_INFO tcpi_last_data_recv)".to_string()),
         (server_last, "server's last data received (TCP_INFO tcpi_last_data_recv)".to_string()),
     ];
+    if let Some(t) = client_last_end.filter(|t| *t > client_last + Duration::from_millis(1)) {
+        timeline.push((t, "client's last data received, read at the end of the case: after t0".to_string()));
+    }
     timeline.extend(r.end.events.iter().map(|(t, e)| (*t, format!("async-nats event: {e}"))));
     if let Some(c) = &r.server_closed {
         timeline.push((c.at, format!("server socket {}", c.state)));
@@ -135,9 +141,6 @@ pub(crate) fn run_client_pings(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> R
             let client = client_expectation(p, r.fault, r.client_idle, spec);
             let server = match r.fault {
                 FaultKind::Freeze => Expectation::not_detected("server: frozen (SIGSTOP), it closes nothing", spec),
-                // Measured: the server's socket was closed 1.8 s after t0 once
-                // async-nats had been reset and was reconnecting; not derived yet.
-                FaultKind::Reset => Expectation::either("server: its ping_interval is 1 h for this case; after the client's reset and its reconnect the old connection may be closed (not derived yet)", spec),
                 _ => Expectation::not_detected("server: its ping_interval is 1 h for this case, and async-nats keeps the old socket open while it reconnects (no FIN)", spec),
             };
             (client_side(r, client), Side::from_socket(server, r.server_closed.clone(), r.server_deadline_ms, "server"))
