@@ -36,8 +36,14 @@ pub fn settle_ms(s: &ServerSettings, server_pings: bool) -> u64 {
 /// Sub-millisecond on the testbed's veth links: the server's PING leaves at
 /// the firing, its PONG is read up to this much later.
 const RTT_MS: u64 = 1;
-/// Go's runtime timer and the close after the firing, the kernel's FIN.
-const GO_TIMER_MS: u64 = 3;
+/// Each firing re-arms the next one (`time.AfterFunc(I)` at its end), so
+/// the Go runtime timer's lateness and the firing's own work add up, firing
+/// after firing: up to this much each.
+const GO_FIRING_MS: u64 = 1;
+/// The close after the last firing: the -ERR, closeConnection, the socket.
+const GO_CLOSE_MS: u64 = 2;
+/// The single firing of the RST case.
+const GO_TIMER_MS: u64 = GO_FIRING_MS + GO_CLOSE_MS;
 /// tokio's millisecond timer wheel (a tick up to 1 ms late, each of 3) and
 /// the event callback's task.
 const TOKIO_MS: u64 = 4;
@@ -51,11 +57,12 @@ const TOKIO_MS: u64 = 4;
 pub fn stale_close(s: &ServerSettings) -> (u64, u64, String) {
     let i = ms_of(s.ping_interval);
     let n = s.ping_max + 1;
+    let late = n * GO_FIRING_MS + GO_CLOSE_MS;
     (
         (n * i).saturating_sub(RTT_MS),
-        n * i + GO_TIMER_MS,
+        n * i + late,
         format!(
-            "the last PONG read answered a firing RTT (≤ {RTT_MS} ms) before; the firings after it send ping_max = {} PINGs and the ({n})-th closes: (ping_max + 1) × ping_interval = {n} × {i} ms, − RTT, + {GO_TIMER_MS} ms (Go's timer, the close)",
+            "the last PONG read answered a firing RTT (≤ {RTT_MS} ms) before; the firings after it send ping_max = {} PINGs and the ({n})-th closes: (ping_max + 1) × ping_interval = {n} × {i} ms, − RTT, + {late} ms (each re-armed firing up to {GO_FIRING_MS} ms late, the close {GO_CLOSE_MS} ms)",
             s.ping_max
         ),
     )
@@ -124,11 +131,11 @@ mod tests {
     #[test]
     fn the_server_closes_at_ping_max_plus_one_firings_after_the_last_pong() {
         let (lo, hi, _) = stale_close(&settings(1000, 2));
-        assert_eq!((lo, hi), (2999, 3003));
-        let (lo, _, _) = stale_close(&settings(2000, 3));
-        assert_eq!(lo, 7999);
+        assert_eq!((lo, hi), (2999, 3005));
+        let (lo, hi, _) = stale_close(&settings(2000, 3));
+        assert_eq!((lo, hi), (7999, 8006));
         let e = stale_expectation(&settings(1000, 2), FaultKind::Blackhole, 400, "server", "s");
-        assert_eq!((e.min_ms, e.max_ms), (Some(2599), Some(2603)));
+        assert_eq!((e.min_ms, e.max_ms), (Some(2599), Some(2605)));
         // An RST: the first firing after t0.
         let r = stale_expectation(&settings(1000, 2), FaultKind::Reset, 400, "server", "s");
         assert_eq!((r.min_ms, r.max_ms), (Some(599), Some(603)));

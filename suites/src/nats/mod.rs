@@ -70,10 +70,11 @@ pub static PROTOCOL: Protocol = Protocol {
 
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for NATS yet");
 
-/// NATS documentation, "Ping/Pong Interval" (server configuration).
-const SERVER_QUOTE: &str = "ping_interval: Duration interval for periodic client and server pings. [...] ping_max: After how many unanswered pings the server will allow before closing the connection.";
+/// NATS server configuration reference, `ping_interval` and `ping_max`
+/// (docs.nats.io/reference/config).
+const SERVER_QUOTE: &str = "ping_interval: Duration at which pings are sent to clients, leaf nodes and routes. In the presence of client traffic, such as messages or client side pings, the server will not send pings. [...] ping_max: After how many unanswered pings the server will allow before closing the connection.";
 /// async-nats 0.51 docs, `ConnectOptions::ping_interval`.
-const CLIENT_QUOTE: &str = "Sets the interval for recurrent pings sent to the server, which are used to check if connection is still alive.";
+const CLIENT_QUOTE: &str = "Sets how often Client sends PING message to the server.";
 
 /// Every case of this protocol, in report order.
 pub static CASES: [&CaseDef; 3] = [&STALE, &CLIENT_PINGS, &FROZEN];
