@@ -7,7 +7,7 @@
 //! - [`registry`]: every protocol, in report order — the only importer of
 //!   protocol folders.
 //! - [`tcp`], [`mqtt`], [`websocket`], [`grpc`], [`postgres`], [`amqp`],
-//!   [`redis`]: one
+//!   [`redis`], [`nats`]: one
 //!   folder each: `mod.rs` (its case table, NAT case included), `client.rs`,
 //!   `expect.rs` (its windows), and the orchestration.
 //! - [`runner`]: runs a selection of cases × faults into a report;
@@ -37,6 +37,7 @@ pub mod outcome;
 pub mod peers;
 pub mod postgres;
 pub mod protocol;
+pub mod nats;
 pub mod redis;
 pub mod registry;
 pub mod rules;

@@ -13,6 +13,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::postgres::PROTOCOL,
     &crate::amqp::PROTOCOL,
     &crate::redis::PROTOCOL,
+    &crate::nats::PROTOCOL,
 ];
 
 /// Files a protocol's servers may leave outside the run's scratch

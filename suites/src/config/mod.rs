@@ -54,6 +54,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "redis.response_timeout", kind: Kind::Millis { min: 0, max: 3_600_000 }, default: "500ms", doc: "redis-rs AsyncConnectionConfig::set_response_timeout: a command fails when its reply is not in within this (0 = none; the crate's own default is 500 ms)" },
     Key { name: "redis.idle", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a connection idle between commands (for `kaspec validate`; 0 = not stated)" },
     Key { name: "redis.server_timeout", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "the `timeout` of the Redis server the client talks to (for `kaspec validate`; 0 = never, Redis's default)" },
+    Key { name: "nats.ping_interval", kind: Kind::Millis { min: 10, max: 86_400_000 }, default: "1s", doc: "async-nats ConnectOptions::ping_interval: the client PINGs after this long without anything from the server; more than 2 outstanding (MAX_PENDING_PINGS) disconnect (the crate's own default is 60 s)" },
     Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
@@ -236,6 +237,13 @@ pub struct RedisConfig {
     pub server_timeout: Duration,
 }
 
+/// NATS knobs: async-nats's ping interval (its outstanding-ping limit,
+/// MAX_PENDING_PINGS = 2, is a constant of the crate, not an option).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NatsConfig {
+    pub ping_interval: Duration,
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -246,6 +254,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
+    pub nats: NatsConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -265,6 +274,7 @@ impl Default for Config {
             },
             amqp: AmqpConfig { heartbeat: Duration::ZERO },
             redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
+            nats: NatsConfig { ping_interval: Duration::ZERO },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -309,6 +319,7 @@ impl Config {
             ("redis.response_timeout", Value::Dur(d)) => self.redis.response_timeout = d,
             ("redis.idle", Value::Dur(d)) => self.redis.idle = d,
             ("redis.server_timeout", Value::Dur(d)) => self.redis.server_timeout = d,
+            ("nats.ping_interval", Value::Dur(d)) => self.nats.ping_interval = d,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());

@@ -18,6 +18,8 @@
 //! - [`amqp`]: lapin vs shared RabbitMQ nodes.
 //! - [`redis`]: redis-rs vs redis-server's `timeout` and `tcp-keepalive`,
 //!   redis-rs's response timeout.
+//! - [`nats`]: async-nats vs nats-server: the server's stale-connection
+//!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`inputs`]: a property test over every input surface (knobs, profiles,
@@ -32,6 +34,7 @@ mod common;
 mod grpc;
 mod inputs;
 mod mqtt;
+mod nats;
 mod paths;
 mod postgres;
 mod redis;

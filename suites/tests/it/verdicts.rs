@@ -35,6 +35,7 @@ fn unshifted(r: &CaseResult) -> Verdict {
 #[case::postgres("postgres/pg15-20.11-idle_session_timeout/1", FaultKind::None, &[])]
 #[case::amqp("amqp/0-9-1-4.2.7/1", FaultKind::Blackhole, &[])]
 #[case::redis("redis/redis-rs-response_timeout/1", FaultKind::Blackhole, &[])]
+#[case::nats("nats/async-nats-ping_interval/1", FaultKind::Blackhole, &["nats.ping_interval=500ms"])]
 fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(#[case] id: &str, #[case] fault: FaultKind, #[case] sets: &[&str]) {
     let mut ctx = ctx(sets);
     ctx.shift_window_ms = SHIFT_MS;
