@@ -401,6 +401,10 @@ impl Report {
         if known > 0 {
             let _ = write!(s, " ({known} fail are documented deviations)");
         }
+        let leaks = self.results.iter().filter(|r| r.release_verdict == Some(Verdict::Fail)).count();
+        if leaks > 0 {
+            let _ = write!(s, "; {leaks} leak(s): a side that had to detect left its connection open");
+        }
         if !self.errors.is_empty() {
             let _ = write!(s, "; {} harness error(s)", self.errors.len());
         }

@@ -93,6 +93,9 @@ pub(crate) fn run(
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
+    // The client's end, watched so that the release snapshot is taken once
+    // the client has noticed (or its deadline passed), not before.
+    let client_watch = SocketWatch::start(&tb.client, local, addr)?;
     // pg_backend_pid() is the container's pid on the docker testbed.
     let backend_pid = match tb.docker_path() {
         None => ready.backend_pid,
@@ -113,7 +116,10 @@ pub(crate) fn run(
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let backend_end = backend.wait(if measure == Measure::Backend { t0 + Duration::from_millis(server_deadline_ms) } else { Instant::now() });
-    // The second axis, before the client is told to close.
+    // The second axis, after the client noticed (or its deadline passed)
+    // and before it is told to close: a snapshot taken earlier would find a
+    // client still waiting for its own probe.
+    let _ = client_watch.wait(t0 + Duration::from_millis(client_deadline_ms))?;
     let release = crate::outcome::releases(tb, local, addr);
     // The client stops at its own deadline (or failure), then closes once told.
     let _ = stop_tx.send(());
