@@ -2,7 +2,7 @@
 //! implementation's own algorithm allow, with the formula written out, and
 //! the non-timing requirements of a result (a status code, an echoed
 //! payload, a negotiated value). The suite computes them; the judge
-//! ([`crate::judge`]) compares an observation with them, allowing only the
+//! (`judge.rs`) compares an observation with them, allowing only the
 //! measured error budget of that result — never a per-case widening.
 
 use std::fmt;

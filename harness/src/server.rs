@@ -276,6 +276,18 @@ fn connects_from(host: &Host, addr: SocketAddrV4) -> Result<bool> {
     host.run(move || std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok())
 }
 
+/// A server program's version as it prints it: the first word of
+/// `program --version`'s output that starts with `prefix`, without it
+/// (`unknown` if none does).
+pub fn version_of(program: &std::path::Path, prefix: &str) -> String {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().find_map(|w| w.strip_prefix(prefix).map(str::to_string)))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The last `lines` lines of a file (empty if unreadable).
 pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -83,13 +83,7 @@ pub fn config_text(fixture: &str, listen: SocketAddrV4, ping_interval: Option<Du
 
 /// `nats-server --version`: `nats-server: v2.9.10`.
 pub fn server_implementation(program: &Path) -> Implementation {
-    let version = std::process::Command::new(program)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().find_map(|w| w.strip_prefix('v').map(str::to_string)))
-        .unwrap_or_else(|| "unknown".into());
-    Implementation::new("nats-server", version)
+    Implementation::new("nats-server", kaspec_harness::server::version_of(program, "v"))
 }
 
 /// A running nats-server and its throw-away directory (removed after it).

@@ -86,13 +86,7 @@ impl ServerSettings {
 
 /// `redis-server --version`: `Redis server v=7.0.15 sha=...`.
 pub fn server_implementation(program: &Path) -> Implementation {
-    let version = std::process::Command::new(program)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().find_map(|w| w.strip_prefix("v=").map(str::to_string)))
-        .unwrap_or_else(|| "unknown".into());
-    Implementation::new("redis-server", version)
+    Implementation::new("redis-server", kaspec_harness::server::version_of(program, "v="))
 }
 
 /// A running redis-server and its throw-away directory (removed after it).
