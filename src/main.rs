@@ -207,7 +207,7 @@ fn fault_help() -> String {
 /// `--set`'s long help: every key, from the table that parses them.
 fn set_help() -> String {
     let mut h = String::from("Override one key, e.g. `--set tcp.idle=3s`. Repeatable. Keys (default):\n");
-    for k in kaspec_suites::config::KEYS {
+    for k in kaspec_suites::registry::config().keys() {
         h.push_str(&format!("\n  {:<30} {} ({})", k.name, k.doc, if k.default.is_empty() { "unset" } else { k.default }));
     }
     h
@@ -348,7 +348,7 @@ fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
 
 /// The configuration from a profile and `--set` pairs, in that order.
 fn build_config(profile: Option<&Path>, sets: &[String]) -> Result<Config, String> {
-    let mut config = Config::default();
+    let mut config = kaspec_suites::registry::config();
     if let Some(p) = profile {
         config.apply_profile(p).map_err(|e| e.to_string())?;
     }

@@ -2,7 +2,7 @@
 //! are installed, and its `kaspec validate` rules. `registry.rs` lists them.
 
 use crate::case::CaseDef;
-use crate::config::Config;
+use crate::config::{Config, Key};
 use crate::network::NetworkProfile;
 use crate::rules::Finding;
 
@@ -11,6 +11,9 @@ use crate::rules::Finding;
 pub struct Protocol {
     pub name: &'static str,
     pub cases: &'static [&'static CaseDef],
+    /// Its client knobs (`<name>.*`, declared in its `knobs.rs`), which
+    /// `--set` and profiles take.
+    pub knobs: &'static [&'static Key],
     /// Checks, before anything starts, that the servers of these cases are
     /// installed (the error names the package to install).
     pub prerequisites: fn() -> kaspec_harness::Result<()>,

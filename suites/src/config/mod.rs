@@ -1,65 +1,56 @@
-//! The client configuration under test: every keepalive knob, its default,
-//! its allowed values, and one parser shared by `--set KEY=VALUE` and TOML
-//! profiles, so both reject bad input with the same one-line message.
+//! The client configuration under test: one parser shared by
+//! `--set KEY=VALUE` and TOML profiles, so both reject bad input with the
+//! same one-line message. The knobs themselves are declared where they are
+//! used — each protocol folder's `knobs.rs` (its keys and the typed view its
+//! cases read), the shared socket keep-alive keys in [`socket`] — and the
+//! registry hands the whole table to [`Config::new`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+pub mod socket;
+pub use socket::TcpConfig;
 
 /// A configuration error: one line naming the key, the value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
     Bool,
     /// Whole seconds in [min, max] (kernel/library takes seconds).
-    Secs { min: u64, max: u64, zero_ok: bool },
+    Secs {
+        min: u64,
+        max: u64,
+        zero_ok: bool,
+    },
     /// Milliseconds in [min, max].
-    Millis { min: u64, max: u64 },
-    Count { min: u64, max: u64 },
-    /// A libpq-style connection string whose keep-alive keys set the
-    /// `postgres.*` knobs (see [`parse_conninfo`]).
-    Conninfo,
+    Millis {
+        min: u64,
+        max: u64,
+    },
+    Count {
+        min: u64,
+        max: u64,
+    },
+    /// A string in a client's own syntax (a libpq connection string, a
+    /// URL) that sets other keys: the function checks it and returns
+    /// (key, value in kaspec's units, what the report shows) for each.
+    Expand(Expander),
 }
+
+/// What a [`Kind::Expand`] key's text sets.
+pub type Expander = fn(&str) -> Result<Vec<(&'static str, String, String)>, ConfigError>;
 
 /// One knob.
 pub struct Key {
     pub name: &'static str,
-    kind: Kind,
+    pub kind: Kind,
     pub default: &'static str,
     pub doc: &'static str,
 }
-
-/// Every key `--set` and profiles accept.
-pub const KEYS: &[Key] = &[
-    Key { name: "tcp.keepalive", kind: Kind::Bool, default: "true", doc: "SO_KEEPALIVE on the client socket" },
-    Key { name: "tcp.idle", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "2s", doc: "TCP_KEEPIDLE: idle time before the first probe (whole seconds)" },
-    Key { name: "tcp.interval", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "1s", doc: "TCP_KEEPINTVL: time between probes (whole seconds)" },
-    Key { name: "tcp.count", kind: Kind::Count { min: 1, max: 127 }, default: "3", doc: "TCP_KEEPCNT: unanswered probes before the connection is dead" },
-    Key { name: "tcp.user_timeout", kind: Kind::Millis { min: 0, max: i32::MAX as u64 }, default: "0s", doc: "TCP_USER_TIMEOUT: max age of unacknowledged data (0 = off, the kernel default)" },
-    Key { name: "mqtt.keep_alive", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "MQTT Keep Alive sent in CONNECT (whole seconds, 0 = off)" },
-    Key { name: "websocket.ping_interval", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "P: the client sends a Ping every P" },
-    Key { name: "websocket.pong_timeout", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "T: the peer is dead when nothing was received for P + T" },
-    Key { name: "grpc.keepalive_time", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIME: HTTP/2 PING after this long without a read (tonic http2_keep_alive_interval)" },
-    Key { name: "grpc.keepalive_timeout", kind: Kind::Millis { min: 10, max: 3_600_000 }, default: "1s", doc: "KEEPALIVE_TIMEOUT: the PING ACK must come within this (tonic keep_alive_timeout)" },
-    Key { name: "grpc.keepalive_while_idle", kind: Kind::Bool, default: "true", doc: "KEEPALIVE_WITHOUT_CALLS: ping also without active calls (tonic keep_alive_while_idle)" },
-    Key { name: "postgres.keepalives", kind: Kind::Bool, default: "true", doc: "tokio-postgres Config::keepalives: SO_KEEPALIVE on the client socket (libpq keepalives)" },
-    Key { name: "postgres.keepalives_idle", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "2s", doc: "tokio-postgres Config::keepalives_idle: TCP_KEEPIDLE (whole seconds; libpq keepalives_idle)" },
-    Key { name: "postgres.keepalives_interval", kind: Kind::Secs { min: 1, max: 32767, zero_ok: false }, default: "1s", doc: "tokio-postgres Config::keepalives_interval: TCP_KEEPINTVL (whole seconds; libpq keepalives_interval)" },
-    Key { name: "postgres.keepalives_retries", kind: Kind::Count { min: 1, max: 127 }, default: "3", doc: "tokio-postgres Config::keepalives_retries: TCP_KEEPCNT (libpq calls it keepalives_count)" },
-    Key { name: "postgres.tcp_user_timeout", kind: Kind::Millis { min: 0, max: i32::MAX as u64 }, default: "0s", doc: "tokio-postgres Config::tcp_user_timeout: TCP_USER_TIMEOUT (0 = off; libpq tcp_user_timeout, ms)" },
-    Key { name: "postgres.conninfo", kind: Kind::Conninfo, default: "", doc: "a libpq connection string (key=value or postgresql:// URL) whose keep-alive keys set the postgres.* knobs; tcp_user_timeout in it is libpq milliseconds" },
-    Key { name: "redis.response_timeout", kind: Kind::Millis { min: 0, max: 3_600_000 }, default: "500ms", doc: "redis-rs AsyncConnectionConfig::set_response_timeout: a command fails when its reply is not in within this (0 = none; the crate's own default is 500 ms)" },
-    Key { name: "redis.idle", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a connection idle between commands (for `kaspec validate`; 0 = not stated)" },
-    Key { name: "redis.server_timeout", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "the `timeout` of the Redis server the client talks to (for `kaspec validate`; 0 = never, Redis's default)" },
-    Key { name: "nats.ping_interval", kind: Kind::Millis { min: 10, max: 86_400_000 }, default: "1s", doc: "async-nats ConnectOptions::ping_interval: the client PINGs after this long without anything from the server; more than 2 outstanding (MAX_PENDING_PINGS) disconnect (the crate's own default is 60 s)" },
-    Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
-];
-
-mod conninfo;
-pub use conninfo::parse_conninfo;
 
 /// `s` as one line: a value holding a newline or another control
 /// character is shown quoted and escaped, so the culprit is on the error's
@@ -79,19 +70,17 @@ pub(crate) fn line_of(text: &str, at: usize) -> usize {
 
 /// A TOML parse error as one line: the message's lines joined, with the line it is on.
 pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let msg: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let at = e.span().map(|s| format!(" (line {})", line_of(text, s.start))).unwrap_or_default();
+    let msg: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let at = e
+        .span()
+        .map(|s| format!(" (line {})", line_of(text, s.start)))
+        .unwrap_or_default();
     ConfigError(format!("not valid TOML{at}: {}", msg.join("; ")))
-}
-
-fn key(name: &str) -> Result<&'static Key, ConfigError> {
-    KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
-        ConfigError(format!(
-            "unknown key `{}` (allowed: {})",
-            one_line(name),
-            KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-        ))
-    })
 }
 
 fn duration(raw: &str) -> Result<Duration, String> {
@@ -102,19 +91,21 @@ fn duration(raw: &str) -> Result<Duration, String> {
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
         return Err("a duration needs a unit: ms, s or m (e.g. 2s)".into());
     }
-    humantime::parse_duration(t).map_err(|e| format!("not a duration ({e}); use ms, s or m, e.g. 500ms, 2s, 1m"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("not a duration ({e}); use ms, s or m, e.g. 500ms, 2s, 1m"))
 }
 
 /// The parsed value of a key.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Value {
+pub enum Value {
     Bool(bool),
     Dur(Duration),
     Count(u64),
     Text,
 }
 
-fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
+/// `raw` as a value of `k`, or the one-line error naming both.
+pub fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
     let bad = |what: String| ConfigError(format!("{}={}: {what}", k.name, one_line(raw)));
     match k.kind {
         Kind::Bool => match raw.trim() {
@@ -147,222 +138,211 @@ fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
             Ok(Value::Dur(d))
         }
         Kind::Count { min, max } => {
-            let n: u64 = raw.trim().parse().map_err(|_| bad(format!("expected a whole number in {min}..{max}")))?;
+            let n: u64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("expected a whole number in {min}..{max}")))?;
             if n < min || n > max {
                 return Err(bad(format!("out of range (allowed: {min}..{max})")));
             }
             Ok(Value::Count(n))
         }
-        Kind::Conninfo => {
-            parse_conninfo(raw)?;
+        Kind::Expand(expand) => {
+            if !raw.trim().is_empty() {
+                expand(raw)?;
+            }
             Ok(Value::Text)
         }
     }
 }
 
-/// TCP keep-alive knobs of a client socket (socket2).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TcpConfig {
-    pub keepalive: bool,
-    pub idle: Duration,
-    pub interval: Duration,
-    pub count: u32,
-    /// Zero means off.
-    pub user_timeout: Duration,
-}
-
-/// MQTT knobs of the rumqttc client.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MqttConfig {
-    /// Zero means off.
-    pub keep_alive: Duration,
-}
-
-/// The heartbeat pattern of the tokio-tungstenite client.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WebSocketConfig {
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-}
-
-/// HTTP/2 keep-alive of the tonic client (gRFC A8 names).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GrpcConfig {
-    pub keepalive_time: Duration,
-    pub keepalive_timeout: Duration,
-    pub keepalive_while_idle: bool,
-}
-
-/// Keep-alive knobs of the tokio-postgres client (its `Config` names).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PostgresConfig {
-    pub keepalives: bool,
-    pub keepalives_idle: Duration,
-    pub keepalives_interval: Duration,
-    pub keepalives_retries: u32,
-    /// Zero means off.
-    pub tcp_user_timeout: Duration,
-}
-
-impl PostgresConfig {
-    /// The socket options tokio-postgres sets from these knobs.
-    pub fn tcp(&self) -> TcpConfig {
-        TcpConfig {
-            keepalive: self.keepalives,
-            idle: self.keepalives_idle,
-            interval: self.keepalives_interval,
-            count: self.keepalives_retries,
-            user_timeout: self.tcp_user_timeout,
-        }
-    }
-}
-
-/// AMQP knobs of the lapin client.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AmqpConfig {
-    /// What lapin asks for in the URI (`?heartbeat=`); zero means "take the
-    /// broker's" (lapin cannot turn heartbeats off against a broker proposing one).
-    pub heartbeat: Duration,
-}
-
-/// Redis knobs: redis-rs's response timeout, and what `kaspec validate`
-/// compares (the application's idle time against the server's `timeout`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RedisConfig {
-    /// Zero: no response timeout.
-    pub response_timeout: Duration,
-    /// Zero: not stated.
-    pub idle: Duration,
-    /// Zero: the server never closes idle clients.
-    pub server_timeout: Duration,
-}
-
-/// NATS knobs: async-nats's ping interval (its outstanding-ping limit,
-/// MAX_PENDING_PINGS = 2, is a constant of the crate, not an option).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NatsConfig {
-    pub ping_interval: Duration,
-}
-
-/// The whole client configuration, with the raw text of each key for reports.
-#[derive(Debug, Clone, PartialEq)]
+/// The whole client configuration: the value of every key of its table,
+/// with the raw text of each for reports.
+#[derive(Clone)]
 pub struct Config {
-    pub tcp: TcpConfig,
-    pub mqtt: MqttConfig,
-    pub websocket: WebSocketConfig,
-    pub grpc: GrpcConfig,
-    pub postgres: PostgresConfig,
-    pub amqp: AmqpConfig,
-    pub redis: RedisConfig,
-    pub nats: NatsConfig,
+    keys: Vec<&'static Key>,
+    values: BTreeMap<&'static str, Value>,
     raw: BTreeMap<&'static str, String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        let mut c = Config {
-            tcp: TcpConfig { keepalive: true, idle: Duration::ZERO, interval: Duration::ZERO, count: 0, user_timeout: Duration::ZERO },
-            mqtt: MqttConfig { keep_alive: Duration::ZERO },
-            websocket: WebSocketConfig { ping_interval: Duration::ZERO, pong_timeout: Duration::ZERO },
-            grpc: GrpcConfig { keepalive_time: Duration::ZERO, keepalive_timeout: Duration::ZERO, keepalive_while_idle: false },
-            postgres: PostgresConfig {
-                keepalives: true,
-                keepalives_idle: Duration::ZERO,
-                keepalives_interval: Duration::ZERO,
-                keepalives_retries: 0,
-                tcp_user_timeout: Duration::ZERO,
-            },
-            amqp: AmqpConfig { heartbeat: Duration::ZERO },
-            redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
-            nats: NatsConfig { ping_interval: Duration::ZERO },
-            raw: BTreeMap::new(),
-        };
-        for k in KEYS {
-            c.set(k.name, k.default).expect("defaults are valid");
-        }
-        c
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values && self.raw == other.raw
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.raw.iter()).finish()
     }
 }
 
 impl Config {
+    /// A configuration over `keys` (the registry's `config()` gives every
+    /// protocol's), each at its default. A name twice is a bug.
+    pub fn new(keys: impl IntoIterator<Item = &'static Key>) -> Config {
+        let mut c = Config {
+            keys: Vec::new(),
+            values: BTreeMap::new(),
+            raw: BTreeMap::new(),
+        };
+        for k in keys {
+            assert!(
+                c.keys.iter().all(|o| o.name != k.name),
+                "key {} declared twice",
+                k.name
+            );
+            c.keys.push(k);
+        }
+        for k in c.keys.clone() {
+            c.set(k.name, k.default)
+                .unwrap_or_else(|e| panic!("the default of {} is invalid: {e}", k.name));
+        }
+        c
+    }
+
+    /// Every key this configuration takes, in declaration order.
+    pub fn keys(&self) -> &[&'static Key] {
+        &self.keys
+    }
+
+    fn key(&self, name: &str) -> Result<&'static Key, ConfigError> {
+        self.keys
+            .iter()
+            .copied()
+            .find(|k| k.name == name)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "unknown key `{}` (allowed: {})",
+                    one_line(name),
+                    self.keys
+                        .iter()
+                        .map(|k| k.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// The value of `k`: what was set, else its default.
+    fn value(&self, k: &Key) -> Value {
+        self.values
+            .get(k.name)
+            .copied()
+            .unwrap_or_else(|| parse(k, k.default).expect("defaults are valid"))
+    }
+
+    /// A duration key's value.
+    pub fn dur(&self, k: &Key) -> Duration {
+        match self.value(k) {
+            Value::Dur(d) => d,
+            v => panic!("{} is not a duration: {v:?}", k.name),
+        }
+    }
+
+    /// A boolean key's value.
+    pub fn flag(&self, k: &Key) -> bool {
+        match self.value(k) {
+            Value::Bool(b) => b,
+            v => panic!("{} is not a boolean: {v:?}", k.name),
+        }
+    }
+
+    /// A count key's value.
+    pub fn count(&self, k: &Key) -> u64 {
+        match self.value(k) {
+            Value::Count(n) => n,
+            v => panic!("{} is not a count: {v:?}", k.name),
+        }
+    }
+
     /// Sets one key from its text form.
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
-        let k = key(name)?;
+        let k = self.key(name)?;
         let v = parse(k, raw)?;
-        match (k.name, v) {
-            ("tcp.keepalive", Value::Bool(b)) => self.tcp.keepalive = b,
-            ("tcp.idle", Value::Dur(d)) => self.tcp.idle = d,
-            ("tcp.interval", Value::Dur(d)) => self.tcp.interval = d,
-            ("tcp.count", Value::Count(n)) => self.tcp.count = n as u32,
-            ("tcp.user_timeout", Value::Dur(d)) => self.tcp.user_timeout = d,
-            ("mqtt.keep_alive", Value::Dur(d)) => self.mqtt.keep_alive = d,
-            ("websocket.ping_interval", Value::Dur(d)) => self.websocket.ping_interval = d,
-            ("websocket.pong_timeout", Value::Dur(d)) => self.websocket.pong_timeout = d,
-            ("grpc.keepalive_time", Value::Dur(d)) => self.grpc.keepalive_time = d,
-            ("grpc.keepalive_timeout", Value::Dur(d)) => self.grpc.keepalive_timeout = d,
-            ("grpc.keepalive_while_idle", Value::Bool(b)) => self.grpc.keepalive_while_idle = b,
-            ("postgres.keepalives", Value::Bool(b)) => self.postgres.keepalives = b,
-            ("postgres.keepalives_idle", Value::Dur(d)) => self.postgres.keepalives_idle = d,
-            ("postgres.keepalives_interval", Value::Dur(d)) => self.postgres.keepalives_interval = d,
-            ("postgres.keepalives_retries", Value::Count(n)) => self.postgres.keepalives_retries = n as u32,
-            ("postgres.tcp_user_timeout", Value::Dur(d)) => self.postgres.tcp_user_timeout = d,
-            ("postgres.conninfo", Value::Text) => {
-                if raw.trim().is_empty() {
-                    return Ok(());
-                }
-                for (name, value, shown) in parse_conninfo(raw)? {
-                    self.set(name, &value)?;
-                    self.raw.insert(key(name)?.name, shown);
-                }
+        if let Kind::Expand(expand) = k.kind {
+            if raw.trim().is_empty() {
+                return Ok(());
             }
-            ("amqp.heartbeat", Value::Dur(d)) => self.amqp.heartbeat = d,
-            ("redis.response_timeout", Value::Dur(d)) => self.redis.response_timeout = d,
-            ("redis.idle", Value::Dur(d)) => self.redis.idle = d,
-            ("redis.server_timeout", Value::Dur(d)) => self.redis.server_timeout = d,
-            ("nats.ping_interval", Value::Dur(d)) => self.nats.ping_interval = d,
-            _ => unreachable!("key table and setter disagree on {}", k.name),
+            // Checked whole before anything is set: a rejected string changes nothing.
+            let pairs = expand(raw)?;
+            let mut next = self.clone();
+            for (name, value, shown) in pairs {
+                next.set(name, &value)?;
+                next.raw.insert(self.key(name)?.name, shown);
+            }
+            *self = next;
         }
+        self.values.insert(k.name, v);
         self.raw.insert(k.name, raw.trim().to_string());
         Ok(())
     }
 
     /// Applies `KEY=VALUE`.
     pub fn set_pair(&mut self, pair: &str) -> Result<(), ConfigError> {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| ConfigError(format!("--set {}: expected KEY=VALUE, e.g. tcp.idle=3s", one_line(pair))))?;
-        self.set(k.trim(), v).map_err(|e| ConfigError(format!("--set {}", e.0)))
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--set {}: expected KEY=VALUE, e.g. tcp.idle=3s",
+                one_line(pair)
+            ))
+        })?;
+        self.set(k.trim(), v)
+            .map_err(|e| ConfigError(format!("--set {}", e.0)))
     }
 
     /// Applies a TOML profile: `[tcp] idle = "3s"`, `[mqtt] keep_alive = "2s"`.
     pub fn apply_profile(&mut self, path: &Path) -> Result<(), ConfigError> {
         let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("profile {shown}: cannot read it: {e}")))?;
-        self.apply_profile_str(&text).map_err(|e| ConfigError(format!("profile {shown}: {}", e.0)))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("profile {shown}: cannot read it: {e}")))?;
+        self.apply_profile_str(&text)
+            .map_err(|e| ConfigError(format!("profile {shown}: {}", e.0)))
     }
 
     pub fn apply_profile_str(&mut self, text: &str) -> Result<(), ConfigError> {
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_error(text, &e))?;
-        let tables: Vec<&str> = KEYS.iter().filter_map(|k| k.name.split_once('.').map(|(t, _)| t)).fold(Vec::new(), |mut v, t| {
-            if !v.contains(&t) {
-                v.push(t);
-            }
-            v
-        });
-        let allowed = || format!("allowed: the tables [{}] and the top-level keys name, description", tables.join("], ["));
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| toml_error(text, &e))?;
+        let tables: Vec<&str> = self
+            .keys
+            .iter()
+            .filter_map(|k| k.name.split_once('.').map(|(t, _)| t))
+            .fold(Vec::new(), |mut v, t| {
+                if !v.contains(&t) {
+                    v.push(t);
+                }
+                v
+            });
+        let allowed = || {
+            format!(
+                "allowed: the tables [{}] and the top-level keys name, description",
+                tables.join("], [")
+            )
+        };
         for (section, body) in &doc {
             if section == "name" || section == "description" {
                 if !body.is_str() {
-                    return Err(ConfigError(format!("{section} = {}: expected a string", one_line(&body.to_string()))));
+                    return Err(ConfigError(format!(
+                        "{section} = {}: expected a string",
+                        one_line(&body.to_string())
+                    )));
                 }
                 continue;
             }
             let toml::Value::Table(t) = body else {
-                return Err(ConfigError(format!("`{}` must be a table like [tcp] ({})", one_line(section), allowed())));
+                return Err(ConfigError(format!(
+                    "`{}` must be a table like [tcp] ({})",
+                    one_line(section),
+                    allowed()
+                )));
             };
             if !tables.contains(&section.as_str()) {
                 // Even empty: a misspelt or unsupported table is never ignored.
-                return Err(ConfigError(format!("unknown table [{}] ({})", one_line(section), allowed())));
+                return Err(ConfigError(format!(
+                    "unknown table [{}] ({})",
+                    one_line(section),
+                    allowed()
+                )));
             }
             for (k, v) in t {
                 let name = format!("{section}.{k}");
@@ -370,7 +350,13 @@ impl Config {
                     toml::Value::String(s) => s.clone(),
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
-                    other => return Err(ConfigError(format!("{} = {}: expected a string, number or boolean", one_line(&name), one_line(&other.to_string())))),
+                    other => {
+                        return Err(ConfigError(format!(
+                            "{} = {}: expected a string, number or boolean",
+                            one_line(&name),
+                            one_line(&other.to_string())
+                        )))
+                    }
                 };
                 self.set(&name, &raw)?;
             }
@@ -380,9 +366,10 @@ impl Config {
 
     /// The effective values of the keys under `prefix` (e.g. `tcp.`).
     pub fn effective(&self, prefix: &str) -> BTreeMap<String, String> {
-        self.raw.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.to_string(), v.clone())).collect()
+        self.raw
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 }
-
-#[cfg(test)]
-mod tests;

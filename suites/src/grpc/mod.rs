@@ -25,21 +25,23 @@ use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::Result;
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
+use crate::config::TcpConfig;
 use crate::ctx::Ctx;
 use crate::drive;
-use crate::model::{ms_of, rel_ms};
 use crate::model::impaired::{impaired_expectation, impaired_watch_ms};
-use crate::outcome::{RunFacts, Side, SideOutcome};
-use crate::config::{GrpcConfig, TcpConfig};
 use crate::model::linux;
+use crate::model::{ms_of, rel_ms};
+use crate::outcome::{RunFacts, Side, SideOutcome};
 use crate::peers::python as servers;
+use crate::protocol::Protocol;
+use knobs::GrpcConfig;
 
 use crate::peers::grpc::proto::echo_client::EchoClient;
 use crate::peers::grpc::proto::Text;
 
 mod client;
 mod expect;
+pub mod knobs;
 mod nat;
 mod review;
 mod run;
@@ -56,17 +58,40 @@ const SPEC_A8: &str = "gRFC A8 (client keepalive), RFC 9113 §6.7";
 /// Idle time between the last response and the fault (see `detection`).
 const QUIET_BEFORE_FAULT: Duration = Duration::from_millis(300);
 
-const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash];
-const IDLE_FAULTS: &[FaultKind] =
-    &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss];
+const DETECTION_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::Reset,
+    FaultKind::Freeze,
+    FaultKind::Crash,
+];
+const IDLE_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::Reset,
+    FaultKind::Freeze,
+    FaultKind::Crash,
+    FaultKind::Delay,
+    FaultKind::Loss,
+];
 
-pub static PROTOCOL: Protocol = Protocol { name: "grpc", cases: &CASES, prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"), review: review::review };
+pub static PROTOCOL: Protocol = Protocol {
+    name: "grpc",
+    cases: &CASES,
+    knobs: &knobs::KNOBS,
+    prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"),
+    review: review::review,
+};
 
 /// The compose services of the gRPC cases on the docker testbed: our tonic
 /// server with the keep-alive of fixtures/grpc/servers.toml, and with tonic's
 /// defaults.
-const GRPC: Docker = Docker::Service { service: "kaspec-grpc", implementation: "kaspec-grpc (tonic)" };
-const GRPC_DEFAULTS: Docker = Docker::Service { service: "kaspec-grpc-defaults", implementation: "kaspec-grpc (tonic)" };
+const GRPC: Docker = Docker::Service {
+    service: "kaspec-grpc",
+    implementation: "kaspec-grpc (tonic)",
+};
+const GRPC_DEFAULTS: Docker = Docker::Service {
+    service: "kaspec-grpc-defaults",
+    implementation: "kaspec-grpc (tonic)",
+};
 
 /// RFC 9113 §6.7, which gRFC A8's keepalive relies on.
 const PING_ACK: &str = "Receivers of a PING frame that does not include an ACK flag MUST send a PING frame with the ACK flag set in response, with an identical frame payload.";
@@ -133,15 +158,15 @@ pub static NAT: CaseDef = CaseDef {
     fixed_fault: Some(FaultKind::NatExpiry),
     docker: GRPC_DEFAULTS,
     run: run_nat,
-    budget: |ctx| Duration::from_secs(10) + 3 * crate::model::nat::nat_idle(ctx) + 3 * (ctx.config.grpc.keepalive_time + ctx.config.grpc.keepalive_timeout),
+    budget: |ctx| Duration::from_secs(10) + 3 * crate::model::nat::nat_idle(ctx) + 3 * (knobs::GrpcConfig::of(&ctx.config).keepalive_time + knobs::GrpcConfig::of(&ctx.config).keepalive_timeout),
 };
 
 fn budget(ctx: &Ctx) -> Duration {
-    let g = ctx.config.grpc;
-    2 * (Duration::from_secs(4) + 3 * (2 * g.keepalive_time + g.keepalive_timeout).max(Duration::from_secs(4)))
+    let g = knobs::GrpcConfig::of(&ctx.config);
+    2 * (Duration::from_secs(4)
+        + 3 * (2 * g.keepalive_time + g.keepalive_timeout).max(Duration::from_secs(4)))
 }
 
 pub fn client_implementation() -> Implementation {
     Implementation::new("tonic", env!("KASPEC_VERSION_TONIC"))
 }
-

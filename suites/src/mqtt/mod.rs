@@ -29,15 +29,16 @@ use kaspec_harness::{Error, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::periodic::{next_send_meets_rst, Before};
 use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side};
+use crate::protocol::Protocol;
 
 mod client;
 mod expect;
+pub mod knobs;
 mod nat;
 mod review;
 mod run;
@@ -54,12 +55,16 @@ pub const PORT: u16 = 1883;
 pub static PROTOCOL: Protocol = Protocol {
     name: "mqtt",
     cases: &CASES,
+    knobs: &knobs::KNOBS,
     prerequisites: || require_program("mosquitto", "mosquitto").map(drop),
     review: review::review,
 };
 
 /// The compose service of the MQTT cases on the docker testbed.
-const MOSQUITTO: Docker = Docker::Service { service: "mosquitto", implementation: "mosquitto" };
+const MOSQUITTO: Docker = Docker::Service {
+    service: "mosquitto",
+    implementation: "mosquitto",
+};
 
 /// MQTT 3.1.1 §3.1.2.10 [MQTT-3.1.2-24], the broker side of both cases.
 const MUST_DISCONNECT: &str = "If the Keep Alive value is non-zero and the Server does not receive a Control Packet from the Client within one and a half times the Keep Alive time period, it MUST disconnect the Network Connection to the Client as if the network had failed. [MQTT-3.1.2-24] If a Client does not receive a PINGRESP Packet within a reasonable amount of time after it has sent a PINGREQ, it SHOULD close the Network Connection to the Server.";
@@ -101,7 +106,7 @@ pub static NAT: CaseDef = CaseDef {
 };
 
 fn budget(ctx: &Ctx) -> Duration {
-    let k = ctx.config.mqtt.keep_alive.max(Duration::from_secs(2));
+    let k = knobs::MqttConfig::of(&ctx.config).keep_alive.max(Duration::from_secs(2));
     // connect, one ping cycle, half a period of idle, then 3 × 2K.
     Duration::from_secs(3) + k + k / 2 + 6 * k
 }

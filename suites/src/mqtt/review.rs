@@ -9,8 +9,9 @@ use crate::network::NetworkProfile;
 use crate::rules::{broke_behind_nat, nat_finding, none_detected, Check, Finding, Severity};
 
 pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
+    let k = super::knobs::MqttConfig::of(c);
     let mut f = Vec::new();
-    if c.mqtt.keep_alive.is_zero() {
+    if k.keep_alive.is_zero() {
         f.push(Finding {
             rule: "mqtt-keep-alive-off",
             severity: Severity::Warning,
@@ -19,7 +20,17 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
             check: Ok(Check { case: &IDLE, fault: FaultKind::Blackhole, confirmed: none_detected, means: "rumqttc never detected the blackholed broker" }),
         });
     }
-    let nat = Check { case: &NAT, fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the session broke behind a NAT with this timeout" };
-    f.extend(nat_finding("mqtt.keep_alive", (!c.mqtt.keep_alive.is_zero()).then_some(c.mqtt.keep_alive), net, nat));
+    let nat = Check {
+        case: &NAT,
+        fault: FaultKind::NatExpiry,
+        confirmed: broke_behind_nat,
+        means: "the session broke behind a NAT with this timeout",
+    };
+    f.extend(nat_finding(
+        "mqtt.keep_alive",
+        (!k.keep_alive.is_zero()).then_some(k.keep_alive),
+        net,
+        nat,
+    ));
     f
 }

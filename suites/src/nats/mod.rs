@@ -50,6 +50,7 @@ use crate::protocol::Protocol;
 
 mod client;
 mod expect;
+pub mod knobs;
 mod review;
 mod run;
 mod server;
@@ -64,6 +65,7 @@ pub const PORT: u16 = 4222;
 pub static PROTOCOL: Protocol = Protocol {
     name: "nats",
     cases: &CASES,
+    knobs: &knobs::KNOBS,
     prerequisites: || require_program("nats-server", "nats-server").map(drop),
     review: review::review,
 };
@@ -126,7 +128,9 @@ pub fn client_implementation() -> Implementation {
 }
 
 fn budget(ctx: &Ctx) -> Duration {
-    let s = ServerSettings::load(&ctx.fixtures).map(|s| stale_deadline_ms(&s)).unwrap_or(10_000);
-    let c = client_deadline_ms(ctx.config.nats.ping_interval);
+    let s = ServerSettings::load(&ctx.fixtures)
+        .map(|s| stale_deadline_ms(&s))
+        .unwrap_or(10_000);
+    let c = client_deadline_ms(knobs::NatsConfig::of(&ctx.config).ping_interval);
     Duration::from_millis(2 * (s.max(c) + 3 * SETTLE_MS) + 6000)
 }

@@ -12,11 +12,15 @@ use crate::rules::{Check, Finding, Severity};
 
 /// The client noticed the dead server.
 fn client_detected(results: &[CaseResult], _: &Config) -> Option<bool> {
-    results.iter().find(|r| r.side == "client").map(|r| r.detected)
+    results
+        .iter()
+        .find(|r| r.side == "client")
+        .map(|r| r.detected)
 }
 
 pub(crate) fn review(c: &Config, _: Option<&NetworkProfile>) -> Vec<Finding> {
-    let p = c.nats.ping_interval;
+    let k = super::knobs::NatsConfig::of(c);
+    let p = k.ping_interval;
     let mut f = Vec::new();
     if p >= std::time::Duration::from_secs(60) {
         let n = MAX_PENDING_PINGS + 1;
@@ -40,7 +44,7 @@ mod tests {
     use super::*;
 
     fn rules(sets: &[&str]) -> Vec<&'static str> {
-        let mut c = Config::default();
+        let mut c = Config::new(super::super::knobs::KNOBS);
         for s in sets {
             c.set_pair(s).unwrap();
         }
@@ -50,7 +54,10 @@ mod tests {
     #[test]
     fn a_long_ping_interval_is_flagged() {
         assert!(rules(&[]).is_empty(), "the defaults raise nothing");
-        assert_eq!(rules(&["nats.ping_interval=60s"]), vec!["nats-slow-dead-server-detection"]);
+        assert_eq!(
+            rules(&["nats.ping_interval=60s"]),
+            vec!["nats-slow-dead-server-detection"]
+        );
         assert!(rules(&["nats.ping_interval=10s"]).is_empty());
     }
 }

@@ -11,33 +11,46 @@
 use std::time::Duration;
 
 use kaspec_harness::fault::impair::Impairment;
-use kaspec_suites::config::{parse_conninfo, KEYS};
+use kaspec_suites::postgres::parse_conninfo;
 use kaspec_suites::network::{NetworkProfile, MAX_RTT};
 use kaspec_suites::{registry, Config};
 use proptest::prelude::*;
 
 /// Every value of `c` within the range its key documents (`--help`).
 fn assert_in_range(c: &Config) {
-    let secs = |d: Duration, max: u64| assert!(d.as_secs() <= max && d.subsec_nanos() == 0, "{d:?} > {max}s");
+    let secs = |d: Duration, max: u64| {
+        assert!(
+            d.as_secs() <= max && d.subsec_nanos() == 0,
+            "{d:?} > {max}s"
+        )
+    };
     let millis = |d: Duration, max: u128| assert!(d.as_millis() <= max, "{d:?} > {max}ms");
-    secs(c.tcp.idle, 32767);
-    secs(c.tcp.interval, 32767);
-    assert!((1..=127).contains(&c.tcp.count));
-    millis(c.tcp.user_timeout, i32::MAX as u128);
-    secs(c.mqtt.keep_alive, 65535);
-    secs(c.amqp.heartbeat, 65535);
-    for d in [c.websocket.ping_interval, c.websocket.pong_timeout, c.grpc.keepalive_time, c.grpc.keepalive_timeout] {
+    secs(kaspec_suites::config::TcpConfig::of(&c).idle, 32767);
+    secs(kaspec_suites::config::TcpConfig::of(&c).interval, 32767);
+    assert!((1..=127).contains(&kaspec_suites::config::TcpConfig::of(&c).count));
+    millis(kaspec_suites::config::TcpConfig::of(&c).user_timeout, i32::MAX as u128);
+    secs(kaspec_suites::mqtt::knobs::MqttConfig::of(&c).keep_alive, 65535);
+    secs(kaspec_suites::amqp::knobs::AmqpConfig::of(&c).heartbeat, 65535);
+    for d in [
+        kaspec_suites::websocket::knobs::WebSocketConfig::of(&c).ping_interval,
+        kaspec_suites::websocket::knobs::WebSocketConfig::of(&c).pong_timeout,
+        kaspec_suites::grpc::knobs::GrpcConfig::of(&c).keepalive_time,
+        kaspec_suites::grpc::knobs::GrpcConfig::of(&c).keepalive_timeout,
+    ] {
         assert!(d >= Duration::from_millis(10));
         millis(d, 3_600_000);
     }
-    secs(c.postgres.keepalives_idle, 32767);
-    secs(c.postgres.keepalives_interval, 32767);
-    assert!((1..=127).contains(&c.postgres.keepalives_retries));
-    millis(c.postgres.tcp_user_timeout, i32::MAX as u128);
+    secs(kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_idle, 32767);
+    secs(kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_interval, 32767);
+    assert!((1..=127).contains(&kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_retries));
+    millis(kaspec_suites::postgres::knobs::PostgresConfig::of(&c).tcp_user_timeout, i32::MAX as u128);
 }
 
 fn assert_one_line(e: &str) {
-    assert!(!e.is_empty() && !e.contains('\n') && !e.contains('\r'), "not one line: {e:?}");
+    assert!(
+        !e.is_empty() && !e.contains('\n') && !e.contains('\r'),
+        "not one line: {e:?}"
+    );
 }
 
 /// What a run computes from its input before it starts: none may panic.
@@ -52,7 +65,8 @@ fn computes(config: Config, network: NetworkProfile) {
     let (d, l) = ctx.impairments();
     for i in [d, l] {
         let _ = (i.max_rtt(), i.min_rtt(), i.describe());
-        let _ = kaspec_suites::model::impaired::impaired_watch_ms(Duration::from_secs(3 * 3600), &i);
+        let _ =
+            kaspec_suites::model::impaired::impaired_watch_ms(Duration::from_secs(3 * 3600), &i);
     }
 }
 
@@ -69,7 +83,20 @@ fn number() -> impl Strategy<Value = String> {
 }
 
 fn unit() -> impl Strategy<Value = &'static str> {
-    prop_oneof![Just(""), Just("ns"), Just("us"), Just("ms"), Just("s"), Just("m"), Just("h"), Just("d"), Just("w"), Just("y"), Just(" s"), Just("s\n")]
+    prop_oneof![
+        Just(""),
+        Just("ns"),
+        Just("us"),
+        Just("ms"),
+        Just("s"),
+        Just("m"),
+        Just("h"),
+        Just("d"),
+        Just("w"),
+        Just("y"),
+        Just(" s"),
+        Just("s\n")
+    ]
 }
 
 fn value() -> impl Strategy<Value = String> {
@@ -82,7 +109,7 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 fn key() -> impl Strategy<Value = String> {
-    prop_oneof![8 => proptest::sample::select(KEYS.iter().map(|k| k.name).collect::<Vec<_>>()).prop_map(String::from), 1 => "[a-z.\n]{0,12}"]
+    prop_oneof![8 => proptest::sample::select(kaspec_suites::registry::config().keys().iter().map(|k| k.name).collect::<Vec<_>>()).prop_map(String::from), 1 => "[a-z.\n]{0,12}"]
 }
 
 fn toml_value() -> impl Strategy<Value = String> {
@@ -97,11 +124,29 @@ fn toml_value() -> impl Strategy<Value = String> {
 }
 
 fn profile() -> impl Strategy<Value = String> {
-    let table = prop_oneof![Just("tcp"), Just("mqtt"), Just("websocket"), Just("grpc"), Just("postgres"), Just("amqp"), Just("redis"), Just("name")];
-    let entry = (key(), toml_value()).prop_map(|(k, v)| format!("{} = {v}\n", k.rsplit('.').next().unwrap_or("x").replace('\n', "")));
+    let table = prop_oneof![
+        Just("tcp"),
+        Just("mqtt"),
+        Just("websocket"),
+        Just("grpc"),
+        Just("postgres"),
+        Just("amqp"),
+        Just("redis"),
+        Just("name")
+    ];
+    let entry = (key(), toml_value()).prop_map(|(k, v)| {
+        format!(
+            "{} = {v}\n",
+            k.rsplit('.').next().unwrap_or("x").replace('\n', "")
+        )
+    });
     prop_oneof![
-        proptest::collection::vec((table, proptest::collection::vec(entry, 0..4)), 0..4)
-            .prop_map(|t| t.into_iter().map(|(name, e)| format!("[{name}]\n{}", e.concat())).collect::<String>()),
+        proptest::collection::vec((table, proptest::collection::vec(entry, 0..4)), 0..4).prop_map(
+            |t| t
+                .into_iter()
+                .map(|(name, e)| format!("[{name}]\n{}", e.concat()))
+                .collect::<String>()
+        ),
         (toml_value(), toml_value()).prop_map(|(n, d)| format!("name = {n}\ndescription = {d}\n")),
         ".{0,40}",
     ]
@@ -112,11 +157,11 @@ proptest! {
 
     #[test]
     fn set_pair_refuses_in_one_line_or_stays_in_range(k in key(), v in value()) {
-        let mut c = Config::default();
+        let mut c = kaspec_suites::registry::config();
         match c.set_pair(&format!("{k}={v}")) {
             Err(e) => {
                 assert_one_line(&e.0);
-                prop_assert_eq!(&c, &Config::default(), "a refused value changes nothing");
+                prop_assert_eq!(&c, &kaspec_suites::registry::config(), "a refused value changes nothing");
             }
             Ok(()) => {
                 assert_in_range(&c);
@@ -127,7 +172,7 @@ proptest! {
 
     #[test]
     fn profiles_refuse_in_one_line_or_stay_in_range(text in profile()) {
-        let mut c = Config::default();
+        let mut c = kaspec_suites::registry::config();
         match c.apply_profile_str(&text) {
             Err(e) => assert_one_line(&e.0),
             Ok(()) => {
@@ -155,7 +200,7 @@ proptest! {
                 prop_assert!(n.nat_idle_timeout.is_none_or(|d| (1..=86_400).contains(&d.as_secs())));
                 let i = Impairment { rtt: n.rtt, jitter: n.jitter, loss_percent: n.loss_percent, seed: 1 };
                 prop_assert!(i.max_rtt() <= 2 * MAX_RTT);
-                let mut c = Config::default();
+                let mut c = kaspec_suites::registry::config();
                 c.set_pair("websocket.ping_interval=1h").unwrap();
                 computes(c, n);
             }
@@ -175,7 +220,7 @@ proptest! {
         if let Err(e) = parse_conninfo(&text) {
             assert_one_line(&e.0);
         }
-        let mut c = Config::default();
+        let mut c = kaspec_suites::registry::config();
         match c.set("postgres.conninfo", &text) {
             Err(e) => assert_one_line(&e.0),
             Ok(()) => assert_in_range(&c),

@@ -22,6 +22,8 @@
 //!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
+//! - [`config`]: the knob parser over every protocol's keys (`--set`,
+//!   profiles, a pasted libpq string) and its one-line errors.
 //! - [`inputs`]: a property test over every input surface (knobs, profiles,
 //!   network profiles, conninfo, report files): one-line refusal or a value
 //!   in range, never a panic or a wrap.
@@ -31,6 +33,7 @@
 
 mod amqp;
 mod common;
+mod config;
 mod grpc;
 mod inputs;
 mod mqtt;
