@@ -20,6 +20,9 @@ pub(crate) struct Plan {
     /// Send the last command at a wall-clock second + 500 ms, so that
     /// Redis's whole-second idle arithmetic is known to the millisecond.
     pub(crate) align_last_command: bool,
+    /// After the PING, a `BLPOP` on a key nobody pushes to, with no timeout
+    /// (`0`): the connection's last command blocks the client in the server.
+    pub(crate) block: bool,
     pub(crate) after: After,
 }
 
@@ -211,6 +214,14 @@ pub(crate) fn client(
         let (last_cmd, last_cmd_wall_ms) = (Instant::now(), wall_ms());
         if let Err(e) = ping(&mut con).await {
             return fail(format!("the first PING failed: {e}"));
+        }
+        let mut last_cmd = last_cmd;
+        if plan.block {
+            // Spawned: its reply never comes while the case runs (nobody
+            // pushes), and the multiplexed connection stays usable.
+            let mut c = con.clone();
+            last_cmd = Instant::now();
+            tokio::spawn(async move { redis::cmd("BLPOP").arg("kaspec:never").arg(0).query_async::<redis::Value>(&mut c).await });
         }
         // Let the server's delayed ACK go out before the path may fail.
         tokio::time::sleep(Duration::from_millis(200)).await;

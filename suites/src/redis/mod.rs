@@ -79,7 +79,7 @@ const TCP_KEEPALIVE_QUOTE: &str = "If non-zero, use SO_KEEPALIVE to send TCP ACK
 const RESPONSE_TIMEOUT_QUOTE: &str = "The new connection will time out operations after `response_timeout` has passed. Set `None` if you don't want requests to time out.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 3] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &RESPONSE_TIMEOUT];
+pub static CASES: [&CaseDef; 4] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &BLOCKED, &RESPONSE_TIMEOUT];
 
 pub static IDLE_TIMEOUT: CaseDef = CaseDef {
     id: "redis/redis.conf-timeout/1",
@@ -106,6 +106,20 @@ pub static SERVER_KEEPALIVE: CaseDef = CaseDef {
     fixed_fault: None,
     docker: NOT_ON_DOCKER,
     run: run_server_keepalive,
+    budget,
+};
+
+pub static BLOCKED: CaseDef = CaseDef {
+    id: "redis/redis.conf-tcp-keepalive/2",
+    protocol: "redis",
+    spec: "redis.conf (Redis 7.0) `timeout`, `tcp-keepalive`; timeout.c clientsCronHandleTimeout (`/* No timeout for BLPOP */`); anet.c anetKeepAlive",
+    quote: TCP_KEEPALIVE_QUOTE,
+    description: "A redis-rs client blocked in `BLPOP kaspec:never 0` vanishes behind a failed path. `timeout` is 1 s, but Redis exempts blocked clients from it: only `tcp-keepalive` reaps the connection (and releases the blocked key's waiter). The client (response timeout off: a blocking command waits) notices nothing.",
+    requirement: "The server does not close a blocked client at `timeout`; its socket, with the keep-alive options Redis set (read back), dies at TCP_KEEPIDLE + 3 × TCP_KEEPINTVL after the last segment it received",
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::Reset],
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: run_blocked,
     budget,
 };
 

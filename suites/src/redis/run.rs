@@ -87,7 +87,7 @@ pub(crate) fn run(
     let mut timeline = vec![
         (
             r.ready.last_cmd,
-            "client sent its last PING before the idle period".to_string(),
+            "client sent its last command before the idle period (a PING; a BLPOP in the blocked case)".to_string(),
         ),
         (
             r.ready.last_rx,
@@ -172,6 +172,7 @@ pub(crate) fn run_idle_timeout(
     let plan = Plan {
         response_timeout: super::knobs::RedisConfig::of(&ctx.config).response_timeout,
         align_last_command: true,
+        block: false,
         after: After::Idle,
     };
     let spec = case.spec;
@@ -214,9 +215,33 @@ pub(crate) fn run_server_keepalive(
     case: &CaseDef,
     fault: FaultKind,
 ) -> Result<Vec<CaseResult>> {
+    server_keepalive(ctx, case, fault, &[("timeout", 0)], false)
+}
+
+/// The blocked client: `timeout` stays at the fixture's value (1 s), which
+/// Redis does not apply to a client blocked in BLPOP (timeout.c
+/// clientsCronHandleTimeout: `!(c->flags & CLIENT_BLOCKED) && /* No timeout
+/// for BLPOP */`), so only `tcp-keepalive` may reap it: a close at `timeout`
+/// is early and fails.
+pub(crate) fn run_blocked(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    server_keepalive(ctx, case, fault, &[], true)
+}
+
+/// An idle (or blocked) client behind a failed path, judged by the
+/// server's keep-alive; the client's response timeout is off when it blocks
+/// (a blocking command waits for its reply as long as it blocks).
+fn server_keepalive(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    overrides: &[(&str, u64)],
+    block: bool,
+) -> Result<Vec<CaseResult>> {
+    let response_timeout = if block { Duration::ZERO } else { super::knobs::RedisConfig::of(&ctx.config).response_timeout };
     let plan = Plan {
-        response_timeout: super::knobs::RedisConfig::of(&ctx.config).response_timeout,
+        response_timeout,
         align_last_command: false,
+        block,
         after: After::Idle,
     };
     let spec = case.spec;
@@ -224,7 +249,7 @@ pub(crate) fn run_server_keepalive(
         ctx,
         case,
         fault,
-        &[("timeout", 0)],
+        overrides,
         plan,
         |_, s| {
             let d = keepalive_window(s, 0, None, FaultKind::Blackhole, "", spec)
@@ -274,6 +299,7 @@ pub(crate) fn run_response_timeout(
     let plan = Plan {
         response_timeout: rt,
         align_last_command: false,
+        block: false,
         after: After::Command(COMMAND_AFTER_MS),
     };
     let spec = case.spec;

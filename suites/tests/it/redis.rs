@@ -9,6 +9,7 @@ use crate::common::*;
 
 const TIMEOUT: &str = "redis/redis.conf-timeout/1";
 const KEEPALIVE: &str = "redis/redis.conf-tcp-keepalive/1";
+const BLOCKED: &str = "redis/redis.conf-tcp-keepalive/2";
 const RESPONSE: &str = "redis/redis-rs-response_timeout/1";
 
 #[test]
@@ -49,6 +50,24 @@ fn redis_tcp_keepalive_reaps_a_silent_client(
         assert_pass(client);
     } else {
         // redis-rs sets no keep-alive: an idle connection is never probed.
+        assert_quiet(client);
+    }
+}
+
+/// `timeout` (1 s) does not reap a client blocked in BLPOP: only the
+/// keep-alive does, at its window (a close at `timeout` would be early).
+#[rstest]
+#[case::blackhole(FaultKind::Blackhole, false)]
+#[case::blackhole_up(FaultKind::BlackholeUp, true)]
+fn redis_a_blocked_client_is_reaped_by_keepalive_not_timeout(#[case] fault: FaultKind, #[case] client_learns: bool) {
+    let results = run(BLOCKED, fault, &[]);
+    let server = side(&results, "server");
+    assert_pass(server);
+    assert!(server.detection_ms.unwrap() > 2000, "not at `timeout`: {}", show(server));
+    let client = side(&results, "client");
+    if client_learns {
+        assert_pass(client);
+    } else {
         assert_quiet(client);
     }
 }
