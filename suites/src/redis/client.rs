@@ -23,7 +23,24 @@ pub(crate) struct Plan {
     /// After the PING, a `BLPOP` on a key nobody pushes to, with no timeout
     /// (`0`): the connection's last command blocks the client in the server.
     pub(crate) block: bool,
+    /// The client socket's options, given to redis-rs as its `TcpSettings`.
+    pub(crate) tcp: TcpConfig,
     pub(crate) after: After,
+}
+
+/// redis-rs's `TcpSettings` for `t` (io/tcp.rs `stream_with_settings` sets
+/// them on the socket before the connection is used): keep-alive only when
+/// asked, as the crate does.
+fn tcp_settings(t: &TcpConfig) -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let mut s = redis::io::tcp::TcpSettings::default();
+    if t.keepalive {
+        s = s.set_keepalive(TcpKeepalive::new().with_time(t.idle).with_interval(t.interval).with_retries(t.count));
+    }
+    if !t.user_timeout.is_zero() {
+        s = s.set_user_timeout(t.user_timeout);
+    }
+    s
 }
 
 pub(crate) struct Ready {
@@ -161,6 +178,7 @@ pub(crate) fn client(
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     go: tokio::sync::oneshot::Receiver<Instant>,
     stop: mpsc::Receiver<()>,
+    done: mpsc::Sender<()>,
 ) -> ClientEnd {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,7 +189,11 @@ pub(crate) fn client(
             let _ = ready.send(Err(e));
             None
         };
-        let client = match redis::Client::open(format!("redis://{server}/?protocol=resp3")) {
+        let info = match redis::IntoConnectionInfo::into_connection_info(format!("redis://{server}/?protocol=resp3")) {
+            Ok(i) => i.set_tcp_settings(tcp_settings(&plan.tcp)),
+            Err(e) => return fail(format!("redis-rs: {e}")),
+        };
+        let client = match redis::Client::open(info) {
             Ok(c) => c,
             Err(e) => return fail(format!("redis-rs: {e}")),
         };
@@ -288,6 +310,7 @@ pub(crate) fn client(
         }
         Some((con, end))
     });
+    let _ = done.send(());
     let Some((con, end)) = kept else {
         return ClientEnd::default();
     };
@@ -303,6 +326,9 @@ pub(crate) struct ClientStarted {
     pub(crate) ready: Ready,
     pub(crate) go_tx: tokio::sync::oneshot::Sender<Instant>,
     pub(crate) stop_tx: mpsc::Sender<()>,
+    /// Signalled when the client is done watching (it detected, or its
+    /// deadline passed): the release snapshot is taken after it.
+    pub(crate) done_rx: mpsc::Receiver<()>,
 }
 
 pub(crate) fn start_client(
@@ -312,6 +338,7 @@ pub(crate) fn start_client(
 ) -> Result<ClientStarted> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
     let addr = server.addr;
     let (thread, ready) = drive::client::start_or_fail(
         &tb.client,
@@ -319,12 +346,13 @@ pub(crate) fn start_client(
         "redis-rs client",
         Duration::from_secs(15),
         format!("redis-rs client; server log:\n{}", server.log_tail()),
-        move |ready_tx| client(addr, plan, ready_tx, go_rx, stop_rx),
+        move |ready_tx| client(addr, plan, ready_tx, go_rx, stop_rx, done_tx),
     )?;
     Ok(ClientStarted {
         thread,
         ready,
         go_tx,
         stop_tx,
+        done_rx,
     })
 }

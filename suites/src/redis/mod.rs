@@ -75,11 +75,13 @@ const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for Redis yet"
 const TIMEOUT_QUOTE: &str =
     "Close the connection after a client is idle for N seconds (0 to disable)";
 const TCP_KEEPALIVE_QUOTE: &str = "If non-zero, use SO_KEEPALIVE to send TCP ACKs to clients in absence of communication. This is useful for two reasons: 1) Detect dead peers. [...] On Linux, the specified value (in seconds) is the period used to send ACKs. Note that to close the connection the double of the time is needed.";
+/// redis-rs 1.x docs, `TcpSettings::set_keepalive`; RFC 1122 §4.2.3.6.
+const KEEPALIVE_QUOTE: &str = "Set parameters configuring TCP keepalive probes for this socket. [RFC 1122: Keep-alive packets MUST only be sent when no data or acknowledgement packets have been received for the connection within an interval.]";
 /// redis-rs 1.x docs, `AsyncConnectionConfig::set_response_timeout`.
 const RESPONSE_TIMEOUT_QUOTE: &str = "The new connection will time out operations after `response_timeout` has passed. Set `None` if you don't want requests to time out.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 4] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &BLOCKED, &RESPONSE_TIMEOUT];
+pub static CASES: [&CaseDef; 5] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &BLOCKED, &CLIENT_KEEPALIVE, &RESPONSE_TIMEOUT];
 
 pub static IDLE_TIMEOUT: CaseDef = CaseDef {
     id: "redis/redis.conf-timeout/1",
@@ -120,6 +122,20 @@ pub static BLOCKED: CaseDef = CaseDef {
     fixed_fault: None,
     docker: NOT_ON_DOCKER,
     run: run_blocked,
+    budget,
+};
+
+pub static CLIENT_KEEPALIVE: CaseDef = CaseDef {
+    id: "redis/redis-rs-keepalive/1",
+    protocol: "redis",
+    spec: "redis-rs 1.x TcpSettings::set_keepalive (io/tcp.rs stream_with_settings); RFC 1122 §4.2.3.6",
+    quote: KEEPALIVE_QUOTE,
+    description: "An idle redis-rs connection with its own TCP keep-alive (`redis.keepalive*`, on for this case: redis-rs's default is off) whose server is gone; the server has `timeout` 0 and `tcp-keepalive` 0, so only the client's probes can notice. The driver's read fails and it reports the disconnection.",
+    requirement: "The client socket, with the options redis-rs set from TcpSettings (read back), dies at TCP_KEEPIDLE + TCP_KEEPCNT × TCP_KEEPINTVL after the last segment it received; the driver turns the read error into PushKind::Disconnection",
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Crash],
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: run_client_keepalive,
     budget,
 };
 

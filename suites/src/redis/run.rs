@@ -42,6 +42,7 @@ pub(crate) fn run(
         ready,
         go_tx,
         stop_tx,
+        done_rx,
     } = start_client(&tb, &server, plan)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let seen = tb.seen_by_server(local);
@@ -66,6 +67,9 @@ pub(crate) fn run(
     let t0 = applied.in_force_at;
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
+    // The snapshot once the client is done too (a crashed server's socket
+    // is gone at once, while the client has yet to notice: not a leak).
+    let _ = done_rx.recv_timeout((t0 + Duration::from_millis(client_deadline_ms + 1000)).saturating_duration_since(Instant::now()));
     let release = crate::outcome::releases(&tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;
@@ -173,6 +177,7 @@ pub(crate) fn run_idle_timeout(
         response_timeout: super::knobs::RedisConfig::of(&ctx.config).response_timeout,
         align_last_command: true,
         block: false,
+        tcp: super::knobs::RedisConfig::of(&ctx.config).tcp,
         after: After::Idle,
     };
     let spec = case.spec;
@@ -215,7 +220,15 @@ pub(crate) fn run_server_keepalive(
     case: &CaseDef,
     fault: FaultKind,
 ) -> Result<Vec<CaseResult>> {
-    server_keepalive(ctx, case, fault, &[("timeout", 0)], false)
+    let tcp = super::knobs::RedisConfig::of(&ctx.config).tcp;
+    server_keepalive(ctx, case, fault, &[("timeout", 0)], false, tcp)
+}
+
+/// The client's own keep-alive (`redis.keepalive*`, on for this case) is
+/// the only detector: the server has `timeout` 0 and `tcp-keepalive` 0.
+pub(crate) fn run_client_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let tcp = TcpConfig { keepalive: true, ..super::knobs::RedisConfig::of(&ctx.config).tcp };
+    server_keepalive(ctx, case, fault, &[("timeout", 0), ("tcp-keepalive", 0)], false, tcp)
 }
 
 /// The blocked client: `timeout` stays at the fixture's value (1 s), which
@@ -224,7 +237,8 @@ pub(crate) fn run_server_keepalive(
 /// for BLPOP */`), so only `tcp-keepalive` may reap it: a close at `timeout`
 /// is early and fails.
 pub(crate) fn run_blocked(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    server_keepalive(ctx, case, fault, &[], true)
+    let tcp = super::knobs::RedisConfig::of(&ctx.config).tcp;
+    server_keepalive(ctx, case, fault, &[], true, tcp)
 }
 
 /// An idle (or blocked) client behind a failed path, judged by the
@@ -236,12 +250,14 @@ fn server_keepalive(
     fault: FaultKind,
     overrides: &[(&str, u64)],
     block: bool,
+    tcp: TcpConfig,
 ) -> Result<Vec<CaseResult>> {
     let response_timeout = if block { Duration::ZERO } else { super::knobs::RedisConfig::of(&ctx.config).response_timeout };
     let plan = Plan {
         response_timeout,
         align_last_command: false,
         block,
+        tcp,
         after: After::Idle,
     };
     let spec = case.spec;
@@ -252,8 +268,15 @@ fn server_keepalive(
         overrides,
         plan,
         |_, s| {
-            let d = keepalive_window(s, 0, None, FaultKind::Blackhole, "", spec)
-                .deadline_ms(quiet_ms(s));
+            // Either side's keep-alive may be the one that ends the case.
+            // A side without keep-alive never ends it (its kernel idle
+            // default, hours, is no deadline).
+            let d = [s, &tcp]
+                .iter()
+                .filter(|t| t.keepalive)
+                .map(|t| keepalive_window(t, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(quiet_ms(t)))
+                .max()
+                .unwrap_or(3000);
             (d, d)
         },
         |r| {
@@ -300,6 +323,8 @@ pub(crate) fn run_response_timeout(
         response_timeout: rt,
         align_last_command: false,
         block: false,
+        // Isolates the response timeout: no keep-alive of the client's own.
+        tcp: TcpConfig { keepalive: false, ..super::knobs::RedisConfig::of(&ctx.config).tcp },
         after: After::Command(COMMAND_AFTER_MS),
     };
     let spec = case.spec;

@@ -250,7 +250,13 @@ pub(crate) fn server_sockopts(
     )))
 }
 
+/// The socket options as compared and reported: with SO_KEEPALIVE off the
+/// keep-alive timings are inert (the kernel's defaults, never used), so they
+/// are not shown.
 pub(crate) fn sockopts_text(t: &TcpConfig) -> String {
+    if !t.keepalive {
+        return format!("SO_KEEPALIVE=false TCP_USER_TIMEOUT={}ms", ms_of(t.user_timeout));
+    }
     format!(
         "SO_KEEPALIVE={} TCP_KEEPIDLE={}s TCP_KEEPINTVL={}s TCP_KEEPCNT={} TCP_USER_TIMEOUT={}ms",
         t.keepalive,

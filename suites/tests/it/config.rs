@@ -170,3 +170,18 @@ fn profiles_refuse_unknown_tables_and_odd_names_in_one_line() {
     assert!(e.contains("tcp.idle=\"3\\ns\"") && !e.contains('\n'), "{e}");
     assert_eq!(c, kaspec_suites::registry::config());
 }
+
+#[test]
+fn a_redis_url_option_redis_rs_ignores_is_refused_by_name() {
+    let mut c = kaspec_suites::registry::config();
+    c.set_pair("redis.url=redis://cache.example.com:6379/0?protocol=resp3").unwrap();
+    for (url, needle) in [
+        ("redis://h/?socket_keepalive=true", "ignores the query option `socket_keepalive`"),
+        ("redis://h/?health_check_interval=30", "`health_check_interval`"),
+        ("http://h/", "not a URL redis-rs parses"),
+        ("redis://h/?protocol=7", "redis-rs rejects it"),
+    ] {
+        let e = c.set_pair(&format!("redis.url={url}")).unwrap_err().0;
+        assert!(e.contains(needle) && e.contains("redis.url=") && !e.contains('\n'), "{url}: {e}");
+    }
+}

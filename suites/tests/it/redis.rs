@@ -10,6 +10,7 @@ use crate::common::*;
 const TIMEOUT: &str = "redis/redis.conf-timeout/1";
 const KEEPALIVE: &str = "redis/redis.conf-tcp-keepalive/1";
 const BLOCKED: &str = "redis/redis.conf-tcp-keepalive/2";
+const CLIENT_KEEPALIVE: &str = "redis/redis-rs-keepalive/1";
 const RESPONSE: &str = "redis/redis-rs-response_timeout/1";
 
 #[test]
@@ -70,6 +71,19 @@ fn redis_a_blocked_client_is_reaped_by_keepalive_not_timeout(#[case] fault: Faul
     } else {
         assert_quiet(client);
     }
+}
+
+/// redis-rs with its own keep-alive (TcpSettings) notices a dead server
+/// while idle, in Linux's window from the options read back.
+#[rstest]
+#[case::blackhole(FaultKind::Blackhole)]
+#[case::crash(FaultKind::Crash)]
+#[case::reset(FaultKind::Reset)]
+fn redis_rs_keepalive_notices_a_dead_server_while_idle(#[case] fault: FaultKind) {
+    let results = run(CLIENT_KEEPALIVE, fault, &[]);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert!(error(client).contains("Disconnection"), "{}", show(client));
 }
 
 #[rstest]
