@@ -10,7 +10,7 @@
 //! - `fault`: a fault that cannot be applied is a hard error naming the
 //!   router, never a verdict; the rules committed over netlink are the ones
 //!   reported (`nft list` reads them back as their text), and healing
-//!   removes them.
+//!   removes them; so is the NAT set-up.
 //! - `server`: a server that does not start is a harness error with its log
 //!   tail; a missing server binary is named with its package.
 //! - `observe`: the release observer reads the flow's socket on both hosts.
@@ -136,6 +136,29 @@ mod fault {
                 assert!(listed(&tb).is_empty(), "healed");
             }
         }
+    }
+
+    #[test]
+    fn the_nat_set_up_committed_over_netlink_reads_back_as_nft_writes_it() {
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::with_nat(&dir, Some(std::time::Duration::from_secs(3))).unwrap();
+        let table = format!("kaspec_{}", tb.tag);
+        let out = kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "list", "table", "inet", &table], None).unwrap();
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        let forgotten = format!("ct state invalid counter packets 0 bytes 0 drop comment \"kaspec {} nat: forgotten flow\"", tb.tag);
+        for want in [
+            "policy = { established : 3, fin_wait : 3, close_wait : 3, last_ack : 3 }",
+            "type filter hook prerouting priority filter; policy accept;",
+            "ct timeout set \"nat-idle\"",
+            "type filter hook forward priority filter - 10; policy accept;",
+            "type filter hook input priority filter - 10; policy accept;",
+            &forgotten,
+            "type nat hook postrouting priority srcnat; policy accept;",
+            &format!("oifname \"kr-{}-s\" masquerade", tb.tag),
+        ] {
+            assert!(lines.contains(&want), "missing `{want}` in:\n{out}");
+        }
+        assert_eq!(lines.iter().filter(|l| **l == forgotten).count(), 2, "forward and input");
     }
 }
 

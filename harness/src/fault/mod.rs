@@ -16,7 +16,7 @@
 //! Below the testbed: a fault point knows the router host and the names of
 //! its links, not the testbed that built them.
 
-mod netlink;
+pub(crate) mod netlink;
 mod nft;
 mod signal;
 pub mod impair;
@@ -234,15 +234,16 @@ impl FaultPoint {
     /// its empty `faults` chain on the router's forward hook.
     pub fn install(&self) -> Result<()> {
         let mut nft = NfTables::open(&self.router)?;
-        let msgs = netlink::table_with_forward_chain(&self.table, &format!("kaspec run {}", self.tag), FAULT_CHAIN);
+        let msgs = [netlink::new_table(&self.table, &format!("kaspec run {}", self.tag)), netlink::new_base_chain(&self.table, FAULT_CHAIN, netlink::Hook::forward(0))];
         nft.commit(&msgs).map_err(|e| Error::Other(format!("creating the fault table: {e}")))?;
         *self.nft.lock().unwrap_or_else(|p| p.into_inner()) = Some(nft);
         Ok(())
     }
 
-    /// Commits `msgs` on the router's nf_tables socket (`context` names the
-    /// step in an error).
-    fn commit(&self, context: &str, msgs: &[netlink::Msg]) -> Result<()> {
+    /// Commits `msgs` on the router's nf_tables socket as one transaction
+    /// (`context` names the step in an error); the testbed's NAT set-up
+    /// goes through it too.
+    pub(crate) fn commit(&self, context: &str, msgs: &[netlink::Msg]) -> Result<()> {
         let mut guard = self.nft.lock().unwrap_or_else(|p| p.into_inner());
         let nft = guard.as_mut().ok_or_else(|| Error::Other(format!("{context} on {}: the fault table is not installed", self.router.ns)))?;
         nft.commit(msgs).map_err(|e| Error::Other(format!("{context}: {e}")))
@@ -311,7 +312,7 @@ impl FaultPoint {
                 signal::freeze(pid)?;
             }
             _ => {
-                let msgs: Vec<_> = rules.iter().map(|r| netlink::add_rule(&self.table, FAULT_CHAIN, &r.exprs, &r.comment, &r.text)).collect();
+                let msgs: Vec<_> = rules.iter().map(|r| netlink::add_rule(&self.table, FAULT_CHAIN, &r.exprs, Some(&r.comment), &r.text)).collect();
                 self.commit(&format!("applying fault {kind}"), &msgs)?;
                 if kind == FaultKind::Crash {
                     // Only now, with the path dead, may the server's kernel close its sockets.

@@ -41,12 +41,12 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWOBJ: u16 = 18;
 /// `NFPROTO_INET` (netfilter.h): the `inet` family of the fault table.
 const NFPROTO_INET: u8 = 1;
 /// `NFPROTO_IPV4`, what `meta nfproto` loads for an IPv4 packet.
 pub const NFPROTO_IPV4: u8 = 2;
-/// `NF_INET_FORWARD` (netfilter.h), `NF_ACCEPT` and `NF_DROP`.
-const NF_INET_FORWARD: u32 = 2;
+/// `NF_ACCEPT` and `NF_DROP` (netfilter.h).
 const NF_ACCEPT: u32 = 1;
 const NF_DROP: u32 = 0;
 
@@ -88,16 +88,42 @@ const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_REJECT_TYPE: u16 = 1;
 const NFTA_REJECT_ICMP_CODE: u16 = 2;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_OBJREF_IMM_TYPE: u16 = 1;
+const NFTA_OBJREF_IMM_NAME: u16 = 2;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFTA_CT_TIMEOUT_L3PROTO: u16 = 1;
+const NFTA_CT_TIMEOUT_L4PROTO: u16 = 2;
+const NFTA_CT_TIMEOUT_DATA: u16 = 3;
+/// `NFT_OBJECT_CT_TIMEOUT` (nf_tables.h).
+const NFT_OBJECT_CT_TIMEOUT: u32 = 7;
+/// `NFT_CT_STATE` (enum nft_ct_keys).
+const NFT_CT_STATE: u32 = 0;
+/// `NF_CT_STATE_INVALID_BIT` (nf_conntrack_common.h).
+pub const CT_STATE_INVALID: u32 = 1;
 /// `NFT_REG_VERDICT` and `NFT_REG_1` (enum nft_registers).
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
 const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
 /// `NFT_REJECT_TCP_RST` (enum nft_reject_types).
 const NFT_REJECT_TCP_RST: u32 = 1;
 
-/// `NFT_META_NFPROTO` and `NFT_META_L4PROTO` (enum nft_meta_keys).
+/// `NFT_META_OIFNAME`, `NFT_META_NFPROTO` and `NFT_META_L4PROTO` (enum
+/// nft_meta_keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
+    /// The output interface's name, IFNAMSIZ (16) bytes.
+    OifName = 7,
     NfProto = 15,
     L4Proto = 16,
 }
@@ -124,6 +150,43 @@ pub enum Expr {
     Drop,
     /// `reject type tcp-rst`
     RejectTcpReset,
+    /// `cmp neq reg 1 DATA`
+    CmpNeq(Vec<u8>),
+    /// `ct load state => reg 1`
+    CtState,
+    /// `bitwise reg 1 = (reg 1 & MASK) ^ 0` (a 4-byte register)
+    And(u32),
+    /// `masq`
+    Masquerade,
+    /// `objref type ct-timeout name NAME` (`ct timeout set "NAME"`)
+    CtTimeoutSet(String),
+}
+
+/// A base chain's type, hook (netfilter.h's `NF_INET_*`) and priority.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook {
+    pub kind: &'static str,
+    pub hooknum: u32,
+    pub priority: i32,
+}
+
+impl Hook {
+    /// `type filter hook forward priority P`
+    pub const fn forward(priority: i32) -> Hook {
+        Hook { kind: "filter", hooknum: 2, priority }
+    }
+    /// `type filter hook prerouting priority P`
+    pub const fn prerouting(priority: i32) -> Hook {
+        Hook { kind: "filter", hooknum: 0, priority }
+    }
+    /// `type filter hook input priority P`
+    pub const fn input(priority: i32) -> Hook {
+        Hook { kind: "filter", hooknum: 1, priority }
+    }
+    /// `type nat hook postrouting priority srcnat` (srcnat = 100)
+    pub const fn srcnat() -> Hook {
+        Hook { kind: "nat", hooknum: 4, priority: 100 }
+    }
 }
 
 /// One message of a batch, with what it does (for errors).
@@ -204,11 +267,36 @@ impl Expr {
                     .be32(NFTA_PAYLOAD_LEN, *len);
                 a
             }),
-            Expr::CmpEq(value) => ("cmp", {
+            Expr::CmpEq(value) | Expr::CmpNeq(value) => ("cmp", {
+                let op = if matches!(self, Expr::CmpEq(_)) { NFT_CMP_EQ } else { NFT_CMP_NEQ };
                 let mut a = Attrs::default();
-                a.be32(NFTA_CMP_SREG, NFT_REG_1).be32(NFTA_CMP_OP, NFT_CMP_EQ).nest(NFTA_CMP_DATA, |d| {
+                a.be32(NFTA_CMP_SREG, NFT_REG_1).be32(NFTA_CMP_OP, op).nest(NFTA_CMP_DATA, |d| {
                     d.put(NFTA_DATA_VALUE, value);
                 });
+                a
+            }),
+            Expr::CtState => ("ct", {
+                let mut a = Attrs::default();
+                a.be32(NFTA_CT_KEY, NFT_CT_STATE).be32(NFTA_CT_DREG, NFT_REG_1);
+                a
+            }),
+            Expr::And(mask) => ("bitwise", {
+                let mut a = Attrs::default();
+                a.be32(NFTA_BITWISE_SREG, NFT_REG_1)
+                    .be32(NFTA_BITWISE_DREG, NFT_REG_1)
+                    .be32(NFTA_BITWISE_LEN, 4)
+                    .nest(NFTA_BITWISE_MASK, |d| {
+                        d.put(NFTA_DATA_VALUE, &mask.to_ne_bytes());
+                    })
+                    .nest(NFTA_BITWISE_XOR, |d| {
+                        d.put(NFTA_DATA_VALUE, &[0; 4]);
+                    });
+                a
+            }),
+            Expr::Masquerade => ("masq", Attrs::default()),
+            Expr::CtTimeoutSet(name) => ("objref", {
+                let mut a = Attrs::default();
+                a.be32(NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_CT_TIMEOUT).strz(NFTA_OBJREF_IMM_NAME, name);
                 a
             }),
             Expr::Counter => ("counter", {
@@ -237,34 +325,55 @@ impl Expr {
     }
 }
 
-/// `table inet TABLE { comment "COMMENT"; chain CHAIN { type filter hook
-/// forward priority 0; policy accept; } }`: the table and its base chain.
-pub fn table_with_forward_chain(table: &str, comment: &str, chain: &str) -> Vec<Msg> {
+/// `table inet TABLE { comment "COMMENT" }`
+pub fn new_table(table: &str, comment: &str) -> Msg {
     let mut t = Attrs::default();
     t.strz(NFTA_TABLE_NAME, table).put(NFTA_TABLE_USERDATA, &comment_udata(comment));
+    Msg { kind: NFT_MSG_NEWTABLE, flags: NLM_F_CREATE, attrs: t.0, what: format!("creating table inet {table}") }
+}
+
+/// `chain inet TABLE CHAIN { type T hook H priority P; policy accept; }`
+pub fn new_base_chain(table: &str, chain: &str, hook: Hook) -> Msg {
     let mut c = Attrs::default();
     c.strz(NFTA_CHAIN_TABLE, table)
         .strz(NFTA_CHAIN_NAME, chain)
         .nest(NFTA_CHAIN_HOOK, |h| {
-            h.be32(NFTA_HOOK_HOOKNUM, NF_INET_FORWARD).be32(NFTA_HOOK_PRIORITY, 0);
+            h.be32(NFTA_HOOK_HOOKNUM, hook.hooknum).be32(NFTA_HOOK_PRIORITY, hook.priority as u32);
         })
         .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-        .strz(NFTA_CHAIN_TYPE, "filter");
-    vec![
-        Msg { kind: NFT_MSG_NEWTABLE, flags: NLM_F_CREATE, attrs: t.0, what: format!("creating table inet {table}") },
-        Msg { kind: NFT_MSG_NEWCHAIN, flags: NLM_F_CREATE, attrs: c.0, what: format!("creating chain {chain} of table inet {table}") },
-    ]
+        .strz(NFTA_CHAIN_TYPE, hook.kind);
+    Msg { kind: NFT_MSG_NEWCHAIN, flags: NLM_F_CREATE, attrs: c.0, what: format!("creating chain {chain} of table inet {table}") }
 }
 
-/// `add rule inet TABLE CHAIN <exprs> comment "COMMENT"`
-pub fn add_rule(table: &str, chain: &str, exprs: &[Expr], comment: &str, text: &str) -> Msg {
+/// `ct timeout NAME { protocol tcp; l3proto ip; policy = { STATE: SECS, … } }`
+/// with `tcp` the (CTA_TIMEOUT_TCP_* number, seconds) of the states given
+/// (nfnetlink_cttimeout.h); the others keep the kernel's defaults
+/// (tcp_timeout_nlattr_to_obj starts from them).
+pub fn new_tcp_ct_timeout(table: &str, name: &str, tcp: &[(u16, u32)]) -> Msg {
+    let mut o = Attrs::default();
+    o.strz(NFTA_OBJ_TABLE, table).strz(NFTA_OBJ_NAME, name).be32(NFTA_OBJ_TYPE, NFT_OBJECT_CT_TIMEOUT).nest(NFTA_OBJ_DATA, |d| {
+        d.put(NFTA_CT_TIMEOUT_L3PROTO, &(libc::AF_INET as u16).to_be_bytes())
+            .put(NFTA_CT_TIMEOUT_L4PROTO, &[libc::IPPROTO_TCP as u8])
+            .nest(NFTA_CT_TIMEOUT_DATA, |t| {
+                for (state, secs) in tcp {
+                    t.be32(*state, *secs);
+                }
+            });
+    });
+    Msg { kind: NFT_MSG_NEWOBJ, flags: NLM_F_CREATE, attrs: o.0, what: format!("creating ct timeout {name} of table inet {table}") }
+}
+
+/// `add rule inet TABLE CHAIN <exprs> [comment "COMMENT"]`
+pub fn add_rule(table: &str, chain: &str, exprs: &[Expr], comment: Option<&str>, text: &str) -> Msg {
     let mut r = Attrs::default();
     r.strz(NFTA_RULE_TABLE, table).strz(NFTA_RULE_CHAIN, chain).nest(NFTA_RULE_EXPRESSIONS, |list| {
         for e in exprs {
             e.write(list);
         }
     });
-    r.put(NFTA_RULE_USERDATA, &comment_udata(comment));
+    if let Some(c) = comment {
+        r.put(NFTA_RULE_USERDATA, &comment_udata(c));
+    }
     Msg { kind: NFT_MSG_NEWRULE, flags: NLM_F_CREATE | NLM_F_APPEND, attrs: r.0, what: format!("adding rule `{text}`") }
 }
 

@@ -151,7 +151,7 @@ impl Testbed {
         if let Some(n) = self.nat_idle_timeout {
             self.build_nat(n)?;
         } else if self.is_docker() {
-            self.router.nft("masquerading towards the compose network", &self.masquerade())?;
+            self.masquerade()?;
         }
         Ok(())
     }
