@@ -1,5 +1,6 @@
-//! nf_tables over netlink: the fault table, its rules and their removal
-//! sent to the router's kernel as one batch on a socket kept open for the
+//! nf_tables over netlink: the testbed's table (its fault chain, and the
+//! NAT set-up of `testbed/nat.rs`), each fault's rules and their removal,
+//! sent to the router's kernel as batches on a socket kept open for the
 //! testbed's life, so applying a fault is one `send` and its acks (no
 //! `ip netns exec … nft` process, ~3 ms of spawning, per fault).
 //!
@@ -7,13 +8,22 @@
 //! (setns(2)); a netlink socket belongs to the namespace it was created in
 //! for its whole life, whichever thread uses it later.
 //!
+//! The socket is netlink-sys's (already the sock_diag observer's); the
+//! nf_tables messages are written here. The crates that write them were
+//! weighed: rustables is GPL-3.0-or-later (kaspec is Apache-2.0) and runs
+//! bindgen, so libclang, at build time; nftnl + mnl link libnftnl and
+//! libmnl (the kaspec binary of the servers' image links only glibc, and a
+//! build would need their -dev packages); neli has no nf_tables messages
+//! (only nflog's). The expressions kaspec needs are few.
+//!
 //! The messages are the ones `nft` 1.0.6 sends for the same rules (seen with
 //! `nft --debug=netlink`), so `nft list` reads them back as the text
 //! [`super::nft`] renders (a test compares the two). Numbers are from the
 //! kernel's UAPI headers: `include/uapi/linux/netlink.h`,
-//! `include/uapi/linux/netfilter/nfnetlink.h` and
-//! `include/uapi/linux/netfilter/nf_tables.h`; the rule and table comments
-//! are libnftnl's user data TLVs (`include/libnftnl/udata.h`:
+//! `include/uapi/linux/netfilter/nfnetlink.h`,
+//! `include/uapi/linux/netfilter/nf_tables.h` and
+//! `include/uapi/linux/netfilter/nfnetlink_cttimeout.h`; the rule and table
+//! comments are libnftnl's user data TLVs (`include/libnftnl/udata.h`:
 //! `NFTNL_UDATA_RULE_COMMENT` = `NFTNL_UDATA_TABLE_COMMENT` = 0, the string
 //! with its NUL, as `nftnl_udata_put_strz` writes it).
 
@@ -212,9 +222,7 @@ impl Attrs {
     }
 
     fn pad(&mut self) {
-        while self.0.len() % 4 != 0 {
-            self.0.push(0);
-        }
+        self.0.resize(self.0.len().next_multiple_of(4), 0);
     }
 
     /// A string with its NUL (the kernel's NLA_STRING attributes accept it;
