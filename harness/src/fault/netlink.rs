@@ -14,7 +14,8 @@
 //! bindgen, so libclang, at build time; nftnl + mnl link libnftnl and
 //! libmnl (the kaspec binary of the servers' image links only glibc, and a
 //! build would need their -dev packages); neli has no nf_tables messages
-//! (only nflog's). The expressions kaspec needs are few.
+//! (only nflog's); nlink has them, in a large async library (v0.33, its
+//! own netlink-sys 0.9). The expressions kaspec needs are few.
 //!
 //! The messages are the ones `nft` 1.0.6 sends for the same rules (seen with
 //! `nft --debug=netlink`), so `nft list` reads them back as the text
