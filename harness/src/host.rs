@@ -126,12 +126,6 @@ impl Host {
         full.extend_from_slice(args);
         cmd::run(context, "ip", &full, stdin)
     }
-
-    /// Commits an nftables `script` in this namespace (`nft -f -`, one
-    /// transaction: the ruleset is in force when it returns).
-    pub(crate) fn nft(&self, context: &str, script: &str) -> Result<String> {
-        self.exec(context, "nft", &["-f", "-"], Some(script))
-    }
 }
 
 /// A thread running inside a host's namespace.

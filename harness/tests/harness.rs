@@ -8,7 +8,9 @@
 //! - `testbed`: a testbed leaves nothing behind — dropped, or unwound by a
 //!   panicking case.
 //! - `fault`: a fault that cannot be applied is a hard error naming the
-//!   router, never a verdict.
+//!   router, never a verdict; the rules committed over netlink are the ones
+//!   reported (`nft list` reads them back as their text), and healing
+//!   removes them; so is the NAT set-up.
 //! - `server`: a server that does not start is a harness error with its log
 //!   tail; a missing server binary is named with its package.
 //! - `observe`: the release observer reads the flow's socket on both hosts.
@@ -99,6 +101,64 @@ mod fault {
         let flow = kaspec_harness::fault::Flow { client: "198.18.0.2:40000".parse().unwrap(), server: "198.19.0.2:7000".parse().unwrap() };
         let err = tb.apply_fault(FaultKind::Blackhole, &flow, None).unwrap_err().to_string();
         assert!(err.contains("applying fault blackhole") && err.contains(&tb.router.ns), "{err}");
+    }
+
+    /// The `faults` chain as `nft` lists it: one rule a line, without the
+    /// counters' values.
+    fn listed(tb: &kaspec_harness::testbed::Testbed) -> Vec<String> {
+        let table = format!("kaspec_{}", tb.tag);
+        let out = kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "list", "chain", "inet", &table, "faults"], None).unwrap();
+        out.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("ip "))
+            .map(|l| l.replace(" packets 0 bytes 0", ""))
+            .collect()
+    }
+
+    #[test]
+    fn rules_committed_over_netlink_read_back_as_reported_and_heal_removes_them() {
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::new(&dir).unwrap();
+        let table = format!("kaspec_{}", tb.tag);
+        let head = kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "list", "table", "inet", &table], None).unwrap();
+        assert!(head.contains(&format!("comment \"kaspec run {}\"", tb.tag)), "{head}");
+        assert!(head.contains("type filter hook forward priority filter; policy accept;"), "{head}");
+        for (flow, kinds) in [
+            ("198.18.0.2:40000", [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset]),
+            ("198.18.0.2:0", [FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset]),
+        ] {
+            let flow = kaspec_harness::fault::Flow { client: flow.parse().unwrap(), server: "198.19.0.2:7000".parse().unwrap() };
+            for kind in kinds {
+                let applied = tb.apply_fault(kind, &flow, None).unwrap();
+                assert!(!applied.rules.is_empty());
+                assert_eq!(listed(&tb), applied.rules, "{kind} on {flow:?}");
+                tb.heal().unwrap();
+                assert!(listed(&tb).is_empty(), "healed");
+            }
+        }
+    }
+
+    #[test]
+    fn the_nat_set_up_committed_over_netlink_reads_back_as_nft_writes_it() {
+        let dir = run_dir();
+        let tb = kaspec_harness::testbed::Testbed::with_nat(&dir, Some(std::time::Duration::from_secs(3))).unwrap();
+        let table = format!("kaspec_{}", tb.tag);
+        let out = kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "list", "table", "inet", &table], None).unwrap();
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        let forgotten = format!("ct state invalid counter packets 0 bytes 0 drop comment \"kaspec {} nat: forgotten flow\"", tb.tag);
+        for want in [
+            "policy = { established : 3, fin_wait : 3, close_wait : 3, last_ack : 3 }",
+            "type filter hook prerouting priority filter; policy accept;",
+            "ct timeout set \"nat-idle\"",
+            "type filter hook forward priority filter - 10; policy accept;",
+            "type filter hook input priority filter - 10; policy accept;",
+            &forgotten,
+            "type nat hook postrouting priority srcnat; policy accept;",
+            &format!("oifname \"kr-{}-s\" masquerade", tb.tag),
+        ] {
+            assert!(lines.contains(&want), "missing `{want}` in:\n{out}");
+        }
+        assert_eq!(lines.iter().filter(|l| **l == forgotten).count(), 2, "forward and input");
     }
 }
 

@@ -7,12 +7,16 @@
 //!   and the router's [`FaultPoint`] that applies and heals them, taking the
 //!   instant each is in force (detection latency counts from there);
 //! - `nft.rs`: the nftables rules of blackhole, reset and crash;
+//! - `netlink.rs`: how they reach the router's kernel: one nf_tables batch
+//!   on a netlink socket opened once in the router's namespace (no process
+//!   spawned per fault);
 //! - `signal.rs`: SIGSTOP / SIGKILL of the server process (freeze, crash);
 //! - [`impair`]: delay and loss (netem, or the userspace NFQUEUE engine).
 //!
 //! Below the testbed: a fault point knows the router host and the names of
 //! its links, not the testbed that built them.
 
+pub(crate) mod netlink;
 mod nft;
 mod signal;
 pub mod impair;
@@ -27,6 +31,8 @@ use serde::Serialize;
 use crate::host::Host;
 use crate::{Error, Result};
 use impair::{Engine, Impairment};
+use netlink::NfTables;
+pub use nft::FaultRule;
 
 /// The faults of the netns testbed's nftables engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -180,6 +186,9 @@ pub struct AppliedFault {
     pub pid: Option<u32>,
 }
 
+/// The chain of the fault table that holds the fault rules.
+const FAULT_CHAIN: &str = "faults";
+
 /// The router's fault point: the testbed's nftables table on the router's
 /// forward path, the impairment engine on its links, and the faults in
 /// force. [`heal`](Self::heal) undoes all of them.
@@ -194,6 +203,9 @@ pub struct FaultPoint {
     /// Kernel netem is available (else the NFQUEUE engine impairs).
     netem: bool,
     faults: Mutex<Vec<AppliedFault>>,
+    /// The router's nf_tables socket, opened by [`install`](Self::install)
+    /// and kept until the testbed goes.
+    nft: Mutex<Option<NfTables>>,
     /// What the `delay` and `loss` faults do to the path.
     impairment: Mutex<Option<(Impairment, Impairment)>>,
     impaired: Mutex<Option<impair::Running>>,
@@ -212,23 +224,35 @@ impl FaultPoint {
             to_server: to_server.into(),
             netem: false,
             faults: Mutex::new(Vec::new()),
+            nft: Mutex::new(None),
             impairment: Mutex::new(None),
             impaired: Mutex::new(None),
         }
     }
 
-    /// Creates the fault table and its empty `faults` chain on the router's
-    /// forward hook.
+    /// Opens the router's nf_tables socket and creates the fault table and
+    /// its empty `faults` chain on the router's forward hook.
     pub fn install(&self) -> Result<()> {
-        self.router.nft(
-            "creating the fault table",
-            &format!(
-                "table inet {tb} {{\n  comment \"kaspec run {t}\"\n  chain faults {{\n    type filter hook forward priority 0; policy accept;\n  }}\n}}\n",
-                tb = self.table,
-                t = self.tag
-            ),
-        )?;
+        let mut nft = NfTables::open(&self.router)?;
+        let msgs = [netlink::new_table(&self.table, &format!("kaspec run {}", self.tag)), netlink::new_base_chain(&self.table, FAULT_CHAIN, netlink::Hook::forward(0))];
+        nft.commit(&msgs).map_err(|e| Error::Other(format!("creating the fault table: {e}")))?;
+        *self.nft.lock().unwrap_or_else(|p| p.into_inner()) = Some(nft);
         Ok(())
+    }
+
+    /// Commits `msgs` on the router's nf_tables socket as one transaction
+    /// (`context` names the step in an error); the testbed's NAT set-up
+    /// goes through it too.
+    pub(crate) fn commit(&self, context: &str, msgs: &[netlink::Msg]) -> Result<()> {
+        let mut guard = self.nft.lock().unwrap_or_else(|p| p.into_inner());
+        let nft = guard.as_mut().ok_or_else(|| Error::Other(format!("{context} on {}: the fault table is not installed", self.router.ns)))?;
+        nft.commit(msgs).map_err(|e| Error::Other(format!("{context}: {e}")))
+    }
+
+    /// Closes the router's nf_tables socket (the namespace lives while a
+    /// socket of it is open).
+    pub fn close(&self) {
+        self.nft.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Whether the kernel's netem can be used (detected on the router).
@@ -266,7 +290,7 @@ impl FaultPoint {
     /// `freeze` to the server process `server_pid`. Returns once the fault is
     /// in force (rule committed, signal delivered); `in_force_at` is taken then.
     pub fn apply(&self, kind: FaultKind, flow: &Flow, server_pid: Option<u32>) -> Result<AppliedFault> {
-        let rules = kind.nft_rules(flow, &self.tag);
+        let rules = kind.fault_rules(flow, &self.tag);
         let requested_at = Instant::now();
         let mut engine = kind.engine().to_string();
         match kind {
@@ -288,8 +312,8 @@ impl FaultPoint {
                 signal::freeze(pid)?;
             }
             _ => {
-                let script: String = rules.iter().map(|r| format!("add rule inet {} faults {r}\n", self.table)).collect();
-                self.router.nft(&format!("applying fault {kind} on {}", self.router.ns), &script)?;
+                let msgs: Vec<_> = rules.iter().map(|r| netlink::add_rule(&self.table, FAULT_CHAIN, &r.exprs, Some(&r.comment), &r.text)).collect();
+                self.commit(&format!("applying fault {kind}"), &msgs)?;
                 if kind == FaultKind::Crash {
                     // Only now, with the path dead, may the server's kernel close its sockets.
                     let pid = server_pid.ok_or_else(|| Error::Other("crash needs the server's process".into()))?;
@@ -298,6 +322,7 @@ impl FaultPoint {
             }
         }
         let in_force_at = Instant::now();
+        let rules = rules.into_iter().map(|r| r.text).collect();
         let applied = AppliedFault { kind, engine, rules, requested_at, in_force_at, pid: server_pid };
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(applied.clone());
         Ok(applied)
@@ -307,7 +332,7 @@ impl FaultPoint {
     /// Every step runs even when one fails (a frozen server is always
     /// continued); the first error is returned.
     pub fn heal(&self) -> Result<Instant> {
-        let flushed = self.router.nft("healing the path", &format!("flush chain inet {} faults\n", self.table)).map(|_| ());
+        let flushed = self.commit("healing the path", &[netlink::flush_chain(&self.table, FAULT_CHAIN)]);
         let stopped = self.stop_impairment();
         for f in self.faults.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             if let (FaultKind::Freeze, Some(pid)) = (f.kind, f.pid) {

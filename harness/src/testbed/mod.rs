@@ -151,7 +151,7 @@ impl Testbed {
         if let Some(n) = self.nat_idle_timeout {
             self.build_nat(n)?;
         } else if self.is_docker() {
-            self.router.nft("masquerading towards the compose network", &self.masquerade())?;
+            self.masquerade()?;
         }
         Ok(())
     }
@@ -275,6 +275,9 @@ pub fn clean_leftovers() -> cleanup::CleanReport {
 impl Drop for Testbed {
     fn drop(&mut self) {
         let _ = self.faults.stop_impairment();
+        // Its socket would keep the router's namespace (and the links in it)
+        // alive after the name is removed.
+        self.faults.close();
         if self.keep {
             eprintln!("kaspec: KASPEC_KEEP=1, keeping testbed {} ({}); `kaspec clean` removes it", self.tag, self.namespaces().join(", "));
             cleanup::unregister(&self.tag);
