@@ -11,4 +11,4 @@
 pub mod release;
 mod sockdiag;
 
-pub use sockdiag::{local_end_towards, since_last_data_recv, since_last_recv, tcp_state_name, SockDiag, SocketClosed, SocketWatch, TcpSocket, POLL_PERIOD};
+pub use sockdiag::{local_end_towards, last_data_recv_at, last_recv_at, tcp_state_name, SockDiag, SocketClosed, SocketWatch, TcpSocket, POLL_PERIOD};

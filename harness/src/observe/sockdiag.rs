@@ -175,14 +175,27 @@ pub fn local_end_towards(remote: SocketAddrV4) -> Result<SocketAddrV4> {
     }
 }
 
-/// [`SockDiag::since_last_data_recv`] of a connection in `host`.
-pub fn since_last_data_recv(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
-    host.run(move || SockDiag::new()?.since_last_data_recv(local, remote))?
+/// When a connection in `host` last received a *data* segment
+/// ([`SockDiag::since_last_data_recv`]), as an instant: the age is read and
+/// the clock taken in the namespace's own thread, back to back, so the time
+/// it takes to get into that thread (hundreds of ms on a loaded machine)
+/// does not move the anchor.
+pub fn last_data_recv_at(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Instant>> {
+    host.run(move || {
+        let mut d = SockDiag::new()?;
+        let at = Instant::now();
+        Ok(d.since_last_data_recv(local, remote)?.map(|age| at - age))
+    })?
 }
 
-/// [`SockDiag::since_last_recv`] of a connection in `host`.
-pub fn since_last_recv(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
-    host.run(move || SockDiag::new()?.since_last_recv(local, remote))?
+/// When a connection in `host` last received any segment
+/// ([`SockDiag::since_last_recv`]), as an instant (see [`last_data_recv_at`]).
+pub fn last_recv_at(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Instant>> {
+    host.run(move || {
+        let mut d = SockDiag::new()?;
+        let at = Instant::now();
+        Ok(d.since_last_recv(local, remote)?.map(|age| at - age))
+    })?
 }
 
 /// The moment a watched socket stopped being an open connection.

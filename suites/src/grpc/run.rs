@@ -114,23 +114,14 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     // sock_diag, jiffy-grained): hyper schedules its PING at its last read +
     // I, so this anchors the window. The app's own timestamp of the response
     // comes a few ms later than hyper's read.
-    let measured_at = Instant::now();
-    let since_rx = kaspec_harness::observe::since_last_data_recv(&tb.client, ready.local, addr)?;
-    let client_idle_ms =
-        since_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
+    let client_idle_ms = kaspec_harness::observe::last_data_recv_at(&tb.client, ready.local, addr)?.map(|at| rel_ms(at, t0).max(0) as u64);
     // The same for the server's end (its own keep-alive anchors there); a
     // crashed server has no socket left to ask.
-    let measured_at = Instant::now();
-    let server_rx = match fault {
+    let server_idle_ms = match fault {
         FaultKind::Crash => None,
-        _ => kaspec_harness::observe::since_last_data_recv(
-            &tb.server,
-            addr,
-            tb.seen_by_server(ready.local),
-        )?,
-    };
-    let server_idle_ms = server_rx
-        .map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
+        _ => kaspec_harness::observe::last_data_recv_at(&tb.server, addr, tb.seen_by_server(ready.local))?,
+    }
+    .map(|at| rel_ms(at, t0).max(0) as u64);
 
     // The call of case 2 starts I after the fault: past any PING the idle
     // connection could have had scheduled, so the call's PING goes out at once.

@@ -149,3 +149,26 @@ impl RetransState {
 pub fn jiffy_ms() -> u64 {
     kernel_hz().map(|hz| 1000u64.div_ceil(hz)).unwrap_or(10)
 }
+
+/// Linux's delayed-ACK bounds (include/net/tcp.h: `TCP_DELACK_MIN (HZ/25)`,
+/// `TCP_DELACK_MAX (HZ/5)`): 40 and 200 ms.
+pub const DELACK_MIN_MS: u64 = 40;
+pub const DELACK_MAX_MS: u64 = 200;
+
+/// When a side that received data `idle_ms` before the fault (and sent
+/// nothing since) may still send its delayed ACK of it, in ms after the
+/// fault: None once the longest delay has passed. Under `reset` that ACK is
+/// the first segment to meet the RST.
+pub fn pending_delayed_ack(idle_ms: u64) -> Option<(u64, u64)> {
+    (idle_ms < DELACK_MAX_MS).then(|| (DELACK_MIN_MS.saturating_sub(idle_ms), DELACK_MAX_MS - idle_ms))
+}
+
+#[cfg(test)]
+mod delack_tests {
+    #[test]
+    fn an_ack_is_pending_only_within_the_longest_delay() {
+        assert_eq!(super::pending_delayed_ack(10), Some((30, 190)));
+        assert_eq!(super::pending_delayed_ack(60), Some((0, 140)));
+        assert_eq!(super::pending_delayed_ack(200), None);
+    }
+}

@@ -130,10 +130,18 @@ pub fn client_expectation(
     spec: &str,
 ) -> Expectation {
     let (lo, hi, f) = client_disconnect(ping_interval, fault);
+    let (mut lo, hi) = (lo.saturating_sub(idle_ms), hi.saturating_sub(idle_ms));
+    let mut f = format!("client: {f}; − {idle_ms} ms from the last data read to t0");
+    // Its delayed ACK of that last read may still be due after t0: under
+    // reset it is the first segment to meet the RST.
+    if let (FaultKind::Reset, Some((a, b))) = (fault, crate::model::linux::pending_delayed_ack(idle_ms)) {
+        lo = lo.min(a);
+        f += &format!("; or earlier, its delayed ACK of that read ({} to {} ms after it, Linux TCP_DELACK_MIN..MAX): {a} to {b} ms", crate::model::linux::DELACK_MIN_MS, crate::model::linux::DELACK_MAX_MS);
+    }
     Expectation::window(
-        lo.saturating_sub(idle_ms),
-        hi.saturating_sub(idle_ms),
-        format!("client: {f}; − {idle_ms} ms from the last data read to t0"),
+        lo,
+        hi,
+        f,
         spec,
         Level::Must,
     )

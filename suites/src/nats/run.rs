@@ -54,27 +54,21 @@ fn run(
         Some(server.pid()),
     )?;
     let t0 = applied.in_force_at;
-    let read_at = Instant::now();
-    let server_since = since_last_data_recv(&tb.server, addr, seen)?.ok_or_else(|| {
+    let server_last = last_data_recv_at(&tb.server, addr, seen)?.ok_or_else(|| {
         Error::Other(format!(
             "no TCP_INFO for the server's end of {local} <-> {addr}"
         ))
     })?;
-    let client_since = since_last_data_recv(&tb.client, local, addr)?.ok_or_else(|| {
+    let client_last = last_data_recv_at(&tb.client, local, addr)?.ok_or_else(|| {
         Error::Other(format!(
             "no TCP_INFO for the client's end of {local} <-> {addr}"
         ))
     })?;
-    let (server_last, client_last) = (read_at - server_since, read_at - client_since);
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     // Read again at the end: data the client read after t0 (it resets
     // async-nats's interval) shows here.
-    let end_read = Instant::now();
-    let client_last_end = since_last_data_recv(&tb.client, local, addr)
-        .ok()
-        .flatten()
-        .map(|d| end_read - d);
+    let client_last_end = last_data_recv_at(&tb.client, local, addr).ok().flatten();
     let release = crate::outcome::releases(&tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;

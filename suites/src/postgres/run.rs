@@ -127,13 +127,11 @@ pub(crate) fn run(
         }
     };
     let backend = ProcWatch::start(backend_pid);
-    let read_at = Instant::now();
-    let server_since = since_last_recv(&tb.server, addr, seen)?.ok_or_else(|| {
+    let server_last_rx = last_recv_at(&tb.server, addr, seen)?.ok_or_else(|| {
         Error::Other(format!(
             "no TCP_INFO for the server's end of {local} <-> {addr}"
         ))
     })?;
-    let server_last_rx = read_at - server_since;
     let pid = match fault {
         FaultKind::Freeze => Some(backend_pid as u32),
         _ => Some(lease.server().pid()),

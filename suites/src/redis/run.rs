@@ -48,13 +48,11 @@ pub(crate) fn run(
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (server_tcp, server_opts) = server_sockopts(server.pid(), addr, seen)?;
-    let read_at = Instant::now();
-    let server_since = since_last_recv(&tb.server, addr, seen)?.ok_or_else(|| {
+    let server_last_rx = last_recv_at(&tb.server, addr, seen)?.ok_or_else(|| {
         Error::Other(format!(
             "no TCP_INFO for the server's end of {local} <-> {addr}"
         ))
     })?;
-    let server_last_rx = read_at - server_since;
     let (client_deadline_ms, server_deadline_ms) = deadlines(&server.settings, &server_tcp);
     let applied = tb.apply_fault(
         fault,
