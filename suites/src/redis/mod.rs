@@ -49,6 +49,7 @@ use crate::protocol::Protocol;
 
 mod client;
 mod expect;
+mod nat;
 pub mod knobs;
 mod review;
 mod run;
@@ -56,6 +57,7 @@ mod server;
 
 use client::*;
 use expect::*;
+use nat::*;
 use run::*;
 use server::*;
 
@@ -81,7 +83,7 @@ const KEEPALIVE_QUOTE: &str = "Set parameters configuring TCP keepalive probes f
 const RESPONSE_TIMEOUT_QUOTE: &str = "The new connection will time out operations after `response_timeout` has passed. Set `None` if you don't want requests to time out.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 5] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &BLOCKED, &CLIENT_KEEPALIVE, &RESPONSE_TIMEOUT];
+pub static CASES: [&CaseDef; 7] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &BLOCKED, &CLIENT_KEEPALIVE, &RESPONSE_TIMEOUT, &NAT_BELOW, &NAT_ABOVE];
 
 pub static IDLE_TIMEOUT: CaseDef = CaseDef {
     id: "redis/redis.conf-timeout/1",
@@ -165,3 +167,31 @@ fn budget(ctx: &Ctx) -> Duration {
         3 * (s + 1000).max(COMMAND_AFTER_MS + ms_of(knobs::RedisConfig::of(&ctx.config).response_timeout)) + 6000,
     )
 }
+
+pub static NAT_BELOW: CaseDef = CaseDef {
+    id: "redis/redis.conf-tcp-keepalive/nat",
+    protocol: "redis",
+    spec: "redis.conf (Redis 7.0) `tcp-keepalive` (reason 2); RFC 5382 §5",
+    quote: TCP_KEEPALIVE_QUOTE,
+    description: "An idle redis-rs client (no keep-alive of its own) through a NAT that forgets idle flows after N; the server's `tcp-keepalive` K (the fixture's 1 s) < N is the only traffic. Its probes and the client's ACKs refresh the mapping: a PING 2 × N after the expiry still gets its reply.",
+    requirement: "With TCP_KEEPIDLE = K < N the server's probes keep the mapping: neither side loses the connection",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: NOT_ON_DOCKER,
+    run: run_nat_below,
+    budget: nat_budget,
+};
+
+pub static NAT_ABOVE: CaseDef = CaseDef {
+    id: "redis/redis.conf-tcp-keepalive/nat-above",
+    protocol: "redis",
+    spec: "redis.conf (Redis 7.0) `tcp-keepalive` (reason 2); RFC 5382 §5",
+    quote: TCP_KEEPALIVE_QUOTE,
+    description: "The same with `tcp-keepalive` K = N + 1 s: the mapping is forgotten before the first probe. The server's probes are dropped and it reaps the client at its keep-alive death; the client's PING 2 × N after the expiry fails at its response timeout.",
+    requirement: "With K ≥ N the server dies at K + 3 × max(K/3, 1) after its last segment; the client's next command fails at the response timeout",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: NOT_ON_DOCKER,
+    run: run_nat_above,
+    budget: nat_budget,
+};

@@ -119,3 +119,20 @@ fn redis_rs_without_a_response_timeout_waits() {
     assert_quiet(side(&results, "client"));
     assert_quiet(side(&results, "server"));
 }
+
+/// redis.conf's reason 2 for `tcp-keepalive`: below the NAT's idle timeout
+/// the server's probes keep the mapping (the PING after 3 × N works); above
+/// it the server reaps the client at its keep-alive death and the client's
+/// PING times out.
+#[test]
+fn redis_tcp_keepalive_keeps_a_nat_mapping_only_below_its_timeout() {
+    let results = run("redis/redis.conf-tcp-keepalive/nat", FaultKind::NatExpiry, &[]);
+    for r in &results {
+        assert_not_detected(r, kaspec_harness::expect::Verdict::Pass);
+    }
+    let results = run("redis/redis.conf-tcp-keepalive/nat-above", FaultKind::NatExpiry, &[]);
+    assert_pass(side(&results, "server"));
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert!(error(client).contains("timed out") || error(client).contains("timeout: true"), "{}", show(client));
+}
