@@ -124,6 +124,24 @@ pub struct RunFacts<'a> {
     pub release: Releases,
 }
 
+impl<'a> RunFacts<'a> {
+    /// The facts of a NAT case: t0 is the mapping's expiry, which no rule
+    /// commits (conntrack forgets the flow within a jiffy of its timeout,
+    /// the budget's commit term), and the run's N joins the configuration.
+    pub fn at_nat_expiry(
+        case: &'a CaseDef,
+        fault: FaultKind,
+        nat: std::time::Duration,
+        mut config: BTreeMap<String, String>,
+        t0: Instant,
+        timeline: Vec<(Instant, String)>,
+        release: Releases,
+    ) -> Self {
+        config.insert("network.nat_idle_timeout".into(), format!("{}ms", nat.as_millis()));
+        RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release }
+    }
+}
+
 /// The flow's sockets at the end of a case (the second verdict axis).
 pub use kaspec_harness::observe::release::{releases, Releases};
 

@@ -240,21 +240,8 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
-    let mut config = heartbeat_config(ctx, hs, Some(ts))?;
-    config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release,
-    };
+    let config = heartbeat_config(ctx, hs, Some(ts))?;
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, release);
     let client_error = end.error.or_else(|| {
         Some(format!("no error; lapin read {heartbeats_after} broker heartbeats after the time the mapping would have expired, the last {} ms before the end", {
             let last_hb = io.iter().filter(|i| i.dir == Dir::Read && i.frames.contains(&Frame::Heartbeat)).map(|i| i.at).next_back();

@@ -65,12 +65,18 @@ pub struct TcpConfig {
 impl TcpConfig {
     /// The `tcp.*` values of `c`.
     pub fn of(c: &Config) -> TcpConfig {
+        TcpConfig::from_keys(c, [&KEEPALIVE, &IDLE, &INTERVAL, &COUNT, &USER_TIMEOUT])
+    }
+
+    /// The socket options a client library sets from its own five knobs:
+    /// on/off, idle, interval, count and user timeout, in that order.
+    pub fn from_keys(c: &Config, [on, idle, interval, count, user_timeout]: [&Key; 5]) -> TcpConfig {
         TcpConfig {
-            keepalive: c.flag(&KEEPALIVE),
-            idle: c.dur(&IDLE),
-            interval: c.dur(&INTERVAL),
-            count: c.count(&COUNT) as u32,
-            user_timeout: c.dur(&USER_TIMEOUT),
+            keepalive: c.flag(on),
+            idle: c.dur(idle),
+            interval: c.dur(interval),
+            count: c.count(count) as u32,
+            user_timeout: c.dur(user_timeout),
         }
     }
 }

@@ -120,22 +120,9 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         )
     });
     let mut config = config_of(ctx, &g);
-    config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
     config.insert("server.keepalive".into(), "off (defaults)".into());
     let deadline_ms = rel_ms(t0, until).max(0) as u64;
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release: Default::default(),
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, Default::default());
     facts.client_only(
         client_implementation(),
         which.implementation(),

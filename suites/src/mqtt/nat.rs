@@ -90,25 +90,12 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         ready.last_out,
         "last packet before the mapping expired (CONNACK)".into(),
     ));
-    let mut config = ctx.config.effective("mqtt.");
-    config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
+    let config = ctx.config.effective("mqtt.");
     let release = crate::outcome::Releases {
         client: None,
         ..crate::outcome::releases(&tb, ready.local, addr)
     };
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release,
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, release);
     facts.both_sides(
         client_implementation(),
         broker_impl,

@@ -66,12 +66,13 @@ pub struct PostgresConfig {
 impl PostgresConfig {
     /// The `postgres.*` values of `c`.
     pub fn of(c: &Config) -> PostgresConfig {
+        let t = crate::config::TcpConfig::from_keys(c, [&KEEPALIVES, &KEEPALIVES_IDLE, &KEEPALIVES_INTERVAL, &KEEPALIVES_RETRIES, &TCP_USER_TIMEOUT]);
         PostgresConfig {
-            keepalives: c.flag(&KEEPALIVES),
-            keepalives_idle: c.dur(&KEEPALIVES_IDLE),
-            keepalives_interval: c.dur(&KEEPALIVES_INTERVAL),
-            keepalives_retries: c.count(&KEEPALIVES_RETRIES) as u32,
-            tcp_user_timeout: c.dur(&TCP_USER_TIMEOUT),
+            keepalives: t.keepalive,
+            keepalives_idle: t.idle,
+            keepalives_interval: t.interval,
+            keepalives_retries: t.count,
+            tcp_user_timeout: t.user_timeout,
         }
     }
 }

@@ -53,24 +53,11 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     }
     let mut config = ctx.config.effective("postgres.");
     config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
-    config.insert(
         "server.tcp_keepalives_idle".into(),
         "0 (kernel default, 2 h: this session)".into(),
     );
     let deadline_ms = rel_ms(t0, until).max(0) as u64;
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release,
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, release);
     let results = facts.both_sides(
         client_implementation(),
         server_implementation(&program),

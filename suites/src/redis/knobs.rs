@@ -106,13 +106,7 @@ impl RedisConfig {
     pub fn of(c: &Config) -> RedisConfig {
         RedisConfig {
             response_timeout: c.dur(&RESPONSE_TIMEOUT),
-            tcp: TcpConfig {
-                keepalive: c.flag(&KEEPALIVE),
-                idle: c.dur(&KEEPALIVE_IDLE),
-                interval: c.dur(&KEEPALIVE_INTERVAL),
-                count: c.count(&KEEPALIVE_RETRIES) as u32,
-                user_timeout: c.dur(&TCP_USER_TIMEOUT),
-            },
+            tcp: TcpConfig::from_keys(c, [&KEEPALIVE, &KEEPALIVE_IDLE, &KEEPALIVE_INTERVAL, &KEEPALIVE_RETRIES, &TCP_USER_TIMEOUT]),
             idle: c.dur(&IDLE),
             server_timeout: c.dur(&SERVER_TIMEOUT),
         }

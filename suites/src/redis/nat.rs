@@ -123,19 +123,9 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind, side: Against) -> Result
     let (mut at, mut error) = end.detection();
     drive::client::not_after(&mut at, &mut error, t0 + Duration::from_millis(client_deadline_ms));
     let mut config = ctx.config.effective("redis.");
-    config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
     config.insert("server.socket".into(), server_opts);
     config.extend(server.settings.report());
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release,
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, release);
     let results = facts.both_sides(
         client_implementation(),
         server.implementation.clone(),

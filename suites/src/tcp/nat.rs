@@ -133,26 +133,13 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         }
         (None, None) => (None, None),
     };
-    let mut config = ctx.config.effective("tcp.");
-    config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
+    let config = ctx.config.effective("tcp.");
     let deadline_ms = rel_ms(t0, echo_at + Duration::from_secs(2)).max(0) as u64;
     let release = crate::outcome::Releases {
         client: None,
         ..crate::outcome::releases(&tb, local, addr)
     };
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release,
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, release);
     facts.both_sides(
         implementation(),
         server_implementation(),

@@ -79,22 +79,9 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         "last frame received before the mapping expired".into(),
     ));
     let mut config = ctx.config.effective("websocket.");
-    config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
     config.insert("server.ping_interval".into(), "off (3600s)".into());
     let deadline_ms = rel_ms(t0, started + Duration::from_millis(watch_ms)).max(0) as u64;
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release: Default::default(),
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, Default::default());
     facts.client_only(
         client_implementation(),
         WsServer::Kaspec.implementation(),
