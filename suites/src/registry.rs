@@ -20,8 +20,11 @@ pub static PROTOCOLS: &[&Protocol] = &[
 /// The client configuration over every protocol's knobs, each at its
 /// default: what `--set` and profiles start from.
 pub fn config() -> Config {
-    Config::new(PROTOCOLS.iter().flat_map(|p| p.knobs.iter().copied()))
+    Config::new(PROTOCOLS.iter().flat_map(|p| p.knobs.iter().copied()).chain(SHARED_KNOBS.iter().copied()))
 }
+
+/// Knobs no single protocol owns: the fleet cases' size.
+pub static SHARED_KNOBS: &[&crate::config::Key] = &[&crate::drive::fleet::CONNECTIONS];
 
 /// Files a protocol's servers may leave outside the run's scratch
 /// directories, which `kaspec clean` removes.
@@ -99,7 +102,7 @@ mod tests {
             }
         }
         // Config::new refuses a name twice.
-        assert_eq!(config().keys().len(), PROTOCOLS.iter().map(|p| p.knobs.len()).sum::<usize>());
+        assert_eq!(config().keys().len(), PROTOCOLS.iter().map(|p| p.knobs.len()).sum::<usize>() + SHARED_KNOBS.len());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
@@ -49,6 +49,10 @@ pub struct TcpSocket {
     pub state: u8,
 }
 
+/// A socket of a dump with its ages (since the last data segment, since
+/// the last segment received; with TCP_INFO) and when its part was read.
+pub type Aged = (TcpSocket, Option<(Duration, Duration)>, Instant);
+
 /// IPv4 endpoints, including IPv4-mapped IPv6 ones (`::ffff:a.b.c.d`): a
 /// dual-stack server (grpc-core, for one) accepts IPv4 clients on an AF_INET6
 /// socket.
@@ -82,7 +86,7 @@ impl SockDiag {
     }
 
     fn dump_family(&mut self, family: u8) -> Result<Vec<TcpSocket>> {
-        Ok(self.dump_family_with(family, false)?.into_iter().map(|(s, _)| s).collect())
+        Ok(self.dump_family_with(family, false, StateFlags::all())?.into_iter().map(|(s, _, _)| s).collect())
     }
 
     /// How long ago the connection `local <-> remote` last received a
@@ -90,21 +94,28 @@ impl SockDiag {
     /// tcpi_last_ack_recv)`: what Linux's keep-alive timer counts from,
     /// `keepalive_time_elapsed`). `None` if the connection is not there.
     pub fn since_last_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
-        let mut all = self.dump_family_with(AF_INET, true)?;
-        all.extend(self.dump_family_with(AF_INET6, true)?);
-        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle).map(|(_, any)| any))
+        Ok(self.dump_aged(true, StateFlags::all())?.into_iter().find(|(s, _, _)| s.local == local && s.remote == remote).and_then(|(_, idle, _)| idle).map(|(_, any)| any))
     }
 
     /// The time since the last *data* segment was received
     /// (`tcpi_last_data_recv`), ignoring pure ACKs: what an application-level
     /// keep-alive that counts reads (hyper's) anchors on.
     pub fn since_last_data_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
-        let mut all = self.dump_family_with(AF_INET, true)?;
-        all.extend(self.dump_family_with(AF_INET6, true)?);
-        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle).map(|(data, _)| data))
+        Ok(self.dump_aged(true, StateFlags::all())?.into_iter().find(|(s, _, _)| s.local == local && s.remote == remote).and_then(|(_, idle, _)| idle).map(|(data, _)| data))
     }
 
-    fn dump_family_with(&mut self, family: u8, info: bool) -> Result<Vec<(TcpSocket, Option<(Duration, Duration)>)>> {
+    /// Both families' TCP sockets in `states` (the kernel filters), each
+    /// with, when `info`, (time since the last data segment received, time
+    /// since the last segment received) from its TCP_INFO, and the instant
+    /// its part of the dump was read (the kernel fills a part when it is
+    /// read, so that instant bounds when the ages were taken).
+    pub fn dump_aged(&mut self, info: bool, states: StateFlags) -> Result<Vec<Aged>> {
+        let mut all = self.dump_family_with(AF_INET, info, states)?;
+        all.extend(self.dump_family_with(AF_INET6, info, states)?);
+        Ok(all)
+    }
+
+    fn dump_family_with(&mut self, family: u8, info: bool, states: StateFlags) -> Result<Vec<Aged>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut req = NetlinkMessage::new(
@@ -113,7 +124,7 @@ impl SockDiag {
                 family,
                 protocol: IPPROTO_TCP,
                 extensions: if info { ExtensionFlags::INFO } else { ExtensionFlags::empty() },
-                states: StateFlags::all(),
+                states,
                 socket_id: if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() },
             })
             .into(),
@@ -125,39 +136,82 @@ impl SockDiag {
         let mut sockets = Vec::new();
         loop {
             let n = self.sock.recv(&mut &mut self.buf[..], 0).map_err(|e| Error::io("reading a sock_diag dump", e))?;
+            let read_at = Instant::now();
             let mut off = 0;
-            while off < n {
-                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[off..n])
-                    .map_err(|e| Error::Other(format!("malformed sock_diag message: {e}")))?;
-                let len = msg.header.length as usize;
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(sockets),
-                    NetlinkPayload::Error(e) => return Err(Error::Other(format!("sock_diag dump failed: {e:?}"))),
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        let id = &r.header.socket_id;
-                        if let (Some(local), Some(remote)) =
-                            (v4(id.source_address, id.source_port), v4(id.destination_address, id.destination_port))
-                        {
-                            let idle = r.nlas.iter().find_map(|n| match n {
-                                // struct tcp_info: tcpi_last_data_recv at 52, tcpi_last_ack_recv at 56 (u32, ms).
-                                netlink_packet_sock_diag::inet::nlas::Nla::TcpInfo(b) if b.len() >= 60 => {
-                                    let at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-                                    Some((Duration::from_millis(at(52) as u64), Duration::from_millis(at(52).min(at(56)) as u64)))
-                                }
-                                _ => None,
-                            });
-                            sockets.push((TcpSocket { local, remote, state: r.header.state }, idle));
+            while off + NLMSG_HDR <= n {
+                let msg = &self.buf[off..n];
+                let len = (u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize).min(msg.len());
+                match u16::from_ne_bytes([msg[4], msg[5]]) {
+                    NLMSG_DONE => return Ok(sockets),
+                    NLMSG_ERROR => {
+                        let errno = msg.get(16..20).map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+                        return Err(Error::io("sock_diag dump failed", std::io::Error::from_raw_os_error(errno)));
+                    }
+                    SOCK_DIAG_BY_FAMILY => {
+                        if let Some(s) = parse_inet_diag(&msg[NLMSG_HDR..len], info) {
+                            sockets.push((s.0, s.1, read_at));
                         }
                     }
                     _ => {}
                 }
-                if len == 0 {
+                if len < NLMSG_HDR {
                     break;
                 }
-                off += len;
+                off += (len + 3) & !3;
             }
         }
     }
+}
+
+// The netlink and inet_diag layouts the dump is read with, by hand: the
+// generic deserializer allocates every attribute of every socket, which at
+// 10,000 sockets made one dump take hundreds of ms (include/uapi/linux/
+// netlink.h, sock_diag.h, inet_diag.h).
+const NLMSG_HDR: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// struct inet_diag_msg: family, state, timer, retrans, then inet_diag_sockid
+/// (sport, dport big-endian at 4 and 6; src at 8, dst at 24, 16 bytes each),
+/// then expires, rqueue, wqueue, uid, inode: 72 bytes; attributes follow.
+const INET_DIAG_MSG: usize = 72;
+const INET_DIAG_INFO: u16 = 2;
+
+/// One inet_diag_msg (the netlink header stripped): the socket with IPv4
+/// endpoints (None otherwise) and, with `info`, its ages from TCP_INFO.
+fn parse_inet_diag(m: &[u8], info: bool) -> Option<(TcpSocket, Option<(Duration, Duration)>)> {
+    if m.len() < INET_DIAG_MSG {
+        return None;
+    }
+    let addr = |at: usize| -> IpAddr {
+        if m[0] == AF_INET {
+            IpAddr::from([m[at], m[at + 1], m[at + 2], m[at + 3]])
+        } else {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&m[at..at + 16]);
+            IpAddr::from(b)
+        }
+    };
+    let port = |at: usize| u16::from_be_bytes([m[at], m[at + 1]]);
+    let local = v4(addr(8), port(4))?;
+    let remote = v4(addr(24), port(6))?;
+    let mut idle = None;
+    let mut off = INET_DIAG_MSG;
+    while info && off + 4 <= m.len() {
+        let len = u16::from_ne_bytes([m[off], m[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([m[off + 2], m[off + 3]]);
+        if len < 4 || off + len > m.len() {
+            break;
+        }
+        let b = &m[off + 4..off + len];
+        // struct tcp_info: tcpi_last_data_recv at 52, tcpi_last_ack_recv at 56 (u32, ms).
+        if kind == INET_DIAG_INFO && b.len() >= 60 {
+            let at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            idle = Some((Duration::from_millis(at(52) as u64), Duration::from_millis(at(52).min(at(56)) as u64)));
+        }
+        off += (len + 3) & !3;
+    }
+    Some((TcpSocket { local, remote, state: m[1] }, idle))
 }
 
 /// The local end of the one established connection from this namespace to
@@ -308,5 +362,42 @@ impl Drop for SocketWatch {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inet_diag_msg as the kernel lays it out, with a TCP_INFO attribute.
+    fn message(family: u8, src: &[u8], sport: u16, dst: &[u8], dport: u16, last_data: u32, last_ack: u32) -> Vec<u8> {
+        let mut m = vec![0u8; INET_DIAG_MSG];
+        m[0] = family;
+        m[1] = 1;
+        m[4..6].copy_from_slice(&sport.to_be_bytes());
+        m[6..8].copy_from_slice(&dport.to_be_bytes());
+        m[8..8 + src.len()].copy_from_slice(src);
+        m[24..24 + dst.len()].copy_from_slice(dst);
+        let mut info = vec![0u8; 104];
+        info[52..56].copy_from_slice(&last_data.to_ne_bytes());
+        info[56..60].copy_from_slice(&last_ack.to_ne_bytes());
+        m.extend(((info.len() + 4) as u16).to_ne_bytes());
+        m.extend(INET_DIAG_INFO.to_ne_bytes());
+        m.extend(info);
+        m
+    }
+
+    #[test]
+    fn a_hand_read_message_gives_the_endpoints_state_and_ages() {
+        let m = message(AF_INET, &[198, 18, 0, 2], 1883, &[198, 18, 1, 2], 40000, 700, 300);
+        let (s, idle) = parse_inet_diag(&m, true).unwrap();
+        assert_eq!((s.local, s.remote, s.state), ("198.18.0.2:1883".parse().unwrap(), "198.18.1.2:40000".parse().unwrap(), 1));
+        assert_eq!(idle, Some((Duration::from_millis(700), Duration::from_millis(300))));
+        assert_eq!(parse_inet_diag(&m, false).unwrap().1, None, "ages only when asked for");
+        // An IPv4-mapped IPv6 socket is IPv4; a real IPv6 one is skipped.
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2];
+        assert!(parse_inet_diag(&message(AF_INET6, &mapped, 1, &mapped, 2, 0, 0), true).is_some());
+        assert!(parse_inet_diag(&message(AF_INET6, &[0x20, 1, 0xd, 0xb8], 1, &mapped, 2, 0, 0), true).is_none());
+        assert!(parse_inet_diag(&m[..40], true).is_none(), "a short message is no socket");
     }
 }
