@@ -235,6 +235,7 @@ impl RunFacts<'_> {
             release: o.release,
             release_verdict: j.release,
             release_detail: j.release_detail,
+            fleet: None,
         })
     }
 }

@@ -55,6 +55,7 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
         release: None,
         release_verdict: None,
         release_detail: None,
+        fleet: None,
     }
 }
 

@@ -5,10 +5,13 @@
 //! - `sockdiag.rs` (its items re-exported here): socket-level observation through
 //!   sock_diag (inet_diag), as `ss` does — the socket table, the time since
 //!   a connection last received, and a watch that timestamps the close;
+//! - [`fleet`]: thousands of connections of one server with one dump per
+//!   poll, and every connection's ages in one dump;
 //! - [`release`]: the second verdict axis — whether each side released the
 //!   flow's socket at the end of a case.
 
+pub mod fleet;
 pub mod release;
 mod sockdiag;
 
-pub use sockdiag::{local_end_towards, since_last_data_recv, since_last_recv, tcp_state_name, SockDiag, SocketClosed, SocketWatch, TcpSocket, POLL_PERIOD};
+pub use sockdiag::{Aged, local_end_towards, since_last_data_recv, since_last_recv, tcp_state_name, SockDiag, SocketClosed, SocketWatch, TcpSocket, POLL_PERIOD};

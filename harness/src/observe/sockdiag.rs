@@ -49,6 +49,10 @@ pub struct TcpSocket {
     pub state: u8,
 }
 
+/// A socket of a dump with its ages (since the last data segment, since
+/// the last segment received; with TCP_INFO) and when its part was read.
+pub type Aged = (TcpSocket, Option<(Duration, Duration)>, Instant);
+
 /// IPv4 endpoints, including IPv4-mapped IPv6 ones (`::ffff:a.b.c.d`): a
 /// dual-stack server (grpc-core, for one) accepts IPv4 clients on an AF_INET6
 /// socket.
@@ -82,7 +86,7 @@ impl SockDiag {
     }
 
     fn dump_family(&mut self, family: u8) -> Result<Vec<TcpSocket>> {
-        Ok(self.dump_family_with(family, false)?.into_iter().map(|(s, _)| s).collect())
+        Ok(self.dump_family_with(family, false, StateFlags::all())?.into_iter().map(|(s, _, _)| s).collect())
     }
 
     /// How long ago the connection `local <-> remote` last received a
@@ -90,21 +94,28 @@ impl SockDiag {
     /// tcpi_last_ack_recv)`: what Linux's keep-alive timer counts from,
     /// `keepalive_time_elapsed`). `None` if the connection is not there.
     pub fn since_last_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
-        let mut all = self.dump_family_with(AF_INET, true)?;
-        all.extend(self.dump_family_with(AF_INET6, true)?);
-        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle).map(|(_, any)| any))
+        Ok(self.dump_aged(true, StateFlags::all())?.into_iter().find(|(s, _, _)| s.local == local && s.remote == remote).and_then(|(_, idle, _)| idle).map(|(_, any)| any))
     }
 
     /// The time since the last *data* segment was received
     /// (`tcpi_last_data_recv`), ignoring pure ACKs: what an application-level
     /// keep-alive that counts reads (hyper's) anchors on.
     pub fn since_last_data_recv(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<Duration>> {
-        let mut all = self.dump_family_with(AF_INET, true)?;
-        all.extend(self.dump_family_with(AF_INET6, true)?);
-        Ok(all.into_iter().find(|(s, _)| s.local == local && s.remote == remote).and_then(|(_, idle)| idle).map(|(data, _)| data))
+        Ok(self.dump_aged(true, StateFlags::all())?.into_iter().find(|(s, _, _)| s.local == local && s.remote == remote).and_then(|(_, idle, _)| idle).map(|(data, _)| data))
     }
 
-    fn dump_family_with(&mut self, family: u8, info: bool) -> Result<Vec<(TcpSocket, Option<(Duration, Duration)>)>> {
+    /// Both families' TCP sockets in `states` (the kernel filters), each
+    /// with, when `info`, (time since the last data segment received, time
+    /// since the last segment received) from its TCP_INFO, and the instant
+    /// its part of the dump was read (the kernel fills a part when it is
+    /// read, so that instant bounds when the ages were taken).
+    pub fn dump_aged(&mut self, info: bool, states: StateFlags) -> Result<Vec<Aged>> {
+        let mut all = self.dump_family_with(AF_INET, info, states)?;
+        all.extend(self.dump_family_with(AF_INET6, info, states)?);
+        Ok(all)
+    }
+
+    fn dump_family_with(&mut self, family: u8, info: bool, states: StateFlags) -> Result<Vec<Aged>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut req = NetlinkMessage::new(
@@ -113,7 +124,7 @@ impl SockDiag {
                 family,
                 protocol: IPPROTO_TCP,
                 extensions: if info { ExtensionFlags::INFO } else { ExtensionFlags::empty() },
-                states: StateFlags::all(),
+                states,
                 socket_id: if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() },
             })
             .into(),
@@ -125,6 +136,7 @@ impl SockDiag {
         let mut sockets = Vec::new();
         loop {
             let n = self.sock.recv(&mut &mut self.buf[..], 0).map_err(|e| Error::io("reading a sock_diag dump", e))?;
+            let read_at = Instant::now();
             let mut off = 0;
             while off < n {
                 let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[off..n])
@@ -146,7 +158,7 @@ impl SockDiag {
                                 }
                                 _ => None,
                             });
-                            sockets.push((TcpSocket { local, remote, state: r.header.state }, idle));
+                            sockets.push((TcpSocket { local, remote, state: r.header.state }, idle, read_at));
                         }
                     }
                     _ => {}

@@ -258,6 +258,7 @@ mod tests {
             release: None,
             release_verdict: None,
             release_detail: None,
+            fleet: None,
         }
     }
 

@@ -279,6 +279,10 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
                 ),
             ));
         }
+        if let Some(f) = &r.fleet {
+            rows.push(("fleet", f.summary()));
+            rows.push(("fleet resources", f.resources.describe()));
+        }
         if let Some(d) = &r.known_deviation {
             rows.push(("known deviation", d.clone()));
         }
@@ -288,7 +292,8 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
         for (k, v) in rows {
             let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
         }
-        let _ = write!(h, "</table>{}</details>", timeline_svg(r));
+        let fleet = r.fleet.as_ref().map(|f| f.histogram_svg()).unwrap_or_default();
+        let _ = write!(h, "</table>{fleet}{}</details>", timeline_svg(r));
     }
     if !report.stale_deviations.is_empty() {
         let _ = write!(h, "<h2>Stale deviations</h2><p>Documented in fixtures/deviations.toml, explained nothing in this run:</p><ul>");
@@ -348,6 +353,7 @@ pub(super) mod tests {
             release: None,
             release_verdict: None,
             release_detail: None,
+            fleet: None,
         };
         Report {
             schema_version: 1,

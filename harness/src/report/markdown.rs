@@ -45,6 +45,10 @@ impl Report {
                     let _ = write!(measured, " (run {} of {}; {}–{}, median {median})", st.shown_run + 1, st.runs.len(), ms(a), ms(b));
                 }
             }
+            if let Some(f) = &r.fleet {
+                let o = |v: Option<u64>| v.map(ms).unwrap_or_else(|| "—".into());
+                let _ = write!(measured, " (fleet of {}: p50 {}, p99 {}, max {}; {} outside)", f.connections, o(f.p50_ms), o(f.p99_ms), o(f.max_ms), f.outside);
+            }
             let verdict = match (&r.known_deviation, r.verdict) {
                 (Some(_), Verdict::Fail) => "**fail** (known deviation)".to_string(),
                 (_, Verdict::Fail) => "**fail**".to_string(),
@@ -75,6 +79,12 @@ impl Report {
             let _ = writeln!(m, "- config: `{}`", cfg.join(" "));
             let _ = writeln!(m, "- expectation: {}", r.expected.formula);
             let _ = writeln!(m, "- verdict: **{}** — {}", r.verdict, r.verdict_detail);
+            if let Some(f) = &r.fleet {
+                let _ = writeln!(m, "- {}", f.summary());
+                let _ = writeln!(m, "- fleet resources: {}", f.resources.describe());
+                let bars: Vec<String> = f.histogram.iter().filter(|b| b.within + b.outside > 0).map(|b| format!("{}–{} ms: {}{}", b.from_ms, b.to_ms, b.within, if b.outside > 0 { format!(" + {} outside", b.outside) } else { String::new() })).collect();
+                let _ = writeln!(m, "- fleet histogram: {}", bars.join("; "));
+            }
             if let Some(d) = &r.known_deviation {
                 let _ = writeln!(m, "- known deviation: {d}");
             }

@@ -6,11 +6,13 @@
 //!   its JSON, versioned by [`SCHEMA_VERSION`] (nextest: a stable,
 //!   versioned machine-readable output);
 //! - `markdown.rs`, [`html`], [`junit`]: the renderings;
+//! - [`fleet`]: a fleet's result (N connections folded into one per side);
 //! - [`compare`]: `kaspec compare`, the difference of reports;
 //! - [`merge`]: `kaspec run --partition K/N` and `kaspec merge`, a run
 //!   split across machines.
 
 pub mod compare;
+pub mod fleet;
 pub mod html;
 pub mod junit;
 mod markdown;
@@ -123,6 +125,10 @@ pub struct CaseResult {
     pub release_verdict: Option<Verdict>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_detail: Option<String>,
+    /// A fleet case: the distribution over its connections (the result
+    /// shows the deciding one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<fleet::Fleet>,
 }
 
 /// This side's socket of the flow at the end of the case, with the path
@@ -456,6 +462,7 @@ pub(crate) mod tests {
             release: None,
             release_verdict: None,
             release_detail: None,
+            fleet: None,
         }
     }
 
