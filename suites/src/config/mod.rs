@@ -55,6 +55,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "redis.idle", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a connection idle between commands (for `kaspec validate`; 0 = not stated)" },
     Key { name: "redis.server_timeout", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "the `timeout` of the Redis server the client talks to (for `kaspec validate`; 0 = never, Redis's default)" },
     Key { name: "nats.ping_interval", kind: Kind::Millis { min: 10, max: 86_400_000 }, default: "1s", doc: "async-nats ConnectOptions::ping_interval: the client PINGs after this long without anything from the server; more than 2 outstanding (MAX_PENDING_PINGS) disconnect (the crate's own default is 60 s)" },
+    Key { name: "fleet.connections", kind: Kind::Count { min: 1, max: 20_000 }, default: "1000", doc: "how many idle client connections a fleet case (`<protocol>/…/fleet`) opens through the router before cutting them all at once" },
     Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
@@ -244,6 +245,12 @@ pub struct NatsConfig {
     pub ping_interval: Duration,
 }
 
+/// The fleet cases' size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetConfig {
+    pub connections: usize,
+}
+
 /// The whole client configuration, with the raw text of each key for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -255,6 +262,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
     pub nats: NatsConfig,
+    pub fleet: FleetConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -275,6 +283,7 @@ impl Default for Config {
             amqp: AmqpConfig { heartbeat: Duration::ZERO },
             redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
             nats: NatsConfig { ping_interval: Duration::ZERO },
+            fleet: FleetConfig { connections: 0 },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -320,6 +329,7 @@ impl Config {
             ("redis.idle", Value::Dur(d)) => self.redis.idle = d,
             ("redis.server_timeout", Value::Dur(d)) => self.redis.server_timeout = d,
             ("nats.ping_interval", Value::Dur(d)) => self.nats.ping_interval = d,
+            ("fleet.connections", Value::Count(n)) => self.fleet.connections = n as usize,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());

@@ -1,4 +1,6 @@
 //! Shared client drivers: what every case does with the client library it
-//! runs in the client host.
+//! runs in the client host: one client ([`client`]), or a fleet of
+//! thousands of connections cut at once ([`fleet`]).
 
 pub mod client;
+pub mod fleet;

@@ -1,7 +1,7 @@
 //! `serve PROTOCOL --listen ADDR [options]`: our own servers, shared by
 //! `kaspec serve` and the `kaspec-serve` binary.
 //!
-//! - [`tcp`]: an echo server that never enables keep-alive.
+//! - [`tcp`]: an echo server, keep-alive off unless asked for (the fleet's server side).
 //! - [`python`]: finding Debian's Python modules for the independent servers
 //!   (fixtures/websocket/ws_server.py, fixtures/grpc/grpc_server.py).
 
@@ -13,7 +13,7 @@ mod websocket;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-const USAGE: &str = "usage: serve tcp --listen IPV4:PORT | \
+const USAGE: &str = "usage: serve tcp --listen IPV4:PORT [--keepalive-idle DUR --keepalive-interval DUR --keepalive-count DUR-AS-N] | \
 serve websocket --listen IPV4:PORT --ping-interval DUR --pong-timeout DUR | \
 serve grpc --listen IPV4:PORT [--keepalive-time DUR --keepalive-timeout DUR]";
 
@@ -45,7 +45,16 @@ pub fn main(args: &[String]) -> i32 {
     };
     let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
     let result = match (proto.as_str(), get("ping-interval"), get("pong-timeout"), get("keepalive-time"), get("keepalive-timeout")) {
-        ("tcp", None, None, None, None) => tcp::serve(listen),
+        ("tcp", None, None, None, None) => match (get("keepalive-idle"), get("keepalive-interval"), get("keepalive-count")) {
+            (None, None, None) => tcp::serve(listen, None),
+            // The count travels as a duration of that many seconds (every
+            // option here is a duration): `--keepalive-count 3s` is 3 probes.
+            (Some(i), Some(v), Some(n)) => tcp::serve(listen, Some((i, v, n.as_secs() as u32))),
+            _ => {
+                eprintln!("serve tcp: --keepalive-idle, --keepalive-interval and --keepalive-count go together; {USAGE}");
+                return 2;
+            }
+        },
         ("websocket", Some(p), Some(t), None, None) => websocket::serve(listen, p, t),
         ("grpc", None, None, i, t) if i.is_some() == t.is_some() => grpc::serve(listen, i.zip(t)),
         _ => {

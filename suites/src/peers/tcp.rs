@@ -2,12 +2,16 @@
 
 use std::net::SocketAddrV4;
 
-use socket2::SockRef;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Our TCP server: echoes every line, never enables keep-alive, logs each
-/// connection's end. Runs until killed.
-pub fn serve(listen: SocketAddrV4) -> std::io::Result<()> {
+/// Our TCP server: echoes every line, logs each connection's end. Runs
+/// until killed. Keep-alive is off unless `keepalive` = (idle, interval,
+/// count) is given: then every accepted socket probes with it (the fleet
+/// case's server side).
+pub fn serve(listen: SocketAddrV4, keepalive: Option<(Duration, Duration, u32)>) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -17,6 +21,13 @@ pub fn serve(listen: SocketAddrV4) -> std::io::Result<()> {
             println!("accepted {peer}");
             tokio::spawn(async move {
                 let _ = SockRef::from(&conn).set_nodelay(true);
+                if let Some((idle, interval, count)) = keepalive {
+                    let ka = TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(count);
+                    let sock = SockRef::from(&conn);
+                    if let Err(e) = sock.set_keepalive(true).and_then(|_| sock.set_tcp_keepalive(&ka)) {
+                        println!("keep-alive on {peer}: {e}");
+                    }
+                }
                 let mut buf = [0u8; 4096];
                 let why = loop {
                     match conn.read(&mut buf).await {

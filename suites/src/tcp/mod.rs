@@ -37,12 +37,14 @@ use crate::outcome::{RunFacts, Side};
 
 mod client;
 mod expect;
+mod fleet;
 mod nat;
 mod review;
 mod run;
 
 use client::*;
 use expect::*;
+use fleet::*;
 use nat::*;
 use run::*;
 
@@ -62,7 +64,7 @@ const ECHO: Docker = Docker::Service { service: "kaspec-tcp", implementation: "k
 pub static PROTOCOL: Protocol = Protocol { name: "tcp", cases: &CASES, prerequisites: || Ok(()), review: review::review };
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 5] = [&IDLE_KEEPALIVE, &IDLE_NO_KEEPALIVE, &DATA_IN_FLIGHT, &HALF_OPEN, &NAT];
+pub static CASES: [&CaseDef; 6] = [&IDLE_KEEPALIVE, &IDLE_NO_KEEPALIVE, &DATA_IN_FLIGHT, &HALF_OPEN, &NAT, &FLEET];
 
 // RFC 1122 §4.2.3.6: "An implementation MUST NOT interpret failure to
 // respond to any specific probe as a dead connection."
@@ -145,6 +147,22 @@ pub static NAT: CaseDef = CaseDef {
     docker: ECHO,
     run: run_nat,
     budget: nat_budget,
+};
+
+// The keep-alive sentence again, for N connections at once: every one of
+// them, on both ends, must die by its own stack's window.
+pub static FLEET: CaseDef = CaseDef {
+    id: "tcp/rfc1122-4.2.3.6/fleet",
+    protocol: "tcp",
+    spec: "RFC 1122 §4.2.3.6, RFC 9293 §3.8.4",
+    quote: "An implementation MUST NOT interpret failure to respond to any specific probe as a dead connection.",
+    description: "A fleet of fleet.connections idle connections with keep-alive on both ends (client and our echo server), cut at once by one blackhole: every connection's two stacks probe and abort it.",
+    requirement: "Each end of each connection aborts I + N×V after its own last received segment; the server holds no dead connection after the last window",
+    faults: &[FaultKind::Blackhole],
+    fixed_fault: Some(FaultKind::Blackhole),
+    docker: Docker::NotHere("a fleet's server runs with keep-alive options and its memory is read from /proc; it runs on the netns testbed"),
+    run: run_fleet,
+    budget: fleet_budget,
 };
 
 /// How long one run of a TCP case may take: set-up, then three times the

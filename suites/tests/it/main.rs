@@ -20,6 +20,8 @@
 //!   redis-rs's response timeout.
 //! - [`nats`]: async-nats vs nats-server: the server's stale-connection
 //!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
+//! - [`fleet`]: a few hundred connections cut at once (TCP, MQTT), each
+//!   judged against its own window.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`inputs`]: a property test over every input surface (knobs, profiles,
@@ -31,6 +33,7 @@
 
 mod amqp;
 mod common;
+mod fleet;
 mod grpc;
 mod inputs;
 mod mqtt;

@@ -1,0 +1,309 @@
+//! The fleet driver, once for every protocol (issue 17): N idle client
+//! connections from the client host through the router to one server, cut
+//! at once by one blackhole rule for all of them, each side of each
+//! connection judged against its own window — computed from its own last
+//! traffic — and folded into one result per side with the distribution
+//! ([`kaspec_harness::report::fleet`]).
+//!
+//! A protocol gives one async function per connection (connect, handshake,
+//! report the local end, then idle until the connection fails or the case
+//! stops it) and, after the run, each connection's two expectations. The
+//! driver does the rest: the client runtime (one tokio thread in the client
+//! host, connects a few dozen at a time), RLIMIT_NOFILE, the fault, the
+//! ages of every connection on both hosts (one sock_diag dump each, taken
+//! after the fault is in force: from then on nothing more is received, so
+//! each connection's last receive is final), the server-side watch (one
+//! dump per poll), the server's memory and kaspec's own cost.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kaspec_harness::fault::{AppliedFault, FaultKind, Flow};
+use kaspec_harness::observe::fleet::{ages, FleetSeen, FleetWatch};
+use kaspec_harness::observe::SocketClosed;
+use kaspec_harness::report::fleet::Resources;
+use kaspec_harness::report::{CaseResult, Implementation};
+use kaspec_harness::server::Server;
+use kaspec_harness::testbed::Testbed;
+use kaspec_harness::{Error, Result};
+use tokio::sync::{mpsc as tmpsc, watch};
+
+use crate::case::CaseDef;
+use crate::ctx::Ctx;
+use crate::outcome::{RunFacts, Side};
+
+/// Connections being set up at once (a listen backlog of 100, Mosquitto's,
+/// is never overrun).
+const CONNECTING_AT_ONCE: usize = 64;
+
+/// One connection as its client task ends it.
+#[derive(Debug, Default)]
+pub struct ConnEnd {
+    pub local: Option<SocketAddrV4>,
+    /// When the client noticed the connection was dead, and how.
+    pub failed_at: Option<Instant>,
+    pub error: Option<String>,
+    /// The protocol's own heartbeats: each one sent and when its answer came.
+    pub pings: Vec<(Instant, Option<Instant>)>,
+}
+
+/// What a connection task reports once connected (or why it could not).
+pub struct Connected {
+    tx: tmpsc::UnboundedSender<std::io::Result<SocketAddrV4>>,
+}
+
+impl Connected {
+    pub fn send(self, r: std::io::Result<SocketAddrV4>) {
+        let _ = self.tx.send(r);
+    }
+}
+
+/// When the case stops the clients (None: not yet).
+pub type Stop = watch::Receiver<Option<Instant>>;
+
+/// Runs `fut` until it completes (`Some`), or until the instant `stop`
+/// names passes or the run goes away (`None`).
+pub async fn or_stop<T>(fut: impl std::future::Future<Output = T>, stop: &mut Stop) -> Option<T> {
+    tokio::pin!(fut);
+    loop {
+        let at = *stop.borrow_and_update();
+        let stopped = async {
+            match at {
+                Some(t) => {
+                    tokio::time::sleep_until(t.into()).await;
+                    true
+                }
+                None => stop.changed().await.is_err(),
+            }
+        };
+        tokio::select! {
+            v = &mut fut => return Some(v),
+            gone = stopped => if gone { return None },
+        }
+    }
+}
+
+/// A connection's ages on one host, after the fault: how long before the
+/// dump that read it it last received data, and anything (ACKs included).
+#[derive(Debug, Clone, Copy)]
+pub struct Age {
+    pub last_data: Instant,
+    pub last_any: Instant,
+}
+
+/// Everything one fleet run observed.
+pub struct FleetRun {
+    pub applied: AppliedFault,
+    pub t0: Instant,
+    pub conns: Vec<ConnEnd>,
+    /// By the client's local end.
+    pub client_ages: HashMap<SocketAddrV4, Age>,
+    /// By the client's end as the server sees it.
+    pub server_ages: HashMap<SocketAddrV4, Age>,
+    pub seen: FleetSeen,
+    pub resources: Resources,
+}
+
+/// How long each side is watched after the fault.
+pub struct Deadlines {
+    pub client_ms: u64,
+    pub server_ms: u64,
+}
+
+/// The process's CPU time so far (user + system).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`).
+fn status_kb(pid: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// Raises this process's open-file limit to hold `n` connections and some:
+/// the soft limit up to the hard one, and the hard one too where that is
+/// too low (kaspec runs as root, CAP_SYS_RESOURCE). Servers started after
+/// this inherit it. The error names both limits.
+pub fn raise_nofile(n: usize) -> Result<()> {
+    let want = (n as u64 + 1024) as libc::rlim_t;
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(Error::io("reading RLIMIT_NOFILE", std::io::Error::last_os_error()));
+    }
+    if r.rlim_cur >= want {
+        return Ok(());
+    }
+    let raised = libc::rlimit { rlim_cur: want.max(r.rlim_cur), rlim_max: r.rlim_max.max(want) };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(Error::Other(format!(
+            "fleet.connections={n}: needs {want} open files, and RLIMIT_NOFILE (soft {}, hard {}) cannot be raised: {}",
+            r.rlim_cur,
+            r.rlim_max,
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// The client thread: `n` connection tasks on one tokio runtime, at most
+/// [`CONNECTING_AT_ONCE`] connecting at a time; reports every local end
+/// once all are connected, then waits for them to end.
+fn clients<F, Fut>(n: usize, make: F, ready: mpsc::Sender<std::result::Result<Vec<SocketAddrV4>, String>>, stop: Stop) -> Vec<ConnEnd>
+where
+    F: Fn(usize, Connected, Stop) -> Fut,
+    Fut: std::future::Future<Output = ConnEnd> + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let (tx, mut rx) = tmpsc::unbounded_channel();
+        let mut tasks = Vec::with_capacity(n);
+        let mut locals = Vec::with_capacity(n);
+        let mut failed = None;
+        let mut in_flight = 0;
+        for i in 0..n {
+            tasks.push(tokio::task::spawn_local(make(i, Connected { tx: tx.clone() }, stop.clone())));
+            in_flight += 1;
+            while in_flight >= CONNECTING_AT_ONCE || (i + 1 == n && in_flight > 0) {
+                match rx.recv().await {
+                    Some(Ok(a)) => locals.push(a),
+                    Some(Err(e)) => failed = failed.or(Some(format!("connection {} of {n}: {e}", locals.len() + 1))),
+                    None => break,
+                }
+                in_flight -= 1;
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        let _ = ready.send(match failed {
+            Some(e) => Err(e),
+            None => Ok(locals),
+        });
+        let mut ends = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            ends.push(t.await.unwrap_or_default());
+        }
+        ends
+    })
+}
+
+/// Runs a fleet of `n` connections against `server` (at `addr` in `tb`):
+/// `make(i, connected, stop)` is one connection's life.
+pub fn run<F, Fut>(tb: &Testbed, server: &Server, addr: SocketAddrV4, n: usize, deadlines: &Deadlines, make: F) -> Result<FleetRun>
+where
+    F: Fn(usize, Connected, Stop) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ConnEnd> + 'static,
+{
+    let cpu_before = cpu_time();
+    let pid = server.pid().to_string();
+    let rss_idle = status_kb(&pid, "VmRSS");
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let started = Instant::now();
+    let within = Duration::from_secs(30) + Duration::from_millis(5 * n as u64);
+    let (thread, ready) = crate::drive::client::start(&tb.client, "kaspec-fleet", "fleet clients", within, move |tx| clients(n, make, tx, stop_rx))?;
+    let locals = ready.map_err(|e| Error::Other(format!("fleet of {n} towards {addr}: {e}; server log: {}", server.log_tail(5))))?;
+    let connect_ms = started.elapsed().as_millis() as u64;
+    let rss_loaded = status_kb(&pid, "VmRSS");
+    let peers: Vec<SocketAddrV4> = locals.iter().map(|l| tb.seen_by_server(*l)).collect();
+    let watch = FleetWatch::start(&tb.server, addr, peers)?;
+    let every = SocketAddrV4::new(tb.client.addr, 0);
+    let applied = tb.apply_fault(FaultKind::Blackhole, &Flow { client: every, server: addr }, Some(server.pid()))?;
+    let t0 = applied.in_force_at;
+    let aged = |v: Vec<kaspec_harness::observe::Aged>, key: &dyn Fn(&kaspec_harness::observe::TcpSocket) -> SocketAddrV4| -> HashMap<SocketAddrV4, Age> {
+        v.into_iter()
+            .filter_map(|(s, idle, read_at)| idle.map(|(data, any)| (key(&s), Age { last_data: read_at - data, last_any: read_at - any })))
+            .collect()
+    };
+    let client_ages = aged(ages(&tb.client, addr, false)?, &|s| s.local);
+    let server_ages = aged(ages(&tb.server, addr, true)?, &|s| s.remote);
+    let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadlines.client_ms)));
+    let seen = watch.wait(t0 + Duration::from_millis(deadlines.server_ms))?;
+    let conns = thread.join()?;
+    let rss_after = status_kb(&pid, "VmRSS");
+    let resources = Resources {
+        server_rss_kb: [rss_idle, rss_loaded, rss_after],
+        kaspec_hwm_kb: status_kb("self", "VmHWM"),
+        kaspec_cpu_ms: Some((cpu_time().saturating_sub(cpu_before)).as_millis() as u64),
+        connect_ms,
+        dumps: seen.dumps,
+        longest_dump_ms: seen.longest_dump.as_millis() as u64,
+    };
+    Ok(FleetRun { applied, t0, conns, client_ages, server_ages, seen, resources })
+}
+
+/// One connection of a finished run, for the protocol's expectations.
+pub struct ConnView<'a> {
+    pub end: &'a ConnEnd,
+    pub client_age: Option<Age>,
+    pub server_age: Option<Age>,
+    pub server_closed: Option<&'a SocketClosed>,
+}
+
+/// Both sides' measurement of one connection, and its anchors (timeline).
+pub struct ConnSides {
+    pub client: Side,
+    pub server: Side,
+    pub timeline: Vec<(Instant, String)>,
+}
+
+/// Judges every connection (each side against its own window, with its
+/// own budget) and folds each side into the fleet's result.
+#[allow(clippy::too_many_arguments)]
+pub fn results(
+    ctx: &Ctx,
+    case: &CaseDef,
+    tb: &Testbed,
+    run: FleetRun,
+    config: std::collections::BTreeMap<String, String>,
+    client_impl: Implementation,
+    server_impl: Implementation,
+    sides: impl Fn(&ConnView<'_>) -> ConnSides,
+) -> Result<Vec<CaseResult>> {
+    let (mut clients, mut servers) = (Vec::new(), Vec::new());
+    for end in &run.conns {
+        let Some(local) = end.local else { continue };
+        let seen_by_server = tb.seen_by_server(local);
+        let view = ConnView {
+            end,
+            client_age: run.client_ages.get(&local).copied(),
+            server_age: run.server_ages.get(&seen_by_server).copied(),
+            server_closed: run.seen.closed.get(&seen_by_server),
+        };
+        let s = sides(&view);
+        let facts = RunFacts {
+            case,
+            fault: run.applied.kind,
+            engine: run.applied.engine.clone(),
+            commit_ms: crate::outcome::commit_ms(&run.applied),
+            config: config.clone(),
+            t0: run.t0,
+            timeline: s.timeline,
+            release: Default::default(),
+        };
+        let mut both = facts.both_sides(client_impl.clone(), server_impl.clone(), s.client, s.server, &ctx.judging())?.into_iter();
+        clients.extend(both.next());
+        servers.extend(both.next());
+    }
+    let fold = |side: Vec<CaseResult>, what: &str| {
+        CaseResult::fold_fleet(side, run.resources.clone()).ok_or_else(|| Error::Other(format!("{}: no {what} result in a fleet of {}", case.id, run.conns.len())))
+    };
+    Ok(vec![fold(clients, "client")?, fold(servers, "server")?])
+}
+
+/// The fleet's size from the configuration, with RLIMIT_NOFILE raised for it.
+pub fn size(ctx: &Ctx) -> Result<usize> {
+    let n = ctx.config.fleet.connections;
+    raise_nofile(n)?;
+    Ok(n)
+}
