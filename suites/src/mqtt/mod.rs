@@ -14,7 +14,7 @@
 //! time period, it MUST disconnect the Network Connection to the Client as if
 //! the network had failed" [MQTT-3.1.2-24].
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use crate::outcome::{RunFacts, Side};
 
 mod client;
 mod expect;
+mod fleet;
 mod nat;
 mod review;
 mod run;
@@ -45,6 +46,7 @@ mod server;
 
 use client::*;
 use expect::*;
+use fleet::*;
 use nat::*;
 use run::*;
 use server::*;
@@ -65,7 +67,7 @@ const MOSQUITTO: Docker = Docker::Service { service: "mosquitto", implementation
 const MUST_DISCONNECT: &str = "If the Keep Alive value is non-zero and the Server does not receive a Control Packet from the Client within one and a half times the Keep Alive time period, it MUST disconnect the Network Connection to the Client as if the network had failed. [MQTT-3.1.2-24] If a Client does not receive a PINGRESP Packet within a reasonable amount of time after it has sent a PINGREQ, it SHOULD close the Network Connection to the Server.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 2] = [&IDLE, &NAT];
+pub static CASES: [&CaseDef; 3] = [&IDLE, &NAT, &FLEET];
 
 // MQTT 3.1.1 §3.1.2.10: "... the Server ... MUST disconnect the Network
 // Connection to the Client as if the network had failed" [MQTT-3.1.2-24];
@@ -98,6 +100,22 @@ pub static NAT: CaseDef = CaseDef {
     docker: MOSQUITTO,
     run: run_nat,
     budget: nat_budget,
+};
+
+// The same sentence for N sessions at once: the broker must disconnect
+// every client it no longer hears within 1.5 × K of that client's silence.
+pub static FLEET: CaseDef = CaseDef {
+    id: "mqtt/3.1.1-3.1.2.10/fleet",
+    protocol: "mqtt",
+    spec: "MQTT 3.1.1 §3.1.2.10",
+    quote: MUST_DISCONNECT,
+    description: "A fleet of fleet.connections idle MQTT sessions with Keep Alive K (a minimal client per connection, rumqttc's ping algorithm), cut at once by one blackhole: the broker must reap every one.",
+    requirement: "Server: disconnect each client not heard from for 1.5 × K [MQTT-3.1.2-24] (MUST), every one of N at once. Client: each connection fails at the tick after its unanswered PINGREQ",
+    faults: &[FaultKind::Blackhole],
+    fixed_fault: Some(FaultKind::Blackhole),
+    docker: Docker::NotHere("a fleet reads the broker's memory from /proc and raises the file limit it inherits; it runs on the netns testbed"),
+    run: run_fleet,
+    budget: fleet_budget,
 };
 
 fn budget(ctx: &Ctx) -> Duration {

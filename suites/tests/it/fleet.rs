@@ -25,3 +25,32 @@ fn tcp_fleet_every_connection_dies_in_its_own_window_on_both_ends() {
     assert_fleet_passes(side(&results, "client"), 200);
     assert_fleet_passes(side(&results, "server"), 200);
 }
+
+#[test]
+fn mqtt_fleet_the_broker_reaps_every_session_and_each_client_fails_at_its_tick() {
+    let results = run("mqtt/3.1.1-3.1.2.10/fleet", FaultKind::Blackhole, &["fleet.connections=200", "mqtt.keep_alive=1s"]);
+    assert_fleet_passes(side(&results, "client"), 200);
+    // Mosquitto reaps every session, late by its documented deviation at
+    // most (its keep-alive check runs when its main loop wakes): each
+    // connection outside its window must be explained, none unexplained.
+    let broker = side(&results, "server");
+    let f = broker.fleet.as_ref().expect("fleet section");
+    assert_eq!((f.connections, f.detected), (200, 200), "{}", show(broker));
+    assert_eq!(f.outside, f.explained, "an unexplained session: {}", show(broker));
+    assert!(!broker.fails(), "{}", show(broker));
+}
+
+/// The fleet verdict can fail: each client connection's window (a point:
+/// the tick after the unanswered PINGREQ) shifted 50 ms later puts every
+/// connection outside it, and the fleet fails with all of them counted.
+#[test]
+fn mqtt_fleet_with_a_shifted_window_fails_every_connection() {
+    let mut ctx = ctx(&["fleet.connections=200", "mqtt.keep_alive=1s"]);
+    ctx.shift_window_ms = 50;
+    let results = run_in(&ctx, "mqtt/3.1.1-3.1.2.10/fleet", FaultKind::Blackhole);
+    let client = side(&results, "client");
+    let f = client.fleet.as_ref().expect("fleet section");
+    assert!((client.budget.total_ms() as i64) < 50, "budget at or over the shift: {}", show(client));
+    assert_eq!((client.verdict, f.outside, f.explained), (Verdict::Fail, 200, 0), "{}", show(client));
+    assert!(client.fails() && client.expected.formula.contains("shifted by +50 ms"), "{}", show(client));
+}
