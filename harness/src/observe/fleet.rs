@@ -33,6 +33,27 @@ pub fn ages(host: &Host, end: SocketAddrV4, local: bool) -> Result<Vec<Aged>> {
     })?
 }
 
+/// Packets the network devices of `host` dropped so far (receive and
+/// transmit, all devices; /proc/thread-self/net/dev read from inside the
+/// namespace). A veth whose peer's backlog (net.core.netdev_max_backlog)
+/// is full drops what it is given, and TCP then treats a keep-alive probe
+/// as lost to local congestion (see the fleet docs).
+pub fn dropped(host: &Host) -> Result<u64> {
+    host.run(|| {
+        let text = std::fs::read_to_string("/proc/thread-self/net/dev").map_err(|e| Error::io("reading /proc/thread-self/net/dev", e))?;
+        // After `dev:`: rx bytes packets errs drop ... (8 fields), tx bytes packets errs drop ...
+        Ok(text
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(_, v)| {
+                let f: Vec<u64> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                f.get(3).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+            })
+            .sum())
+    })?
+}
+
 /// What a fleet watch saw.
 #[derive(Debug, Default)]
 pub struct FleetSeen {

@@ -68,13 +68,18 @@ pub struct Resources {
     /// The server-side observer: dumps taken, the longest one.
     pub dumps: usize,
     pub longest_dump_ms: u64,
+    /// Packets the testbed's own devices dropped during the fleet (client,
+    /// router and server hosts): each can be a keep-alive probe Linux
+    /// retries 500 ms later without counting it.
+    #[serde(default)]
+    pub local_drops: u64,
 }
 
 impl Resources {
     pub fn describe(&self) -> String {
         let kb = |v: Option<u64>| v.map(|k| format!("{:.1} MB", k as f64 / 1024.0)).unwrap_or_else(|| "—".into());
         format!(
-            "server RSS {} idle → {} holding the fleet → {} after; kaspec VmHWM {}, CPU {}; fleet connected in {}; observer {} dumps, longest {} ms",
+            "server RSS {} idle → {} holding the fleet → {} after; kaspec VmHWM {}, CPU {}; fleet connected in {}; observer {} dumps, longest {} ms; {} packets dropped by the testbed's own devices",
             kb(self.server_rss_kb[0]),
             kb(self.server_rss_kb[1]),
             kb(self.server_rss_kb[2]),
@@ -82,7 +87,8 @@ impl Resources {
             self.kaspec_cpu_ms.map(ms).unwrap_or_else(|| "—".into()),
             ms(self.connect_ms),
             self.dumps,
-            self.longest_dump_ms
+            self.longest_dump_ms,
+            self.local_drops
         )
     }
 }

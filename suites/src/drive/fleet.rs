@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kaspec_harness::fault::{AppliedFault, FaultKind, Flow};
-use kaspec_harness::observe::fleet::{ages, FleetSeen, FleetWatch};
+use kaspec_harness::observe::fleet::{ages, dropped, FleetSeen, FleetWatch};
 use kaspec_harness::observe::SocketClosed;
 use kaspec_harness::report::fleet::Resources;
 use kaspec_harness::report::{CaseResult, Implementation};
@@ -37,6 +37,14 @@ use crate::outcome::{RunFacts, Side};
 /// Connections being set up at once (a listen backlog of 100, Mosquitto's,
 /// is never overrun).
 const CONNECTING_AT_ONCE: usize = 64;
+/// Connections opened per second at most. All at once, their keep-alive
+/// timers expire in the same timer-wheel slots: the probes of thousands of
+/// connections in one burst overflow the testbed's per-CPU backlog
+/// (net.core.netdev_max_backlog, 1000), and Linux retries a probe lost to
+/// local congestion 500 ms later without counting it (net/ipv4/tcp_timer.c,
+/// `tcp_keepalive_timer`: TCP_RESOURCE_PROBE_INTERVAL). Paced, the fleet
+/// ages as a real one does: its connections' phases spread.
+const CONNECTS_PER_SECOND: u64 = 2000;
 
 /// One connection as its client task ends it.
 #[derive(Debug, Default)]
@@ -171,7 +179,12 @@ where
         let mut locals = Vec::with_capacity(n);
         let mut failed = None;
         let mut in_flight = 0;
+        let started = Instant::now();
         for i in 0..n {
+            let due = started + Duration::from_micros(i as u64 * 1_000_000 / CONNECTS_PER_SECOND);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
             tasks.push(tokio::task::spawn_local(make(i, Connected { tx: tx.clone() }, stop.clone())));
             in_flight += 1;
             while in_flight >= CONNECTING_AT_ONCE || (i + 1 == n && in_flight > 0) {
@@ -208,6 +221,8 @@ where
     let cpu_before = cpu_time();
     let pid = server.pid().to_string();
     let rss_idle = status_kb(&pid, "VmRSS");
+    let drops = || -> Result<u64> { Ok(dropped(&tb.client)? + dropped(&tb.router)? + dropped(&tb.server)?) };
+    let drops_before = drops()?;
     let (stop_tx, stop_rx) = watch::channel(None);
     let started = Instant::now();
     let within = Duration::from_secs(30) + Duration::from_millis(5 * n as u64);
@@ -231,6 +246,7 @@ where
     let seen = watch.wait(t0 + Duration::from_millis(deadlines.server_ms))?;
     let conns = thread.join()?;
     let rss_after = status_kb(&pid, "VmRSS");
+    let local_drops = drops()?.saturating_sub(drops_before);
     let resources = Resources {
         server_rss_kb: [rss_idle, rss_loaded, rss_after],
         kaspec_hwm_kb: status_kb("self", "VmHWM"),
@@ -238,6 +254,7 @@ where
         connect_ms,
         dumps: seen.dumps,
         longest_dump_ms: seen.longest_dump.as_millis() as u64,
+        local_drops,
     };
     Ok(FleetRun { applied, t0, conns, client_ages, server_ages, seen, resources })
 }
