@@ -79,8 +79,10 @@ async fn conn(addr: SocketAddrV4, id: String, k: Duration, connected: Connected,
                     if let Err(e) = stream.write_all(&[0xC0, 0x00]).await {
                         return (Instant::now(), format!("write: {e}"));
                     }
+                    // The tick's own instant: the next tick is K after it,
+                    // however late this one ran (the windows count from it).
                     let mut p = pings.borrow_mut();
-                    p.push((Instant::now(), None));
+                    p.push((at, None));
                     if p.len() > PINGS_KEPT {
                         p.remove(0);
                     }
@@ -106,8 +108,9 @@ async fn conn(addr: SocketAddrV4, id: String, k: Duration, connected: Connected,
     end
 }
 
-/// The client window of one connection (see the file's doc): `last` is its
-/// last tick before t0 and whether that tick's PINGREQ was answered then.
+/// The client window of one connection (see the file's doc), from its last
+/// tick before t0 (the tick's scheduled instant: a PINGREQ it sent after t0,
+/// late, was lost) and whether that tick's PINGREQ was answered by then.
 fn fleet_client_expectation(k: Duration, t0: Instant, pings: &[(Instant, Option<Instant>)]) -> Expectation {
     let spec = "MQTT 3.1.1 §3.1.2.10 + rumqttc keep-alive algorithm";
     let k_ms = ms_of(k);
