@@ -351,3 +351,40 @@ impl Drop for SocketWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inet_diag_msg as the kernel lays it out, with a TCP_INFO attribute.
+    fn message(family: u8, src: &[u8], sport: u16, dst: &[u8], dport: u16, last_data: u32, last_ack: u32) -> Vec<u8> {
+        let mut m = vec![0u8; INET_DIAG_MSG];
+        m[0] = family;
+        m[1] = 1;
+        m[4..6].copy_from_slice(&sport.to_be_bytes());
+        m[6..8].copy_from_slice(&dport.to_be_bytes());
+        m[8..8 + src.len()].copy_from_slice(src);
+        m[24..24 + dst.len()].copy_from_slice(dst);
+        let mut info = vec![0u8; 104];
+        info[52..56].copy_from_slice(&last_data.to_ne_bytes());
+        info[56..60].copy_from_slice(&last_ack.to_ne_bytes());
+        m.extend(((info.len() + 4) as u16).to_ne_bytes());
+        m.extend(INET_DIAG_INFO.to_ne_bytes());
+        m.extend(info);
+        m
+    }
+
+    #[test]
+    fn a_hand_read_message_gives_the_endpoints_state_and_ages() {
+        let m = message(AF_INET, &[198, 18, 0, 2], 1883, &[198, 18, 1, 2], 40000, 700, 300);
+        let (s, idle) = parse_inet_diag(&m, true).unwrap();
+        assert_eq!((s.local, s.remote, s.state), ("198.18.0.2:1883".parse().unwrap(), "198.18.1.2:40000".parse().unwrap(), 1));
+        assert_eq!(idle, Some((Duration::from_millis(700), Duration::from_millis(300))));
+        assert_eq!(parse_inet_diag(&m, false).unwrap().1, None, "ages only when asked for");
+        // An IPv4-mapped IPv6 socket is IPv4; a real IPv6 one is skipped.
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2];
+        assert!(parse_inet_diag(&message(AF_INET6, &mapped, 1, &mapped, 2, 0, 0), true).is_some());
+        assert!(parse_inet_diag(&message(AF_INET6, &[0x20, 1, 0xd, 0xb8], 1, &mapped, 2, 0, 0), true).is_none());
+        assert!(parse_inet_diag(&m[..40], true).is_none(), "a short message is no socket");
+    }
+}
