@@ -121,8 +121,12 @@ impl Fleet {
         d.sort_unstable();
         let failed = |r: &CaseResult| r.verdict == Verdict::Fail;
         let outside = conns.iter().filter(|r| failed(r)).count();
+        let (win_lo, win_hi) = (conns.iter().filter_map(|r| r.expected.min_ms).min(), conns.iter().filter_map(|r| r.expected.max_ms).max());
+        // The bars span the detections and the windows together, so that a
+        // wave far past the windows shows as such (and its bars are visible).
         let histogram = match (d.first(), d.last()) {
-            (Some(&lo), Some(&hi)) => {
+            (Some(&first), Some(&last)) => {
+                let (lo, hi) = (first.min(win_lo.unwrap_or(first)), last.max(win_hi.unwrap_or(last)));
                 let width = ((hi - lo) / BARS + 1).max(1);
                 let mut bars: Vec<Bar> = (0..BARS).map(|i| Bar { from_ms: lo + i * width, to_ms: lo + (i + 1) * width, within: 0, outside: 0 }).collect();
                 for r in conns {
@@ -134,9 +138,6 @@ impl Fleet {
                             b.within += 1;
                         }
                     }
-                }
-                while bars.last().is_some_and(|b| b.within + b.outside == 0) {
-                    bars.pop();
                 }
                 bars
             }
@@ -152,8 +153,8 @@ impl Fleet {
             p50_ms: quantile(&d, 0.5),
             p99_ms: quantile(&d, 0.99),
             max_ms: d.last().copied(),
-            window_lo_ms: conns.iter().filter_map(|r| r.expected.min_ms).min(),
-            window_hi_ms: conns.iter().filter_map(|r| r.expected.max_ms).max(),
+            window_lo_ms: win_lo,
+            window_hi_ms: win_hi,
             late_by_max_ms: by.iter().filter(|v| **v > 0).max().map(|v| *v as u64),
             early_by_max_ms: by.iter().filter(|v| **v < 0).min().map(|v| (-*v) as u64),
             all_gone_ms: if d.len() == conns.len() { d.last().copied() } else { None },

@@ -55,6 +55,10 @@ pub struct ConnEnd {
     pub error: Option<String>,
     /// The protocol's own heartbeats: each one sent and when its answer came.
     pub pings: Vec<(Instant, Option<Instant>)>,
+    /// How late the client's thread ran the timer that detected, where the
+    /// detection is a timer's (measured: its run minus its deadline); one
+    /// thread drives every connection, and this is its stamping error.
+    pub stamped_late: Duration,
 }
 
 /// What a connection task reports once connected (or why it could not).

@@ -66,6 +66,7 @@ async fn conn(addr: SocketAddrV4, id: String, k: Duration, connected: Connected,
     connected.send(Ok(local));
     // The CONNACK is tick 0, answered.
     let pings = RefCell::new(vec![(connack, Some(connack))]);
+    let late = std::cell::Cell::new(Duration::ZERO);
     let life = async {
         let mut tick = tokio::time::interval_at((connack + k).into(), k);
         let mut buf = [0u8; 64];
@@ -74,7 +75,9 @@ async fn conn(addr: SocketAddrV4, id: String, k: Duration, connected: Connected,
                 at = tick.tick() => {
                     let at: Instant = at.into_std();
                     if pings.borrow().last().is_some_and(|(_, answered)| answered.is_none()) {
-                        return (Instant::now(), format!("no PINGRESP for the PINGREQ sent one Keep Alive before (tick at +{} ms)", rel_ms(connack, at)));
+                        let now = Instant::now();
+                        late.set(now - at);
+                        return (now, format!("no PINGRESP for the PINGREQ sent one Keep Alive before (tick at +{} ms)", rel_ms(connack, at)));
                     }
                     if let Err(e) = stream.write_all(&[0xC0, 0x00]).await {
                         return (Instant::now(), format!("write: {e}"));
@@ -105,6 +108,7 @@ async fn conn(addr: SocketAddrV4, id: String, k: Duration, connected: Connected,
         end.error = Some(error);
     }
     end.pings = pings.into_inner();
+    end.stamped_late = late.get();
     end
 }
 
@@ -151,7 +155,12 @@ pub(crate) fn run_fleet(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<V
         timeline.push((last_heard, "last data segment received by the broker".into()));
         let server_error = c.server_closed.map(|_| "broker socket no longer open".to_string());
         ConnSides {
-            client: Side::library(client_exp, c.end.failed_at, c.end.error.clone(), deadlines.client_ms),
+            // The detection is a tick: its instant is late by how late the
+            // one client thread ran it (measured per connection).
+            client: Side {
+                observer_ms: crate::outcome::LIBRARY_EVENT_MS + c.end.stamped_late.as_micros().div_ceil(1000) as u64,
+                ..Side::library(client_exp, c.end.failed_at, c.end.error.clone(), deadlines.client_ms)
+            },
             server: Side::observed(server_exp, c.server_closed, server_error, deadlines.server_ms),
             timeline,
         }
