@@ -407,7 +407,7 @@ fn a_fault_a_case_cannot_take_is_unsupported_with_the_reason() {
 /// that was not split are one-line errors (exit 2) that write nothing.
 #[test]
 fn three_partitions_merged_equal_one_run() {
-    let args = ["run", "tcp/rfc1122-4.2.3.6/", "tcp/rfc5482-3/1", "tcp/rfc9293-3.5.2/1", "--fault", "blackhole", "--set", "tcp.idle=1s", "--set", "tcp.count=2", "--quiet"];
+    let args = ["run", "tcp/rfc1122-4.2.3.6/1", "tcp/rfc1122-4.2.3.6/2", "tcp/rfc5482-3/1", "tcp/rfc9293-3.5.2/1", "--fault", "blackhole", "--set", "tcp.idle=1s", "--set", "tcp.count=2", "--quiet"];
     let outcome = |dir: &Path| -> Vec<(String, String)> {
         let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
         let results = report["results"].as_array().unwrap();
