@@ -8,15 +8,31 @@ fn main() {
     let lock = root.join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
-    for krate in ["rumqttc", "socket2", "tokio", "tokio-tungstenite", "tonic", "tokio-postgres", "lapin", "redis", "async-nats"] {
+    for krate in [
+        "rumqttc",
+        "socket2",
+        "tokio",
+        "tokio-tungstenite",
+        "tonic",
+        "tokio-postgres",
+        "lapin",
+        "redis",
+        "async-nats",
+    ] {
         let version = find_version(&text, krate).unwrap_or_else(|| "unknown".into());
-        println!("cargo:rustc-env=KASPEC_VERSION_{}={version}", krate.to_uppercase().replace('-', "_"));
+        println!(
+            "cargo:rustc-env=KASPEC_VERSION_{}={version}",
+            krate.to_uppercase().replace('-', "_")
+        );
     }
 
     let proto = root.join("fixtures/grpc/kaspec.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
-    let fds = protox::compile([&proto], [root.join("fixtures/grpc")]).unwrap_or_else(|e| panic!("{}: {e}", proto.display()));
-    tonic_prost_build::configure().compile_fds(fds).unwrap_or_else(|e| panic!("tonic codegen for {}: {e}", proto.display()));
+    let fds = protox::compile([&proto], [root.join("fixtures/grpc")])
+        .unwrap_or_else(|e| panic!("{}: {e}", proto.display()));
+    tonic_prost_build::configure()
+        .compile_fds(fds)
+        .unwrap_or_else(|e| panic!("tonic codegen for {}: {e}", proto.display()));
 }
 
 fn find_version(lock: &str, krate: &str) -> Option<String> {

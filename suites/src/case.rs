@@ -49,7 +49,10 @@ pub enum Docker {
     /// Against the container labelled `org.kaspec.service = service`;
     /// `implementation` is the server's name in the case's results (its
     /// version becomes the image's).
-    Service { service: &'static str, implementation: &'static str },
+    Service {
+        service: &'static str,
+        implementation: &'static str,
+    },
     /// Not on the docker testbed, and why.
     NotHere(&'static str),
 }

@@ -23,12 +23,27 @@ pub fn markdown() -> String {
          formula written into every result.\n",
         cases.len()
     );
-    let _ = writeln!(m, "| id | spec | faults | docker testbed |\n|---|---|---|---|");
+    let _ = writeln!(
+        m,
+        "| id | spec | faults | docker testbed |\n|---|---|---|---|"
+    );
     for c in &cases {
-        let _ = writeln!(m, "| [`{}`](#{}) | {} | {} | {} |", c.id, anchor(c.id), c.spec, faults(c), docker_short(c));
+        let _ = writeln!(
+            m,
+            "| [`{}`](#{}) | {} | {} | {} |",
+            c.id,
+            anchor(c.id),
+            c.spec,
+            faults(c),
+            docker_short(c)
+        );
     }
     for p in registry::PROTOCOLS {
-        let _ = writeln!(m, "\n## {}\n\nCase table: `suites/src/{}/mod.rs`.", p.name, p.name);
+        let _ = writeln!(
+            m,
+            "\n## {}\n\nCase table: `suites/src/{}/mod.rs`.",
+            p.name, p.name
+        );
         for c in p.cases {
             entry(&mut m, c);
         }
@@ -47,7 +62,8 @@ fn entry(m: &mut String, c: &CaseDef) {
         m,
         "- Docker testbed: {}",
         match c.docker {
-            Docker::Service { service, .. } => format!("against the `{service}` service (not under crash)"),
+            Docker::Service { service, .. } =>
+                format!("against the `{service}` service (not under crash)"),
             Docker::NotHere(why) => format!("not there: {why}"),
         }
     );
@@ -57,7 +73,12 @@ fn faults(c: &CaseDef) -> String {
     match c.fixed_fault {
         Some(FaultKind::None) => "none (a healthy path)".into(),
         Some(f) => format!("{f} (always)"),
-        None => c.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+        None => c
+            .faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -71,7 +92,10 @@ fn docker_short(c: &CaseDef) -> String {
 /// GitHub's heading anchor for `### `id``: lower case, punctuation but `-`
 /// and `_` dropped, spaces to `-`.
 fn anchor(id: &str) -> String {
-    id.chars().filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_').collect::<String>().to_lowercase()
+    id.chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+        .collect::<String>()
+        .to_lowercase()
 }
 
 #[cfg(test)]

@@ -47,12 +47,20 @@ pub struct Judging<'a> {
 
 impl Ctx {
     pub fn judging(&self) -> Judging<'_> {
-        Judging { deviations: &self.deviations, shift_ms: self.shift_window_ms }
+        Judging {
+            deviations: &self.deviations,
+            shift_ms: self.shift_window_ms,
+        }
     }
 
     /// What `delay` and `loss` apply: the network profile's round trip,
     /// jitter and loss where it sets them, else the defaults (300 ms; 2%).
-    pub fn impairments(&self) -> (kaspec_harness::fault::impair::Impairment, kaspec_harness::fault::impair::Impairment) {
+    pub fn impairments(
+        &self,
+    ) -> (
+        kaspec_harness::fault::impair::Impairment,
+        kaspec_harness::fault::impair::Impairment,
+    ) {
         let (mut delay, mut loss) = kaspec_harness::fault::impair::defaults();
         let n = &self.network;
         if !n.rtt.is_zero() || !n.jitter.is_zero() {
@@ -77,8 +85,13 @@ impl Ctx {
 
     /// The testbed of a case whose server is `service` of docker-compose.yml:
     /// on the docker testbed its container, else a fresh netns testbed.
-    pub fn testbed_for(&self, service: &str) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
-        let Some(stack) = &self.docker else { return self.testbed() };
+    pub fn testbed_for(
+        &self,
+        service: &str,
+    ) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
+        let Some(stack) = &self.docker else {
+            return self.testbed();
+        };
         let tb = kaspec_harness::testbed::Testbed::docker(&self.run_dir, None, stack, service)?;
         let (d, l) = self.impairments();
         tb.set_impairments(d, l);
@@ -88,10 +101,16 @@ impl Ctx {
     /// The testbed of a NAT case (the router forgets idle TCP flows after
     /// `nat`) whose server is `service` of docker-compose.yml: on the docker
     /// testbed its container behind the router's NAT, else a fresh netns one.
-    pub fn testbed_with_nat(&self, service: &str, nat: Duration) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
+    pub fn testbed_with_nat(
+        &self,
+        service: &str,
+        nat: Duration,
+    ) -> kaspec_harness::Result<kaspec_harness::testbed::Testbed> {
         match &self.docker {
             None => kaspec_harness::testbed::Testbed::with_nat(&self.run_dir, Some(nat)),
-            Some(stack) => kaspec_harness::testbed::Testbed::docker(&self.run_dir, Some(nat), stack, service),
+            Some(stack) => {
+                kaspec_harness::testbed::Testbed::docker(&self.run_dir, Some(nat), stack, service)
+            }
         }
     }
 
@@ -113,7 +132,10 @@ impl Ctx {
     }
 
     /// The impairment `fault` applies (delay or loss), for expectations.
-    pub fn impairment(&self, fault: FaultKind) -> Option<kaspec_harness::fault::impair::Impairment> {
+    pub fn impairment(
+        &self,
+        fault: FaultKind,
+    ) -> Option<kaspec_harness::fault::impair::Impairment> {
         let (d, l) = self.impairments();
         match fault {
             FaultKind::Delay => Some(d),
@@ -122,4 +144,3 @@ impl Ctx {
         }
     }
 }
-

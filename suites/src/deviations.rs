@@ -64,8 +64,11 @@ mod humantime_serde_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (use ms, s or m)"))))
-            .transpose()
+        s.map(|s| {
+            humantime::parse_duration(&s)
+                .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (use ms, s or m)")))
+        })
+        .transpose()
     }
 }
 
@@ -83,7 +86,8 @@ pub fn load(path: &Path) -> Result<Vec<Deviation>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let f: File = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message().trim()))?;
+    let f: File =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message().trim()))?;
     Ok(f.deviation)
 }
 
@@ -102,8 +106,14 @@ impl Deviation {
         self.case.contains(s.case)
             && self.side == s.side
             && self.implementation == s.implementation
-            && self.faults.as_ref().is_none_or(|f| f.iter().any(|f| f == s.fault))
-            && self.error_contains.as_ref().is_none_or(|want| s.error.is_some_and(|e| e.contains(want.as_str())))
+            && self
+                .faults
+                .as_ref()
+                .is_none_or(|f| f.iter().any(|f| f == s.fault))
+            && self
+                .error_contains
+                .as_ref()
+                .is_none_or(|want| s.error.is_some_and(|e| e.contains(want.as_str())))
     }
 
     /// One line naming the entry, for the stale list.
@@ -112,20 +122,36 @@ impl Deviation {
             CaseIds::One(c) => c.clone(),
             CaseIds::Many(cs) => cs.join(", "),
         };
-        format!("{cases} {} {}{}", self.side, self.implementation, self.faults.as_ref().map(|f| format!(" under {}", f.join(", "))).unwrap_or_default())
+        format!(
+            "{cases} {} {}{}",
+            self.side,
+            self.implementation,
+            self.faults
+                .as_ref()
+                .map(|f| format!(" under {}", f.join(", ")))
+                .unwrap_or_default()
+        )
     }
 }
 
 /// The reason of the deviation that explains this failed result, if any.
 /// A timing deviation must stay within its documented bounds; an entry with
 /// no bounds explains a non-timing failure (e.g. a status code) only.
-pub fn explain(all: &[Deviation], seen: &Seen<'_>, exp: &Expectation, measured: Option<u64>) -> Option<String> {
+pub fn explain(
+    all: &[Deviation],
+    seen: &Seen<'_>,
+    exp: &Expectation,
+    measured: Option<u64>,
+) -> Option<String> {
     let d = all.iter().find(|d| d.names(seen))?;
     if d.early_by_at_most.is_none() && d.late_by_at_most.is_none() {
         return Some(d.reason.clone());
     }
     let (lo, hi, v) = (exp.min_ms?, exp.max_ms?, measured?);
-    let early = d.early_by_at_most.map(|x| x.as_millis() as u64).unwrap_or(0);
+    let early = d
+        .early_by_at_most
+        .map(|x| x.as_millis() as u64)
+        .unwrap_or(0);
     let late = d.late_by_at_most.map(|x| x.as_millis() as u64).unwrap_or(0);
     let b = seen.budget_ms;
     (v + early + b >= lo && v <= hi + late + b).then(|| d.reason.clone())
@@ -135,7 +161,11 @@ pub fn explain(all: &[Deviation], seen: &Seen<'_>, exp: &Expectation, measured: 
 /// stale, or their implementation got fixed.
 pub fn stale(all: &[Deviation], results: &[kaspec_harness::report::CaseResult]) -> Vec<String> {
     all.iter()
-        .filter(|d| !results.iter().any(|r| r.known_deviation.as_deref() == Some(d.reason.as_str()) && d.case.contains(&r.case)))
+        .filter(|d| {
+            !results.iter().any(|r| {
+                r.known_deviation.as_deref() == Some(d.reason.as_str()) && d.case.contains(&r.case)
+            })
+        })
         .filter(|d| results.iter().any(|r| d.case.contains(&r.case)))
         .map(|d| d.label())
         .collect()
@@ -169,12 +199,35 @@ mod tests {
             reason: "slow".into(),
         }];
         let exp = Expectation::window(1000, 2000, "f", "s", Level::Must);
-        let seen = |side| Seen { case: "c", side, implementation: "x", fault: "blackhole", error: None, budget_ms: 10 };
-        assert_eq!(explain(&all, &seen("server"), &exp, Some(3010)).as_deref(), Some("slow"), "1 s late + the 10 ms budget");
-        assert_eq!(explain(&all, &seen("server"), &exp, Some(3011)), None, "later than documented");
-        assert_eq!(explain(&all, &seen("server"), &exp, Some(500)), None, "earlier than documented");
+        let seen = |side| Seen {
+            case: "c",
+            side,
+            implementation: "x",
+            fault: "blackhole",
+            error: None,
+            budget_ms: 10,
+        };
+        assert_eq!(
+            explain(&all, &seen("server"), &exp, Some(3010)).as_deref(),
+            Some("slow"),
+            "1 s late + the 10 ms budget"
+        );
+        assert_eq!(
+            explain(&all, &seen("server"), &exp, Some(3011)),
+            None,
+            "later than documented"
+        );
+        assert_eq!(
+            explain(&all, &seen("server"), &exp, Some(500)),
+            None,
+            "earlier than documented"
+        );
         assert_eq!(explain(&all, &seen("client"), &exp, Some(2900)), None);
-        assert_eq!(explain(&all, &seen("server"), &exp, None), None, "never acting is not explained");
+        assert_eq!(
+            explain(&all, &seen("server"), &exp, None),
+            None,
+            "never acting is not explained"
+        );
     }
 
     #[test]
@@ -190,10 +243,45 @@ mod tests {
             reason: "Unknown, not UNAVAILABLE".into(),
         }];
         let exp = Expectation::window(1000, 1000, "f", "s", Level::Must);
-        let seen = |fault, error| Seen { case: "c", side: "client", implementation: "tonic", fault, error, budget_ms: 5 };
-        assert!(explain(&all, &seen("reset", Some("status: code: Unknown, transport error")), &exp, Some(1000)).is_some());
-        assert_eq!(explain(&all, &seen("blackhole", Some("code: Unknown")), &exp, Some(1000)), None, "another fault");
-        assert_eq!(explain(&all, &seen("reset", Some("code: Internal")), &exp, Some(1000)), None, "another status");
-        assert_eq!(explain(&all, &seen("reset", None), &exp, Some(1000)), None, "no error at all");
+        let seen = |fault, error| Seen {
+            case: "c",
+            side: "client",
+            implementation: "tonic",
+            fault,
+            error,
+            budget_ms: 5,
+        };
+        assert!(explain(
+            &all,
+            &seen("reset", Some("status: code: Unknown, transport error")),
+            &exp,
+            Some(1000)
+        )
+        .is_some());
+        assert_eq!(
+            explain(
+                &all,
+                &seen("blackhole", Some("code: Unknown")),
+                &exp,
+                Some(1000)
+            ),
+            None,
+            "another fault"
+        );
+        assert_eq!(
+            explain(
+                &all,
+                &seen("reset", Some("code: Internal")),
+                &exp,
+                Some(1000)
+            ),
+            None,
+            "another status"
+        );
+        assert_eq!(
+            explain(&all, &seen("reset", None), &exp, Some(1000)),
+            None,
+            "no error at all"
+        );
     }
 }

@@ -32,12 +32,12 @@ pub mod drive;
 pub mod grpc;
 pub mod model;
 pub mod mqtt;
+pub mod nats;
 pub mod network;
 pub mod outcome;
 pub mod peers;
 pub mod postgres;
 pub mod protocol;
-pub mod nats;
 pub mod redis;
 pub mod registry;
 pub mod rules;
@@ -71,8 +71,17 @@ mod layout_tests {
     fn only_the_registry_imports_a_protocol() {
         let graph = kaspec_harness::layout::import_graph(&src(), "kaspec_suites");
         for p in crate::registry::PROTOCOLS {
-            let importers: Vec<&String> = graph.iter().filter(|(_, to)| to.contains(p.name)).map(|(from, _)| from).collect();
-            assert_eq!(importers, vec!["registry"], "{} is imported by {importers:?}", p.name);
+            let importers: Vec<&String> = graph
+                .iter()
+                .filter(|(_, to)| to.contains(p.name))
+                .map(|(from, _)| from)
+                .collect();
+            assert_eq!(
+                importers,
+                vec!["registry"],
+                "{} is imported by {importers:?}",
+                p.name
+            );
         }
     }
 

@@ -32,32 +32,57 @@ pub struct NetworkProfile {
     pub loss_percent: f64,
 }
 
-const KEYS: &[&str] = &["name", "description", "nat_idle_timeout", "rtt", "jitter", "loss"];
+const KEYS: &[&str] = &[
+    "name",
+    "description",
+    "nat_idle_timeout",
+    "rtt",
+    "jitter",
+    "loss",
+];
 
 impl NetworkProfile {
     pub fn load(path: &Path) -> Result<NetworkProfile, ConfigError> {
         let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("network {shown}: cannot read it: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("network {shown}: cannot read it: {e}")))?;
         Self::parse(&text).map_err(|e| ConfigError(format!("network {shown}: {}", e.0)))
     }
 
     pub fn parse(text: &str) -> Result<NetworkProfile, ConfigError> {
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_error(text, &e))?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| toml_error(text, &e))?;
         let mut n = NetworkProfile::default();
         for (k, v) in &doc {
             if !KEYS.contains(&k.as_str()) {
-                return Err(ConfigError(format!("unknown key `{}` (allowed: {})", one_line(k), KEYS.join(", "))));
+                return Err(ConfigError(format!(
+                    "unknown key `{}` (allowed: {})",
+                    one_line(k),
+                    KEYS.join(", ")
+                )));
             }
-            let s = v.as_str().ok_or_else(|| ConfigError(format!("{k} = {}: expected a string, e.g. \"30s\" or \"1%\"", one_line(&v.to_string()))))?;
+            let s = v.as_str().ok_or_else(|| {
+                ConfigError(format!(
+                    "{k} = {}: expected a string, e.g. \"30s\" or \"1%\"",
+                    one_line(&v.to_string())
+                ))
+            })?;
             let quoted = format!("{s:?}");
             let dur = |s: &str| match s.chars().any(char::is_control) {
-                true => Err(ConfigError(format!("{k} = {quoted}: a duration holds no line break or control character"))),
-                false => humantime::parse_duration(s).map_err(|e| ConfigError(format!("{k} = {quoted}: {e} (use ms, s or m)"))),
+                true => Err(ConfigError(format!(
+                    "{k} = {quoted}: a duration holds no line break or control character"
+                ))),
+                false => humantime::parse_duration(s)
+                    .map_err(|e| ConfigError(format!("{k} = {quoted}: {e} (use ms, s or m)"))),
             };
             let path_dur = |s: &str| {
                 let d = dur(s)?;
                 if d > MAX_RTT {
-                    return Err(ConfigError(format!("{k} = {quoted}: out of range (allowed: 0ms..{}s)", MAX_RTT.as_secs())));
+                    return Err(ConfigError(format!(
+                        "{k} = {quoted}: out of range (allowed: 0ms..{}s)",
+                        MAX_RTT.as_secs()
+                    )));
                 }
                 Ok(d)
             };
@@ -68,7 +93,9 @@ impl NetworkProfile {
                     // conntrack timeout policies take whole seconds.
                     let d = dur(s)?;
                     if d.subsec_nanos() != 0 || d.as_secs() < 1 || d.as_secs() > 86_400 {
-                        return Err(ConfigError(format!("nat_idle_timeout = {quoted}: takes whole seconds, 1s..86400s")));
+                        return Err(ConfigError(format!(
+                            "nat_idle_timeout = {quoted}: takes whole seconds, 1s..86400s"
+                        )));
                     }
                     n.nat_idle_timeout = Some(d);
                 }
@@ -79,9 +106,15 @@ impl NetworkProfile {
                         .trim()
                         .strip_suffix('%')
                         .and_then(|x| x.trim().parse().ok())
-                        .ok_or_else(|| ConfigError(format!("loss = {quoted}: expected a percentage such as \"1%\"")))?;
+                        .ok_or_else(|| {
+                            ConfigError(format!(
+                                "loss = {quoted}: expected a percentage such as \"1%\""
+                            ))
+                        })?;
                     if !(0.0..=100.0).contains(&p) {
-                        return Err(ConfigError(format!("loss = {quoted}: out of range (0%..100%)")));
+                        return Err(ConfigError(format!(
+                            "loss = {quoted}: out of range (0%..100%)"
+                        )));
                     }
                     n.loss_percent = p;
                 }
@@ -98,31 +131,60 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_with_the_key_named() {
-        let n = NetworkProfile::parse("name = \"x\"\nnat_idle_timeout = \"30s\"\nrtt = \"150ms\"\nloss = \"1.5%\"\n").unwrap();
+        let n = NetworkProfile::parse(
+            "name = \"x\"\nnat_idle_timeout = \"30s\"\nrtt = \"150ms\"\nloss = \"1.5%\"\n",
+        )
+        .unwrap();
         assert_eq!(n.nat_idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(n.rtt, Duration::from_millis(150));
         assert_eq!(n.loss_percent, 1.5);
-        assert!(NetworkProfile::parse("nat_timeout = \"3s\"").unwrap_err().0.contains("unknown key `nat_timeout`"));
-        assert!(NetworkProfile::parse("loss = \"200%\"").unwrap_err().0.contains("out of range"));
-        assert!(NetworkProfile::parse("rtt = 3").unwrap_err().0.contains("rtt = 3"));
-        assert!(NetworkProfile::parse("nat_idle_timeout = \"4500ms\"").unwrap_err().0.contains("whole seconds"));
+        assert!(NetworkProfile::parse("nat_timeout = \"3s\"")
+            .unwrap_err()
+            .0
+            .contains("unknown key `nat_timeout`"));
+        assert!(NetworkProfile::parse("loss = \"200%\"")
+            .unwrap_err()
+            .0
+            .contains("out of range"));
+        assert!(NetworkProfile::parse("rtt = 3")
+            .unwrap_err()
+            .0
+            .contains("rtt = 3"));
+        assert!(NetworkProfile::parse("nat_idle_timeout = \"4500ms\"")
+            .unwrap_err()
+            .0
+            .contains("whole seconds"));
     }
 
     #[test]
     fn path_values_beyond_a_path_are_refused_in_one_line() {
         // Issue 14: 1000000h was accepted (a 10,800,000,014 s bound), u64::MAX s panicked in max_rtt.
         for (text, needle) in [
-            ("rtt = \"1000000h\"", "rtt = \"1000000h\": out of range (allowed: 0ms..60s)"),
-            ("rtt = \"18446744073709551615s\"\njitter = \"1s\"", "rtt = \"18446744073709551615s\": out of range"),
+            (
+                "rtt = \"1000000h\"",
+                "rtt = \"1000000h\": out of range (allowed: 0ms..60s)",
+            ),
+            (
+                "rtt = \"18446744073709551615s\"\njitter = \"1s\"",
+                "rtt = \"18446744073709551615s\": out of range",
+            ),
             ("jitter = \"61s\"", "jitter = \"61s\": out of range"),
             ("loss = \"NaN%\"", "loss = \"NaN%\""),
             ("name = 5", "name = 5: expected a string"),
-            ("rtt = \"1\\ns\"", "rtt = \"1\\ns\": a duration holds no line break"),
+            (
+                "rtt = \"1\\ns\"",
+                "rtt = \"1\\ns\": a duration holds no line break",
+            ),
         ] {
             let e = NetworkProfile::parse(text).unwrap_err().0;
             assert!(e.contains(needle) && !e.contains('\n'), "{text}: {e}");
         }
-        assert_eq!(NetworkProfile::parse("rtt = \"60s\"\njitter = \"60s\"").unwrap().rtt, MAX_RTT);
+        assert_eq!(
+            NetworkProfile::parse("rtt = \"60s\"\njitter = \"60s\"")
+                .unwrap()
+                .rtt,
+            MAX_RTT
+        );
     }
 
     #[test]

@@ -51,25 +51,51 @@ pub struct Side {
 
 impl Side {
     /// A side whose detection is its library's own event.
-    pub fn library(expected: Expectation, detected_at: Option<Instant>, error: Option<String>, deadline_ms: u64) -> Side {
-        Side { expected, detected_at, error, deadline_ms, observer_ms: LIBRARY_EVENT_MS, facts: BTreeMap::new() }
+    pub fn library(
+        expected: Expectation,
+        detected_at: Option<Instant>,
+        error: Option<String>,
+        deadline_ms: u64,
+    ) -> Side {
+        Side {
+            expected,
+            detected_at,
+            error,
+            deadline_ms,
+            observer_ms: LIBRARY_EVENT_MS,
+            facts: BTreeMap::new(),
+        }
     }
 
     /// A side whose detection is its socket leaving ESTABLISHED (sock_diag).
-    pub fn from_socket(expected: Expectation, closed: Option<SocketClosed>, deadline_ms: u64, whose: &str) -> Side {
-        let error = closed.as_ref().map(|c| format!("{whose} socket left ESTABLISHED: {}", c.state));
+    pub fn from_socket(
+        expected: Expectation,
+        closed: Option<SocketClosed>,
+        deadline_ms: u64,
+        whose: &str,
+    ) -> Side {
+        let error = closed
+            .as_ref()
+            .map(|c| format!("{whose} socket left ESTABLISHED: {}", c.state));
         Side::observed(expected, closed.as_ref(), error, deadline_ms)
     }
 
     /// A side whose detection is its socket's close (sock_diag), with the
     /// error text the case puts together.
-    pub fn observed(expected: Expectation, closed: Option<&SocketClosed>, error: Option<String>, deadline_ms: u64) -> Side {
+    pub fn observed(
+        expected: Expectation,
+        closed: Option<&SocketClosed>,
+        error: Option<String>,
+        deadline_ms: u64,
+    ) -> Side {
         Side {
             expected,
             detected_at: closed.map(|c| c.at),
             error,
             deadline_ms,
-            observer_ms: closed.map(|c| c.resolution_ms()).unwrap_or(kaspec_harness::observe::POLL_PERIOD.as_millis() as u64),
+            observer_ms: closed
+                .map(|c| c.resolution_ms())
+                .unwrap_or(kaspec_harness::observe::POLL_PERIOD.as_millis() as u64),
             facts: BTreeMap::new(),
         }
     }
@@ -103,7 +129,9 @@ pub use kaspec_harness::observe::release::{releases, Releases};
 
 /// The commit term of a fault applied at an instant.
 pub fn commit_ms(applied: &AppliedFault) -> u64 {
-    (applied.in_force_at - applied.requested_at).as_micros().div_ceil(1000) as u64
+    (applied.in_force_at - applied.requested_at)
+        .as_micros()
+        .div_ceil(1000) as u64
 }
 
 impl RunFacts<'_> {
@@ -133,20 +161,52 @@ impl RunFacts<'_> {
         // closed it at the end of the case); the server's end always, unless
         // the server was killed.
         let applies = !self.fault.peer_alive() && self.fault != FaultKind::Freeze;
-        let client_release = self.release.client.clone().filter(|_| applies && client.detected_at.is_some());
+        let client_release = self
+            .release
+            .client
+            .clone()
+            .filter(|_| applies && client.detected_at.is_some());
         let server_release = self.release.server.clone().filter(|_| applies && !crashed);
         Ok(vec![
-            self.result(self.outcome("client", client_impl.clone(), server_impl.clone(), client, client_release), judging)?,
-            self.result(self.outcome("server", server_impl, client_impl, server, server_release), judging)?,
+            self.result(
+                self.outcome(
+                    "client",
+                    client_impl.clone(),
+                    server_impl.clone(),
+                    client,
+                    client_release,
+                ),
+                judging,
+            )?,
+            self.result(
+                self.outcome("server", server_impl, client_impl, server, server_release),
+                judging,
+            )?,
         ])
     }
 
     /// The result of a case that judges the client side only.
-    pub fn client_only(&self, implementation: Implementation, peer: Implementation, client: Side, judging: &Judging<'_>) -> Result<Vec<CaseResult>> {
-        Ok(vec![self.result(self.outcome("client", implementation, peer, client, None), judging)?])
+    pub fn client_only(
+        &self,
+        implementation: Implementation,
+        peer: Implementation,
+        client: Side,
+        judging: &Judging<'_>,
+    ) -> Result<Vec<CaseResult>> {
+        Ok(vec![self.result(
+            self.outcome("client", implementation, peer, client, None),
+            judging,
+        )?])
     }
 
-    fn outcome(&self, side: &'static str, implementation: Implementation, peer: Implementation, s: Side, release: Option<Release>) -> SideOutcome {
+    fn outcome(
+        &self,
+        side: &'static str,
+        implementation: Implementation,
+        peer: Implementation,
+        s: Side,
+        release: Option<Release>,
+    ) -> SideOutcome {
         SideOutcome {
             side,
             implementation,
@@ -168,19 +228,48 @@ impl RunFacts<'_> {
             let s = |v: u64| (v as i64 + judging.shift_ms).max(0) as u64;
             o.expected.min_ms = o.expected.min_ms.map(s);
             o.expected.max_ms = o.expected.max_ms.map(s);
-            o.expected.formula = format!("{} [shifted by {:+} ms for a test]", o.expected.formula, judging.shift_ms);
+            o.expected.formula = format!(
+                "{} [shifted by {:+} ms for a test]",
+                o.expected.formula, judging.shift_ms
+            );
         }
         // Event timestamping: the worst wake-up lateness at the instants the
         // result is made of — the anchors before the fault, the fault in
         // force, and the detection — each stamped by a thread that may have
         // woken late (a window of 50 ms before each instant up to it).
-        let around = |at: Instant| kaspec_harness::wake::lateness_ms(at - std::time::Duration::from_millis(50), at + std::time::Duration::from_millis(1));
-        let anchors = self.timeline.iter().filter(|(t, _)| *t <= self.t0).map(|(t, _)| *t).max();
-        let wake_ms = [Some(self.t0), anchors, o.detected_at].into_iter().flatten().map(around).max().unwrap_or(0);
-        let budget = Budget { fault_commit_ms: self.commit_ms, observer_ms: o.observer_ms, wake_ms };
+        let around = |at: Instant| {
+            kaspec_harness::wake::lateness_ms(
+                at - std::time::Duration::from_millis(50),
+                at + std::time::Duration::from_millis(1),
+            )
+        };
+        let anchors = self
+            .timeline
+            .iter()
+            .filter(|(t, _)| *t <= self.t0)
+            .map(|(t, _)| *t)
+            .max();
+        let wake_ms = [Some(self.t0), anchors, o.detected_at]
+            .into_iter()
+            .flatten()
+            .map(around)
+            .max()
+            .unwrap_or(0);
+        let budget = Budget {
+            fault_commit_ms: self.commit_ms,
+            observer_ms: o.observer_ms,
+            wake_ms,
+        };
         let detection = o.detected_at.map(|t| rel_ms(self.t0, t));
-        let obs = Observation { detection_ms: detection, deadline_ms: o.deadline_ms, facts: o.facts, release: o.release.clone(), budget };
-        let j: Judged = judge(&o.expected, &obs).map_err(|e| Error::Other(format!("{} {} side: {e}", self.case.id, o.side)))?;
+        let obs = Observation {
+            detection_ms: detection,
+            deadline_ms: o.deadline_ms,
+            facts: o.facts,
+            release: o.release.clone(),
+            budget,
+        };
+        let j: Judged = judge(&o.expected, &obs)
+            .map_err(|e| Error::Other(format!("{} {} side: {e}", self.case.id, o.side)))?;
         // A detection within the fault's commit is shown at 0: it happened
         // while the rule was being committed.
         let detection_ms = detection.map(|d| d.max(0) as u64);
@@ -230,7 +319,13 @@ impl RunFacts<'_> {
             checks: j.checks,
             known_deviation,
             error: o.error,
-            timeline: timeline.into_iter().map(|(t, what)| Event { t_ms: rel_ms(self.t0, t), what }).collect(),
+            timeline: timeline
+                .into_iter()
+                .map(|(t, what)| Event {
+                    t_ms: rel_ms(self.t0, t),
+                    what,
+                })
+                .collect(),
             repeat: None,
             release: o.release,
             release_verdict: j.release,
@@ -241,6 +336,8 @@ impl RunFacts<'_> {
 
 /// For cases that take `delay`/`loss`: what the impairment engine did, as a
 /// timeline event; an error if it stopped working during the case.
-pub fn impairment_event(tb: &kaspec_harness::testbed::Testbed) -> kaspec_harness::Result<Option<(Instant, String)>> {
+pub fn impairment_event(
+    tb: &kaspec_harness::testbed::Testbed,
+) -> kaspec_harness::Result<Option<(Instant, String)>> {
     Ok(tb.impairment_report()?.map(|s| (Instant::now(), s)))
 }

@@ -24,7 +24,10 @@ pub fn stray_files() -> Vec<kaspec_harness::cleanup::Stray> {
 
 /// Every case, in a stable order.
 pub fn all() -> Vec<&'static CaseDef> {
-    PROTOCOLS.iter().flat_map(|p| p.cases.iter().copied()).collect()
+    PROTOCOLS
+        .iter()
+        .flat_map(|p| p.cases.iter().copied())
+        .collect()
 }
 
 /// The cases whose id starts with any of `prefixes` (all if none). A prefix
@@ -35,11 +38,18 @@ pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
         if !cases.iter().any(|c| c.id.starts_with(p.as_str())) {
             return Err(format!(
                 "no case id starts with `{p}` (protocols: {}; `kaspec list` shows every id)",
-                PROTOCOLS.iter().map(|p| format!("{}/", p.name)).collect::<Vec<_>>().join(", ")
+                PROTOCOLS
+                    .iter()
+                    .map(|p| format!("{}/", p.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
-    Ok(cases.into_iter().filter(|c| prefixes.is_empty() || prefixes.iter().any(|p| c.id.starts_with(p.as_str()))).collect())
+    Ok(cases
+        .into_iter()
+        .filter(|c| prefixes.is_empty() || prefixes.iter().any(|p| c.id.starts_with(p.as_str())))
+        .collect())
 }
 
 /// Checks, before anything starts, that every server the selected cases need
@@ -75,7 +85,8 @@ mod tests {
 
     #[test]
     fn the_shipped_deviations_parse_and_name_real_cases() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/deviations.toml");
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/deviations.toml");
         let ids: Vec<&str> = all().iter().map(|c| c.id).collect();
         for d in crate::deviations::load(&p).unwrap() {
             let named = match &d.case {
@@ -93,15 +104,27 @@ mod tests {
     fn every_case_says_where_it_runs_on_docker() {
         for c in all() {
             match c.docker {
-                Docker::Service { service, implementation } => {
-                    assert!(!service.is_empty() && !implementation.is_empty(), "{}", c.id);
+                Docker::Service {
+                    service,
+                    implementation,
+                } => {
+                    assert!(
+                        !service.is_empty() && !implementation.is_empty(),
+                        "{}",
+                        c.id
+                    );
                     assert_eq!(c.not_on_docker(FaultKind::Blackhole), None);
                     assert_eq!(c.not_on_docker(FaultKind::Reset), None);
-                    assert!(c.not_on_docker(FaultKind::Crash).is_some_and(|r| r.contains("compose owns")));
+                    assert!(c
+                        .not_on_docker(FaultKind::Crash)
+                        .is_some_and(|r| r.contains("compose owns")));
                 }
                 Docker::NotHere(why) => {
                     assert!(!why.is_empty(), "{}", c.id);
-                    assert_eq!(c.not_on_docker(FaultKind::None), Some(format!("not on the docker testbed: {why}")));
+                    assert_eq!(
+                        c.not_on_docker(FaultKind::None),
+                        Some(format!("not on the docker testbed: {why}"))
+                    );
                 }
             }
         }

@@ -52,21 +52,38 @@ pub fn none_detected(results: &[CaseResult], _: &Config) -> Option<bool> {
 
 pub fn told_too_many_pings(results: &[CaseResult], _: &Config) -> Option<bool> {
     (!results.is_empty()).then(|| {
-        results.iter().any(|r| r.detected && r.error.as_deref().unwrap_or_default().to_lowercase().replace('_', " ").contains("too many pings"))
+        results.iter().any(|r| {
+            r.detected
+                && r.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_lowercase()
+                    .replace('_', " ")
+                    .contains("too many pings")
+        })
     })
 }
 
 pub fn no_h2_detection(results: &[CaseResult], c: &Config) -> Option<bool> {
     let bound = (c.grpc.keepalive_time + c.grpc.keepalive_timeout).as_millis() as u64;
     let cl: Vec<_> = client(results).collect();
-    (!cl.is_empty()).then(|| cl.iter().all(|r| r.detection_ms.map(|d| d > bound + r.budget.total_ms()).unwrap_or(true)))
+    (!cl.is_empty()).then(|| {
+        cl.iter().all(|r| {
+            r.detection_ms
+                .map(|d| d > bound + r.budget.total_ms())
+                .unwrap_or(true)
+        })
+    })
 }
 
 /// The connection broke behind the NAT: a side detected it, or data sent
 /// after the idle period got no answer.
 pub fn broke_behind_nat(results: &[CaseResult], _: &Config) -> Option<bool> {
     let c: Vec<_> = client(results).collect();
-    (!c.is_empty()).then(|| c.iter().any(|r| r.detected || r.error.as_deref().unwrap_or_default().contains("no answer")))
+    (!c.is_empty()).then(|| {
+        c.iter()
+            .any(|r| r.detected || r.error.as_deref().unwrap_or_default().contains("no answer"))
+    })
 }
 /// A client detection on a path whose peer is alive is a false positive.
 pub fn false_detection(results: &[CaseResult], _: &Config) -> Option<bool> {
@@ -77,7 +94,12 @@ pub fn false_detection(results: &[CaseResult], _: &Config) -> Option<bool> {
 /// The finding of a keep-alive period `p` (of knob `key`) that is not below
 /// the network's NAT idle timeout, if it is not; `check` is the NAT case
 /// that measures it.
-pub fn nat_finding(key: &str, period: Option<Duration>, net: Option<&NetworkProfile>, check: Check) -> Option<Finding> {
+pub fn nat_finding(
+    key: &str,
+    period: Option<Duration>,
+    net: Option<&NetworkProfile>,
+    check: Check,
+) -> Option<Finding> {
     let n = net?;
     let nat = n.nat_idle_timeout?;
     let p = period.filter(|p| *p >= nat)?;
@@ -98,7 +120,12 @@ pub fn nat_finding(key: &str, period: Option<Duration>, net: Option<&NetworkProf
 /// The finding of a liveness timeout `t` (of knob `key`) that is not above
 /// the network's round trip, if it is not; `case` shows the false positive
 /// under `delay`.
-pub fn round_trip_finding(key: &str, t: Duration, net: Option<&NetworkProfile>, case: &'static CaseDef) -> Option<Finding> {
+pub fn round_trip_finding(
+    key: &str,
+    t: Duration,
+    net: Option<&NetworkProfile>,
+    case: &'static CaseDef,
+) -> Option<Finding> {
     let n = net?;
     (!n.rtt.is_zero() && t <= n.rtt + n.jitter).then(|| Finding {
         rule: "timeout-below-round-trip",

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use kaspec_harness::expect::Expectation;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::merge::unit_key;
-use kaspec_harness::report::{CaseResult, Environment, Implementation, Partition, Report, RunError, Share, SCHEMA_VERSION};
+use kaspec_harness::report::{
+    CaseResult, Environment, Implementation, Partition, Report, RunError, Share, SCHEMA_VERSION,
+};
 
 use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
@@ -17,14 +19,42 @@ use crate::ctx::Ctx;
 pub const DEFAULT_FAULTS: [FaultKind; 2] = [FaultKind::Blackhole, FaultKind::Reset];
 
 pub enum Progress<'a> {
-    Start { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, budget: Duration, run: usize, runs: usize },
-    Done { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, results: &'a [CaseResult], elapsed: Duration },
-    Error { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, message: &'a str },
+    Start {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        budget: Duration,
+        run: usize,
+        runs: usize,
+    },
+    Done {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        results: &'a [CaseResult],
+        elapsed: Duration,
+    },
+    Error {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        message: &'a str,
+    },
 }
 
 fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<String>) -> CaseResult {
     let reason = reason.unwrap_or_else(|| {
-        format!("fault {fault} does not apply to this case (it takes: {})", case.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "))
+        format!(
+            "fault {fault} does not apply to this case (it takes: {})",
+            case.faults
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     });
     let j = kaspec_harness::judge::unsupported(reason.clone());
     CaseResult {
@@ -60,8 +90,20 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
 
 /// The plan: every unit (case × fault) a run of `cases` under `faults`
 /// executes, in order (a case with a fixed fault takes only that one).
-pub fn plan(cases: &[&'static CaseDef], faults: &[FaultKind]) -> Vec<(&'static CaseDef, FaultKind)> {
-    cases.iter().flat_map(|c| c.fixed_fault.map(|f| vec![f]).unwrap_or_else(|| faults.to_vec()).into_iter().map(move |f| (*c, f))).collect()
+pub fn plan(
+    cases: &[&'static CaseDef],
+    faults: &[FaultKind],
+) -> Vec<(&'static CaseDef, FaultKind)> {
+    cases
+        .iter()
+        .flat_map(|c| {
+            c.fixed_fault
+                .map(|f| vec![f])
+                .unwrap_or_else(|| faults.to_vec())
+                .into_iter()
+                .map(move |f| (*c, f))
+        })
+        .collect()
 }
 
 /// Runs every selected case under every fault, in order, `repeat` times
@@ -82,9 +124,17 @@ pub fn run(
     let repeat = repeat.max(1);
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let plan = plan(cases, faults);
-    let partition = share.map(|s| Partition { index: s.index, count: s.count, plan: plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect() });
-    let units: Vec<(&CaseDef, FaultKind)> =
-        plan.into_iter().enumerate().filter(|(i, _)| share.is_none_or(|s| s.takes(*i))).map(|(_, u)| u).collect();
+    let partition = share.map(|s| Partition {
+        index: s.index,
+        count: s.count,
+        plan: plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect(),
+    });
+    let units: Vec<(&CaseDef, FaultKind)> = plan
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| share.is_none_or(|s| s.takes(*i)))
+        .map(|(_, u)| u)
+        .collect();
     let total = units.len();
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -97,11 +147,21 @@ pub fn run(
         let not_here = if !case.takes(fault) {
             Some(None)
         } else {
-            ctx.docker.as_ref().and_then(|_| case.not_on_docker(fault)).map(Some)
+            ctx.docker
+                .as_ref()
+                .and_then(|_| case.not_on_docker(fault))
+                .map(Some)
         };
         if let Some(reason) = not_here {
             let r = vec![unsupported(case, fault, ctx, reason)];
-            on(Progress::Done { index, total, case, fault, results: &r, elapsed: Duration::ZERO });
+            on(Progress::Done {
+                index,
+                total,
+                case,
+                fault,
+                results: &r,
+                elapsed: Duration::ZERO,
+            });
             results.extend(r);
             continue;
         }
@@ -110,7 +170,15 @@ pub fn run(
             if kaspec_harness::cleanup::interrupted() {
                 break;
             }
-            on(Progress::Start { index, total, case, fault, budget: (case.budget)(ctx), run, runs: repeat });
+            on(Progress::Start {
+                index,
+                total,
+                case,
+                fault,
+                budget: (case.budget)(ctx),
+                run,
+                runs: repeat,
+            });
             let started = Instant::now();
             match (case.run)(ctx, case, fault) {
                 // Interrupted: the handler is tearing the case down under it, so
@@ -118,14 +186,31 @@ pub fn run(
                 Ok(_) if kaspec_harness::cleanup::interrupted() => break,
                 Ok(mut r) => {
                     label_servers(ctx, case, &mut r);
-                    on(Progress::Done { index, total, case, fault, results: &r, elapsed: started.elapsed() });
+                    on(Progress::Done {
+                        index,
+                        total,
+                        case,
+                        fault,
+                        results: &r,
+                        elapsed: started.elapsed(),
+                    });
                     runs.extend(r);
                 }
                 Err(_) if kaspec_harness::cleanup::interrupted() => break,
                 Err(e) => {
                     let message = e.to_string();
-                    on(Progress::Error { index, total, case, fault, message: &message });
-                    errors.push(RunError { case: case.id.into(), fault: fault.name().into(), message });
+                    on(Progress::Error {
+                        index,
+                        total,
+                        case,
+                        fault,
+                        message: &message,
+                    });
+                    errors.push(RunError {
+                        case: case.id.into(),
+                        fault: fault.name().into(),
+                        message,
+                    });
                 }
             }
         }
@@ -167,9 +252,27 @@ pub fn run(
 /// On the docker testbed, the server's version is the image's: each result
 /// names the container's image next to it.
 fn label_servers(ctx: &Ctx, case: &CaseDef, results: &mut [CaseResult]) {
-    let (Some(stack), Docker::Service { service, implementation }) = (&ctx.docker, case.docker) else { return };
-    let Some(container) = stack.containers.get(service) else { return };
-    let version = format!("{} (image {})", container.version.as_deref().unwrap_or("version not stated by the image"), container.image);
+    let (
+        Some(stack),
+        Docker::Service {
+            service,
+            implementation,
+        },
+    ) = (&ctx.docker, case.docker)
+    else {
+        return;
+    };
+    let Some(container) = stack.containers.get(service) else {
+        return;
+    };
+    let version = format!(
+        "{} (image {})",
+        container
+            .version
+            .as_deref()
+            .unwrap_or("version not stated by the image"),
+        container.image
+    );
     for r in results.iter_mut() {
         for i in [&mut r.implementation, &mut r.peer] {
             if i.name == implementation {
@@ -190,7 +293,9 @@ fn fold_repeats(runs: Vec<CaseResult>, repeat: usize) -> Vec<CaseResult> {
             keys.push(r.key());
         }
     }
-    keys.into_iter().map(|k| CaseResult::fold(runs.iter().filter(|r| r.key() == k).cloned().collect())).collect()
+    keys.into_iter()
+        .map(|k| CaseResult::fold(runs.iter().filter(|r| r.key() == k).cloned().collect()))
+        .collect()
 }
 
 /// Writes `report.json`, `report.md`, `report.html` and `junit.xml` into `dir`.
@@ -216,7 +321,13 @@ mod tests {
         let keys: Vec<String> = plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect();
         let fixed = cases.iter().filter(|c| c.fixed_fault.is_some()).count();
         assert_eq!(keys.len(), (cases.len() - fixed) * 2 + fixed, "{keys:?}");
-        assert_eq!(keys[..2], [unit_key(cases[0].id, "blackhole"), unit_key(cases[0].id, "reset")]);
+        assert_eq!(
+            keys[..2],
+            [
+                unit_key(cases[0].id, "blackhole"),
+                unit_key(cases[0].id, "reset")
+            ]
+        );
         // Three shares: each unit exactly once.
         let shares: Vec<Share> = (1..=3).map(|k| Share { index: k, count: 3 }).collect();
         for i in 0..keys.len() {

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use kaspec_harness::testbed::Testbed;
 use kaspec_harness::server::Server;
+use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
 /// One named group of processes (e.g. epmd + RabbitMQ); the last is the
@@ -74,7 +74,10 @@ impl Lease<'_> {
 
     /// The server under test of this lease's group.
     pub fn server(&self) -> &Server {
-        self.bed().groups[self.name].processes.last().expect("a group has a server")
+        self.bed().groups[self.name]
+            .processes
+            .last()
+            .expect("a group has a server")
     }
 
     /// How many times this server was started in this run.
@@ -117,23 +120,45 @@ impl Shared {
         let mut guard = self.beds.lock().unwrap_or_else(|p| p.into_inner());
         if !guard.contains_key(bed) {
             let tb = build()?;
-            guard.insert(bed.to_string(), Bed { groups: BTreeMap::new(), starts: BTreeMap::new(), tb });
+            guard.insert(
+                bed.to_string(),
+                Bed {
+                    groups: BTreeMap::new(),
+                    starts: BTreeMap::new(),
+                    tb,
+                },
+            );
         }
         let b = guard.get_mut(bed).expect("just built");
         b.tb.heal()?;
-        let dead = b.groups.get_mut(name).is_some_and(|g| !g.processes.iter_mut().all(Server::alive));
+        let dead = b
+            .groups
+            .get_mut(name)
+            .is_some_and(|g| !g.processes.iter_mut().all(Server::alive));
         if dead {
             b.groups.remove(name);
         }
         if !b.groups.contains_key(name) {
             let started = start(&b.tb)?;
             if started.processes.is_empty() {
-                return Err(Error::Other(format!("shared server {name}: nothing was started")));
+                return Err(Error::Other(format!(
+                    "shared server {name}: nothing was started"
+                )));
             }
-            b.groups.insert(name, Group { processes: started.processes, dirs: started.dirs });
+            b.groups.insert(
+                name,
+                Group {
+                    processes: started.processes,
+                    dirs: started.dirs,
+                },
+            );
             *b.starts.entry(name).or_default() += 1;
         }
-        Ok(Lease { guard, bed: bed.to_string(), name })
+        Ok(Lease {
+            guard,
+            bed: bed.to_string(),
+            name,
+        })
     }
 
     /// Stops every shared server and removes the testbed.

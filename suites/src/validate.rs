@@ -11,11 +11,11 @@ use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::ctx::Ctx;
+use crate::network::NetworkProfile;
 use crate::registry;
 use crate::rules::{Finding, Severity};
-use crate::config::Config;
-use crate::network::NetworkProfile;
 
 /// Runs longer than this are not started; the finding says so.
 pub const MAX_RUN: Duration = Duration::from_secs(600);
@@ -42,11 +42,18 @@ pub struct Judged {
 /// The static review: one finding per rule that applies, each protocol's
 /// rules from its own folder (`review.rs`), in registry order.
 pub fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
-    registry::PROTOCOLS.iter().flat_map(|p| (p.review)(c, net)).collect()
+    registry::PROTOCOLS
+        .iter()
+        .flat_map(|p| (p.review)(c, net))
+        .collect()
 }
 
 /// Runs each finding's check (once per case × fault) and judges it.
-pub fn confirm(ctx: &Ctx, findings: &[Finding], mut progress: impl FnMut(&str)) -> kaspec_harness::Result<(Vec<Judged>, Vec<CaseResult>)> {
+pub fn confirm(
+    ctx: &Ctx,
+    findings: &[Finding],
+    mut progress: impl FnMut(&str),
+) -> kaspec_harness::Result<(Vec<Judged>, Vec<CaseResult>)> {
     let mut ran: Vec<(&str, FaultKind, Vec<CaseResult>)> = Vec::new();
     let mut judged = Vec::new();
     for f in findings {
@@ -57,22 +64,64 @@ pub fn confirm(ctx: &Ctx, findings: &[Finding], mut progress: impl FnMut(&str)) 
                 let id = def.id;
                 let budget = (def.budget)(ctx);
                 if budget > MAX_RUN {
-                    (Outcome::NotMeasured, format!("{} would take up to {}", id, ms(budget.as_millis() as u64)))
+                    (
+                        Outcome::NotMeasured,
+                        format!("{} would take up to {}", id, ms(budget.as_millis() as u64)),
+                    )
                 } else {
                     if !ran.iter().any(|(c, fa, _)| *c == id && *fa == check.fault) {
-                        progress(&format!("{} × {} (at most {})", id, check.fault, ms(budget.as_millis() as u64)));
+                        progress(&format!(
+                            "{} × {} (at most {})",
+                            id,
+                            check.fault,
+                            ms(budget.as_millis() as u64)
+                        ));
                         let r = (def.run)(ctx, def, check.fault)?;
                         ran.push((id, check.fault, r));
                     }
-                    let results = &ran.iter().find(|(c, fa, _)| *c == id && *fa == check.fault).expect("just ran").2;
+                    let results = &ran
+                        .iter()
+                        .find(|(c, fa, _)| *c == id && *fa == check.fault)
+                        .expect("just ran")
+                        .2;
                     let shown: Vec<String> = results
                         .iter()
-                        .map(|r| format!("{} {}: {}", r.side, r.implementation.name, r.detection_ms.map(ms).unwrap_or_else(|| format!("not detected in {}", ms(r.deadline_ms)))))
+                        .map(|r| {
+                            format!(
+                                "{} {}: {}",
+                                r.side,
+                                r.implementation.name,
+                                r.detection_ms.map(ms).unwrap_or_else(|| format!(
+                                    "not detected in {}",
+                                    ms(r.deadline_ms)
+                                ))
+                            )
+                        })
                         .collect();
                     match (check.confirmed)(results, &ctx.config) {
-                        Some(true) => (Outcome::Confirmed, format!("{} × {}: {} ({})", id, check.fault, check.means, shown.join("; "))),
-                        Some(false) => (Outcome::NotConfirmed, format!("{} × {}: not the case — {}", id, check.fault, shown.join("; "))),
-                        None => (Outcome::NotMeasured, format!("{} × {}: no result to judge", id, check.fault)),
+                        Some(true) => (
+                            Outcome::Confirmed,
+                            format!(
+                                "{} × {}: {} ({})",
+                                id,
+                                check.fault,
+                                check.means,
+                                shown.join("; ")
+                            ),
+                        ),
+                        Some(false) => (
+                            Outcome::NotConfirmed,
+                            format!(
+                                "{} × {}: not the case — {}",
+                                id,
+                                check.fault,
+                                shown.join("; ")
+                            ),
+                        ),
+                        None => (
+                            Outcome::NotMeasured,
+                            format!("{} × {}: no result to judge", id, check.fault),
+                        ),
                     }
                 }
             }
@@ -91,7 +140,10 @@ pub fn confirm(ctx: &Ctx, findings: &[Finding], mut progress: impl FnMut(&str)) 
 
 /// 1 when a warning was confirmed by measurement, else 0.
 pub fn exit_code(judged: &[Judged]) -> i32 {
-    if judged.iter().any(|j| j.severity == Severity::Warning && matches!(j.outcome, Outcome::Confirmed)) {
+    if judged
+        .iter()
+        .any(|j| j.severity == Severity::Warning && matches!(j.outcome, Outcome::Confirmed))
+    {
         1
     } else {
         0
@@ -100,7 +152,11 @@ pub fn exit_code(judged: &[Judged]) -> i32 {
 
 pub fn markdown(profile: &str, network: Option<&str>, judged: &[Judged]) -> String {
     let mut m = String::new();
-    let _ = writeln!(m, "# kaspec validate `{profile}`{}\n", network.map(|n| format!(" on `{n}`")).unwrap_or_default());
+    let _ = writeln!(
+        m,
+        "# kaspec validate `{profile}`{}\n",
+        network.map(|n| format!(" on `{n}`")).unwrap_or_default()
+    );
     if judged.is_empty() {
         let _ = writeln!(m, "No finding: every rule passed.");
     }
@@ -114,7 +170,11 @@ pub fn markdown(profile: &str, network: Option<&str>, judged: &[Judged]) -> Stri
             Severity::Warning => "warning",
             Severity::Info => "info",
         };
-        let _ = writeln!(m, "- [{sev}] `{}`: {}\n  - source: {}\n  - {outcome}: {}", j.rule, j.message, j.source, j.evidence);
+        let _ = writeln!(
+            m,
+            "- [{sev}] `{}`: {}\n  - source: {}\n  - {outcome}: {}",
+            j.rule, j.message, j.source, j.evidence
+        );
     }
     m
 }
@@ -129,16 +189,32 @@ mod tests {
 
     #[test]
     fn the_defaults_only_draw_the_grpc_and_user_timeout_findings() {
-        assert_eq!(rules(&Config::default(), None), vec!["tcp-user-timeout-off", "grpc-pings-too-often"]);
+        assert_eq!(
+            rules(&Config::default(), None),
+            vec!["tcp-user-timeout-off", "grpc-pings-too-often"]
+        );
     }
 
     #[test]
     fn each_rule_fires_on_its_setting() {
         let mut c = Config::default();
-        for s in ["tcp.keepalive=false", "mqtt.keep_alive=0s", "grpc.keepalive_while_idle=false", "grpc.keepalive_time=10m", "tcp.user_timeout=5s"] {
+        for s in [
+            "tcp.keepalive=false",
+            "mqtt.keep_alive=0s",
+            "grpc.keepalive_while_idle=false",
+            "grpc.keepalive_time=10m",
+            "tcp.user_timeout=5s",
+        ] {
             c.set_pair(s).unwrap();
         }
-        assert_eq!(rules(&c, None), vec!["tcp-keepalive-off", "mqtt-keep-alive-off", "grpc-no-keepalive-while-idle"]);
+        assert_eq!(
+            rules(&c, None),
+            vec![
+                "tcp-keepalive-off",
+                "mqtt-keep-alive-off",
+                "grpc-no-keepalive-while-idle"
+            ]
+        );
         let mut c = Config::default();
         c.set_pair("tcp.idle=2h").unwrap();
         assert!(rules(&c, None).contains(&"tcp-keepalive-2h-default"));
@@ -146,14 +222,19 @@ mod tests {
 
     #[test]
     fn network_rules_compare_periods_and_timeouts_with_the_path() {
-        let n = NetworkProfile::parse("name = \"n\"\nnat_idle_timeout = \"5s\"\nrtt = \"300ms\"\n").unwrap();
+        let n = NetworkProfile::parse("name = \"n\"\nnat_idle_timeout = \"5s\"\nrtt = \"300ms\"\n")
+            .unwrap();
         let mut c = Config::default();
         c.set_pair("mqtt.keep_alive=8s").unwrap();
         c.set_pair("websocket.pong_timeout=200ms").unwrap();
         let f = review(&c, Some(&n));
-        let nat: Vec<_> = f.iter().filter(|f| f.rule == "keepalive-not-below-nat-timeout").collect();
+        let nat: Vec<_> = f
+            .iter()
+            .filter(|f| f.rule == "keepalive-not-below-nat-timeout")
+            .collect();
         assert_eq!(nat.len(), 1);
         assert!(nat[0].message.contains("mqtt.keep_alive = 8.00 s"));
-        assert!(f.iter().any(|f| f.rule == "timeout-below-round-trip" && f.message.contains("websocket.pong_timeout")));
+        assert!(f.iter().any(|f| f.rule == "timeout-below-round-trip"
+            && f.message.contains("websocket.pong_timeout")));
     }
 }

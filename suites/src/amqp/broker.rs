@@ -21,17 +21,37 @@ pub struct Broker {
 /// kaspec's working directory) or one that crashes before it is told where
 /// to write may leave: Mnesia's core dump, named after the node.
 pub const STRAYS: &[kaspec_harness::cleanup::Stray] = &[
-    kaspec_harness::cleanup::Stray { what: "RabbitMQ (Mnesia) crash dump of a kaspec node", prefix: "MnesiaCore.kaspec-rabbit", contains: b"" },
+    kaspec_harness::cleanup::Stray {
+        what: "RabbitMQ (Mnesia) crash dump of a kaspec node",
+        prefix: "MnesiaCore.kaspec-rabbit",
+        contains: b"",
+    },
     // An older kaspec's node name: only with a kaspec data directory inside.
-    kaspec_harness::cleanup::Stray { what: "RabbitMQ (Mnesia) crash dump of a kaspec node", prefix: "MnesiaCore.rabbit", contains: b"/kaspec-" },
+    kaspec_harness::cleanup::Stray {
+        what: "RabbitMQ (Mnesia) crash dump of a kaspec node",
+        prefix: "MnesiaCore.rabbit",
+        contains: b"/kaspec-",
+    },
 ];
 
 /// The broker of the idle case and of negotiation case 1.
-pub const MAIN: Broker =
-    Broker { group: "rabbitmq", conf: "rabbitmq.conf", port: 5672, dist_port: 25672, epmd_port: 4369, node: "kaspec-rabbit@localhost" };
+pub const MAIN: Broker = Broker {
+    group: "rabbitmq",
+    conf: "rabbitmq.conf",
+    port: 5672,
+    dist_port: 25672,
+    epmd_port: 4369,
+    node: "kaspec-rabbit@localhost",
+};
 /// A second node that proposes heartbeat 0 (negotiation case 2).
-pub const HB0: Broker =
-    Broker { group: "rabbitmq-hb0", conf: "rabbitmq-hb0.conf", port: 5673, dist_port: 25673, epmd_port: 4370, node: "kaspec-rabbit-hb0@localhost" };
+pub const HB0: Broker = Broker {
+    group: "rabbitmq-hb0",
+    conf: "rabbitmq-hb0.conf",
+    port: 5673,
+    dist_port: 25673,
+    epmd_port: 4370,
+    node: "kaspec-rabbit-hb0@localhost",
+};
 
 /// Erlang's epmd, which every node registers with.
 pub(crate) fn epmd_program() -> Option<PathBuf> {
@@ -53,7 +73,9 @@ pub fn heartbeat_in_conf(text: &str) -> std::result::Result<u16, String> {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some((k, v)) = line.split_once('=') {
             if k.trim() == "heartbeat" {
-                return v.trim().parse().map_err(|_| format!("heartbeat = {}: expected whole seconds 0..65535", v.trim()));
+                return v.trim().parse().map_err(|_| {
+                    format!("heartbeat = {}: expected whole seconds 0..65535", v.trim())
+                });
             }
         }
     }
@@ -63,7 +85,8 @@ pub fn heartbeat_in_conf(text: &str) -> std::result::Result<u16, String> {
 /// What the broker proposes in Connection.Tune, from its fixture.
 pub fn server_heartbeat(fixtures: &Path, broker: &Broker) -> Result<u16> {
     let path = fixtures.join("rabbitmq").join(broker.conf);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     heartbeat_in_conf(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
 
@@ -97,7 +120,10 @@ impl Broker {
             ("RUNNING_UNDER_SYSTEMD".into(), "1".into()),
             ("ERL_EPMD_PORT".into(), self.epmd_port.to_string()),
             ("RABBITMQ_NODENAME".into(), self.node.into()),
-            ("RABBITMQ_NODE_IP_ADDRESS".into(), tb.server.addr.to_string()),
+            (
+                "RABBITMQ_NODE_IP_ADDRESS".into(),
+                tb.server.addr.to_string(),
+            ),
             ("RABBITMQ_NODE_PORT".into(), self.port.to_string()),
             ("RABBITMQ_DIST_PORT".into(), self.dist_port.to_string()),
             ("RABBITMQ_CONF_ENV_FILE".into(), p("rabbitmq-env.conf")),
@@ -113,7 +139,12 @@ impl Broker {
     }
 
     fn dir(&self, tb: &Testbed) -> PathBuf {
-        std::env::temp_dir().join(format!("{}{}-{}", kaspec_harness::cleanup::NS_PREFIX, tb.tag, self.group))
+        std::env::temp_dir().join(format!(
+            "{}{}-{}",
+            kaspec_harness::cleanup::NS_PREFIX,
+            tb.tag,
+            self.group
+        ))
     }
 
     /// `env -i VAR=... program args...`: the node sees only its own
@@ -123,7 +154,11 @@ impl Broker {
         // The node's working directory is its throw-away directory: a
         // `MnesiaCore.*` dump lands there, never in kaspec's.
         let mut v = vec!["-i".to_string(), "-C".into(), d.display().to_string()];
-        v.extend(self.env(tb, &d).into_iter().map(|(k, val)| format!("{k}={val}")));
+        v.extend(
+            self.env(tb, &d)
+                .into_iter()
+                .map(|(k, val)| format!("{k}={val}")),
+        );
         v.push(program.into());
         v.extend(args.iter().map(|a| a.to_string()));
         v
@@ -142,19 +177,27 @@ impl Broker {
                     ready_within: Duration::from_secs(90),
                     container: Some(ContainerCheck {
                         service: "rabbitmq".into(),
-                        files: vec![("/etc/rabbitmq/rabbitmq.conf".into(), fixtures.join("rabbitmq").join(self.conf))],
+                        files: vec![(
+                            "/etc/rabbitmq/rabbitmq.conf".into(),
+                            fixtures.join("rabbitmq").join(self.conf),
+                        )],
                         ..Default::default()
                     }),
                     ..Default::default()
                 },
             )?;
-            return Ok(Started { processes: vec![node], dirs: Vec::new() });
+            return Ok(Started {
+                processes: vec![node],
+                dirs: Vec::new(),
+            });
         }
         require_rabbitmq()?;
         let epmd = epmd_program().expect("checked");
-        let env_program = kaspec_harness::caps::which("env").ok_or_else(|| Error::Other("`env` not found".into()))?;
+        let env_program = kaspec_harness::caps::which("env")
+            .ok_or_else(|| Error::Other("`env` not found".into()))?;
         let src = fixtures.join("rabbitmq").join(self.conf);
-        let conf = std::fs::read_to_string(&src).map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
+        let conf = std::fs::read_to_string(&src)
+            .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
         let d = kaspec_harness::cleanup::scratch_dir(&tb.tag, self.group)
             .map_err(|e| Error::io(format!("creating a data directory for {}", self.group), e))?;
         let started = (|| -> Result<Vec<Server>> {
@@ -162,9 +205,14 @@ impl Broker {
             for sub in ["home", "mnesia", "log"] {
                 std::fs::create_dir_all(d.join(sub)).map_err(|e| io("creating a directory", e))?;
             }
-            let listener = format!("\n# added by kaspec\nlisteners.tcp.default = {}:{}\n", tb.server.addr, self.port);
-            std::fs::write(d.join("rabbitmq.conf"), conf + &listener).map_err(|e| io("writing rabbitmq.conf", e))?;
-            std::fs::write(d.join("enabled_plugins"), "[].\n").map_err(|e| io("writing enabled_plugins", e))?;
+            let listener = format!(
+                "\n# added by kaspec\nlisteners.tcp.default = {}:{}\n",
+                tb.server.addr, self.port
+            );
+            std::fs::write(d.join("rabbitmq.conf"), conf + &listener)
+                .map_err(|e| io("writing rabbitmq.conf", e))?;
+            std::fs::write(d.join("enabled_plugins"), "[].\n")
+                .map_err(|e| io("writing enabled_plugins", e))?;
             // epmd in the foreground, as our child (else beam starts a
             // detached `epmd -daemon`).
             let epmd = Server::start(
@@ -172,7 +220,12 @@ impl Broker {
                 &ServerSpec {
                     name: format!("{}-epmd", self.group),
                     program: epmd,
-                    args: vec!["-address".into(), format!("127.0.0.1,{}", tb.server.addr), "-port".into(), self.epmd_port.to_string()],
+                    args: vec![
+                        "-address".into(),
+                        format!("127.0.0.1,{}", tb.server.addr),
+                        "-port".into(),
+                        self.epmd_port.to_string(),
+                    ],
                     addr: SocketAddrV4::new(tb.server.addr, self.epmd_port),
                     ready_within: Duration::from_secs(10),
                     ..Default::default()
@@ -193,7 +246,10 @@ impl Broker {
             Ok(vec![epmd, node])
         })();
         match started {
-            Ok(processes) => Ok(Started { processes, dirs: vec![d] }),
+            Ok(processes) => Ok(Started {
+                processes,
+                dirs: vec![d],
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&d);
                 Err(e)
@@ -204,8 +260,19 @@ impl Broker {
     /// The heartbeat timeout (s) the node uses for each connection, by the
     /// client's port (`rabbitmqctl list_connections peer_port timeout`).
     pub fn timeouts(&self, tb: &Testbed) -> Result<Vec<(u16, u16)>> {
-        let env_program = kaspec_harness::caps::which("env").ok_or_else(|| Error::Other("`env` not found".into()))?;
-        let args = self.clean_env_args(tb, RABBITMQCTL, &["-q", "--no-table-headers", "list_connections", "peer_port", "timeout"]);
+        let env_program = kaspec_harness::caps::which("env")
+            .ok_or_else(|| Error::Other("`env` not found".into()))?;
+        let args = self.clean_env_args(
+            tb,
+            RABBITMQCTL,
+            &[
+                "-q",
+                "--no-table-headers",
+                "list_connections",
+                "peer_port",
+                "timeout",
+            ],
+        );
         let out = tb
             .server
             .command(&env_program, &tb.tag)?
@@ -230,5 +297,10 @@ impl Broker {
 }
 
 pub(crate) fn lease<'a>(ctx: &'a Ctx, broker: &'static Broker) -> Result<crate::shared::Lease<'a>> {
-    ctx.shared.lease_in(&ctx.shared_bed("rabbitmq"), broker.group, || ctx.testbed_for("rabbitmq"), |tb| broker.start(&ctx.fixtures, tb))
+    ctx.shared.lease_in(
+        &ctx.shared_bed("rabbitmq"),
+        broker.group,
+        || ctx.testbed_for("rabbitmq"),
+        |tb| broker.start(&ctx.fixtures, tb),
+    )
 }

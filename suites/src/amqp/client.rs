@@ -36,7 +36,10 @@ pub(crate) fn client(
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     mut stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> Option<ClientEnd> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let end = rt.block_on(async {
         let conn = match connect(broker, Some(request), &name, &tap).await {
             Ok(c) => c,
@@ -116,13 +119,24 @@ pub(crate) type StopAt = tokio::sync::watch::Sender<Option<Instant>>;
 
 /// Starts lapin in the client host against `addr` (see [`client`]) and
 /// waits for it to be ready.
-pub(crate) fn start_client(tb: &Testbed, addr: SocketAddrV4, request: u16, name: String, tap: &Tap, steady: bool) -> Result<(ClientThread, Ready, StopAt)> {
+pub(crate) fn start_client(
+    tb: &Testbed,
+    addr: SocketAddrV4,
+    request: u16,
+    name: String,
+    tap: &Tap,
+    steady: bool,
+) -> Result<(ClientThread, Ready, StopAt)> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let client_tap = tap.clone();
     let within = Duration::from_secs(20) + 3 * Duration::from_secs(request.max(60) as u64);
-    let (thread, ready) = drive::client::start(&tb.client, "kaspec-amqp-client", "amqp client", within, move |ready_tx| {
-        client(addr, request, name, client_tap, steady, ready_tx, stop_rx)
-    })?;
+    let (thread, ready) = drive::client::start(
+        &tb.client,
+        "kaspec-amqp-client",
+        "amqp client",
+        within,
+        move |ready_tx| client(addr, request, name, client_tap, steady, ready_tx, stop_rx),
+    )?;
     match ready {
         Ok(r) => Ok((thread, r, stop_tx)),
         Err(e) => {
@@ -135,8 +149,15 @@ pub(crate) fn start_client(tb: &Testbed, addr: SocketAddrV4, request: u16, name:
 
 /// Lets the client go (at `stop_at` at the latest, or at once if it failed)
 /// and takes its end; a failure after `deadline` is not a detection.
-pub(crate) fn finish_client(thread: ClientThread, stop: StopAt, stop_at: Instant, deadline: Instant) -> Result<ClientEnd> {
+pub(crate) fn finish_client(
+    thread: ClientThread,
+    stop: StopAt,
+    stop_at: Instant,
+    deadline: Instant,
+) -> Result<ClientEnd> {
     let _ = stop.send(Some(stop_at));
-    let end = thread.join()?.ok_or_else(|| Error::Other("amqp client ended without a result".into()))?;
+    let end = thread
+        .join()?
+        .ok_or_else(|| Error::Other("amqp client ended without a result".into()))?;
     Ok(end.clip(deadline))
 }

@@ -7,19 +7,34 @@ use super::*;
 /// The wake that follows `after`, and the one after it too when a wake falls
 /// within [`PHASE_SLACK_MS`] of `after` (either may then be the one).
 pub(crate) fn next_ticks(anchor: i64, period: i64, after: i64) -> (i64, i64) {
-    (first_after(anchor, period, after - PHASE_SLACK_MS), first_after(anchor, period, after + PHASE_SLACK_MS))
+    (
+        first_after(anchor, period, after - PHASE_SLACK_MS),
+        first_after(anchor, period, after + PHASE_SLACK_MS),
+    )
 }
 
 /// Client side. Times are ms relative to the fault: `last_read` (last byte
 /// lapin read), `last_write` (lapin's last write, which anchors its wakes).
-pub fn client_expectation(h_s: u16, fault: FaultKind, last_read: i64, last_write: i64) -> Expectation {
+pub fn client_expectation(
+    h_s: u16,
+    fault: FaultKind,
+    last_read: i64,
+    last_write: i64,
+) -> Expectation {
     let spec = "AMQP 0-9-1 §4.2.7 + lapin heartbeat algorithm";
     if h_s == 0 {
         return Expectation::not_detected("heartbeat 0 negotiated: lapin runs no heartbeat", spec);
     }
     let h = h_s as i64 * 1000;
     if fault == FaultKind::Reset {
-        return next_send_meets_rst("lapin's next heartbeat (every H/2 after its last write)", last_write, h / 2, Before::Nothing, spec, Level::Must);
+        return next_send_meets_rst(
+            "lapin's next heartbeat (every H/2 after its last write)",
+            last_write,
+            h / 2,
+            Before::Nothing,
+            spec,
+            Level::Must,
+        );
     }
     let (lo, hi) = next_ticks(last_write, h / 2, last_read + 2 * h);
     Expectation::window(
@@ -49,17 +64,33 @@ pub struct Receiver {
 /// Server side. Times are ms relative to the fault: `rx` (the broker's
 /// receiver), `last_heard` (the last byte it received), `last_sent` (its
 /// last heartbeat, which lapin read).
-pub fn server_expectation(t_s: u16, fault: FaultKind, rx: Receiver, last_heard: i64, last_sent: i64) -> Expectation {
+pub fn server_expectation(
+    t_s: u16,
+    fault: FaultKind,
+    rx: Receiver,
+    last_heard: i64,
+    last_sent: i64,
+) -> Expectation {
     let spec = "AMQP 0-9-1 §4.2.7 + RabbitMQ rabbit_heartbeat";
     if t_s == 0 {
-        return Expectation::not_detected("heartbeat 0 negotiated: RabbitMQ runs no heartbeat check", spec);
+        return Expectation::not_detected(
+            "heartbeat 0 negotiated: RabbitMQ runs no heartbeat check",
+            spec,
+        );
     }
     if fault == FaultKind::Freeze {
         return Expectation::not_detected("the broker process is frozen", spec);
     }
     let t = t_s as i64 * 1000;
     if fault == FaultKind::Reset {
-        return next_send_meets_rst("the broker's next heartbeat (every T/2 after its last)", last_sent, t / 2, Before::Nothing, spec, Level::Must);
+        return next_send_meets_rst(
+            "the broker's next heartbeat (every T/2 after its last)",
+            last_sent,
+            t / 2,
+            Before::Nothing,
+            spec,
+            Level::Must,
+        );
     }
     let tick = rx.tick;
     // No wake before the first, T after the start.
@@ -132,7 +163,10 @@ mod tests {
 
     /// A receiver whose start is long past.
     fn rx(tick: i64) -> Receiver {
-        Receiver { start: i64::MIN / 4, tick }
+        Receiver {
+            start: i64::MIN / 4,
+            tick,
+        }
     }
 
     #[test]
@@ -147,20 +181,46 @@ mod tests {
 
     #[test]
     fn requests_cover_unset_zero_lower_higher_and_configured() {
-        assert_eq!(requests_for(60, 2), vec![None, Some(0), Some(30), Some(120), Some(2)]);
+        assert_eq!(
+            requests_for(60, 2),
+            vec![None, Some(0), Some(30), Some(120), Some(2)]
+        );
         assert_eq!(requests_for(0, 2), vec![None, Some(0), Some(600), Some(2)]);
-        assert_eq!(requests_for(60, 30), vec![None, Some(0), Some(30), Some(120)]);
+        assert_eq!(
+            requests_for(60, 30),
+            vec![None, Some(0), Some(30), Some(120)]
+        );
     }
 
     #[test]
     fn a_row_is_checked_against_lapins_rule_the_spec_and_the_broker() {
-        let row = Negotiated { request: Some(0), proposed: Some(60), tune_ok: Some(60), lapin: 60, broker: Some(60), local_port: 1 };
+        let row = Negotiated {
+            request: Some(0),
+            proposed: Some(60),
+            tune_ok: Some(60),
+            lapin: 60,
+            broker: Some(60),
+            local_port: 1,
+        };
         assert!(check_row(&row, 60, "client").is_empty());
         assert!(check_row(&row, 60, "server").is_empty());
-        let above = Negotiated { request: Some(600), lapin: 600, tune_ok: Some(600), broker: Some(600), ..row.clone() };
+        let above = Negotiated {
+            request: Some(600),
+            lapin: 600,
+            tune_ok: Some(600),
+            broker: Some(600),
+            ..row.clone()
+        };
         let p = check_row(&above, 60, "client");
-        assert!(p.iter().any(|p| p.contains("lapin's heartbeat: 600, expected 60")), "{p:?}");
-        let lost = Negotiated { broker: Some(30), ..row.clone() };
+        assert!(
+            p.iter()
+                .any(|p| p.contains("lapin's heartbeat: 600, expected 60")),
+            "{p:?}"
+        );
+        let lost = Negotiated {
+            broker: Some(30),
+            ..row.clone()
+        };
         assert!(!check_row(&lost, 60, "server").is_empty());
     }
 
@@ -169,14 +229,19 @@ mod tests {
         let mut p = FrameParser::default();
         let hb = [8u8, 0, 0, 0, 0, 0, 0, 0xCE];
         // Tune-Ok: class 10 method 31, channel-max 2047, frame-max 131072, heartbeat 2.
-        let mut tune_ok = vec![1u8, 0, 0, 0, 0, 0, 12, 0, 10, 0, 31, 0x07, 0xFF, 0, 2, 0, 0, 0, 2, 0xCE];
+        let mut tune_ok = vec![
+            1u8, 0, 0, 0, 0, 0, 12, 0, 10, 0, 31, 0x07, 0xFF, 0, 2, 0, 0, 0, 2, 0xCE,
+        ];
         let mut stream = b"AMQP\x00\x00\x09\x01".to_vec();
         stream.append(&mut tune_ok);
         stream.extend_from_slice(&hb);
         let (a, b) = stream.split_at(13);
         let mut frames = p.push(a);
         frames.extend(p.push(b));
-        assert_eq!(frames, vec![Frame::TuneOk { heartbeat: 2 }, Frame::Heartbeat]);
+        assert_eq!(
+            frames,
+            vec![Frame::TuneOk { heartbeat: 2 }, Frame::Heartbeat]
+        );
         let mut bad = FrameParser::default();
         assert!(bad.push(&[8, 0, 0, 0, 0, 0, 0, 0x00]).is_empty());
         assert!(bad.push(&hb).is_empty(), "a broken stream stays broken");
@@ -194,7 +259,10 @@ mod tests {
         // H = 2 s: wakes every 1000 ms from the last write at −300; last read −700.
         let e = client_expectation(2, FaultKind::Blackhole, -700, -300);
         // −700 + 4000 = 3300 → wake at 3700.
-        assert_eq!((e.min_ms, e.max_ms, e.level), (Some(3700), Some(3700), Level::Must));
+        assert_eq!(
+            (e.min_ms, e.max_ms, e.level),
+            (Some(3700), Some(3700), Level::Must)
+        );
         // A wake within the slack of last read + 2H: either may be the one.
         let e = client_expectation(2, FaultKind::Blackhole, -695, -690);
         assert_eq!((e.min_ms, e.max_ms), (Some(3310), Some(4310)));
@@ -208,7 +276,10 @@ mod tests {
         // T = 2 s, a tick at −1500: ticks at 500, 2500, ...; last heard −300 → first
         // tick after it 500, + 2T = 4500.
         let e = server_expectation(2, FaultKind::Blackhole, rx(-1500), -300, -800);
-        assert_eq!((e.min_ms, e.max_ms, e.level), (Some(4500), Some(4500), Level::Must));
+        assert_eq!(
+            (e.min_ms, e.max_ms, e.level),
+            (Some(4500), Some(4500), Level::Must)
+        );
         // Heard 5 ms before a tick: that tick or the next.
         let e = server_expectation(2, FaultKind::Blackhole, rx(-1500), 495, -800);
         assert_eq!((e.min_ms, e.max_ms), (Some(4500), Some(6500)));
@@ -231,7 +302,10 @@ mod tests {
         // The broker heard lapin 5 ms before its tick: that tick or the next.
         assert_eq!((broker.min_ms, broker.max_ms), (Some(3497), Some(5497)));
         let e = blackhole_up_client(own, broker, 497);
-        assert_eq!((e.min_ms, e.max_ms, e.level), (Some(3497), Some(5492), Level::Must));
+        assert_eq!(
+            (e.min_ms, e.max_ms, e.level),
+            (Some(3497), Some(5492), Level::Must)
+        );
         assert!(e.formula.contains("RST"));
     }
 
@@ -245,9 +319,23 @@ mod tests {
         assert_eq!(nat_fate(8, Duration::from_millis(4101)), NatFate::Kept);
         assert_eq!(nat_fate(10, nat), NatFate::Broken);
         assert_eq!(nat_fate(0, nat), NatFate::NoHeartbeat);
-        let p = NatPoints { last: -4000, last_read: -4000, last_write: -4000, receiver: Receiver { start: -4000, tick: -4000 }, last_sent: -4000 };
+        let p = NatPoints {
+            last: -4000,
+            last_read: -4000,
+            last_write: -4000,
+            receiver: Receiver {
+                start: -4000,
+                tick: -4000,
+            },
+            last_sent: -4000,
+        };
         let (c, s) = nat_expectations(2, 2, nat, &p);
-        assert!(!c.expects_detection() && !s.expects_detection() && c.level == Level::Must && s.level == Level::Must);
+        assert!(
+            !c.expects_detection()
+                && !s.expects_detection()
+                && c.level == Level::Must
+                && s.level == Level::Must
+        );
         let (c, _) = nat_expectations(8, 8, nat, &p);
         assert_eq!((c.expects_detection(), c.level), (false, Level::Info));
     }
@@ -255,18 +343,45 @@ mod tests {
     #[test]
     fn broken_nat_windows_count_from_the_expiry() {
         // H = 10 s, N = 4 s, handshake (Tune-Ok, Open, Open-Ok) at −4000 ms.
-        let p = NatPoints { last: -4000, last_read: -4000, last_write: -4000, receiver: Receiver { start: -4000, tick: -4000 }, last_sent: -4000 };
+        let p = NatPoints {
+            last: -4000,
+            last_read: -4000,
+            last_write: -4000,
+            receiver: Receiver {
+                start: -4000,
+                tick: -4000,
+            },
+            last_sent: -4000,
+        };
         let (c, s) = nat_expectations(10, 10, Duration::from_secs(4), &p);
         // lapin: last read + 2H = 16000 falls on its wake grid (every 5 s from −4000): that wake or the next.
-        assert_eq!((c.min_ms, c.max_ms, c.level), (Some(16000), Some(21000), Level::Must));
+        assert_eq!(
+            (c.min_ms, c.max_ms, c.level),
+            (Some(16000), Some(21000), Level::Must)
+        );
         // RabbitMQ: no receiver wake before Tune-Ok + T = 6000; + 2T = 26000.
-        assert_eq!((s.min_ms, s.max_ms, s.level), (Some(26000), Some(26000), Level::Must));
-        assert!(c.formula.contains("H/2 = 5000 ms ≥ N = 4000 ms") && s.spec.contains("RFC 5382"), "{c:?}");
+        assert_eq!(
+            (s.min_ms, s.max_ms, s.level),
+            (Some(26000), Some(26000), Level::Must)
+        );
+        assert!(
+            c.formula.contains("H/2 = 5000 ms ≥ N = 4000 ms") && s.spec.contains("RFC 5382"),
+            "{c:?}"
+        );
     }
 
     #[test]
     fn the_receivers_first_wake_is_one_period_after_its_start() {
-        let e = server_expectation(2, FaultKind::Blackhole, Receiver { start: -1000, tick: -1000 }, -995, -1000);
+        let e = server_expectation(
+            2,
+            FaultKind::Blackhole,
+            Receiver {
+                start: -1000,
+                tick: -1000,
+            },
+            -995,
+            -1000,
+        );
         assert_eq!((e.min_ms, e.max_ms), (Some(5000), Some(5000)));
         // Without a start the anchor itself counts as a wake: heard 3 ms
         // before it, that wake (3000) or the next (5000).
@@ -278,13 +393,25 @@ mod tests {
     fn the_expiry_follows_the_first_silence_of_n() {
         let t = Instant::now();
         let at = |ms: u64| t + Duration::from_millis(ms);
-        let io = |ms, dir| Io { at: at(ms), dir, bytes: 8, frames: vec![Frame::Heartbeat] };
+        let io = |ms, dir| Io {
+            at: at(ms),
+            dir,
+            bytes: 8,
+            frames: vec![Frame::Heartbeat],
+        };
         let nat = Duration::from_secs(4);
         // Handshake at 0..2, then lapin's heartbeats (dropped) every 5 s.
-        let broken = [io(0, Dir::Write), io(2, Dir::Read), io(5002, Dir::Write), io(10003, Dir::Write)];
+        let broken = [
+            io(0, Dir::Write),
+            io(2, Dir::Read),
+            io(5002, Dir::Write),
+            io(10003, Dir::Write),
+        ];
         assert_eq!(last_before_expiry(&broken, nat, at(20_000)), Some(at(2)));
         // Heartbeats every second: never silent for N.
-        let kept: Vec<Io> = (0..12).map(|k| io(k * 1000, if k % 2 == 0 { Dir::Read } else { Dir::Write })).collect();
+        let kept: Vec<Io> = (0..12)
+            .map(|k| io(k * 1000, if k % 2 == 0 { Dir::Read } else { Dir::Write }))
+            .collect();
         assert_eq!(last_before_expiry(&kept, nat, at(12_500)), None);
         // Silent at the end for N or more.
         assert_eq!(last_before_expiry(&kept, nat, at(15_000)), Some(at(11_000)));
@@ -294,9 +421,18 @@ mod tests {
     fn the_fault_goes_in_the_middle_of_the_longest_quiet_gap() {
         let now = Instant::now();
         let at = |ms: u64| now - Duration::from_millis(ms);
-        let io = |dir, ago| Io { at: at(ago), dir, bytes: 8, frames: vec![Frame::Heartbeat] };
+        let io = |dir, ago| Io {
+            at: at(ago),
+            dir,
+            bytes: 8,
+            frames: vec![Frame::Heartbeat],
+        };
         // H = 2 s: both every 1000 ms; wrote 100 ms ago (next in 900), read 300 ms ago (next in 700).
-        let q = quiet_instant(&[io(Dir::Write, 100), io(Dir::Read, 300)], Duration::from_secs(2), now);
+        let q = quiet_instant(
+            &[io(Dir::Write, 100), io(Dir::Read, 300)],
+            Duration::from_secs(2),
+            now,
+        );
         // Gaps: 700..900 (200 ms) and 900..1700 (800 ms): middle 1300 → 300 ms from now.
         let d = q.duration_since(now).as_millis();
         assert!((299..=301).contains(&d), "{d}");

@@ -49,19 +49,19 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::StreamExt;
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::testbed::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
+use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
-use crate::model::{ms_of, rel_ms};
 use crate::model::periodic::{first_after, next_send_meets_rst, Before};
+use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side, SideOutcome};
+use crate::protocol::Protocol;
 use crate::shared::Started;
 
 /// RabbitMQ's start script, run directly (not /usr/sbin/rabbitmq-server,
@@ -97,10 +97,18 @@ pub const PHASE_SLACK_MS: i64 = 5;
 
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
-pub static PROTOCOL: Protocol = Protocol { name: "amqp", cases: &CASES, prerequisites: require_rabbitmq, review: |_, _| Vec::new() };
+pub static PROTOCOL: Protocol = Protocol {
+    name: "amqp",
+    cases: &CASES,
+    prerequisites: require_rabbitmq,
+    review: |_, _| Vec::new(),
+};
 
 /// The compose service of the AMQP cases on the docker testbed.
-const RABBITMQ: Docker = Docker::Service { service: "rabbitmq", implementation: "rabbitmq" };
+const RABBITMQ: Docker = Docker::Service {
+    service: "rabbitmq",
+    implementation: "rabbitmq",
+};
 
 /// AMQP 0-9-1, Connection.Tune / Tune-Ok `heartbeat` (the negotiation of §2.3.3).
 const TUNE: &str = "heartbeat: The delay, in seconds, of the connection heartbeat that the server wants. Zero means the server does not want a heartbeat. [Connection.Tune; Tune-Ok: the delay ... that the client wants]";
@@ -172,7 +180,10 @@ fn negotiation_budget(_ctx: &Ctx) -> Duration {
 }
 
 fn idle_budget(ctx: &Ctx) -> Duration {
-    let h = effective_heartbeat(request_of(ctx), server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT));
+    let h = effective_heartbeat(
+        request_of(ctx),
+        server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT),
+    );
     let h = Duration::from_secs(h.max(2) as u64);
     // connect, steady state, half a period, then 3 × the broker's 3T.
     Duration::from_secs(5) + 2 * h + 9 * h
@@ -189,7 +200,12 @@ pub fn broker_implementation() -> Implementation {
         .into_iter()
         .flatten()
         .flatten()
-        .find_map(|e| e.file_name().to_string_lossy().strip_prefix("rabbitmq_server-").map(str::to_string))
+        .find_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("rabbitmq_server-")
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "unknown".into());
     Implementation::new("rabbitmq", version)
 }
@@ -208,4 +224,3 @@ pub fn require_rabbitmq() -> Result<()> {
 fn request_of(ctx: &Ctx) -> u16 {
     ctx.config.amqp.heartbeat.as_secs().min(u16::MAX as u64) as u16
 }
-

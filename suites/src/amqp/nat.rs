@@ -52,7 +52,12 @@ pub struct NatPoints {
 /// The client's and the broker's expectations through a NAT forgetting idle
 /// flows after `nat`, with negotiated heartbeat `h_s` (lapin) and `t_s`
 /// (Tune-Ok, the broker's).
-pub fn nat_expectations(h_s: u16, t_s: u16, nat: Duration, p: &NatPoints) -> (Expectation, Expectation) {
+pub fn nat_expectations(
+    h_s: u16,
+    t_s: u16,
+    nat: Duration,
+    p: &NatPoints,
+) -> (Expectation, Expectation) {
     let (half, n) = (h_s as u64 * 500, ms_of(nat));
     let both = |e: &dyn Fn() -> Expectation| (e(), e());
     match nat_fate(h_s, nat) {
@@ -88,8 +93,19 @@ pub fn nat_expectations(h_s: u16, t_s: u16, nat: Duration, p: &NatPoints) -> (Ex
                 e
             };
             (
-                prefix(client_expectation(h_s, FaultKind::NatExpiry, p.last_read, p.last_write)),
-                prefix(server_expectation(t_s, FaultKind::NatExpiry, p.receiver, p.last_write, p.last_sent)),
+                prefix(client_expectation(
+                    h_s,
+                    FaultKind::NatExpiry,
+                    p.last_read,
+                    p.last_write,
+                )),
+                prefix(server_expectation(
+                    t_s,
+                    FaultKind::NatExpiry,
+                    p.receiver,
+                    p.last_write,
+                    p.last_sent,
+                )),
             )
         }
     }
@@ -111,7 +127,10 @@ pub fn last_before_expiry(io: &[Io], nat: Duration, until: Instant) -> Option<In
 }
 
 pub(crate) fn nat_budget(ctx: &Ctx) -> Duration {
-    let h = Duration::from_secs(effective_heartbeat(request_of(ctx), server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT)) as u64);
+    let h = Duration::from_secs(effective_heartbeat(
+        request_of(ctx),
+        server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT),
+    ) as u64);
     // A node start, then the broker's 3T after the handshake, or 3 × N kept.
     Duration::from_secs(15) + (3 * h).max(3 * crate::model::nat::nat_idle(ctx))
 }
@@ -129,7 +148,14 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(MAIN.port));
     let tap = Tap::default();
     // Ready at once: with H/2 ≥ N no heartbeat ever gets through.
-    let (client_thread, ready, stop) = start_client(tb, addr, request_of(ctx), format!("kaspec-{}-nat", tb.tag), &tap, false)?;
+    let (client_thread, ready, stop) = start_client(
+        tb,
+        addr,
+        request_of(ctx),
+        format!("kaspec-{}-nat", tb.tag),
+        &tap,
+        false,
+    )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     let hs = ready.negotiated;
     let ts = tune_ok(&tap.io()).map(|(_, w)| w).unwrap_or(hs);
@@ -142,13 +168,37 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let (pc, ps) = nat_expectations(hs, ts, nat, &predicted);
     let quiet_ms = ms_of((3 * nat).max(3 * Duration::from_secs(hs as u64)));
     let client_deadline_ms = pc.deadline_ms(quiet_ms);
-    let server_deadline_ms = ps.deadline_ms(quiet_ms) + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
-    let server_closed = watch.wait(predicted_t0 + Duration::from_millis(server_deadline_ms.max(if fate == NatFate::Broken { 0 } else { client_deadline_ms })))?;
+    let server_deadline_ms = ps.deadline_ms(quiet_ms)
+        + crate::deviations::late_allowance_ms(
+            &ctx.deviations,
+            case.id,
+            "server",
+            &broker_impl.name,
+        );
+    let server_closed = watch.wait(
+        predicted_t0
+            + Duration::from_millis(server_deadline_ms.max(if fate == NatFate::Broken {
+                0
+            } else {
+                client_deadline_ms
+            })),
+    )?;
     let client_deadline = predicted_t0 + Duration::from_millis(client_deadline_ms);
     let (end, release) = if fate == NatFate::Broken {
         // The broker's end only: the tap holds lapin's socket until now.
-        let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(tb, ready.local, addr) };
-        (finish_client(client_thread, stop, Instant::now().max(client_deadline), client_deadline)?, release)
+        let release = crate::outcome::Releases {
+            client: None,
+            ..crate::outcome::releases(tb, ready.local, addr)
+        };
+        (
+            finish_client(
+                client_thread,
+                stop,
+                Instant::now().max(client_deadline),
+                client_deadline,
+            )?,
+            release,
+        )
     } else {
         // lapin closes the connection it kept (Connection.Close, then its
         // socket); the broker's end must follow within a second.
@@ -158,7 +208,9 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
             // lapin's I/O may let go of the socket after the client returned.
             tap.release();
             let r = crate::outcome::releases(tb, ready.local, addr);
-            if r.server.as_ref().is_none_or(|s| s.clean) || closed_at.elapsed() > Duration::from_secs(1) {
+            if r.server.as_ref().is_none_or(|s| s.clean)
+                || closed_at.elapsed() > Duration::from_secs(1)
+            {
                 break r;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -175,16 +227,34 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let t0 = last + nat;
     let points = nat_points(&io, t0, nat, ts);
     let (client_exp, server_exp) = nat_expectations(hs, ts, nat, &points);
-    let heartbeats_after = io.iter().filter(|i| i.dir == Dir::Read && i.at >= t0 && i.frames.contains(&Frame::Heartbeat)).count();
+    let heartbeats_after = io
+        .iter()
+        .filter(|i| i.dir == Dir::Read && i.at >= t0 && i.frames.contains(&Frame::Heartbeat))
+        .count();
 
     let mut timeline = io_timeline(&io);
-    timeline.push((last, "the flow's last packet before the mapping expired".into()));
+    timeline.push((
+        last,
+        "the flow's last packet before the mapping expired".into(),
+    ));
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
     let mut config = heartbeat_config(ctx, hs, Some(ts))?;
-    config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release };
+    config.insert(
+        "network.nat_idle_timeout".into(),
+        format!("{}ms", ms_of(nat)),
+    );
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: fault.engine().into(),
+        commit_ms: crate::model::linux::jiffy_ms(),
+        config,
+        t0,
+        timeline,
+        release,
+    };
     let client_error = end.error.or_else(|| {
         Some(format!("no error; lapin read {heartbeats_after} broker heartbeats after the time the mapping would have expired, the last {} ms before the end", {
             let last_hb = io.iter().filter(|i| i.dir == Dir::Read && i.frames.contains(&Frame::Heartbeat)).map(|i| i.at).next_back();
@@ -194,8 +264,18 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let results = facts.both_sides(
         client_implementation(),
         broker_impl,
-        Side::library(client_exp, end.failed_at, client_error, rel_ms(t0, client_deadline).max(0) as u64),
-        Side::from_socket(server_exp, server_closed, rel_ms(t0, predicted_t0 + Duration::from_millis(server_deadline_ms)).max(0) as u64, "broker"),
+        Side::library(
+            client_exp,
+            end.failed_at,
+            client_error,
+            rel_ms(t0, client_deadline).max(0) as u64,
+        ),
+        Side::from_socket(
+            server_exp,
+            server_closed,
+            rel_ms(t0, predicted_t0 + Duration::from_millis(server_deadline_ms)).max(0) as u64,
+            "broker",
+        ),
         &ctx.judging(),
     )?;
     drop(lease);
@@ -205,15 +285,30 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
 /// The points the NAT windows count from, in ms from `t0`.
 pub(crate) fn nat_points(io: &[Io], t0: Instant, nat: Duration, t_s: u16) -> NatPoints {
     let rel = |t: Instant| rel_ms(t0, t);
-    let last_of = |d: Dir| io.iter().filter(|i| i.dir == d && i.at < t0).map(|i| rel(i.at)).next_back();
-    let (last_read, last_write) = (last_of(Dir::Read).unwrap_or(0), last_of(Dir::Write).unwrap_or(0));
-    let heartbeats_read: Vec<i64> = io.iter().filter(|i| i.dir == Dir::Read && i.at < t0 && i.frames.contains(&Frame::Heartbeat)).map(|i| rel(i.at)).collect();
+    let last_of = |d: Dir| {
+        io.iter()
+            .filter(|i| i.dir == d && i.at < t0)
+            .map(|i| rel(i.at))
+            .next_back()
+    };
+    let (last_read, last_write) = (
+        last_of(Dir::Read).unwrap_or(0),
+        last_of(Dir::Write).unwrap_or(0),
+    );
+    let heartbeats_read: Vec<i64> = io
+        .iter()
+        .filter(|i| i.dir == Dir::Read && i.at < t0 && i.frames.contains(&Frame::Heartbeat))
+        .map(|i| rel(i.at))
+        .collect();
     let start = tune_ok(io).map(|(at, _)| rel(at)).unwrap_or(last_write);
     NatPoints {
         last: -(ms_of(nat) as i64),
         last_read,
         last_write,
-        receiver: Receiver { start, tick: receiver_tick(start, t_s as i64 * 1000, &heartbeats_read) },
+        receiver: Receiver {
+            start,
+            tick: receiver_tick(start, t_s as i64 * 1000, &heartbeats_read),
+        },
         last_sent: heartbeats_read.last().copied().unwrap_or(last_read),
     }
 }

@@ -12,8 +12,14 @@ pub(crate) fn quiet_instant(io: &[Io], h: Duration, now: Instant) -> Instant {
         return now;
     }
     let last = |d: Dir| io.iter().filter(|i| i.dir == d).map(|i| i.at).next_back();
-    let phase = |t: Option<Instant>| t.map(|t| (now.duration_since(t).as_secs_f64() % period, period)).map(|(since, p)| p - since);
-    let mut points: Vec<f64> = [phase(last(Dir::Write)), phase(last(Dir::Read))].into_iter().flatten().collect();
+    let phase = |t: Option<Instant>| {
+        t.map(|t| (now.duration_since(t).as_secs_f64() % period, period))
+            .map(|(since, p)| p - since)
+    };
+    let mut points: Vec<f64> = [phase(last(Dir::Write)), phase(last(Dir::Read))]
+        .into_iter()
+        .flatten()
+        .collect();
     points.sort_by(|a, b| a.total_cmp(b));
     let at = match points.as_slice() {
         [a, b] => {
@@ -32,7 +38,15 @@ pub(crate) fn quiet_instant(io: &[Io], h: Duration, now: Instant) -> Instant {
 
 /// Connection.Tune-Ok as lapin wrote it: when, and its heartbeat.
 pub(crate) fn tune_ok(io: &[Io]) -> Option<(Instant, u16)> {
-    io.iter().find_map(|i| i.frames.iter().find_map(|f| if let Frame::TuneOk { heartbeat } = f { Some((i.at, *heartbeat)) } else { None }))
+    io.iter().find_map(|i| {
+        i.frames.iter().find_map(|f| {
+            if let Frame::TuneOk { heartbeat } = f {
+                Some((i.at, *heartbeat))
+            } else {
+                None
+            }
+        })
+    })
 }
 
 /// lapin's reads and writes, for the timeline.
@@ -45,22 +59,53 @@ pub(crate) fn io_timeline(io: &[Io]) -> Vec<(Instant, String)> {
                 .map(|f| match f {
                     Frame::Heartbeat => "heartbeat".to_string(),
                     Frame::Tune { heartbeat } => format!("Connection.Tune (heartbeat {heartbeat})"),
-                    Frame::TuneOk { heartbeat } => format!("Connection.Tune-Ok (heartbeat {heartbeat})"),
+                    Frame::TuneOk { heartbeat } => {
+                        format!("Connection.Tune-Ok (heartbeat {heartbeat})")
+                    }
                     Frame::Other => "frame".to_string(),
                 })
                 .collect::<Vec<_>>()
                 .join(" + ");
-            let what = if what.is_empty() { format!("{} bytes", i.bytes) } else { what };
-            (i.at, format!("lapin {} {what}", if i.dir == Dir::Read { "read" } else { "wrote" }))
+            let what = if what.is_empty() {
+                format!("{} bytes", i.bytes)
+            } else {
+                what
+            };
+            (
+                i.at,
+                format!(
+                    "lapin {} {what}",
+                    if i.dir == Dir::Read { "read" } else { "wrote" }
+                ),
+            )
         })
         .collect()
 }
 
 /// The configuration of a heartbeat case as the connection used it.
-pub(crate) fn heartbeat_config(ctx: &Ctx, hs: u16, wire_h: Option<u16>) -> Result<std::collections::BTreeMap<String, String>> {
+pub(crate) fn heartbeat_config(
+    ctx: &Ctx,
+    hs: u16,
+    wire_h: Option<u16>,
+) -> Result<std::collections::BTreeMap<String, String>> {
     let mut config = ctx.config.effective("amqp.");
-    config.insert("rabbitmq.heartbeat".into(), format!("{}s ({})", server_heartbeat(&ctx.fixtures, &MAIN)?, MAIN.conf));
-    config.insert("negotiated".into(), format!("{hs}s (lapin), Tune-Ok {}", wire_h.map(|w| format!("{w}s")).unwrap_or_else(|| "?".into())));
+    config.insert(
+        "rabbitmq.heartbeat".into(),
+        format!(
+            "{}s ({})",
+            server_heartbeat(&ctx.fixtures, &MAIN)?,
+            MAIN.conf
+        ),
+    );
+    config.insert(
+        "negotiated".into(),
+        format!(
+            "{hs}s (lapin), Tune-Ok {}",
+            wire_h
+                .map(|w| format!("{w}s"))
+                .unwrap_or_else(|| "?".into())
+        ),
+    );
     Ok(config)
 }
 
@@ -70,7 +115,14 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(MAIN.port));
     let tap = Tap::default();
-    let (client_thread, ready, stop) = start_client(tb, addr, request_of(ctx), format!("kaspec-{}-idle", tb.tag), &tap, true)?;
+    let (client_thread, ready, stop) = start_client(
+        tb,
+        addr,
+        request_of(ctx),
+        format!("kaspec-{}-idle", tb.tag),
+        &tap,
+        true,
+    )?;
     let hs = ready.negotiated;
     let h = Duration::from_secs(hs as u64);
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
@@ -79,13 +131,27 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
-    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(lease.server().pid()))?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: ready.local,
+            server: addr,
+        },
+        Some(lease.server().pid()),
+    )?;
     let t0 = applied.in_force_at;
 
     // Deadlines from the windows as they stand at t0 (3× the upper bound),
     // plus what a documented deviation allows beyond the broker's.
     let before = tap.io();
-    let last = |d: Dir| before.iter().filter(|i| i.dir == d && i.at < t0).map(|i| rel_ms(t0, i.at)).next_back().unwrap_or(0);
+    let last = |d: Dir| {
+        before
+            .iter()
+            .filter(|i| i.dir == d && i.at < t0)
+            .map(|i| rel_ms(t0, i.at))
+            .next_back()
+            .unwrap_or(0)
+    };
     let imp = ctx.impairment(fault);
     let (client_deadline_ms, server_deadline_ms) = match &imp {
         Some(i) => {
@@ -96,29 +162,66 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         None => {
             let t = hs as i64 * 1000;
             let server_hi = (last(Dir::Write) + 3 * t).max(0) as u64 + 2 * PHASE_SLACK_MS as u64;
-            let client = Expectation::window(0, (last(Dir::Read) + 5 * t / 2).max(0) as u64, "", "", Level::Must).deadline_ms(10_000);
+            let client = Expectation::window(
+                0,
+                (last(Dir::Read) + 5 * t / 2).max(0) as u64,
+                "",
+                "",
+                Level::Must,
+            )
+            .deadline_ms(10_000);
             let server = Expectation::window(0, server_hi, "", "", Level::Must).deadline_ms(10_000)
-                + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name);
+                + crate::deviations::late_allowance_ms(
+                    &ctx.deviations,
+                    case.id,
+                    "server",
+                    &broker_impl.name,
+                );
             // Under blackhole-up lapin may learn from the broker's close.
-            (if fault == FaultKind::BlackholeUp { client.max(server) } else { client }, server)
+            (
+                if fault == FaultKind::BlackholeUp {
+                    client.max(server)
+                } else {
+                    client
+                },
+                server,
+            )
         }
     };
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     // The second axis: the broker's end only (the tap holds lapin's socket
     // open, on purpose, until the broker has been watched).
-    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(tb, ready.local, addr) };
+    let release = crate::outcome::Releases {
+        client: None,
+        ..crate::outcome::releases(tb, ready.local, addr)
+    };
     let client_deadline = t0 + Duration::from_millis(client_deadline_ms);
-    let end = finish_client(client_thread, stop, Instant::now().max(client_deadline), client_deadline)?;
+    let end = finish_client(
+        client_thread,
+        stop,
+        Instant::now().max(client_deadline),
+        client_deadline,
+    )?;
 
     let io = tap.io();
     let rel = |t: Instant| rel_ms(t0, t);
-    let reads_before: Vec<&Io> = io.iter().filter(|i| i.dir == Dir::Read && i.at < t0).collect();
-    let writes_before: Vec<&Io> = io.iter().filter(|i| i.dir == Dir::Write && i.at < t0).collect();
+    let reads_before: Vec<&Io> = io
+        .iter()
+        .filter(|i| i.dir == Dir::Read && i.at < t0)
+        .collect();
+    let writes_before: Vec<&Io> = io
+        .iter()
+        .filter(|i| i.dir == Dir::Write && i.at < t0)
+        .collect();
     // What lapin last read: before the fault or, with server → client still
     // open, before it gave up.
     let last_read = if fault == FaultKind::BlackholeUp {
         let until = end.failed_at.unwrap_or(client_deadline);
-        io.iter().filter(|i| i.dir == Dir::Read && i.at < until).map(|i| rel(i.at)).next_back().unwrap_or(0)
+        io.iter()
+            .filter(|i| i.dir == Dir::Read && i.at < until)
+            .map(|i| rel(i.at))
+            .next_back()
+            .unwrap_or(0)
     } else {
         reads_before.last().map(|i| rel(i.at)).unwrap_or(0)
     };
@@ -127,12 +230,20 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let wire_h = tune.map(|(_, w)| w);
     // What the broker uses is what Tune-Ok carried.
     let ts = wire_h.unwrap_or(hs);
-    let heartbeats_read: Vec<i64> = reads_before.iter().filter(|i| i.frames.contains(&Frame::Heartbeat)).map(|i| rel(i.at)).collect();
+    let heartbeats_read: Vec<i64> = reads_before
+        .iter()
+        .filter(|i| i.frames.contains(&Frame::Heartbeat))
+        .map(|i| rel(i.at))
+        .collect();
     let start = tune.map(|(at, _)| rel(at)).unwrap_or(last_read);
     let tick = receiver_tick(start, ts as i64 * 1000, &heartbeats_read);
     let last_heard = if fault == FaultKind::BlackholeDown {
         let until = end.failed_at.map(rel).unwrap_or(i64::MAX);
-        io.iter().filter(|i| i.dir == Dir::Write && i.at >= t0).map(|i| rel(i.at)).find(|r| *r < until).unwrap_or(last_write)
+        io.iter()
+            .filter(|i| i.dir == Dir::Write && i.at >= t0)
+            .map(|i| rel(i.at))
+            .find(|r| *r < until)
+            .unwrap_or(last_write)
     } else {
         last_write
     };
@@ -146,18 +257,42 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config,
+        t0,
+        timeline,
+        release,
+    };
     let (client_exp, server_exp) = match &imp {
         // lapin fails after 2H without a read, the broker after 2T to 3T,
         // while each sends every H/2: the slack is 2H − H/2.
         Some(i) => (
-            crate::model::impaired::impaired_expectation("lapin's slack, 2H − H/2 (the broker sends every H/2) =", 3 * h / 2, i, case.spec),
-            crate::model::impaired::impaired_expectation("the broker's slack, 2T − T/2 (lapin sends every T/2) =", 3 * Duration::from_secs(ts as u64) / 2, i, case.spec),
+            crate::model::impaired::impaired_expectation(
+                "lapin's slack, 2H − H/2 (the broker sends every H/2) =",
+                3 * h / 2,
+                i,
+                case.spec,
+            ),
+            crate::model::impaired::impaired_expectation(
+                "the broker's slack, 2T − T/2 (lapin sends every T/2) =",
+                3 * Duration::from_secs(ts as u64) / 2,
+                i,
+                case.spec,
+            ),
         ),
         None => {
-            let server = server_expectation(ts, fault, Receiver { start, tick }, last_heard, last_sent);
+            let server =
+                server_expectation(ts, fault, Receiver { start, tick }, last_heard, last_sent);
             let client = if fault == FaultKind::BlackholeUp {
-                blackhole_up_client(client_expectation(hs, fault, last_read, last_write), server.clone(), last_read)
+                blackhole_up_client(
+                    client_expectation(hs, fault, last_read, last_write),
+                    server.clone(),
+                    last_read,
+                )
             } else {
                 client_expectation(hs, fault, last_read, last_write)
             };

@@ -9,9 +9,13 @@ use super::*;
 pub enum Frame {
     Heartbeat,
     /// Connection.Tune (server → client) with its heartbeat.
-    Tune { heartbeat: u16 },
+    Tune {
+        heartbeat: u16,
+    },
     /// Connection.Tune-Ok (client → server) with its heartbeat.
-    TuneOk { heartbeat: u16 },
+    TuneOk {
+        heartbeat: u16,
+    },
     /// Any other frame (method, header, body).
     Other,
 }
@@ -43,7 +47,8 @@ impl FrameParser {
                 break;
             }
             let kind = self.buf[0];
-            let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]) as usize;
+            let size =
+                u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]) as usize;
             if self.buf.len() < 7 + size + 1 {
                 break;
             }
@@ -53,10 +58,18 @@ impl FrameParser {
                 break;
             }
             let payload = &self.buf[7..7 + size];
-            let method = |p: &[u8]| (p.len() >= 4).then(|| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+            let method = |p: &[u8]| {
+                (p.len() >= 4).then(|| {
+                    (
+                        u16::from_be_bytes([p[0], p[1]]),
+                        u16::from_be_bytes([p[2], p[3]]),
+                    )
+                })
+            };
             // Tune and Tune-Ok: class 10, method 30/31; channel-max (2),
             // frame-max (4), heartbeat (2).
-            let heartbeat_field = |p: &[u8]| (p.len() >= 12).then(|| u16::from_be_bytes([p[10], p[11]]));
+            let heartbeat_field =
+                |p: &[u8]| (p.len() >= 12).then(|| u16::from_be_bytes([p[10], p[11]]));
             let frame = match (kind, method(payload), heartbeat_field(payload)) {
                 (8, _, _) => Frame::Heartbeat,
                 (1, Some((10, 30)), Some(h)) => Frame::Tune { heartbeat: h },
@@ -117,7 +130,12 @@ impl Tap {
             Dir::Read => s.reads.push(bytes),
             Dir::Write => s.writes.push(bytes),
         };
-        s.io.push(Io { at, dir, bytes: bytes.len(), frames });
+        s.io.push(Io {
+            at,
+            dir,
+            bytes: bytes.len(),
+            frames,
+        });
     }
 
     pub fn io(&self) -> Vec<Io> {
@@ -154,9 +172,15 @@ pub(crate) fn gone() -> io::Error {
 }
 
 impl<S: AsyncRead + Send + Unpin + 'static> AsyncRead for TapStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(Err(gone())) };
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
         let r = Pin::new(inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
@@ -168,9 +192,15 @@ impl<S: AsyncRead + Send + Unpin + 'static> AsyncRead for TapStream<S> {
 }
 
 impl<S: AsyncWrite + Send + Unpin + 'static> AsyncWrite for TapStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(Err(gone())) };
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
         let r = Pin::new(inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
@@ -205,7 +235,9 @@ impl Reactor for TapReactor {
     type TcpStream = TapStream<<Tokio as Reactor>::TcpStream>;
     type Sleep = <Tokio as Reactor>::Sleep;
 
-    fn register<H: io::Read + io::Write + std::os::fd::AsFd + std::os::fd::AsRawFd + Send + 'static>(
+    fn register<
+        H: io::Read + io::Write + std::os::fd::AsFd + std::os::fd::AsRawFd + Send + 'static,
+    >(
         &self,
         socket: H,
     ) -> io::Result<impl AsyncRead + AsyncWrite + Send + Unpin + 'static> {
@@ -216,11 +248,17 @@ impl Reactor for TapReactor {
         self.inner.sleep(dur)
     }
 
-    fn interval(&self, dur: Duration) -> impl futures_util::Stream<Item = Instant> + Send + 'static {
+    fn interval(
+        &self,
+        dur: Duration,
+    ) -> impl futures_util::Stream<Item = Instant> + Send + 'static {
         self.inner.interval(dur)
     }
 
-    fn tcp_connect_addr(&self, addr: SocketAddr) -> impl std::future::Future<Output = io::Result<Self::TcpStream>> + Send + 'static {
+    fn tcp_connect_addr(
+        &self,
+        addr: SocketAddr,
+    ) -> impl std::future::Future<Output = io::Result<Self::TcpStream>> + Send + 'static {
         let connect = self.inner.tcp_connect_addr(addr);
         let tap = self.tap.clone();
         async move {
@@ -228,20 +266,43 @@ impl Reactor for TapReactor {
             if let Ok(SocketAddr::V4(local)) = stream.get_ref().local_addr() {
                 tap.lock().local = Some(local);
             }
-            Ok(TapStream { inner: Some(stream), tap })
+            Ok(TapStream {
+                inner: Some(stream),
+                tap,
+            })
         }
     }
 }
 
 /// Connects lapin to `broker` asking for `request` (None: no `heartbeat`
 /// in the URI), through an observed socket.
-pub(crate) async fn connect(broker: SocketAddrV4, request: Option<u16>, name: &str, tap: &Tap) -> std::result::Result<lapin::Connection, String> {
-    let query = request.map(|h| format!("?heartbeat={h}")).unwrap_or_default();
-    let uri = format!("amqp://guest:guest@{}:{}/%2f{query}", broker.ip(), broker.port());
-    let reactor = TapReactor { inner: Tokio::current(), tap: tap.clone() };
+pub(crate) async fn connect(
+    broker: SocketAddrV4,
+    request: Option<u16>,
+    name: &str,
+    tap: &Tap,
+) -> std::result::Result<lapin::Connection, String> {
+    let query = request
+        .map(|h| format!("?heartbeat={h}"))
+        .unwrap_or_default();
+    let uri = format!(
+        "amqp://guest:guest@{}:{}/%2f{query}",
+        broker.ip(),
+        broker.port()
+    );
+    let reactor = TapReactor {
+        inner: Tokio::current(),
+        tap: tap.clone(),
+    };
     let runtime = Runtime::new(async_rs::util::RuntimeParts::new(Tokio::current(), reactor));
-    let props = lapin::ConnectionProperties::default().with_connection_name(name.to_string().into());
-    match tokio::time::timeout(Duration::from_secs(15), lapin::Connection::connect_with_runtime(&uri, props, runtime)).await {
+    let props =
+        lapin::ConnectionProperties::default().with_connection_name(name.to_string().into());
+    match tokio::time::timeout(
+        Duration::from_secs(15),
+        lapin::Connection::connect_with_runtime(&uri, props, runtime),
+    )
+    .await
+    {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!("lapin could not connect to {broker}: {e}")),
         Err(_) => Err(format!("lapin did not connect to {broker} within 15 s")),

@@ -22,7 +22,13 @@ const CONNINFO_IGNORED: &[&str] = &[
     "channel_binding",
     "load_balance_hosts",
 ];
-const CONNINFO_KEEPALIVE: &[&str] = &["keepalives", "keepalives_idle", "keepalives_interval", "keepalives_retries", "tcp_user_timeout"];
+const CONNINFO_KEEPALIVE: &[&str] = &[
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "tcp_user_timeout",
+];
 
 /// Splits a libpq connection string into its keys and values: `key=value`
 /// pairs separated by whitespace (values optionally single-quoted, with `\`
@@ -30,11 +36,18 @@ const CONNINFO_KEEPALIVE: &[&str] = &["keepalives", "keepalives_idle", "keepaliv
 /// carries the parameters.
 fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let t = text.trim();
-    if let Some(rest) = t.strip_prefix("postgresql://").or_else(|| t.strip_prefix("postgres://")) {
-        let Some((_, query)) = rest.split_once('?') else { return Ok(Vec::new()) };
+    if let Some(rest) = t
+        .strip_prefix("postgresql://")
+        .or_else(|| t.strip_prefix("postgres://"))
+    {
+        let Some((_, query)) = rest.split_once('?') else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("URL parameter `{part}` has no value"))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("URL parameter `{part}` has no value"))?;
             out.push((percent_decode(k)?, percent_decode(v)?));
         }
         return Ok(out);
@@ -99,7 +112,10 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| format!("bad escape in `{s}`"))?;
+            let h = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad escape in `{s}`"))?;
             out.push(h);
             i += 3;
         } else {
@@ -114,16 +130,46 @@ fn percent_decode(s: &str) -> Result<String, String> {
 /// kaspec's units, what the report shows).
 pub fn parse_conninfo(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigError> {
     // One line whatever the string holds: control characters escaped.
-    let bad = |what: String| ConfigError(format!("postgres.conninfo: {}", what.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>()));
-    let allowed = || format!("allowed: {}; ignored: {}", CONNINFO_KEEPALIVE.join(", "), CONNINFO_IGNORED.join(", "));
-    let pairs = conninfo_pairs(text).map_err(|e| bad(format!("not a libpq connection string ({e})")))?;
+    let bad = |what: String| {
+        ConfigError(format!(
+            "postgres.conninfo: {}",
+            what.chars()
+                .map(|c| if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                })
+                .collect::<String>()
+        ))
+    };
+    let allowed = || {
+        format!(
+            "allowed: {}; ignored: {}",
+            CONNINFO_KEEPALIVE.join(", "),
+            CONNINFO_IGNORED.join(", ")
+        )
+    };
+    let pairs =
+        conninfo_pairs(text).map_err(|e| bad(format!("not a libpq connection string ({e})")))?;
     let mut out = Vec::new();
     for (k, v) in &pairs {
         let int = |unit: &str| -> Result<u64, ConfigError> {
-            v.trim().parse::<u64>().map_err(|_| bad(format!("{k}={v}: expected a whole number of {unit}, as libpq writes it")))
+            v.trim().parse::<u64>().map_err(|_| {
+                bad(format!(
+                    "{k}={v}: expected a whole number of {unit}, as libpq writes it"
+                ))
+            })
         };
-        let checked = |name: &'static str, raw: String, shown: String| -> Result<(&'static str, String, String), ConfigError> {
-            parse(key(name).expect("known key"), &raw).map_err(|e| bad(format!("{k}={v}: {}", e.0.split_once(": ").map(|x| x.1).unwrap_or(&e.0))))?;
+        let checked = |name: &'static str,
+                       raw: String,
+                       shown: String|
+         -> Result<(&'static str, String, String), ConfigError> {
+            parse(key(name).expect("known key"), &raw).map_err(|e| {
+                bad(format!(
+                    "{k}={v}: {}",
+                    e.0.split_once(": ").map(|x| x.1).unwrap_or(&e.0)
+                ))
+            })?;
             Ok((name, raw, shown))
         };
         match k.as_str() {
@@ -151,9 +197,10 @@ pub fn parse_conninfo(text: &str) -> Result<Vec<(&'static str, String, String)>,
     // The string must be one tokio-postgres itself accepts (values of the
     // ignored keys too, e.g. sslmode).
     text.trim().parse::<tokio_postgres::Config>().map_err(|e| {
-        let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+        let detail = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
         bad(format!("tokio-postgres rejects this string: {detail}"))
     })?;
     Ok(out)
 }
-

@@ -15,10 +15,20 @@ pub struct ConfigError(pub String);
 enum Kind {
     Bool,
     /// Whole seconds in [min, max] (kernel/library takes seconds).
-    Secs { min: u64, max: u64, zero_ok: bool },
+    Secs {
+        min: u64,
+        max: u64,
+        zero_ok: bool,
+    },
     /// Milliseconds in [min, max].
-    Millis { min: u64, max: u64 },
-    Count { min: u64, max: u64 },
+    Millis {
+        min: u64,
+        max: u64,
+    },
+    Count {
+        min: u64,
+        max: u64,
+    },
     /// A libpq-style connection string whose keep-alive keys set the
     /// `postgres.*` knobs (see [`parse_conninfo`]).
     Conninfo,
@@ -79,8 +89,16 @@ pub(crate) fn line_of(text: &str, at: usize) -> usize {
 
 /// A TOML parse error as one line: the message's lines joined, with the line it is on.
 pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let msg: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let at = e.span().map(|s| format!(" (line {})", line_of(text, s.start))).unwrap_or_default();
+    let msg: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let at = e
+        .span()
+        .map(|s| format!(" (line {})", line_of(text, s.start)))
+        .unwrap_or_default();
     ConfigError(format!("not valid TOML{at}: {}", msg.join("; ")))
 }
 
@@ -102,7 +120,8 @@ fn duration(raw: &str) -> Result<Duration, String> {
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
         return Err("a duration needs a unit: ms, s or m (e.g. 2s)".into());
     }
-    humantime::parse_duration(t).map_err(|e| format!("not a duration ({e}); use ms, s or m, e.g. 500ms, 2s, 1m"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("not a duration ({e}); use ms, s or m, e.g. 500ms, 2s, 1m"))
 }
 
 /// The parsed value of a key.
@@ -147,7 +166,10 @@ fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
             Ok(Value::Dur(d))
         }
         Kind::Count { min, max } => {
-            let n: u64 = raw.trim().parse().map_err(|_| bad(format!("expected a whole number in {min}..{max}")))?;
+            let n: u64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("expected a whole number in {min}..{max}")))?;
             if n < min || n > max {
                 return Err(bad(format!("out of range (allowed: {min}..{max})")));
             }
@@ -261,10 +283,25 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let mut c = Config {
-            tcp: TcpConfig { keepalive: true, idle: Duration::ZERO, interval: Duration::ZERO, count: 0, user_timeout: Duration::ZERO },
-            mqtt: MqttConfig { keep_alive: Duration::ZERO },
-            websocket: WebSocketConfig { ping_interval: Duration::ZERO, pong_timeout: Duration::ZERO },
-            grpc: GrpcConfig { keepalive_time: Duration::ZERO, keepalive_timeout: Duration::ZERO, keepalive_while_idle: false },
+            tcp: TcpConfig {
+                keepalive: true,
+                idle: Duration::ZERO,
+                interval: Duration::ZERO,
+                count: 0,
+                user_timeout: Duration::ZERO,
+            },
+            mqtt: MqttConfig {
+                keep_alive: Duration::ZERO,
+            },
+            websocket: WebSocketConfig {
+                ping_interval: Duration::ZERO,
+                pong_timeout: Duration::ZERO,
+            },
+            grpc: GrpcConfig {
+                keepalive_time: Duration::ZERO,
+                keepalive_timeout: Duration::ZERO,
+                keepalive_while_idle: false,
+            },
             postgres: PostgresConfig {
                 keepalives: true,
                 keepalives_idle: Duration::ZERO,
@@ -272,9 +309,17 @@ impl Default for Config {
                 keepalives_retries: 0,
                 tcp_user_timeout: Duration::ZERO,
             },
-            amqp: AmqpConfig { heartbeat: Duration::ZERO },
-            redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
-            nats: NatsConfig { ping_interval: Duration::ZERO },
+            amqp: AmqpConfig {
+                heartbeat: Duration::ZERO,
+            },
+            redis: RedisConfig {
+                response_timeout: Duration::ZERO,
+                idle: Duration::ZERO,
+                server_timeout: Duration::ZERO,
+            },
+            nats: NatsConfig {
+                ping_interval: Duration::ZERO,
+            },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -303,8 +348,12 @@ impl Config {
             ("grpc.keepalive_while_idle", Value::Bool(b)) => self.grpc.keepalive_while_idle = b,
             ("postgres.keepalives", Value::Bool(b)) => self.postgres.keepalives = b,
             ("postgres.keepalives_idle", Value::Dur(d)) => self.postgres.keepalives_idle = d,
-            ("postgres.keepalives_interval", Value::Dur(d)) => self.postgres.keepalives_interval = d,
-            ("postgres.keepalives_retries", Value::Count(n)) => self.postgres.keepalives_retries = n as u32,
+            ("postgres.keepalives_interval", Value::Dur(d)) => {
+                self.postgres.keepalives_interval = d
+            }
+            ("postgres.keepalives_retries", Value::Count(n)) => {
+                self.postgres.keepalives_retries = n as u32
+            }
             ("postgres.tcp_user_timeout", Value::Dur(d)) => self.postgres.tcp_user_timeout = d,
             ("postgres.conninfo", Value::Text) => {
                 if raw.trim().is_empty() {
@@ -328,41 +377,68 @@ impl Config {
 
     /// Applies `KEY=VALUE`.
     pub fn set_pair(&mut self, pair: &str) -> Result<(), ConfigError> {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| ConfigError(format!("--set {}: expected KEY=VALUE, e.g. tcp.idle=3s", one_line(pair))))?;
-        self.set(k.trim(), v).map_err(|e| ConfigError(format!("--set {}", e.0)))
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--set {}: expected KEY=VALUE, e.g. tcp.idle=3s",
+                one_line(pair)
+            ))
+        })?;
+        self.set(k.trim(), v)
+            .map_err(|e| ConfigError(format!("--set {}", e.0)))
     }
 
     /// Applies a TOML profile: `[tcp] idle = "3s"`, `[mqtt] keep_alive = "2s"`.
     pub fn apply_profile(&mut self, path: &Path) -> Result<(), ConfigError> {
         let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("profile {shown}: cannot read it: {e}")))?;
-        self.apply_profile_str(&text).map_err(|e| ConfigError(format!("profile {shown}: {}", e.0)))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("profile {shown}: cannot read it: {e}")))?;
+        self.apply_profile_str(&text)
+            .map_err(|e| ConfigError(format!("profile {shown}: {}", e.0)))
     }
 
     pub fn apply_profile_str(&mut self, text: &str) -> Result<(), ConfigError> {
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_error(text, &e))?;
-        let tables: Vec<&str> = KEYS.iter().filter_map(|k| k.name.split_once('.').map(|(t, _)| t)).fold(Vec::new(), |mut v, t| {
-            if !v.contains(&t) {
-                v.push(t);
-            }
-            v
-        });
-        let allowed = || format!("allowed: the tables [{}] and the top-level keys name, description", tables.join("], ["));
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| toml_error(text, &e))?;
+        let tables: Vec<&str> = KEYS
+            .iter()
+            .filter_map(|k| k.name.split_once('.').map(|(t, _)| t))
+            .fold(Vec::new(), |mut v, t| {
+                if !v.contains(&t) {
+                    v.push(t);
+                }
+                v
+            });
+        let allowed = || {
+            format!(
+                "allowed: the tables [{}] and the top-level keys name, description",
+                tables.join("], [")
+            )
+        };
         for (section, body) in &doc {
             if section == "name" || section == "description" {
                 if !body.is_str() {
-                    return Err(ConfigError(format!("{section} = {}: expected a string", one_line(&body.to_string()))));
+                    return Err(ConfigError(format!(
+                        "{section} = {}: expected a string",
+                        one_line(&body.to_string())
+                    )));
                 }
                 continue;
             }
             let toml::Value::Table(t) = body else {
-                return Err(ConfigError(format!("`{}` must be a table like [tcp] ({})", one_line(section), allowed())));
+                return Err(ConfigError(format!(
+                    "`{}` must be a table like [tcp] ({})",
+                    one_line(section),
+                    allowed()
+                )));
             };
             if !tables.contains(&section.as_str()) {
                 // Even empty: a misspelt or unsupported table is never ignored.
-                return Err(ConfigError(format!("unknown table [{}] ({})", one_line(section), allowed())));
+                return Err(ConfigError(format!(
+                    "unknown table [{}] ({})",
+                    one_line(section),
+                    allowed()
+                )));
             }
             for (k, v) in t {
                 let name = format!("{section}.{k}");
@@ -370,7 +446,13 @@ impl Config {
                     toml::Value::String(s) => s.clone(),
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
-                    other => return Err(ConfigError(format!("{} = {}: expected a string, number or boolean", one_line(&name), one_line(&other.to_string())))),
+                    other => {
+                        return Err(ConfigError(format!(
+                            "{} = {}: expected a string, number or boolean",
+                            one_line(&name),
+                            one_line(&other.to_string())
+                        )))
+                    }
                 };
                 self.set(&name, &raw)?;
             }
@@ -380,7 +462,11 @@ impl Config {
 
     /// The effective values of the keys under `prefix` (e.g. `tcp.`).
     pub fn effective(&self, prefix: &str) -> BTreeMap<String, String> {
-        self.raw.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.to_string(), v.clone())).collect()
+        self.raw
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 }
 

@@ -33,7 +33,10 @@ where
     let thread = host.spawn_thread(name, move || body(ready_tx))?;
     match ready_rx.recv_timeout(within) {
         Ok(report) => Ok((thread, report)),
-        Err(_) => Err(Error::Other(format!("{who} did not report within {} ms", within.as_millis()))),
+        Err(_) => Err(Error::Other(format!(
+            "{who} did not report within {} ms",
+            within.as_millis()
+        ))),
     }
 }
 
@@ -62,6 +65,8 @@ where
 pub fn not_after(failed_at: &mut Option<Instant>, error: &mut Option<String>, deadline: Instant) {
     if failed_at.is_some_and(|t| t > deadline) {
         *failed_at = None;
-        *error = error.take().map(|e| format!("after the client's deadline: {e}"));
+        *error = error
+            .take()
+            .map(|e| format!("after the client's deadline: {e}"));
     }
 }

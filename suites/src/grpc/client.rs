@@ -29,7 +29,11 @@ pub(crate) struct ClientEnd {
     pub(crate) probe: Option<String>,
 }
 
-pub(crate) fn endpoint(addr: SocketAddrV4, g: &GrpcConfig, tcp: &TcpConfig) -> tonic::transport::Endpoint {
+pub(crate) fn endpoint(
+    addr: SocketAddrV4,
+    g: &GrpcConfig,
+    tcp: &TcpConfig,
+) -> tonic::transport::Endpoint {
     let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("valid URI")
         .http2_keep_alive_interval(g.keepalive_time)
@@ -37,15 +41,23 @@ pub(crate) fn endpoint(addr: SocketAddrV4, g: &GrpcConfig, tcp: &TcpConfig) -> t
         .keep_alive_while_idle(g.keepalive_while_idle)
         .connect_timeout(Duration::from_secs(1));
     if tcp.keepalive {
-        ep.tcp_keepalive(Some(tcp.idle)).tcp_keepalive_interval(Some(tcp.interval)).tcp_keepalive_retries(Some(tcp.count))
+        ep.tcp_keepalive(Some(tcp.idle))
+            .tcp_keepalive_interval(Some(tcp.interval))
+            .tcp_keepalive_retries(Some(tcp.count))
     } else {
         ep.tcp_keepalive(None)
     }
 }
 
 pub(crate) fn status_text(s: &tonic::Status) -> String {
-    let src = std::error::Error::source(s).map(|e| format!("; source: {e}")).unwrap_or_default();
-    format!("tonic::Status {{ code: {:?} }}: {}{src}", s.code(), s.message())
+    let src = std::error::Error::source(s)
+        .map(|e| format!("; source: {e}"))
+        .unwrap_or_default();
+    format!(
+        "tonic::Status {{ code: {:?} }}: {}{src}",
+        s.code(),
+        s.message()
+    )
 }
 
 pub(crate) fn client(
@@ -57,7 +69,10 @@ pub(crate) fn client(
     go: tokio::sync::watch::Receiver<Option<Instant>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> ClientEnd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     rt.block_on(async move {
         let mut end = ClientEnd::default();
         let channel = match endpoint(addr, &g, &tcp).connect().await {
@@ -70,7 +85,12 @@ pub(crate) fn client(
         let mut client = EchoClient::new(channel);
         let mut stream = None;
         let first = match plan {
-            Plan::Stream => match client.watch(Text { text: "kaspec".into() }).await {
+            Plan::Stream => match client
+                .watch(Text {
+                    text: "kaspec".into(),
+                })
+                .await
+            {
                 Ok(resp) => {
                     let mut s = resp.into_inner();
                     let m = s.message().await;
@@ -79,7 +99,12 @@ pub(crate) fn client(
                 }
                 Err(e) => Err(e),
             },
-            _ => client.say(Text { text: "kaspec".into() }).await.map(|_| ()),
+            _ => client
+                .say(Text {
+                    text: "kaspec".into(),
+                })
+                .await
+                .map(|_| ()),
         };
         if let Err(e) = first {
             let _ = ready.send(Err(format!("first call to {addr}: {}", status_text(&e))));
@@ -109,10 +134,18 @@ pub(crate) fn client(
             Plan::Idle => {
                 let stop = wait_for(stop_at).await;
                 tokio::time::sleep_until(stop.into()).await;
-                let probe = tokio::time::timeout(Duration::from_secs(2), client.say(Text { text: "probe".into() })).await;
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.say(Text {
+                        text: "probe".into(),
+                    }),
+                )
+                .await;
                 end.probe = Some(match probe {
                     Ok(Ok(_)) => "a probe call after the wait succeeded".into(),
-                    Ok(Err(s)) => format!("a probe call after the wait failed: {}", status_text(&s)),
+                    Ok(Err(s)) => {
+                        format!("a probe call after the wait failed: {}", status_text(&s))
+                    }
                     Err(_) => "a probe call after the wait got no answer in 2 s".into(),
                 });
             }
@@ -121,7 +154,14 @@ pub(crate) fn client(
                 tokio::time::sleep_until(at.into()).await;
                 let limit = wait_for(stop_at).await;
                 end.call_started = Some(Instant::now());
-                match tokio::time::timeout_at(limit.into(), client.say(Text { text: "after the fault".into() })).await {
+                match tokio::time::timeout_at(
+                    limit.into(),
+                    client.say(Text {
+                        text: "after the fault".into(),
+                    }),
+                )
+                .await
+                {
                     Ok(Ok(_)) => end.error = Some("the call succeeded".into()),
                     Ok(Err(s)) => {
                         end.failed_at = Some(Instant::now());

@@ -7,7 +7,12 @@ use super::*;
 /// Client, idle connection (case 1). `idle_ms` = t0 − the last segment the
 /// client received. Without while_idle no HTTP/2 PING goes out, and only the
 /// TCP knobs (`tcp.*`, which tonic sets on its socket) can end the connection.
-pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind, idle_ms: u64) -> Expectation {
+pub fn idle_client_expectation(
+    g: &GrpcConfig,
+    tcp: &TcpConfig,
+    fault: FaultKind,
+    idle_ms: u64,
+) -> Expectation {
     let (i, t) = (ms_of(g.keepalive_time), ms_of(g.keepalive_timeout));
     if !g.keepalive_while_idle {
         if !tcp.keepalive {
@@ -20,8 +25,15 @@ pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind
             );
         }
         if fault == FaultKind::Reset {
-            let e = crate::model::tcp::rst_at_first_probe(tcp, idle_ms, "keepalive_while_idle = false: no HTTP/2 PING while idle; TCP keep-alive (tcp.*): ");
-            return Expectation { spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS), RFC 9293 §3.5.3".into(), ..e };
+            let e = crate::model::tcp::rst_at_first_probe(
+                tcp,
+                idle_ms,
+                "keepalive_while_idle = false: no HTTP/2 PING while idle; TCP keep-alive (tcp.*): ",
+            );
+            return Expectation {
+                spec: "gRFC A8 (KEEPALIVE_WITHOUT_CALLS), RFC 9293 §3.5.3".into(),
+                ..e
+            };
         }
         let (lo, hi, f) = crate::model::tcp::death_after_idle(tcp, idle_ms);
         return Expectation::window(
@@ -67,7 +79,11 @@ pub fn idle_client_expectation(g: &GrpcConfig, tcp: &TcpConfig, fault: FaultKind
 /// keep-alive (its timer restarts on incoming data) for grpcio, which the
 /// measurements agree with. Without `idle_ms` the phase of the server's
 /// timer is not observed and the window spans it: (T, I + T].
-pub fn server_expectation(k: &ServerKeepalive, fault: FaultKind, idle_ms: Option<u64>) -> Expectation {
+pub fn server_expectation(
+    k: &ServerKeepalive,
+    fault: FaultKind,
+    idle_ms: Option<u64>,
+) -> Expectation {
     let (i, t) = (ms_of(k.time), ms_of(k.timeout));
     let j = linux::jiffy_ms();
     match (fault, idle_ms) {
@@ -164,7 +180,11 @@ mod tests {
     use crate::config::Config;
 
     fn g(i: u64, t: u64, idle: bool) -> GrpcConfig {
-        GrpcConfig { keepalive_time: Duration::from_millis(i), keepalive_timeout: Duration::from_millis(t), keepalive_while_idle: idle }
+        GrpcConfig {
+            keepalive_time: Duration::from_millis(i),
+            keepalive_timeout: Duration::from_millis(t),
+            keepalive_while_idle: idle,
+        }
     }
 
     #[test]
@@ -179,10 +199,22 @@ mod tests {
         // Without while_idle only TCP keep-alive (2 s + 3 × 1 s) ends it.
         let e = idle_client_expectation(&g(1000, 500, false), &tcp, FaultKind::Blackhole, 300);
         assert_eq!(e.min_ms, Some(5000 - 300));
-        let off = TcpConfig { keepalive: false, ..tcp };
-        assert!(!idle_client_expectation(&g(1000, 500, false), &off, FaultKind::Blackhole, 300).expects_detection());
-        assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Blackhole, 1000).max_ms, Some(1500));
-        assert_eq!(call_expectation(&g(1000, 500, false), FaultKind::Reset, 1000).max_ms, Some(1000));
+        let off = TcpConfig {
+            keepalive: false,
+            ..tcp
+        };
+        assert!(
+            !idle_client_expectation(&g(1000, 500, false), &off, FaultKind::Blackhole, 300)
+                .expects_detection()
+        );
+        assert_eq!(
+            call_expectation(&g(1000, 500, false), FaultKind::Blackhole, 1000).max_ms,
+            Some(1500)
+        );
+        assert_eq!(
+            call_expectation(&g(1000, 500, false), FaultKind::Reset, 1000).max_ms,
+            Some(1000)
+        );
     }
 
     #[test]

@@ -25,15 +25,15 @@ use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::Result;
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
+use crate::config::{GrpcConfig, TcpConfig};
 use crate::ctx::Ctx;
 use crate::drive;
-use crate::model::{ms_of, rel_ms};
 use crate::model::impaired::{impaired_expectation, impaired_watch_ms};
-use crate::outcome::{RunFacts, Side, SideOutcome};
-use crate::config::{GrpcConfig, TcpConfig};
 use crate::model::linux;
+use crate::model::{ms_of, rel_ms};
+use crate::outcome::{RunFacts, Side, SideOutcome};
 use crate::peers::python as servers;
+use crate::protocol::Protocol;
 
 use crate::peers::grpc::proto::echo_client::EchoClient;
 use crate::peers::grpc::proto::Text;
@@ -56,17 +56,39 @@ const SPEC_A8: &str = "gRFC A8 (client keepalive), RFC 9113 §6.7";
 /// Idle time between the last response and the fault (see `detection`).
 const QUIET_BEFORE_FAULT: Duration = Duration::from_millis(300);
 
-const DETECTION_FAULTS: &[FaultKind] = &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash];
-const IDLE_FAULTS: &[FaultKind] =
-    &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash, FaultKind::Delay, FaultKind::Loss];
+const DETECTION_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::Reset,
+    FaultKind::Freeze,
+    FaultKind::Crash,
+];
+const IDLE_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::Reset,
+    FaultKind::Freeze,
+    FaultKind::Crash,
+    FaultKind::Delay,
+    FaultKind::Loss,
+];
 
-pub static PROTOCOL: Protocol = Protocol { name: "grpc", cases: &CASES, prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"), review: review::review };
+pub static PROTOCOL: Protocol = Protocol {
+    name: "grpc",
+    cases: &CASES,
+    prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"),
+    review: review::review,
+};
 
 /// The compose services of the gRPC cases on the docker testbed: our tonic
 /// server with the keep-alive of fixtures/grpc/servers.toml, and with tonic's
 /// defaults.
-const GRPC: Docker = Docker::Service { service: "kaspec-grpc", implementation: "kaspec-grpc (tonic)" };
-const GRPC_DEFAULTS: Docker = Docker::Service { service: "kaspec-grpc-defaults", implementation: "kaspec-grpc (tonic)" };
+const GRPC: Docker = Docker::Service {
+    service: "kaspec-grpc",
+    implementation: "kaspec-grpc (tonic)",
+};
+const GRPC_DEFAULTS: Docker = Docker::Service {
+    service: "kaspec-grpc-defaults",
+    implementation: "kaspec-grpc (tonic)",
+};
 
 /// RFC 9113 §6.7, which gRFC A8's keepalive relies on.
 const PING_ACK: &str = "Receivers of a PING frame that does not include an ACK flag MUST send a PING frame with the ACK flag set in response, with an identical frame payload.";
@@ -138,10 +160,10 @@ pub static NAT: CaseDef = CaseDef {
 
 fn budget(ctx: &Ctx) -> Duration {
     let g = ctx.config.grpc;
-    2 * (Duration::from_secs(4) + 3 * (2 * g.keepalive_time + g.keepalive_timeout).max(Duration::from_secs(4)))
+    2 * (Duration::from_secs(4)
+        + 3 * (2 * g.keepalive_time + g.keepalive_timeout).max(Duration::from_secs(4)))
 }
 
 pub fn client_implementation() -> Implementation {
     Implementation::new("tonic", env!("KASPEC_VERSION_TONIC"))
 }
-

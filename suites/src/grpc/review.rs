@@ -9,7 +9,10 @@ use kaspec_harness::fault::FaultKind;
 use super::{IDLE, NAT, PING_POLICY};
 use crate::config::Config;
 use crate::network::NetworkProfile;
-use crate::rules::{broke_behind_nat, nat_finding, no_h2_detection, round_trip_finding, told_too_many_pings, Check, Finding, Severity};
+use crate::rules::{
+    broke_behind_nat, nat_finding, no_h2_detection, round_trip_finding, told_too_many_pings, Check,
+    Finding, Severity,
+};
 
 pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
     let mut f = Vec::new();
@@ -34,8 +37,23 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
             check: Ok(Check { case: &IDLE, fault: FaultKind::Blackhole, confirmed: no_h2_detection, means: "no HTTP/2 keep-alive detection within I + T on an idle channel" }),
         });
     }
-    let nat = Check { case: &NAT, fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the channel broke behind a NAT with this timeout" };
-    f.extend(nat_finding("grpc.keepalive_time", c.grpc.keepalive_while_idle.then_some(c.grpc.keepalive_time), net, nat));
-    f.extend(round_trip_finding("grpc.keepalive_timeout", c.grpc.keepalive_timeout, net, &IDLE));
+    let nat = Check {
+        case: &NAT,
+        fault: FaultKind::NatExpiry,
+        confirmed: broke_behind_nat,
+        means: "the channel broke behind a NAT with this timeout",
+    };
+    f.extend(nat_finding(
+        "grpc.keepalive_time",
+        c.grpc.keepalive_while_idle.then_some(c.grpc.keepalive_time),
+        net,
+        nat,
+    ));
+    f.extend(round_trip_finding(
+        "grpc.keepalive_timeout",
+        c.grpc.keepalive_timeout,
+        net,
+        &IDLE,
+    ));
     f
 }

@@ -15,29 +15,65 @@ pub(crate) struct Run<'a> {
 pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     for which in measured(ctx) {
-        out.extend(detection(Run { ctx, case, fault, which, g: ctx.config.grpc, plan: Plan::Idle })?);
+        out.extend(detection(Run {
+            ctx,
+            case,
+            fault,
+            which,
+            g: ctx.config.grpc,
+            plan: Plan::Idle,
+        })?);
     }
     Ok(out)
 }
 
-pub(crate) fn run_call_after_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_call_after_idle(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
-    let g = GrpcConfig { keepalive_while_idle: false, ..ctx.config.grpc };
+    let g = GrpcConfig {
+        keepalive_while_idle: false,
+        ..ctx.config.grpc
+    };
     for which in measured(ctx) {
-        out.extend(detection(Run { ctx, case, fault, which, g, plan: Plan::CallLater })?);
+        out.extend(detection(Run {
+            ctx,
+            case,
+            fault,
+            which,
+            g,
+            plan: Plan::CallLater,
+        })?);
     }
     Ok(out)
 }
 
 pub(crate) fn config_of(ctx: &Ctx, g: &GrpcConfig) -> std::collections::BTreeMap<String, String> {
     let mut config = ctx.config.effective("grpc.");
-    config.insert("grpc.keepalive_while_idle".into(), g.keepalive_while_idle.to_string());
-    config.extend(ctx.config.effective("tcp.").into_iter().filter(|(k, _)| k != "tcp.user_timeout"));
+    config.insert(
+        "grpc.keepalive_while_idle".into(),
+        g.keepalive_while_idle.to_string(),
+    );
+    config.extend(
+        ctx.config
+            .effective("tcp.")
+            .into_iter()
+            .filter(|(k, _)| k != "tcp.user_timeout"),
+    );
     config
 }
 
 pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
-    let Run { ctx, case, fault, which, g, plan } = r;
+    let Run {
+        ctx,
+        case,
+        fault,
+        which,
+        g,
+        plan,
+    } = r;
     let k = which.keepalive(&ctx.fixtures)?;
     let tcp = ctx.config.tcp;
     let tb = ctx.testbed_for("kaspec-grpc")?;
@@ -47,17 +83,32 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
 
     let (go_tx, go_rx) = tokio::sync::watch::channel(None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let (client_thread, ready) =
-        drive::client::start_or_fail(&tb.client, "kaspec-grpc-client", "grpc client", Duration::from_secs(15), &format!("grpc client against {}", server_impl.name), move |ready_tx| client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx))?;
+    let (client_thread, ready) = drive::client::start_or_fail(
+        &tb.client,
+        "kaspec-grpc-client",
+        "grpc client",
+        Duration::from_secs(15),
+        &format!("grpc client against {}", server_impl.name),
+        move |ready_tx| client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx),
+    )?;
     let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
     let server_watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     // Let the connection go quiet first: the ACK of the first response may
     // still be held back by delayed ACK (up to 200 ms), and under `reset` it
     // would be the first segment to meet the RST, not the call or the PING.
-    if let Some(wait) = (ready.last_read + QUIET_BEFORE_FAULT).checked_duration_since(Instant::now()) {
+    if let Some(wait) =
+        (ready.last_read + QUIET_BEFORE_FAULT).checked_duration_since(Instant::now())
+    {
         std::thread::sleep(wait);
     }
-    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: ready.local,
+            server: addr,
+        },
+        Some(server.pid()),
+    )?;
     let t0 = applied.in_force_at;
     // The client's last data received, from its kernel (TCP_INFO through
     // sock_diag, jiffy-grained): hyper schedules its PING at its last read +
@@ -65,15 +116,21 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     // comes a few ms later than hyper's read.
     let measured_at = Instant::now();
     let since_rx = kaspec_harness::observe::since_last_data_recv(&tb.client, ready.local, addr)?;
-    let client_idle_ms = since_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
+    let client_idle_ms =
+        since_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
     // The same for the server's end (its own keep-alive anchors there); a
     // crashed server has no socket left to ask.
     let measured_at = Instant::now();
     let server_rx = match fault {
         FaultKind::Crash => None,
-        _ => kaspec_harness::observe::since_last_data_recv(&tb.server, addr, tb.seen_by_server(ready.local))?,
+        _ => kaspec_harness::observe::since_last_data_recv(
+            &tb.server,
+            addr,
+            tb.seen_by_server(ready.local),
+        )?,
     };
-    let server_idle_ms = server_rx.map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
+    let server_idle_ms = server_rx
+        .map(|d| ms_of(d).saturating_sub(ms_of(measured_at.saturating_duration_since(t0))));
 
     // The call of case 2 starts I after the fault: past any PING the idle
     // connection could have had scheduled, so the call's PING goes out at once.
@@ -87,19 +144,30 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let (client_deadline_ms, server_deadline_ms) = match &imp {
         // A live server on a slow or lossy path: both watched equally long.
         Some(i) => {
-            let watch = impaired_watch_ms((g.keepalive_time + g.keepalive_timeout).max(k.time + k.timeout), i);
+            let watch = impaired_watch_ms(
+                (g.keepalive_time + g.keepalive_timeout).max(k.time + k.timeout),
+                i,
+            );
             (watch, watch)
         }
-        None => (client_nominal.deadline_ms(quiet), server_expectation(&k, fault, None).deadline_ms(quiet)),
+        None => (
+            client_nominal.deadline_ms(quiet),
+            server_expectation(&k, fault, None).deadline_ms(quiet),
+        ),
     };
     let _ = go_tx.send(Some(t0 + Duration::from_millis(call_ms)));
     // The client closes its connection when stopped: only after both watches ended.
-    let _ = stop_tx.send(Some(t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms) + 500)));
+    let _ = stop_tx.send(Some(
+        t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms) + 500),
+    ));
     let server_closed = server_watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let client_closed = client_watch.wait(t0 + Duration::from_millis(client_deadline_ms))?;
     let end = client_thread.join()?;
 
-    let mut timeline = vec![(ready.last_read, "last response read by the client".to_string())];
+    let mut timeline = vec![(
+        ready.last_read,
+        "last response read by the client".to_string(),
+    )];
     if let Some(t) = end.call_started {
         timeline.push((t, "call started".into()));
     }
@@ -112,16 +180,35 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     let client = match plan {
         _ if imp.is_some() => {
             let i = imp.as_ref().expect("checked");
-            let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
-            Side::observed(impaired_expectation("keepalive_timeout T =", g.keepalive_timeout, i, SPEC_A8), client_closed.as_ref(), error.or(end.probe), client_deadline_ms)
+            let error = client_closed.as_ref().map(|c| {
+                format!(
+                    "client closed the connection (socket {}); {}",
+                    c.state,
+                    end.probe.clone().unwrap_or_default()
+                )
+            });
+            Side::observed(
+                impaired_expectation("keepalive_timeout T =", g.keepalive_timeout, i, SPEC_A8),
+                client_closed.as_ref(),
+                error.or(end.probe),
+                client_deadline_ms,
+            )
         }
         Plan::CallLater => {
-            let call = end.call_started.map(|t| rel_ms(t0, t).max(0) as u64).unwrap_or(call_ms);
+            let call = end
+                .call_started
+                .map(|t| rel_ms(t0, t).max(0) as u64)
+                .unwrap_or(call_ms);
             let mut exp = call_expectation(&g, fault, call);
             if exp.expects_detection() {
                 // gRPC's status-code table: a connection that breaks after
                 // data was sent fails the call with UNAVAILABLE.
-                exp = exp.requiring(STATUS, "Unavailable", "gRPC doc/statuscodes.md (connection broken after data was sent)", Level::Must);
+                exp = exp.requiring(
+                    STATUS,
+                    "Unavailable",
+                    "gRPC doc/statuscodes.md (connection broken after data was sent)",
+                    Level::Must,
+                );
             }
             let status = end.error.as_deref().and_then(status_code);
             let side = Side::library(exp, end.failed_at, end.error, client_deadline_ms);
@@ -131,26 +218,58 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
             }
         }
         _ => {
-            let error = client_closed.as_ref().map(|c| format!("client closed the connection (socket {}); {}", c.state, end.probe.clone().unwrap_or_default()));
-            let idle_ms = client_idle_ms.unwrap_or_else(|| rel_ms(ready.last_read, t0).max(0) as u64);
-            Side::observed(idle_client_expectation(&g, &tcp, fault, idle_ms), client_closed.as_ref(), error.or(end.probe), client_deadline_ms)
+            let error = client_closed.as_ref().map(|c| {
+                format!(
+                    "client closed the connection (socket {}); {}",
+                    c.state,
+                    end.probe.clone().unwrap_or_default()
+                )
+            });
+            let idle_ms =
+                client_idle_ms.unwrap_or_else(|| rel_ms(ready.last_read, t0).max(0) as u64);
+            Side::observed(
+                idle_client_expectation(&g, &tcp, fault, idle_ms),
+                client_closed.as_ref(),
+                error.or(end.probe),
+                client_deadline_ms,
+            )
         }
     };
     let mut config = config_of(ctx, &g);
-    config.insert("server.keepalive_time".into(), format!("{}ms", ms_of(k.time)));
-    config.insert("server.keepalive_timeout".into(), format!("{}ms", ms_of(k.timeout)));
-    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, ready.local, addr) };
+    config.insert(
+        "server.keepalive_time".into(),
+        format!("{}ms", ms_of(k.time)),
+    );
+    config.insert(
+        "server.keepalive_timeout".into(),
+        format!("{}ms", ms_of(k.timeout)),
+    );
+    let release = crate::outcome::Releases {
+        client: None,
+        ..crate::outcome::releases(&tb, ready.local, addr)
+    };
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config,
+        t0,
+        timeline,
+        release,
+    };
     facts.both_sides(
         client_implementation(),
         server_impl,
         client,
         Side::from_socket(
             match &imp {
-                Some(i) => impaired_expectation("the server's keepalive_timeout =", k.timeout, i, SPEC_A8),
+                Some(i) => {
+                    impaired_expectation("the server's keepalive_timeout =", k.timeout, i, SPEC_A8)
+                }
                 None => server_expectation(&k, fault, server_idle_ms),
             },
             server_closed,
@@ -168,12 +287,22 @@ const STATUS: &str = "gRPC status of the failed call";
 /// (`tonic::Status { code: Unknown }: ...` → `Unknown`).
 pub(crate) fn status_code(error: &str) -> Option<String> {
     let rest = &error[error.find("code: ")? + "code: ".len()..];
-    let code: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let code: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
     (!code.is_empty()).then_some(code)
 }
 
-pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let g = GrpcConfig { keepalive_while_idle: true, ..ctx.config.grpc };
+pub(crate) fn run_ping_policy(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    let g = GrpcConfig {
+        keepalive_while_idle: true,
+        ..ctx.config.grpc
+    };
     let tcp = ctx.config.tcp;
     let mut out = Vec::new();
     for which in measured(ctx) {
@@ -182,24 +311,63 @@ pub(crate) fn run_ping_policy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Re
         let _server = Server::start(&tb, &which.spec(ctx, addr, Mode::Defaults)?)?;
         let (_go_tx, go_rx) = tokio::sync::watch::channel(None);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-        let (client_thread, ready) =
-            drive::client::start_or_fail(&tb.client, "kaspec-grpc-client", "grpc client", Duration::from_secs(15), &format!("grpc client against {}", which.implementation().name), move |ready_tx| client(addr, g, tcp, Plan::Stream, ready_tx, go_rx, stop_rx))?;
+        let (client_thread, ready) = drive::client::start_or_fail(
+            &tb.client,
+            "kaspec-grpc-client",
+            "grpc client",
+            Duration::from_secs(15),
+            &format!("grpc client against {}", which.implementation().name),
+            move |ready_tx| client(addr, g, tcp, Plan::Stream, ready_tx, go_rx, stop_rx),
+        )?;
         let t0 = ready.last_read;
         let expected = policy_expectation(&g, which);
         let deadline_ms = expected.deadline_ms(10_000);
         let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadline_ms)));
         let end = client_thread.join()?;
-        let facts = RunFacts { case, fault, engine: "none".into(), commit_ms: 0, config: config_of(ctx, &g), t0, timeline: Vec::new(), release: Default::default() };
+        let facts = RunFacts {
+            case,
+            fault,
+            engine: "none".into(),
+            commit_ms: 0,
+            config: config_of(ctx, &g),
+            t0,
+            timeline: Vec::new(),
+            release: Default::default(),
+        };
         // GOAWAY debug data "too_many_pings"; grpc-core also puts "Too many
         // pings" in the status of the calls it ends. A server that ends the
         // stream must say why (gRFC A8).
-        let told = end.error.as_deref().map(|e| e.to_lowercase().replace('_', " ").contains("too many pings")).unwrap_or(false);
+        let told = end
+            .error
+            .as_deref()
+            .map(|e| {
+                e.to_lowercase()
+                    .replace('_', " ")
+                    .contains("too many pings")
+            })
+            .unwrap_or(false);
         const WHY: &str = "why the server ended the stream";
         // Only a stream the server ended has a why to check.
-        let expected = if end.failed_at.is_some() { expected.requiring(WHY, "GOAWAY too_many_pings", "gRFC A8 (server enforcement)", Level::Must) } else { expected };
+        let expected = if end.failed_at.is_some() {
+            expected.requiring(
+                WHY,
+                "GOAWAY too_many_pings",
+                "gRFC A8 (server enforcement)",
+                Level::Must,
+            )
+        } else {
+            expected
+        };
         let mut facts_seen = std::collections::BTreeMap::new();
         if end.failed_at.is_some() {
-            facts_seen.insert(WHY.to_string(), if told { "GOAWAY too_many_pings".to_string() } else { "another error".to_string() });
+            facts_seen.insert(
+                WHY.to_string(),
+                if told {
+                    "GOAWAY too_many_pings".to_string()
+                } else {
+                    "another error".to_string()
+                },
+            );
         }
         let r = facts.result(
             SideOutcome {

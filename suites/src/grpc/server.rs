@@ -23,7 +23,9 @@ pub const SERVERS: [GrpcServer; 2] = [GrpcServer::Kaspec, GrpcServer::PythonGrpc
 /// (docker-compose.yml's kaspec-grpc and kaspec-grpc-defaults).
 pub(crate) fn measured(ctx: &Ctx) -> impl Iterator<Item = GrpcServer> {
     let docker = ctx.docker.is_some();
-    SERVERS.into_iter().filter(move |s| !docker || *s == GrpcServer::Kaspec)
+    SERVERS
+        .into_iter()
+        .filter(move |s| !docker || *s == GrpcServer::Kaspec)
 }
 
 /// How a server is started: with the fixture's keep-alive (detection cases)
@@ -40,14 +42,30 @@ impl GrpcServer {
             GrpcServer::Kaspec => "kaspec",
             GrpcServer::PythonGrpcio => "python-grpcio",
         };
-        let d = servers::durations(&fixtures.join("grpc/servers.toml"), section, &["keepalive_time", "keepalive_timeout"])?;
-        Ok(ServerKeepalive { time: d[0], timeout: d[1] })
+        let d = servers::durations(
+            &fixtures.join("grpc/servers.toml"),
+            section,
+            &["keepalive_time", "keepalive_timeout"],
+        )?;
+        Ok(ServerKeepalive {
+            time: d[0],
+            timeout: d[1],
+        })
     }
 
     pub fn implementation(self) -> Implementation {
         match self {
-            GrpcServer::Kaspec => Implementation::new("kaspec-grpc (tonic)", format!("kaspec {} / tonic {}", env!("CARGO_PKG_VERSION"), env!("KASPEC_VERSION_TONIC"))),
-            GrpcServer::PythonGrpcio => Implementation::new("python-grpcio", servers::python_version("grpc")),
+            GrpcServer::Kaspec => Implementation::new(
+                "kaspec-grpc (tonic)",
+                format!(
+                    "kaspec {} / tonic {}",
+                    env!("CARGO_PKG_VERSION"),
+                    env!("KASPEC_VERSION_TONIC")
+                ),
+            ),
+            GrpcServer::PythonGrpcio => {
+                Implementation::new("python-grpcio", servers::python_version("grpc"))
+            }
         }
     }
 
@@ -90,7 +108,12 @@ impl GrpcServer {
         let container = match (self, mode) {
             (GrpcServer::Kaspec, Mode::Keepalive(k)) => Some(ContainerCheck {
                 service: "kaspec-grpc".into(),
-                args: vec!["--keepalive-time".into(), format!("{}ms", ms_of(k.time)), "--keepalive-timeout".into(), format!("{}ms", ms_of(k.timeout))],
+                args: vec![
+                    "--keepalive-time".into(),
+                    format!("{}ms", ms_of(k.time)),
+                    "--keepalive-timeout".into(),
+                    format!("{}ms", ms_of(k.timeout)),
+                ],
                 ..Default::default()
             }),
             (GrpcServer::Kaspec, Mode::Defaults) => Some(ContainerCheck {
@@ -101,6 +124,14 @@ impl GrpcServer {
             }),
             _ => None,
         };
-        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), container, ..Default::default() })
+        Ok(ServerSpec {
+            name: name.into(),
+            program,
+            args,
+            addr,
+            ready_within: Duration::from_secs(10),
+            container,
+            ..Default::default()
+        })
     }
 }

@@ -18,11 +18,20 @@ pub const RTO_MIN: Duration = Duration::from_millis(200);
 /// one segment cost TCP (RTO + 2 × RTO with RTO ≈ RTT + RTO_MIN): then a
 /// detection is a false positive and fails. Otherwise a false detection is
 /// what the configuration allows on this path: reported, not failed.
-pub fn impaired_expectation(what: &str, timeout: Duration, imp: &kaspec_harness::fault::impair::Impairment, spec: &str) -> Expectation {
+pub fn impaired_expectation(
+    what: &str,
+    timeout: Duration,
+    imp: &kaspec_harness::fault::impair::Impairment,
+    spec: &str,
+) -> Expectation {
     let rtt = ms_of(imp.max_rtt());
     // Two losses of one segment: retransmitted after RTO ≈ RTT + RTO_MIN, then
     // after twice that (backoff): 3 × RTO more before the answer can come.
-    let loss_cost = if imp.loss_percent > 0.0 { 3 * (rtt + ms_of(RTO_MIN)) } else { 0 };
+    let loss_cost = if imp.loss_percent > 0.0 {
+        3 * (rtt + ms_of(RTO_MIN))
+    } else {
+        0
+    };
     let need = rtt + loss_cost;
     let t = ms_of(timeout);
     let path = imp.describe();
@@ -45,7 +54,9 @@ pub fn impaired_expectation(what: &str, timeout: Duration, imp: &kaspec_harness:
 }
 
 /// How long a case watches a healthy connection on an impaired path.
-pub fn impaired_watch_ms(longest_window: Duration, imp: &kaspec_harness::fault::impair::Impairment) -> u64 {
+pub fn impaired_watch_ms(
+    longest_window: Duration,
+    imp: &kaspec_harness::fault::impair::Impairment,
+) -> u64 {
     (3 * ms_of(longest_window + imp.max_rtt())).max(5_000)
 }
-

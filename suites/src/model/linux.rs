@@ -13,13 +13,19 @@ pub fn kernel_hz() -> Option<u64> {
     static HZ: OnceLock<Option<u64>> = OnceLock::new();
     *HZ.get_or_init(|| {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let text = std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok().or_else(|| {
-            let f = std::fs::File::open("/proc/config.gz").ok()?;
-            let mut s = String::new();
-            flate2::read::GzDecoder::new(f).read_to_string(&mut s).ok()?;
-            Some(s)
-        })?;
-        text.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")).and_then(|v| v.trim().parse().ok())
+        let text = std::fs::read_to_string(format!("/boot/config-{}", release.trim()))
+            .ok()
+            .or_else(|| {
+                let f = std::fs::File::open("/proc/config.gz").ok()?;
+                let mut s = String::new();
+                flate2::read::GzDecoder::new(f)
+                    .read_to_string(&mut s)
+                    .ok()?;
+                Some(s)
+            })?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+            .and_then(|v| v.trim().parse().ok())
     })
 }
 
@@ -40,13 +46,19 @@ pub fn wheel_slack_ms_at(timeout_ms: u64, hz: u64) -> u64 {
 pub fn wheel_slack_ms(timeout_ms: u64) -> u64 {
     match kernel_hz() {
         Some(hz) => wheel_slack_ms_at(timeout_ms, hz),
-        None => [100, 250, 300, 1000].iter().map(|hz| wheel_slack_ms_at(timeout_ms, *hz)).max().unwrap_or(0),
+        None => [100, 250, 300, 1000]
+            .iter()
+            .map(|hz| wheel_slack_ms_at(timeout_ms, *hz))
+            .max()
+            .unwrap_or(0),
     }
 }
 
 /// "HZ=250" or "HZ unknown" for formulas.
 pub fn hz_text() -> String {
-    kernel_hz().map(|h| format!("HZ={h}")).unwrap_or_else(|| "HZ unknown, worst case".into())
+    kernel_hz()
+        .map(|h| format!("HZ={h}"))
+        .unwrap_or_else(|| "HZ unknown, worst case".into())
 }
 
 #[cfg(test)]
@@ -85,11 +97,23 @@ impl RetransState {
     pub fn read(fd: std::os::fd::RawFd) -> std::io::Result<RetransState> {
         let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                &mut info as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        let sysctl = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
         Ok(RetransState {
             rto_us: info.tcpi_rto as u64,
             srtt_us: info.tcpi_rtt as u64,
@@ -107,8 +131,13 @@ impl RetransState {
     pub fn first_retransmission_ms(&self) -> (u64, String) {
         let rto = self.rto_us.div_ceil(1000);
         if self.tlp {
-            let pto = (2 * self.srtt_us + self.rto_min_us).min(self.rto_us).div_ceil(1000);
-            (pto + rto, format!("PTO + RTO = min(2·srtt + rto_min, RTO) + RTO = {pto} + {rto} ms"))
+            let pto = (2 * self.srtt_us + self.rto_min_us)
+                .min(self.rto_us)
+                .div_ceil(1000);
+            (
+                pto + rto,
+                format!("PTO + RTO = min(2·srtt + rto_min, RTO) + RTO = {pto} + {rto} ms"),
+            )
         } else {
             (rto, format!("RTO = {rto} ms (tail loss probes off)"))
         }

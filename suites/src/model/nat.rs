@@ -56,7 +56,11 @@ pub fn tcp_kept(t: &TcpConfig, nat: Duration) -> bool {
 /// The client's expectation, detection counted from the mapping's expiry.
 pub fn tcp_client_expectation(t: &TcpConfig, nat: Duration) -> Expectation {
     let n = ms_of(nat);
-    if let Some(race) = t.keepalive.then(|| nat_race("tcp.idle", t.idle, nat, SPEC)).flatten() {
+    if let Some(race) = t
+        .keepalive
+        .then(|| nat_race("tcp.idle", t.idle, nat, SPEC))
+        .flatten()
+    {
         return race;
     }
     if tcp_kept(t, nat) {
@@ -92,7 +96,13 @@ mod tests {
     use super::*;
 
     fn tcp(i: u64, v: u64, n: u32) -> TcpConfig {
-        TcpConfig { keepalive: true, idle: Duration::from_secs(i), interval: Duration::from_secs(v), count: n, user_timeout: Duration::ZERO }
+        TcpConfig {
+            keepalive: true,
+            idle: Duration::from_secs(i),
+            interval: Duration::from_secs(v),
+            count: n,
+            user_timeout: Duration::ZERO,
+        }
     }
 
     #[test]
@@ -100,12 +110,21 @@ mod tests {
         let nat = Duration::from_secs(4);
         assert!(tcp_kept(&tcp(2, 1, 3), nat));
         assert!(!tcp_kept(&tcp(4, 1, 3), nat));
-        assert_eq!(tcp_client_expectation(&tcp(2, 1, 3), nat).level, Level::Must);
+        assert_eq!(
+            tcp_client_expectation(&tcp(2, 1, 3), nat).level,
+            Level::Must
+        );
         assert!(!tcp_client_expectation(&tcp(2, 1, 3), nat).expects_detection());
         // I = 5 s ≥ N: dead at 5 + 2×1 = 7 s after the last segment, 3 s after the expiry.
-        assert_eq!(tcp_client_expectation(&tcp(5, 1, 2), nat).min_ms, Some(3000));
+        assert_eq!(
+            tcp_client_expectation(&tcp(5, 1, 2), nat).min_ms,
+            Some(3000)
+        );
         // A period equal to N races the expiry: reported, not judged.
         let race = tcp_client_expectation(&tcp(4, 1, 3), nat);
-        assert!(!race.expects_detection() && race.level == Level::Info, "{race:?}");
+        assert!(
+            !race.expects_detection() && race.level == Level::Info,
+            "{race:?}"
+        );
     }
 }

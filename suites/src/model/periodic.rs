@@ -23,11 +23,21 @@ pub enum Before {
 
 /// Under `reset`: `who`'s next send, every `period` ms after its last at
 /// `last_send` ms (relative to the fault, ≤ 0), meets the RST.
-pub fn next_send_meets_rst(who: &str, last_send: i64, period: i64, before: Before, spec: &str, level: Level) -> Expectation {
+pub fn next_send_meets_rst(
+    who: &str,
+    last_send: i64,
+    period: i64,
+    before: Before,
+    spec: &str,
+    level: Level,
+) -> Expectation {
     let d = first_after(last_send, period, 0).max(0) as u64;
     let (lo, note) = match before {
         Before::Nothing => (d, String::new()),
-        Before::AckOrRetransmission => (0, "; a delayed ACK or retransmission may come first".to_string()),
+        Before::AckOrRetransmission => (
+            0,
+            "; a delayed ACK or retransmission may come first".to_string(),
+        ),
     };
     Expectation::window(
         lo,
@@ -45,11 +55,32 @@ mod tests {
     #[test]
     fn the_next_send_after_the_fault() {
         assert_eq!(first_after(-300, 1000, 0), 700);
-        assert_eq!(first_after(-1000, 1000, 0), 1000, "a send exactly at the fault is before it");
+        assert_eq!(
+            first_after(-1000, 1000, 0),
+            1000,
+            "a send exactly at the fault is before it"
+        );
         assert_eq!(first_after(-2500, 1000, 0), 500);
-        let e = next_send_meets_rst("its next Ping", -300, 1000, Before::AckOrRetransmission, "s", Level::Must);
+        let e = next_send_meets_rst(
+            "its next Ping",
+            -300,
+            1000,
+            Before::AckOrRetransmission,
+            "s",
+            Level::Must,
+        );
         assert_eq!((e.min_ms, e.max_ms), (Some(0), Some(700)));
-        let e = next_send_meets_rst("the next PINGREQ", -300, 1000, Before::Nothing, "s", Level::Should);
-        assert_eq!((e.min_ms, e.max_ms, e.level), (Some(700), Some(700), Level::Should));
+        let e = next_send_meets_rst(
+            "the next PINGREQ",
+            -300,
+            1000,
+            Before::Nothing,
+            "s",
+            Level::Should,
+        );
+        assert_eq!(
+            (e.min_ms, e.max_ms, e.level),
+            (Some(700), Some(700), Level::Should)
+        );
     }
 }

@@ -31,9 +31,17 @@ pub struct Death {
 /// not retransmitted; the connection dies only when N probes in a row (or
 /// their answers) are lost, or when no answer comes within N × V of the
 /// first probe (U with TCP_USER_TIMEOUT). With N = 1 a single loss kills it.
-pub fn keepalive_on_impaired_path(t: &TcpConfig, imp: &kaspec_harness::fault::impair::Impairment, who: &str, spec: &str) -> Expectation {
+pub fn keepalive_on_impaired_path(
+    t: &TcpConfig,
+    imp: &kaspec_harness::fault::impair::Impairment,
+    who: &str,
+    spec: &str,
+) -> Expectation {
     if !t.keepalive {
-        return Expectation::not_detected(format!("{who}: keep-alive off: nothing on that side can time out"), spec);
+        return Expectation::not_detected(
+            format!("{who}: keep-alive off: nothing on that side can time out"),
+            spec,
+        );
     }
     if imp.loss_percent > 0.0 && t.count < 2 && t.user_timeout.is_zero() {
         return Expectation::either(
@@ -46,7 +54,10 @@ pub fn keepalive_on_impaired_path(t: &TcpConfig, imp: &kaspec_harness::fault::im
         );
     }
     let (what, span) = if t.user_timeout.is_zero() {
-        ("the time from the first unanswered probe to death, N × V =".to_string(), t.interval * t.count)
+        (
+            "the time from the first unanswered probe to death, N × V =".to_string(),
+            t.interval * t.count,
+        )
     } else {
         ("TCP_USER_TIMEOUT U =".to_string(), t.user_timeout)
     };
@@ -65,8 +76,13 @@ pub fn keepalive_death(t: &TcpConfig) -> Death {
         (k, format!("U={u} overrides N: first timer firing at I + k×V ≥ U, k ≥ 1: {i} + {k}×{v} = {} ms", i + k * v))
     };
     let ms = i + probes * v;
-    let slack_ms = linux::wheel_slack_ms(i) + linux::wheel_slack_ms(0) + probes * linux::wheel_slack_ms(v);
-    Death { ms, slack_ms, formula }
+    let slack_ms =
+        linux::wheel_slack_ms(i) + linux::wheel_slack_ms(0) + probes * linux::wheel_slack_ms(v);
+    Death {
+        ms,
+        slack_ms,
+        formula,
+    }
 }
 
 /// Under `reset`, an idle side with keep-alive on learns at its first probe
@@ -89,7 +105,12 @@ pub fn rst_at_first_probe(t: &TcpConfig, idle_ms: u64, who: &str) -> Expectation
     )
 }
 
-pub fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: Option<&linux::RetransState>) -> Expectation {
+pub fn send_expectation(
+    t: &TcpConfig,
+    fault: FaultKind,
+    sent_ms: u64,
+    retrans: Option<&linux::RetransState>,
+) -> Expectation {
     let spec = "RFC 5482 §3 (TCP_USER_TIMEOUT), Linux retrans_stamp";
     if fault == FaultKind::Reset {
         return Expectation::window(
@@ -114,7 +135,12 @@ pub fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: 
         );
     }
     // Nominal (before the socket's state is known): 200 ms PTO + 200 ms RTO.
-    let nominal = linux::RetransState { rto_us: 200_000, srtt_us: 0, rto_min_us: 200_000, tlp: true };
+    let nominal = linux::RetransState {
+        rto_us: 200_000,
+        srtt_us: 0,
+        rto_min_us: 200_000,
+        tlp: true,
+    };
     let state = retrans.unwrap_or(&nominal);
     let (first, how) = state.first_retransmission_ms();
     let d = sent_ms + first + u;
@@ -137,9 +163,18 @@ pub fn send_expectation(t: &TcpConfig, fault: FaultKind, sent_ms: u64, retrans: 
 /// abort RST reaches this side (the one-way blackhole that leaves the
 /// peer-to-this-side direction open): then this side learns at the earlier of
 /// its own death and the peer's.
-pub fn keepalive_window(own: &TcpConfig, own_idle: u64, peer: Option<(&TcpConfig, u64)>, fault: FaultKind, who: &str, spec: &str) -> Expectation {
+pub fn keepalive_window(
+    own: &TcpConfig,
+    own_idle: u64,
+    peer: Option<(&TcpConfig, u64)>,
+    fault: FaultKind,
+    who: &str,
+    spec: &str,
+) -> Expectation {
     let own_death = own.keepalive.then(|| death_after_idle(own, own_idle));
-    let peer_death = peer.filter(|(p, _)| p.keepalive).map(|(p, idle)| death_after_idle(p, idle));
+    let peer_death = peer
+        .filter(|(p, _)| p.keepalive)
+        .map(|(p, idle)| death_after_idle(p, idle));
     match fault {
         FaultKind::Reset => {
             if !own.keepalive {

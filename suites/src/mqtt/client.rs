@@ -27,7 +27,10 @@ pub(crate) fn client(
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> Option<ClientEnd> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     rt.block_on(async move {
         let mut opts = MqttOptions::new(id, broker.ip().to_string(), broker.port());
         opts.set_keep_alive(k).set_clean_session(true);
@@ -56,10 +59,16 @@ pub(crate) fn client(
             match polled {
                 Err(_) => {
                     if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(Err("rumqttc did not connect and complete a ping round in time".into()));
+                        let _ = tx.send(Err(
+                            "rumqttc did not connect and complete a ping round in time".into(),
+                        ));
                         return None;
                     }
-                    return Some(ClientEnd { failed_at: None, error: None, events });
+                    return Some(ClientEnd {
+                        failed_at: None,
+                        error: None,
+                        events,
+                    });
                 }
                 Ok(Err(e)) => {
                     events.push((now, "rumqttc event loop failed".into()));
@@ -67,7 +76,11 @@ pub(crate) fn client(
                         let _ = tx.send(Err(format!("rumqttc failed before the fault: {e}")));
                         return None;
                     }
-                    return Some(ClientEnd { failed_at: Some(now), error: Some(format!("rumqttc::ConnectionError::{e:?}: {e}")), events });
+                    return Some(ClientEnd {
+                        failed_at: Some(now),
+                        error: Some(format!("rumqttc::ConnectionError::{e:?}: {e}")),
+                        events,
+                    });
                 }
                 Ok(Ok(event)) => {
                     let steady = match &event {
@@ -119,12 +132,27 @@ pub(crate) struct Started {
 /// Starts rumqttc in the client host of `tb` against `addr` (ready at the
 /// CONNACK, or after a first ping round) and watches its connection on the
 /// broker's side.
-pub(crate) fn start_client(tb: &kaspec_harness::testbed::Testbed, addr: SocketAddrV4, k: Duration, ready_at_connack: bool) -> Result<Started> {
+pub(crate) fn start_client(
+    tb: &kaspec_harness::testbed::Testbed,
+    addr: SocketAddrV4,
+    k: Duration,
+    ready_at_connack: bool,
+) -> Result<Started> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let id = format!("kaspec-{}", tb.tag);
-    let (thread, ready) = drive::client::start_or_fail(&tb.client, "kaspec-mqtt-client", "mqtt client", Duration::from_secs(10) + 3 * k, "mqtt client", move |ready_tx| {
-        client(addr, id, k, ready_at_connack, ready_tx, stop_rx)
-    })?;
+    let (thread, ready) = drive::client::start_or_fail(
+        &tb.client,
+        "kaspec-mqtt-client",
+        "mqtt client",
+        Duration::from_secs(10) + 3 * k,
+        "mqtt client",
+        move |ready_tx| client(addr, id, k, ready_at_connack, ready_tx, stop_rx),
+    )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
-    Ok(Started { thread, ready, stop_tx, watch })
+    Ok(Started {
+        thread,
+        ready,
+        stop_tx,
+        watch,
+    })
 }

@@ -7,11 +7,21 @@ use super::*;
 pub fn client_expectation(k: Duration, fault: FaultKind, since_ping_ms: u64) -> Expectation {
     let k = ms_of(k);
     if k == 0 {
-        return Expectation::not_detected("Keep Alive 0: rumqttc never pings", "MQTT 3.1.1 §3.1.2.10");
+        return Expectation::not_detected(
+            "Keep Alive 0: rumqttc never pings",
+            "MQTT 3.1.1 §3.1.2.10",
+        );
     }
     let spec = "MQTT 3.1.1 §3.1.2.10 + rumqttc keep-alive algorithm";
     if fault == FaultKind::Reset {
-        return next_send_meets_rst("the next PINGREQ (K after the last)", -(since_ping_ms as i64), k as i64, Before::Nothing, spec, Level::Must);
+        return next_send_meets_rst(
+            "the next PINGREQ (K after the last)",
+            -(since_ping_ms as i64),
+            k as i64,
+            Before::Nothing,
+            spec,
+            Level::Must,
+        );
     }
     let d = (2 * k).saturating_sub(since_ping_ms);
     Expectation::window(
@@ -28,7 +38,10 @@ pub fn client_expectation(k: Duration, fault: FaultKind, since_ping_ms: u64) -> 
 pub fn server_expectation(k: Duration, fault: FaultKind, last_heard_ms: i64) -> Expectation {
     let k = ms_of(k) as i64;
     if k == 0 {
-        return Expectation::not_detected("Keep Alive 0: the server has no keep-alive duty", "MQTT 3.1.1 §3.1.2.10");
+        return Expectation::not_detected(
+            "Keep Alive 0: the server has no keep-alive duty",
+            "MQTT 3.1.1 §3.1.2.10",
+        );
     }
     if fault == FaultKind::Freeze {
         return Expectation::not_detected("the broker process is frozen", "MQTT 3.1.1 §3.1.2.10");
@@ -70,6 +83,9 @@ mod tests {
         assert_eq!(e.level, Level::Must);
         // One-way: the broker still heard a PINGREQ 2 s after the fault.
         let down = server_expectation(Duration::from_secs(4), FaultKind::BlackholeDown, 2000);
-        assert_eq!((down.min_ms, down.max_ms, down.level), (Some(6000), Some(8000), Level::Must));
+        assert_eq!(
+            (down.min_ms, down.max_ms, down.level),
+            (Some(6000), Some(8000), Level::Must)
+        );
     }
 }

@@ -29,12 +29,12 @@ use kaspec_harness::{Error, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::periodic::{next_send_meets_rst, Before};
 use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side};
+use crate::protocol::Protocol;
 
 mod client;
 mod expect;
@@ -59,7 +59,10 @@ pub static PROTOCOL: Protocol = Protocol {
 };
 
 /// The compose service of the MQTT cases on the docker testbed.
-const MOSQUITTO: Docker = Docker::Service { service: "mosquitto", implementation: "mosquitto" };
+const MOSQUITTO: Docker = Docker::Service {
+    service: "mosquitto",
+    implementation: "mosquitto",
+};
 
 /// MQTT 3.1.1 §3.1.2.10 [MQTT-3.1.2-24], the broker side of both cases.
 const MUST_DISCONNECT: &str = "If the Keep Alive value is non-zero and the Server does not receive a Control Packet from the Client within one and a half times the Keep Alive time period, it MUST disconnect the Network Connection to the Client as if the network had failed. [MQTT-3.1.2-24] If a Client does not receive a PINGRESP Packet within a reasonable amount of time after it has sent a PINGREQ, it SHOULD close the Network Connection to the Server.";

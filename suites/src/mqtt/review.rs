@@ -19,7 +19,17 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
             check: Ok(Check { case: &IDLE, fault: FaultKind::Blackhole, confirmed: none_detected, means: "rumqttc never detected the blackholed broker" }),
         });
     }
-    let nat = Check { case: &NAT, fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the session broke behind a NAT with this timeout" };
-    f.extend(nat_finding("mqtt.keep_alive", (!c.mqtt.keep_alive.is_zero()).then_some(c.mqtt.keep_alive), net, nat));
+    let nat = Check {
+        case: &NAT,
+        fault: FaultKind::NatExpiry,
+        confirmed: broke_behind_nat,
+        means: "the session broke behind a NAT with this timeout",
+    };
+    f.extend(nat_finding(
+        "mqtt.keep_alive",
+        (!c.mqtt.keep_alive.is_zero()).then_some(c.mqtt.keep_alive),
+        net,
+        nat,
+    ));
     f
 }

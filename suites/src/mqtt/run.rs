@@ -10,14 +10,26 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let tb = ctx.testbed_for("mosquitto")?;
     let (broker, addr) = start_broker(ctx, &tb, program)?;
 
-    let Started { thread: client_thread, ready, stop_tx, watch } = start_client(&tb, addr, k, false)?;
+    let Started {
+        thread: client_thread,
+        ready,
+        stop_tx,
+        watch,
+    } = start_client(&tb, addr, k, false)?;
 
     // Let the path die halfway between two PINGREQs.
     let fault_at = ready.last_out + k / 2;
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
-    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(broker.pid()))?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: ready.local,
+            server: addr,
+        },
+        Some(broker.pid()),
+    )?;
     let t0 = applied.in_force_at;
     let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
 
@@ -33,7 +45,12 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         None => (
             nominal.deadline_ms(10_000),
             server_expectation(k, FaultKind::Blackhole, -(since_ms as i64)).deadline_ms(10_000)
-                + crate::deviations::late_allowance_ms(&ctx.deviations, case.id, "server", &broker_impl.name),
+                + crate::deviations::late_allowance_ms(
+                    &ctx.deviations,
+                    case.id,
+                    "server",
+                    &broker_impl.name,
+                ),
         ),
     };
     let deadline = t0 + Duration::from_millis(client_deadline_ms.max(server_deadline_ms));
@@ -41,18 +58,37 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     // clean close (a FIN through a one-way blackhole) is not the broker's
     // detection. A client failure after its own deadline does not count.
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
-    let _ = stop_tx.send(Some(Instant::now().max(t0 + Duration::from_millis(client_deadline_ms))));
-    let mut end = client_thread.join()?.ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
-    drive::client::not_after(&mut end.failed_at, &mut end.error, t0 + Duration::from_millis(client_deadline_ms));
+    let _ = stop_tx.send(Some(
+        Instant::now().max(t0 + Duration::from_millis(client_deadline_ms)),
+    ));
+    let mut end = client_thread
+        .join()?
+        .ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+    drive::client::not_after(
+        &mut end.failed_at,
+        &mut end.error,
+        t0 + Duration::from_millis(client_deadline_ms),
+    );
 
     // The last PINGREQ before the fault (the client's last packet the broker got).
-    let last_before = end.events.iter().filter(|(t, w)| *t < t0 && w == "PINGREQ sent").map(|(t, _)| *t).last().unwrap_or(ready.last_out);
+    let last_before = end
+        .events
+        .iter()
+        .filter(|(t, w)| *t < t0 && w == "PINGREQ sent")
+        .map(|(t, _)| *t)
+        .last()
+        .unwrap_or(ready.last_out);
     let since_ms = rel_ms(last_before, t0).max(0) as u64;
     // What the broker last received: with client->server open (blackhole-down)
     // every PINGREQ until the client gave up, otherwise the last one before t0.
     let last_heard = if fault == FaultKind::BlackholeDown {
         let until = end.failed_at.unwrap_or(deadline);
-        end.events.iter().filter(|(t, w)| *t < until && w == "PINGREQ sent").map(|(t, _)| *t).last().unwrap_or(last_before)
+        end.events
+            .iter()
+            .filter(|(t, w)| *t < until && w == "PINGREQ sent")
+            .map(|(t, _)| *t)
+            .last()
+            .unwrap_or(last_before)
     } else {
         last_before
     };
@@ -60,19 +96,44 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
-    let release = crate::outcome::Releases { client: None, ..crate::outcome::releases(&tb, ready.local, addr) };
+    let release = crate::outcome::Releases {
+        client: None,
+        ..crate::outcome::releases(&tb, ready.local, addr)
+    };
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config: ctx.config.effective("mqtt."), t0, timeline, release };
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config: ctx.config.effective("mqtt."),
+        t0,
+        timeline,
+        release,
+    };
     let (client_exp, server_exp) = match &imp {
         // rumqttc fails when the PINGRESP is not in by its next tick, K later;
         // the broker allows 1.5 × K between packets that come every K.
         Some(i) => (
-            crate::model::impaired::impaired_expectation("Keep Alive K (the PINGRESP's time before the next tick) =", k, i, case.spec),
-            crate::model::impaired::impaired_expectation("the broker's slack, 1.5 × K − K =", k / 2, i, case.spec),
+            crate::model::impaired::impaired_expectation(
+                "Keep Alive K (the PINGRESP's time before the next tick) =",
+                k,
+                i,
+                case.spec,
+            ),
+            crate::model::impaired::impaired_expectation(
+                "the broker's slack, 1.5 × K − K =",
+                k / 2,
+                i,
+                case.spec,
+            ),
         ),
-        None => (client_expectation(k, fault, since_ms), server_expectation(k, fault, rel_ms(t0, last_heard))),
+        None => (
+            client_expectation(k, fault, since_ms),
+            server_expectation(k, fault, rel_ms(t0, last_heard)),
+        ),
     };
     facts.both_sides(
         client_implementation(),

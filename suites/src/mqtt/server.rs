@@ -10,7 +10,10 @@ pub fn broker_implementation(program: &std::path::Path) -> Implementation {
         .ok()
         .and_then(|o| {
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.lines().find_map(|l| l.strip_prefix("mosquitto version ").map(|v| v.trim().to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("mosquitto version ")
+                    .map(|v| v.trim().to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".into());
     Implementation::new("mosquitto", version)
@@ -31,10 +34,17 @@ pub fn broker_program(ctx: &Ctx) -> Result<PathBuf> {
 
 /// Mosquitto with fixtures/'s configuration on `tb` (docker-compose.yml's
 /// mosquitto, checked to mount that file, on the docker testbed).
-pub fn start_broker(ctx: &Ctx, tb: &kaspec_harness::testbed::Testbed, program: PathBuf) -> Result<(Server, SocketAddrV4)> {
+pub fn start_broker(
+    ctx: &Ctx,
+    tb: &kaspec_harness::testbed::Testbed,
+    program: PathBuf,
+) -> Result<(Server, SocketAddrV4)> {
     let conf = broker_config(&ctx.fixtures);
     if !conf.is_file() {
-        return Err(Error::Other(format!("broker configuration {} is missing", conf.display())));
+        return Err(Error::Other(format!(
+            "broker configuration {} is missing",
+            conf.display()
+        )));
     }
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let broker = Server::start(

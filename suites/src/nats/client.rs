@@ -19,8 +19,21 @@ impl ClientEnd {
     /// The client's detection: its first `Event::Disconnected`, with every
     /// event as text.
     pub(crate) fn detection(&self) -> (Option<Instant>, Option<String>) {
-        let at = self.events.iter().find(|(_, e)| e == "disconnected").map(|(t, _)| *t);
-        let text = (!self.events.is_empty()).then(|| format!("async-nats events: {}", self.events.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join(", ")));
+        let at = self
+            .events
+            .iter()
+            .find(|(_, e)| e == "disconnected")
+            .map(|(t, _)| *t);
+        let text = (!self.events.is_empty()).then(|| {
+            format!(
+                "async-nats events: {}",
+                self.events
+                    .iter()
+                    .map(|(_, e)| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
         (at, at.and(text))
     }
 }
@@ -37,22 +50,32 @@ pub(crate) fn client(
     go: tokio::sync::oneshot::Receiver<Instant>,
     stop: mpsc::Receiver<()>,
 ) -> ClientEnd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let events: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let log = events.clone();
     let seen = events.clone();
     let kept = rt.block_on(async move {
         let events = seen;
-        let opts = async_nats::ConnectOptions::new().ping_interval(ping_interval).connection_timeout(Duration::from_secs(5)).event_callback(move |e| {
-            let log = log.clone();
-            async move {
-                log.lock().expect("events").push((Instant::now(), e.to_string()));
-            }
-        });
+        let opts = async_nats::ConnectOptions::new()
+            .ping_interval(ping_interval)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |e| {
+                let log = log.clone();
+                async move {
+                    log.lock()
+                        .expect("events")
+                        .push((Instant::now(), e.to_string()));
+                }
+            });
         let client = match opts.connect(format!("nats://{server}")).await {
             Ok(c) => c,
             Err(e) => {
-                let _ = ready.send(Err(format!("async-nats could not connect to {server}: {e}")));
+                let _ = ready.send(Err(format!(
+                    "async-nats could not connect to {server}: {e}"
+                )));
                 return None;
             }
         };
@@ -67,7 +90,9 @@ pub(crate) fn client(
         };
         events.lock().expect("events").clear();
         let _ = ready.send(Ok(Ready { local_port }));
-        let Ok(deadline) = go.await else { return Some(client) };
+        let Ok(deadline) = go.await else {
+            return Some(client);
+        };
         loop {
             // The handler's own state (`State::Disconnected` is set in the
             // same step as the event is queued), polled every millisecond.
@@ -77,7 +102,13 @@ pub(crate) fn client(
                     ev.push((Instant::now(), STATE_DISCONNECTED.into()));
                 }
             }
-            if events.lock().expect("events").iter().any(|(_, e)| e == "disconnected") || Instant::now() >= deadline {
+            if events
+                .lock()
+                .expect("events")
+                .iter()
+                .any(|(_, e)| e == "disconnected")
+                || Instant::now() >= deadline
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -100,12 +131,27 @@ pub(crate) struct ClientStarted {
     pub(crate) stop_tx: mpsc::Sender<()>,
 }
 
-pub(crate) fn start_client(tb: &Testbed, server: &NatsServer, ping_interval: Duration, settle: Duration) -> Result<ClientStarted> {
+pub(crate) fn start_client(
+    tb: &Testbed,
+    server: &NatsServer,
+    ping_interval: Duration,
+    settle: Duration,
+) -> Result<ClientStarted> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
     let addr = server.addr;
-    let (thread, ready) = drive::client::start_or_fail(&tb.client, "kaspec-nats-client", "async-nats client", settle + Duration::from_secs(15), format!("async-nats client; server log:\n{}", server.log_tail(10)), move |ready_tx| {
-        client(addr, ping_interval, settle, ready_tx, go_rx, stop_rx)
-    })?;
-    Ok(ClientStarted { thread, ready, go_tx, stop_tx })
+    let (thread, ready) = drive::client::start_or_fail(
+        &tb.client,
+        "kaspec-nats-client",
+        "async-nats client",
+        settle + Duration::from_secs(15),
+        format!("async-nats client; server log:\n{}", server.log_tail(10)),
+        move |ready_tx| client(addr, ping_interval, settle, ready_tx, go_rx, stop_rx),
+    )?;
+    Ok(ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    })
 }

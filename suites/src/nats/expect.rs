@@ -30,7 +30,13 @@ pub fn first_firing_max_ms(s: &ServerSettings) -> u64 {
 /// interval), plus, when the server pings for the case, one more interval
 /// so that its steady PING/PONG has begun.
 pub fn settle_ms(s: &ServerSettings, server_pings: bool) -> u64 {
-    SETTLE_MS + first_firing_max_ms(s) + if server_pings { ms_of(s.ping_interval) } else { 0 }
+    SETTLE_MS
+        + first_firing_max_ms(s)
+        + if server_pings {
+            ms_of(s.ping_interval)
+        } else {
+            0
+        }
 }
 
 /// Sub-millisecond on the testbed's veth links: the server's PING leaves at
@@ -70,7 +76,13 @@ pub fn stale_close(s: &ServerSettings) -> (u64, u64, String) {
 
 /// The server's window in the stale case after t0 (`idle_ms` = t0 − the
 /// last data it read).
-pub fn stale_expectation(s: &ServerSettings, fault: FaultKind, idle_ms: u64, who: &str, spec: &str) -> Expectation {
+pub fn stale_expectation(
+    s: &ServerSettings,
+    fault: FaultKind,
+    idle_ms: u64,
+    who: &str,
+    spec: &str,
+) -> Expectation {
     let i = ms_of(s.ping_interval).max(1);
     if fault == FaultKind::Reset {
         // The first firing after t0 sends a PING; the router answers it with an RST.
@@ -85,7 +97,13 @@ pub fn stale_expectation(s: &ServerSettings, fault: FaultKind, idle_ms: u64, who
         );
     }
     let (lo, hi, f) = stale_close(s);
-    Expectation::window(lo.saturating_sub(idle_ms), hi.saturating_sub(idle_ms), format!("{who}: {f}; − {idle_ms} ms from the last PONG read to t0"), spec, Level::Must)
+    Expectation::window(
+        lo.saturating_sub(idle_ms),
+        hi.saturating_sub(idle_ms),
+        format!("{who}: {f}; − {idle_ms} ms from the last PONG read to t0"),
+        spec,
+        Level::Must,
+    )
 }
 
 /// When async-nats disconnects, in ms after the last operation it read
@@ -105,9 +123,20 @@ pub fn client_disconnect(ping_interval: Duration, fault: FaultKind) -> (u64, u64
     )
 }
 
-pub fn client_expectation(ping_interval: Duration, fault: FaultKind, idle_ms: u64, spec: &str) -> Expectation {
+pub fn client_expectation(
+    ping_interval: Duration,
+    fault: FaultKind,
+    idle_ms: u64,
+    spec: &str,
+) -> Expectation {
     let (lo, hi, f) = client_disconnect(ping_interval, fault);
-    Expectation::window(lo.saturating_sub(idle_ms), hi.saturating_sub(idle_ms), format!("client: {f}; − {idle_ms} ms from the last data read to t0"), spec, Level::Must)
+    Expectation::window(
+        lo.saturating_sub(idle_ms),
+        hi.saturating_sub(idle_ms),
+        format!("client: {f}; − {idle_ms} ms from the last data read to t0"),
+        spec,
+        Level::Must,
+    )
 }
 
 /// How long the stale case waits for the server: (ping_max + 2) × I + 2 s.
@@ -125,7 +154,10 @@ mod tests {
     use super::*;
 
     fn settings(i_ms: u64, max: u64) -> ServerSettings {
-        ServerSettings { ping_interval: Duration::from_millis(i_ms), ping_max: max }
+        ServerSettings {
+            ping_interval: Duration::from_millis(i_ms),
+            ping_max: max,
+        }
     }
 
     #[test]

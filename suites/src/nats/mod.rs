@@ -126,7 +126,9 @@ pub fn client_implementation() -> Implementation {
 }
 
 fn budget(ctx: &Ctx) -> Duration {
-    let s = ServerSettings::load(&ctx.fixtures).map(|s| stale_deadline_ms(&s)).unwrap_or(10_000);
+    let s = ServerSettings::load(&ctx.fixtures)
+        .map(|s| stale_deadline_ms(&s))
+        .unwrap_or(10_000);
     let c = client_deadline_ms(ctx.config.nats.ping_interval);
     Duration::from_millis(2 * (s.max(c) + 3 * SETTLE_MS) + 6000)
 }

@@ -12,7 +12,10 @@ use crate::rules::{Check, Finding, Severity};
 
 /// The client noticed the dead server.
 fn client_detected(results: &[CaseResult], _: &Config) -> Option<bool> {
-    results.iter().find(|r| r.side == "client").map(|r| r.detected)
+    results
+        .iter()
+        .find(|r| r.side == "client")
+        .map(|r| r.detected)
 }
 
 pub(crate) fn review(c: &Config, _: Option<&NetworkProfile>) -> Vec<Finding> {
@@ -50,7 +53,10 @@ mod tests {
     #[test]
     fn a_long_ping_interval_is_flagged() {
         assert!(rules(&[]).is_empty(), "the defaults raise nothing");
-        assert_eq!(rules(&["nats.ping_interval=60s"]), vec!["nats-slow-dead-server-detection"]);
+        assert_eq!(
+            rules(&["nats.ping_interval=60s"]),
+            vec!["nats-slow-dead-server-detection"]
+        );
         assert!(rules(&["nats.ping_interval=10s"]).is_empty());
     }
 }

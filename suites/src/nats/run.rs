@@ -35,23 +35,46 @@ fn run(
     let addr = server.addr;
     // Past the server's first (RTT) PING, and its steady pinging if it pings.
     let settle = Duration::from_millis(settle_ms(&server.settings, server_ping.is_none()));
-    let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&tb, &server, client_ping, settle)?;
+    let ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    } = start_client(&tb, &server, client_ping, settle)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local_port);
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (client_deadline_ms, server_deadline_ms) = deadlines(&server.settings);
-    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, Some(server.pid()))?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: local,
+            server: addr,
+        },
+        Some(server.pid()),
+    )?;
     let t0 = applied.in_force_at;
     let read_at = Instant::now();
-    let server_since = since_last_data_recv(&tb.server, addr, seen)?.ok_or_else(|| Error::Other(format!("no TCP_INFO for the server's end of {local} <-> {addr}")))?;
-    let client_since = since_last_data_recv(&tb.client, local, addr)?.ok_or_else(|| Error::Other(format!("no TCP_INFO for the client's end of {local} <-> {addr}")))?;
+    let server_since = since_last_data_recv(&tb.server, addr, seen)?.ok_or_else(|| {
+        Error::Other(format!(
+            "no TCP_INFO for the server's end of {local} <-> {addr}"
+        ))
+    })?;
+    let client_since = since_last_data_recv(&tb.client, local, addr)?.ok_or_else(|| {
+        Error::Other(format!(
+            "no TCP_INFO for the client's end of {local} <-> {addr}"
+        ))
+    })?;
     let (server_last, client_last) = (read_at - server_since, read_at - client_since);
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     // Read again at the end: data the client read after t0 (it resets
     // async-nats's interval) shows here.
     let end_read = Instant::now();
-    let client_last_end = since_last_data_recv(&tb.client, local, addr).ok().flatten().map(|d| end_read - d);
+    let client_last_end = since_last_data_recv(&tb.client, local, addr)
+        .ok()
+        .flatten()
+        .map(|d| end_read - d);
     let release = crate::outcome::releases(&tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;
@@ -68,28 +91,64 @@ fn run(
     };
     let (client, server_side) = judge(&r);
     let mut timeline = vec![
-        (client_last, "client's last data received (TCP_INFO tcpi_last_data_recv)".to_string()),
-        (server_last, "server's last data received (TCP_INFO tcpi_last_data_recv)".to_string()),
+        (
+            client_last,
+            "client's last data received (TCP_INFO tcpi_last_data_recv)".to_string(),
+        ),
+        (
+            server_last,
+            "server's last data received (TCP_INFO tcpi_last_data_recv)".to_string(),
+        ),
     ];
     if let Some(t) = client_last_end.filter(|t| *t > client_last + Duration::from_millis(1)) {
-        timeline.push((t, "client's last data received, read at the end of the case: after t0".to_string()));
+        timeline.push((
+            t,
+            "client's last data received, read at the end of the case: after t0".to_string(),
+        ));
     }
-    timeline.extend(r.end.events.iter().map(|(t, e)| (*t, format!("async-nats event: {e}"))));
+    timeline.extend(
+        r.end
+            .events
+            .iter()
+            .map(|(t, e)| (*t, format!("async-nats event: {e}"))),
+    );
     if let Some(c) = &r.server_closed {
         timeline.push((c.at, format!("server socket {}", c.state)));
     }
     let mut config = ctx.config.effective("nats.");
-    config.insert("nats.ping_interval".into(), format!("{}ms", ms_of(client_ping)));
+    config.insert(
+        "nats.ping_interval".into(),
+        format!("{}ms", ms_of(client_ping)),
+    );
     config.extend(r.settings.report());
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
-    let results = facts.both_sides(client_implementation(), server.implementation.clone(), client, server_side, &ctx.judging())?;
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config,
+        t0,
+        timeline,
+        release,
+    };
+    let results = facts.both_sides(
+        client_implementation(),
+        server.implementation.clone(),
+        client,
+        server_side,
+        &ctx.judging(),
+    )?;
     drop(server);
     Ok(results)
 }
 
 fn client_side(r: &Run, expected: Expectation) -> Side {
     let (mut at, mut error) = r.end.detection();
-    drive::client::not_after(&mut at, &mut error, r.t0 + Duration::from_millis(r.client_deadline_ms));
+    drive::client::not_after(
+        &mut at,
+        &mut error,
+        r.t0 + Duration::from_millis(r.client_deadline_ms),
+    );
     Side::library(expected, at, error, r.client_deadline_ms)
 }
 
@@ -110,7 +169,13 @@ pub(crate) fn run_stale(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<V
             (d, d)
         },
         |r| {
-            let server = stale_expectation(&r.settings, r.fault, r.server_idle, "server (processPingTimer: Stale Connection)", spec);
+            let server = stale_expectation(
+                &r.settings,
+                r.fault,
+                r.server_idle,
+                "server (processPingTimer: Stale Connection)",
+                spec,
+            );
             // Finding (measured): even under blackhole-up, where the server's
             // segments do reach the client, its -ERR and FIN sit behind the
             // unacknowledged PINGs in the retransmission queue (after an RTO
@@ -119,12 +184,24 @@ pub(crate) fn run_stale(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<V
                 "client: its own ping_interval is 1 h for this case; the server's -ERR 'Stale Connection' and FIN are queued behind its unacknowledged PINGs (or dropped), so they never reach it",
                 spec,
             );
-            (client_side(r, client), Side::from_socket(server, r.server_closed.clone(), r.server_deadline_ms, "server"))
+            (
+                client_side(r, client),
+                Side::from_socket(
+                    server,
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                ),
+            )
         },
     )
 }
 
-pub(crate) fn run_client_pings(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_client_pings(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let spec = case.spec;
     let p = ctx.config.nats.ping_interval;
     run(
@@ -143,7 +220,15 @@ pub(crate) fn run_client_pings(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> R
                 FaultKind::Freeze => Expectation::not_detected("server: frozen (SIGSTOP), it closes nothing", spec),
                 _ => Expectation::not_detected("server: its ping_interval is 1 h for this case, and async-nats keeps the old socket open while it reconnects (no FIN)", spec),
             };
-            (client_side(r, client), Side::from_socket(server, r.server_closed.clone(), r.server_deadline_ms, "server"))
+            (
+                client_side(r, client),
+                Side::from_socket(
+                    server,
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                ),
+            )
         },
     )
 }

@@ -21,7 +21,9 @@ pub fn server_config(fixtures: &Path) -> PathBuf {
 fn duration(v: &str) -> std::result::Result<Duration, String> {
     let v = v.trim().trim_matches('"').trim_matches('\'');
     let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{v}: expected a duration such as \"1s\""))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{v}: expected a duration such as \"1s\""))?;
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
@@ -37,24 +39,35 @@ fn key_value(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let i = line.find([':', '=', ' ', '\t'])?;
-    Some((line[..i].trim(), line[i + 1..].trim().trim_start_matches([':', '=']).trim()))
+    Some((
+        line[..i].trim(),
+        line[i + 1..].trim().trim_start_matches([':', '=']).trim(),
+    ))
 }
 
 impl ServerSettings {
     pub fn load(fixtures: &Path) -> Result<ServerSettings> {
         let path = server_config(fixtures);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         ServerSettings::parse(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
     /// Reads `key: value` lines (nats-server's defaults for a setting not
     /// given: ping_interval 2 m, ping_max 2).
     pub fn parse(text: &str) -> std::result::Result<ServerSettings, String> {
-        let mut s = ServerSettings { ping_interval: Duration::from_secs(120), ping_max: 2 };
+        let mut s = ServerSettings {
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+        };
         for (k, v) in text.lines().filter_map(key_value) {
             match k {
                 "ping_interval" => s.ping_interval = duration(v)?,
-                "ping_max" => s.ping_max = v.parse().map_err(|_| format!("ping_max {v}: expected a whole number"))?,
+                "ping_max" => {
+                    s.ping_max = v
+                        .parse()
+                        .map_err(|_| format!("ping_max {v}: expected a whole number"))?
+                }
                 _ => {}
             }
         }
@@ -62,7 +75,13 @@ impl ServerSettings {
     }
 
     pub(crate) fn report(&self) -> Vec<(String, String)> {
-        vec![("server.ping_interval".into(), format!("{}ms", ms_of(self.ping_interval))), ("server.ping_max".into(), self.ping_max.to_string())]
+        vec![
+            (
+                "server.ping_interval".into(),
+                format!("{}ms", ms_of(self.ping_interval)),
+            ),
+            ("server.ping_max".into(), self.ping_max.to_string()),
+        ]
     }
 }
 
@@ -71,7 +90,10 @@ impl ServerSettings {
 pub fn config_text(fixture: &str, listen: SocketAddrV4, ping_interval: Option<Duration>) -> String {
     let mut out: Vec<String> = fixture
         .lines()
-        .filter(|l| !matches!(key_value(l), Some(("listen", _))) && !(ping_interval.is_some() && matches!(key_value(l), Some(("ping_interval", _)))))
+        .filter(|l| {
+            !matches!(key_value(l), Some(("listen", _)))
+                && !(ping_interval.is_some() && matches!(key_value(l), Some(("ping_interval", _))))
+        })
         .map(str::to_string)
         .collect();
     out.push(format!("listen: \"{listen}\""));
@@ -83,7 +105,10 @@ pub fn config_text(fixture: &str, listen: SocketAddrV4, ping_interval: Option<Du
 
 /// `nats-server --version`: `nats-server: v2.9.10`.
 pub fn server_implementation(program: &Path) -> Implementation {
-    Implementation::new("nats-server", kaspec_harness::server::version_of(program, "v"))
+    Implementation::new(
+        "nats-server",
+        kaspec_harness::server::version_of(program, "v"),
+    )
 }
 
 /// A running nats-server and its throw-away directory (removed after it).
@@ -101,7 +126,10 @@ impl NatsServer {
     }
 
     pub(crate) fn log_tail(&self, n: usize) -> String {
-        self.server.as_ref().map(|s| s.log_tail(n)).unwrap_or_default()
+        self.server
+            .as_ref()
+            .map(|s| s.log_tail(n))
+            .unwrap_or_default()
     }
 }
 
@@ -114,19 +142,37 @@ impl Drop for NatsServer {
 
 /// Starts nats-server in `tb`'s server host with the fixture and, if given,
 /// the case's own `ping_interval`.
-pub(crate) fn start_server(ctx: &Ctx, tb: &Testbed, ping_interval: Option<Duration>) -> Result<NatsServer> {
+pub(crate) fn start_server(
+    ctx: &Ctx,
+    tb: &Testbed,
+    ping_interval: Option<Duration>,
+) -> Result<NatsServer> {
     let program = require_program("nats-server", "nats-server")?;
     let fixture_path = server_config(&ctx.fixtures);
-    let fixture = std::fs::read_to_string(&fixture_path).map_err(|e| Error::io(format!("reading {}", fixture_path.display()), e))?;
-    let mut settings = ServerSettings::parse(&fixture).map_err(|e| Error::Other(format!("{}: {e}", fixture_path.display())))?;
+    let fixture = std::fs::read_to_string(&fixture_path)
+        .map_err(|e| Error::io(format!("reading {}", fixture_path.display()), e))?;
+    let mut settings = ServerSettings::parse(&fixture)
+        .map_err(|e| Error::Other(format!("{}: {e}", fixture_path.display())))?;
     if let Some(p) = ping_interval {
         settings.ping_interval = p;
     }
-    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "nats").map_err(|e| Error::io(format!("creating a throw-away directory for run {}", tb.tag), e))?;
+    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "nats").map_err(|e| {
+        Error::io(
+            format!("creating a throw-away directory for run {}", tb.tag),
+            e,
+        )
+    })?;
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let conf = dir.join("nats-server.conf");
-    std::fs::write(&conf, config_text(&fixture, addr, ping_interval)).map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
-    let mut n = NatsServer { server: None, dir, addr, settings, implementation: server_implementation(&program) };
+    std::fs::write(&conf, config_text(&fixture, addr, ping_interval))
+        .map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
+    let mut n = NatsServer {
+        server: None,
+        dir,
+        addr,
+        settings,
+        implementation: server_implementation(&program),
+    };
     n.server = Some(Server::start(
         tb,
         &ServerSpec {
@@ -148,15 +194,38 @@ mod tests {
 
     #[test]
     fn the_fixture_parses_and_the_throw_away_config_overrides_it() {
-        let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")).unwrap();
+        let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"))
+            .unwrap();
         assert_eq!((s.ping_interval, s.ping_max), (Duration::from_secs(1), 2));
         let d = ServerSettings::parse("# x\nport: 4222\n").unwrap();
-        assert_eq!((d.ping_interval, d.ping_max), (Duration::from_secs(120), 2), "nats-server's defaults");
-        assert_eq!(ServerSettings::parse("ping_interval = 500ms\nping_max 5").unwrap(), ServerSettings { ping_interval: Duration::from_millis(500), ping_max: 5 });
-        assert!(ServerSettings::parse("ping_interval: \"1d\"").unwrap_err().contains("unit"));
+        assert_eq!(
+            (d.ping_interval, d.ping_max),
+            (Duration::from_secs(120), 2),
+            "nats-server's defaults"
+        );
+        assert_eq!(
+            ServerSettings::parse("ping_interval = 500ms\nping_max 5").unwrap(),
+            ServerSettings {
+                ping_interval: Duration::from_millis(500),
+                ping_max: 5
+            }
+        );
+        assert!(ServerSettings::parse("ping_interval: \"1d\"")
+            .unwrap_err()
+            .contains("unit"));
         let addr = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 2), PORT);
-        let t = config_text("ping_interval: \"1s\"\nping_max: 2\nlisten: 0.0.0.0:1\n", addr, Some(Duration::from_secs(3600)));
-        assert_eq!(ServerSettings::parse(&t).unwrap().ping_interval, Duration::from_secs(3600));
-        assert!(t.contains("listen: \"10.0.0.2:4222\"") && !t.contains("0.0.0.0:1"), "{t}");
+        let t = config_text(
+            "ping_interval: \"1s\"\nping_max: 2\nlisten: 0.0.0.0:1\n",
+            addr,
+            Some(Duration::from_secs(3600)),
+        );
+        assert_eq!(
+            ServerSettings::parse(&t).unwrap().ping_interval,
+            Duration::from_secs(3600)
+        );
+        assert!(
+            t.contains("listen: \"10.0.0.2:4222\"") && !t.contains("0.0.0.0:1"),
+            "{t}"
+        );
     }
 }

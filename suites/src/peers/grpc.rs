@@ -17,26 +17,40 @@ struct EchoService;
 
 #[tonic::async_trait]
 impl Echo for EchoService {
-    async fn say(&self, request: tonic::Request<Text>) -> std::result::Result<tonic::Response<Text>, tonic::Status> {
+    async fn say(
+        &self,
+        request: tonic::Request<Text>,
+    ) -> std::result::Result<tonic::Response<Text>, tonic::Status> {
         Ok(tonic::Response::new(request.into_inner()))
     }
 
-    type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::result::Result<Text, tonic::Status>> + Send>>;
+    type WatchStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = std::result::Result<Text, tonic::Status>> + Send>,
+    >;
 
-    async fn watch(&self, request: tonic::Request<Text>) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+    async fn watch(
+        &self,
+        request: tonic::Request<Text>,
+    ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status> {
         use futures_util::StreamExt;
         let first = futures_util::stream::once(std::future::ready(Ok(request.into_inner())));
-        Ok(tonic::Response::new(Box::pin(first.chain(futures_util::stream::pending()))))
+        Ok(tonic::Response::new(Box::pin(
+            first.chain(futures_util::stream::pending()),
+        )))
     }
 }
 
 /// Our tonic server, with HTTP/2 keep-alive when both values are given.
 pub fn serve(listen: SocketAddrV4, keepalive: Option<(Duration, Duration)>) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let mut builder = tonic::transport::Server::builder();
         if let Some((interval, timeout)) = keepalive {
-            builder = builder.http2_keepalive_interval(Some(interval)).http2_keepalive_timeout(Some(timeout));
+            builder = builder
+                .http2_keepalive_interval(Some(interval))
+                .http2_keepalive_timeout(Some(timeout));
         }
         println!("kaspec-grpc (tonic) listening on {listen}, keep-alive {keepalive:?}");
         builder

@@ -5,8 +5,8 @@
 //! - [`python`]: finding Debian's Python modules for the independent servers
 //!   (fixtures/websocket/ws_server.py, fixtures/grpc/grpc_server.py).
 
-pub mod python;
 pub mod grpc;
+pub mod python;
 mod tcp;
 mod websocket;
 
@@ -25,7 +25,11 @@ fn parse(args: &[String]) -> Result<(String, SocketAddrV4, Vec<(String, Duration
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         if flag == "--listen" {
-            listen = Some(value.parse().map_err(|_| format!("--listen {value}: not an IPV4:PORT address"))?);
+            listen = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("--listen {value}: not an IPV4:PORT address"))?,
+            );
         } else {
             let d = humantime::parse_duration(value).map_err(|e| format!("{flag} {value}: {e}"))?;
             opts.push((flag.trim_start_matches("--").to_string(), d));
@@ -44,7 +48,13 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
-    let result = match (proto.as_str(), get("ping-interval"), get("pong-timeout"), get("keepalive-time"), get("keepalive-timeout")) {
+    let result = match (
+        proto.as_str(),
+        get("ping-interval"),
+        get("pong-timeout"),
+        get("keepalive-time"),
+        get("keepalive-timeout"),
+    ) {
         ("tcp", None, None, None, None) => tcp::serve(listen),
         ("websocket", Some(p), Some(t), None, None) => websocket::serve(listen, p, t),
         ("grpc", None, None, i, t) if i.is_some() == t.is_some() => grpc::serve(listen, i.zip(t)),

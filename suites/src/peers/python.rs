@@ -30,7 +30,10 @@ pub fn python_module(module: &str, package: &str) -> Result<()> {
 /// `module.__version__` as Debian's python3 reports it.
 pub fn python_version(module: &str) -> String {
     std::process::Command::new(PYTHON)
-        .args(["-c", &format!("import {module}; print({module}.__version__)")])
+        .args([
+            "-c",
+            &format!("import {module}; print({module}.__version__)"),
+        ])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -42,22 +45,33 @@ pub fn python_version(module: &str) -> String {
 /// errors name the file, the table and the key.
 pub fn durations(path: &Path, server: &str, keys: &[&str]) -> Result<Vec<Duration>> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {shown}"), e))?;
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Other(format!("{shown}: {}", e.message().trim())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {shown}"), e))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| Error::Other(format!("{shown}: {}", e.message().trim())))?;
     let table = doc
         .get(server)
         .and_then(|t| t.as_table())
         .ok_or_else(|| Error::Other(format!("{shown}: missing table [{server}]")))?;
     if let Some(extra) = table.keys().find(|k| !keys.contains(&k.as_str())) {
-        return Err(Error::Other(format!("{shown}: [{server}] has unknown key `{extra}` (allowed: {})", keys.join(", "))));
+        return Err(Error::Other(format!(
+            "{shown}: [{server}] has unknown key `{extra}` (allowed: {})",
+            keys.join(", ")
+        )));
     }
     keys.iter()
         .map(|k| {
-            let v = table
-                .get(*k)
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| Error::Other(format!("{shown}: [{server}] {k} is missing (a duration such as \"1500ms\")")))?;
-            humantime::parse_duration(v).map_err(|e| Error::Other(format!("{shown}: [{server}] {k} = \"{v}\": {e} (use ms, s or m)")))
+            let v = table.get(*k).and_then(|v| v.as_str()).ok_or_else(|| {
+                Error::Other(format!(
+                    "{shown}: [{server}] {k} is missing (a duration such as \"1500ms\")"
+                ))
+            })?;
+            humantime::parse_duration(v).map_err(|e| {
+                Error::Other(format!(
+                    "{shown}: [{server}] {k} = \"{v}\": {e} (use ms, s or m)"
+                ))
+            })
         })
         .collect()
 }

@@ -8,7 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Our TCP server: echoes every line, never enables keep-alive, logs each
 /// connection's end. Runs until killed.
 pub fn serve(listen: SocketAddrV4) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         println!("kaspec-tcp-echo listening on {listen}");

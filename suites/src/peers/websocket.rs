@@ -11,10 +11,16 @@ use tokio_tungstenite::tungstenite::Message;
 /// Our tokio-tungstenite server: echoes data frames, answers Pings, pings
 /// every P and closes a connection that sent nothing for P + T.
 pub fn serve(listen: SocketAddrV4, p: Duration, t: Duration) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        println!("kaspec-ws listening on {listen} (P = {} ms, T = {} ms)", p.as_millis(), t.as_millis());
+        println!(
+            "kaspec-ws listening on {listen} (P = {} ms, T = {} ms)",
+            p.as_millis(),
+            t.as_millis()
+        );
         loop {
             let (conn, peer) = listener.accept().await?;
             tokio::spawn(async move {
@@ -28,7 +34,11 @@ pub fn serve(listen: SocketAddrV4, p: Duration, t: Duration) -> std::io::Result<
     })
 }
 
-async fn connection(ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, p: Duration, t: Duration) -> String {
+async fn connection(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    p: Duration,
+    t: Duration,
+) -> String {
     let (mut tx, mut rx) = ws.split();
     let mut ticker = tokio::time::interval_at((Instant::now() + p).into(), p);
     let mut last_rx = Instant::now();

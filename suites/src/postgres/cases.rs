@@ -10,9 +10,18 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
 /// An idle connection with the client's knobs `client` under `fault`; each
 /// side is watched 3× its own keep-alive window (a side with keep-alive off
 /// as long as a quiet side).
-pub(crate) fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: PostgresConfig) -> Result<Vec<CaseResult>> {
+pub(crate) fn idle_with(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    client: PostgresConfig,
+) -> Result<Vec<CaseResult>> {
     let c = client.tcp();
-    let plan = Plan { client, session: session_without_idle_timeout(), after: After::Idle };
+    let plan = Plan {
+        client,
+        session: session_without_idle_timeout(),
+        after: After::Idle,
+    };
     let spec = case.spec;
     run(
         ctx,
@@ -21,22 +30,44 @@ pub(crate) fn idle_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client: Pos
         plan,
         Measure::Socket,
         |s| {
-            let death = |t: &TcpConfig| if t.keepalive { crate::model::tcp::keepalive_death(t).ms } else { 0 };
-            if let Some(w) = impaired_deadline(ctx, fault, Duration::from_millis(death(&c).max(death(&s.tcp)))) {
+            let death = |t: &TcpConfig| {
+                if t.keepalive {
+                    crate::model::tcp::keepalive_death(t).ms
+                } else {
+                    0
+                }
+            };
+            if let Some(w) = impaired_deadline(
+                ctx,
+                fault,
+                Duration::from_millis(death(&c).max(death(&s.tcp))),
+            ) {
                 return (w, w);
             }
             let q = quiet_ms(&c, &s.tcp);
-            (keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q), keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q))
+            (
+                keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q),
+                keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q),
+            )
         },
         |r| idle_outcome(ctx, &c, &r.settings.tcp, r, spec),
     )
 }
 
 /// Both sides of an idle connection under a fault.
-pub(crate) fn idle_outcome(ctx: &Ctx, c: &TcpConfig, s: &TcpConfig, r: &Run, spec: &str) -> Outcome {
+pub(crate) fn idle_outcome(
+    ctx: &Ctx,
+    c: &TcpConfig,
+    s: &TcpConfig,
+    r: &Run,
+    spec: &str,
+) -> Outcome {
     let fault = r.fault;
     let (client_exp, server_exp) = if let Some(i) = ctx.impairment(fault) {
-        (crate::model::tcp::keepalive_on_impaired_path(c, &i, "client", spec), crate::model::tcp::keepalive_on_impaired_path(s, &i, "server", spec))
+        (
+            crate::model::tcp::keepalive_on_impaired_path(c, &i, "client", spec),
+            crate::model::tcp::keepalive_on_impaired_path(s, &i, "server", spec),
+        )
     } else if fault == FaultKind::Freeze {
         (
             Expectation::not_detected("the frozen backend's kernel still answers keep-alive probes: TCP keep-alive cannot detect a hung backend", spec),
@@ -46,22 +77,55 @@ pub(crate) fn idle_outcome(ctx: &Ctx, c: &TcpConfig, s: &TcpConfig, r: &Run, spe
         // Whose abort RST can pass: blackhole-up leaves server -> client open, blackhole-down client -> server.
         let to_client = (fault == FaultKind::BlackholeUp).then_some((s, r.server_idle));
         let to_server = (fault == FaultKind::BlackholeDown).then_some((c, r.client_idle));
-        (keepalive_window(c, r.client_idle, to_client, fault, "client", spec), keepalive_window(s, r.server_idle, to_server, fault, "server", spec))
+        (
+            keepalive_window(c, r.client_idle, to_client, fault, "client", spec),
+            keepalive_window(s, r.server_idle, to_server, fault, "server", spec),
+        )
     };
     Outcome {
-        client: Side::library(client_exp, r.end.failed_at, r.end.error.clone(), r.client_deadline_ms),
-        server: Side::from_socket(server_exp, r.server_closed.clone(), r.server_deadline_ms, "server"),
+        client: Side::library(
+            client_exp,
+            r.end.failed_at,
+            r.end.error.clone(),
+            r.client_deadline_ms,
+        ),
+        server: Side::from_socket(
+            server_exp,
+            r.server_closed.clone(),
+            r.server_deadline_ms,
+            "server",
+        ),
     }
 }
 
-pub(crate) fn run_server_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    idle_with(ctx, case, fault, PostgresConfig { keepalives: false, ..ctx.config.postgres })
+pub(crate) fn run_server_keepalive(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    idle_with(
+        ctx,
+        case,
+        fault,
+        PostgresConfig {
+            keepalives: false,
+            ..ctx.config.postgres
+        },
+    )
 }
 
-pub(crate) fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_query_in_flight(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let client = ctx.config.postgres;
     let c = client.tcp();
-    let plan = Plan { client, session: session_without_idle_timeout(), after: After::Query("SELECT 1".into()) };
+    let plan = Plan {
+        client,
+        session: session_without_idle_timeout(),
+        after: After::Query("SELECT 1".into()),
+    };
     let spec = case.spec;
     run(
         ctx,
@@ -71,38 +135,73 @@ pub(crate) fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -
         Measure::Socket,
         |s| {
             let q = quiet_ms(&c, &s.tcp);
-            let cl = crate::model::tcp::send_expectation(&c, FaultKind::Blackhole, 0, None).deadline_ms(q);
-            (cl, keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q))
+            let cl = crate::model::tcp::send_expectation(&c, FaultKind::Blackhole, 0, None)
+                .deadline_ms(q);
+            (
+                cl,
+                keepalive_window(&s.tcp, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q),
+            )
         },
         |r| {
             let s = &r.settings.tcp;
-            let sent = r.end.query_sent.map(|t| rel_ms(r.t0, t).max(0) as u64).unwrap_or(0);
-            let client_exp = crate::model::tcp::send_expectation(&c, r.fault, sent, r.end.retrans.as_ref());
+            let sent = r
+                .end
+                .query_sent
+                .map(|t| rel_ms(r.t0, t).max(0) as u64)
+                .unwrap_or(0);
+            let client_exp =
+                crate::model::tcp::send_expectation(&c, r.fault, sent, r.end.retrans.as_ref());
             let server_exp = match r.fault {
-                FaultKind::Freeze => Expectation::not_detected("the backend is frozen; its kernel acknowledges the query", spec),
+                FaultKind::Freeze => Expectation::not_detected(
+                    "the backend is frozen; its kernel acknowledges the query",
+                    spec,
+                ),
                 // The query never arrives: the backend's connection is idle, its keep-alive probes die.
-                f => keepalive_window(s, r.server_idle, None, f, "server (the query never arrives: idle)", spec),
+                f => keepalive_window(
+                    s,
+                    r.server_idle,
+                    None,
+                    f,
+                    "server (the query never arrives: idle)",
+                    spec,
+                ),
             };
             let mut error = r.end.error.clone();
             if let (Some(e), Some((_, q))) = (&mut error, &r.end.query_end) {
                 e.push_str(&format!("; the query: {q}"));
             }
-                    Outcome {
+            Outcome {
                 client: Side::library(client_exp, r.end.failed_at, error, r.client_deadline_ms),
-                server: Side::from_socket(server_exp, r.server_closed.clone(), r.server_deadline_ms, "server"),
+                server: Side::from_socket(
+                    server_exp,
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                ),
             }
         },
     )
 }
 
-pub(crate) fn run_idle_session_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_idle_session_timeout(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let client = ctx.config.postgres;
-    let plan = Plan { client, session: Vec::new(), after: After::Idle };
+    let plan = Plan {
+        client,
+        session: Vec::new(),
+        after: After::Idle,
+    };
     let spec = case.spec;
     let expect = |t: Duration, idle: u64, who: &str| {
         let t = ms_of(t);
         if t == 0 {
-            return Expectation::not_detected("idle_session_timeout = 0: off, idle sessions are never ended", spec);
+            return Expectation::not_detected(
+                "idle_session_timeout = 0: off, idle sessions are never ended",
+                spec,
+            );
         }
         let d = t.saturating_sub(idle);
         Expectation::window(
@@ -129,14 +228,28 @@ pub(crate) fn run_idle_session_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKi
             let c = expect(t, r.client_idle, "client (FATAL 57P05, then the close)");
             let s = expect(t, r.client_idle, "server (the backend closes its socket)");
             Outcome {
-                client: Side::library(c, r.end.failed_at, r.end.error.clone(), r.client_deadline_ms),
-                server: Side::from_socket(s, r.server_closed.clone(), r.server_deadline_ms, "server"),
+                client: Side::library(
+                    c,
+                    r.end.failed_at,
+                    r.end.error.clone(),
+                    r.client_deadline_ms,
+                ),
+                server: Side::from_socket(
+                    s,
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                ),
             }
         },
     )
 }
 
-pub(crate) fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_check_interval(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let client = ctx.config.postgres;
     let c = client.tcp();
     let settings = ServerSettings::load(&ctx.fixtures)?;
@@ -147,8 +260,16 @@ pub(crate) fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) ->
         (3 * (hi + ms_of(s.check_interval))).max(q)
     };
     // Longer than anything the case waits for: only a cancellation ends it early.
-    let sleep_s = backend_deadline(&settings).max(keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(quiet_ms(&c, &settings.tcp))) / 1000 + 10;
-    let plan = Plan { client, session: session_without_idle_timeout(), after: After::Running(format!("SELECT pg_sleep({sleep_s})")) };
+    let sleep_s = backend_deadline(&settings).max(
+        keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec)
+            .deadline_ms(quiet_ms(&c, &settings.tcp)),
+    ) / 1000
+        + 10;
+    let plan = Plan {
+        client,
+        session: session_without_idle_timeout(),
+        after: After::Running(format!("SELECT pg_sleep({sleep_s})")),
+    };
     run(
         ctx,
         case,
@@ -157,14 +278,31 @@ pub(crate) fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) ->
         Measure::Backend,
         |s| {
             let q = quiet_ms(&c, &s.tcp);
-            (keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q), backend_deadline(s))
+            (
+                keepalive_window(&c, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(q),
+                backend_deadline(s),
+            )
         },
         |r| {
             let s = &r.settings;
             let to_client = (r.fault == FaultKind::BlackholeUp).then_some((&s.tcp, r.server_idle));
             let to_server = (r.fault == FaultKind::BlackholeDown).then_some((&c, r.client_idle));
-            let client_exp = keepalive_window(&c, r.client_idle, to_client, r.fault, "client (waiting for the query's result)", spec);
-            let socket = keepalive_window(&s.tcp, r.server_idle, to_server, r.fault, "server socket", spec);
+            let client_exp = keepalive_window(
+                &c,
+                r.client_idle,
+                to_client,
+                r.fault,
+                "client (waiting for the query's result)",
+                spec,
+            );
+            let socket = keepalive_window(
+                &s.tcp,
+                r.server_idle,
+                to_server,
+                r.fault,
+                "server socket",
+                spec,
+            );
             let k = ms_of(s.check_interval);
             let server_exp = match (socket.min_ms, socket.max_ms) {
                 (Some(lo), Some(hi)) if k > 0 => Expectation::window(
@@ -184,16 +322,23 @@ pub(crate) fn run_check_interval(ctx: &Ctx, case: &CaseDef, fault: FaultKind) ->
             let backend_ms = r.backend_end.map(|t| rel_ms(r.t0, t));
             let what = format!(
                 "server socket {} at {}; backend {} exited at {}",
-                r.server_closed.as_ref().map(|c| c.state.as_str()).unwrap_or("still open"),
-                socket_ms.map(|v| format!("+{v} ms")).unwrap_or_else(|| "—".into()),
+                r.server_closed
+                    .as_ref()
+                    .map(|c| c.state.as_str())
+                    .unwrap_or("still open"),
+                socket_ms
+                    .map(|v| format!("+{v} ms"))
+                    .unwrap_or_else(|| "—".into()),
                 r.ready.backend_pid,
-                backend_ms.map(|v| format!("+{v} ms")).unwrap_or_else(|| "—".into()),
+                backend_ms
+                    .map(|v| format!("+{v} ms"))
+                    .unwrap_or_else(|| "—".into()),
             );
             let mut error = r.end.error.clone();
             if let (Some(e), Some((_, qe))) = (&mut error, &r.end.query_end) {
                 e.push_str(&format!("; the query: {qe}"));
             }
-                    Outcome {
+            Outcome {
                 client: Side::library(client_exp, r.end.failed_at, error, r.client_deadline_ms),
                 server: Side::library(server_exp, r.backend_end, Some(what), r.server_deadline_ms),
             }

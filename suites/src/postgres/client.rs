@@ -45,7 +45,12 @@ pub(crate) struct ClientEnd {
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     let mut s = format!("tokio_postgres::Error: {e}");
     if let Some(db) = e.as_db_error() {
-        s += &format!(" [{} {}: {}]", db.severity(), db.code().code(), db.message());
+        s += &format!(
+            " [{} {}: {}]",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        );
     }
     let mut src = std::error::Error::source(e);
     while let Some(x) = src {
@@ -63,7 +68,9 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 /// does not expose it), borrowed to read socket options and TCP_INFO.
 pub(crate) fn find_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> {
     for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let target = std::fs::read_link(e.path()).unwrap_or_default();
         if !target.to_string_lossy().starts_with("socket:") {
             continue;
@@ -82,14 +89,23 @@ pub(crate) fn find_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> 
 pub(crate) fn sockopts(fd: i32) -> String {
     let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let sock = socket2::SockRef::from(&bfd);
-    let secs = |d: std::io::Result<Duration>| d.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|_| "?".into());
+    let secs = |d: std::io::Result<Duration>| {
+        d.map(|d| format!("{}s", d.as_secs()))
+            .unwrap_or_else(|_| "?".into())
+    };
     format!(
         "SO_KEEPALIVE={} TCP_KEEPIDLE={} TCP_KEEPINTVL={} TCP_KEEPCNT={} TCP_USER_TIMEOUT={}",
-        sock.keepalive().map(|b| b.to_string()).unwrap_or_else(|_| "?".into()),
+        sock.keepalive()
+            .map(|b| b.to_string())
+            .unwrap_or_else(|_| "?".into()),
         secs(sock.keepalive_time()),
         secs(sock.keepalive_interval()),
-        sock.keepalive_retries().map(|n| n.to_string()).unwrap_or_else(|_| "?".into()),
-        sock.tcp_user_timeout().map(|u| format!("{}ms", u.map(ms_of).unwrap_or(0))).unwrap_or_else(|_| "?".into()),
+        sock.keepalive_retries()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into()),
+        sock.tcp_user_timeout()
+            .map(|u| format!("{}ms", u.map(ms_of).unwrap_or(0)))
+            .unwrap_or_else(|_| "?".into()),
     )
 }
 
@@ -98,8 +114,18 @@ pub(crate) fn sockopts(fd: i32) -> String {
 pub(crate) fn since_rx(fd: i32) -> Option<Duration> {
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
-    (rc == 0).then(|| Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64))
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| {
+        Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64)
+    })
 }
 
 /// The client: connect with `plan`, learn the backend's pid and the local
@@ -114,7 +140,10 @@ pub(crate) fn client(
     go: tokio::sync::oneshot::Receiver<Instant>,
     stop: mpsc::Receiver<()>,
 ) -> ClientEnd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let kept = rt.block_on(async move {
         let p = plan.client;
         let mut cfg = tokio_postgres::Config::new();
@@ -196,7 +225,9 @@ pub(crate) fn client(
         }
         Some((client, end))
     });
-    let Some((client, end)) = kept else { return ClientEnd::default() };
+    let Some((client, end)) = kept else {
+        return ClientEnd::default();
+    };
     // Closed only after the server side was watched: the client's clean
     // close must not pass for the server's detection.
     let _ = stop.recv();
@@ -220,7 +251,11 @@ impl CloneForQuery for std::sync::Arc<tokio_postgres::Client> {
 impl QueryClient {
     async fn run(&self, sql: &str) -> (Instant, String) {
         let r = self.0.simple_query(sql).await;
-        (Instant::now(), r.map(|_| "query completed".to_string()).unwrap_or_else(|e| format!("query failed: {}", describe(&e))))
+        (
+            Instant::now(),
+            r.map(|_| "query completed".to_string())
+                .unwrap_or_else(|e| format!("query failed: {}", describe(&e))),
+        )
     }
 }
 
@@ -234,12 +269,26 @@ pub(crate) struct ClientStarted {
 
 /// Starts tokio-postgres in the client host of `lease`'s testbed against
 /// `addr`; a connection that fails is an error with the server's log tail.
-pub(crate) fn start_client(lease: &crate::shared::Lease<'_>, addr: SocketAddrV4, plan: Plan) -> Result<ClientStarted> {
+pub(crate) fn start_client(
+    lease: &crate::shared::Lease<'_>,
+    addr: SocketAddrV4,
+    plan: Plan,
+) -> Result<ClientStarted> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
-    let (thread, ready) = drive::client::start(&lease.testbed().client, "kaspec-pg-client", "tokio-postgres client", Duration::from_secs(15), move |ready_tx| {
-        client(addr, plan, ready_tx, go_rx, stop_rx)
-    })?;
-    let ready = ready.map_err(|e| Error::Other(format!("{e}; server log:\n{}", lease.server().log_tail(10))))?;
-    Ok(ClientStarted { thread, ready, go_tx, stop_tx })
+    let (thread, ready) = drive::client::start(
+        &lease.testbed().client,
+        "kaspec-pg-client",
+        "tokio-postgres client",
+        Duration::from_secs(15),
+        move |ready_tx| client(addr, plan, ready_tx, go_rx, stop_rx),
+    )?;
+    let ready = ready
+        .map_err(|e| Error::Other(format!("{e}; server log:\n{}", lease.server().log_tail(10))))?;
+    Ok(ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    })
 }

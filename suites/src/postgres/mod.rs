@@ -25,21 +25,21 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::testbed::Testbed;
 use kaspec_harness::observe::{since_last_recv, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
+use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
+use crate::config::{PostgresConfig, TcpConfig};
 use crate::ctx::Ctx;
 use crate::drive;
-use crate::model::{ms_of, rel_ms};
-use crate::model::tcp::{death_after_idle, keepalive_window};
-use crate::outcome::{RunFacts, Side};
-use crate::config::{PostgresConfig, TcpConfig};
 use crate::model::linux;
+use crate::model::tcp::{death_after_idle, keepalive_window};
+use crate::model::{ms_of, rel_ms};
+use crate::outcome::{RunFacts, Side};
+use crate::protocol::Protocol;
 use crate::shared::Started;
 
 mod cases;
@@ -58,10 +58,18 @@ pub const PORT: u16 = 5432;
 
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
-pub static PROTOCOL: Protocol = Protocol { name: "postgres", cases: &CASES, prerequisites: || postgres_binary().map(drop), review: |_, _| Vec::new() };
+pub static PROTOCOL: Protocol = Protocol {
+    name: "postgres",
+    cases: &CASES,
+    prerequisites: || postgres_binary().map(drop),
+    review: |_, _| Vec::new(),
+};
 
 /// The compose service of the PostgreSQL cases on the docker testbed.
-const PG: Docker = Docker::Service { service: "postgres", implementation: "postgresql" };
+const PG: Docker = Docker::Service {
+    service: "postgres",
+    implementation: "postgresql",
+};
 
 /// PostgreSQL 15 §34.1.2 (libpq connection parameters).
 const LIBPQ_KEEPALIVES: &str = "keepalives: Controls whether client-side TCP keepalives are used. [...] keepalives_idle: Controls the number of seconds of inactivity after which TCP should send a keepalive message to the server.";
@@ -73,7 +81,14 @@ const CHECK_INTERVAL_QUOTE: &str = "client_connection_check_interval: Sets the t
 const IDLE_SESSION: &str = "idle_session_timeout: Terminate any session that has been idle (that is, waiting for a client query), but not within an open transaction, for longer than the specified amount of time.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 6] = [&IDLE, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &IDLE_SESSION_TIMEOUT, &CHECK_INTERVAL, &NAT];
+pub static CASES: [&CaseDef; 6] = [
+    &IDLE,
+    &QUERY_IN_FLIGHT,
+    &SERVER_KEEPALIVE,
+    &IDLE_SESSION_TIMEOUT,
+    &CHECK_INTERVAL,
+    &NAT,
+];
 
 pub static IDLE: CaseDef = CaseDef {
     id: "postgres/libpq-keepalives/1",
@@ -168,6 +183,14 @@ pub fn client_implementation() -> Implementation {
 
 fn budget(ctx: &Ctx) -> Duration {
     let c = crate::model::tcp::keepalive_death(&ctx.config.postgres.tcp());
-    let s = ServerSettings::load(&ctx.fixtures).map(|s| crate::model::tcp::keepalive_death(&s.tcp).ms + ms_of(s.check_interval)).unwrap_or(10_000);
-    Duration::from_millis(3 * c.ms.max(s).max(ms_of(ctx.config.postgres.tcp_user_timeout) + 1000) + 5000)
+    let s = ServerSettings::load(&ctx.fixtures)
+        .map(|s| crate::model::tcp::keepalive_death(&s.tcp).ms + ms_of(s.check_interval))
+        .unwrap_or(10_000);
+    Duration::from_millis(
+        3 * c
+            .ms
+            .max(s)
+            .max(ms_of(ctx.config.postgres.tcp_user_timeout) + 1000)
+            + 5000,
+    )
 }

@@ -20,8 +20,17 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let c = client_cfg.tcp();
     let mut session = session_without_idle_timeout();
     session.push(("tcp_keepalives_idle".into(), "0".into()));
-    let plan = Plan { client: client_cfg, session, after: After::Idle };
-    let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&lease, addr, plan)?;
+    let plan = Plan {
+        client: client_cfg,
+        session,
+        after: After::Idle,
+    };
+    let ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    } = start_client(&lease, addr, plan)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
     let expected = crate::model::nat::tcp_client_expectation(&c, nat);
@@ -35,15 +44,33 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let _ = stop_tx.send(());
     let end = thread.join()?;
     let t0 = ready.last_rx + nat;
-    let mut timeline = vec![(ready.last_rx, "client's last segment received (TCP_INFO)".to_string())];
+    let mut timeline = vec![(
+        ready.last_rx,
+        "client's last segment received (TCP_INFO)".to_string(),
+    )];
     if let Some(cl) = &server_closed {
         timeline.push((cl.at, format!("server socket {}", cl.state)));
     }
     let mut config = ctx.config.effective("postgres.");
-    config.insert("network.nat_idle_timeout".into(), format!("{}ms", ms_of(nat)));
-    config.insert("server.tcp_keepalives_idle".into(), "0 (kernel default, 2 h: this session)".into());
+    config.insert(
+        "network.nat_idle_timeout".into(),
+        format!("{}ms", ms_of(nat)),
+    );
+    config.insert(
+        "server.tcp_keepalives_idle".into(),
+        "0 (kernel default, 2 h: this session)".into(),
+    );
     let deadline_ms = rel_ms(t0, until).max(0) as u64;
-    let facts = RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release };
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: fault.engine().into(),
+        commit_ms: crate::model::linux::jiffy_ms(),
+        config,
+        t0,
+        timeline,
+        release,
+    };
     let results = facts.both_sides(
         client_implementation(),
         server_implementation(&program),

@@ -4,7 +4,10 @@
 use super::*;
 
 /// Watches a process (a backend) from the root namespace: when it exited.
-pub(crate) struct ProcWatch(std::thread::JoinHandle<Option<Instant>>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub(crate) struct ProcWatch(
+    std::thread::JoinHandle<Option<Instant>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl ProcWatch {
     fn start(pid: i32) -> ProcWatch {
@@ -13,7 +16,11 @@ impl ProcWatch {
         let h = std::thread::spawn(move || {
             let gone = || {
                 std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|st| st.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+                    .map(|st| {
+                        st.rsplit(')')
+                            .next()
+                            .is_some_and(|r| r.trim_start().starts_with('Z'))
+                    })
                     .unwrap_or(true)
             };
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
@@ -83,13 +90,23 @@ pub(crate) fn run(
 ) -> Result<Vec<CaseResult>> {
     let settings = ServerSettings::load(&ctx.fixtures)?;
     let program = server_program(ctx)?;
-    let lease = ctx.shared.lease_in(&ctx.shared_bed("postgres"), "postgres", || ctx.testbed_for("postgres"), |tb| start_server(tb, &ctx.fixtures))?;
+    let lease = ctx.shared.lease_in(
+        &ctx.shared_bed("postgres"),
+        "postgres",
+        || ctx.testbed_for("postgres"),
+        |tb| start_server(tb, &ctx.fixtures),
+    )?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let (client_deadline_ms, server_deadline_ms) = deadlines(&settings);
 
     let client_cfg = plan.client;
-    let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&lease, addr, plan)?;
+    let ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    } = start_client(&lease, addr, plan)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
@@ -99,23 +116,44 @@ pub(crate) fn run(
     // pg_backend_pid() is the container's pid on the docker testbed.
     let backend_pid = match tb.docker_path() {
         None => ready.backend_pid,
-        Some(_) => kaspec_harness::testbed::compose::host_pid(lease.server().pid(), ready.backend_pid)
-            .ok_or_else(|| Error::Other(format!("backend {} of the postgres container not found in /proc", ready.backend_pid)))? as i32,
+        Some(_) => {
+            kaspec_harness::testbed::compose::host_pid(lease.server().pid(), ready.backend_pid)
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "backend {} of the postgres container not found in /proc",
+                        ready.backend_pid
+                    ))
+                })? as i32
+        }
     };
     let backend = ProcWatch::start(backend_pid);
     let read_at = Instant::now();
-    let server_since = since_last_recv(&tb.server, addr, seen)?
-        .ok_or_else(|| Error::Other(format!("no TCP_INFO for the server's end of {local} <-> {addr}")))?;
+    let server_since = since_last_recv(&tb.server, addr, seen)?.ok_or_else(|| {
+        Error::Other(format!(
+            "no TCP_INFO for the server's end of {local} <-> {addr}"
+        ))
+    })?;
     let server_last_rx = read_at - server_since;
     let pid = match fault {
         FaultKind::Freeze => Some(backend_pid as u32),
         _ => Some(lease.server().pid()),
     };
-    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, pid)?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: local,
+            server: addr,
+        },
+        pid,
+    )?;
     let t0 = applied.in_force_at;
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
-    let backend_end = backend.wait(if measure == Measure::Backend { t0 + Duration::from_millis(server_deadline_ms) } else { Instant::now() });
+    let backend_end = backend.wait(if measure == Measure::Backend {
+        t0 + Duration::from_millis(server_deadline_ms)
+    } else {
+        Instant::now()
+    });
     // The second axis, after the client noticed (or its deadline passed)
     // and before it is told to close: a snapshot taken earlier would find a
     // client still waiting for its own probe.
@@ -142,11 +180,21 @@ pub(crate) fn run(
     };
     let out = judge(&r);
     let mut timeline = vec![
-        (r.ready.last_rx, "client's last segment received (TCP_INFO)".to_string()),
-        (server_last_rx, "server's last segment received (TCP_INFO)".to_string()),
+        (
+            r.ready.last_rx,
+            "client's last segment received (TCP_INFO)".to_string(),
+        ),
+        (
+            server_last_rx,
+            "server's last segment received (TCP_INFO)".to_string(),
+        ),
     ];
     if let Some(t) = r.end.query_sent {
-        let state = r.end.retrans.map(|s| format!(" (rto {} ms, srtt {} µs)", s.rto_us / 1000, s.srtt_us)).unwrap_or_default();
+        let state = r
+            .end
+            .retrans
+            .map(|s| format!(" (rto {} ms, srtt {} µs)", s.rto_us / 1000, s.srtt_us))
+            .unwrap_or_default();
         timeline.push((t, format!("client sent its query{state}")));
     }
     if let Some((t, what)) = &r.end.query_end {
@@ -167,8 +215,23 @@ pub(crate) fn run(
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: r.engine.clone(), commit_ms: r.commit_ms, config, t0, timeline, release };
-    let results = facts.both_sides(client_implementation(), r.server_impl.clone(), out.client, out.server, &ctx.judging())?;
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: r.engine.clone(),
+        commit_ms: r.commit_ms,
+        config,
+        t0,
+        timeline,
+        release,
+    };
+    let results = facts.both_sides(
+        client_implementation(),
+        r.server_impl.clone(),
+        out.client,
+        out.server,
+        &ctx.judging(),
+    )?;
     drop(lease);
     Ok(results)
 }
@@ -179,11 +242,15 @@ pub(crate) fn session_without_idle_timeout() -> Vec<(String, String)> {
 
 /// 1.5× the longest keep-alive window of either side, at least 3 s.
 pub(crate) fn quiet_ms(client: &TcpConfig, server: &TcpConfig) -> u64 {
-    let c = crate::model::tcp::keepalive_death(&TcpConfig { keepalive: true, ..*client });
+    let c = crate::model::tcp::keepalive_death(&TcpConfig {
+        keepalive: true,
+        ..*client
+    });
     let s = crate::model::tcp::keepalive_death(server);
     ((c.ms + c.slack_ms).max(s.ms + s.slack_ms) * 3 / 2).max(3000)
 }
 
 pub(crate) fn impaired_deadline(ctx: &Ctx, fault: FaultKind, longest: Duration) -> Option<u64> {
-    ctx.impairment(fault).map(|i| crate::model::impaired::impaired_watch_ms(longest, &i))
+    ctx.impairment(fault)
+        .map(|i| crate::model::impaired::impaired_watch_ms(longest, &i))
 }

@@ -22,7 +22,8 @@ pub fn server_config(fixtures: &Path) -> PathBuf {
 impl ServerSettings {
     pub fn load(fixtures: &Path) -> Result<ServerSettings> {
         let path = server_config(fixtures);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         ServerSettings::parse(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
@@ -30,19 +31,30 @@ impl ServerSettings {
     /// default units, optionally quoted with a unit: '2s', '1500ms', '1min').
     pub fn parse(text: &str) -> std::result::Result<ServerSettings, String> {
         let mut s = ServerSettings {
-            tcp: TcpConfig { keepalive: true, idle: Duration::ZERO, interval: Duration::ZERO, count: 0, user_timeout: Duration::ZERO },
+            tcp: TcpConfig {
+                keepalive: true,
+                idle: Duration::ZERO,
+                interval: Duration::ZERO,
+                count: 0,
+                user_timeout: Duration::ZERO,
+            },
             idle_session_timeout: Duration::ZERO,
             check_interval: Duration::ZERO,
         };
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let (k, v) = (k.trim(), v.trim().trim_matches('\''));
             let secs = matches!(k, "tcp_keepalives_idle" | "tcp_keepalives_interval");
             let val = |default_unit_ms: u64| -> std::result::Result<Duration, String> {
                 let n = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
                 let unit = &v[n.len()..];
-                let n: u64 = n.trim().parse().map_err(|_| format!("{k} = {v}: expected a whole number"))?;
+                let n: u64 = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{k} = {v}: expected a whole number"))?;
                 let per = match unit {
                     "" => default_unit_ms,
                     "ms" => 1,
@@ -53,7 +65,11 @@ impl ServerSettings {
                 Ok(Duration::from_millis(n * per))
             };
             match k {
-                "tcp_keepalives_idle" | "tcp_keepalives_interval" | "tcp_user_timeout" | "idle_session_timeout" | "client_connection_check_interval" => {
+                "tcp_keepalives_idle"
+                | "tcp_keepalives_interval"
+                | "tcp_user_timeout"
+                | "idle_session_timeout"
+                | "client_connection_check_interval" => {
                     let d = val(if secs { 1000 } else { 1 })?;
                     match k {
                         "tcp_keepalives_idle" => s.tcp.idle = d,
@@ -63,7 +79,11 @@ impl ServerSettings {
                         _ => s.check_interval = d,
                     }
                 }
-                "tcp_keepalives_count" => s.tcp.count = v.parse().map_err(|_| format!("{k} = {v}: expected a whole number"))?,
+                "tcp_keepalives_count" => {
+                    s.tcp.count = v
+                        .parse()
+                        .map_err(|_| format!("{k} = {v}: expected a whole number"))?
+                }
                 _ => {}
             }
         }
@@ -83,12 +103,27 @@ impl ServerSettings {
     pub(crate) fn report(&self) -> Vec<(String, String)> {
         let t = &self.tcp;
         vec![
-            ("server.tcp_keepalives_idle".into(), format!("{}s", t.idle.as_secs())),
-            ("server.tcp_keepalives_interval".into(), format!("{}s", t.interval.as_secs())),
+            (
+                "server.tcp_keepalives_idle".into(),
+                format!("{}s", t.idle.as_secs()),
+            ),
+            (
+                "server.tcp_keepalives_interval".into(),
+                format!("{}s", t.interval.as_secs()),
+            ),
             ("server.tcp_keepalives_count".into(), t.count.to_string()),
-            ("server.tcp_user_timeout".into(), format!("{}ms", ms_of(t.user_timeout))),
-            ("server.idle_session_timeout".into(), format!("{}ms", ms_of(self.idle_session_timeout))),
-            ("server.client_connection_check_interval".into(), format!("{}ms", ms_of(self.check_interval))),
+            (
+                "server.tcp_user_timeout".into(),
+                format!("{}ms", ms_of(t.user_timeout)),
+            ),
+            (
+                "server.idle_session_timeout".into(),
+                format!("{}ms", ms_of(self.idle_session_timeout)),
+            ),
+            (
+                "server.client_connection_check_interval".into(),
+                format!("{}ms", ms_of(self.check_interval)),
+            ),
         ]
     }
 }
@@ -126,7 +161,12 @@ pub fn server_implementation(program: &Path) -> Implementation {
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2).map(str::to_string))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "unknown".into());
     Implementation::new("postgresql", version)
 }
@@ -152,7 +192,10 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
                 ..Default::default()
             },
         )?;
-        return Ok(Started { processes: vec![server], dirs: Vec::new() });
+        return Ok(Started {
+            processes: vec![server],
+            dirs: Vec::new(),
+        });
     }
     let program = postgres_binary()?;
     let bin = program.parent().expect("a bin directory").to_path_buf();
@@ -162,23 +205,39 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
         .ok_or_else(|| Error::Capability("no `postgres` user (the postgresql package creates it): apt-get install postgresql".into()))?;
     let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
     let conf = server_config(fixtures);
-    let conf_text = std::fs::read_to_string(&conf).map_err(|e| Error::io(format!("reading {}", conf.display()), e))?;
-    ServerSettings::parse(&conf_text).map_err(|e| Error::Other(format!("{}: {e}", conf.display())))?;
+    let conf_text = std::fs::read_to_string(&conf)
+        .map_err(|e| Error::io(format!("reading {}", conf.display()), e))?;
+    ServerSettings::parse(&conf_text)
+        .map_err(|e| Error::Other(format!("{}: {e}", conf.display())))?;
 
     let io = |what: String| move |e| Error::io(what, e);
-    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "postgres").map_err(io(format!("creating a throw-away directory for run {}", tb.tag)))?;
+    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "postgres").map_err(io(format!(
+        "creating a throw-away directory for run {}",
+        tb.tag
+    )))?;
     // From here on the directory goes with the group (or now, on error).
     let cleanup = DirGuard(Some(dir.clone()));
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(format!("chmod {}", dir.display())))?;
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io(format!("chown {}", dir.display())))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("chmod {}", dir.display())))?;
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+        .map_err(io(format!("chown {}", dir.display())))?;
     let data = dir.join("data");
     let out = tb
         .server
         .command_as(bin.join("initdb"), &tb.tag, Some((uid, gid)))?
         .arg("-D")
         .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "-N", "-E", "UTF8", "--locale=C"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-N",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
         .env("LC_ALL", "C")
         .output()
         .map_err(io(format!("running {}", bin.join("initdb").display())))?;
@@ -193,13 +252,21 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
     let write = |name: &str, text: &str| -> Result<()> {
         let p = data.join(name);
         std::fs::write(&p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
-        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| Error::io(format!("chown {}", p.display()), e))
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("chown {}", p.display()), e))
     };
-    write("pg_hba.conf", "local all all trust\nhost all all 0.0.0.0/0 trust\n")?;
+    write(
+        "pg_hba.conf",
+        "local all all trust\nhost all all 0.0.0.0/0 trust\n",
+    )?;
     write("kaspec.conf", &conf_text)?;
     let main_conf = data.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&main_conf).map_err(io(format!("reading {}", main_conf.display())))?;
-    text.push_str(&format!("\n# kaspec: the settings under test ({})\ninclude 'kaspec.conf'\n", conf.display()));
+    let mut text = std::fs::read_to_string(&main_conf)
+        .map_err(io(format!("reading {}", main_conf.display())))?;
+    text.push_str(&format!(
+        "\n# kaspec: the settings under test ({})\ninclude 'kaspec.conf'\n",
+        conf.display()
+    ));
     write("postgresql.conf", &text)?;
 
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
@@ -223,7 +290,16 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
     }
     // A restart (after a crash) keeps the earlier log: postgres, postgres-2, ...
     let logs = tb.run_dir.join("logs");
-    let name = (1..).map(|n: u32| if n == 1 { "postgres".to_string() } else { format!("postgres-{n}") }).find(|n| !logs.join(format!("{n}-{}.log", tb.tag)).exists()).expect("a free name");
+    let name = (1..)
+        .map(|n: u32| {
+            if n == 1 {
+                "postgres".to_string()
+            } else {
+                format!("postgres-{n}")
+            }
+        })
+        .find(|n| !logs.join(format!("{n}-{}.log", tb.tag)).exists())
+        .expect("a free name");
     let server = Server::start(
         tb,
         &ServerSpec {
@@ -239,7 +315,10 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
             container: None,
         },
     )?;
-    Ok(Started { processes: vec![server], dirs: cleanup.keep() })
+    Ok(Started {
+        processes: vec![server],
+        dirs: cleanup.keep(),
+    })
 }
 
 /// Removes a directory unless kept.
@@ -265,18 +344,37 @@ mod tests {
 
     #[test]
     fn the_fixture_parses_with_postgres_units() {
-        let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")).unwrap();
-        assert_eq!((s.tcp.idle, s.tcp.interval, s.tcp.count), (Duration::from_secs(2), Duration::from_secs(1), 3));
+        let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"))
+            .unwrap();
+        assert_eq!(
+            (s.tcp.idle, s.tcp.interval, s.tcp.count),
+            (Duration::from_secs(2), Duration::from_secs(1), 3)
+        );
         assert_eq!(s.idle_session_timeout, Duration::from_millis(1500));
         assert_eq!(s.check_interval, Duration::from_millis(500));
         let t = ServerSettings::parse("tcp_keepalives_idle = 0\nidle_session_timeout = '2s'  # x\nclient_connection_check_interval='1min'\n").unwrap();
-        assert_eq!((t.tcp.idle, t.tcp.count), (Duration::from_secs(7200), 9), "0 is the kernel default");
-        assert_eq!((t.idle_session_timeout, t.check_interval), (Duration::from_secs(2), Duration::from_secs(60)));
-        assert!(ServerSettings::parse("tcp_user_timeout = 5h").unwrap_err().contains("unit"));
+        assert_eq!(
+            (t.tcp.idle, t.tcp.count),
+            (Duration::from_secs(7200), 9),
+            "0 is the kernel default"
+        );
+        assert_eq!(
+            (t.idle_session_timeout, t.check_interval),
+            (Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert!(ServerSettings::parse("tcp_user_timeout = 5h")
+            .unwrap_err()
+            .contains("unit"));
     }
 
     fn tcp(i: u64, v: u64, n: u32, ka: bool) -> TcpConfig {
-        TcpConfig { keepalive: ka, idle: Duration::from_secs(i), interval: Duration::from_secs(v), count: n, user_timeout: Duration::ZERO }
+        TcpConfig {
+            keepalive: ka,
+            idle: Duration::from_secs(i),
+            interval: Duration::from_secs(v),
+            count: n,
+            user_timeout: Duration::ZERO,
+        }
     }
 
     #[test]
@@ -285,9 +383,23 @@ mod tests {
         let peer = tcp(2, 1, 3, true);
         let alone = keepalive_window(&own, 300, None, FaultKind::Blackhole, "c", "s");
         assert_eq!(alone.min_ms, Some(7000 - 300));
-        let via_peer = keepalive_window(&own, 300, Some((&peer, 300)), FaultKind::BlackholeUp, "c", "s");
+        let via_peer = keepalive_window(
+            &own,
+            300,
+            Some((&peer, 300)),
+            FaultKind::BlackholeUp,
+            "c",
+            "s",
+        );
         assert_eq!(via_peer.min_ms, Some(5000 - 300));
-        let off = keepalive_window(&tcp(2, 1, 3, false), 300, None, FaultKind::Blackhole, "c", "s");
+        let off = keepalive_window(
+            &tcp(2, 1, 3, false),
+            300,
+            None,
+            FaultKind::Blackhole,
+            "c",
+            "s",
+        );
         assert!(!off.expects_detection());
         let reset = keepalive_window(&own, 300, None, FaultKind::Reset, "c", "s");
         assert_eq!(reset.min_ms, Some(3700));

@@ -49,12 +49,28 @@ impl ClientEnd {
     /// The client's detection: the disconnection push or a failed command,
     /// whichever came first, with what it said.
     pub(crate) fn detection(&self) -> (Option<Instant>, Option<String>) {
-        let failed = self.command_end.as_ref().and_then(|(t, r)| r.as_ref().err().map(|e| (*t, format!("the PING failed: {e}"))));
-        let disc = self.disconnected_at.map(|t| (t, "redis-rs driver: PushKind::Disconnection (the connection's read side ended)".to_string()));
+        let failed = self.command_end.as_ref().and_then(|(t, r)| {
+            r.as_ref()
+                .err()
+                .map(|e| (*t, format!("the PING failed: {e}")))
+        });
+        let disc = self.disconnected_at.map(|t| {
+            (
+                t,
+                "redis-rs driver: PushKind::Disconnection (the connection's read side ended)"
+                    .to_string(),
+            )
+        });
         let mut all: Vec<(Instant, String)> = failed.into_iter().chain(disc).collect();
         all.sort_by_key(|(t, _)| *t);
-        let Some((t, _)) = all.first() else { return (None, None) };
-        let mut text = all.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>().join("; ");
+        let Some((t, _)) = all.first() else {
+            return (None, None);
+        };
+        let mut text = all
+            .iter()
+            .map(|(_, w)| w.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
         if let Some(n) = &self.next_command {
             text += &format!("; the next command: {n}");
         }
@@ -63,14 +79,23 @@ impl ClientEnd {
 }
 
 fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The fd of this process's TCP socket `local_port -> server`.
 fn find_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> {
     for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if !std::fs::read_link(e.path()).unwrap_or_default().to_string_lossy().starts_with("socket:") {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !std::fs::read_link(e.path())
+            .unwrap_or_default()
+            .to_string_lossy()
+            .starts_with("socket:")
+        {
             continue;
         }
         let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
@@ -96,8 +121,20 @@ fn socket_state(fd: i32) -> (TcpConfig, Duration) {
     };
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
-    let since = if rc == 0 { Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64) } else { Duration::ZERO };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    let since = if rc == 0 {
+        Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64)
+    } else {
+        Duration::ZERO
+    };
     (t, since)
 }
 
@@ -105,7 +142,13 @@ async fn ping(con: &mut redis::aio::MultiplexedConnection) -> std::result::Resul
     redis::cmd("PING")
         .query_async::<String>(con)
         .await
-        .map_err(|e| format!("redis::RedisError {{ kind: {:?}, timeout: {} }}: {e}", e.kind(), e.is_timeout()))
+        .map_err(|e| {
+            format!(
+                "redis::RedisError {{ kind: {:?}, timeout: {} }}: {e}",
+                e.kind(),
+                e.is_timeout()
+            )
+        })
 }
 
 /// The client body (see the module doc). Keeps the connection open until `stop`.
@@ -116,7 +159,10 @@ pub(crate) fn client(
     go: tokio::sync::oneshot::Receiver<Instant>,
     stop: mpsc::Receiver<()>,
 ) -> ClientEnd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let kept = rt.block_on(async move {
         let fail = |e: String| {
             let _ = ready.send(Err(e));
@@ -128,8 +174,14 @@ pub(crate) fn client(
         };
         let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
         let rt_opt = (!plan.response_timeout.is_zero()).then_some(plan.response_timeout);
-        let cfg = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(Duration::from_secs(5))).set_response_timeout(rt_opt).set_push_sender(push_tx);
-        let mut con = match client.get_multiplexed_async_connection_with_config(&cfg).await {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(rt_opt)
+            .set_push_sender(push_tx);
+        let mut con = match client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
             Ok(c) => c,
             Err(e) => return fail(format!("redis-rs could not connect to {server}: {e}")),
         };
@@ -138,9 +190,19 @@ pub(crate) fn client(
             Ok(i) => i,
             Err(e) => return fail(format!("CLIENT INFO failed: {e}")),
         };
-        let port = info.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse::<u16>().ok());
-        let Some(port) = port else { return fail(format!("no addr= in CLIENT INFO: {info}")) };
-        let Some(fd) = find_socket(port, server) else { return fail(format!("no socket with local port {port} towards {server} in this process")) };
+        let port = info
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok());
+        let Some(port) = port else {
+            return fail(format!("no addr= in CLIENT INFO: {info}"));
+        };
+        let Some(fd) = find_socket(port, server) else {
+            return fail(format!(
+                "no socket with local port {port} towards {server} in this process"
+            ));
+        };
         if plan.align_last_command {
             let into = wall_ms() % 1000;
             let wait = if into < 450 { 500 - into } else { 1500 - into };
@@ -154,9 +216,17 @@ pub(crate) fn client(
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = Instant::now();
         let (tcp, since) = socket_state(fd);
-        let _ = ready.send(Ok(Ready { local: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port), last_rx: now - since, last_cmd, last_cmd_wall_ms, tcp }));
+        let _ = ready.send(Ok(Ready {
+            local: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
+            last_rx: now - since,
+            last_cmd,
+            last_cmd_wall_ms,
+            tcp,
+        }));
         let mut end = ClientEnd::default();
-        let Ok(deadline) = go.await else { return Some((con, end)) };
+        let Ok(deadline) = go.await else {
+            return Some((con, end));
+        };
         let go_at = Instant::now();
         let mut cmd = match plan.after {
             After::Idle => None,
@@ -199,11 +269,17 @@ pub(crate) fn client(
         if end.disconnected_at.is_some() {
             let t = Instant::now();
             let r = ping(&mut con).await;
-            end.next_command = Some(format!("{} after {} ms", r.unwrap_or_else(|e| e), t.elapsed().as_millis()));
+            end.next_command = Some(format!(
+                "{} after {} ms",
+                r.unwrap_or_else(|e| e),
+                t.elapsed().as_millis()
+            ));
         }
         Some((con, end))
     });
-    let Some((con, end)) = kept else { return ClientEnd::default() };
+    let Some((con, end)) = kept else {
+        return ClientEnd::default();
+    };
     // Closed only after the server side was watched.
     let _ = stop.recv();
     drop(con);
@@ -218,12 +294,26 @@ pub(crate) struct ClientStarted {
     pub(crate) stop_tx: mpsc::Sender<()>,
 }
 
-pub(crate) fn start_client(tb: &Testbed, server: &RedisServer, plan: Plan) -> Result<ClientStarted> {
+pub(crate) fn start_client(
+    tb: &Testbed,
+    server: &RedisServer,
+    plan: Plan,
+) -> Result<ClientStarted> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
     let addr = server.addr;
-    let (thread, ready) = drive::client::start_or_fail(&tb.client, "kaspec-redis-client", "redis-rs client", Duration::from_secs(15), format!("redis-rs client; server log:\n{}", server.log_tail()), move |ready_tx| {
-        client(addr, plan, ready_tx, go_rx, stop_rx)
-    })?;
-    Ok(ClientStarted { thread, ready, go_tx, stop_tx })
+    let (thread, ready) = drive::client::start_or_fail(
+        &tb.client,
+        "kaspec-redis-client",
+        "redis-rs client",
+        Duration::from_secs(15),
+        format!("redis-rs client; server log:\n{}", server.log_tail()),
+        move |ready_tx| client(addr, plan, ready_tx, go_rx, stop_rx),
+    )?;
+    Ok(ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    })
 }

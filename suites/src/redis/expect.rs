@@ -41,9 +41,18 @@ pub fn timeout_close(s: &ServerSettings, last_wall_ms: u64) -> Option<(u64, u64,
 }
 
 /// The `timeout` case's window for one side, after t0 (`since_ms` = t0 − the last command).
-pub fn timeout_expectation(s: &ServerSettings, last_wall_ms: u64, since_ms: u64, who: &str, spec: &str) -> Expectation {
+pub fn timeout_expectation(
+    s: &ServerSettings,
+    last_wall_ms: u64,
+    since_ms: u64,
+    who: &str,
+    spec: &str,
+) -> Expectation {
     match timeout_close(s, last_wall_ms) {
-        None => Expectation::not_detected(format!("{who}: timeout 0: idle clients are never closed"), spec),
+        None => Expectation::not_detected(
+            format!("{who}: timeout 0: idle clients are never closed"),
+            spec,
+        ),
         Some((lo, hi, f)) => Expectation::window(
             lo.saturating_sub(since_ms),
             hi.saturating_sub(since_ms),
@@ -58,7 +67,12 @@ pub fn timeout_expectation(s: &ServerSettings, last_wall_ms: u64, since_ms: u64,
 /// at `sent_ms` after t0; without a reply it fails at the response timeout R
 /// (a tokio timer: + up to 1 ms rounding, + 1 ms the instant's truncation);
 /// an RST answers it at once.
-pub fn response_expectation(response_timeout: Duration, fault: FaultKind, sent_ms: u64, spec: &str) -> Expectation {
+pub fn response_expectation(
+    response_timeout: Duration,
+    fault: FaultKind,
+    sent_ms: u64,
+    spec: &str,
+) -> Expectation {
     let r = ms_of(response_timeout);
     if fault == FaultKind::Reset {
         return Expectation::window(
@@ -89,7 +103,11 @@ mod tests {
     use super::*;
 
     fn settings(t: u64, hz: u64) -> ServerSettings {
-        ServerSettings { timeout: Duration::from_secs(t), tcp_keepalive: Duration::ZERO, hz }
+        ServerSettings {
+            timeout: Duration::from_secs(t),
+            tcp_keepalive: Duration::ZERO,
+            hz,
+        }
     }
 
     #[test]
@@ -109,7 +127,9 @@ mod tests {
         assert!(timeout_close(&settings(0, 10), 10_500).is_none());
         let e = timeout_expectation(&settings(1, 10), 10_500, 300, "server", "s");
         assert_eq!((e.min_ms, e.max_ms), (Some(1200), Some(1300)));
-        assert!(!timeout_expectation(&settings(0, 10), 10_500, 300, "server", "s").expects_detection());
+        assert!(
+            !timeout_expectation(&settings(0, 10), 10_500, 300, "server", "s").expects_detection()
+        );
     }
 
     #[test]
@@ -118,7 +138,10 @@ mod tests {
         assert_eq!((e.min_ms, e.max_ms), (Some(1500), Some(1502)));
         let r = response_expectation(Duration::from_millis(500), FaultKind::Reset, 1000, "s");
         assert_eq!((r.min_ms, r.max_ms), (Some(1000), Some(1001)));
-        assert!(!response_expectation(Duration::ZERO, FaultKind::Blackhole, 1000, "s").expects_detection());
+        assert!(
+            !response_expectation(Duration::ZERO, FaultKind::Blackhole, 1000, "s")
+                .expects_detection()
+        );
     }
 
     #[test]

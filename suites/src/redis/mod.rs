@@ -70,7 +70,8 @@ pub static PROTOCOL: Protocol = Protocol {
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for Redis yet");
 
 /// redis.conf (Redis 7.0), the `timeout` and `tcp-keepalive` entries.
-const TIMEOUT_QUOTE: &str = "Close the connection after a client is idle for N seconds (0 to disable)";
+const TIMEOUT_QUOTE: &str =
+    "Close the connection after a client is idle for N seconds (0 to disable)";
 const TCP_KEEPALIVE_QUOTE: &str = "If non-zero, use SO_KEEPALIVE to send TCP ACKs to clients in absence of communication. This is useful for two reasons: 1) Detect dead peers. [...] On Linux, the specified value (in seconds) is the period used to send ACKs. Note that to close the connection the double of the time is needed.";
 /// redis-rs 1.x docs, `AsyncConnectionConfig::set_response_timeout`.
 const RESPONSE_TIMEOUT_QUOTE: &str = "The new connection will time out operations after `response_timeout` has passed. Set `None` if you don't want requests to time out.";
@@ -125,6 +126,10 @@ pub fn client_implementation() -> Implementation {
 }
 
 fn budget(ctx: &Ctx) -> Duration {
-    let s = ServerSettings::load(&ctx.fixtures).map(|s| ms_of(s.timeout).max(crate::model::tcp::keepalive_death(&s.keepalive()).ms)).unwrap_or(10_000);
-    Duration::from_millis(3 * (s + 1000).max(COMMAND_AFTER_MS + ms_of(ctx.config.redis.response_timeout)) + 6000)
+    let s = ServerSettings::load(&ctx.fixtures)
+        .map(|s| ms_of(s.timeout).max(crate::model::tcp::keepalive_death(&s.keepalive()).ms))
+        .unwrap_or(10_000);
+    Duration::from_millis(
+        3 * (s + 1000).max(COMMAND_AFTER_MS + ms_of(ctx.config.redis.response_timeout)) + 6000,
+    )
 }

@@ -11,7 +11,10 @@ use crate::rules::{none_detected, Check, Finding, Severity};
 
 /// The server closed the idle connection.
 fn server_closed(results: &[CaseResult], _: &Config) -> Option<bool> {
-    results.iter().find(|r| r.side == "server").map(|r| r.detected)
+    results
+        .iter()
+        .find(|r| r.side == "server")
+        .map(|r| r.detected)
 }
 
 pub(crate) fn review(c: &Config, _: Option<&NetworkProfile>) -> Vec<Finding> {
@@ -57,9 +60,18 @@ mod tests {
     #[test]
     fn idle_over_the_servers_timeout_and_no_response_timeout_are_flagged() {
         assert!(rules(&[]).is_empty(), "the defaults raise nothing");
-        assert_eq!(rules(&["redis.idle=60s", "redis.server_timeout=30s"]), vec!["redis-idle-over-server-timeout"]);
+        assert_eq!(
+            rules(&["redis.idle=60s", "redis.server_timeout=30s"]),
+            vec!["redis-idle-over-server-timeout"]
+        );
         assert!(rules(&["redis.idle=10s", "redis.server_timeout=30s"]).is_empty());
-        assert!(rules(&["redis.idle=60s"]).is_empty(), "timeout 0: never closed");
-        assert_eq!(rules(&["redis.response_timeout=0s"]), vec!["redis-no-response-timeout"]);
+        assert!(
+            rules(&["redis.idle=60s"]).is_empty(),
+            "timeout 0: never closed"
+        );
+        assert_eq!(
+            rules(&["redis.response_timeout=0s"]),
+            vec!["redis-no-response-timeout"]
+        );
     }
 }

@@ -37,16 +37,32 @@ pub(crate) fn run(
     let tb = ctx.testbed_for("redis")?;
     let server = start_server(ctx, &tb, overrides)?;
     let addr = server.addr;
-    let ClientStarted { thread, ready, go_tx, stop_tx } = start_client(&tb, &server, plan)?;
+    let ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+    } = start_client(&tb, &server, plan)?;
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (server_tcp, server_opts) = server_sockopts(server.pid(), addr, seen)?;
     let read_at = Instant::now();
-    let server_since = since_last_recv(&tb.server, addr, seen)?.ok_or_else(|| Error::Other(format!("no TCP_INFO for the server's end of {local} <-> {addr}")))?;
+    let server_since = since_last_recv(&tb.server, addr, seen)?.ok_or_else(|| {
+        Error::Other(format!(
+            "no TCP_INFO for the server's end of {local} <-> {addr}"
+        ))
+    })?;
     let server_last_rx = read_at - server_since;
     let (client_deadline_ms, server_deadline_ms) = deadlines(&server.settings, &server_tcp);
-    let applied = tb.apply_fault(fault, &Flow { client: local, server: addr }, Some(server.pid()))?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: local,
+            server: addr,
+        },
+        Some(server.pid()),
+    )?;
     let t0 = applied.in_force_at;
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
@@ -69,15 +85,32 @@ pub(crate) fn run(
     };
     let (client, server_side) = judge(&r);
     let mut timeline = vec![
-        (r.ready.last_cmd, "client sent its last PING before the idle period".to_string()),
-        (r.ready.last_rx, "client's last segment received (TCP_INFO)".to_string()),
-        (server_last_rx, "server's last segment received (TCP_INFO)".to_string()),
+        (
+            r.ready.last_cmd,
+            "client sent its last PING before the idle period".to_string(),
+        ),
+        (
+            r.ready.last_rx,
+            "client's last segment received (TCP_INFO)".to_string(),
+        ),
+        (
+            server_last_rx,
+            "server's last segment received (TCP_INFO)".to_string(),
+        ),
     ];
     if let Some(t) = r.end.command_sent {
         timeline.push((t, "client sent a PING".to_string()));
     }
     if let Some((t, res)) = &r.end.command_end {
-        timeline.push((*t, format!("the PING ended: {}", res.as_ref().map(|v| format!("reply {v}")).unwrap_or_else(|e| e.clone()))));
+        timeline.push((
+            *t,
+            format!(
+                "the PING ended: {}",
+                res.as_ref()
+                    .map(|v| format!("reply {v}"))
+                    .unwrap_or_else(|e| e.clone())
+            ),
+        ));
     }
     if let Some(t) = r.end.disconnected_at {
         timeline.push((t, "redis-rs PushKind::Disconnection".to_string()));
@@ -89,8 +122,23 @@ pub(crate) fn run(
     config.insert("redis.socket".into(), sockopts_text(&r.ready.tcp));
     config.insert("server.socket".into(), server_opts);
     config.extend(r.settings.report());
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
-    let results = facts.both_sides(client_implementation(), server.implementation.clone(), client, server_side, &ctx.judging())?;
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config,
+        t0,
+        timeline,
+        release,
+    };
+    let results = facts.both_sides(
+        client_implementation(),
+        server.implementation.clone(),
+        client,
+        server_side,
+        &ctx.judging(),
+    )?;
     drop(server);
     Ok(results)
 }
@@ -99,18 +147,33 @@ pub(crate) fn run(
 /// not counted after its own deadline.
 fn client_side(r: &Run, expected: Expectation) -> Side {
     let (mut at, mut error) = r.end.detection();
-    drive::client::not_after(&mut at, &mut error, r.t0 + Duration::from_millis(r.client_deadline_ms));
+    drive::client::not_after(
+        &mut at,
+        &mut error,
+        r.t0 + Duration::from_millis(r.client_deadline_ms),
+    );
     Side::library(expected, at, error, r.client_deadline_ms)
 }
 
 /// 1.5× the server's keep-alive death (or 3 s), the watch for a quiet side.
 fn quiet_ms(server: &TcpConfig) -> u64 {
-    let d = crate::model::tcp::keepalive_death(&TcpConfig { keepalive: true, ..*server });
+    let d = crate::model::tcp::keepalive_death(&TcpConfig {
+        keepalive: true,
+        ..*server
+    });
     ((d.ms + d.slack_ms) * 3 / 2).max(3000)
 }
 
-pub(crate) fn run_idle_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let plan = Plan { response_timeout: ctx.config.redis.response_timeout, align_last_command: true, after: After::Idle };
+pub(crate) fn run_idle_timeout(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    let plan = Plan {
+        response_timeout: ctx.config.redis.response_timeout,
+        align_last_command: true,
+        after: After::Idle,
+    };
     let spec = case.spec;
     run(
         ctx,
@@ -124,17 +187,38 @@ pub(crate) fn run_idle_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> R
             (d, d)
         },
         |r| {
-            let e = |who| timeout_expectation(&r.settings, r.ready.last_cmd_wall_ms, r.since_cmd, who, spec);
+            let e = |who| {
+                timeout_expectation(
+                    &r.settings,
+                    r.ready.last_cmd_wall_ms,
+                    r.since_cmd,
+                    who,
+                    spec,
+                )
+            };
             (
                 client_side(r, e("client (the server's FIN read by redis-rs's driver)")),
-                Side::from_socket(e("server (clientsCron frees the client)"), r.server_closed.clone(), r.server_deadline_ms, "server"),
+                Side::from_socket(
+                    e("server (clientsCron frees the client)"),
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                ),
             )
         },
     )
 }
 
-pub(crate) fn run_server_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let plan = Plan { response_timeout: ctx.config.redis.response_timeout, align_last_command: false, after: After::Idle };
+pub(crate) fn run_server_keepalive(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    let plan = Plan {
+        response_timeout: ctx.config.redis.response_timeout,
+        align_last_command: false,
+        after: After::Idle,
+    };
     let spec = case.spec;
     run(
         ctx,
@@ -143,7 +227,8 @@ pub(crate) fn run_server_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) 
         &[("timeout", 0)],
         plan,
         |_, s| {
-            let d = keepalive_window(s, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(quiet_ms(s));
+            let d = keepalive_window(s, 0, None, FaultKind::Blackhole, "", spec)
+                .deadline_ms(quiet_ms(s));
             (d, d)
         },
         |r| {
@@ -151,7 +236,14 @@ pub(crate) fn run_server_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) 
             let c = &r.ready.tcp;
             let to_client = (r.fault == FaultKind::BlackholeUp).then_some((s, r.server_idle));
             let to_server = (r.fault == FaultKind::BlackholeDown).then_some((c, r.client_idle));
-            let client_exp = keepalive_window(c, r.client_idle, to_client, r.fault, "client (redis-rs: no keep-alive unless TcpSettings sets it)", spec);
+            let client_exp = keepalive_window(
+                c,
+                r.client_idle,
+                to_client,
+                r.fault,
+                "client (redis-rs: no keep-alive unless TcpSettings sets it)",
+                spec,
+            );
             let what = "keep-alive options on the server's socket";
             let server_exp = keepalive_window(s, r.server_idle, to_server, r.fault, "server (options read back from its socket)", spec).requiring(
                 what,
@@ -161,15 +253,29 @@ pub(crate) fn run_server_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) 
             );
             (
                 client_side(r, client_exp),
-                Side::from_socket(server_exp, r.server_closed.clone(), r.server_deadline_ms, "server").with_fact(what, sockopts_text(s)),
+                Side::from_socket(
+                    server_exp,
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                )
+                .with_fact(what, sockopts_text(s)),
             )
         },
     )
 }
 
-pub(crate) fn run_response_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_response_timeout(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let rt = ctx.config.redis.response_timeout;
-    let plan = Plan { response_timeout: rt, align_last_command: false, after: After::Command(COMMAND_AFTER_MS) };
+    let plan = Plan {
+        response_timeout: rt,
+        align_last_command: false,
+        after: After::Command(COMMAND_AFTER_MS),
+    };
     let spec = case.spec;
     run(
         ctx,
@@ -178,17 +284,43 @@ pub(crate) fn run_response_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) 
         &[("timeout", 0), ("tcp-keepalive", 0)],
         plan,
         |_, _| {
-            let d = if rt.is_zero() { COMMAND_AFTER_MS + 5000 } else { 3 * (COMMAND_AFTER_MS + ms_of(rt) + 2) };
+            let d = if rt.is_zero() {
+                COMMAND_AFTER_MS + 5000
+            } else {
+                3 * (COMMAND_AFTER_MS + ms_of(rt) + 2)
+            };
             (d, d)
         },
         |r| {
-            let sent = r.end.command_sent.map(|t| rel_ms(r.t0, t).max(0) as u64).unwrap_or(COMMAND_AFTER_MS);
+            let sent = r
+                .end
+                .command_sent
+                .map(|t| rel_ms(r.t0, t).max(0) as u64)
+                .unwrap_or(COMMAND_AFTER_MS);
             let client_exp = response_expectation(rt, r.fault, sent, spec);
             let server_exp = match r.fault {
-                FaultKind::Freeze => Expectation::not_detected("redis-server is frozen (SIGSTOP): it closes nothing", spec),
-                f => keepalive_window(&r.server_tcp, r.server_idle, None, f, "server (tcp-keepalive 0, timeout 0 for this case)", spec),
+                FaultKind::Freeze => Expectation::not_detected(
+                    "redis-server is frozen (SIGSTOP): it closes nothing",
+                    spec,
+                ),
+                f => keepalive_window(
+                    &r.server_tcp,
+                    r.server_idle,
+                    None,
+                    f,
+                    "server (tcp-keepalive 0, timeout 0 for this case)",
+                    spec,
+                ),
             };
-            (client_side(r, client_exp), Side::from_socket(server_exp, r.server_closed.clone(), r.server_deadline_ms, "server"))
+            (
+                client_side(r, client_exp),
+                Side::from_socket(
+                    server_exp,
+                    r.server_closed.clone(),
+                    r.server_deadline_ms,
+                    "server",
+                ),
+            )
         },
     )
 }

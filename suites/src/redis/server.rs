@@ -24,22 +24,32 @@ pub fn server_config(fixtures: &Path) -> PathBuf {
 impl ServerSettings {
     pub fn load(fixtures: &Path) -> Result<ServerSettings> {
         let path = server_config(fixtures);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         ServerSettings::parse(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
     /// Reads `name value` lines (redis.conf syntax; Redis's defaults for a
     /// setting not given: timeout 0, tcp-keepalive 300, hz 10).
     pub fn parse(text: &str) -> std::result::Result<ServerSettings, String> {
-        let mut s = ServerSettings { timeout: Duration::ZERO, tcp_keepalive: Duration::from_secs(300), hz: 10 };
+        let mut s = ServerSettings {
+            timeout: Duration::ZERO,
+            tcp_keepalive: Duration::from_secs(300),
+            hz: 10,
+        };
         for line in text.lines() {
             let line = line.trim();
             if line.starts_with('#') {
                 continue;
             }
-            let Some((k, v)) = line.split_once(char::is_whitespace) else { continue };
+            let Some((k, v)) = line.split_once(char::is_whitespace) else {
+                continue;
+            };
             let v = v.trim();
-            let n = || v.parse::<u64>().map_err(|_| format!("{k} {v}: expected a whole number"));
+            let n = || {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{k} {v}: expected a whole number"))
+            };
             match k.to_ascii_lowercase().as_str() {
                 "timeout" => s.timeout = Duration::from_secs(n()?),
                 "tcp-keepalive" => s.tcp_keepalive = Duration::from_secs(n()?),
@@ -77,8 +87,14 @@ impl ServerSettings {
 
     pub(crate) fn report(&self) -> Vec<(String, String)> {
         vec![
-            ("server.timeout".into(), format!("{}s", self.timeout.as_secs())),
-            ("server.tcp-keepalive".into(), format!("{}s", self.tcp_keepalive.as_secs())),
+            (
+                "server.timeout".into(),
+                format!("{}s", self.timeout.as_secs()),
+            ),
+            (
+                "server.tcp-keepalive".into(),
+                format!("{}s", self.tcp_keepalive.as_secs()),
+            ),
             ("server.hz".into(), self.hz.to_string()),
         ]
     }
@@ -86,7 +102,10 @@ impl ServerSettings {
 
 /// `redis-server --version`: `Redis server v=7.0.15 sha=...`.
 pub fn server_implementation(program: &Path) -> Implementation {
-    Implementation::new("redis-server", kaspec_harness::server::version_of(program, "v="))
+    Implementation::new(
+        "redis-server",
+        kaspec_harness::server::version_of(program, "v="),
+    )
 }
 
 /// A running redis-server and its throw-away directory (removed after it).
@@ -104,7 +123,10 @@ impl RedisServer {
     }
 
     pub(crate) fn log_tail(&self) -> String {
-        self.server.as_ref().map(|s| s.log_tail(10)).unwrap_or_default()
+        self.server
+            .as_ref()
+            .map(|s| s.log_tail(10))
+            .unwrap_or_default()
     }
 }
 
@@ -117,20 +139,40 @@ impl Drop for RedisServer {
 
 /// Starts redis-server in `tb`'s server host: the fixture, then `--bind`,
 /// `--dir`, `--logfile ""` and the case's `overrides`.
-pub(crate) fn start_server(ctx: &Ctx, tb: &Testbed, overrides: &[(&str, u64)]) -> Result<RedisServer> {
+pub(crate) fn start_server(
+    ctx: &Ctx,
+    tb: &Testbed,
+    overrides: &[(&str, u64)],
+) -> Result<RedisServer> {
     let program = require_program("redis-server", "redis-server")?;
     let conf = server_config(&ctx.fixtures);
     let settings = ServerSettings::load(&ctx.fixtures)?.with(overrides);
-    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "redis").map_err(|e| Error::io(format!("creating a throw-away directory for run {}", tb.tag), e))?;
+    let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "redis").map_err(|e| {
+        Error::io(
+            format!("creating a throw-away directory for run {}", tb.tag),
+            e,
+        )
+    })?;
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let mut args = vec![conf.display().to_string()];
-    for (k, v) in [("bind", tb.server.addr.to_string()), ("port", PORT.to_string()), ("dir", dir.display().to_string()), ("logfile", String::new())] {
+    for (k, v) in [
+        ("bind", tb.server.addr.to_string()),
+        ("port", PORT.to_string()),
+        ("dir", dir.display().to_string()),
+        ("logfile", String::new()),
+    ] {
         args.extend([format!("--{k}"), v]);
     }
     for (k, v) in overrides {
         args.extend([format!("--{k}"), v.to_string()]);
     }
-    let mut r = RedisServer { server: None, dir, addr, settings, implementation: server_implementation(&program) };
+    let mut r = RedisServer {
+        server: None,
+        dir,
+        addr,
+        settings,
+        implementation: server_implementation(&program),
+    };
     r.server = Some(Server::start(
         tb,
         &ServerSpec {
@@ -149,20 +191,41 @@ pub(crate) fn start_server(ctx: &Ctx, tb: &Testbed, overrides: &[(&str, u64)]) -
 /// The keep-alive options on redis-server's (process `pid`) socket
 /// `local <-> peer`, read with getsockopt on a duplicate of its fd
 /// (pidfd_getfd), and the same as text.
-pub(crate) fn server_sockopts(pid: u32, local: SocketAddrV4, peer: SocketAddrV4) -> Result<(TcpConfig, String)> {
+pub(crate) fn server_sockopts(
+    pid: u32,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+) -> Result<(TcpConfig, String)> {
     use std::os::fd::{FromRawFd, OwnedFd};
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
     if pidfd < 0 {
-        return Err(Error::Other(format!("pidfd_open({pid}): {}", std::io::Error::last_os_error())));
+        return Err(Error::Other(format!(
+            "pidfd_open({pid}): {}",
+            std::io::Error::last_os_error()
+        )));
     }
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| Error::io(format!("listing /proc/{pid}/fd"), e))?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| Error::io(format!("listing /proc/{pid}/fd"), e))?;
     for e in fds.flatten() {
-        let Ok(n) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if !std::fs::read_link(e.path()).unwrap_or_default().to_string_lossy().starts_with("socket:") {
+        let Ok(n) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !std::fs::read_link(e.path())
+            .unwrap_or_default()
+            .to_string_lossy()
+            .starts_with("socket:")
+        {
             continue;
         }
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), n, 0) } as i32;
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_getfd,
+                std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                n,
+                0,
+            )
+        } as i32;
         if fd < 0 {
             continue;
         }
@@ -182,7 +245,9 @@ pub(crate) fn server_sockopts(pid: u32, local: SocketAddrV4, peer: SocketAddrV4)
         };
         return Ok((t, sockopts_text(&t)));
     }
-    Err(Error::Other(format!("redis-server (pid {pid}) has no socket {local} <-> {peer}")))
+    Err(Error::Other(format!(
+        "redis-server (pid {pid}) has no socket {local} <-> {peer}"
+    )))
 }
 
 pub(crate) fn sockopts_text(t: &TcpConfig) -> String {
@@ -202,13 +267,28 @@ mod tests {
 
     #[test]
     fn the_fixture_parses_and_keepalive_follows_anet() {
-        let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")).unwrap();
-        assert_eq!((s.timeout, s.tcp_keepalive, s.hz), (Duration::from_secs(1), Duration::from_secs(1), 10));
-        let k = ServerSettings::parse("tcp-keepalive 10\n").unwrap().keepalive();
-        assert_eq!((k.keepalive, k.idle, k.interval, k.count), (true, Duration::from_secs(10), Duration::from_secs(3), 3));
+        let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"))
+            .unwrap();
+        assert_eq!(
+            (s.timeout, s.tcp_keepalive, s.hz),
+            (Duration::from_secs(1), Duration::from_secs(1), 10)
+        );
+        let k = ServerSettings::parse("tcp-keepalive 10\n")
+            .unwrap()
+            .keepalive();
+        assert_eq!(
+            (k.keepalive, k.idle, k.interval, k.count),
+            (true, Duration::from_secs(10), Duration::from_secs(3), 3)
+        );
         let d = ServerSettings::parse("# x\ntimeout 0\n").unwrap();
-        assert_eq!((d.timeout, d.tcp_keepalive, d.hz), (Duration::ZERO, Duration::from_secs(300), 10), "Redis's defaults");
+        assert_eq!(
+            (d.timeout, d.tcp_keepalive, d.hz),
+            (Duration::ZERO, Duration::from_secs(300), 10),
+            "Redis's defaults"
+        );
         assert!(!d.with(&[("tcp-keepalive", 0)]).keepalive().keepalive);
-        assert!(ServerSettings::parse("timeout 1s").unwrap_err().contains("whole number"));
+        assert!(ServerSettings::parse("timeout 1s")
+            .unwrap_err()
+            .contains("whole number"));
     }
 }

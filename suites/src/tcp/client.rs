@@ -35,7 +35,12 @@ pub(crate) fn server_addr(tb: &Testbed) -> SocketAddrV4 {
 pub(crate) fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
     sock.set_keepalive(t.keepalive)?;
     if t.keepalive {
-        sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(t.idle).with_interval(t.interval).with_retries(t.count))?;
+        sock.set_tcp_keepalive(
+            &TcpKeepalive::new()
+                .with_time(t.idle)
+                .with_interval(t.interval)
+                .with_retries(t.count),
+        )?;
     }
     if !t.user_timeout.is_zero() {
         sock.set_tcp_user_timeout(Some(t.user_timeout))?;
@@ -46,7 +51,10 @@ pub(crate) fn configure(sock: &Socket, t: &TcpConfig) -> std::io::Result<()> {
 /// Connects a socket configured with `tcp` and exchanges one line with the
 /// echo server: returns the stream, its local end, and when the last segment
 /// (the echo) was received.
-pub(crate) async fn connect_and_exchange(server: SocketAddrV4, tcp: &TcpConfig) -> std::io::Result<(tokio::net::TcpStream, SocketAddrV4, Instant)> {
+pub(crate) async fn connect_and_exchange(
+    server: SocketAddrV4,
+    tcp: &TcpConfig,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddrV4, Instant)> {
     let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(socket2::Protocol::TCP))?;
     configure(&sock, tcp)?;
     sock.connect_timeout(&SocketAddr::V4(server).into(), Duration::from_secs(3))?;
@@ -56,7 +64,9 @@ pub(crate) async fn connect_and_exchange(server: SocketAddrV4, tcp: &TcpConfig) 
     let mut buf = [0u8; 6];
     stream.read_exact(&mut buf).await?;
     let last = Instant::now();
-    let SocketAddr::V4(local) = stream.local_addr()? else { unreachable!("IPv4 testbed") };
+    let SocketAddr::V4(local) = stream.local_addr()? else {
+        unreachable!("IPv4 testbed")
+    };
     Ok((stream, local, last))
 }
 
@@ -70,7 +80,10 @@ pub(crate) fn client(
     ready: mpsc::Sender<std::io::Result<Ready>>,
     go: mpsc::Receiver<Instant>,
 ) -> ClientEnd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let setup = rt.block_on(async {
         let (stream, local, last_rx) = connect_and_exchange(server, &tcp).await?;
         Ok::<_, std::io::Error>((stream, Ready { local, last_rx }))
@@ -82,14 +95,32 @@ pub(crate) fn client(
         }
         Err(e) => {
             let _ = ready.send(Err(e));
-            return ClientEnd { _socket: None, sent_at: None, retrans: None, failed_at: None, error: None };
+            return ClientEnd {
+                _socket: None,
+                sent_at: None,
+                retrans: None,
+                failed_at: None,
+                error: None,
+            };
         }
     };
     let Ok(deadline) = go.recv() else {
-        return ClientEnd { _socket: None, sent_at: None, retrans: None, failed_at: None, error: None };
+        return ClientEnd {
+            _socket: None,
+            sent_at: None,
+            retrans: None,
+            failed_at: None,
+            error: None,
+        };
     };
     let (mut end, stream) = rt.block_on(async move {
-        let mut end = ClientEnd { _socket: None, sent_at: None, retrans: None, failed_at: None, error: None };
+        let mut end = ClientEnd {
+            _socket: None,
+            sent_at: None,
+            retrans: None,
+            failed_at: None,
+            error: None,
+        };
         if after == After::Send {
             end.retrans = linux::RetransState::read(std::os::fd::AsRawFd::as_raw_fd(&stream)).ok();
             end.sent_at = Some(Instant::now());

@@ -17,23 +17,25 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::testbed::Testbed;
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
+use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
 use crate::config::TcpConfig;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::linux;
-use crate::model::tcp::{keepalive_death, keepalive_on_impaired_path, rst_at_first_probe, send_expectation};
+use crate::model::tcp::{
+    keepalive_death, keepalive_on_impaired_path, rst_at_first_probe, send_expectation,
+};
 use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side};
+use crate::protocol::Protocol;
 
 mod client;
 mod expect;
@@ -57,12 +59,26 @@ const ALL_FAULTS: &[FaultKind] = &FaultKind::INSTANT;
 const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
 
 /// The compose service of every TCP case on the docker testbed.
-const ECHO: Docker = Docker::Service { service: "kaspec-tcp", implementation: "kaspec-tcp-echo" };
+const ECHO: Docker = Docker::Service {
+    service: "kaspec-tcp",
+    implementation: "kaspec-tcp-echo",
+};
 
-pub static PROTOCOL: Protocol = Protocol { name: "tcp", cases: &CASES, prerequisites: || Ok(()), review: review::review };
+pub static PROTOCOL: Protocol = Protocol {
+    name: "tcp",
+    cases: &CASES,
+    prerequisites: || Ok(()),
+    review: review::review,
+};
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 5] = [&IDLE_KEEPALIVE, &IDLE_NO_KEEPALIVE, &DATA_IN_FLIGHT, &HALF_OPEN, &NAT];
+pub static CASES: [&CaseDef; 5] = [
+    &IDLE_KEEPALIVE,
+    &IDLE_NO_KEEPALIVE,
+    &DATA_IN_FLIGHT,
+    &HALF_OPEN,
+    &NAT,
+];
 
 // RFC 1122 §4.2.3.6: "An implementation MUST NOT interpret failure to
 // respond to any specific probe as a dead connection."
@@ -158,16 +174,25 @@ fn budget(ctx: &Ctx) -> Duration {
 /// The deadline of a case whose expectation is "not detected": 1.5× the
 /// keep-alive window this configuration would give, at least 3 s.
 fn quiet_deadline_ms(t: &TcpConfig) -> u64 {
-    let d = keepalive_death(&TcpConfig { keepalive: true, user_timeout: Duration::ZERO, ..*t });
+    let d = keepalive_death(&TcpConfig {
+        keepalive: true,
+        user_timeout: Duration::ZERO,
+        ..*t
+    });
     (d.ms * 3 / 2).max(3000)
 }
 
 pub fn implementation() -> Implementation {
-    Implementation::new("linux-tcp/socket2", format!("{} (socket2 {})", kernel(), env!("KASPEC_VERSION_SOCKET2")))
+    Implementation::new(
+        "linux-tcp/socket2",
+        format!("{} (socket2 {})", kernel(), env!("KASPEC_VERSION_SOCKET2")),
+    )
 }
 
 fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| format!("linux {}", s.trim())).unwrap_or_else(|_| "linux".into())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("linux {}", s.trim()))
+        .unwrap_or_else(|_| "linux".into())
 }
 
 pub fn server_implementation() -> Implementation {

@@ -39,7 +39,17 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
             check: Ok(Check { case: &DATA_IN_FLIGHT, fault: FaultKind::Blackhole, confirmed: none_detected, means: "the client with unacknowledged data never detected the blackholed path" }),
         });
     }
-    let nat = Check { case: &NAT, fault: FaultKind::NatExpiry, confirmed: broke_behind_nat, means: "the connection broke behind a NAT with this timeout" };
-    f.extend(nat_finding("tcp.idle", c.tcp.keepalive.then_some(c.tcp.idle), net, nat));
+    let nat = Check {
+        case: &NAT,
+        fault: FaultKind::NatExpiry,
+        confirmed: broke_behind_nat,
+        means: "the connection broke behind a NAT with this timeout",
+    };
+    f.extend(nat_finding(
+        "tcp.idle",
+        c.tcp.keepalive.then_some(c.tcp.idle),
+        net,
+        nat,
+    ));
     f
 }

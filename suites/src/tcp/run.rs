@@ -24,13 +24,22 @@ pub(crate) fn start_server(ctx: &Ctx, tb: &Testbed) -> Result<Server> {
             args,
             addr,
             ready_within: Duration::from_secs(5),
-            container: Some(ContainerCheck { service: "kaspec-tcp".into(), args: vec!["serve".into(), "tcp".into()], ..Default::default() }),
+            container: Some(ContainerCheck {
+                service: "kaspec-tcp".into(),
+                args: vec!["serve".into(), "tcp".into()],
+                ..Default::default()
+            }),
             ..Default::default()
         },
     )
 }
 
-pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Result<Vec<CaseResult>> {
+pub(crate) fn run(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    plan: Plan,
+) -> Result<Vec<CaseResult>> {
     let tb = ctx.testbed_for("kaspec-tcp")?;
     let addr = server_addr(&tb);
     let server = start_server(ctx, &tb)?;
@@ -43,26 +52,50 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Re
     let imp = ctx.impairment(fault).filter(|_| plan.tcp.keepalive);
     let (client_deadline_ms, server_deadline_ms) = match &imp {
         Some(i) => {
-            let watch = crate::model::impaired::impaired_watch_ms(Duration::from_millis(keepalive_death(&plan.tcp).ms), i);
+            let watch = crate::model::impaired::impaired_watch_ms(
+                Duration::from_millis(keepalive_death(&plan.tcp).ms),
+                i,
+            );
             (watch, watch)
         }
-        None => (nominal_client.deadline_ms(quiet), nominal_server.deadline_ms(quiet)),
+        None => (
+            nominal_client.deadline_ms(quiet),
+            nominal_server.deadline_ms(quiet),
+        ),
     };
 
     let (go_tx, go_rx) = mpsc::channel();
     let (tcp, after) = (plan.tcp, plan.after);
-    let (client_thread, ready) =
-        drive::client::start_or_fail(&tb.client, "kaspec-tcp-client", "tcp client", Duration::from_secs(10), &format!("tcp client connecting to {addr}"), move |ready_tx| client(addr, tcp, after, ready_tx, go_rx))?;
+    let (client_thread, ready) = drive::client::start_or_fail(
+        &tb.client,
+        "kaspec-tcp-client",
+        "tcp client",
+        Duration::from_secs(10),
+        &format!("tcp client connecting to {addr}"),
+        move |ready_tx| client(addr, tcp, after, ready_tx, go_rx),
+    )?;
 
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
-    let applied = tb.apply_fault(fault, &Flow { client: ready.local, server: addr }, Some(server.pid()))?;
+    let applied = tb.apply_fault(
+        fault,
+        &Flow {
+            client: ready.local,
+            server: addr,
+        },
+        Some(server.pid()),
+    )?;
     let t0 = applied.in_force_at;
     // On a live path the client closes only after the server's watch ended.
     let client_until = client_deadline_ms + if imp.is_some() { 500 } else { 0 };
-    go_tx.send(t0 + Duration::from_millis(client_until)).map_err(|_| Error::Other("tcp client thread ended early".into()))?;
+    go_tx
+        .send(t0 + Duration::from_millis(client_until))
+        .map_err(|_| Error::Other("tcp client thread ended early".into()))?;
     let mut healed_at = None;
     if let Some(h) = plan.heal_after {
-        tb.forget_on_server(&Flow { client: ready.local, server: addr })?;
+        tb.forget_on_server(&Flow {
+            client: ready.local,
+            server: addr,
+        })?;
         if let Some(wait) = (t0 + h).checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
@@ -73,20 +106,30 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Re
 
     let idle_ms = rel_ms(ready.last_rx, t0).max(0) as u64;
     let sent_ms = end.sent_at.map(|t| rel_ms(t0, t).max(0) as u64);
-    let (mut client_exp, mut server_exp) = expectations(&plan, case, fault, idle_ms, sent_ms, end.retrans.as_ref());
+    let (mut client_exp, mut server_exp) =
+        expectations(&plan, case, fault, idle_ms, sent_ms, end.retrans.as_ref());
     if let Some(h) = healed_at {
         client_exp = half_open_expectation(&plan.tcp, idle_ms, rel_ms(t0, h).max(0) as u64);
     }
     if let Some(i) = &imp {
         // Each probe is answered (or retried) within V; N unanswered probes in a row are death.
         client_exp = keepalive_on_impaired_path(&plan.tcp, i, "client", case.spec);
-        server_exp = Expectation::not_detected("the server has keep-alive off and nothing to send: nothing on that side can time out", case.spec);
+        server_exp = Expectation::not_detected(
+            "the server has keep-alive off and nothing to send: nothing on that side can time out",
+            case.spec,
+        );
     }
     let mut config = ctx.config.effective("tcp.");
     config.insert("tcp.keepalive".into(), plan.tcp.keepalive.to_string());
-    let mut timeline = vec![(ready.last_rx, "last segment received by the client".to_string())];
+    let mut timeline = vec![(
+        ready.last_rx,
+        "last segment received by the client".to_string(),
+    )];
     if let Some(t) = end.sent_at {
-        let state = end.retrans.map(|r| format!(" (rto {} ms, srtt {} µs)", r.rto_us / 1000, r.srtt_us)).unwrap_or_default();
+        let state = end
+            .retrans
+            .map(|r| format!(" (rto {} ms, srtt {} µs)", r.rto_us / 1000, r.srtt_us))
+            .unwrap_or_default();
         timeline.push((t, format!("client sent data{state}")));
     }
     if let Some(c) = &server_closed {
@@ -100,7 +143,16 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Re
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);
     }
-    let facts = RunFacts { case, fault, engine: applied.engine.clone(), commit_ms: crate::outcome::commit_ms(&applied), config, t0, timeline, release };
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config,
+        t0,
+        timeline,
+        release,
+    };
     facts.both_sides(
         implementation(),
         server_implementation(),
@@ -110,12 +162,41 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan) -> Re
     )
 }
 
-pub(crate) fn run_idle_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Idle, heal_after: None })
+pub(crate) fn run_idle_keepalive(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    run(
+        ctx,
+        case,
+        fault,
+        Plan {
+            tcp: ctx.config.tcp,
+            after: After::Idle,
+            heal_after: None,
+        },
+    )
 }
 
-pub(crate) fn run_idle_no_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    run(ctx, case, fault, Plan { tcp: TcpConfig { keepalive: false, ..ctx.config.tcp }, after: After::Idle, heal_after: None })
+pub(crate) fn run_idle_no_keepalive(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    run(
+        ctx,
+        case,
+        fault,
+        Plan {
+            tcp: TcpConfig {
+                keepalive: false,
+                ..ctx.config.tcp
+            },
+            after: After::Idle,
+            heal_after: None,
+        },
+    )
 }
 
 /// When the path returns after a crash: after the first keep-alive probe
@@ -124,7 +205,11 @@ pub(crate) fn half_open_heal(t: &TcpConfig) -> Duration {
     t.idle + t.interval / 2
 }
 
-pub(crate) fn run_half_open(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_half_open(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     let t = ctx.config.tcp;
     if !t.keepalive || (t.count < 2 && t.user_timeout.is_zero()) {
         return Err(Error::Other(format!(
@@ -132,9 +217,31 @@ pub(crate) fn run_half_open(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Resu
             case.id, t.keepalive, t.count
         )));
     }
-    run(ctx, case, fault, Plan { tcp: t, after: After::Idle, heal_after: Some(half_open_heal(&t)) })
+    run(
+        ctx,
+        case,
+        fault,
+        Plan {
+            tcp: t,
+            after: After::Idle,
+            heal_after: Some(half_open_heal(&t)),
+        },
+    )
 }
 
-pub(crate) fn run_data_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    run(ctx, case, fault, Plan { tcp: ctx.config.tcp, after: After::Send, heal_after: None })
+pub(crate) fn run_data_in_flight(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    run(
+        ctx,
+        case,
+        fault,
+        Plan {
+            tcp: ctx.config.tcp,
+            after: After::Send,
+            heal_after: None,
+        },
+    )
 }

@@ -51,7 +51,10 @@ pub(crate) fn heartbeat_client(
     ready: mpsc::Sender<std::result::Result<SocketAddrV4, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> ClientEnd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     rt.block_on(async move {
         let mut events: Vec<(Instant, Ev)> = Vec::new();
         let fail = |events: Vec<(Instant, Ev)>, e: String| ClientEnd { failed_at: Some(Instant::now()), error: Some(e), events };
@@ -142,6 +145,14 @@ pub(crate) fn heartbeat_client(
     })
 }
 
-pub(crate) fn last_before(events: &[(Instant, Ev)], before: Instant, kinds: &[Ev]) -> Option<Instant> {
-    events.iter().filter(|(t, e)| *t < before && kinds.contains(e)).map(|(t, _)| *t).last()
+pub(crate) fn last_before(
+    events: &[(Instant, Ev)],
+    before: Instant,
+    kinds: &[Ev],
+) -> Option<Instant> {
+    events
+        .iter()
+        .filter(|(t, e)| *t < before && kinds.contains(e))
+        .map(|(t, _)| *t)
+        .last()
 }

@@ -5,10 +5,22 @@ use super::*;
 
 /// The client's window. `last_rx` = its last frame received before the fault,
 /// `last_ping` = its last Ping sent before the fault, both relative to t0 (ms, ≤ 0).
-pub fn client_expectation(w: &WebSocketConfig, fault: FaultKind, last_rx: i64, last_ping: i64) -> Expectation {
+pub fn client_expectation(
+    w: &WebSocketConfig,
+    fault: FaultKind,
+    last_rx: i64,
+    last_ping: i64,
+) -> Expectation {
     let (p, t) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64);
     if fault == FaultKind::Reset {
-        return next_send_meets_rst("its next Ping", last_ping, p, Before::AckOrRetransmission, "RFC 9293 §3.5.3 (reset processing)", Level::Must);
+        return next_send_meets_rst(
+            "its next Ping",
+            last_ping,
+            p,
+            Before::AckOrRetransmission,
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
     }
     let d = (last_rx + p + t).max(0) as u64;
     Expectation::window(
@@ -22,13 +34,32 @@ pub fn client_expectation(w: &WebSocketConfig, fault: FaultKind, last_rx: i64, l
 
 /// A server's window. `last_heard` = the client's last frame that reached it,
 /// `last_server_ping` = its own last Ping before the fault (both vs t0, ms).
-pub fn server_expectation(server: WsServer, hb: &Heartbeat, fault: FaultKind, last_heard: i64, last_server_ping: i64) -> Expectation {
-    let (p, t) = (ms_of(hb.ping_interval) as i64, ms_of(hb.pong_timeout) as i64);
+pub fn server_expectation(
+    server: WsServer,
+    hb: &Heartbeat,
+    fault: FaultKind,
+    last_heard: i64,
+    last_server_ping: i64,
+) -> Expectation {
+    let (p, t) = (
+        ms_of(hb.ping_interval) as i64,
+        ms_of(hb.pong_timeout) as i64,
+    );
     if fault == FaultKind::Freeze {
-        return Expectation::not_detected("the server process is frozen: it detects nothing", SPEC_PING);
+        return Expectation::not_detected(
+            "the server process is frozen: it detects nothing",
+            SPEC_PING,
+        );
     }
     if fault == FaultKind::Reset {
-        return next_send_meets_rst("its next Ping", last_server_ping, p, Before::AckOrRetransmission, "RFC 9293 §3.5.3 (reset processing)", Level::Must);
+        return next_send_meets_rst(
+            "its next Ping",
+            last_server_ping,
+            p,
+            Before::AckOrRetransmission,
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
     }
     let (d, how) = match server {
         WsServer::Kaspec => ((last_heard + p + t).max(0) as u64, format!("nothing received for P + T after the client's last frame ({last_heard:+} ms): {last_heard} + {p} + {t}")),
@@ -42,7 +73,11 @@ pub fn server_expectation(server: WsServer, hb: &Heartbeat, fault: FaultKind, la
 
 /// The client's expectation when only its own Pings make traffic and the
 /// path becomes `imp` at t0, `last_rx` (≤ 0) being its last frame before.
-pub fn own_heartbeat_expectation(w: &WebSocketConfig, imp: &kaspec_harness::fault::impair::Impairment, last_rx: i64) -> Expectation {
+pub fn own_heartbeat_expectation(
+    w: &WebSocketConfig,
+    imp: &kaspec_harness::fault::impair::Impairment,
+    last_rx: i64,
+) -> Expectation {
     let (p, t) = (ms_of(w.ping_interval) as i64, ms_of(w.pong_timeout) as i64);
     let (lo, hi) = (ms_of(imp.min_rtt()) as i64, ms_of(imp.max_rtt()) as i64);
     if lo > t {
@@ -70,7 +105,10 @@ mod tests {
     use super::*;
 
     fn w(p: u64, t: u64) -> WebSocketConfig {
-        WebSocketConfig { ping_interval: Duration::from_millis(p), pong_timeout: Duration::from_millis(t) }
+        WebSocketConfig {
+            ping_interval: Duration::from_millis(p),
+            pong_timeout: Duration::from_millis(t),
+        }
     }
 
     #[test]
@@ -84,12 +122,30 @@ mod tests {
 
     #[test]
     fn each_server_is_judged_by_its_own_algorithm() {
-        let hb = Heartbeat { ping_interval: Duration::from_millis(1500), pong_timeout: Duration::from_millis(1000) };
+        let hb = Heartbeat {
+            ping_interval: Duration::from_millis(1500),
+            pong_timeout: Duration::from_millis(1000),
+        };
         // Ours: from the client's last frame.
-        assert_eq!(server_expectation(WsServer::Kaspec, &hb, FaultKind::Blackhole, -300, -900).max_ms, Some(2200));
+        assert_eq!(
+            server_expectation(WsServer::Kaspec, &hb, FaultKind::Blackhole, -300, -900).max_ms,
+            Some(2200)
+        );
         // Python websockets: from its own last Ping.
-        assert_eq!(server_expectation(WsServer::PythonWebsockets, &hb, FaultKind::Blackhole, -300, -900).max_ms, Some(1600));
-        assert!(!server_expectation(WsServer::Kaspec, &hb, FaultKind::Freeze, 0, 0).expects_detection());
+        assert_eq!(
+            server_expectation(
+                WsServer::PythonWebsockets,
+                &hb,
+                FaultKind::Blackhole,
+                -300,
+                -900
+            )
+            .max_ms,
+            Some(1600)
+        );
+        assert!(
+            !server_expectation(WsServer::Kaspec, &hb, FaultKind::Freeze, 0, 0).expects_detection()
+        );
     }
 
     #[test]

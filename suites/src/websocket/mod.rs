@@ -26,15 +26,15 @@ use kaspec_harness::{Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::case::{CaseDef, Docker};
-use crate::protocol::Protocol;
+use crate::config::WebSocketConfig;
 use crate::ctx::Ctx;
 use crate::drive;
-use crate::model::{ms_of, rel_ms};
 use crate::model::impaired::{impaired_expectation, impaired_watch_ms};
 use crate::model::periodic::{next_send_meets_rst, Before};
+use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side, SideOutcome};
-use crate::config::WebSocketConfig;
 use crate::peers::python as servers;
+use crate::protocol::Protocol;
 
 mod client;
 mod expect;
@@ -62,8 +62,14 @@ pub static PROTOCOL: Protocol = Protocol {
 /// The compose services of the WebSocket cases on the docker testbed: our
 /// server with the [kaspec] heartbeat of fixtures/websocket/servers.toml, and
 /// with none (QUIET).
-const WS: Docker = Docker::Service { service: "kaspec-ws", implementation: "kaspec-ws (tokio-tungstenite)" };
-const WS_QUIET: Docker = Docker::Service { service: "kaspec-ws-quiet", implementation: "kaspec-ws (tokio-tungstenite)" };
+const WS: Docker = Docker::Service {
+    service: "kaspec-ws",
+    implementation: "kaspec-ws (tokio-tungstenite)",
+};
+const WS_QUIET: Docker = Docker::Service {
+    service: "kaspec-ws-quiet",
+    implementation: "kaspec-ws (tokio-tungstenite)",
+};
 
 /// RFC 6455 §5.5.2 and §5.5.3.
 const PING_PONG: &str = "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response, unless it already received a Close frame. [...] A Pong frame sent in response to a Ping frame must have identical \"Application data\" as found in the message body of the Ping frame being replied to.";
@@ -72,7 +78,14 @@ const PING_PONG: &str = "Upon receipt of a Ping frame, an endpoint MUST send a P
 const KEEPALIVE: &str = "NOTE: A Ping frame may serve either as a keepalive or as a means to verify that the remote endpoint is still responsive.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 6] = [&PONG_ECHO, &HEARTBEAT, &FROZEN_SERVER, &FALSE_POSITIVE, &OWN_HEARTBEAT_ON_IMPAIRED_PATH, &NAT];
+pub static CASES: [&CaseDef; 6] = [
+    &PONG_ECHO,
+    &HEARTBEAT,
+    &FROZEN_SERVER,
+    &FALSE_POSITIVE,
+    &OWN_HEARTBEAT_ON_IMPAIRED_PATH,
+    &NAT,
+];
 
 pub static PONG_ECHO: CaseDef = CaseDef {
     id: "websocket/rfc6455-5.5.2/1",
@@ -170,12 +183,19 @@ const FALSE_POSITIVE_RTT: Duration = Duration::from_millis(300);
 fn budget(ctx: &Ctx) -> Duration {
     let w = ctx.config.websocket;
     // set-up (one ping round, one server ping), then 3× the longest window, per server.
-    2 * (Duration::from_secs(4) + 3 * (w.ping_interval + w.pong_timeout).max(Duration::from_secs(3)))
+    2 * (Duration::from_secs(4)
+        + 3 * (w.ping_interval + w.pong_timeout).max(Duration::from_secs(3)))
 }
 
 pub fn client_implementation() -> Implementation {
     // tokio-tungstenite has no heartbeat: the ping loop and the silence
     // timeout are kaspec's own (client.rs), run over its WebSocket.
-    Implementation::new("kaspec heartbeat over tokio-tungstenite", format!("kaspec {} / tokio-tungstenite {}", env!("CARGO_PKG_VERSION"), env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")))
+    Implementation::new(
+        "kaspec heartbeat over tokio-tungstenite",
+        format!(
+            "kaspec {} / tokio-tungstenite {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")
+        ),
+    )
 }
-

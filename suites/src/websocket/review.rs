@@ -15,7 +15,19 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
         confirmed: broke_behind_nat,
         means: "the heartbeat declared the connection dead behind a NAT with this timeout",
     };
-    let mut f: Vec<Finding> = nat_finding("websocket.ping_interval", Some(c.websocket.ping_interval), net, nat).into_iter().collect();
-    f.extend(round_trip_finding("websocket.pong_timeout", c.websocket.pong_timeout, net, &OWN_HEARTBEAT_ON_IMPAIRED_PATH));
+    let mut f: Vec<Finding> = nat_finding(
+        "websocket.ping_interval",
+        Some(c.websocket.ping_interval),
+        net,
+        nat,
+    )
+    .into_iter()
+    .collect();
+    f.extend(round_trip_finding(
+        "websocket.pong_timeout",
+        c.websocket.pong_timeout,
+        net,
+        &OWN_HEARTBEAT_ON_IMPAIRED_PATH,
+    ));
     f
 }

@@ -12,7 +12,10 @@ pub struct Heartbeat {
 
 /// Our server sending no Pings (in practice: one an hour), as
 /// docker-compose.yml's kaspec-ws-quiet runs it.
-pub const QUIET: Heartbeat = Heartbeat { ping_interval: Duration::from_secs(3600), pong_timeout: Duration::from_secs(3600) };
+pub const QUIET: Heartbeat = Heartbeat {
+    ping_interval: Duration::from_secs(3600),
+    pong_timeout: Duration::from_secs(3600),
+};
 
 /// The servers under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +32,9 @@ pub const SERVERS: [WsServer; 2] = [WsServer::Kaspec, WsServer::PythonWebsockets
 /// (docker-compose.yml's kaspec-ws and kaspec-ws-quiet).
 pub(crate) fn measured(ctx: &Ctx) -> impl Iterator<Item = WsServer> {
     let docker = ctx.docker.is_some();
-    SERVERS.into_iter().filter(move |s| !docker || *s == WsServer::Kaspec)
+    SERVERS
+        .into_iter()
+        .filter(move |s| !docker || *s == WsServer::Kaspec)
 }
 
 impl WsServer {
@@ -38,14 +43,30 @@ impl WsServer {
             WsServer::Kaspec => "kaspec",
             WsServer::PythonWebsockets => "python-websockets",
         };
-        let d = servers::durations(&servers_file(fixtures), section, &["ping_interval", "pong_timeout"])?;
-        Ok(Heartbeat { ping_interval: d[0], pong_timeout: d[1] })
+        let d = servers::durations(
+            &servers_file(fixtures),
+            section,
+            &["ping_interval", "pong_timeout"],
+        )?;
+        Ok(Heartbeat {
+            ping_interval: d[0],
+            pong_timeout: d[1],
+        })
     }
 
     pub fn implementation(self) -> Implementation {
         match self {
-            WsServer::Kaspec => Implementation::new("kaspec-ws (tokio-tungstenite)", format!("kaspec {} / tokio-tungstenite {}", env!("CARGO_PKG_VERSION"), env!("KASPEC_VERSION_TOKIO_TUNGSTENITE"))),
-            WsServer::PythonWebsockets => Implementation::new("python-websockets", servers::python_version("websockets")),
+            WsServer::Kaspec => Implementation::new(
+                "kaspec-ws (tokio-tungstenite)",
+                format!(
+                    "kaspec {} / tokio-tungstenite {}",
+                    env!("CARGO_PKG_VERSION"),
+                    env!("KASPEC_VERSION_TOKIO_TUNGSTENITE")
+                ),
+            ),
+            WsServer::PythonWebsockets => {
+                Implementation::new("python-websockets", servers::python_version("websockets"))
+            }
         }
     }
 
@@ -84,11 +105,29 @@ impl WsServer {
         // docker-compose.yml's kaspec-ws runs the [kaspec] heartbeat of
         // fixtures/websocket/servers.toml, kaspec-ws-quiet the QUIET one.
         let container = (self == WsServer::Kaspec).then(|| ContainerCheck {
-            service: if hb == QUIET { "kaspec-ws-quiet" } else { "kaspec-ws" }.into(),
-            args: vec!["--ping-interval".into(), format!("{}ms", ms_of(hb.ping_interval)), "--pong-timeout".into(), format!("{}ms", ms_of(hb.pong_timeout))],
+            service: if hb == QUIET {
+                "kaspec-ws-quiet"
+            } else {
+                "kaspec-ws"
+            }
+            .into(),
+            args: vec![
+                "--ping-interval".into(),
+                format!("{}ms", ms_of(hb.ping_interval)),
+                "--pong-timeout".into(),
+                format!("{}ms", ms_of(hb.pong_timeout)),
+            ],
             ..Default::default()
         });
-        Ok(ServerSpec { name: name.into(), program, args, addr, ready_within: Duration::from_secs(10), container, ..Default::default() })
+        Ok(ServerSpec {
+            name: name.into(),
+            program,
+            args,
+            addr,
+            ready_within: Duration::from_secs(10),
+            container,
+            ..Default::default()
+        })
     }
 }
 

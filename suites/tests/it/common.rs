@@ -29,7 +29,10 @@ pub fn ctx(sets: &[&str]) -> Ctx {
         deviations: deviations::load(&fixtures.join("deviations.toml")).unwrap(),
         shift_window_ms: 0,
         fixtures,
-        serve: ServeCommand { program: env!("CARGO_BIN_EXE_kaspec-serve").into(), args: vec![] },
+        serve: ServeCommand {
+            program: env!("CARGO_BIN_EXE_kaspec-serve").into(),
+            args: vec![],
+        },
         network: Default::default(),
         shared: Default::default(),
         docker: None,
@@ -43,13 +46,22 @@ pub fn set(ctx: &mut Ctx, sets: &[&str]) {
 
 /// Runs case `id` under `fault` in `ctx`; a harness error fails the test.
 pub fn run_in(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
-    let c = registry::all().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no case {id}"));
-    assert!(c.fixed_fault == Some(fault) || c.faults.contains(&fault), "{id} does not take {fault}");
+    let c = registry::all()
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no case {id}"));
+    assert!(
+        c.fixed_fault == Some(fault) || c.faults.contains(&fault),
+        "{id} does not take {fault}"
+    );
     (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
 }
 
 pub fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
-    results.iter().find(|r| r.side == side).unwrap_or_else(|| panic!("no {side} result"))
+    results
+        .iter()
+        .find(|r| r.side == side)
+        .unwrap_or_else(|| panic!("no {side} result"))
 }
 
 pub fn show(r: &CaseResult) -> String {
@@ -65,7 +77,11 @@ pub fn assert_pass(r: &CaseResult) {
     assert_eq!(r.verdict, Verdict::Pass, "{}", show(r));
     let v = r.detection_ms.expect("detected");
     let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
-    assert!(v + r.allowance_ms() >= lo && v <= hi + r.allowance_ms(), "{}", show(r));
+    assert!(
+        v + r.allowance_ms() >= lo && v <= hi + r.allowance_ms(),
+        "{}",
+        show(r)
+    );
 }
 
 /// Not detected, with this verdict (informational: nothing was expected;
@@ -80,7 +96,11 @@ pub fn assert_not_detected(r: &CaseResult, verdict: Verdict) {
 /// informational result where either outcome is allowed (or, as for a
 /// crashed server, nothing is judged).
 pub fn assert_quiet(r: &CaseResult) {
-    let v = if r.expected.level == kaspec_harness::expect::Level::Info { Verdict::Informational } else { Verdict::Pass };
+    let v = if r.expected.level == kaspec_harness::expect::Level::Info {
+        Verdict::Informational
+    } else {
+        Verdict::Pass
+    };
     assert_not_detected(r, v);
 }
 
@@ -92,7 +112,10 @@ pub fn run(id: &str, fault: FaultKind, sets: &[&str]) -> Vec<CaseResult> {
 
 /// Runs a case on a path with a NAT idle timeout (seconds), as `--network` gives.
 pub fn run_on(id: &str, fault: FaultKind, sets: &[&str], nat_secs: Option<u64>) -> Vec<CaseResult> {
-    let c = registry::all().into_iter().find(|c| c.id == id).expect("case exists");
+    let c = registry::all()
+        .into_iter()
+        .find(|c| c.id == id)
+        .expect("case exists");
     let mut ctx = ctx(sets);
     ctx.network.nat_idle_timeout = nat_secs.map(std::time::Duration::from_secs);
     (c.run)(&ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
@@ -112,6 +135,9 @@ pub fn assert_kept_or_detected(r: &[CaseResult], kept: bool) {
 pub fn by<'a>(results: &'a [CaseResult], side_name: &str, implementation: &str) -> &'a CaseResult {
     results
         .iter()
-        .find(|r| r.side == side_name && r.peer.name.contains(implementation) || r.side == side_name && r.implementation.name.contains(implementation))
+        .find(|r| {
+            r.side == side_name && r.peer.name.contains(implementation)
+                || r.side == side_name && r.implementation.name.contains(implementation)
+        })
         .unwrap_or_else(|| panic!("no {side_name} result against {implementation}"))
 }

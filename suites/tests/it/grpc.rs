@@ -30,12 +30,24 @@ fn grpc_idle_keepalive_detects_a_dead_server(#[case] sets: &[&str], #[case] faul
 #[test]
 fn grpc_idle_channel_without_while_idle_is_not_probed() {
     // No HTTP/2 PING while idle; with TCP keep-alive off nothing ends it...
-    let results = run("grpc/a8-keepalive/1", FaultKind::Blackhole, &["grpc.keepalive_while_idle=false", "tcp.keepalive=false"]);
+    let results = run(
+        "grpc/a8-keepalive/1",
+        FaultKind::Blackhole,
+        &["grpc.keepalive_while_idle=false", "tcp.keepalive=false"],
+    );
     for server in ["kaspec-grpc", "python-grpcio"] {
         assert_quiet(by(&results, "client", server));
     }
     // ...with it on, TCP keep-alive does, in its own window.
-    let results = run("grpc/a8-keepalive/1", FaultKind::Blackhole, &["grpc.keepalive_while_idle=false", "tcp.idle=1s", "tcp.count=1"]);
+    let results = run(
+        "grpc/a8-keepalive/1",
+        FaultKind::Blackhole,
+        &[
+            "grpc.keepalive_while_idle=false",
+            "tcp.idle=1s",
+            "tcp.count=1",
+        ],
+    );
     for server in ["kaspec-grpc", "python-grpcio"] {
         let c = by(&results, "client", server);
         assert_pass(c);
@@ -52,22 +64,55 @@ fn grpc_call_on_an_unprobed_connection_fails_t_after_it_starts(#[case] fault: Fa
         let c = by(&results, "client", server);
         let v = c.detection_ms.expect("the call failed");
         let (lo, hi) = (c.expected.min_ms.unwrap(), c.expected.max_ms.unwrap());
-        assert!(v + c.allowance_ms() >= lo && v <= hi + c.allowance_ms(), "{}", show(c));
+        assert!(
+            v + c.allowance_ms() >= lo && v <= hi + c.allowance_ms(),
+            "{}",
+            show(c)
+        );
         // UNAVAILABLE, or tonic's documented Unknown on a reset connection.
-        let unavailable = c.error.as_deref().unwrap_or_default().contains("code: Unavailable");
-        assert!(unavailable && c.verdict == Verdict::Pass || !unavailable && c.known_deviation.is_some(), "{}", show(c));
+        let unavailable = c
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("code: Unavailable");
+        assert!(
+            unavailable && c.verdict == Verdict::Pass
+                || !unavailable && c.known_deviation.is_some(),
+            "{}",
+            show(c)
+        );
     }
 }
 
 #[test]
 fn grpc_ping_policy_grpcio_enforces_tonic_does_not() {
     let results = run("grpc/a8-ping-policy/1", FaultKind::None, &[]);
-    let grpcio = results.iter().find(|r| r.implementation.name == "python-grpcio").unwrap();
+    let grpcio = results
+        .iter()
+        .find(|r| r.implementation.name == "python-grpcio")
+        .unwrap();
     assert_pass(grpcio);
-    assert!(grpcio.error.as_deref().unwrap_or_default().to_lowercase().contains("too many pings"), "{}", show(grpcio));
-    let tonic = results.iter().find(|r| r.implementation.name.starts_with("kaspec-grpc")).unwrap();
+    assert!(
+        grpcio
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("too many pings"),
+        "{}",
+        show(grpcio)
+    );
+    let tonic = results
+        .iter()
+        .find(|r| r.implementation.name.starts_with("kaspec-grpc"))
+        .unwrap();
     assert!(!tonic.detected, "{}", show(tonic));
-    assert_eq!(tonic.verdict, Verdict::NonStrict, "a SHOULD the server does not follow: {}", show(tonic));
+    assert_eq!(
+        tonic.verdict,
+        Verdict::NonStrict,
+        "a SHOULD the server does not follow: {}",
+        show(tonic)
+    );
 }
 
 #[rstest]

@@ -18,7 +18,12 @@ use proptest::prelude::*;
 
 /// Every value of `c` within the range its key documents (`--help`).
 fn assert_in_range(c: &Config) {
-    let secs = |d: Duration, max: u64| assert!(d.as_secs() <= max && d.subsec_nanos() == 0, "{d:?} > {max}s");
+    let secs = |d: Duration, max: u64| {
+        assert!(
+            d.as_secs() <= max && d.subsec_nanos() == 0,
+            "{d:?} > {max}s"
+        )
+    };
     let millis = |d: Duration, max: u128| assert!(d.as_millis() <= max, "{d:?} > {max}ms");
     secs(c.tcp.idle, 32767);
     secs(c.tcp.interval, 32767);
@@ -26,7 +31,12 @@ fn assert_in_range(c: &Config) {
     millis(c.tcp.user_timeout, i32::MAX as u128);
     secs(c.mqtt.keep_alive, 65535);
     secs(c.amqp.heartbeat, 65535);
-    for d in [c.websocket.ping_interval, c.websocket.pong_timeout, c.grpc.keepalive_time, c.grpc.keepalive_timeout] {
+    for d in [
+        c.websocket.ping_interval,
+        c.websocket.pong_timeout,
+        c.grpc.keepalive_time,
+        c.grpc.keepalive_timeout,
+    ] {
         assert!(d >= Duration::from_millis(10));
         millis(d, 3_600_000);
     }
@@ -37,7 +47,10 @@ fn assert_in_range(c: &Config) {
 }
 
 fn assert_one_line(e: &str) {
-    assert!(!e.is_empty() && !e.contains('\n') && !e.contains('\r'), "not one line: {e:?}");
+    assert!(
+        !e.is_empty() && !e.contains('\n') && !e.contains('\r'),
+        "not one line: {e:?}"
+    );
 }
 
 /// What a run computes from its input before it starts: none may panic.
@@ -52,7 +65,8 @@ fn computes(config: Config, network: NetworkProfile) {
     let (d, l) = ctx.impairments();
     for i in [d, l] {
         let _ = (i.max_rtt(), i.min_rtt(), i.describe());
-        let _ = kaspec_suites::model::impaired::impaired_watch_ms(Duration::from_secs(3 * 3600), &i);
+        let _ =
+            kaspec_suites::model::impaired::impaired_watch_ms(Duration::from_secs(3 * 3600), &i);
     }
 }
 
@@ -69,7 +83,20 @@ fn number() -> impl Strategy<Value = String> {
 }
 
 fn unit() -> impl Strategy<Value = &'static str> {
-    prop_oneof![Just(""), Just("ns"), Just("us"), Just("ms"), Just("s"), Just("m"), Just("h"), Just("d"), Just("w"), Just("y"), Just(" s"), Just("s\n")]
+    prop_oneof![
+        Just(""),
+        Just("ns"),
+        Just("us"),
+        Just("ms"),
+        Just("s"),
+        Just("m"),
+        Just("h"),
+        Just("d"),
+        Just("w"),
+        Just("y"),
+        Just(" s"),
+        Just("s\n")
+    ]
 }
 
 fn value() -> impl Strategy<Value = String> {
@@ -97,11 +124,29 @@ fn toml_value() -> impl Strategy<Value = String> {
 }
 
 fn profile() -> impl Strategy<Value = String> {
-    let table = prop_oneof![Just("tcp"), Just("mqtt"), Just("websocket"), Just("grpc"), Just("postgres"), Just("amqp"), Just("redis"), Just("name")];
-    let entry = (key(), toml_value()).prop_map(|(k, v)| format!("{} = {v}\n", k.rsplit('.').next().unwrap_or("x").replace('\n', "")));
+    let table = prop_oneof![
+        Just("tcp"),
+        Just("mqtt"),
+        Just("websocket"),
+        Just("grpc"),
+        Just("postgres"),
+        Just("amqp"),
+        Just("redis"),
+        Just("name")
+    ];
+    let entry = (key(), toml_value()).prop_map(|(k, v)| {
+        format!(
+            "{} = {v}\n",
+            k.rsplit('.').next().unwrap_or("x").replace('\n', "")
+        )
+    });
     prop_oneof![
-        proptest::collection::vec((table, proptest::collection::vec(entry, 0..4)), 0..4)
-            .prop_map(|t| t.into_iter().map(|(name, e)| format!("[{name}]\n{}", e.concat())).collect::<String>()),
+        proptest::collection::vec((table, proptest::collection::vec(entry, 0..4)), 0..4).prop_map(
+            |t| t
+                .into_iter()
+                .map(|(name, e)| format!("[{name}]\n{}", e.concat()))
+                .collect::<String>()
+        ),
         (toml_value(), toml_value()).prop_map(|(n, d)| format!("name = {n}\ndescription = {d}\n")),
         ".{0,40}",
     ]

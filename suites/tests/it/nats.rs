@@ -39,7 +39,12 @@ fn async_nats_pings_detect_a_dead_server(#[case] fault: FaultKind) {
     if fault == FaultKind::Blackhole {
         // Finding: async-nats keeps the dead connection's socket open while
         // it tries to reconnect; the release axis says so.
-        assert_eq!(client.release_verdict, Some(kaspec_harness::expect::Verdict::Fail), "{}", show(client));
+        assert_eq!(
+            client.release_verdict,
+            Some(kaspec_harness::expect::Verdict::Fail),
+            "{}",
+            show(client)
+        );
     }
     assert_quiet(side(&results, "server"));
 }

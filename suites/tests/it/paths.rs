@@ -17,19 +17,40 @@ fn crash_without_fin_looks_like_a_dead_path(#[case] id: &str, #[case] sets: &[&s
     assert_eq!(client.engine, "nftables + SIGKILL");
     let server = side(&results, "server");
     assert_quiet(server);
-    assert!(server.error.as_deref().unwrap_or_default().contains("killed"), "{}", show(server));
+    assert!(
+        server
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("killed"),
+        "{}",
+        show(server)
+    );
 }
 
 #[rstest]
 #[case::tcp_loss("tcp/rfc1122-4.2.3.6/1", FaultKind::Loss, &["tcp.idle=1s", "tcp.interval=1s", "tcp.count=3"])]
 #[case::mqtt_delay("mqtt/3.1.1-3.1.2.10/1", FaultKind::Delay, &["mqtt.keep_alive=2s"])]
 #[case::grpc_loss("grpc/a8-keepalive/1", FaultKind::Loss, &[])]
-fn sane_keepalives_survive_a_slow_or_lossy_path(#[case] id: &str, #[case] fault: FaultKind, #[case] sets: &[&str]) {
+fn sane_keepalives_survive_a_slow_or_lossy_path(
+    #[case] id: &str,
+    #[case] fault: FaultKind,
+    #[case] sets: &[&str],
+) {
     for x in run(id, fault, sets) {
         assert!(!x.detected, "a live peer was declared dead: {}", show(&x));
-        assert!(matches!(x.verdict, Verdict::Pass | Verdict::Informational), "{}", show(&x));
+        assert!(
+            matches!(x.verdict, Verdict::Pass | Verdict::Informational),
+            "{}",
+            show(&x)
+        );
         if x.side == "client" {
-            assert_eq!(x.verdict, Verdict::Pass, "the client's settings are sane for this path: {}", show(&x));
+            assert_eq!(
+                x.verdict,
+                Verdict::Pass,
+                "the client's settings are sane for this path: {}",
+                show(&x)
+            );
         }
     }
 }

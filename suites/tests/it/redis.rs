@@ -27,12 +27,22 @@ fn redis_timeout_closes_an_idle_client_and_redis_rs_notices_on_its_own() {
 #[case::blackhole_up(FaultKind::BlackholeUp, true)]
 #[case::blackhole_down(FaultKind::BlackholeDown, false)]
 #[case::reset(FaultKind::Reset, false)]
-fn redis_tcp_keepalive_reaps_a_silent_client(#[case] fault: FaultKind, #[case] client_learns: bool) {
+fn redis_tcp_keepalive_reaps_a_silent_client(
+    #[case] fault: FaultKind,
+    #[case] client_learns: bool,
+) {
     let results = run(KEEPALIVE, fault, &[]);
     let server = side(&results, "server");
     assert_pass(server);
     // The options Redis set, read back from its socket, are anet.c's.
-    assert!(server.checks.iter().all(|c| c.verdict == kaspec_harness::expect::Verdict::Pass), "{}", show(server));
+    assert!(
+        server
+            .checks
+            .iter()
+            .all(|c| c.verdict == kaspec_harness::expect::Verdict::Pass),
+        "{}",
+        show(server)
+    );
     let client = side(&results, "client");
     if client_learns {
         // The server's abort RST passes the one-way blackhole.
@@ -56,14 +66,23 @@ fn redis_rs_response_timeout_fails_the_next_command(#[case] fault: FaultKind) {
         // Finding: a response timeout fails the command but keeps the
         // multiplexed connection ESTABLISHED; the release axis says so.
         assert!(error(client).contains("timeout: true"), "{}", show(client));
-        assert_eq!(client.release_verdict, Some(kaspec_harness::expect::Verdict::Fail), "{}", show(client));
+        assert_eq!(
+            client.release_verdict,
+            Some(kaspec_harness::expect::Verdict::Fail),
+            "{}",
+            show(client)
+        );
     }
     assert_quiet(side(&results, "server"));
 }
 
 #[test]
 fn redis_rs_without_a_response_timeout_waits() {
-    let results = run(RESPONSE, FaultKind::Blackhole, &["redis.response_timeout=0s"]);
+    let results = run(
+        RESPONSE,
+        FaultKind::Blackhole,
+        &["redis.response_timeout=0s"],
+    );
     assert_quiet(side(&results, "client"));
     assert_quiet(side(&results, "server"));
 }

@@ -19,7 +19,12 @@ fn unshifted(r: &CaseResult) -> Verdict {
     let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
     let back = |v: u64| (v as i64 - SHIFT_MS).max(0) as u64;
     let exp = Expectation::window(back(lo), back(hi), "", "", r.expected.level);
-    let obs = Observation { detection_ms: r.detection_ms.map(|d| d as i64), deadline_ms: r.deadline_ms, budget: r.budget, ..Default::default() };
+    let obs = Observation {
+        detection_ms: r.detection_ms.map(|d| d as i64),
+        deadline_ms: r.deadline_ms,
+        budget: r.budget,
+        ..Default::default()
+    };
     judge(&exp, &obs).unwrap().verdict
 }
 
@@ -36,7 +41,11 @@ fn unshifted(r: &CaseResult) -> Verdict {
 #[case::amqp("amqp/0-9-1-4.2.7/1", FaultKind::Blackhole, &[])]
 #[case::redis("redis/redis-rs-response_timeout/1", FaultKind::Blackhole, &[])]
 #[case::nats("nats/async-nats-ping_interval/1", FaultKind::Blackhole, &["nats.ping_interval=500ms"])]
-fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(#[case] id: &str, #[case] fault: FaultKind, #[case] sets: &[&str]) {
+fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(
+    #[case] id: &str,
+    #[case] fault: FaultKind,
+    #[case] sets: &[&str],
+) {
     let mut ctx = ctx(sets);
     ctx.shift_window_ms = SHIFT_MS;
     let results = run_in(&ctx, id, fault);
@@ -44,9 +53,27 @@ fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(#[case] id: &str
     for r in results.iter().filter(|r| r.side == "client") {
         // The shift must exceed the budget for the verdict to turn (the
         // budget is measured; on this machine it is a few ms).
-        assert!((r.budget.total_ms() as i64) < SHIFT_MS, "budget at or over the shift: {}", show(r));
-        assert_eq!(r.verdict, Verdict::Fail, "shifted by {SHIFT_MS} ms: {}", show(r));
-        assert!(r.expected.formula.contains("shifted by +50 ms"), "{}", show(r));
-        assert_eq!(unshifted(r), Verdict::Pass, "the same observation against the computed window: {}", show(r));
+        assert!(
+            (r.budget.total_ms() as i64) < SHIFT_MS,
+            "budget at or over the shift: {}",
+            show(r)
+        );
+        assert_eq!(
+            r.verdict,
+            Verdict::Fail,
+            "shifted by {SHIFT_MS} ms: {}",
+            show(r)
+        );
+        assert!(
+            r.expected.formula.contains("shifted by +50 ms"),
+            "{}",
+            show(r)
+        );
+        assert_eq!(
+            unshifted(r),
+            Verdict::Pass,
+            "the same observation against the computed window: {}",
+            show(r)
+        );
     }
 }

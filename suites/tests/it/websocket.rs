@@ -13,17 +13,31 @@ fn websocket_pong_echoes_the_ping_payload_on_both_servers() {
     assert_eq!(results.len(), 2);
     for r in &results {
         assert_pass(r);
-        let check = r.checks.iter().find(|c| c.what == "Pong payload (hex)").unwrap_or_else(|| panic!("{}", show(r)));
-        assert_eq!((check.verdict, &check.actual), (Verdict::Pass, &check.expected), "{}", show(r));
+        let check = r
+            .checks
+            .iter()
+            .find(|c| c.what == "Pong payload (hex)")
+            .unwrap_or_else(|| panic!("{}", show(r)));
+        assert_eq!(
+            (check.verdict, &check.actual),
+            (Verdict::Pass, &check.expected),
+            "{}",
+            show(r)
+        );
     }
-    assert!(results.iter().any(|r| r.implementation.name == "python-websockets"));
+    assert!(results
+        .iter()
+        .any(|r| r.implementation.name == "python-websockets"));
 }
 
 #[rstest]
 #[case::p1s_t1s(&[], FaultKind::Blackhole)]
 #[case::p500ms_t700ms(&["websocket.ping_interval=500ms", "websocket.pong_timeout=700ms"], FaultKind::Blackhole)]
 #[case::reset(&[], FaultKind::Reset)]
-fn websocket_heartbeats_detect_a_dead_path_on_both_sides(#[case] sets: &[&str], #[case] fault: FaultKind) {
+fn websocket_heartbeats_detect_a_dead_path_on_both_sides(
+    #[case] sets: &[&str],
+    #[case] fault: FaultKind,
+) {
     let results = run("websocket/rfc6455-5.5.2/2", fault, sets);
     assert_eq!(results.len(), 4, "client and server, against two servers");
     for r in &results {
@@ -32,7 +46,14 @@ fn websocket_heartbeats_detect_a_dead_path_on_both_sides(#[case] sets: &[&str], 
     for server in ["kaspec-ws", "python-websockets"] {
         let c = by(&results, "client", server);
         if fault == FaultKind::Blackhole {
-            assert!(c.error.as_deref().unwrap_or_default().contains("nothing received for P + T"), "{}", show(c));
+            assert!(
+                c.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("nothing received for P + T"),
+                "{}",
+                show(c)
+            );
         }
     }
 }
@@ -52,16 +73,28 @@ fn websocket_pong_timeout_below_the_round_trip_is_a_false_positive() {
     let r = run("websocket/rfc6455-5.5.2/4", FaultKind::Delay, &[]);
     assert_eq!(r.len(), 1);
     assert_pass(&r[0]);
-    assert!(r[0].engine.contains("round trip +300 ms"), "{}", show(&r[0]));
+    assert!(
+        r[0].engine.contains("round trip +300 ms"),
+        "{}",
+        show(&r[0])
+    );
 }
 
 #[rstest]
 #[case::t200ms_false_positive("200ms", FaultKind::Delay, true)]
 #[case::t1s_holds("1s", FaultKind::Delay, false)]
 #[case::t1s_lossy_holds("1s", FaultKind::Loss, false)]
-fn websocket_own_heartbeat_on_the_profile_path(#[case] t: &str, #[case] fault: FaultKind, #[case] false_positive: bool) {
+fn websocket_own_heartbeat_on_the_profile_path(
+    #[case] t: &str,
+    #[case] fault: FaultKind,
+    #[case] false_positive: bool,
+) {
     let set = format!("websocket.pong_timeout={t}");
-    let r = run("websocket/rfc6455-5.5.2/6", fault, &["websocket.ping_interval=1s", &set]);
+    let r = run(
+        "websocket/rfc6455-5.5.2/6",
+        fault,
+        &["websocket.ping_interval=1s", &set],
+    );
     assert_kept_or_detected(&r, !false_positive);
 }
 
@@ -83,6 +116,11 @@ fn websocket_sane_heartbeats_survive_a_slow_or_lossy_path(#[case] fault: FaultKi
 #[case::broken("5s", false)]
 fn nat_websocket_ping_interval_against_the_nat_timeout(#[case] p: &str, #[case] kept: bool) {
     let set = format!("websocket.ping_interval={p}");
-    let r = run_on("websocket/rfc6455-5.5.2/5", FaultKind::NatExpiry, &[&set], Some(4));
+    let r = run_on(
+        "websocket/rfc6455-5.5.2/5",
+        FaultKind::NatExpiry,
+        &[&set],
+        Some(4),
+    );
     assert_kept_or_detected(&r, kept);
 }
