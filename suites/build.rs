@@ -18,6 +18,7 @@ fn main() {
         "lapin",
         "redis",
         "async-nats",
+        "russh",
     ] {
         let version = find_version(&text, krate).unwrap_or_else(|| "unknown".into());
         println!(

@@ -15,6 +15,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::amqp::PROTOCOL,
     &crate::redis::PROTOCOL,
     &crate::nats::PROTOCOL,
+    &crate::ssh::PROTOCOL,
 ];
 
 /// The client configuration over every protocol's knobs, each at its

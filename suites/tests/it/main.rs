@@ -22,6 +22,10 @@
 //!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
 //! - [`fleet`]: a few hundred connections cut at once (TCP, MQTT), each
 //!   judged against its own window.
+//! - [`ssh`]: OpenSSH's ssh and russh vs sshd and kaspec's russh server:
+//!   each side's alive messages under every fault, a frozen peer,
+//!   russh's inactivity_timeout, NAT both sides of the threshold,
+//!   TCPKeepAlive only.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -44,6 +48,7 @@ mod nats;
 mod paths;
 mod postgres;
 mod redis;
+mod ssh;
 mod tcp;
 mod verdicts;
 mod websocket;
