@@ -7,7 +7,7 @@
 //! - [`registry`]: every protocol, in report order — the only importer of
 //!   protocol folders.
 //! - [`tcp`], [`mqtt`], [`websocket`], [`grpc`], [`postgres`], [`amqp`],
-//!   [`redis`], [`nats`]: one
+//!   [`redis`], [`nats`], [`ssh`]: one
 //!   folder each: `mod.rs` (its case table, NAT case included), `client.rs`,
 //!   `expect.rs` (its windows), and the orchestration.
 //! - [`runner`]: runs a selection of cases × faults into a report;
@@ -43,6 +43,7 @@ pub mod registry;
 pub mod rules;
 pub mod runner;
 pub mod shared;
+pub mod ssh;
 pub mod tcp;
 pub mod validate;
 pub mod websocket;

@@ -22,6 +22,7 @@ enum Kind {
     /// A libpq-style connection string whose keep-alive keys set the
     /// `postgres.*` knobs (see [`parse_conninfo`]).
     Conninfo,
+    SshOptions,
 }
 
 /// One knob.
@@ -55,11 +56,22 @@ pub const KEYS: &[Key] = &[
     Key { name: "redis.idle", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a connection idle between commands (for `kaspec validate`; 0 = not stated)" },
     Key { name: "redis.server_timeout", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "the `timeout` of the Redis server the client talks to (for `kaspec validate`; 0 = never, Redis's default)" },
     Key { name: "nats.ping_interval", kind: Kind::Millis { min: 10, max: 86_400_000 }, default: "1s", doc: "async-nats ConnectOptions::ping_interval: the client PINGs after this long without anything from the server; more than 2 outstanding (MAX_PENDING_PINGS) disconnect (the crate's own default is 60 s)" },
+    // --- ssh (the SSH suite: OpenSSH's ssh and russh as clients) ---
+    Key { name: "ssh.server_alive_interval", kind: Kind::Secs { min: 1, max: 2_147_483, zero_ok: true }, default: "1s", doc: "OpenSSH ssh ServerAliveInterval: a keepalive@openssh.com request after this long without anything from the server (whole seconds, 0 = off, OpenSSH's default)" },
+    Key { name: "ssh.server_alive_count_max", kind: Kind::Count { min: 0, max: 1_000_000 }, default: "2", doc: "OpenSSH ssh ServerAliveCountMax: unanswered alive requests before ssh exits (OpenSSH's default 3)" },
+    Key { name: "ssh.tcp_keepalive", kind: Kind::Bool, default: "false", doc: "OpenSSH ssh TCPKeepAlive: SO_KEEPALIVE on its socket, timed by the client host's net.ipv4.tcp_keepalive_* (OpenSSH's default yes; kaspec's no, so that only alive messages count)" },
+    Key { name: "ssh.connect_timeout", kind: Kind::Secs { min: 1, max: 2_147_483, zero_ok: true }, default: "0s", doc: "OpenSSH ssh ConnectTimeout: bounds the TCP connect and the banner exchange only, never an idle session (0 = the system's)" },
+    Key { name: "ssh.options", kind: Kind::SshOptions, default: "", doc: "OpenSSH client options as users write them: an `-o Key=Value` list or an ssh_config fragment (`Key Value` lines); ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive and ConnectTimeout set the ssh.* knobs above" },
+    Key { name: "ssh.keepalive_interval", kind: Kind::Millis { min: 0, max: 86_400_000 }, default: "1s", doc: "russh client::Config::keepalive_interval: a keepalive@openssh.com request after this long without anything from the server (0 = None, russh's default)" },
+    Key { name: "ssh.keepalive_max", kind: Kind::Count { min: 0, max: 1_000_000 }, default: "2", doc: "russh client::Config::keepalive_max: unanswered keepalives before the session ends (0 = never; russh's default 3)" },
+    Key { name: "ssh.inactivity_timeout", kind: Kind::Millis { min: 0, max: 86_400_000 }, default: "3s", doc: "russh client::Config::inactivity_timeout: the session ends after this long without an exchange (0 = None, russh's default); used by the ssh/russh-inactivity_timeout cases" },
     Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
 mod conninfo;
 pub use conninfo::parse_conninfo;
+mod ssh_options;
+pub use ssh_options::{convtime, parse_ssh_options};
 
 /// `s` as one line: a value holding a newline or another control
 /// character is shown quoted and escaped, so the culprit is on the error's
@@ -157,6 +169,10 @@ fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
             parse_conninfo(raw)?;
             Ok(Value::Text)
         }
+        Kind::SshOptions => {
+            parse_ssh_options(raw)?;
+            Ok(Value::Text)
+        }
     }
 }
 
@@ -239,6 +255,19 @@ pub struct RedisConfig {
 
 /// NATS knobs: async-nats's ping interval (its outstanding-ping limit,
 /// MAX_PENDING_PINGS = 2, is a constant of the crate, not an option).
+/// The SSH clients' knobs: OpenSSH's ssh (`ServerAlive*`, `TCPKeepAlive`,
+/// `ConnectTimeout`) and russh's `client::Config`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SshConfig {
+    pub server_alive_interval: Duration,
+    pub server_alive_count_max: u64,
+    pub tcp_keepalive: bool,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_max: u64,
+    pub inactivity_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NatsConfig {
     pub ping_interval: Duration,
@@ -255,6 +284,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
     pub nats: NatsConfig,
+    pub ssh: SshConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -275,6 +305,15 @@ impl Default for Config {
             amqp: AmqpConfig { heartbeat: Duration::ZERO },
             redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
             nats: NatsConfig { ping_interval: Duration::ZERO },
+            ssh: SshConfig {
+                server_alive_interval: Duration::ZERO,
+                server_alive_count_max: 0,
+                tcp_keepalive: false,
+                connect_timeout: Duration::ZERO,
+                keepalive_interval: Duration::ZERO,
+                keepalive_max: 0,
+                inactivity_timeout: Duration::ZERO,
+            },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -320,6 +359,19 @@ impl Config {
             ("redis.idle", Value::Dur(d)) => self.redis.idle = d,
             ("redis.server_timeout", Value::Dur(d)) => self.redis.server_timeout = d,
             ("nats.ping_interval", Value::Dur(d)) => self.nats.ping_interval = d,
+            ("ssh.server_alive_interval", Value::Dur(d)) => self.ssh.server_alive_interval = d,
+            ("ssh.server_alive_count_max", Value::Count(n)) => self.ssh.server_alive_count_max = n,
+            ("ssh.tcp_keepalive", Value::Bool(b)) => self.ssh.tcp_keepalive = b,
+            ("ssh.connect_timeout", Value::Dur(d)) => self.ssh.connect_timeout = d,
+            ("ssh.keepalive_interval", Value::Dur(d)) => self.ssh.keepalive_interval = d,
+            ("ssh.keepalive_max", Value::Count(n)) => self.ssh.keepalive_max = n,
+            ("ssh.inactivity_timeout", Value::Dur(d)) => self.ssh.inactivity_timeout = d,
+            ("ssh.options", Value::Text) => {
+                for (name, value, shown) in parse_ssh_options(raw)? {
+                    self.set(name, &value)?;
+                    self.raw.insert(key(name)?.name, shown);
+                }
+            }
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());

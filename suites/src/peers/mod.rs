@@ -7,6 +7,7 @@
 
 pub mod python;
 pub mod grpc;
+mod ssh;
 mod tcp;
 mod websocket;
 
@@ -15,28 +16,37 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: serve tcp --listen IPV4:PORT | \
 serve websocket --listen IPV4:PORT --ping-interval DUR --pong-timeout DUR | \
-serve grpc --listen IPV4:PORT [--keepalive-time DUR --keepalive-timeout DUR]";
+serve grpc --listen IPV4:PORT [--keepalive-time DUR --keepalive-timeout DUR] | \
+serve ssh --listen IPV4:PORT --host-key FILE --keepalive-interval DUR --keepalive-max N";
 
-fn parse(args: &[String]) -> Result<(String, SocketAddrV4, Vec<(String, Duration)>), String> {
+/// Options whose value is not a duration.
+const RAW: &[&str] = &["--host-key", "--keepalive-max"];
+
+type Parsed = (String, SocketAddrV4, Vec<(String, Duration)>, Vec<(String, String)>);
+
+fn parse(args: &[String]) -> Result<Parsed, String> {
     let (proto, rest) = args.split_first().ok_or("missing protocol")?;
     let mut listen = None;
     let mut opts = Vec::new();
+    let mut raw = Vec::new();
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         if flag == "--listen" {
             listen = Some(value.parse().map_err(|_| format!("--listen {value}: not an IPV4:PORT address"))?);
+        } else if RAW.contains(&flag.as_str()) {
+            raw.push((flag.trim_start_matches("--").to_string(), value.clone()));
         } else {
             let d = humantime::parse_duration(value).map_err(|e| format!("{flag} {value}: {e}"))?;
             opts.push((flag.trim_start_matches("--").to_string(), d));
         }
     }
-    Ok((proto.clone(), listen.ok_or("missing --listen")?, opts))
+    Ok((proto.clone(), listen.ok_or("missing --listen")?, opts, raw))
 }
 
 /// Runs a server from its arguments; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
-    let (proto, listen, opts) = match parse(args) {
+    let (proto, listen, opts, raw) = match parse(args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("serve: {e}; {USAGE}");
@@ -44,6 +54,24 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
+    let text = |name: &str| raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if proto == "ssh" {
+        let (Some(key), Some(i), Some(max)) = (text("host-key"), get("keepalive-interval"), text("keepalive-max").and_then(|m| m.parse::<usize>().ok())) else {
+            eprintln!("serve: ssh needs --host-key, --keepalive-interval and --keepalive-max N; {USAGE}");
+            return 2;
+        };
+        return match ssh::serve(listen, &key, i, max) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("serve ssh: {e}");
+                1
+            }
+        };
+    }
+    if !raw.is_empty() {
+        eprintln!("serve: unexpected arguments {args:?}; {USAGE}");
+        return 2;
+    }
     let result = match (proto.as_str(), get("ping-interval"), get("pong-timeout"), get("keepalive-time"), get("keepalive-timeout")) {
         ("tcp", None, None, None, None) => tcp::serve(listen),
         ("websocket", Some(p), Some(t), None, None) => websocket::serve(listen, p, t),

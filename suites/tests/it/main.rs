@@ -20,6 +20,10 @@
 //!   redis-rs's response timeout.
 //! - [`nats`]: async-nats vs nats-server: the server's stale-connection
 //!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
+//! - [`ssh`]: OpenSSH's ssh and russh vs sshd and kaspec's russh server:
+//!   each side's alive messages under every fault, a frozen peer,
+//!   russh's inactivity_timeout, NAT both sides of the threshold,
+//!   TCPKeepAlive only.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`inputs`]: a property test over every input surface (knobs, profiles,
@@ -38,6 +42,7 @@ mod nats;
 mod paths;
 mod postgres;
 mod redis;
+mod ssh;
 mod tcp;
 mod verdicts;
 mod websocket;
