@@ -54,8 +54,22 @@ fn openssh_server_alive_detects_a_dead_server(#[case] fault: FaultKind) {
 #[case::freeze(FaultKind::Freeze)]
 fn sshd_client_alive_detects_a_dead_client(#[case] fault: FaultKind) {
     let results = run(SSHD, fault, &[]);
-    assert_detector(&results, "server");
-    assert_eq!(side(&results, "server").implementation.name, "openssh-sshd");
+    let s = side(&results, "server");
+    assert_eq!(s.implementation.name, "openssh-sshd");
+    assert_quiet(side(&results, "client"));
+    // Finding: 9.2 probes every 2 × ClientAliveInterval — late against the
+    // documented window, explained (bounded) by fixtures/deviations.toml,
+    // and inside the window 9.2's own loop predicts.
+    // (Under reset the first probe after t0 can fall in both windows.)
+    if fault != FaultKind::Reset {
+        assert_eq!(s.verdict, Verdict::Fail, "{}", show(s));
+    }
+    assert!(s.verdict == Verdict::Pass || s.known_deviation.is_some(), "{}", show(s));
+    let f = &s.expected.formula;
+    let p = f.split("predicts ").nth(1).and_then(|t| t.split(" ms after").next()).unwrap_or_else(|| panic!("no 9.2 prediction: {f}"));
+    let (lo, hi) = p.split_once("..").map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())).unwrap();
+    let d = s.detection_ms.expect("sshd detected");
+    assert!(d + s.allowance_ms() >= lo && d <= hi + s.allowance_ms(), "{d} ms outside 9.2's {lo}..{hi} ms: {}", show(s));
 }
 
 #[rstest]
