@@ -73,7 +73,7 @@ pub(crate) fn run_openssh_client(ctx: &Ctx, case: &CaseDef, fault: FaultKind) ->
         let client = if i == 0 {
             Expectation::not_detected("client: ServerAliveInterval 0: ssh sends no alive messages", spec)
         } else {
-            ssh_client_window(r.client_last, r.t0, i, m, r.fault == FaultKind::Reset).expectation("client (clientloop.c server_alive_check)", spec)
+            ssh_client_window(ssh_anchor(&r.end.events, r.end.ended_at.unwrap_or(r.t0)), r.client_last, r.t0, i, m, r.fault == FaultKind::Reset).expectation("client (clientloop.c server_alive_check)", spec)
         };
         (client, server_of_client_case(r, spec))
     })
@@ -222,7 +222,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
             Some(true) => Expectation::must_stay_up(format!("client: an alive request at most ServerAliveInterval = {i} s after each read < N = {nm} ms refreshes the mapping: the session survives 3 × N"), spec),
             Some(false) if i == 0 => Expectation::not_detected(format!("client: ServerAliveInterval 0: nothing refreshes the mapping, it is forgotten after N = {nm} ms and ssh never notices"), spec),
             Some(false) => {
-                let w = ssh_client_window(r.client_last, r.t0, i, m, false);
+                let w = ssh_client_window(ssh_anchor(&r.end.events, r.end.ended_at.unwrap_or(r.t0)), r.client_last, r.t0, i, m, false);
                 let e = w.expectation("client", spec);
                 Expectation { formula: format!("ServerAliveInterval = {i} s > N = {nm} ms: the first alive request meets the forgotten mapping; {}", e.formula), ..e }
             }

@@ -79,7 +79,10 @@ impl OpenSshOptions {
 }
 
 /// `ssh -N` to the server, logged in with the scratch key; ready once it
-/// says "Authenticated to" (LogLevel VERBOSE) and `settle` has passed.
+/// says "Authenticated to" and `settle` has passed. LogLevel DEBUG3: its
+/// "send packet: type N" / "receive packet: type N" lines (packet.c), each
+/// timestamped here as it arrives, place its reads and alive requests on
+/// the clock (see [`ssh_anchor`]).
 pub(crate) fn start_openssh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV4, o: &OpenSshOptions, settle: Duration) -> Result<Started> {
     let program = require_program(SSH, "openssh-client")?;
     let mut cmd = tb.client.command(&program, &tb.tag)?;
@@ -87,7 +90,7 @@ pub(crate) fn start_openssh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV
     cmd.args(["-F", "none", "-N", "-p", &server.port().to_string(), "-i"])
         .arg(scratch.client_key())
         .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "GlobalKnownHostsFile=/dev/null"])
-        .args(["-o", &format!("UserKnownHostsFile={}", known.display()), "-o", "LogLevel=VERBOSE", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
+        .args(["-o", &format!("UserKnownHostsFile={}", known.display()), "-o", "LogLevel=DEBUG3", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
         .args(o.args())
         .arg(format!("root@{}", server.ip()))
         .env_remove("SSH_AUTH_SOCK")
@@ -127,7 +130,8 @@ pub(crate) fn start_openssh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV
             let status = child.wait();
             let at = Instant::now();
             exited.store(true, std::sync::atomic::Ordering::SeqCst);
-            let last = events.iter().rev().map(|(_, l)| l.as_str()).find(|l| !l.contains("Transferred") && !l.contains("Bytes per second")).unwrap_or("").to_string();
+            // Its own last word (not the debug trace).
+            let last = events.iter().rev().map(|(_, l)| l.as_str()).find(|l| !l.starts_with("ssh: debug") && !l.contains("Transferred") && !l.contains("Bytes per second")).unwrap_or("").to_string();
             let error = Some(format!("{} ({})", last.trim_start_matches("ssh: "), status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())));
             ClientEnd { ended_at: Some(at), error, events }
         })
@@ -278,4 +282,22 @@ pub(crate) fn start_russh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV4,
         Ok(end)
     };
     Ok(Started { local, pid: None, done, stop: Box::new(stop) })
+}
+
+/// Where ssh's last read before its end falls on CLOCK_BOOTTIME, from its
+/// DEBUG3 trace: a read that answers its own alive request (`send packet:
+/// type 80`, SSH2_MSG_GLOBAL_REQUEST, at most 100 ms before) came after that
+/// request, which ssh sent at a whole second (its check): ⌊L⌋ is that
+/// second, exactly. Any other read: the line's arrival, less up to 2 ms of
+/// logging and pipe delay.
+pub(crate) fn ssh_anchor(events: &[(Instant, String)], before: Instant) -> Option<Anchor> {
+    let recv = events.iter().rev().find(|(t, l)| *t <= before && l.contains("receive packet: type"))?;
+    let sent = events.iter().rev().find(|(t, l)| *t <= recv.0 && l.contains("send packet: type 80"));
+    match sent {
+        Some((ts, _)) if recv.0 - *ts <= Duration::from_millis(100) => Some(Anchor::Second(boot_secs(*ts).floor())),
+        _ => {
+            let b = boot_secs(recv.0);
+            Some(Anchor::Range(b - 0.002, b))
+        }
+    }
 }

@@ -127,13 +127,29 @@ fn after(t0_boot: f64, at: f64) -> i64 {
     ((at - t0_boot) * 1000.0).round() as i64
 }
 
-/// The ssh client's window: `last` = its last read (TCP_INFO), t0 the fault.
-pub fn ssh_client_window(last: Instant, t0: Instant, i: u64, m: u64, reset: bool) -> Window {
+/// ssh's last read on CLOCK_BOOTTIME (seconds): its whole second when
+/// known exactly, else a range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Anchor {
+    Second(f64),
+    Range(f64, f64),
+}
+
+/// The ssh client's window: `anchor` = its last read (its DEBUG3 trace,
+/// see client.rs `ssh_anchor`), else `last` (TCP_INFO); t0 the fault.
+pub fn ssh_client_window(anchor: Option<Anchor>, last: Instant, t0: Instant, i: u64, m: u64, reset: bool) -> Window {
     let t0b = boot_secs(t0);
-    let lb = boot_secs(last);
+    let (l_lo, l_hi, lb, how_read) = match anchor {
+        Some(Anchor::Second(s)) => (s, s, s, "the reply to its alive request sent at that whole second (DEBUG3 trace)"),
+        Some(Anchor::Range(a, b)) => (a, b, b, "its DEBUG3 trace, − 2 ms"),
+        None => {
+            let b = boot_secs(last);
+            (b - READ_EARLY_MS as f64 / 1000.0, b + READ_LATE_MS as f64 / 1000.0, b, "TCP_INFO, ± a jiffy")
+        }
+    };
     let rst = reset.then_some(t0b);
-    let lo_end = ssh_client_end(lb - READ_EARLY_MS as f64 / 1000.0, i, m, rst);
-    let hi_end = ssh_client_end(lb + READ_LATE_MS as f64 / 1000.0, i, m, rst);
+    let lo_end = ssh_client_end(l_lo, i, m, rst);
+    let hi_end = ssh_client_end(l_hi, i, m, rst);
     let extra = if reset { RTT_MS } else { 0 } + EXIT_MS;
     let (lo, hi) = (after(t0b, lo_end).max(0) as u64, after(t0b, hi_end).max(0) as u64 + extra);
     let how = if reset { "the first alive check after t0 sends keepalive@openssh.com and the router's RST ends it".to_string() } else { format!("the ({})-th alive check exits (count > ServerAliveCountMax = {m})", m + 1) };
@@ -141,7 +157,7 @@ pub fn ssh_client_window(last: Instant, t0: Instant, i: u64, m: u64, reset: bool
         lo,
         hi,
         formula: format!(
-            "last read at boot second {lb:.3} (CLOCK_BOOTTIME, ±{READ_EARLY_MS} ms); checks at ⌊L⌋ + k × ServerAliveInterval = {:.0} + k × {i} s; {how}: at boot second {hi_end:.0}, {} ms after t0 (boot {t0b:.3}), + {extra} ms (exit, reaped)",
+            "last read at boot second {lb:.3} (CLOCK_BOOTTIME; {how_read}); checks at ⌊L⌋ + k × ServerAliveInterval = {:.0} + k × {i} s; {how}: at boot second {hi_end:.0}, {} ms after t0 (boot {t0b:.3}), + {extra} ms (exit, reaped)",
             lb.floor(),
             after(t0b, hi_end)
         ),
