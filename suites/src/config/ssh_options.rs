@@ -92,7 +92,8 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
 /// Parses `ssh.options` into (knob, value for it, value as written). Each
 /// error is one line naming the key and value and what ssh does with it.
 pub fn parse_ssh_options(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigError> {
-    let bad = |m: String| ConfigError(format!("ssh.options: {m}"));
+    // One line whatever the value held.
+    let bad = |m: String| ConfigError(format!("ssh.options: {}", m.replace(|c: char| c.is_control(), " ")));
     let mut out: Vec<(&'static str, String, String)> = Vec::new();
     // (knob, key as written, value as written)
     let mut seen: Vec<(&'static str, String, String)> = Vec::new();

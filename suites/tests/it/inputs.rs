@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use kaspec_harness::fault::impair::Impairment;
-use kaspec_suites::config::{parse_conninfo, KEYS};
+use kaspec_suites::config::{parse_conninfo, parse_ssh_options, KEYS};
 use kaspec_suites::network::{NetworkProfile, MAX_RTT};
 use kaspec_suites::{registry, Config};
 use proptest::prelude::*;
@@ -34,6 +34,11 @@ fn assert_in_range(c: &Config) {
     secs(c.postgres.keepalives_interval, 32767);
     assert!((1..=127).contains(&c.postgres.keepalives_retries));
     millis(c.postgres.tcp_user_timeout, i32::MAX as u128);
+    secs(c.ssh.server_alive_interval, 2_147_483);
+    secs(c.ssh.connect_timeout, 2_147_483);
+    assert!(c.ssh.server_alive_count_max <= 1_000_000 && c.ssh.keepalive_max <= 1_000_000);
+    millis(c.ssh.keepalive_interval, 86_400_000);
+    millis(c.ssh.inactivity_timeout, 86_400_000);
 }
 
 fn assert_one_line(e: &str) {
@@ -177,6 +182,26 @@ proptest! {
         }
         let mut c = Config::default();
         match c.set("postgres.conninfo", &text) {
+            Err(e) => assert_one_line(&e.0),
+            Ok(()) => assert_in_range(&c),
+        }
+    }
+
+    #[test]
+    fn ssh_options_refuse_in_one_line_or_stay_in_range(
+        pairs in proptest::collection::vec((prop_oneof![Just("ServerAliveInterval"), Just("serveralivecountmax"), Just("TCPKeepAlive"), Just("KeepAlive"), Just("ConnectTimeout"), Just("ClientAliveInterval"), Just("Compression"), Just("Host")], value()), 0..4),
+        dash_o in any::<bool>(),
+    ) {
+        let text = if dash_o {
+            pairs.iter().map(|(k, v)| format!("-o {k}={v}")).collect::<Vec<_>>().join(" ")
+        } else {
+            pairs.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("\n")
+        };
+        if let Err(e) = parse_ssh_options(&text) {
+            assert_one_line(&e.0);
+        }
+        let mut c = Config::default();
+        match c.set("ssh.options", &text) {
             Err(e) => assert_one_line(&e.0),
             Ok(()) => assert_in_range(&c),
         }
