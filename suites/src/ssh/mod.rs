@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kaspec_harness::caps::require_program;
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::observe::{since_last_data_recv, SocketWatch};
+use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::server::{Server, ServerSpec};
 use kaspec_harness::testbed::Testbed;

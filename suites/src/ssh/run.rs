@@ -80,9 +80,15 @@ fn set_keepalive_sysctls(host: &kaspec_harness::host::Host, t: crate::config::Tc
     .map_err(|e| Error::io(format!("setting net.ipv4.tcp_keepalive_* in {}", host.ns), e))
 }
 
-fn since(host: &kaspec_harness::host::Host, local: SocketAddrV4, remote: SocketAddrV4, any: bool, who: &str) -> Result<Duration> {
-    let d = if any { kaspec_harness::observe::since_last_recv(host, local, remote)? } else { since_last_data_recv(host, local, remote)? };
-    d.ok_or_else(|| Error::Other(format!("no TCP_INFO for the {who}'s end of {local} <-> {remote}")))
+/// When `host`'s end of the flow last received (data, or `any` segment):
+/// the dump's own instant less its "since", both taken inside the namespace.
+fn last_recv(host: &kaspec_harness::host::Host, local: SocketAddrV4, remote: SocketAddrV4, any: bool, who: &str) -> Result<Instant> {
+    let (d, at) = host.run(move || -> Result<(Option<Duration>, Instant)> {
+        let mut diag = kaspec_harness::observe::SockDiag::new()?;
+        let d = if any { diag.since_last_recv(local, remote)? } else { diag.since_last_data_recv(local, remote)? };
+        Ok((d, Instant::now()))
+    })??;
+    d.map(|d| at - d).ok_or_else(|| Error::Other(format!("no TCP_INFO for the {who}'s end of {local} <-> {remote}")))
 }
 
 pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan, deadlines: &Deadlines<'_>, judge: &Judge<'_>) -> Result<Vec<CaseResult>> {
@@ -116,10 +122,10 @@ pub(crate) fn run(ctx: &Ctx, case: &CaseDef, fault: FaultKind, plan: Plan, deadl
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (client_deadline_ms, server_deadline_ms) = deadlines(&server.kind);
-    let read = |any: bool| -> Result<(Instant, Instant)> {
-        let at = Instant::now();
-        Ok((at - since(&tb.client, local, addr, any, "client")?, at - since(&tb.server, addr, seen, any, "server")?))
-    };
+    // Each side's "since" is anchored on its own dump's instant (entering
+    // the namespace comes first and can take tens of ms on a loaded
+    // machine: one instant for both would place a read too early).
+    let read = |any: bool| -> Result<(Instant, Instant)> { Ok((last_recv(&tb.client, local, addr, any, "client")?, last_recv(&tb.server, addr, seen, any, "server")?)) };
     let (t0, engine, commit_ms, lasts, lasts_any) = if let Some(n) = plan.nat {
         // The mapping expires N after the flow's last packet (either way).
         let (c, s) = read(true)?;
