@@ -262,3 +262,28 @@ pub(crate) fn run_tcp_only(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Resul
 
 /// ssh's exit after its read failed (ETIMEDOUT), reaped by kaspec.
 const EXIT_OR_CLOSE_MS: u64 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nat_threshold_counts_ssh_s_whole_second_phase() {
+        let n = Duration::from_secs(4);
+        assert_eq!(ssh_keeps_mapping(2, n), Some(true));
+        assert_eq!(ssh_keeps_mapping(0, n), Some(false));
+        assert_eq!(ssh_keeps_mapping(6, n), Some(false));
+        // Within a second of N the request races the expiry.
+        assert_eq!(ssh_keeps_mapping(3, n), None);
+        assert_eq!(ssh_keeps_mapping(4, n), None);
+    }
+
+    #[test]
+    fn a_silent_side_learns_only_from_a_close_that_reaches_it() {
+        let e = passive(FaultKind::BlackholeDown, false, false, Some(2000), "server", "silent", "s");
+        assert!(!e.expects_detection());
+        let e = passive(FaultKind::None, false, true, Some(2000), "server", "silent", "s");
+        assert_eq!((e.min_ms, e.max_ms), (Some(2000), Some(2000 + CLOSE_SEEN_MS)));
+        assert!(!passive(FaultKind::Freeze, true, true, Some(2000), "client", "silent", "s").expects_detection());
+    }
+}

@@ -141,14 +141,11 @@ pub(crate) fn start_openssh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV
         Ok(Err(e)) => return Err(Error::Other(e)),
         Err(_) => return Err(Error::Other("the ssh client thread ended at once".into())),
     };
-    let killed: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let k2 = killed.clone();
     let stop = move || -> Result<ClientEnd> {
-        *k2.lock().expect("stop") = Some(Instant::now());
+        let stopped = Instant::now();
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         let mut end = thread.join().map_err(|_| Error::Other("the ssh client thread panicked".into()))?;
-        let stopped = k2.lock().expect("stop").unwrap_or_else(Instant::now);
         if end.ended_at.is_some_and(|t| t >= stopped) {
             // Killed by kaspec at the end of the case: no detection.
             end.ended_at = None;
@@ -163,7 +160,6 @@ pub(crate) fn start_openssh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV
     }
     std::thread::sleep(settle);
     let local = tb.client.run(move || kaspec_harness::observe::local_end_towards(server))??;
-    let _ = killed;
     Ok(Started { local, pid: Some(pid), done, stop: Box::new(stop) })
 }
 
@@ -268,10 +264,8 @@ pub(crate) fn start_russh(tb: &Testbed, scratch: &Scratch, server: SocketAddrV4,
         ClientEnd { ended_at: events.first().map(|(t, _)| *t), error: events.first().map(|(_, e)| format!("russh: {e}")), events }
     })?;
     let local = ready;
-    let stopped: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stop = move || -> Result<ClientEnd> {
         let at = Instant::now();
-        *stopped.lock().expect("stop") = Some(at);
         let _ = stop_tx.send(());
         let _ = stop_tx.send(());
         let mut end = thread.join()?;
