@@ -276,6 +276,7 @@ mod tests {
             stale_deviations: vec![],
             partition: None,
             parts: vec![],
+            notes: vec![],
         }
     }
 

@@ -290,6 +290,13 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
         }
         let _ = write!(h, "</table>{}</details>", timeline_svg(r));
     }
+    if !report.notes.is_empty() {
+        let _ = write!(h, "<h2>Notes on this run</h2><ul>");
+        for n in &report.notes {
+            let _ = write!(h, "<li>{}</li>", esc(n));
+        }
+        let _ = write!(h, "</ul>");
+    }
     if !report.stale_deviations.is_empty() {
         let _ = write!(h, "<h2>Stale deviations</h2><p>Documented in fixtures/deviations.toml, explained nothing in this run:</p><ul>");
         for d in &report.stale_deviations {
@@ -363,6 +370,7 @@ pub(super) mod tests {
             stale_deviations: vec![],
             partition: None,
             parts: vec![],
+            notes: vec![],
         }
     }
 

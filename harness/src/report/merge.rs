@@ -93,7 +93,8 @@ pub struct Part {
 }
 
 /// The options of a run's command that do not change what it measures:
-/// a part's own output, its share, how it prints. The rest must agree.
+/// a part's own output, its share, how it prints, how many units it ran
+/// at once. The rest must agree.
 fn plan_command(command: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut args = command.iter().skip(1); // the program, wherever it was installed
@@ -103,7 +104,12 @@ fn plan_command(command: &[String]) -> Vec<String> {
                 args.next();
             }
             "--quiet" | "--json" => {}
-            a if a.starts_with("--partition=") || a.starts_with("--out=") => {}
+            // How many units at once: the same units, the same numbers (a
+            // starved unit runs again alone).
+            "--jobs" => {
+                args.next();
+            }
+            a if a.starts_with("--partition=") || a.starts_with("--out=") || a.starts_with("--jobs=") => {}
             a => out.push(a.to_string()),
         }
     }
@@ -181,6 +187,8 @@ pub fn merge(run_id: &str, command: Vec<String>, parts: &[(String, Report)]) -> 
             stale.push(d.clone());
         }
     }
+    // Each part's notes, named by its share.
+    let notes: Vec<String> = split.iter().flat_map(|(_, r, p)| r.notes.iter().map(move |n| format!("part {}: {n}", p.share()))).collect();
     let mut by_part = split.clone();
     by_part.sort_by_key(|(_, _, p)| p.index);
     let parts: Vec<Part> = by_part
@@ -230,6 +238,7 @@ pub fn merge(run_id: &str, command: Vec<String>, parts: &[(String, Report)]) -> 
         stale_deviations: stale,
         partition: None,
         parts,
+        notes,
     })
 }
 
