@@ -91,7 +91,7 @@ impl Progress_ {
                 self.ended((index, run));
                 if !self.quiet {
                     self.say(format!(
-                        "[{index:>2}/{total}] {} × {fault}: starved of CPU beside other units (a thread woke {late_ms} ms late, limit {} ms): not reported, runs again alone at the end",
+                        "[{index:>2}/{total}] {} × {fault}: starved of CPU beside other units (wake-up term {late_ms} ms, limit {} ms): not reported, runs again alone at the end",
                         case.id,
                         kaspec_suites::runner::STARVED_MS
                     ));

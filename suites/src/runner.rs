@@ -176,8 +176,15 @@ struct Ran {
     /// Its results, or the harness error that stopped it.
     outcome: Result<Vec<CaseResult>, String>,
     elapsed: Duration,
-    /// The worst wake-up lateness seen while it ran (ms).
-    late_ms: u64,
+}
+
+impl Ran {
+    /// The largest wake-up term among its results' budgets: how late this
+    /// machine woke a thread at the instants its numbers are made of (the
+    /// anchors, the fault in force, the detection; see `outcome.rs`).
+    fn late_ms(&self) -> u64 {
+        self.outcome.as_ref().map(|r| r.iter().map(|r| r.budget.wake_ms).max().unwrap_or(0)).unwrap_or(0)
+    }
 }
 
 /// Runs one unit once in the calling thread; None when interrupted (the
@@ -191,14 +198,13 @@ fn run_once(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Option<Ran> {
         return None;
     }
     let elapsed = started.elapsed();
-    let late_ms = kaspec_harness::wake::lateness_ms(started, Instant::now());
     let outcome = outcome
         .map(|mut r| {
             label_servers(ctx, case, &mut r);
             r
         })
         .map_err(|e| e.to_string());
-    Some(Ran { outcome, elapsed, late_ms })
+    Some(Ran { outcome, elapsed })
 }
 
 /// Tells `on` how run `run` of unit `index` went.
@@ -244,13 +250,15 @@ fn serial(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes, o
     }
 }
 
-/// A unit that ran beside others is starved when, while it ran, a thread
-/// of this process woke this much later than asked (the wake-up probe,
-/// `kaspec_harness::wake`): a timestamp of it (a last read, a detection)
-/// may then be that late, beyond the budget's wake-up term, which covers
-/// only the instants around the detection. Chosen from measurement (see
-/// docs/scaling.md): the worst lateness of a whole unit run alone here.
-pub const STARVED_MS: u64 = 10;
+/// A unit that ran beside others is starved when the wake-up term of one
+/// of its results' budgets exceeds this: at an instant that result is
+/// made of, a thread woke that much later than asked (the probe of
+/// `kaspec_harness::wake`), so its number and its allowance may have been
+/// moved by the other units. Its results are then not reported: it runs
+/// again alone. From measurement (docs/scaling.md): no result of the
+/// default matrix run alone on this 2-core machine had a wake-up term
+/// above 4 ms.
+pub const STARVED_MS: u64 = 5;
 
 /// `--jobs N`: units on N workers, longest first; a run starved of CPU
 /// runs again alone at the end. Returns the report's notes on them.
@@ -294,10 +302,10 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
                 let ran = match ran {
                     Ok(Some(ran)) => ran,
                     Ok(None) => return,
-                    Err(panic) => Ran { outcome: Err(panic), elapsed: Duration::ZERO, late_ms: 0 },
+                    Err(panic) => Ran { outcome: Err(panic), elapsed: Duration::ZERO },
                 };
-                if ran.late_ms > STARVED_MS && ran.outcome.is_ok() {
-                    on(Progress::Starved { index: index + 1, total, case, fault, late_ms: ran.late_ms, run: run + 1 });
+                if ran.late_ms() > STARVED_MS {
+                    on(Progress::Starved { index: index + 1, total, case, fault, late_ms: ran.late_ms(), run: run + 1 });
                     starved.push(job);
                 } else {
                     tell(on, index, total, units[index], run, &ran);
@@ -311,7 +319,7 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
                 for &job in &starved {
                     let (index, run) = list[job];
                     let (case, fault) = units[index];
-                    let before = done[job].take().map(|r| r.late_ms).unwrap_or(0);
+                    let before = done[job].take().map(|r| r.late_ms()).unwrap_or(0);
                     if kaspec_harness::cleanup::interrupted() {
                         continue;
                     }
@@ -319,13 +327,13 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
                     let Some(ran) = run_once(ctx, case, fault) else { continue };
                     tell(on, index, total, units[index], run, &ran);
                     let run_note = if runs[index] > 1 { format!(" run {}", run + 1) } else { String::new() };
-                    let alone = if ran.late_ms > STARVED_MS {
-                        format!("; alone it still saw {} ms (the machine itself is loaded: its numbers carry that lateness only in each detection's budget)", ran.late_ms)
+                    let alone = if ran.late_ms() > STARVED_MS {
+                        format!("; alone still {} ms: this machine is loaded by more than this run (the budgets carry it)", ran.late_ms())
                     } else {
-                        format!("; alone {} ms", ran.late_ms)
+                        format!("; alone {} ms", ran.late_ms())
                     };
                     notes.push(format!(
-                        "{} × {fault}{run_note}: run again alone: starved of CPU beside other units (a thread woke {before} ms late, limit {STARVED_MS} ms){alone}",
+                        "{} × {fault}{run_note}: run again alone: starved of CPU beside other units (wake-up term {before} ms, limit {STARVED_MS} ms){alone}",
                         case.id
                     ));
                     done[job] = Some(ran);
