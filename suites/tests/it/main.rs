@@ -20,6 +20,9 @@
 //!   redis-rs's response timeout.
 //! - [`nats`]: async-nats vs nats-server: the server's stale-connection
 //!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
+//! - [`jobs`]: `--jobs` gives the serial run's keys, verdicts and
+//!   detection times; leases of a shared server side by side, or alone
+//!   under the faults that touch more than their flow.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -36,6 +39,7 @@ mod common;
 mod config;
 mod grpc;
 mod inputs;
+mod jobs;
 mod mqtt;
 mod nats;
 mod paths;
