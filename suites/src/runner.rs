@@ -417,7 +417,7 @@ mod tests {
 
     fn ctx() -> Ctx {
         Ctx {
-            config: Default::default(),
+            config: crate::registry::config(),
             run_dir: std::env::temp_dir(),
             fixtures: std::env::temp_dir(),
             serve: crate::ctx::ServeCommand { program: "true".into(), args: vec![] },
