@@ -25,6 +25,10 @@ impl Progress_ {
     }
 
     fn say(&self, line: String) {
+        // Nothing after the interrupt's line (issue 14), even mid-unit.
+        if kaspec_harness::cleanup::interrupted() {
+            return;
+        }
         match &self.multi {
             Some(m) => {
                 let _ = m.println(line);

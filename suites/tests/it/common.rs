@@ -57,28 +57,9 @@ pub fn run_in(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
     unit(ctx, c, fault)
 }
 
-/// The tests of this binary run side by side (`RUST_TEST_THREADS` in
-/// .cargo/config.toml, as `kaspec run --jobs`): each case runs holding
-/// this shared; one starved of CPU beside the others (a result's wake-up
-/// term above the runner's limit) runs again holding it alone, as the
-/// runner runs such a unit again alone. Not a crash: run again on a
-/// test's shared server, it would start that server one time more than
-/// the test counts.
-static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
+/// Runs one case; a harness error fails the test.
 fn unit(ctx: &Ctx, c: &kaspec_suites::CaseDef, fault: FaultKind) -> Vec<CaseResult> {
-    let once = || (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {} × {fault}: {e}", c.id));
-    let r = {
-        let _beside = ALONE.read().unwrap_or_else(|p| p.into_inner());
-        once()
-    };
-    let late = r.iter().map(|r| r.budget.wake_ms).max().unwrap_or(0);
-    if late <= kaspec_suites::runner::STARVED_MS || fault == FaultKind::Crash {
-        return r;
-    }
-    eprintln!("{} × {fault}: starved of CPU beside other tests (wake-up term {late} ms): run again alone", c.id);
-    let _alone = ALONE.write().unwrap_or_else(|p| p.into_inner());
-    once()
+    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {} × {fault}: {e}", c.id))
 }
 
 pub fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
