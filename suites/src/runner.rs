@@ -262,6 +262,12 @@ pub const STARVED_MS: u64 = 5;
 
 /// `--jobs N`: units on N workers, longest first; a run starved of CPU
 /// runs again alone at the end. Returns the report's notes on them.
+///
+/// On the docker testbed the servers are the compose stack's containers,
+/// one per service for every unit at once: a `freeze` (SIGSTOP of the
+/// container's server) would stop the others' server too, so those units
+/// run alone at the end (the netns testbed gives each unit its own
+/// server, and a shared server's lease holds it alone, see `shared.rs`).
 fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes, jobs: usize, on: &mut impl FnMut(Progress<'_>)) -> Vec<String> {
     let total = units.len();
     // The jobs: every run of every unit that runs here.
@@ -283,9 +289,11 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
     let mut done: Vec<Option<Ran>> = list.iter().map(|_| None).collect();
     let mut starved: Vec<usize> = Vec::new();
     let mut notes = Vec::new();
+    let alone = |job: &usize| ctx.docker.is_some() && units[list[*job].0].1 == FaultKind::Freeze;
+    let (mut at_end, order): (Vec<usize>, Vec<usize>) = crate::pool::longest_first(&estimates).into_iter().partition(alone);
     crate::pool::run(
         jobs,
-        crate::pool::longest_first(&estimates),
+        order,
         |job| {
             let (index, _) = list[job];
             run_once(ctx, units[index].0, units[index].1)
@@ -315,17 +323,22 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
             crate::pool::Event::Drained => {
                 // Alone, in plan order, with the workers (and the shared
                 // servers they started) still alive; then those servers stop.
-                starved.sort();
-                for &job in &starved {
+                at_end.extend(&starved);
+                at_end.sort();
+                for &job in &at_end {
                     let (index, run) = list[job];
                     let (case, fault) = units[index];
-                    let before = done[job].take().map(|r| r.late_ms()).unwrap_or(0);
+                    let before = done[job].take().map(|r| r.late_ms());
                     if kaspec_harness::cleanup::interrupted() {
                         continue;
                     }
                     start(on, ctx, index, total, units[index], run, runs[index]);
                     let Some(ran) = run_once(ctx, case, fault) else { continue };
                     tell(on, index, total, units[index], run, &ran);
+                    let Some(before) = before else {
+                        done[job] = Some(ran);
+                        continue;
+                    };
                     let run_note = if runs[index] > 1 { format!(" run {}", run + 1) } else { String::new() };
                     let alone = if ran.late_ms() > STARVED_MS {
                         format!("; alone still {} ms: this machine is loaded by more than this run (the budgets carry it)", ran.late_ms())
