@@ -1,6 +1,7 @@
 //! `--jobs`: the same numbers in parallel. A representative subset — units
-//! in their own testbeds (TCP_USER_TIMEOUT, rumqttc vs Mosquitto) and
-//! units leasing one shared PostgreSQL at once — runs through the runner
+//! in their own testbeds (TCP_USER_TIMEOUT) and
+//! units leasing one shared PostgreSQL at once (the client's keep-alive,
+//! the server's) — runs through the runner
 //! one unit at a time, then with the default number of jobs. Both runs
 //! must give the same result keys in the same order and the same verdicts,
 //! and each detection must sit where it sat serially: its offset into its
@@ -22,13 +23,11 @@ use crate::common::{ctx, show};
 
 const SUBSET: &[&str] = &[
     "tcp/rfc5482-3/1",
-    "mqtt/3.1.1-3.1.2.10/1",
     "postgres/libpq-keepalives/1",
-    "postgres/pg15-20.11-idle_session_timeout/1",
+    "postgres/pg15-20.3-tcp_keepalives/1",
 ];
 const SETS: &[&str] = &[
     "tcp.user_timeout=1500ms",
-    "mqtt.keep_alive=2s",
     "postgres.keepalives_idle=1s",
     "postgres.keepalives_interval=1s",
     "postgres.keepalives_retries=2",
@@ -56,7 +55,7 @@ fn jobs_give_the_serial_keys_verdicts_and_detection_times() {
     assert!(serial.errors.is_empty() && parallel.errors.is_empty(), "{:?} {:?}", serial.errors, parallel.errors);
     let keys = |r: &Report| r.results.iter().map(|r| r.key()).collect::<Vec<_>>();
     assert_eq!(keys(&parallel), keys(&serial), "the same results in the same (plan) order");
-    assert!(serial.results.len() >= 12, "{}", serial.results.len());
+    assert!(serial.results.len() >= 10, "{}", serial.results.len());
     for (s, p) in serial.results.iter().zip(&parallel.results) {
         assert_eq!((p.verdict, p.release_verdict, &p.known_deviation), (s.verdict, s.release_verdict, &s.known_deviation), "{}\n{}", show(s), show(p));
         match (offset(s), offset(p)) {
