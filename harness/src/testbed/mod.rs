@@ -314,7 +314,7 @@ impl Drop for Testbed {
         if self.is_view {
             // Its own rules only; the testbed's namespaces are not its to remove.
             let _ = self.faults.heal();
-            let _ = self.router.nft("removing a view's fault table", &format!("delete table inet {}\n", self.table));
+            let _ = self.faults.uninstall();
             return;
         }
         let _ = self.faults.stop_impairment();
