@@ -78,6 +78,12 @@ enum Command {
         /// `kaspec merge` joins the parts' reports.
         #[arg(long, value_name = "K/N")]
         partition: Option<Share>,
+        /// Run N units (case × fault × repeat) at once, each in its own
+        /// testbed (shared servers serve each its own connection), the
+        /// longest first; results in plan order. A unit starved of CPU
+        /// beside the others runs again alone. 1: one after the other.
+        #[arg(long, value_name = "N", default_value_t = runner::DEFAULT_JOBS, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
     },
     /// Join the reports of a run split with `--partition K/N` into one
     /// report (results in plan order, each part's environment kept). A
@@ -150,9 +156,9 @@ fn main() {
         Err(e) => std::process::exit(bad_input(clap_one_line(&e.to_string()))),
     };
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project, partition } => {
+        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project, partition, jobs } => {
             let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
-            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition })
+            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize })
         }
         Command::Merge { reports, out, json } => merge(&reports, out, json),
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
@@ -300,6 +306,8 @@ struct Output {
     docker: Option<Option<String>>,
     /// `--partition K/N`.
     partition: Option<Share>,
+    /// `--jobs N`.
+    jobs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -443,9 +451,11 @@ fn run(
     let command: Vec<String> = std::env::args().collect();
     let mut progress = Progress_::new(output.quiet);
     if !output.quiet {
-        eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s), report in {}", cases.len(), faults.len(), dir.display());
+        let jobs = if output.jobs > 1 { format!(", {} at once", output.jobs) } else { String::new() };
+        eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s){jobs}, report in {}", cases.len(), faults.len(), dir.display());
     }
-    let report = runner::run(&ctx, &cases, &faults, output.repeat, output.partition, &run_id, command, |p| progress.on(p));
+    let opts = runner::Options { repeat: output.repeat, share: output.partition, jobs: output.jobs };
+    let report = runner::run(&ctx, &cases, &faults, opts, &run_id, command, |p| progress.on(p));
     progress.finish();
     if kaspec_harness::cleanup::interrupted() {
         return 130;

@@ -10,7 +10,8 @@
 //! - `fault`: a fault that cannot be applied is a hard error naming the
 //!   router, never a verdict; the rules committed over netlink are the ones
 //!   reported (`nft list` reads them back as their text), and healing
-//!   removes them; so is the NAT set-up.
+//!   removes them; so is the NAT set-up; views of one testbed (the leases
+//!   of a shared server, `--jobs`) fault and heal only their own flows.
 //! - `server`: a server that does not start is a harness error with its log
 //!   tail; a missing server binary is named with its package.
 //! - `observe`: the release observer reads the flow's socket on both hosts.
@@ -159,6 +160,70 @@ mod fault {
             assert!(lines.contains(&want), "missing `{want}` in:\n{out}");
         }
         assert_eq!(lines.iter().filter(|l| **l == forgotten).count(), 2, "forward and input");
+    }
+
+    /// Whether `conn` still carries data: one byte out, an echo back
+    /// within `ms` (Err: the kind of failure).
+    fn echoes_within(conn: &mut std::net::TcpStream, ms: u64) -> Result<(), std::io::ErrorKind> {
+        use std::io::{Read, Write};
+        conn.set_read_timeout(Some(std::time::Duration::from_millis(ms))).unwrap();
+        conn.write_all(b"x").map_err(|e| e.kind())?;
+        let mut b = [0u8; 1];
+        match conn.read(&mut b) {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(std::io::ErrorKind::UnexpectedEof),
+            Err(e) => Err(e.kind()),
+        }
+    }
+
+    fn echoes(conn: &mut std::net::TcpStream) -> Result<(), std::io::ErrorKind> {
+        echoes_within(conn, 300)
+    }
+
+    /// `--jobs`: two cases leasing one shared server at once each get a
+    /// view of its testbed; each view's faults hit only its own flow, and
+    /// healing or dropping one view leaves the other's rule in force.
+    #[test]
+    fn views_of_one_testbed_fault_and_heal_only_their_own_flows() {
+        use std::net::{SocketAddr, SocketAddrV4};
+        let tb = kaspec_harness::testbed::Testbed::new(&run_dir()).unwrap();
+        let server: SocketAddrV4 = "198.19.0.2:7200".parse().unwrap();
+        let listener = tb.server.run(move || std::net::TcpListener::bind(server)).unwrap().unwrap();
+        std::thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut r = c.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut c);
+                });
+            }
+        });
+        let connect = || tb.client.run(move || std::net::TcpStream::connect(server)).unwrap().unwrap();
+        let (mut a, mut b) = (connect(), connect());
+        let flow = |c: &std::net::TcpStream| {
+            let SocketAddr::V4(client) = c.local_addr().unwrap() else { panic!("IPv4") };
+            kaspec_harness::fault::Flow { client, server }
+        };
+        let (va, vb) = (tb.view(0).unwrap(), tb.view(1).unwrap());
+        let tables = || kaspec_harness::cmd::run("test", "ip", &["netns", "exec", &tb.router.ns, "nft", "list", "tables"], None).unwrap();
+        assert!(tables().contains(&format!("kaspec_{}_0", tb.tag)) && tables().contains(&format!("kaspec_{}_1", tb.tag)), "{}", tables());
+
+        va.apply_fault(FaultKind::Blackhole, &flow(&a), None).unwrap();
+        assert_eq!(echoes(&mut b), Ok(()), "the other lease's flow still carries data");
+        assert!(echoes(&mut a).is_err(), "this lease's flow is blackholed");
+        vb.apply_fault(FaultKind::Reset, &flow(&b), None).unwrap();
+        assert!(echoes(&mut b).is_err(), "the second view's reset is in force");
+        // The first lease heals: its flow comes back (its unanswered byte
+        // is retransmitted, at the latest 1.4 s after it was sent), the
+        // second's reset stays in force.
+        va.heal().unwrap();
+        drop(va);
+        assert_eq!(echoes_within(&mut a, 3000), Ok(()), "healed: flow A carries data again");
+        let mut c = connect();
+        assert_eq!(echoes(&mut c), Ok(()), "a new flow is not touched by B's rule");
+        assert!(!tables().contains(&format!("kaspec_{}_0", tb.tag)), "a dropped view removes its table: {}", tables());
+        drop(vb);
+        let left: Vec<String> = tables().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        assert_eq!(left, [format!("table inet kaspec_{}", tb.tag)], "only the testbed's own table is left");
     }
 }
 

@@ -36,6 +36,7 @@ pub mod nats;
 pub mod network;
 pub mod outcome;
 pub mod peers;
+pub mod pool;
 pub mod postgres;
 pub mod protocol;
 pub mod redis;

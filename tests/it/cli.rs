@@ -43,6 +43,8 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
         (vec!["run", "--partition", "4/3", "--out", o], "4/3"),
         (vec!["run", "--partition", "0/3", "--out", o], "1 ≤ K ≤ N"),
         (vec!["run", "--partition", "2", "--out", o], "K/N"),
+        (vec!["run", "--jobs", "0", "--out", o], "--jobs"),
+        (vec!["run", "--jobs", "65", "--out", o], "1..=64"),
         (vec!["merge", "/nonexistent/part", "--out", o], "reading /nonexistent/part"),
     ];
     for (args, needle) in cases {

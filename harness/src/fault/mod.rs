@@ -249,6 +249,14 @@ impl FaultPoint {
         nft.commit(msgs).map_err(|e| Error::Other(format!("{context}: {e}")))
     }
 
+    /// Deletes the fault table (its rules with it) and closes the socket:
+    /// the end of a testbed's view, whose router stays.
+    pub fn uninstall(&self) -> Result<()> {
+        let deleted = self.commit("removing a view's fault table", &[netlink::del_table(&self.table)]);
+        self.close();
+        deleted
+    }
+
     /// Closes the router's nf_tables socket (the namespace lives while a
     /// socket of it is open).
     pub fn close(&self) {

@@ -49,6 +49,7 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 // nf_tables.h: enum nf_tables_msg_types.
 const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
@@ -339,6 +340,13 @@ pub fn new_table(table: &str, comment: &str) -> Msg {
     let mut t = Attrs::default();
     t.strz(NFTA_TABLE_NAME, table).put(NFTA_TABLE_USERDATA, &comment_udata(comment));
     Msg { kind: NFT_MSG_NEWTABLE, flags: NLM_F_CREATE, attrs: t.0, what: format!("creating table inet {table}") }
+}
+
+/// `delete table inet TABLE`: the table with its chains and rules.
+pub fn del_table(table: &str) -> Msg {
+    let mut t = Attrs::default();
+    t.strz(NFTA_TABLE_NAME, table);
+    Msg { kind: NFT_MSG_DELTABLE, flags: 0, attrs: t.0, what: format!("deleting table inet {table}") }
 }
 
 /// `chain inet TABLE CHAIN { type T hook H priority P; policy accept; }`

@@ -277,6 +277,7 @@ mod tests {
             stale_deviations: vec![],
             partition: None,
             parts: vec![],
+            notes: vec![],
         }
     }
 

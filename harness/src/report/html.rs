@@ -295,6 +295,13 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
         let fleet = r.fleet.as_ref().map(|f| f.histogram_svg()).unwrap_or_default();
         let _ = write!(h, "</table>{fleet}{}</details>", timeline_svg(r));
     }
+    if !report.notes.is_empty() {
+        let _ = write!(h, "<h2>Notes on this run</h2><ul>");
+        for n in &report.notes {
+            let _ = write!(h, "<li>{}</li>", esc(n));
+        }
+        let _ = write!(h, "</ul>");
+    }
     if !report.stale_deviations.is_empty() {
         let _ = write!(h, "<h2>Stale deviations</h2><p>Documented in fixtures/deviations.toml, explained nothing in this run:</p><ul>");
         for d in &report.stale_deviations {
@@ -369,6 +376,7 @@ pub(super) mod tests {
             stale_deviations: vec![],
             partition: None,
             parts: vec![],
+            notes: vec![],
         }
     }
 

@@ -106,6 +106,13 @@ impl Report {
             }
             let _ = writeln!(m);
         }
+        if !self.notes.is_empty() {
+            let _ = writeln!(m, "## Notes on this run\n");
+            for n in &self.notes {
+                let _ = writeln!(m, "- {n}");
+            }
+            let _ = writeln!(m);
+        }
         if !self.stale_deviations.is_empty() {
             let _ = writeln!(m, "## Stale deviations\n\nDocumented in fixtures/deviations.toml, explained nothing in this run:\n");
             for d in &self.stale_deviations {

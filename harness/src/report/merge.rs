@@ -93,7 +93,8 @@ pub struct Part {
 }
 
 /// The options of a run's command that do not change what it measures:
-/// a part's own output, its share, how it prints. The rest must agree.
+/// a part's own output, its share, how it prints, how many units it ran
+/// at once. The rest must agree.
 fn plan_command(command: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut args = command.iter().skip(1); // the program, wherever it was installed
@@ -103,7 +104,12 @@ fn plan_command(command: &[String]) -> Vec<String> {
                 args.next();
             }
             "--quiet" | "--json" => {}
-            a if a.starts_with("--partition=") || a.starts_with("--out=") => {}
+            // How many units at once: the same units, the same numbers (a
+            // starved unit runs again alone).
+            "--jobs" => {
+                args.next();
+            }
+            a if a.starts_with("--partition=") || a.starts_with("--out=") || a.starts_with("--jobs=") => {}
             a => out.push(a.to_string()),
         }
     }
@@ -181,6 +187,8 @@ pub fn merge(run_id: &str, command: Vec<String>, parts: &[(String, Report)]) -> 
             stale.push(d.clone());
         }
     }
+    // Each part's notes, named by its share.
+    let notes: Vec<String> = split.iter().flat_map(|(_, r, p)| r.notes.iter().map(move |n| format!("part {}: {n}", p.share()))).collect();
     let mut by_part = split.clone();
     by_part.sort_by_key(|(_, _, p)| p.index);
     let parts: Vec<Part> = by_part
@@ -230,6 +238,7 @@ pub fn merge(run_id: &str, command: Vec<String>, parts: &[(String, Report)]) -> 
         stale_deviations: stale,
         partition: None,
         parts,
+        notes,
     })
 }
 
@@ -284,7 +293,14 @@ mod tests {
     fn parts_merge_in_plan_order_with_each_part_kept() {
         let mut p3 = part(3, 3, "r3");
         p3.1.errors.push(RunError { case: "c".into(), fault: "crash".into(), message: "m".into() });
-        let m = merge("m", vec!["kaspec".into(), "merge".into()], &[part(2, 3, "r2"), p3, part(1, 3, "r1")]).unwrap();
+        // --jobs does not change what a part measures: parts may differ in it;
+        // a part's notes are kept, named by its share.
+        p3.1.command.extend(["--jobs".into(), "8".into()]);
+        p3.1.notes.push("c × crash: run again alone".into());
+        let mut p2 = part(2, 3, "r2");
+        p2.1.command.push("--jobs=1".into());
+        let m = merge("m", vec!["kaspec".into(), "merge".into()], &[p2, p3, part(1, 3, "r1")]).unwrap();
+        assert_eq!(m.notes, ["part 3/3: c × crash: run again alone"]);
         let keys: Vec<String> = m.results.iter().map(|r| unit_key(&r.case, &r.fault)).collect();
         assert_eq!(keys, PLAN);
         assert_eq!(m.parts.iter().map(|p| (p.run_id.as_str(), p.partition.as_str())).collect::<Vec<_>>(), [("r1", "1/3"), ("r2", "2/3"), ("r3", "3/3")]);
@@ -293,7 +309,7 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), m);
         let plain = serde_json::to_value(report(vec![], vec![])).unwrap();
-        assert!(plain.get("partition").is_none() && plain.get("parts").is_none(), "{plain}");
+        assert!(plain.get("partition").is_none() && plain.get("parts").is_none() && plain.get("notes").is_none(), "{plain}");
     }
 
     #[test]

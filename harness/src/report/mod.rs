@@ -351,6 +351,10 @@ pub struct Report {
     /// A merged report (`kaspec merge`): each part as it ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<Part>,
+    /// What the run says about how it ran, e.g. a unit run beside others
+    /// (`--jobs`) that was starved of CPU and ran again alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -481,6 +485,7 @@ pub(crate) mod tests {
             stale_deviations: vec![],
             partition: None,
             parts: vec![],
+            notes: vec![],
         }
     }
 

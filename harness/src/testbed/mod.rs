@@ -67,6 +67,8 @@ pub struct Testbed {
     /// testbed) a container of the compose stack reached through the
     /// router's link on the compose bridge.
     server_host: ServerHost,
+    /// A [`view`](Self::view) of another testbed: it owns only its fault table.
+    is_view: bool,
 }
 
 impl Testbed {
@@ -133,6 +135,7 @@ impl Testbed {
             faults,
             nat_idle_timeout,
             server_host: ServerHost::Netns,
+            is_view: false,
         };
         if let Some((stack, container)) = docker {
             tb.server_host = ServerHost::Docker(Box::new(DockerPath::claim(stack, container, &tb.tag)?));
@@ -258,6 +261,40 @@ impl Testbed {
         self.faults.impairment_report()
     }
 
+    /// A view of this testbed for one of several cases that use it at once
+    /// (the leases of a shared server): the same hosts, server host and
+    /// impairments, with a fault table of its own on the router,
+    /// `kaspec_TAG_ID` (its `faults` chain on the forward hook, like the
+    /// testbed's). Its faults go there and its [`heal`](Self::heal)
+    /// flushes only that chain, so the cases' rules — each matching its
+    /// own flow — never touch each other's; a packet is dropped when any
+    /// table's forward chain drops it. Dropping the view heals it (a frozen
+    /// server is continued) and deletes its table; the namespaces stay with
+    /// the testbed. `id` must be unique among the testbed's views alive at once.
+    pub fn view(&self, id: usize) -> Result<Testbed> {
+        let table = format!("{}_{id}", self.table);
+        let mut faults = FaultPoint::new(&self.router, &self.tag, &table, &link::router_if(&self.tag, 'c'), &link::router_if(&self.tag, 's'));
+        faults.set_netem(self.caps.netem);
+        if let (Some(d), Some(l)) = (self.impairment_for(FaultKind::Delay), self.impairment_for(FaultKind::Loss)) {
+            faults.set_impairments(d, l);
+        }
+        faults.install()?;
+        Ok(Testbed {
+            tag: self.tag.clone(),
+            client: self.client.clone(),
+            router: self.router.clone(),
+            server: self.server.clone(),
+            run_dir: self.run_dir.clone(),
+            caps: self.caps.clone(),
+            table,
+            keep: self.keep,
+            nat_idle_timeout: self.nat_idle_timeout,
+            faults,
+            server_host: self.server_host.clone(),
+            is_view: true,
+        })
+    }
+
     /// The namespaces of this testbed.
     pub fn namespaces(&self) -> Vec<String> {
         vec![self.client.ns.clone(), self.router.ns.clone(), self.server.ns.clone()]
@@ -274,6 +311,12 @@ pub fn clean_leftovers() -> cleanup::CleanReport {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        if self.is_view {
+            // Its own rules only; the testbed's namespaces are not its to remove.
+            let _ = self.faults.heal();
+            let _ = self.faults.uninstall();
+            return;
+        }
         let _ = self.faults.stop_impairment();
         // Its socket would keep the router's namespace (and the links in it)
         // alive after the name is removed.

@@ -54,7 +54,12 @@ pub fn run_in(ctx: &Ctx, id: &str, fault: FaultKind) -> Vec<CaseResult> {
         c.fixed_fault == Some(fault) || c.faults.contains(&fault),
         "{id} does not take {fault}"
     );
-    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
+    unit(ctx, c, fault)
+}
+
+/// Runs one case; a harness error fails the test.
+fn unit(ctx: &Ctx, c: &kaspec_suites::CaseDef, fault: FaultKind) -> Vec<CaseResult> {
+    (c.run)(ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {} × {fault}: {e}", c.id))
 }
 
 pub fn side<'a>(results: &'a [CaseResult], side: &str) -> &'a CaseResult {
@@ -118,7 +123,7 @@ pub fn run_on(id: &str, fault: FaultKind, sets: &[&str], nat_secs: Option<u64>) 
         .expect("case exists");
     let mut ctx = ctx(sets);
     ctx.network.nat_idle_timeout = nat_secs.map(std::time::Duration::from_secs);
-    (c.run)(&ctx, c, fault).unwrap_or_else(|e| panic!("harness error in {id} × {fault}: {e}"))
+    unit(&ctx, c, fault)
 }
 
 /// One client result: the connection stayed up (and that was the

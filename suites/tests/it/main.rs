@@ -26,6 +26,9 @@
 //!   each side's alive messages under every fault, a frozen peer,
 //!   russh's inactivity_timeout, NAT both sides of the threshold,
 //!   TCPKeepAlive only.
+//! - [`jobs`]: `--jobs` gives the serial run's keys, verdicts and
+//!   detection times; leases of a shared server side by side, or alone
+//!   under the faults that touch more than their flow.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -43,6 +46,7 @@ mod config;
 mod fleet;
 mod grpc;
 mod inputs;
+mod jobs;
 mod mqtt;
 mod nats;
 mod paths;
