@@ -19,6 +19,7 @@ fn main() {
         "redis",
         "async-nats",
         "russh",
+        "mysql_async",
     ] {
         let version = find_version(&text, krate).unwrap_or_else(|| "unknown".into());
         println!(

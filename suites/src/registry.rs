@@ -16,6 +16,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::redis::PROTOCOL,
     &crate::nats::PROTOCOL,
     &crate::ssh::PROTOCOL,
+    &crate::mariadb::PROTOCOL,
 ];
 
 /// The client configuration over every protocol's knobs, each at its

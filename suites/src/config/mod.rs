@@ -232,6 +232,11 @@ impl Config {
             .unwrap_or_else(|| parse(k, k.default).expect("defaults are valid"))
     }
 
+    /// A key's text as given (for a string in a client's own syntax).
+    pub fn text(&self, k: &Key) -> &str {
+        self.raw.get(k.name).map(String::as_str).unwrap_or(k.default)
+    }
+
     /// A duration key's value.
     pub fn dur(&self, k: &Key) -> Duration {
         match self.value(k) {

@@ -216,7 +216,7 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
         tb.tag
     )))?;
     // From here on the directory goes with the group (or now, on error).
-    let cleanup = DirGuard(Some(dir.clone()));
+    let cleanup = crate::shared::DirGuard::new(dir.clone());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io(format!("chmod {}", dir.display())))?;
@@ -319,23 +319,6 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
         processes: vec![server],
         dirs: cleanup.keep(),
     })
-}
-
-/// Removes a directory unless kept.
-pub(crate) struct DirGuard(Option<PathBuf>);
-
-impl DirGuard {
-    fn keep(mut self) -> Vec<PathBuf> {
-        self.0.take().into_iter().collect()
-    }
-}
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
 }
 
 #[cfg(test)]

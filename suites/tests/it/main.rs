@@ -29,6 +29,9 @@
 //! - [`jobs`]: `--jobs` gives the serial run's keys, verdicts and
 //!   detection times; leases of a shared server side by side, or alone
 //!   under the faults that touch more than their flow.
+//! - [`mariadb`]: mysql_async vs a shared mariadbd: wait_timeout and what
+//!   the next query sees (a `Conn`, a `Pool`), a query in flight, both
+//!   sides' keep-alive, the NAT case.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -47,6 +50,7 @@ mod fleet;
 mod grpc;
 mod inputs;
 mod jobs;
+mod mariadb;
 mod mqtt;
 mod nats;
 mod paths;

@@ -43,6 +43,7 @@ fn unshifted(r: &CaseResult) -> Verdict {
 #[case::nats("nats/async-nats-ping_interval/1", FaultKind::Blackhole, &["nats.ping_interval=500ms"])]
 #[case::ssh("ssh/openssh-ServerAliveInterval/1", FaultKind::Blackhole, &[])]
 #[case::ssh_russh("ssh/russh-keepalive/1", FaultKind::Blackhole, &[])]
+#[case::mariadb("mariadb/wait_timeout/1", FaultKind::None, &[])]
 fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(
     #[case] id: &str,
     #[case] fault: FaultKind,
