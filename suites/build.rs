@@ -8,7 +8,7 @@ fn main() {
     let lock = root.join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
-    for krate in ["rumqttc", "socket2", "tokio", "tokio-tungstenite", "tonic", "tokio-postgres", "lapin", "redis", "async-nats"] {
+    for krate in ["rumqttc", "socket2", "tokio", "tokio-tungstenite", "tonic", "tokio-postgres", "lapin", "redis", "async-nats", "mysql_async"] {
         let version = find_version(&text, krate).unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env=KASPEC_VERSION_{}={version}", krate.to_uppercase().replace('-', "_"));
     }

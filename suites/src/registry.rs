@@ -14,6 +14,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::amqp::PROTOCOL,
     &crate::redis::PROTOCOL,
     &crate::nats::PROTOCOL,
+    &crate::mariadb::PROTOCOL,
 ];
 
 /// Files a protocol's servers may leave outside the run's scratch

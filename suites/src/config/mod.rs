@@ -22,6 +22,9 @@ enum Kind {
     /// A libpq-style connection string whose keep-alive keys set the
     /// `postgres.*` knobs (see [`parse_conninfo`]).
     Conninfo,
+    /// A mysql_async `mysql://` URL whose keep-alive and pool keys set the
+    /// `mariadb.*` knobs (see [`parse_mysql_url`]).
+    MysqlUrl,
 }
 
 /// One knob.
@@ -55,11 +58,18 @@ pub const KEYS: &[Key] = &[
     Key { name: "redis.idle", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a connection idle between commands (for `kaspec validate`; 0 = not stated)" },
     Key { name: "redis.server_timeout", kind: Kind::Secs { min: 1, max: 2_592_000, zero_ok: true }, default: "0s", doc: "the `timeout` of the Redis server the client talks to (for `kaspec validate`; 0 = never, Redis's default)" },
     Key { name: "nats.ping_interval", kind: Kind::Millis { min: 10, max: 86_400_000 }, default: "1s", doc: "async-nats ConnectOptions::ping_interval: the client PINGs after this long without anything from the server; more than 2 outstanding (MAX_PENDING_PINGS) disconnect (the crate's own default is 60 s)" },
+    Key { name: "mariadb.url", kind: Kind::MysqlUrl, default: "", doc: "a mysql_async connection URL (mysql://…?key=value, Opts::from_url's keys); tcp_keepalive (ms) and conn_ttl (s) in it set the mariadb.* knobs, the rest is handed to mysql_async as given; host, port, user, password and database are kaspec's own" },
+    Key { name: "mariadb.tcp_keepalive", kind: Kind::Millis { min: 0, max: 2_147_483_000 }, default: "0s", doc: "mysql_async Opts::tcp_keepalive (URL tcp_keepalive, ms): sets TCP_KEEPIDLE only, interval and count stay the host's (0 = none, the crate's default)" },
+    Key { name: "mariadb.conn_ttl", kind: Kind::Secs { min: 1, max: 31_536_000, zero_ok: true }, default: "0s", doc: "mysql_async Opts::conn_ttl (URL conn_ttl, s): the pool discards a connection idle longer than this at checkout (0 = the server's @@wait_timeout, the crate's default)" },
+    Key { name: "mariadb.idle", kind: Kind::Secs { min: 1, max: 31_536_000, zero_ok: true }, default: "0s", doc: "how long the application leaves a pooled connection idle between queries (for `kaspec validate`; 0 = not stated)" },
+    Key { name: "mariadb.server_wait_timeout", kind: Kind::Secs { min: 1, max: 31_536_000, zero_ok: false }, default: "28800s", doc: "the wait_timeout of the MariaDB server the client talks to (for `kaspec validate`; MariaDB's default 28800 s)" },
     Key { name: "amqp.heartbeat", kind: Kind::Secs { min: 1, max: 65535, zero_ok: true }, default: "2s", doc: "AMQP heartbeat lapin asks for (URI ?heartbeat=, whole seconds; 0 = take the broker's)" },
 ];
 
 mod conninfo;
+mod mysql_url;
 pub use conninfo::parse_conninfo;
+pub use mysql_url::parse_mysql_url;
 
 /// `s` as one line: a value holding a newline or another control
 /// character is shown quoted and escaped, so the culprit is on the error's
@@ -157,6 +167,10 @@ fn parse(k: &Key, raw: &str) -> Result<Value, ConfigError> {
             parse_conninfo(raw)?;
             Ok(Value::Text)
         }
+        Kind::MysqlUrl => {
+            parse_mysql_url(raw)?;
+            Ok(Value::Text)
+        }
     }
 }
 
@@ -237,6 +251,22 @@ pub struct RedisConfig {
     pub server_timeout: Duration,
 }
 
+/// MariaDB knobs of the mysql_async client, and what `kaspec validate`
+/// compares (a pooled connection's idle time against the server's
+/// `wait_timeout`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MariadbConfig {
+    /// The `mariadb.url` as given ("" = none): its other keys go to mysql_async.
+    pub url: String,
+    /// Zero: none (mysql_async's default).
+    pub tcp_keepalive: Duration,
+    /// Zero: the pool's TTL is the server's @@wait_timeout.
+    pub conn_ttl: Duration,
+    /// Zero: not stated.
+    pub idle: Duration,
+    pub server_wait_timeout: Duration,
+}
+
 /// NATS knobs: async-nats's ping interval (its outstanding-ping limit,
 /// MAX_PENDING_PINGS = 2, is a constant of the crate, not an option).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -255,6 +285,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
     pub nats: NatsConfig,
+    pub mariadb: MariadbConfig,
     raw: BTreeMap<&'static str, String>,
 }
 
@@ -275,6 +306,7 @@ impl Default for Config {
             amqp: AmqpConfig { heartbeat: Duration::ZERO },
             redis: RedisConfig { response_timeout: Duration::ZERO, idle: Duration::ZERO, server_timeout: Duration::ZERO },
             nats: NatsConfig { ping_interval: Duration::ZERO },
+            mariadb: MariadbConfig { url: String::new(), tcp_keepalive: Duration::ZERO, conn_ttl: Duration::ZERO, idle: Duration::ZERO, server_wait_timeout: Duration::ZERO },
             raw: BTreeMap::new(),
         };
         for k in KEYS {
@@ -320,6 +352,17 @@ impl Config {
             ("redis.idle", Value::Dur(d)) => self.redis.idle = d,
             ("redis.server_timeout", Value::Dur(d)) => self.redis.server_timeout = d,
             ("nats.ping_interval", Value::Dur(d)) => self.nats.ping_interval = d,
+            ("mariadb.url", Value::Text) => {
+                self.mariadb.url = raw.trim().to_string();
+                for (name, value) in parse_mysql_url(raw)? {
+                    self.set(name, &value)?;
+                    self.raw.insert(key(name)?.name, format!("{value} (mariadb.url)"));
+                }
+            }
+            ("mariadb.tcp_keepalive", Value::Dur(d)) => self.mariadb.tcp_keepalive = d,
+            ("mariadb.conn_ttl", Value::Dur(d)) => self.mariadb.conn_ttl = d,
+            ("mariadb.idle", Value::Dur(d)) => self.mariadb.idle = d,
+            ("mariadb.server_wait_timeout", Value::Dur(d)) => self.mariadb.server_wait_timeout = d,
             _ => unreachable!("key table and setter disagree on {}", k.name),
         }
         self.raw.insert(k.name, raw.trim().to_string());

@@ -2,3 +2,4 @@
 //! runs in the client host.
 
 pub mod client;
+pub mod sockopts;

@@ -66,41 +66,6 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The fd of this process's TCP socket `local_port -> server`.
-fn find_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> {
-    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if !std::fs::read_link(e.path()).unwrap_or_default().to_string_lossy().starts_with("socket:") {
-            continue;
-        }
-        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let sock = socket2::SockRef::from(&bfd);
-        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
-        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
-        if local.map(|a| a.port()) == Some(local_port) && peer == Some(SocketAddr::V4(server)) {
-            return Some(fd);
-        }
-    }
-    None
-}
-
-fn socket_state(fd: i32) -> (TcpConfig, Duration) {
-    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let sock = socket2::SockRef::from(&bfd);
-    let t = TcpConfig {
-        keepalive: sock.keepalive().unwrap_or(false),
-        idle: sock.keepalive_time().unwrap_or_default(),
-        interval: sock.keepalive_interval().unwrap_or_default(),
-        count: sock.keepalive_retries().unwrap_or(0),
-        user_timeout: sock.tcp_user_timeout().ok().flatten().unwrap_or_default(),
-    };
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
-    let since = if rc == 0 { Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64) } else { Duration::ZERO };
-    (t, since)
-}
-
 async fn ping(con: &mut redis::aio::MultiplexedConnection) -> std::result::Result<String, String> {
     redis::cmd("PING")
         .query_async::<String>(con)
@@ -140,7 +105,7 @@ pub(crate) fn client(
         };
         let port = info.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse::<u16>().ok());
         let Some(port) = port else { return fail(format!("no addr= in CLIENT INFO: {info}")) };
-        let Some(fd) = find_socket(port, server) else { return fail(format!("no socket with local port {port} towards {server} in this process")) };
+        let Some(fd) = crate::drive::sockopts::own_socket(port, server) else { return fail(format!("no socket with local port {port} towards {server} in this process")) };
         if plan.align_last_command {
             let into = wall_ms() % 1000;
             let wait = if into < 450 { 500 - into } else { 1500 - into };
@@ -153,7 +118,7 @@ pub(crate) fn client(
         // Let the server's delayed ACK go out before the path may fail.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = Instant::now();
-        let (tcp, since) = socket_state(fd);
+        let (tcp, since, _) = crate::drive::sockopts::own_state(fd);
         let _ = ready.send(Ok(Ready { local: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port), last_rx: now - since, last_cmd, last_cmd_wall_ms, tcp }));
         let mut end = ClientEnd::default();
         let Ok(deadline) = go.await else { return Some((con, end)) };

@@ -24,7 +24,7 @@
 //! (`AsyncConnectionConfig::set_response_timeout`, 500 ms by default); TCP
 //! keep-alive is off unless `TcpSettings::set_keepalive` is given.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};

@@ -147,53 +147,13 @@ pub(crate) fn start_server(ctx: &Ctx, tb: &Testbed, overrides: &[(&str, u64)]) -
 }
 
 /// The keep-alive options on redis-server's (process `pid`) socket
-/// `local <-> peer`, read with getsockopt on a duplicate of its fd
-/// (pidfd_getfd), and the same as text.
+/// `local <-> peer`, and the same as text.
 pub(crate) fn server_sockopts(pid: u32, local: SocketAddrV4, peer: SocketAddrV4) -> Result<(TcpConfig, String)> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
-    if pidfd < 0 {
-        return Err(Error::Other(format!("pidfd_open({pid}): {}", std::io::Error::last_os_error())));
-    }
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| Error::io(format!("listing /proc/{pid}/fd"), e))?;
-    for e in fds.flatten() {
-        let Ok(n) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if !std::fs::read_link(e.path()).unwrap_or_default().to_string_lossy().starts_with("socket:") {
-            continue;
-        }
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), n, 0) } as i32;
-        if fd < 0 {
-            continue;
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let sock = socket2::SockRef::from(&fd);
-        let l = sock.local_addr().ok().and_then(|a| a.as_socket());
-        let p = sock.peer_addr().ok().and_then(|a| a.as_socket());
-        if l != Some(SocketAddr::V4(local)) || p != Some(SocketAddr::V4(peer)) {
-            continue;
-        }
-        let t = TcpConfig {
-            keepalive: sock.keepalive().unwrap_or(false),
-            idle: sock.keepalive_time().unwrap_or_default(),
-            interval: sock.keepalive_interval().unwrap_or_default(),
-            count: sock.keepalive_retries().unwrap_or(0),
-            user_timeout: sock.tcp_user_timeout().ok().flatten().unwrap_or_default(),
-        };
-        return Ok((t, sockopts_text(&t)));
-    }
-    Err(Error::Other(format!("redis-server (pid {pid}) has no socket {local} <-> {peer}")))
+    crate::drive::sockopts::of_process(pid, local, peer)
 }
 
 pub(crate) fn sockopts_text(t: &TcpConfig) -> String {
-    format!(
-        "SO_KEEPALIVE={} TCP_KEEPIDLE={}s TCP_KEEPINTVL={}s TCP_KEEPCNT={} TCP_USER_TIMEOUT={}ms",
-        t.keepalive,
-        t.idle.as_secs(),
-        t.interval.as_secs(),
-        t.count,
-        ms_of(t.user_timeout)
-    )
+    crate::drive::sockopts::text(t)
 }
 
 #[cfg(test)]

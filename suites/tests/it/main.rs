@@ -37,6 +37,7 @@ mod mqtt;
 mod nats;
 mod paths;
 mod postgres;
+mod mariadb;
 mod redis;
 mod tcp;
 mod verdicts;

@@ -36,6 +36,7 @@ fn unshifted(r: &CaseResult) -> Verdict {
 #[case::amqp("amqp/0-9-1-4.2.7/1", FaultKind::Blackhole, &[])]
 #[case::redis("redis/redis-rs-response_timeout/1", FaultKind::Blackhole, &[])]
 #[case::nats("nats/async-nats-ping_interval/1", FaultKind::Blackhole, &["nats.ping_interval=500ms"])]
+#[case::mariadb("mariadb/wait_timeout/1", FaultKind::None, &[])]
 fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(#[case] id: &str, #[case] fault: FaultKind, #[case] sets: &[&str]) {
     let mut ctx = ctx(sets);
     ctx.shift_window_ms = SHIFT_MS;
