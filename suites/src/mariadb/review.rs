@@ -30,6 +30,10 @@ pub(crate) fn review(c: &Config, _: Option<&NetworkProfile>) -> Vec<Finding> {
             check: Ok(Check { case: &WAIT_TIMEOUT, fault: FaultKind::None, confirmed: query_failed, means: "a query on a mysql_async Conn idle past the server's wait_timeout failed" }),
         });
     }
+    // For a profile that describes its mysql_async client (a mariadb.url).
+    if m.url.is_empty() {
+        return f;
+    }
     f.push(Finding {
         rule: "mariadb-no-query-timeout",
         severity: Severity::Warning,
@@ -53,9 +57,10 @@ mod tests {
     }
 
     #[test]
-    fn idle_over_wait_timeout_is_flagged_and_the_missing_query_timeout_always() {
-        assert_eq!(rules(&[]), vec!["mariadb-no-query-timeout"]);
-        assert_eq!(rules(&["mariadb.idle=60s", "mariadb.server_wait_timeout=30s"]), vec!["mariadb-idle-over-wait_timeout", "mariadb-no-query-timeout"]);
-        assert_eq!(rules(&["mariadb.idle=10s", "mariadb.server_wait_timeout=30s"]), vec!["mariadb-no-query-timeout"]);
+    fn idle_over_wait_timeout_is_flagged_and_the_missing_query_timeout_for_a_url() {
+        assert!(rules(&[]).is_empty(), "the defaults raise nothing");
+        assert_eq!(rules(&["mariadb.idle=60s", "mariadb.server_wait_timeout=30s"]), vec!["mariadb-idle-over-wait_timeout"]);
+        assert!(rules(&["mariadb.idle=10s", "mariadb.server_wait_timeout=30s"]).is_empty());
+        assert_eq!(rules(&["mariadb.url=mysql://app@db/app?tcp_keepalive=10000"]), vec!["mariadb-no-query-timeout"]);
     }
 }
