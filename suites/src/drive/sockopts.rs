@@ -75,9 +75,20 @@ pub fn own_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> {
     None
 }
 
+/// One of this process's sockets, as [`own_state`] reads it.
+pub struct OwnSocket {
+    /// Its keep-alive options.
+    pub tcp: TcpConfig,
+    /// Since its last received segment, and its last received data (TCP_INFO, in jiffies).
+    pub since_rx: Duration,
+    pub since_data_rx: Duration,
+    /// Its TCP state (1 = ESTABLISHED; 0 when TCP_INFO failed).
+    pub state: u8,
+}
+
 /// One of this process's sockets: its keep-alive options, the time since
-/// its last received segment (TCP_INFO), and its TCP state (1 = ESTABLISHED).
-pub fn own_state(fd: i32) -> (TcpConfig, Duration, u8) {
+/// its last received segment and data (TCP_INFO), and its TCP state.
+pub fn own_state(fd: i32) -> OwnSocket {
     let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let sock = socket2::SockRef::from(&bfd);
     let t = TcpConfig {
@@ -91,8 +102,13 @@ pub fn own_state(fd: i32) -> (TcpConfig, Duration, u8) {
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };
     if rc != 0 {
-        return (t, Duration::ZERO, 0);
+        return OwnSocket { tcp: t, since_rx: Duration::ZERO, since_data_rx: Duration::ZERO, state: 0 };
     }
-    (t, Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64), info.tcpi_state)
+    OwnSocket {
+        tcp: t,
+        since_rx: Duration::from_millis(info.tcpi_last_data_recv.min(info.tcpi_last_ack_recv) as u64),
+        since_data_rx: Duration::from_millis(info.tcpi_last_data_recv as u64),
+        state: info.tcpi_state,
+    }
 }
 

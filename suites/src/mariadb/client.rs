@@ -27,6 +27,9 @@ pub(crate) struct Plan {
     pub(crate) cfg: MariadbConfig,
     /// Statements run right after connecting (e.g. the session's wait_timeout).
     pub(crate) session: Vec<String>,
+    /// Through a `Pool` (one connection at most): back to the pool after the
+    /// last command, checked out again for the next query.
+    pub(crate) pooled: bool,
     pub(crate) after: After,
 }
 
@@ -37,6 +40,11 @@ pub(crate) struct Ready {
     /// The last command before the idle period: sent, and its reply read.
     pub(crate) last_cmd: Instant,
     pub(crate) last_reply: Instant,
+    /// What those two instants are.
+    pub(crate) anchor: String,
+    /// The TTL mysql_async holds the connection to: conn_ttl, or the
+    /// session's @@wait_timeout it read (Conn::expired).
+    pub(crate) ttl: Duration,
     /// The server's connection id and what it says of the session.
     pub(crate) conn_id: u32,
     pub(crate) session: String,
@@ -48,6 +56,8 @@ pub(crate) struct Ready {
 pub(crate) struct ClientEnd {
     pub(crate) query_sent: Option<Instant>,
     pub(crate) query_end: Option<(Instant, std::result::Result<String, String>)>,
+    /// Pooled: the connection id the next checkout gave.
+    pub(crate) conn_after: Option<u32>,
 }
 
 impl ClientEnd {
@@ -75,6 +85,14 @@ pub(crate) fn error_text(e: &mysql_async::Error) -> String {
         mysql_async::Error::Driver(d) => format!("driver error: {d} [{d:?}]"),
         other => format!("{other} [{other:?}]"),
     }
+}
+
+/// A pool of exactly one connection with `o`'s other options.
+fn pool_opts(o: mysql_async::Opts) -> mysql_async::Opts {
+    // min 1: with inactive_connection_ttl 0 the pool keeps `min` idle connections (PoolOpts::active_bound).
+    let constraints = mysql_async::PoolConstraints::new(1, 1).expect("1 <= 1");
+    let p = o.pool_opts().clone().with_constraints(constraints);
+    mysql_async::OptsBuilder::from_opts(o).pool_opts(p).into()
 }
 
 /// The connection's options: the URL's, then kaspec's server and user, and
@@ -118,7 +136,15 @@ pub(crate) fn client(
             Ok(o) => o,
             Err(e) => return fail(e),
         };
-        let mut con = match tokio::time::timeout(Duration::from_secs(10), mysql_async::Conn::new(o)).await {
+        // Pooled: one connection at most, so the next checkout is this one or a new one.
+        let pool = plan.pooled.then(|| mysql_async::Pool::new(pool_opts(o.clone())));
+        let first = async {
+            match &pool {
+                Some(p) => p.get_conn().await,
+                None => mysql_async::Conn::new(o).await,
+            }
+        };
+        let mut con = match tokio::time::timeout(Duration::from_secs(10), first).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return fail(format!("mysql_async could not connect to {server}: {}", error_text(&e))),
             Err(_) => return fail(format!("mysql_async: no connection to {server} within 10 s")),
@@ -137,19 +163,35 @@ pub(crate) fn client(
         let Some((host, wt, it)) = row else { return fail("no PROCESSLIST row for this connection".into()) };
         let Some(port) = host.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else { return fail(format!("no port in PROCESSLIST HOST {host}")) };
         let Some(fd) = crate::drive::sockopts::own_socket(port, server) else { return fail(format!("no socket with local port {port} towards {server} in this process")) };
-        let last_cmd = Instant::now();
+        let conn_id = con.id();
+        let mut last_cmd = Instant::now();
         if let Err(e) = select_1(&mut con).await {
             return fail(format!("the first SELECT 1 failed: {e}"));
         }
-        let last_reply = Instant::now();
-        // Let the server's delayed ACK go out before the path may fail.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut last_reply = Instant::now();
+        let mut anchor = "the last SELECT 1 sent / its reply read".to_string();
+        let mut held = Some(con);
+        if pool.is_some() {
+            // Back to the pool: its recycler may reset the connection
+            // (COM_RESET_CONNECTION), the last exchange before the idle period.
+            drop(held.take());
+        }
+        // Let the recycler and the server's delayed ACK finish before the path may fail.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let now = Instant::now();
-        let (tcp, since, _) = crate::drive::sockopts::own_state(fd);
+        let st = crate::drive::sockopts::own_state(fd);
+        if pool.is_some() {
+            // TCP_INFO's last_data_recv counts whole jiffies: ± one.
+            let j = Duration::from_millis(crate::model::linux::jiffy_ms());
+            let rx = now - st.since_data_rx;
+            (last_cmd, last_reply) = (rx - j, rx + j);
+            anchor = format!("the pool's last exchange (the recycler's), its reply received {} ms before the fault ± 1 jiffy ({} ms, TCP_INFO)", st.since_data_rx.as_millis(), j.as_millis());
+        }
+        let ttl = if plan.cfg.conn_ttl.is_zero() { Duration::from_secs(wt) } else { plan.cfg.conn_ttl };
         let session = format!("wait_timeout={wt}s interactive_timeout={it}s (session, as the server applies them)");
-        let _ = ready.send(Ok(Ready { local: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port), last_rx: now - since, last_cmd, last_reply, conn_id: con.id(), session, tcp }));
+        let _ = ready.send(Ok(Ready { local: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port), last_rx: now - st.since_rx, last_cmd, last_reply, anchor, conn_id, session, ttl, tcp: st.tcp }));
         let mut end = ClientEnd::default();
-        let Ok(deadline) = go.await else { return Some((con, end)) };
+        let Ok(deadline) = go.await else { return Some((pool, held, end)) };
         let go_at = Instant::now();
         let at = match plan.after {
             After::Idle => None,
@@ -159,8 +201,7 @@ pub(crate) fn client(
                 if Instant::now() >= deadline {
                     break None;
                 }
-                let (_, _, state) = crate::drive::sockopts::own_state(fd);
-                if state != 1 {
+                if crate::drive::sockopts::own_state(fd).state != 1 {
                     break Some(Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -169,20 +210,33 @@ pub(crate) fn client(
         if let Some(at) = at.filter(|t| *t < deadline) {
             tokio::time::sleep_until(at.into()).await;
             end.query_sent = Some(Instant::now());
-            if let Ok(r) = tokio::time::timeout_at(deadline.into(), select_1(&mut con)).await {
-                end.query_end = Some((Instant::now(), r));
+            if let Some(p) = &pool {
+                match tokio::time::timeout_at(deadline.into(), p.get_conn()).await {
+                    Ok(Ok(c)) => {
+                        end.conn_after = Some(c.id());
+                        held = Some(c);
+                    }
+                    Ok(Err(e)) => end.query_end = Some((Instant::now(), Err(format!("Pool::get_conn: {}", error_text(&e))))),
+                    Err(_) => {}
+                }
+            }
+            if let Some(c) = held.as_mut() {
+                if let Ok(r) = tokio::time::timeout_at(deadline.into(), select_1(c)).await {
+                    end.query_end = Some((Instant::now(), r));
+                }
             }
         } else {
             tokio::time::sleep_until(deadline.into()).await;
         }
-        Some((con, end))
+        Some((pool, held, end))
     });
-    let Some((con, end)) = kept else { return ClientEnd::default() };
+    let Some((pool, con, end)) = kept else { return ClientEnd::default() };
     // Closed only after the server side was watched; a query may still be
     // pending on a dead path, so the connection is dropped, not disconnected.
     let _ = stop.recv();
     let entered = rt.enter();
     drop(con);
+    drop(pool);
     drop(entered);
     end
 }

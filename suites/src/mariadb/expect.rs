@@ -60,6 +60,45 @@ pub fn query_on_closed(fault: FaultKind, sent_ms: u64, spec: &str) -> Expectatio
     }
 }
 
+/// The fact the pool case requires: which connection the next checkout gave.
+pub const POOL_NEXT: &str = "connection of the next checkout";
+
+/// mysql_async's pool at the checkout `idle_ms` after the connection's last
+/// I/O (conn/pool/mod.rs): a connection with `idle > ttl` (Conn::expired:
+/// conn_ttl, else the @@wait_timeout it read) goes to the recycler; one
+/// that is not is checked (io/mod.rs CheckTcpStream: readable with EOF →
+/// broken) and dropped if broken; either way a new connection is made. A
+/// connection that passes both carries the query.
+pub fn pool_checkout(ttl: Duration, idle_ms: u64, fault: FaultKind, sent_ms: u64, spec: &str) -> Expectation {
+    let t = ms_of(ttl);
+    let source = "mysql_async 0.37 conn/pool/mod.rs (expired(), then stream check())";
+    // The server's FIN has reached the client on these paths.
+    let fin = matches!(fault, FaultKind::None | FaultKind::BlackholeUp);
+    let discard = if idle_ms > t {
+        Some(format!("idle {idle_ms} ms > TTL {t} ms: expired, recycled"))
+    } else if fin {
+        Some(format!("idle {idle_ms} ms ≤ TTL {t} ms, but the server's FIN is in: the check reads EOF (broken pipe) and drops it"))
+    } else {
+        None
+    };
+    match discard {
+        Some(why) => Expectation::not_detected(
+            format!("the pool does not hand out the closed connection ({why}); a new connection carries the query, which succeeds"),
+            spec,
+        )
+        .requiring(POOL_NEXT, "a new one", source, Level::Must),
+        None => {
+            let e = query_on_closed(fault, sent_ms, spec);
+            let why = format!("idle {idle_ms} ms ≤ TTL {t} ms and nothing readable: the check passes, the idle connection carries the query — ");
+            let e = match (e.min_ms, e.max_ms) {
+                (Some(lo), Some(hi)) => Expectation::window(lo, hi, format!("{why}{}", e.formula), spec, Level::Must),
+                _ => Expectation::not_detected(format!("{why}{}", e.formula), spec),
+            };
+            e.requiring(POOL_NEXT, "the idle one", source, Level::Must)
+        }
+    }
+}
+
 /// Linux's keep-alive window of one side with the options read back from
 /// its socket, the other side's abort RST included where the fault lets it through.
 pub fn keepalive_sides(client: &TcpConfig, client_idle: u64, server: &TcpConfig, server_idle: u64, fault: FaultKind, spec: &str) -> (Expectation, Expectation) {
@@ -91,6 +130,19 @@ mod tests {
         for f in [FaultKind::Blackhole, FaultKind::BlackholeDown, FaultKind::Freeze] {
             assert!(!query_on_closed(f, 3000, "s").expects_detection(), "{f:?}");
         }
+    }
+
+    #[test]
+    fn the_pool_discards_an_expired_or_closed_connection() {
+        let ttl = Duration::from_secs(2);
+        let e = pool_checkout(ttl, 3000, FaultKind::BlackholeDown, 3000, "s");
+        assert!(!e.expects_detection() && e.requirements[0].expected == "a new one");
+        let long = Duration::from_secs(60);
+        assert_eq!(pool_checkout(long, 3000, FaultKind::None, 3000, "s").requirements[0].expected, "a new one");
+        let down = pool_checkout(long, 3000, FaultKind::BlackholeDown, 3000, "s");
+        assert!(!down.expects_detection() && down.requirements[0].expected == "the idle one");
+        let reset = pool_checkout(long, 3000, FaultKind::Reset, 3000, "s");
+        assert_eq!((reset.min_ms, reset.max_ms), (Some(3000), Some(3003)));
     }
 
     #[test]

@@ -69,11 +69,13 @@ const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for MariaDB ye
 /// MariaDB Server System Variables (mariadb.com/kb).
 const WAIT_TIMEOUT_QUOTE: &str = "wait_timeout: Time in seconds that the server waits for a connection to become active before closing it.";
 const TCP_KEEPALIVE_QUOTE: &str = "tcp_keepalive_time: Timeout, in seconds, with no activity until the first TCP keep-alive packet is sent. If set to 0, the system dependent default is used.";
+/// mysql_async 0.37 docs, `Opts::conn_ttl`.
+const POOL_QUOTE: &str = "Pool will close a connection if time since last IO exceeds this number of seconds (defaults to `wait_timeout`).";
 /// mysql_async 0.37 docs, `Opts::tcp_keepalive`.
 const CLIENT_KEEPALIVE_QUOTE: &str = "TCP keep alive time for mysql connection. Can be defined using `tcp_keepalive` connection url parameter.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 4] = [&WAIT_TIMEOUT, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &CLIENT_KEEPALIVE];
+pub static CASES: [&CaseDef; 5] = [&WAIT_TIMEOUT, &POOL, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &CLIENT_KEEPALIVE];
 
 pub static WAIT_TIMEOUT: CaseDef = CaseDef {
     id: "mariadb/wait_timeout/1",
@@ -89,6 +91,20 @@ pub static WAIT_TIMEOUT: CaseDef = CaseDef {
     budget,
 };
 
+pub static POOL: CaseDef = CaseDef {
+    id: "mariadb/wait_timeout/2",
+    protocol: "mariadb",
+    spec: "MariaDB 10.11 wait_timeout; mysql_async 0.37 Pool (conn/pool/mod.rs: expired(), check())",
+    quote: POOL_QUOTE,
+    description: "The same idle period through a mysql_async Pool of one connection: the connection goes back to the pool after its SELECT 1, the server closes it at wait_timeout, and the next checkout 1 s later gets a new connection when the old one expired (TTL: conn_ttl, else the server's wait_timeout) or shows the server's FIN; only a connection that passes both carries the query.",
+    requirement: "The server closes the pooled connection at wait_timeout; the pool does not hand out a connection idle past its TTL or one whose FIN is in",
+    faults: &[FaultKind::None, FaultKind::BlackholeDown, FaultKind::Reset],
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: run_pool,
+    budget,
+};
+
 pub static QUERY_IN_FLIGHT: CaseDef = CaseDef {
     id: "mariadb/query-in-flight/1",
     protocol: "mariadb",
@@ -96,7 +112,7 @@ pub static QUERY_IN_FLIGHT: CaseDef = CaseDef {
     quote: CLIENT_KEEPALIVE_QUOTE,
     description: "The path fails, then the client sends a query (its session wait_timeout raised out of the way): mysql_async has no read timeout and keep-alive does not probe while the query is unacknowledged, so the client waits; the server, which never gets the query, reaps the idle connection with its keep-alive.",
     requirement: "A query on a dead path fails only on an RST; the server's keep-alive declares the silent client dead at tcp_keepalive_time + probes × interval after the last segment it received",
-    faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze],
+    faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash],
     fixed_fault: None,
     docker: NOT_ON_DOCKER,
     run: run_query_in_flight,
@@ -124,7 +140,7 @@ pub static CLIENT_KEEPALIVE: CaseDef = CaseDef {
     quote: CLIENT_KEEPALIVE_QUOTE,
     description: "An idle mysql_async Conn with mariadb.tcp_keepalive behind a failed path: mysql_async sets only TCP_KEEPIDLE, so the probes follow the client host's tcp_keepalive_intvl/_probes (set to 1 s and 2 for this case, read back); the kernel kills the socket, and the next query shows the error.",
     requirement: "The client's socket, with TCP_KEEPIDLE = tcp_keepalive and the host's interval and count, dies at TCP_KEEPIDLE + count × interval after its last received segment",
-    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::Reset],
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::Reset, FaultKind::Crash],
     fixed_fault: None,
     docker: NOT_ON_DOCKER,
     run: run_client_keepalive,

@@ -119,10 +119,17 @@ pub(crate) fn run(
         client_deadline_ms,
         server_deadline_ms,
     };
-    let (client, server_side) = judge(&r);
+    let (client, mut server_side) = judge(&r);
+    // mariadbd's own word on why it ended the connection (--log-warnings=4).
+    let tail = lease.server().log_tail(60);
+    let mark = format!("Aborted connection {} ", r.ready.conn_id);
+    if let Some(line) = tail.lines().rev().find(|l| l.contains(&mark)) {
+        let reason = line.rsplit_once('(').map(|(_, why)| why.trim_end_matches(')')).unwrap_or(line).to_string();
+        server_side.error = Some(format!("{}; mariadbd logged: {reason}", server_side.error.unwrap_or_default()));
+    }
     let mut timeline = vec![
         (r.ready.last_cmd, format!("client sent its last SELECT 1 before the idle period (connection id {})", r.ready.conn_id)),
-        (r.ready.last_reply, "client read its reply".to_string()),
+        (r.ready.last_reply, format!("client read its reply ({})", r.ready.anchor)),
         (r.ready.last_rx, "client's last segment received (TCP_INFO)".to_string()),
         (server_last_rx, "server's last segment received (TCP_INFO)".to_string()),
     ];
@@ -172,8 +179,19 @@ fn long_wait_timeout() -> Vec<String> {
 const QUERY_AFTER_CLOSE_MS: u64 = 1000;
 
 pub(crate) fn run_wait_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    wait_timeout_with(ctx, case, fault, false)
+}
+
+pub(crate) fn run_pool(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    wait_timeout_with(ctx, case, fault, true)
+}
+
+/// A connection idle past the server's wait_timeout, then one query 1 s
+/// after the close: on the `Conn` itself, or (`pooled`) on what the pool's
+/// next checkout gives.
+fn wait_timeout_with(ctx: &Ctx, case: &CaseDef, fault: FaultKind, pooled: bool) -> Result<Vec<CaseResult>> {
     let w = ServerSettings::load(&ctx.fixtures)?.wait_timeout;
-    let plan = Plan { cfg: ctx.config.mariadb.clone(), session: Vec::new(), after: After::QueryAfterLast(ms_of(w) + QUERY_AFTER_CLOSE_MS) };
+    let plan = Plan { cfg: ctx.config.mariadb.clone(), session: Vec::new(), pooled, after: After::QueryAfterLast(ms_of(w) + QUERY_AFTER_CLOSE_MS) };
     let spec = case.spec;
     run(
         ctx,
@@ -191,7 +209,7 @@ pub(crate) fn run_wait_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> R
                 f => {
                     // Whichever ends the server's socket first: the read timeout,
                     // or its own keep-alive (its first probe's RST on `reset`).
-                    let wt = wait_timeout_expectation(r.settings.wait_timeout, r.since_cmd, r.since_reply, "server", spec);
+                    let wt = wait_timeout_expectation(r.settings.wait_timeout, r.since_cmd, r.since_reply, &format!("server (anchors: {})", r.ready.anchor), spec);
                     let ka = keepalive_window(&r.server_tcp, r.server_idle, None, f, "server (its keep-alive, options read back)", spec);
                     if ka.expects_detection() && ka.min_ms < wt.min_ms {
                         ka
@@ -200,16 +218,24 @@ pub(crate) fn run_wait_timeout(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> R
                     }
                 }
             };
-            (
-                query_side(r, query_on_closed(r.fault, sent, spec)),
-                Side::from_socket(server, r.server_closed.clone(), r.server_deadline_ms, "server").with_fact("session", r.ready.session.clone()),
-            )
+            let client = if pooled {
+                let idle = r.end.query_sent.map(|t| (t - r.ready.last_reply).as_millis() as u64).unwrap_or(0);
+                let next = match (r.end.conn_after, &r.end.query_end) {
+                    (Some(id), _) if id == r.ready.conn_id => "the idle one",
+                    (Some(_), _) => "a new one",
+                    _ => "none",
+                };
+                query_side(r, pool_checkout(r.ready.ttl, idle, r.fault, sent, spec)).with_fact(POOL_NEXT, next)
+            } else {
+                query_side(r, query_on_closed(r.fault, sent, spec))
+            };
+            (client, Side::from_socket(server, r.server_closed.clone(), r.server_deadline_ms, "server").with_fact("session", r.ready.session.clone()))
         },
     )
 }
 
 pub(crate) fn run_query_in_flight(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let plan = Plan { cfg: ctx.config.mariadb.clone(), session: long_wait_timeout(), after: After::QueryAfterGo(500) };
+    let plan = Plan { cfg: ctx.config.mariadb.clone(), session: long_wait_timeout(), pooled: false, after: After::QueryAfterGo(500) };
     let spec = case.spec;
     run(
         ctx,
@@ -246,7 +272,7 @@ fn idle_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind, client_keepalive:
         count: CLIENT_PROBES as u32,
         user_timeout: Duration::ZERO,
     };
-    let plan = Plan { cfg, session: long_wait_timeout(), after: if client_keepalive { After::QueryWhenDead } else { After::Idle } };
+    let plan = Plan { cfg, session: long_wait_timeout(), pooled: false, after: if client_keepalive { After::QueryWhenDead } else { After::Idle } };
     let spec = case.spec;
     run(
         ctx,

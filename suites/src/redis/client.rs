@@ -118,7 +118,7 @@ pub(crate) fn client(
         // Let the server's delayed ACK go out before the path may fail.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = Instant::now();
-        let (tcp, since, _) = crate::drive::sockopts::own_state(fd);
+        let crate::drive::sockopts::OwnSocket { tcp, since_rx: since, .. } = crate::drive::sockopts::own_state(fd);
         let _ = ready.send(Ok(Ready { local: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port), last_rx: now - since, last_cmd, last_cmd_wall_ms, tcp }));
         let mut end = ClientEnd::default();
         let Ok(deadline) = go.await else { return Some((con, end)) };

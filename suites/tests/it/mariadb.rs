@@ -10,6 +10,7 @@ use kaspec_harness::report::CaseResult;
 use crate::common::*;
 
 const WAIT: &str = "mariadb/wait_timeout/1";
+const POOL: &str = "mariadb/wait_timeout/2";
 const IN_FLIGHT: &str = "mariadb/query-in-flight/1";
 const SERVER_KA: &str = "mariadb/tcp_keepalive_time/1";
 const CLIENT_KA: &str = "mariadb/mysql_async-tcp_keepalive/1";
@@ -70,6 +71,10 @@ fn mariadb_query_in_flight_waits_and_the_server_keepalive_reaps() {
     let r = run_in(&c, IN_FLIGHT, FaultKind::Reset);
     assert_pass(side(&r, "client"));
     assert!(error(side(&r, "client")).contains("Connection reset by peer"), "{}", show(side(&r, "client")));
+    // The server host dies without a FIN: the query waits like on a blackhole.
+    let r = run_in(&c, IN_FLIGHT, FaultKind::Crash);
+    assert_quiet(side(&r, "client"));
+    assert_quiet(side(&r, "server"));
     let r = run_in(&c, SERVER_KA, FaultKind::Blackhole);
     let (client, server) = both(&r);
     assert_quiet(client);
@@ -93,7 +98,44 @@ fn mysql_async_tcp_keepalive_sets_only_the_idle_time() {
     assert!(client.config["mariadb.socket"].contains("SO_KEEPALIVE=true TCP_KEEPIDLE=2s TCP_KEEPINTVL=1s TCP_KEEPCNT=2"), "{}", show(client));
     assert_eq!(client.config["mariadb.tcp_keepalive"], "2000ms (mariadb.url)");
     assert!(error(client).contains("os error 110"), "the next query: {}", show(client));
+    // A crashed server host: the client's keep-alive finds out as on a blackhole.
+    let r = run_in(&c, CLIENT_KA, FaultKind::Crash);
+    assert_pass(side(&r, "client"));
     let r = run_in(&c, CLIENT_KA, FaultKind::Reset);
     assert_pass(side(&r, "client"));
     assert!(side(&r, "client").detection_ms.unwrap() < 2300, "{}", show(side(&r, "client")));
+}
+
+/// What the pool's next checkout gave (the case's requirement, observed).
+fn next_checkout(r: &CaseResult) -> &str {
+    r.checks.iter().find(|c| c.what == "connection of the next checkout").map(|c| c.actual.as_str()).unwrap_or_else(|| panic!("no checkout check: {}", show(r)))
+}
+
+#[test]
+fn mysql_async_pool_never_hands_out_a_closed_connection_it_can_see() {
+    let mut c = ctx(&[]);
+    // The default TTL is the server's wait_timeout (read at connect):
+    // expired at the checkout, recycled; a new connection answers.
+    for f in [FaultKind::None, FaultKind::BlackholeDown] {
+        let r = run_in(&c, POOL, f);
+        let (client, server) = both(&r);
+        // No error reaches the application.
+        assert_quiet(client);
+        assert_pass(server);
+        assert_eq!(next_checkout(client), "a new one", "{}", show(client));
+    }
+    // A TTL past the idle period: the FIN is in, the check drops it.
+    set(&mut c, &["mariadb.url=mysql://app@db/app?conn_ttl=60"]);
+    let r = run_in(&c, POOL, FaultKind::None);
+    assert_quiet(side(&r, "client"));
+    assert_eq!(next_checkout(side(&r, "client")), "a new one");
+    // The FIN is lost: the check passes, the idle connection carries the
+    // query into the dead path, and it waits.
+    let r = run_in(&c, POOL, FaultKind::BlackholeDown);
+    assert_quiet(side(&r, "client"));
+    assert_eq!(next_checkout(side(&r, "client")), "the idle one");
+    // The router's RST answers it.
+    let r = run_in(&c, POOL, FaultKind::Reset);
+    assert_pass(side(&r, "client"));
+    assert_eq!(next_checkout(side(&r, "client")), "the idle one");
 }
