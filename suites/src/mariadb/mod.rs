@@ -51,12 +51,14 @@ use crate::shared::Started;
 
 mod client;
 mod expect;
+mod nat;
 mod review;
 mod run;
 mod server;
 
 use client::*;
 use expect::*;
+use nat::*;
 use run::*;
 pub use server::*;
 
@@ -75,7 +77,7 @@ const POOL_QUOTE: &str = "Pool will close a connection if time since last IO exc
 const CLIENT_KEEPALIVE_QUOTE: &str = "TCP keep alive time for mysql connection. Can be defined using `tcp_keepalive` connection url parameter.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 5] = [&WAIT_TIMEOUT, &POOL, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &CLIENT_KEEPALIVE];
+pub static CASES: [&CaseDef; 6] = [&WAIT_TIMEOUT, &POOL, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &CLIENT_KEEPALIVE, &NAT];
 
 pub static WAIT_TIMEOUT: CaseDef = CaseDef {
     id: "mariadb/wait_timeout/1",
@@ -145,6 +147,23 @@ pub static CLIENT_KEEPALIVE: CaseDef = CaseDef {
     docker: NOT_ON_DOCKER,
     run: run_client_keepalive,
     budget,
+};
+
+pub static NAT: CaseDef = CaseDef {
+    id: "mariadb/mysql_async-tcp_keepalive/2",
+    protocol: "mariadb",
+    spec: "mysql_async 0.37 Opts::tcp_keepalive; RFC 5382 §5",
+    quote: CLIENT_KEEPALIVE_QUOTE,
+    description: "An idle mysql_async Conn through a NAT that forgets idle flows after N (the server's keep-alive at the kernel's 2 h, its wait_timeout out of the way; the client host's probe interval 1 s, 2 probes): mariadb.tcp_keepalive below N keeps the connection; at or above N it breaks, and the client's keep-alive notices.",
+    requirement: "A keep-alive keeps a NAT mapping only when its idle time (TCP_KEEPIDLE = tcp_keepalive) is below the NAT's idle timeout",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: NOT_ON_DOCKER,
+    run: run_nat,
+    budget: |ctx| {
+        let k = ms_of(ctx.config.mariadb.tcp_keepalive) + 2 * CLIENT_PROBE_INTERVAL_S * 1000;
+        Duration::from_secs(15) + 3 * crate::model::nat::nat_idle(ctx) + Duration::from_millis(k)
+    },
 };
 
 pub fn client_implementation() -> Implementation {

@@ -24,13 +24,13 @@ pub(crate) struct Run {
 }
 
 /// The client host's keep-alive sysctls for one case, restored on drop.
-struct HostSysctls<'a> {
+pub(crate) struct HostSysctls<'a> {
     host: &'a kaspec_harness::host::Host,
     old: Vec<(String, String)>,
 }
 
 impl<'a> HostSysctls<'a> {
-    fn set(host: &'a kaspec_harness::host::Host, values: &[(&str, u64)]) -> Result<HostSysctls<'a>> {
+    pub(crate) fn set(host: &'a kaspec_harness::host::Host, values: &[(&str, u64)]) -> Result<HostSysctls<'a>> {
         let values: Vec<(String, String)> = values.iter().map(|(k, v)| (format!("/proc/sys/net/ipv4/{k}"), v.to_string())).collect();
         let old = host.run(move || -> std::io::Result<Vec<(String, String)>> {
             let mut old = Vec::new();
@@ -75,7 +75,7 @@ pub(crate) fn run(
 ) -> Result<Vec<CaseResult>> {
     let settings = ServerSettings::load(&ctx.fixtures)?;
     let program = mariadbd()?;
-    let lease = ctx.shared.lease_in(&ctx.shared_bed("mariadb"), "mariadb", || ctx.testbed_for("mariadb"), |tb| start_server(tb, &ctx.fixtures))?;
+    let lease = ctx.shared.lease_in(&ctx.shared_bed("mariadb"), "mariadb", || ctx.testbed_for("mariadb"), |tb| start_server(tb, &ctx.fixtures, &[]))?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, PORT);
     let sysctls = if setup.client_probes {
@@ -172,7 +172,7 @@ fn quiet_ms(t: &TcpConfig) -> u64 {
 }
 
 /// The session of the keep-alive cases: wait_timeout out of the way.
-fn long_wait_timeout() -> Vec<String> {
+pub(crate) fn long_wait_timeout() -> Vec<String> {
     vec!["SET SESSION wait_timeout = 3600".into()]
 }
 

@@ -112,8 +112,8 @@ pub fn server_implementation(program: &Path) -> Implementation {
 /// Starts the shared server: `mariadb-install-db` into a throw-away
 /// directory, then mariadbd in the server host (`--no-defaults`, the
 /// fixture's settings, its own socket, port and pid file, a `kaspec` user
-/// for any host made by its init file); ready once it logs so.
-pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
+/// for any host made by its init file) and `overrides`; ready once it logs so.
+pub(crate) fn start_server(tb: &Testbed, fixtures: &Path, overrides: &[(&str, &str)]) -> Result<Started> {
     let program = mariadbd()?;
     let install = require_program("mariadb-install-db", "mariadb-server")?;
     let conf = server_config(fixtures);
@@ -152,6 +152,8 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
         "--log-warnings=4".into(),
     ];
     args.extend(entries(&conf_text).into_iter().map(|(k, v)| format!("--{}={v}", k.replace('_', "-"))));
+    // A testbed's own settings (the NAT one's), after the fixture's: the last one given wins.
+    args.extend(overrides.iter().map(|(k, v)| format!("--{}={v}", k.replace('_', "-"))));
     // A restart (after a crash) keeps the earlier log: mariadbd, mariadbd-2, ...
     let logs = tb.run_dir.join("logs");
     let name = (1..).map(|n: u32| if n == 1 { "mariadbd".to_string() } else { format!("mariadbd-{n}") }).find(|n| !logs.join(format!("{n}-{}.log", tb.tag)).exists()).expect("a free name");

@@ -11,6 +11,7 @@ use crate::common::*;
 
 const WAIT: &str = "mariadb/wait_timeout/1";
 const POOL: &str = "mariadb/wait_timeout/2";
+const NAT: &str = "mariadb/mysql_async-tcp_keepalive/2";
 const IN_FLIGHT: &str = "mariadb/query-in-flight/1";
 const SERVER_KA: &str = "mariadb/tcp_keepalive_time/1";
 const CLIENT_KA: &str = "mariadb/mysql_async-tcp_keepalive/1";
@@ -138,4 +139,22 @@ fn mysql_async_pool_never_hands_out_a_closed_connection_it_can_see() {
     let r = run_in(&c, POOL, FaultKind::Reset);
     assert_pass(side(&r, "client"));
     assert_eq!(next_checkout(side(&r, "client")), "the idle one");
+}
+
+#[test]
+fn mysql_async_tcp_keepalive_against_a_nat() {
+    let mut c = ctx(&[]);
+    c.network.nat_idle_timeout = Some(std::time::Duration::from_secs(4));
+    // tcp_keepalive 2 s < N = 4 s: the probes keep the mapping.
+    set(&mut c, &["mariadb.tcp_keepalive=2s"]);
+    let r = run_in(&c, NAT, FaultKind::NatExpiry);
+    assert_quiet(side(&r, "client"));
+    // 5 s ≥ N: the first probe meets the forgotten mapping; the host's 1 s × 2 probes end it.
+    set(&mut c, &["mariadb.tcp_keepalive=5s"]);
+    let r = run_in(&c, NAT, FaultKind::NatExpiry);
+    let client = side(&r, "client");
+    assert_pass(client);
+    assert!(error(client).contains("os error 110"), "{}", show(client));
+    // The server (keep-alive at the kernel default here) never learns.
+    assert_quiet(side(&r, "server"));
 }
