@@ -142,6 +142,28 @@ impl Shared {
     }
 }
 
+/// A throw-away directory a server's start-up made, removed unless kept
+/// (handed to [`Started::dirs`] once the server is up).
+pub struct DirGuard(Option<std::path::PathBuf>);
+
+impl DirGuard {
+    pub fn new(dir: std::path::PathBuf) -> DirGuard {
+        DirGuard(Some(dir))
+    }
+
+    pub fn keep(mut self) -> Vec<std::path::PathBuf> {
+        self.0.take().into_iter().collect()
+    }
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Shared")

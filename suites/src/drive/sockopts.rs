@@ -10,6 +10,17 @@ use kaspec_harness::{Error, Result};
 use crate::config::TcpConfig;
 use crate::model::ms_of;
 
+/// A socket's keep-alive options and TCP_USER_TIMEOUT, read back.
+pub fn options(sock: &socket2::SockRef<'_>) -> TcpConfig {
+    TcpConfig {
+        keepalive: sock.keepalive().unwrap_or(false),
+        idle: sock.keepalive_time().unwrap_or_default(),
+        interval: sock.keepalive_interval().unwrap_or_default(),
+        count: sock.keepalive_retries().unwrap_or(0),
+        user_timeout: sock.tcp_user_timeout().ok().flatten().unwrap_or_default(),
+    }
+}
+
 /// The keep-alive options on process `pid`'s socket `local <-> peer`,
 /// read with getsockopt on a duplicate of its fd (pidfd_getfd), and the
 /// same as text.
@@ -37,13 +48,7 @@ pub fn of_process(pid: u32, local: SocketAddrV4, peer: SocketAddrV4) -> Result<(
         if l != Some(SocketAddr::V4(local)) || p != Some(SocketAddr::V4(peer)) {
             continue;
         }
-        let t = TcpConfig {
-            keepalive: sock.keepalive().unwrap_or(false),
-            idle: sock.keepalive_time().unwrap_or_default(),
-            interval: sock.keepalive_interval().unwrap_or_default(),
-            count: sock.keepalive_retries().unwrap_or(0),
-            user_timeout: sock.tcp_user_timeout().ok().flatten().unwrap_or_default(),
-        };
+        let t = options(&sock);
         return Ok((t, text(&t)));
     }
     Err(Error::Other(format!("process {pid} has no socket {local} <-> {peer}")))
@@ -91,13 +96,7 @@ pub struct OwnSocket {
 pub fn own_state(fd: i32) -> OwnSocket {
     let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let sock = socket2::SockRef::from(&bfd);
-    let t = TcpConfig {
-        keepalive: sock.keepalive().unwrap_or(false),
-        idle: sock.keepalive_time().unwrap_or_default(),
-        interval: sock.keepalive_interval().unwrap_or_default(),
-        count: sock.keepalive_retries().unwrap_or(0),
-        user_timeout: sock.tcp_user_timeout().ok().flatten().unwrap_or_default(),
-    };
+    let t = options(&sock);
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut libc::c_void, &mut len) };

@@ -121,7 +121,7 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path, overrides: &[(&str, &s
     ServerSettings::parse(&conf_text).map_err(|e| Error::Other(format!("{}: {e}", conf.display())))?;
     let io = |what: String| move |e| Error::io(what, e);
     let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "mariadb").map_err(io(format!("creating a throw-away directory for run {}", tb.tag)))?;
-    let guard = DirGuard(Some(dir.clone()));
+    let guard = crate::shared::DirGuard::new(dir.clone());
     let data = dir.join("data");
     let out = tb
         .server
@@ -162,23 +162,6 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path, overrides: &[(&str, &s
         &ServerSpec { name, program, args, addr, ready_within: Duration::from_secs(30), ready_log: Some("ready for connections".into()), ..Default::default() },
     )?;
     Ok(Started { processes: vec![server], dirs: guard.keep() })
-}
-
-/// Removes a directory unless kept.
-struct DirGuard(Option<PathBuf>);
-
-impl DirGuard {
-    fn keep(mut self) -> Vec<PathBuf> {
-        self.0.take().into_iter().collect()
-    }
-}
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -62,21 +62,7 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 /// The fd of this process's TCP socket `local -> server` (tokio-postgres
 /// does not expose it), borrowed to read socket options and TCP_INFO.
 pub(crate) fn find_socket(local_port: u16, server: SocketAddrV4) -> Option<i32> {
-    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let target = std::fs::read_link(e.path()).unwrap_or_default();
-        if !target.to_string_lossy().starts_with("socket:") {
-            continue;
-        }
-        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let sock = socket2::SockRef::from(&bfd);
-        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
-        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
-        if local.map(|a| a.port()) == Some(local_port) && peer == Some(SocketAddr::V4(server)) {
-            return Some(fd);
-        }
-    }
-    None
+    crate::drive::sockopts::own_socket(local_port, server)
 }
 
 pub(crate) fn sockopts(fd: i32) -> String {

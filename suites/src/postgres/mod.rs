@@ -18,7 +18,7 @@
 //! FIN dies at the router. The freeze fault SIGSTOPs the connection's own
 //! backend (stopping the postmaster would freeze nothing a connection uses).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

@@ -168,7 +168,7 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
     let io = |what: String| move |e| Error::io(what, e);
     let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "postgres").map_err(io(format!("creating a throw-away directory for run {}", tb.tag)))?;
     // From here on the directory goes with the group (or now, on error).
-    let cleanup = DirGuard(Some(dir.clone()));
+    let cleanup = crate::shared::DirGuard::new(dir.clone());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(format!("chmod {}", dir.display())))?;
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io(format!("chown {}", dir.display())))?;
@@ -240,23 +240,6 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
         },
     )?;
     Ok(Started { processes: vec![server], dirs: cleanup.keep() })
-}
-
-/// Removes a directory unless kept.
-pub(crate) struct DirGuard(Option<PathBuf>);
-
-impl DirGuard {
-    fn keep(mut self) -> Vec<PathBuf> {
-        self.0.take().into_iter().collect()
-    }
-}
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
 }
 
 #[cfg(test)]
