@@ -77,16 +77,30 @@ const POOL_QUOTE: &str = "Pool will close a connection if time since last IO exc
 const CLIENT_KEEPALIVE_QUOTE: &str = "TCP keep alive time for mysql connection. Can be defined using `tcp_keepalive` connection url parameter.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 6] = [&WAIT_TIMEOUT, &POOL, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &CLIENT_KEEPALIVE, &NAT];
+pub static CASES: [&CaseDef; 7] = [&WAIT_TIMEOUT, &POOL, &REAP, &QUERY_IN_FLIGHT, &SERVER_KEEPALIVE, &CLIENT_KEEPALIVE, &NAT];
 
 pub static WAIT_TIMEOUT: CaseDef = CaseDef {
     id: "mariadb/wait_timeout/1",
     protocol: "mariadb",
     spec: "MariaDB 10.11 wait_timeout; sql_parse.cc do_command (read timeout = wait_timeout)",
     quote: WAIT_TIMEOUT_QUOTE,
-    description: "A mysql_async Conn goes idle after one SELECT 1; the server closes it at wait_timeout whatever the path does (a blackholed client is reaped the same way); the application's next query, 1 s after that, shows what the client sees.",
-    requirement: "The server closes a connection idle for wait_timeout (its read of the next command times out); a query on the closed connection fails at once where the server's FIN or the router's RST reaches the client, and waits on a path that swallows it",
-    faults: &[FaultKind::None, FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Freeze],
+    description: "A healthy mysql_async Conn goes idle after one SELECT 1: the server closes it at wait_timeout after its reply; the application's next query, 1 s after that, shows what the client sees.",
+    requirement: "The server closes a connection idle for wait_timeout (its read of the next command times out); a query on the closed connection then fails at once",
+    faults: &[FaultKind::None],
+    fixed_fault: Some(FaultKind::None),
+    docker: NOT_ON_DOCKER,
+    run: run_wait_timeout,
+    budget,
+};
+
+pub static REAP: CaseDef = CaseDef {
+    id: "mariadb/wait_timeout/3",
+    protocol: "mariadb",
+    spec: "MariaDB 10.11 wait_timeout; sql_parse.cc do_command (read timeout = wait_timeout)",
+    quote: WAIT_TIMEOUT_QUOTE,
+    description: "The same idle Conn behind a failed path: the server reaps it at wait_timeout whatever the path does (or earlier, where its keep-alive meets an RST; never while frozen); the next query, 1 s after the close, fails where the server's FIN or the router's RST reaches the client and waits where the path swallows it.",
+    requirement: "The server closes a connection idle for wait_timeout whatever the path does; a query on it fails at once only where something reaches the client",
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Freeze],
     fixed_fault: None,
     docker: NOT_ON_DOCKER,
     run: run_wait_timeout,
@@ -98,9 +112,9 @@ pub static POOL: CaseDef = CaseDef {
     protocol: "mariadb",
     spec: "MariaDB 10.11 wait_timeout; mysql_async 0.37 Pool (conn/pool/mod.rs: expired(), check())",
     quote: POOL_QUOTE,
-    description: "The same idle period through a mysql_async Pool of one connection: the connection goes back to the pool after its SELECT 1, the server closes it at wait_timeout, and the next checkout 1 s later gets a new connection when the old one expired (TTL: conn_ttl, else the server's wait_timeout) or shows the server's FIN; only a connection that passes both carries the query.",
+    description: "The same idle period through a mysql_async Pool of one connection, the path failed: the connection goes back to the pool after its SELECT 1, the server closes it at wait_timeout, and the next checkout 1 s later gets a new connection when the old one expired (TTL: conn_ttl, else the server's wait_timeout) or shows the server's FIN; only a connection that passes both carries the query.",
     requirement: "The server closes the pooled connection at wait_timeout; the pool does not hand out a connection idle past its TTL or one whose FIN is in",
-    faults: &[FaultKind::None, FaultKind::BlackholeDown, FaultKind::Reset],
+    faults: &[FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
     docker: NOT_ON_DOCKER,
     run: run_pool,

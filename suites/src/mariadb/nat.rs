@@ -22,9 +22,10 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let client_watch = SocketWatch::start(&tb.client, local, addr)?;
     let c = ready.tcp;
     let expected = crate::model::nat::tcp_client_expectation(&c, nat);
-    let death = crate::model::tcp::keepalive_death(&TcpConfig { keepalive: true, ..c });
-    // Idle for 3 × N, or past the keep-alive's death when that comes later.
-    let watch_ms = (3 * ms_of(nat)).max(ms_of(nat) + death.ms + death.slack_ms + 1000);
+    // Idle for 3 × N, or past the keep-alive's death when that comes later
+    // (without keep-alive nothing comes: 3 × N).
+    let death = c.keepalive.then(|| crate::model::tcp::keepalive_death(&c)).map(|d| ms_of(nat) + d.ms + d.slack_ms + 1000).unwrap_or(0);
+    let watch_ms = (3 * ms_of(nat)).max(death);
     let until = ready.last_rx + Duration::from_millis(watch_ms);
     let _ = go_tx.send(until);
     let client_closed = client_watch.wait(until)?;

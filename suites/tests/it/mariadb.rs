@@ -11,6 +11,7 @@ use crate::common::*;
 
 const WAIT: &str = "mariadb/wait_timeout/1";
 const POOL: &str = "mariadb/wait_timeout/2";
+const REAP: &str = "mariadb/wait_timeout/3";
 const NAT: &str = "mariadb/mysql_async-tcp_keepalive/2";
 const IN_FLIGHT: &str = "mariadb/query-in-flight/1";
 const SERVER_KA: &str = "mariadb/tcp_keepalive_time/1";
@@ -36,11 +37,11 @@ fn mariadb_wait_timeout_closes_the_idle_connection_and_the_next_query_fails() {
     // The session's timeouts as the server applies them: wait_timeout, not interactive_timeout.
     assert!(client.config["mariadb.session"].contains("wait_timeout=2s interactive_timeout=30s"), "{}", show(client));
     // A blackholed client is reaped the same way; its query waits (no read timeout).
-    let r = run_in(&c, WAIT, FaultKind::Blackhole);
+    let r = run_in(&c, REAP, FaultKind::Blackhole);
     assert_pass(side(&r, "server"));
     assert_quiet(side(&r, "client"));
     // The server's FIN passes blackhole-up: the query fails at once.
-    let r = run_in(&c, WAIT, FaultKind::BlackholeUp);
+    let r = run_in(&c, REAP, FaultKind::BlackholeUp);
     assert_pass(side(&r, "client"));
     assert_pass(side(&r, "server"));
 }
@@ -49,15 +50,15 @@ fn mariadb_wait_timeout_closes_the_idle_connection_and_the_next_query_fails() {
 fn mariadb_wait_timeout_under_reset_and_freeze() {
     let c = ctx(&[]);
     // Reset: the server's keep-alive probe (1 s) meets the RST before its wait_timeout.
-    let r = run_in(&c, WAIT, FaultKind::Reset);
+    let r = run_in(&c, REAP, FaultKind::Reset);
     let (client, server) = both(&r);
     assert_pass(client);
     assert_pass(server);
     assert!(server.detection_ms.unwrap() < 1200, "{}", show(server));
-    let r = run_in(&c, WAIT, FaultKind::BlackholeDown);
+    let r = run_in(&c, REAP, FaultKind::BlackholeDown);
     assert_quiet(side(&r, "client"));
     assert_pass(side(&r, "server"));
-    let r = run_in(&c, WAIT, FaultKind::Freeze);
+    let r = run_in(&c, REAP, FaultKind::Freeze);
     assert_quiet(side(&r, "client"));
     assert_quiet(side(&r, "server"));
 }
@@ -117,7 +118,7 @@ fn mysql_async_pool_never_hands_out_a_closed_connection_it_can_see() {
     let mut c = ctx(&[]);
     // The default TTL is the server's wait_timeout (read at connect):
     // expired at the checkout, recycled; a new connection answers.
-    for f in [FaultKind::None, FaultKind::BlackholeDown] {
+    for f in [FaultKind::BlackholeUp, FaultKind::BlackholeDown] {
         let r = run_in(&c, POOL, f);
         let (client, server) = both(&r);
         // No error reaches the application.
@@ -127,7 +128,7 @@ fn mysql_async_pool_never_hands_out_a_closed_connection_it_can_see() {
     }
     // A TTL past the idle period: the FIN is in, the check drops it.
     set(&mut c, &["mariadb.url=mysql://app@db/app?conn_ttl=60"]);
-    let r = run_in(&c, POOL, FaultKind::None);
+    let r = run_in(&c, POOL, FaultKind::BlackholeUp);
     assert_quiet(side(&r, "client"));
     assert_eq!(next_checkout(side(&r, "client")), "a new one");
     // The FIN is lost: the check passes, the idle connection carries the
