@@ -159,3 +159,4 @@ fn mysql_async_tcp_keepalive_against_a_nat() {
     // The server (keep-alive at the kernel default here) never learns.
     assert_quiet(side(&r, "server"));
 }
+
