@@ -20,6 +20,9 @@
 //!   redis-rs's response timeout.
 //! - [`nats`]: async-nats vs nats-server: the server's stale-connection
 //!   close (`ping_interval`, `ping_max`), the client's PINGs, a frozen server.
+//! - [`mariadb`]: mysql_async vs a shared mariadbd: wait_timeout and what
+//!   the next query sees (a `Conn`, a `Pool`), a query in flight, both
+//!   sides' keep-alive, the NAT case.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`inputs`]: a property test over every input surface (knobs, profiles,
