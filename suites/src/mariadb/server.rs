@@ -123,11 +123,17 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path, overrides: &[(&str, &s
     let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "mariadb").map_err(io(format!("creating a throw-away directory for run {}", tb.tag)))?;
     let guard = crate::shared::DirGuard::new(dir.clone());
     let data = dir.join("data");
+    // Its own tmpdir: a starting mariadbd deletes every `#sql*` file in its
+    // tmpdir (leftover temporary tables), so two servers sharing /tmp (tests
+    // in parallel) break each other's bootstrap.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let out = tb
         .server
         .command(&install, &tb.tag)?
         .args(["--no-defaults", "--user=root", "--skip-test-db", "--auth-root-authentication-method=normal"])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .output()
         .map_err(io(format!("running {}", install.display())))?;
     if !out.status.success() {
@@ -140,6 +146,7 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path, overrides: &[(&str, &s
         "--no-defaults".into(),
         "--user=root".into(),
         format!("--datadir={}", data.display()),
+        format!("--tmpdir={}", tmp.display()),
         format!("--socket={}", dir.join("mariadbd.sock").display()),
         format!("--pid-file={}", dir.join("mariadbd.pid").display()),
         format!("--port={PORT}"),
