@@ -495,14 +495,17 @@ mod tests {
     #[test]
     fn jobs_start_longest_first_and_report_in_plan_order() {
         let keys = |r: &Report| r.results.iter().map(|r| r.key()).collect::<Vec<_>>();
-        let started = Instant::now();
         let (serial, order) = go(&[&SHORT, &LONG], 1);
-        let serial_took = started.elapsed();
         assert_eq!(order, ["start fake/short blackhole", "start fake/short reset", "start fake/long blackhole", "start fake/long reset"]);
-        let started = Instant::now();
-        let (parallel, order) = go(&[&SHORT, &LONG], 4);
-        assert!(started.elapsed() < serial_took * 2 / 3, "{:?} vs {serial_took:?} serial", started.elapsed());
-        assert_eq!(order[..2], ["start fake/long blackhole", "start fake/long reset"], "{order:?}");
+        // No timing assertion here (speed belongs in benches/run.sh; a
+        // loaded machine made it fail): the order shows the schedule.
+        // Two workers: the two long units are taken first, and no short one
+        // starts before a worker is free (which of the two long ones records
+        // its start first is the threads' race).
+        let (parallel, order) = go(&[&SHORT, &LONG], 2);
+        let mut first = order[..2].to_vec();
+        first.sort();
+        assert_eq!(first, ["start fake/long blackhole", "start fake/long reset"], "{order:?}");
         assert_eq!(keys(&parallel), keys(&serial));
         assert!(parallel.notes.is_empty() && serial.notes.is_empty());
     }
