@@ -129,3 +129,19 @@ pub fn round_trip_finding(
         check: Ok(Check { case, fault: FaultKind::Delay, confirmed: false_detection, means: "the client declared a live server dead on a path with this round trip" }),
     })
 }
+
+/// For a protocol's review tests: the rule names `review` raises on a
+/// configuration of `knobs` with `sets` (`key=value`) applied.
+#[cfg(test)]
+pub fn rules_raised(
+    review: fn(&Config, Option<&NetworkProfile>) -> Vec<Finding>,
+    knobs: &'static [&'static crate::config::Key],
+    sets: &[&str],
+    net: Option<&NetworkProfile>,
+) -> Vec<&'static str> {
+    let mut c = Config::new(knobs.iter().copied());
+    for s in sets {
+        c.set_pair(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    review(&c, net).into_iter().map(|f| f.rule).collect()
+}

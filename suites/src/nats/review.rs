@@ -44,11 +44,7 @@ mod tests {
     use super::*;
 
     fn rules(sets: &[&str]) -> Vec<&'static str> {
-        let mut c = Config::new(super::super::knobs::KNOBS);
-        for s in sets {
-            c.set_pair(s).unwrap();
-        }
-        review(&c, None).into_iter().map(|f| f.rule).collect()
+        crate::rules::rules_raised(review, &super::super::knobs::KNOBS, sets, None)
     }
 
     #[test]

@@ -61,18 +61,11 @@ mod tests {
     use super::*;
 
     fn rules(sets: &[&str], nat_s: Option<u64>) -> Vec<&'static str> {
-        let mut c = Config::new(super::super::knobs::KNOBS);
-        for s in sets {
-            c.set_pair(s).unwrap();
-        }
         let net = nat_s.map(|n| NetworkProfile {
             nat_idle_timeout: Some(std::time::Duration::from_secs(n)),
             ..Default::default()
         });
-        review(&c, net.as_ref())
-            .into_iter()
-            .map(|f| f.rule)
-            .collect()
+        crate::rules::rules_raised(review, &super::super::knobs::KNOBS, sets, net.as_ref())
     }
 
     #[test]
