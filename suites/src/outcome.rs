@@ -137,8 +137,20 @@ impl<'a> RunFacts<'a> {
         timeline: Vec<(Instant, String)>,
         release: Releases,
     ) -> Self {
-        config.insert("network.nat_idle_timeout".into(), format!("{}ms", nat.as_millis()));
-        RunFacts { case, fault, engine: fault.engine().into(), commit_ms: crate::model::linux::jiffy_ms(), config, t0, timeline, release }
+        config.insert(
+            "network.nat_idle_timeout".into(),
+            format!("{}ms", nat.as_millis()),
+        );
+        RunFacts {
+            case,
+            fault,
+            engine: fault.engine().into(),
+            commit_ms: crate::model::linux::jiffy_ms(),
+            config,
+            t0,
+            timeline,
+            release,
+        }
     }
 }
 

@@ -36,7 +36,13 @@ pub fn longest_first(estimates: &[Duration]) -> Vec<usize> {
 /// Runs `work(job)` for every job of `order` on `workers` threads (at most
 /// one per job); `on` gets every event on the calling thread, the last
 /// one [`Event::Drained`].
-pub fn run<R: Send>(workers: usize, order: Vec<usize>, work: impl Fn(usize) -> R + Sync, stop: impl Fn() -> bool + Sync, mut on: impl FnMut(Event<R>)) {
+pub fn run<R: Send>(
+    workers: usize,
+    order: Vec<usize>,
+    work: impl Fn(usize) -> R + Sync,
+    stop: impl Fn() -> bool + Sync,
+    mut on: impl FnMut(Event<R>),
+) {
     let workers = workers.clamp(1, order.len().max(1));
     let queue = Mutex::new(VecDeque::from(order));
     // Held by the calling thread until Drained is handled; each worker waits
@@ -54,9 +60,13 @@ pub fn run<R: Send>(workers: usize, order: Vec<usize>, work: impl Fn(usize) -> R
                         if stop() {
                             break;
                         }
-                        let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
+                        let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+                        else {
+                            break;
+                        };
                         let _ = tx.send(Some(Event::Started(job)));
-                        let r = catch_unwind(AssertUnwindSafe(|| work(job))).map_err(|p| panic_message(&*p));
+                        let r = catch_unwind(AssertUnwindSafe(|| work(job)))
+                            .map_err(|p| panic_message(&*p));
                         let _ = tx.send(Some(Event::Finished(job, r)));
                     }
                     // This worker is done: say so, then live on until the caller is.
@@ -80,8 +90,14 @@ pub fn run<R: Send>(workers: usize, order: Vec<usize>, work: impl Fn(usize) -> R
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-    format!("panicked: {}", what.unwrap_or_else(|| "(no message)".into()))
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned());
+    format!(
+        "panicked: {}",
+        what.unwrap_or_else(|| "(no message)".into())
+    )
 }
 
 #[cfg(test)]
@@ -92,7 +108,11 @@ mod tests {
 
     #[test]
     fn longest_first_with_ties_in_order() {
-        let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(longest_first(&ms(&[5, 20, 5, 30, 20])), [3, 1, 4, 0, 2]);
         assert!(longest_first(&[]).is_empty());
     }
@@ -122,17 +142,35 @@ mod tests {
                 Event::Started(j) => seen.push(format!("start {j}")),
                 Event::Finished(j, Ok(r)) => seen.push(format!("end {j} {r}")),
                 Event::Finished(j, Err(m)) => seen.push(format!("end {j} {m}")),
-                Event::Drained => on_the_caller = std::thread::current().name().is_none_or(|n| !n.starts_with("kaspec-job")),
+                Event::Drained => {
+                    on_the_caller = std::thread::current()
+                        .name()
+                        .is_none_or(|n| !n.starts_with("kaspec-job"))
+                }
             },
         );
         assert!(on_the_caller, "the events come to the calling thread");
         // 8 jobs of 100 ms on 4 workers: two rounds, not eight.
-        assert!(started.elapsed() < Duration::from_millis(600), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(most.load(Ordering::SeqCst), 4);
         for j in 0..8 {
-            assert_eq!(seen.iter().filter(|s| s.starts_with(&format!("start {j}"))).count(), 1, "{seen:?}");
+            assert_eq!(
+                seen.iter()
+                    .filter(|s| s.starts_with(&format!("start {j}")))
+                    .count(),
+                1,
+                "{seen:?}"
+            );
         }
-        assert!(seen.contains(&"end 3 30".to_string()) && seen.contains(&"end 5 panicked: job five".to_string()), "{seen:?}");
+        assert!(
+            seen.contains(&"end 3 30".to_string())
+                && seen.contains(&"end 5 panicked: job five".to_string()),
+            "{seen:?}"
+        );
     }
 
     /// What a job started lives until Drained is handled: a child that dies with
@@ -150,7 +188,13 @@ mod tests {
                 let mut c = std::process::Command::new("sleep");
                 c.arg("30");
                 unsafe {
-                    c.pre_exec(|| if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+                    c.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
                 }
                 children.lock().unwrap().push(c.spawn().unwrap());
             },
@@ -159,7 +203,12 @@ mod tests {
                 if let Event::Drained = e {
                     // Give a dying worker's signal time to land.
                     std::thread::sleep(Duration::from_millis(200));
-                    alive_when_drained = children.lock().unwrap().iter_mut().map(|c| matches!(c.try_wait(), Ok(None))).collect();
+                    alive_when_drained = children
+                        .lock()
+                        .unwrap()
+                        .iter_mut()
+                        .map(|c| matches!(c.try_wait(), Ok(None)))
+                        .collect();
                 }
             },
         );
@@ -173,7 +222,17 @@ mod tests {
     #[test]
     fn stop_takes_no_more_jobs() {
         let taken = AtomicUsize::new(0);
-        run(2, (0..10).collect(), |_| taken.fetch_add(1, Ordering::SeqCst), || taken.load(Ordering::SeqCst) >= 3, |_| {});
-        assert!(taken.load(Ordering::SeqCst) <= 4, "{}", taken.load(Ordering::SeqCst));
+        run(
+            2,
+            (0..10).collect(),
+            |_| taken.fetch_add(1, Ordering::SeqCst),
+            || taken.load(Ordering::SeqCst) >= 3,
+            |_| {},
+        );
+        assert!(
+            taken.load(Ordering::SeqCst) <= 4,
+            "{}",
+            taken.load(Ordering::SeqCst)
+        );
     }
 }

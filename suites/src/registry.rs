@@ -22,7 +22,12 @@ pub static PROTOCOLS: &[&Protocol] = &[
 /// The client configuration over every protocol's knobs, each at its
 /// default: what `--set` and profiles start from.
 pub fn config() -> Config {
-    Config::new(PROTOCOLS.iter().flat_map(|p| p.knobs.iter().copied()).chain(SHARED_KNOBS.iter().copied()))
+    Config::new(
+        PROTOCOLS
+            .iter()
+            .flat_map(|p| p.knobs.iter().copied())
+            .chain(SHARED_KNOBS.iter().copied()),
+    )
 }
 
 /// Knobs no single protocol owns: the fleet cases' size.
@@ -99,12 +104,20 @@ mod tests {
     fn every_knob_is_named_after_its_protocol_and_declared_once() {
         for p in PROTOCOLS {
             for k in p.knobs {
-                assert!(k.name.starts_with(&format!("{}.", p.name)), "{} declares {}", p.name, k.name);
+                assert!(
+                    k.name.starts_with(&format!("{}.", p.name)),
+                    "{} declares {}",
+                    p.name,
+                    k.name
+                );
                 assert!(!k.doc.is_empty(), "{}: no doc", k.name);
             }
         }
         // Config::new refuses a name twice.
-        assert_eq!(config().keys().len(), PROTOCOLS.iter().map(|p| p.knobs.len()).sum::<usize>() + SHARED_KNOBS.len());
+        assert_eq!(
+            config().keys().len(),
+            PROTOCOLS.iter().map(|p| p.knobs.len()).sum::<usize>() + SHARED_KNOBS.len()
+        );
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-
 use kaspec_harness::expect::Expectation;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::merge::unit_key;
-use kaspec_harness::report::{CaseResult, Environment, Implementation, Partition, Report, RunError, Share, SCHEMA_VERSION};
+use kaspec_harness::report::{
+    CaseResult, Environment, Implementation, Partition, Report, RunError, Share, SCHEMA_VERSION,
+};
 
 use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
@@ -18,12 +19,42 @@ use crate::ctx::Ctx;
 pub const DEFAULT_FAULTS: [FaultKind; 2] = [FaultKind::Blackhole, FaultKind::Reset];
 
 pub enum Progress<'a> {
-    Start { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, budget: Duration, run: usize, runs: usize },
-    Done { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, results: &'a [CaseResult], elapsed: Duration, run: usize },
-    Error { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, message: &'a str, run: usize },
+    Start {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        budget: Duration,
+        run: usize,
+        runs: usize,
+    },
+    Done {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        results: &'a [CaseResult],
+        elapsed: Duration,
+        run: usize,
+    },
+    Error {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        message: &'a str,
+        run: usize,
+    },
     /// A unit run beside others was starved of CPU: its numbers are not
     /// reported, it runs again alone once the others are done.
-    Starved { index: usize, total: usize, case: &'a CaseDef, fault: FaultKind, late_ms: u64, run: usize },
+    Starved {
+        index: usize,
+        total: usize,
+        case: &'a CaseDef,
+        fault: FaultKind,
+        late_ms: u64,
+        run: usize,
+    },
 }
 
 /// `--jobs`'s default: units at once (see docs/scaling.md for the
@@ -43,7 +74,14 @@ pub struct Options {
 
 fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<String>) -> CaseResult {
     let reason = reason.unwrap_or_else(|| {
-        format!("fault {fault} does not apply to this case (it takes: {})", case.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "))
+        format!(
+            "fault {fault} does not apply to this case (it takes: {})",
+            case.faults
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     });
     let j = kaspec_harness::judge::unsupported(reason.clone());
     CaseResult {
@@ -80,8 +118,20 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
 
 /// The plan: every unit (case × fault) a run of `cases` under `faults`
 /// executes, in order (a case with a fixed fault takes only that one).
-pub fn plan(cases: &[&'static CaseDef], faults: &[FaultKind]) -> Vec<(&'static CaseDef, FaultKind)> {
-    cases.iter().flat_map(|c| c.fixed_fault.map(|f| vec![f]).unwrap_or_else(|| faults.to_vec()).into_iter().map(move |f| (*c, f))).collect()
+pub fn plan(
+    cases: &[&'static CaseDef],
+    faults: &[FaultKind],
+) -> Vec<(&'static CaseDef, FaultKind)> {
+    cases
+        .iter()
+        .flat_map(|c| {
+            c.fixed_fault
+                .map(|f| vec![f])
+                .unwrap_or_else(|| faults.to_vec())
+                .into_iter()
+                .map(move |f| (*c, f))
+        })
+        .collect()
 }
 
 /// Runs every selected case under every fault, `repeat` times each
@@ -90,14 +140,30 @@ pub fn plan(cases: &[&'static CaseDef], faults: &[FaultKind]) -> Vec<(&'static C
 /// results and errors are in plan order whatever the order of running.
 /// With `share` (`--partition K/N`), only that share of the plan, which the
 /// report records with the whole plan.
-pub fn run(ctx: &Ctx, cases: &[&'static CaseDef], faults: &[FaultKind], opts: Options, run_id: &str, command: Vec<String>, mut on: impl FnMut(Progress<'_>)) -> Report {
+pub fn run(
+    ctx: &Ctx,
+    cases: &[&'static CaseDef],
+    faults: &[FaultKind],
+    opts: Options,
+    run_id: &str,
+    command: Vec<String>,
+    mut on: impl FnMut(Progress<'_>),
+) -> Report {
     let repeat = opts.repeat.max(1);
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let plan = plan(cases, faults);
     let share = opts.share;
-    let partition = share.map(|s| Partition { index: s.index, count: s.count, plan: plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect() });
-    let units: Vec<(&CaseDef, FaultKind)> =
-        plan.into_iter().enumerate().filter(|(i, _)| share.is_none_or(|s| s.takes(*i))).map(|(_, u)| u).collect();
+    let partition = share.map(|s| Partition {
+        index: s.index,
+        count: s.count,
+        plan: plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect(),
+    });
+    let units: Vec<(&CaseDef, FaultKind)> = plan
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| share.is_none_or(|s| s.takes(*i)))
+        .map(|(_, u)| u)
+        .collect();
     let total = units.len();
     // Each unit: its one `unsupported` result, or its runs (None: not run, interrupted).
     let mut outcomes: Vec<Result<Vec<Option<Ran>>, CaseResult>> = Vec::with_capacity(total);
@@ -105,7 +171,10 @@ pub fn run(ctx: &Ctx, cases: &[&'static CaseDef], faults: &[FaultKind], opts: Op
         let not_here = if !case.takes(*fault) {
             Some(None)
         } else {
-            ctx.docker.as_ref().and_then(|_| case.not_on_docker(*fault)).map(Some)
+            ctx.docker
+                .as_ref()
+                .and_then(|_| case.not_on_docker(*fault))
+                .map(Some)
         };
         outcomes.push(match not_here {
             Some(reason) => Err(unsupported(case, *fault, ctx, reason)),
@@ -135,7 +204,11 @@ pub fn run(ctx: &Ctx, cases: &[&'static CaseDef], faults: &[FaultKind], opts: Op
         for ran in runs.into_iter().flatten() {
             match ran.outcome {
                 Ok(r) => kept.extend(r),
-                Err(message) => errors.push(RunError { case: case.id.into(), fault: fault.name().into(), message }),
+                Err(message) => errors.push(RunError {
+                    case: case.id.into(),
+                    fault: fault.name().into(),
+                    message,
+                }),
             }
         }
         results.extend(fold_repeats(kept, repeat));
@@ -184,7 +257,10 @@ impl Ran {
     /// machine woke a thread at the instants its numbers are made of (the
     /// anchors, the fault in force, the detection; see `outcome.rs`).
     fn late_ms(&self) -> u64 {
-        self.outcome.as_ref().map(|r| r.iter().map(|r| r.budget.wake_ms).max().unwrap_or(0)).unwrap_or(0)
+        self.outcome
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.budget.wake_ms).max().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -209,23 +285,66 @@ fn run_once(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Option<Ran> {
 }
 
 /// Tells `on` how run `run` of unit `index` went.
-fn tell(on: &mut impl FnMut(Progress<'_>), index: usize, total: usize, (case, fault): (&CaseDef, FaultKind), run: usize, ran: &Ran) {
+fn tell(
+    on: &mut impl FnMut(Progress<'_>),
+    index: usize,
+    total: usize,
+    (case, fault): (&CaseDef, FaultKind),
+    run: usize,
+    ran: &Ran,
+) {
     let (index, run) = (index + 1, run + 1);
     match &ran.outcome {
-        Ok(results) => on(Progress::Done { index, total, case, fault, results, elapsed: ran.elapsed, run }),
-        Err(message) => on(Progress::Error { index, total, case, fault, message, run }),
+        Ok(results) => on(Progress::Done {
+            index,
+            total,
+            case,
+            fault,
+            results,
+            elapsed: ran.elapsed,
+            run,
+        }),
+        Err(message) => on(Progress::Error {
+            index,
+            total,
+            case,
+            fault,
+            message,
+            run,
+        }),
     }
 }
 
-fn start(on: &mut impl FnMut(Progress<'_>), ctx: &Ctx, index: usize, total: usize, unit: (&CaseDef, FaultKind), run: usize, runs: usize) {
+fn start(
+    on: &mut impl FnMut(Progress<'_>),
+    ctx: &Ctx,
+    index: usize,
+    total: usize,
+    unit: (&CaseDef, FaultKind),
+    run: usize,
+    runs: usize,
+) {
     let (case, fault) = unit;
-    on(Progress::Start { index: index + 1, total, case, fault, budget: (case.budget)(ctx), run: run + 1, runs });
+    on(Progress::Start {
+        index: index + 1,
+        total,
+        case,
+        fault,
+        budget: (case.budget)(ctx),
+        run: run + 1,
+        runs,
+    });
 }
 
 type Outcomes = [Result<Vec<Option<Ran>>, CaseResult>];
 
 /// `--jobs 1`: one unit after the other, in plan order, in this thread.
-fn serial(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes, on: &mut impl FnMut(Progress<'_>)) {
+fn serial(
+    ctx: &Ctx,
+    units: &[(&CaseDef, FaultKind)],
+    outcomes: &mut Outcomes,
+    on: &mut impl FnMut(Progress<'_>),
+) {
     let total = units.len();
     for (index, (&(case, fault), outcome)) in units.iter().zip(outcomes.iter_mut()).enumerate() {
         if kaspec_harness::cleanup::interrupted() {
@@ -233,7 +352,15 @@ fn serial(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes, o
         }
         let runs = match outcome {
             Err(r) => {
-                on(Progress::Done { index: index + 1, total, case, fault, results: std::slice::from_ref(r), elapsed: Duration::ZERO, run: 1 });
+                on(Progress::Done {
+                    index: index + 1,
+                    total,
+                    case,
+                    fault,
+                    results: std::slice::from_ref(r),
+                    elapsed: Duration::ZERO,
+                    run: 1,
+                });
                 continue;
             }
             Ok(runs) => runs,
@@ -244,7 +371,9 @@ fn serial(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes, o
                 break;
             }
             start(on, ctx, index, total, (case, fault), run, n);
-            let Some(ran) = run_once(ctx, case, fault) else { break };
+            let Some(ran) = run_once(ctx, case, fault) else {
+                break;
+            };
             tell(on, index, total, (case, fault), run, &ran);
             *slot = Some(ran);
         }
@@ -270,7 +399,13 @@ pub const STARVED_MS: u64 = 5;
 /// run alone at the end (the netns testbed gives each unit its own
 /// server, and a shared server's lease holds it alone, see `shared.rs`);
 /// so do the fleet cases.
-fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes, jobs: usize, on: &mut impl FnMut(Progress<'_>)) -> Vec<String> {
+fn parallel(
+    ctx: &Ctx,
+    units: &[(&CaseDef, FaultKind)],
+    outcomes: &mut Outcomes,
+    jobs: usize,
+    on: &mut impl FnMut(Progress<'_>),
+) -> Vec<String> {
     let total = units.len();
     // The jobs: every run of every unit that runs here.
     let mut list: Vec<(usize, usize)> = Vec::new();
@@ -278,7 +413,15 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
         match outcome {
             Err(r) => {
                 let (case, fault) = units[index];
-                on(Progress::Done { index: index + 1, total, case, fault, results: std::slice::from_ref(r), elapsed: Duration::ZERO, run: 1 });
+                on(Progress::Done {
+                    index: index + 1,
+                    total,
+                    case,
+                    fault,
+                    results: std::slice::from_ref(r),
+                    elapsed: Duration::ZERO,
+                    run: 1,
+                });
             }
             Ok(runs) => list.extend((0..runs.len()).map(|run| (index, run))),
         }
@@ -287,7 +430,10 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
     let runs: Vec<usize> = (0..total).map(runs_of).collect();
     // The estimate: how long the case may take with this configuration (its
     // `budget`, from the configuration's windows), the same for every fault.
-    let estimates: Vec<Duration> = list.iter().map(|(i, _)| (units[*i].0.budget)(ctx)).collect();
+    let estimates: Vec<Duration> = list
+        .iter()
+        .map(|(i, _)| (units[*i].0.budget)(ctx))
+        .collect();
     let mut done: Vec<Option<Ran>> = list.iter().map(|_| None).collect();
     let mut starved: Vec<usize> = Vec::new();
     let mut notes = Vec::new();
@@ -298,7 +444,9 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
         let (case, fault) = units[list[*job].0];
         (ctx.docker.is_some() && fault == FaultKind::Freeze) || case.id.ends_with("/fleet")
     };
-    let (mut at_end, order): (Vec<usize>, Vec<usize>) = crate::pool::longest_first(&estimates).into_iter().partition(alone);
+    let (mut at_end, order): (Vec<usize>, Vec<usize>) = crate::pool::longest_first(&estimates)
+        .into_iter()
+        .partition(alone);
     crate::pool::run(
         jobs,
         order,
@@ -318,10 +466,20 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
                 let ran = match ran {
                     Ok(Some(ran)) => ran,
                     Ok(None) => return,
-                    Err(panic) => Ran { outcome: Err(panic), elapsed: Duration::ZERO },
+                    Err(panic) => Ran {
+                        outcome: Err(panic),
+                        elapsed: Duration::ZERO,
+                    },
                 };
                 if ran.late_ms() > STARVED_MS {
-                    on(Progress::Starved { index: index + 1, total, case, fault, late_ms: ran.late_ms(), run: run + 1 });
+                    on(Progress::Starved {
+                        index: index + 1,
+                        total,
+                        case,
+                        fault,
+                        late_ms: ran.late_ms(),
+                        run: run + 1,
+                    });
                     starved.push(job);
                 } else {
                     tell(on, index, total, units[index], run, &ran);
@@ -341,13 +499,19 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
                         continue;
                     }
                     start(on, ctx, index, total, units[index], run, runs[index]);
-                    let Some(ran) = run_once(ctx, case, fault) else { continue };
+                    let Some(ran) = run_once(ctx, case, fault) else {
+                        continue;
+                    };
                     tell(on, index, total, units[index], run, &ran);
                     let Some(before) = before else {
                         done[job] = Some(ran);
                         continue;
                     };
-                    let run_note = if runs[index] > 1 { format!(" run {}", run + 1) } else { String::new() };
+                    let run_note = if runs[index] > 1 {
+                        format!(" run {}", run + 1)
+                    } else {
+                        String::new()
+                    };
                     let alone = if ran.late_ms() > STARVED_MS {
                         format!("; alone still {} ms: this machine is loaded by more than this run (the budgets carry it)", ran.late_ms())
                     } else {
@@ -375,9 +539,27 @@ fn parallel(ctx: &Ctx, units: &[(&CaseDef, FaultKind)], outcomes: &mut Outcomes,
 /// On the docker testbed, the server's version is the image's: each result
 /// names the container's image next to it.
 fn label_servers(ctx: &Ctx, case: &CaseDef, results: &mut [CaseResult]) {
-    let (Some(stack), Docker::Service { service, implementation }) = (&ctx.docker, case.docker) else { return };
-    let Some(container) = stack.containers.get(service) else { return };
-    let version = format!("{} (image {})", container.version.as_deref().unwrap_or("version not stated by the image"), container.image);
+    let (
+        Some(stack),
+        Docker::Service {
+            service,
+            implementation,
+        },
+    ) = (&ctx.docker, case.docker)
+    else {
+        return;
+    };
+    let Some(container) = stack.containers.get(service) else {
+        return;
+    };
+    let version = format!(
+        "{} (image {})",
+        container
+            .version
+            .as_deref()
+            .unwrap_or("version not stated by the image"),
+        container.image
+    );
     for r in results.iter_mut() {
         for i in [&mut r.implementation, &mut r.peer] {
             if i.name == implementation {
@@ -398,7 +580,9 @@ fn fold_repeats(runs: Vec<CaseResult>, repeat: usize) -> Vec<CaseResult> {
             keys.push(r.key());
         }
     }
-    keys.into_iter().map(|k| CaseResult::fold(runs.iter().filter(|r| r.key() == k).cloned().collect())).collect()
+    keys.into_iter()
+        .map(|k| CaseResult::fold(runs.iter().filter(|r| r.key() == k).cloned().collect()))
+        .collect()
 }
 
 /// Writes `report.json`, `report.md`, `report.html` and `junit.xml` into `dir`.
@@ -424,7 +608,13 @@ mod tests {
         let keys: Vec<String> = plan.iter().map(|(c, f)| unit_key(c.id, f.name())).collect();
         let fixed = cases.iter().filter(|c| c.fixed_fault.is_some()).count();
         assert_eq!(keys.len(), (cases.len() - fixed) * 2 + fixed, "{keys:?}");
-        assert_eq!(keys[..2], [unit_key(cases[0].id, "blackhole"), unit_key(cases[0].id, "reset")]);
+        assert_eq!(
+            keys[..2],
+            [
+                unit_key(cases[0].id, "blackhole"),
+                unit_key(cases[0].id, "reset")
+            ]
+        );
         // Three shares: each unit exactly once.
         let shares: Vec<Share> = (1..=3).map(|k| Share { index: k, count: 3 }).collect();
         for i in 0..keys.len() {
@@ -441,7 +631,10 @@ mod tests {
             config: crate::registry::config(),
             run_dir: std::env::temp_dir(),
             fixtures: std::env::temp_dir(),
-            serve: crate::ctx::ServeCommand { program: "true".into(), args: vec![] },
+            serve: crate::ctx::ServeCommand {
+                program: "true".into(),
+                args: vec![],
+            },
             deviations: vec![],
             shift_window_ms: 0,
             network: Default::default(),
@@ -452,14 +645,23 @@ mod tests {
 
     /// A unit that sleeps its budget's tenth and reports one result whose
     /// wake-up term is what `wake` says for this call.
-    fn result(ctx: &Ctx, case: &CaseDef, fault: FaultKind, wake: u64) -> kaspec_harness::Result<Vec<CaseResult>> {
+    fn result(
+        ctx: &Ctx,
+        case: &CaseDef,
+        fault: FaultKind,
+        wake: u64,
+    ) -> kaspec_harness::Result<Vec<CaseResult>> {
         std::thread::sleep((case.budget)(ctx) / 10);
         let mut r = unsupported(case, fault, ctx, Some("fake".into()));
         r.budget.wake_ms = wake;
         Ok(vec![r])
     }
     static STARVING_RUNS: AtomicUsize = AtomicUsize::new(0);
-    const fn fake(id: &'static str, budget: fn(&Ctx) -> Duration, run: fn(&Ctx, &CaseDef, FaultKind) -> kaspec_harness::Result<Vec<CaseResult>>) -> CaseDef {
+    const fn fake(
+        id: &'static str,
+        budget: fn(&Ctx) -> Duration,
+        run: fn(&Ctx, &CaseDef, FaultKind) -> kaspec_harness::Result<Vec<CaseResult>>,
+    ) -> CaseDef {
         CaseDef {
             id,
             protocol: "fake",
@@ -474,21 +676,58 @@ mod tests {
             budget,
         }
     }
-    static SHORT: CaseDef = fake("fake/short", |_| Duration::from_millis(500), |c, d, f| result(c, d, f, 1));
-    static LONG: CaseDef = fake("fake/long", |_| Duration::from_millis(3000), |c, d, f| result(c, d, f, 1));
+    static SHORT: CaseDef = fake(
+        "fake/short",
+        |_| Duration::from_millis(500),
+        |c, d, f| result(c, d, f, 1),
+    );
+    static LONG: CaseDef = fake(
+        "fake/long",
+        |_| Duration::from_millis(3000),
+        |c, d, f| result(c, d, f, 1),
+    );
     // Starved (wake-up term 20 ms) the first time it runs, then not.
-    static STARVING: CaseDef = fake("fake/starving", |_| Duration::from_millis(1000), |c, d, f| {
-        result(c, d, f, if STARVING_RUNS.fetch_add(1, Ordering::SeqCst) == 0 { 20 } else { 1 })
-    });
+    static STARVING: CaseDef = fake(
+        "fake/starving",
+        |_| Duration::from_millis(1000),
+        |c, d, f| {
+            result(
+                c,
+                d,
+                f,
+                if STARVING_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+                    20
+                } else {
+                    1
+                },
+            )
+        },
+    );
 
     fn go(cases: &[&'static CaseDef], jobs: usize) -> (Report, Vec<String>) {
         let mut seen = Vec::new();
-        let opts = Options { repeat: 1, share: None, jobs };
-        let report = run(&ctx(), cases, &DEFAULT_FAULTS, opts, "r", vec![], |p| match p {
-            Progress::Start { case, fault, .. } => seen.push(format!("start {} {fault}", case.id)),
-            Progress::Starved { case, fault, .. } => seen.push(format!("starved {} {fault}", case.id)),
-            _ => {}
-        });
+        let opts = Options {
+            repeat: 1,
+            share: None,
+            jobs,
+        };
+        let report = run(
+            &ctx(),
+            cases,
+            &DEFAULT_FAULTS,
+            opts,
+            "r",
+            vec![],
+            |p| match p {
+                Progress::Start { case, fault, .. } => {
+                    seen.push(format!("start {} {fault}", case.id))
+                }
+                Progress::Starved { case, fault, .. } => {
+                    seen.push(format!("starved {} {fault}", case.id))
+                }
+                _ => {}
+            },
+        );
         (report, seen)
     }
 
@@ -496,7 +735,15 @@ mod tests {
     fn jobs_start_longest_first_and_report_in_plan_order() {
         let keys = |r: &Report| r.results.iter().map(|r| r.key()).collect::<Vec<_>>();
         let (serial, order) = go(&[&SHORT, &LONG], 1);
-        assert_eq!(order, ["start fake/short blackhole", "start fake/short reset", "start fake/long blackhole", "start fake/long reset"]);
+        assert_eq!(
+            order,
+            [
+                "start fake/short blackhole",
+                "start fake/short reset",
+                "start fake/long blackhole",
+                "start fake/long reset"
+            ]
+        );
         // No timing assertion here (speed belongs in benches/run.sh; a
         // loaded machine made it fail): the order shows the schedule.
         // Two workers: the two long units are taken first, and no short one
@@ -505,7 +752,11 @@ mod tests {
         let (parallel, order) = go(&[&SHORT, &LONG], 2);
         let mut first = order[..2].to_vec();
         first.sort();
-        assert_eq!(first, ["start fake/long blackhole", "start fake/long reset"], "{order:?}");
+        assert_eq!(
+            first,
+            ["start fake/long blackhole", "start fake/long reset"],
+            "{order:?}"
+        );
         assert_eq!(keys(&parallel), keys(&serial));
         assert!(parallel.notes.is_empty() && serial.notes.is_empty());
     }
@@ -520,13 +771,24 @@ mod tests {
         let again = starved[0].replace("starved", "start");
         assert_eq!(seen.last(), Some(&again), "{seen:?}");
         assert_eq!(STARVING_RUNS.load(Ordering::SeqCst), 3);
-        assert!(r.results.iter().all(|x| x.budget.wake_ms == 1), "only the run alone is reported");
+        assert!(
+            r.results.iter().all(|x| x.budget.wake_ms == 1),
+            "only the run alone is reported"
+        );
         assert_eq!(r.results.len(), 4);
         assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
-        assert!(r.notes[0].starts_with("fake/starving × ") && r.notes[0].contains("wake-up term 20 ms, limit 5 ms); alone 1 ms"), "{}", r.notes[0]);
+        assert!(
+            r.notes[0].starts_with("fake/starving × ")
+                && r.notes[0].contains("wake-up term 20 ms, limit 5 ms); alone 1 ms"),
+            "{}",
+            r.notes[0]
+        );
         // One unit at a time never reruns: its numbers are as measured.
         STARVING_RUNS.store(0, Ordering::SeqCst);
         let (r, seen) = go(&[&STARVING], 1);
-        assert!(r.notes.is_empty() && !seen.iter().any(|s| s.starts_with("starved")), "{seen:?}");
+        assert!(
+            r.notes.is_empty() && !seen.iter().any(|s| s.starts_with("starved")),
+            "{seen:?}"
+        );
     }
 }

@@ -51,7 +51,11 @@ impl Group {
     fn died(&self) -> bool {
         self.processes.iter().any(|p| {
             std::fs::read_to_string(format!("/proc/{}/stat", p.pid()))
-                .map(|st| st.rsplit(')').next().is_some_and(|r| matches!(r.trim_start().chars().next(), Some('Z' | 'X'))))
+                .map(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .is_some_and(|r| matches!(r.trim_start().chars().next(), Some('Z' | 'X')))
+                })
                 .unwrap_or(true)
         })
     }
@@ -132,7 +136,11 @@ struct Slot {
 
 impl Slot {
     fn needs_start(&self) -> bool {
-        self.group.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|g| g.died())
+        self.group
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|g| g.died())
     }
 }
 
@@ -147,7 +155,12 @@ struct Bed {
 
 impl Bed {
     fn slot(&self, name: &'static str) -> Arc<Slot> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(name).or_default().clone()
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_default()
+            .clone()
     }
 }
 
@@ -174,8 +187,14 @@ impl Hold {
     /// unit, everything, as when cases ran one at a time).
     pub fn of(fault: Option<FaultKind>) -> Hold {
         match fault {
-            None | Some(FaultKind::Delay | FaultKind::Loss) => Hold { bed: true, server: true },
-            Some(FaultKind::Freeze | FaultKind::Crash) => Hold { bed: false, server: true },
+            None | Some(FaultKind::Delay | FaultKind::Loss) => Hold {
+                bed: true,
+                server: true,
+            },
+            Some(FaultKind::Freeze | FaultKind::Crash) => Hold {
+                bed: false,
+                server: true,
+            },
             Some(
                 FaultKind::Blackhole
                 | FaultKind::BlackholeUp
@@ -183,7 +202,10 @@ impl Hold {
                 | FaultKind::Reset
                 | FaultKind::NatExpiry
                 | FaultKind::None,
-            ) => Hold { bed: false, server: false },
+            ) => Hold {
+                bed: false,
+                server: false,
+            },
         }
     }
 }
@@ -229,7 +251,9 @@ pub struct Lease<'a> {
 impl Lease<'_> {
     /// This lease's view of the shared testbed (its own fault table).
     pub fn testbed(&self) -> &Testbed {
-        self.view.as_ref().expect("a lease has its view until dropped")
+        self.view
+            .as_ref()
+            .expect("a lease has its view until dropped")
     }
 
     /// The server under test of this lease's group.
@@ -285,7 +309,15 @@ impl Shared {
             let mut beds = self.beds.lock().unwrap_or_else(|p| p.into_inner());
             if !beds.contains_key(bed) {
                 let tb = build()?;
-                beds.insert(bed.to_string(), Arc::new(Bed { slots: Default::default(), gate: Gate::default(), views: AtomicUsize::new(0), tb }));
+                beds.insert(
+                    bed.to_string(),
+                    Arc::new(Bed {
+                        slots: Default::default(),
+                        gate: Gate::default(),
+                        views: AtomicUsize::new(0),
+                        tb,
+                    }),
+                );
             }
             beds[bed].clone()
         };
@@ -307,12 +339,22 @@ impl Shared {
                 drop(slot.group.lock().unwrap_or_else(|p| p.into_inner()).take());
                 let started = start(&b.tb)?;
                 if started.processes.is_empty() {
-                    return Err(Error::Other(format!("shared server {name}: nothing was started")));
+                    return Err(Error::Other(format!(
+                        "shared server {name}: nothing was started"
+                    )));
                 }
-                *slot.group.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Group { processes: started.processes, dirs: started.dirs }));
+                *slot.group.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Group {
+                    processes: started.processes,
+                    dirs: started.dirs,
+                }));
                 slot.starts.fetch_add(1, Ordering::SeqCst);
             }
-            let group = slot.group.lock().unwrap_or_else(|p| p.into_inner()).clone().expect("started");
+            let group = slot
+                .group
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .expect("started");
             let view = b.tb.view(b.views.fetch_add(1, Ordering::SeqCst))?;
             Ok((group, view))
         })();
@@ -322,7 +364,15 @@ impl Shared {
                     slot.gate.downgrade();
                 }
                 let starts = slot.starts.load(Ordering::SeqCst);
-                Ok(Lease { view: Some(view), group, starts, slot, bed: b, hold, _shared: PhantomData })
+                Ok(Lease {
+                    view: Some(view),
+                    group,
+                    starts,
+                    slot,
+                    bed: b,
+                    hold,
+                    _shared: PhantomData,
+                })
             }
             Err(e) => {
                 slot.gate.leave(alone);

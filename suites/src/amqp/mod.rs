@@ -224,5 +224,8 @@ pub fn require_rabbitmq() -> Result<()> {
 }
 
 fn request_of(ctx: &Ctx) -> u16 {
-    knobs::AmqpConfig::of(&ctx.config).heartbeat.as_secs().min(u16::MAX as u64) as u16
+    knobs::AmqpConfig::of(&ctx.config)
+        .heartbeat
+        .as_secs()
+        .min(u16::MAX as u64) as u16
 }

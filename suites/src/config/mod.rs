@@ -234,7 +234,10 @@ impl Config {
 
     /// A key's text as given (for a string in a client's own syntax).
     pub fn text(&self, k: &Key) -> &str {
-        self.raw.get(k.name).map(String::as_str).unwrap_or(k.default)
+        self.raw
+            .get(k.name)
+            .map(String::as_str)
+            .unwrap_or(k.default)
     }
 
     /// A duration key's value.

@@ -70,7 +70,10 @@ impl TcpConfig {
 
     /// The socket options a client library sets from its own five knobs:
     /// on/off, idle, interval, count and user timeout, in that order.
-    pub fn from_keys(c: &Config, [on, idle, interval, count, user_timeout]: [&Key; 5]) -> TcpConfig {
+    pub fn from_keys(
+        c: &Config,
+        [on, idle, interval, count, user_timeout]: [&Key; 5],
+    ) -> TcpConfig {
         TcpConfig {
             keepalive: c.flag(on),
             idle: c.dur(idle),

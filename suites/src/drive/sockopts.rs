@@ -82,7 +82,10 @@ pub fn of_process(
 /// defaults, never used), so they are not shown or compared.
 pub fn text(t: &TcpConfig) -> String {
     if !t.keepalive {
-        return format!("SO_KEEPALIVE=false TCP_USER_TIMEOUT={}ms", ms_of(t.user_timeout));
+        return format!(
+            "SO_KEEPALIVE=false TCP_USER_TIMEOUT={}ms",
+            ms_of(t.user_timeout)
+        );
     }
     format!(
         "SO_KEEPALIVE={} TCP_KEEPIDLE={}s TCP_KEEPINTVL={}s TCP_KEEPCNT={} TCP_USER_TIMEOUT={}ms",

@@ -78,7 +78,10 @@ pub fn nat_expectation(g: &GrpcConfig, tcp: &TcpConfig, nat: Duration) -> Expect
 
 pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = crate::model::nat::nat_idle(ctx);
-    let (g, tcp) = (super::knobs::GrpcConfig::of(&ctx.config), crate::config::TcpConfig::of(&ctx.config));
+    let (g, tcp) = (
+        super::knobs::GrpcConfig::of(&ctx.config),
+        crate::config::TcpConfig::of(&ctx.config),
+    );
     let tb = ctx.testbed_with_nat("kaspec-grpc-defaults", nat)?;
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let which = GrpcServer::Kaspec;

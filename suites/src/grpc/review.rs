@@ -8,12 +8,12 @@ use kaspec_harness::fault::FaultKind;
 
 use super::{IDLE, NAT, PING_POLICY};
 use crate::config::Config;
-use kaspec_harness::report::CaseResult;
 use crate::network::NetworkProfile;
 use crate::rules::{
-    broke_behind_nat, nat_finding, round_trip_finding, told_too_many_pings, Check,
-    Finding, Severity,
+    broke_behind_nat, nat_finding, round_trip_finding, told_too_many_pings, Check, Finding,
+    Severity,
 };
+use kaspec_harness::report::CaseResult;
 
 pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
     let k = super::knobs::GrpcConfig::of(c);
@@ -74,4 +74,3 @@ fn no_h2_detection(results: &[CaseResult], c: &Config) -> Option<bool> {
         })
     })
 }
-

@@ -114,12 +114,17 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     // sock_diag, jiffy-grained): hyper schedules its PING at its last read +
     // I, so this anchors the window. The app's own timestamp of the response
     // comes a few ms later than hyper's read.
-    let client_idle_ms = kaspec_harness::observe::last_data_recv_at(&tb.client, ready.local, addr)?.map(|at| rel_ms(at, t0).max(0) as u64);
+    let client_idle_ms = kaspec_harness::observe::last_data_recv_at(&tb.client, ready.local, addr)?
+        .map(|at| rel_ms(at, t0).max(0) as u64);
     // The same for the server's end (its own keep-alive anchors there); a
     // crashed server has no socket left to ask.
     let server_idle_ms = match fault {
         FaultKind::Crash => None,
-        _ => kaspec_harness::observe::last_data_recv_at(&tb.server, addr, tb.seen_by_server(ready.local))?,
+        _ => kaspec_harness::observe::last_data_recv_at(
+            &tb.server,
+            addr,
+            tb.seen_by_server(ready.local),
+        )?,
     }
     .map(|at| rel_ms(at, t0).max(0) as u64);
 

@@ -41,7 +41,6 @@ use kaspec_harness::{Error, Result};
 
 use crate::case::{CaseDef, Docker};
 use crate::config::TcpConfig;
-use knobs::MariadbConfig;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::tcp::keepalive_window;
@@ -49,6 +48,7 @@ use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side};
 use crate::protocol::Protocol;
 use crate::shared::Started;
+use knobs::MariadbConfig;
 
 mod client;
 pub mod knobs;
@@ -206,6 +206,7 @@ fn budget(ctx: &Ctx) -> Duration {
     let s = ServerSettings::load(&ctx.fixtures)
         .map(|s| ms_of(s.wait_timeout).max(crate::model::tcp::keepalive_death(&s.keepalive()).ms))
         .unwrap_or(10_000);
-    let c = ms_of(knobs::MariadbConfig::of(&ctx.config).tcp_keepalive) + 2 * CLIENT_PROBE_INTERVAL_S * 1000;
+    let c = ms_of(knobs::MariadbConfig::of(&ctx.config).tcp_keepalive)
+        + 2 * CLIENT_PROBE_INTERVAL_S * 1000;
     Duration::from_millis(3 * (s + 1000).max(c) + 8000)
 }

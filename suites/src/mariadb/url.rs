@@ -101,5 +101,8 @@ mod tests {
 
 /// `mariadb.url` as a knob: what it sets, each shown as coming from the URL.
 pub fn expand_mysql_url(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigError> {
-    Ok(parse_mysql_url(text)?.into_iter().map(|(k, v)| (k, v.clone(), format!("{v} (mariadb.url)"))).collect())
+    Ok(parse_mysql_url(text)?
+        .into_iter()
+        .map(|(k, v)| (k, v.clone(), format!("{v} (mariadb.url)")))
+        .collect())
 }

@@ -160,7 +160,12 @@ pub const DELACK_MAX_MS: u64 = 200;
 /// fault: None once the longest delay has passed. Under `reset` that ACK is
 /// the first segment to meet the RST.
 pub fn pending_delayed_ack(idle_ms: u64) -> Option<(u64, u64)> {
-    (idle_ms < DELACK_MAX_MS).then(|| (DELACK_MIN_MS.saturating_sub(idle_ms), DELACK_MAX_MS - idle_ms))
+    (idle_ms < DELACK_MAX_MS).then(|| {
+        (
+            DELACK_MIN_MS.saturating_sub(idle_ms),
+            DELACK_MAX_MS - idle_ms,
+        )
+    })
 }
 
 #[cfg(test)]

@@ -24,8 +24,12 @@ const PINGS_KEPT: usize = 4;
 /// How long one run of the fleet may take: connecting, then the broker's
 /// window and its documented lateness, twice.
 pub(crate) fn fleet_budget(ctx: &Ctx) -> Duration {
-    let k = super::knobs::MqttConfig::of(&ctx.config).keep_alive.max(Duration::from_secs(1));
-    Duration::from_secs(20) + Duration::from_millis(2 * ctx.config.count(&crate::drive::fleet::CONNECTIONS)) + 4 * k
+    let k = super::knobs::MqttConfig::of(&ctx.config)
+        .keep_alive
+        .max(Duration::from_secs(1));
+    Duration::from_secs(20)
+        + Duration::from_millis(2 * ctx.config.count(&crate::drive::fleet::CONNECTIONS))
+        + 4 * k
 }
 
 /// MQTT 3.1.1 §3.1: CONNECT with a clean session and Keep Alive `k` seconds.

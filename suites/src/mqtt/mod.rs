@@ -124,7 +124,9 @@ pub static FLEET: CaseDef = CaseDef {
 };
 
 fn budget(ctx: &Ctx) -> Duration {
-    let k = knobs::MqttConfig::of(&ctx.config).keep_alive.max(Duration::from_secs(2));
+    let k = knobs::MqttConfig::of(&ctx.config)
+        .keep_alive
+        .max(Duration::from_secs(2));
     // connect, one ping cycle, half a period of idle, then 3 × 2K.
     Duration::from_secs(3) + k + k / 2 + 6 * k
 }

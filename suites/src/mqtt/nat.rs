@@ -5,7 +5,9 @@ use super::*;
 use crate::model::nat::{nat_idle, nat_race};
 
 pub(crate) fn nat_budget(ctx: &Ctx) -> Duration {
-    Duration::from_secs(20) + 3 * nat_idle(ctx) + 6 * super::knobs::MqttConfig::of(&ctx.config).keep_alive
+    Duration::from_secs(20)
+        + 3 * nat_idle(ctx)
+        + 6 * super::knobs::MqttConfig::of(&ctx.config).keep_alive
 }
 
 /// rumqttc pings every K whatever the traffic; the mapping survives if K < N.

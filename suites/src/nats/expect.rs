@@ -134,17 +134,13 @@ pub fn client_expectation(
     let mut f = format!("client: {f}; − {idle_ms} ms from the last data read to t0");
     // Its delayed ACK of that last read may still be due after t0: under
     // reset it is the first segment to meet the RST.
-    if let (FaultKind::Reset, Some((a, b))) = (fault, crate::model::linux::pending_delayed_ack(idle_ms)) {
+    if let (FaultKind::Reset, Some((a, b))) =
+        (fault, crate::model::linux::pending_delayed_ack(idle_ms))
+    {
         lo = lo.min(a);
         f += &format!("; or earlier, its delayed ACK of that read ({} to {} ms after it, Linux TCP_DELACK_MIN..MAX): {a} to {b} ms", crate::model::linux::DELACK_MIN_MS, crate::model::linux::DELACK_MAX_MS);
     }
-    Expectation::window(
-        lo,
-        hi,
-        f,
-        spec,
-        Level::Must,
-    )
+    Expectation::window(lo, hi, f, spec, Level::Must)
 }
 
 /// How long the stale case waits for the server: (ping_max + 2) × I + 2 s.

@@ -4,7 +4,12 @@
 use super::*;
 
 pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    idle_with(ctx, case, fault, super::knobs::PostgresConfig::of(&ctx.config))
+    idle_with(
+        ctx,
+        case,
+        fault,
+        super::knobs::PostgresConfig::of(&ctx.config),
+    )
 }
 
 /// An idle connection with the client's knobs `client` under `fault`; each
@@ -203,11 +208,17 @@ pub(crate) fn run_idle_session_timeout(
                 spec,
             );
         }
+        // The backend arms a µs-precise setitimer when it sends
+        // ReadyForQuery (postgres.c, `enable_timeout_after(IDLE_SESSION_TIMEOUT,
+        // IdleSessionTimeout)` before ReadCommand); the anchor is the client's
+        // TCP_INFO `last_data_recv`, counted in jiffies: ± one jiffy J. A CI
+        // run saw 1198 ms against a 1195 ms point with J = 4 ms.
         let d = t.saturating_sub(idle);
+        let j = crate::model::linux::jiffy_ms();
         Expectation::window(
-            d,
-            d,
-            format!("{who}: the backend arms idle_session_timeout T when it sends ReadyForQuery (the client's last segment received): T − idle = {t} − {idle} = {d} ms"),
+            d.saturating_sub(j),
+            d + j,
+            format!("{who}: the backend arms idle_session_timeout T when it sends ReadyForQuery (the client's last segment received): T − idle = {t} − {idle} = {d} ms, ± J = {j} ms (jiffy-grained idle)"),
             spec,
             Level::Must,
         )
@@ -220,7 +231,9 @@ pub(crate) fn run_idle_session_timeout(
         Measure::Socket,
         |s| {
             let e = expect(s.idle_session_timeout, 0, "");
-            let d = e.deadline_ms(quiet_ms(&super::knobs::PostgresConfig::of(&ctx.config).tcp(), &s.tcp).min(10_000));
+            let d = e.deadline_ms(
+                quiet_ms(&super::knobs::PostgresConfig::of(&ctx.config).tcp(), &s.tcp).min(10_000),
+            );
             (d, d)
         },
         |r| {

@@ -66,7 +66,16 @@ pub struct PostgresConfig {
 impl PostgresConfig {
     /// The `postgres.*` values of `c`.
     pub fn of(c: &Config) -> PostgresConfig {
-        let t = crate::config::TcpConfig::from_keys(c, [&KEEPALIVES, &KEEPALIVES_IDLE, &KEEPALIVES_INTERVAL, &KEEPALIVES_RETRIES, &TCP_USER_TIMEOUT]);
+        let t = crate::config::TcpConfig::from_keys(
+            c,
+            [
+                &KEEPALIVES,
+                &KEEPALIVES_IDLE,
+                &KEEPALIVES_INTERVAL,
+                &KEEPALIVES_RETRIES,
+                &TCP_USER_TIMEOUT,
+            ],
+        );
         PostgresConfig {
             keepalives: t.keepalive,
             keepalives_idle: t.idle,

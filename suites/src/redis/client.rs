@@ -35,7 +35,12 @@ fn tcp_settings(t: &TcpConfig) -> redis::io::tcp::TcpSettings {
     use redis::io::tcp::socket2::TcpKeepalive;
     let mut s = redis::io::tcp::TcpSettings::default();
     if t.keepalive {
-        s = s.set_keepalive(TcpKeepalive::new().with_time(t.idle).with_interval(t.interval).with_retries(t.count));
+        s = s.set_keepalive(
+            TcpKeepalive::new()
+                .with_time(t.idle)
+                .with_interval(t.interval)
+                .with_retries(t.count),
+        );
     }
     if !t.user_timeout.is_zero() {
         s = s.set_user_timeout(t.user_timeout);
@@ -136,7 +141,9 @@ pub(crate) fn client(
             let _ = ready.send(Err(e));
             None
         };
-        let info = match redis::IntoConnectionInfo::into_connection_info(format!("redis://{server}/?protocol=resp3")) {
+        let info = match redis::IntoConnectionInfo::into_connection_info(format!(
+            "redis://{server}/?protocol=resp3"
+        )) {
             Ok(i) => i.set_tcp_settings(tcp_settings(&plan.tcp)),
             Err(e) => return fail(format!("redis-rs: {e}")),
         };
@@ -190,7 +197,13 @@ pub(crate) fn client(
             // pushes), and the multiplexed connection stays usable.
             let mut c = con.clone();
             last_cmd = Instant::now();
-            tokio::spawn(async move { redis::cmd("BLPOP").arg("kaspec:never").arg(0).query_async::<redis::Value>(&mut c).await });
+            tokio::spawn(async move {
+                redis::cmd("BLPOP")
+                    .arg("kaspec:never")
+                    .arg(0)
+                    .query_async::<redis::Value>(&mut c)
+                    .await
+            });
         }
         // Let the server's delayed ACK go out before the path may fail.
         tokio::time::sleep(Duration::from_millis(200)).await;

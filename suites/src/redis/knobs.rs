@@ -32,13 +32,21 @@ pub static KEEPALIVE: Key = Key {
 };
 pub static KEEPALIVE_IDLE: Key = Key {
     name: "redis.keepalive_idle",
-    kind: Kind::Secs { min: 1, max: 32767, zero_ok: false },
+    kind: Kind::Secs {
+        min: 1,
+        max: 32767,
+        zero_ok: false,
+    },
     default: "2s",
     doc: "socket2 TcpKeepalive::with_time given to TcpSettings: TCP_KEEPIDLE (whole seconds)",
 };
 pub static KEEPALIVE_INTERVAL: Key = Key {
     name: "redis.keepalive_interval",
-    kind: Kind::Secs { min: 1, max: 32767, zero_ok: false },
+    kind: Kind::Secs {
+        min: 1,
+        max: 32767,
+        zero_ok: false,
+    },
     default: "1s",
     doc: "socket2 TcpKeepalive::with_interval: TCP_KEEPINTVL (whole seconds)",
 };
@@ -50,7 +58,10 @@ pub static KEEPALIVE_RETRIES: Key = Key {
 };
 pub static TCP_USER_TIMEOUT: Key = Key {
     name: "redis.tcp_user_timeout",
-    kind: Kind::Millis { min: 0, max: i32::MAX as u64 },
+    kind: Kind::Millis {
+        min: 0,
+        max: i32::MAX as u64,
+    },
     default: "0s",
     doc: "redis-rs TcpSettings::set_user_timeout: TCP_USER_TIMEOUT (0 = off)",
 };
@@ -62,7 +73,17 @@ pub static URL: Key = Key {
 };
 
 /// The `redis.*` keys, in help order.
-pub static KNOBS: [&Key; 9] = [&RESPONSE_TIMEOUT, &KEEPALIVE, &KEEPALIVE_IDLE, &KEEPALIVE_INTERVAL, &KEEPALIVE_RETRIES, &TCP_USER_TIMEOUT, &URL, &IDLE, &SERVER_TIMEOUT];
+pub static KNOBS: [&Key; 9] = [
+    &RESPONSE_TIMEOUT,
+    &KEEPALIVE,
+    &KEEPALIVE_IDLE,
+    &KEEPALIVE_INTERVAL,
+    &KEEPALIVE_RETRIES,
+    &TCP_USER_TIMEOUT,
+    &URL,
+    &IDLE,
+    &SERVER_TIMEOUT,
+];
 
 /// A `redis://` URL: redis-rs's `IntoConnectionInfo` must take it, and every
 /// query option must be one it reads. redis-rs 1.8 connection.rs
@@ -72,10 +93,20 @@ pub static KNOBS: [&Key; 9] = [&RESPONSE_TIMEOUT, &KEEPALIVE, &KEEPALIVE_IDLE, &
 /// dropped, so the application believes in a keep-alive it does not have.
 /// Sets no other key (the URL carries no keep-alive for redis-rs).
 fn check_url(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigError> {
-    let bad = |what: String| ConfigError(format!("redis.url={}: {what}", crate::config::one_line(text.trim())));
+    let bad = |what: String| {
+        ConfigError(format!(
+            "redis.url={}: {what}",
+            crate::config::one_line(text.trim())
+        ))
+    };
     // redis-rs's own parser: a URL with the scheme redis, rediss,
     // valkey(s) or redis+unix.
-    let url = redis::parse_redis_url(text.trim()).ok_or_else(|| bad("not a URL redis-rs parses (redis://[user:password@]host[:port][/db][?protocol=resp3])".into()))?;
+    let url = redis::parse_redis_url(text.trim()).ok_or_else(|| {
+        bad(
+            "not a URL redis-rs parses (redis://[user:password@]host[:port][/db][?protocol=resp3])"
+                .into(),
+        )
+    })?;
     for (k, _) in url.query_pairs() {
         if k != "protocol" {
             return Err(bad(format!(
@@ -83,7 +114,8 @@ fn check_url(text: &str) -> Result<Vec<(&'static str, String, String)>, ConfigEr
             )));
         }
     }
-    redis::IntoConnectionInfo::into_connection_info(text.trim()).map_err(|e| bad(format!("redis-rs rejects it: {e}")))?;
+    redis::IntoConnectionInfo::into_connection_info(text.trim())
+        .map_err(|e| bad(format!("redis-rs rejects it: {e}")))?;
     Ok(Vec::new())
 }
 
@@ -106,7 +138,16 @@ impl RedisConfig {
     pub fn of(c: &Config) -> RedisConfig {
         RedisConfig {
             response_timeout: c.dur(&RESPONSE_TIMEOUT),
-            tcp: TcpConfig::from_keys(c, [&KEEPALIVE, &KEEPALIVE_IDLE, &KEEPALIVE_INTERVAL, &KEEPALIVE_RETRIES, &TCP_USER_TIMEOUT]),
+            tcp: TcpConfig::from_keys(
+                c,
+                [
+                    &KEEPALIVE,
+                    &KEEPALIVE_IDLE,
+                    &KEEPALIVE_INTERVAL,
+                    &KEEPALIVE_RETRIES,
+                    &TCP_USER_TIMEOUT,
+                ],
+            ),
             idle: c.dur(&IDLE),
             server_timeout: c.dur(&SERVER_TIMEOUT),
         }

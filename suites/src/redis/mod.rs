@@ -49,8 +49,8 @@ use crate::protocol::Protocol;
 
 mod client;
 mod expect;
-mod nat;
 pub mod knobs;
+mod nat;
 mod review;
 mod run;
 mod server;
@@ -83,7 +83,15 @@ const KEEPALIVE_QUOTE: &str = "Set parameters configuring TCP keepalive probes f
 const RESPONSE_TIMEOUT_QUOTE: &str = "The new connection will time out operations after `response_timeout` has passed. Set `None` if you don't want requests to time out.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 7] = [&IDLE_TIMEOUT, &SERVER_KEEPALIVE, &BLOCKED, &CLIENT_KEEPALIVE, &RESPONSE_TIMEOUT, &NAT_BELOW, &NAT_ABOVE];
+pub static CASES: [&CaseDef; 7] = [
+    &IDLE_TIMEOUT,
+    &SERVER_KEEPALIVE,
+    &BLOCKED,
+    &CLIENT_KEEPALIVE,
+    &RESPONSE_TIMEOUT,
+    &NAT_BELOW,
+    &NAT_ABOVE,
+];
 
 pub static IDLE_TIMEOUT: CaseDef = CaseDef {
     id: "redis/redis.conf-timeout/1",
@@ -164,7 +172,9 @@ fn budget(ctx: &Ctx) -> Duration {
         .map(|s| ms_of(s.timeout).max(crate::model::tcp::keepalive_death(&s.keepalive()).ms))
         .unwrap_or(10_000);
     Duration::from_millis(
-        3 * (s + 1000).max(COMMAND_AFTER_MS + ms_of(knobs::RedisConfig::of(&ctx.config).response_timeout)) + 6000,
+        3 * (s + 1000)
+            .max(COMMAND_AFTER_MS + ms_of(knobs::RedisConfig::of(&ctx.config).response_timeout))
+            + 6000,
     )
 }
 

@@ -29,21 +29,36 @@ pub(crate) fn nat_budget(ctx: &Ctx) -> Duration {
     Duration::from_secs(20) + 6 * n
 }
 
-pub(crate) fn run_nat_below(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_nat_below(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     run_nat(ctx, case, fault, Against::Below)
 }
 
-pub(crate) fn run_nat_above(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+pub(crate) fn run_nat_above(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
     run_nat(ctx, case, fault, Against::Above)
 }
 
 /// Both sides' expectations, t0 = the mapping's expiry (N after the flow's
 /// last packet). `server` holds the options read back from the server's
 /// socket and its idle time at t0 (≈ N).
-fn expectations(server: &TcpConfig, server_idle_ms: u64, nat: Duration, response_timeout: Duration) -> (Expectation, Expectation) {
+fn expectations(
+    server: &TcpConfig,
+    server_idle_ms: u64,
+    nat: Duration,
+    response_timeout: Duration,
+) -> (Expectation, Expectation) {
     let (k, n) = (ms_of(server.idle), ms_of(nat));
     if !server.keepalive {
-        let e = || Expectation::not_detected(format!("tcp-keepalive 0: nothing refreshes the mapping (forgotten after N = {n} ms) and nothing probes"), SPEC);
+        let e = || {
+            Expectation::not_detected(format!("tcp-keepalive 0: nothing refreshes the mapping (forgotten after N = {n} ms) and nothing probes"), SPEC)
+        };
         return (e(), e());
     }
     if let Some(race) = nat_race("tcp-keepalive K (TCP_KEEPIDLE)", server.idle, nat, SPEC) {
@@ -61,10 +76,32 @@ fn expectations(server: &TcpConfig, server_idle_ms: u64, nat: Duration, response
     // The first probe (K after the last segment, after the expiry) is
     // dropped, as are the following: the server dies at its keep-alive
     // death; the client's PING meets the forgotten mapping and times out.
-    let why = format!("K = {k} ms ≥ N = {n} ms: the server's first probe meets the forgotten mapping; ");
-    let s = keepalive_window(server, server_idle_ms, None, FaultKind::Blackhole, "server (options read back from its socket)", SPEC);
-    let c = response_expectation(response_timeout, FaultKind::Blackhole, ping_after(nat), RESPONSE_TIMEOUT.spec);
-    (Expectation { formula: format!("{why}the PING: {}", c.formula), ..c }, Expectation { formula: format!("{why}{}", s.formula), ..s })
+    let why =
+        format!("K = {k} ms ≥ N = {n} ms: the server's first probe meets the forgotten mapping; ");
+    let s = keepalive_window(
+        server,
+        server_idle_ms,
+        None,
+        FaultKind::Blackhole,
+        "server (options read back from its socket)",
+        SPEC,
+    );
+    let c = response_expectation(
+        response_timeout,
+        FaultKind::Blackhole,
+        ping_after(nat),
+        RESPONSE_TIMEOUT.spec,
+    );
+    (
+        Expectation {
+            formula: format!("{why}the PING: {}", c.formula),
+            ..c
+        },
+        Expectation {
+            formula: format!("{why}{}", s.formula),
+            ..s
+        },
+    )
 }
 
 fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind, side: Against) -> Result<Vec<CaseResult>> {
@@ -81,17 +118,29 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind, side: Against) -> Result
         response_timeout: rt,
         align_last_command: false,
         block: false,
-        tcp: TcpConfig { keepalive: false, ..super::knobs::RedisConfig::of(&ctx.config).tcp },
+        tcp: TcpConfig {
+            keepalive: false,
+            ..super::knobs::RedisConfig::of(&ctx.config).tcp
+        },
         after: After::Command(ping_after(nat)),
     };
-    let ClientStarted { thread, ready, go_tx, stop_tx, done_rx } = start_client(&tb, &server, plan)?;
+    let ClientStarted {
+        thread,
+        ready,
+        go_tx,
+        stop_tx,
+        done_rx,
+    } = start_client(&tb, &server, plan)?;
     // Seen by the server as the NAT's public address.
     let local = SocketAddrV4::new(tb.client.addr, ready.local.port());
     let seen = tb.seen_by_server(local);
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (server_tcp, server_opts) = server_sockopts(server.pid(), addr, seen)?;
-    let server_last_rx = last_recv_at(&tb.server, addr, seen)?
-        .ok_or_else(|| Error::Other(format!("no TCP_INFO for the server's end of {local} <-> {addr}")))?;
+    let server_last_rx = last_recv_at(&tb.server, addr, seen)?.ok_or_else(|| {
+        Error::Other(format!(
+            "no TCP_INFO for the server's end of {local} <-> {addr}"
+        ))
+    })?;
     // The flow's last packet: the client's ACK of the PONG (what the
     // server last received) or the PONG itself, whichever is later.
     let t0 = server_last_rx.max(ready.last_rx) + nat;
@@ -103,25 +152,46 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind, side: Against) -> Result
     std::thread::sleep(t0.saturating_duration_since(Instant::now()));
     let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
-    let _ = done_rx.recv_timeout((t0 + Duration::from_millis(client_deadline_ms + 1000)).saturating_duration_since(Instant::now()));
+    let _ = done_rx.recv_timeout(
+        (t0 + Duration::from_millis(client_deadline_ms + 1000))
+            .saturating_duration_since(Instant::now()),
+    );
     let release = crate::outcome::releases(&tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;
     let mut timeline = vec![
-        (ready.last_rx, "client's last segment received (TCP_INFO)".to_string()),
-        (server_last_rx, "server's last segment received (TCP_INFO)".to_string()),
+        (
+            ready.last_rx,
+            "client's last segment received (TCP_INFO)".to_string(),
+        ),
+        (
+            server_last_rx,
+            "server's last segment received (TCP_INFO)".to_string(),
+        ),
     ];
     if let Some(t) = end.command_sent {
         timeline.push((t, "client sent a PING".to_string()));
     }
     if let Some((t, res)) = &end.command_end {
-        timeline.push((*t, format!("the PING ended: {}", res.as_ref().map(|v| format!("reply {v}")).unwrap_or_else(|e| e.clone()))));
+        timeline.push((
+            *t,
+            format!(
+                "the PING ended: {}",
+                res.as_ref()
+                    .map(|v| format!("reply {v}"))
+                    .unwrap_or_else(|e| e.clone())
+            ),
+        ));
     }
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("server socket {}", c.state)));
     }
     let (mut at, mut error) = end.detection();
-    drive::client::not_after(&mut at, &mut error, t0 + Duration::from_millis(client_deadline_ms));
+    drive::client::not_after(
+        &mut at,
+        &mut error,
+        t0 + Duration::from_millis(client_deadline_ms),
+    );
     let mut config = ctx.config.effective("redis.");
     config.insert("server.socket".into(), server_opts);
     config.extend(server.settings.report());
@@ -142,7 +212,13 @@ mod tests {
     use super::*;
 
     fn ka(k: u64) -> TcpConfig {
-        TcpConfig { keepalive: true, idle: Duration::from_secs(k), interval: Duration::from_secs((k / 3).max(1)), count: 3, user_timeout: Duration::ZERO }
+        TcpConfig {
+            keepalive: true,
+            idle: Duration::from_secs(k),
+            interval: Duration::from_secs((k / 3).max(1)),
+            count: 3,
+            user_timeout: Duration::ZERO,
+        }
     }
 
     #[test]

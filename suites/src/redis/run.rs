@@ -67,7 +67,10 @@ pub(crate) fn run(
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     // The snapshot once the client is done too (a crashed server's socket
     // is gone at once, while the client has yet to notice: not a leak).
-    let _ = done_rx.recv_timeout((t0 + Duration::from_millis(client_deadline_ms + 1000)).saturating_duration_since(Instant::now()));
+    let _ = done_rx.recv_timeout(
+        (t0 + Duration::from_millis(client_deadline_ms + 1000))
+            .saturating_duration_since(Instant::now()),
+    );
     let release = crate::outcome::releases(&tb, local, addr);
     let _ = stop_tx.send(());
     let end = thread.join()?;
@@ -224,9 +227,23 @@ pub(crate) fn run_server_keepalive(
 
 /// The client's own keep-alive (`redis.keepalive*`, on for this case) is
 /// the only detector: the server has `timeout` 0 and `tcp-keepalive` 0.
-pub(crate) fn run_client_keepalive(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let tcp = TcpConfig { keepalive: true, ..super::knobs::RedisConfig::of(&ctx.config).tcp };
-    server_keepalive(ctx, case, fault, &[("timeout", 0), ("tcp-keepalive", 0)], false, tcp)
+pub(crate) fn run_client_keepalive(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    let tcp = TcpConfig {
+        keepalive: true,
+        ..super::knobs::RedisConfig::of(&ctx.config).tcp
+    };
+    server_keepalive(
+        ctx,
+        case,
+        fault,
+        &[("timeout", 0), ("tcp-keepalive", 0)],
+        false,
+        tcp,
+    )
 }
 
 /// The blocked client: `timeout` stays at the fixture's value (1 s), which
@@ -250,7 +267,11 @@ fn server_keepalive(
     block: bool,
     tcp: TcpConfig,
 ) -> Result<Vec<CaseResult>> {
-    let response_timeout = if block { Duration::ZERO } else { super::knobs::RedisConfig::of(&ctx.config).response_timeout };
+    let response_timeout = if block {
+        Duration::ZERO
+    } else {
+        super::knobs::RedisConfig::of(&ctx.config).response_timeout
+    };
     let plan = Plan {
         response_timeout,
         align_last_command: false,
@@ -272,7 +293,10 @@ fn server_keepalive(
             let d = [s, &tcp]
                 .iter()
                 .filter(|t| t.keepalive)
-                .map(|t| keepalive_window(t, 0, None, FaultKind::Blackhole, "", spec).deadline_ms(quiet_ms(t)))
+                .map(|t| {
+                    keepalive_window(t, 0, None, FaultKind::Blackhole, "", spec)
+                        .deadline_ms(quiet_ms(t))
+                })
                 .max()
                 .unwrap_or(3000);
             (d, d)
@@ -322,7 +346,10 @@ pub(crate) fn run_response_timeout(
         align_last_command: false,
         block: false,
         // Isolates the response timeout: no keep-alive of the client's own.
-        tcp: TcpConfig { keepalive: false, ..super::knobs::RedisConfig::of(&ctx.config).tcp },
+        tcp: TcpConfig {
+            keepalive: false,
+            ..super::knobs::RedisConfig::of(&ctx.config).tcp
+        },
         after: After::Command(COMMAND_AFTER_MS),
     };
     let spec = case.spec;

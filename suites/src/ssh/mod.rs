@@ -21,12 +21,12 @@ use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
 use crate::case::{CaseDef, Docker};
-use options::convtime;
 use crate::ctx::Ctx;
 use crate::drive;
 use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side};
 use crate::protocol::Protocol;
+use options::convtime;
 
 mod cases;
 mod client;

@@ -150,13 +150,22 @@ pub fn parse_ssh_options(text: &str) -> Result<Vec<(&'static str, String, String
             _ => match v.to_ascii_lowercase().as_str() {
                 "yes" | "true" => "true".into(),
                 "no" | "false" => "false".into(),
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "{k}={v}: ssh takes yes or no here; it would stop with \"unsupported option\""
-                ))),
+                )))
+                }
             },
         };
         // The knob's own range check, with the key as the user wrote it.
-        parse(super::knobs::KNOBS.iter().find(|k| k.name == knob).expect("an ssh.* key"), &value).map_err(|e| bad(format!("{k}={v}: {}", e.0)))?;
+        parse(
+            super::knobs::KNOBS
+                .iter()
+                .find(|k| k.name == knob)
+                .expect("an ssh.* key"),
+            &value,
+        )
+        .map_err(|e| bad(format!("{k}={v}: {}", e.0)))?;
         out.push((knob, value, format!("{v} (ssh.options {k})")));
     }
     Ok(out)

@@ -5,7 +5,10 @@ use super::*;
 use crate::model::nat::{nat_idle, tcp_client_expectation, tcp_kept, SPEC};
 
 pub(crate) fn nat_budget(ctx: &Ctx) -> Duration {
-    let (d, nat) = (keepalive_death(&crate::config::TcpConfig::of(&ctx.config)), nat_idle(ctx));
+    let (d, nat) = (
+        keepalive_death(&crate::config::TcpConfig::of(&ctx.config)),
+        nat_idle(ctx),
+    );
     Duration::from_secs(10)
         + (3 * nat).max(Duration::from_millis(d.ms + d.slack_ms) + nat + Duration::from_secs(1))
 }

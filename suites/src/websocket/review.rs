@@ -16,14 +16,10 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
         confirmed: broke_behind_nat,
         means: "the heartbeat declared the connection dead behind a NAT with this timeout",
     };
-    let mut f: Vec<Finding> = nat_finding(
-        "websocket.ping_interval",
-        Some(k.ping_interval),
-        net,
-        nat,
-    )
-    .into_iter()
-    .collect();
+    let mut f: Vec<Finding> =
+        nat_finding("websocket.ping_interval", Some(k.ping_interval), net, nat)
+            .into_iter()
+            .collect();
     f.extend(round_trip_finding(
         "websocket.pong_timeout",
         k.pong_timeout,

@@ -197,7 +197,14 @@ pub(crate) fn run_own_heartbeat_on_impaired_path(
     let imp = ctx
         .impairment(fault)
         .ok_or_else(|| Error::Other(format!("{}: takes delay or loss, not {fault}", case.id)))?;
-    quiet_server_on_impaired_path(ctx, case, fault, super::knobs::WebSocketConfig::of(&ctx.config), imp, false)
+    quiet_server_on_impaired_path(
+        ctx,
+        case,
+        fault,
+        super::knobs::WebSocketConfig::of(&ctx.config),
+        imp,
+        false,
+    )
 }
 
 /// Our server sends no Pings, so only the Pongs to the client's own Pings

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use kaspec_harness::fault::impair::Impairment;
+use kaspec_suites::network::{NetworkProfile, MAX_RTT};
 use kaspec_suites::postgres::parse_conninfo;
 use kaspec_suites::ssh::parse_ssh_options;
-use kaspec_suites::network::{NetworkProfile, MAX_RTT};
 use kaspec_suites::{registry, Config};
 use proptest::prelude::*;
 
@@ -29,9 +29,18 @@ fn assert_in_range(c: &Config) {
     secs(kaspec_suites::config::TcpConfig::of(&c).idle, 32767);
     secs(kaspec_suites::config::TcpConfig::of(&c).interval, 32767);
     assert!((1..=127).contains(&kaspec_suites::config::TcpConfig::of(&c).count));
-    millis(kaspec_suites::config::TcpConfig::of(&c).user_timeout, i32::MAX as u128);
-    secs(kaspec_suites::mqtt::knobs::MqttConfig::of(&c).keep_alive, 65535);
-    secs(kaspec_suites::amqp::knobs::AmqpConfig::of(&c).heartbeat, 65535);
+    millis(
+        kaspec_suites::config::TcpConfig::of(&c).user_timeout,
+        i32::MAX as u128,
+    );
+    secs(
+        kaspec_suites::mqtt::knobs::MqttConfig::of(&c).keep_alive,
+        65535,
+    );
+    secs(
+        kaspec_suites::amqp::knobs::AmqpConfig::of(&c).heartbeat,
+        65535,
+    );
     for d in [
         kaspec_suites::websocket::knobs::WebSocketConfig::of(&c).ping_interval,
         kaspec_suites::websocket::knobs::WebSocketConfig::of(&c).pong_timeout,
@@ -41,15 +50,40 @@ fn assert_in_range(c: &Config) {
         assert!(d >= Duration::from_millis(10));
         millis(d, 3_600_000);
     }
-    secs(kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_idle, 32767);
-    secs(kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_interval, 32767);
-    assert!((1..=127).contains(&kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_retries));
-    millis(kaspec_suites::postgres::knobs::PostgresConfig::of(&c).tcp_user_timeout, i32::MAX as u128);
-    secs(kaspec_suites::ssh::knobs::SshConfig::of(&c).server_alive_interval, 2_147_483);
-    secs(kaspec_suites::ssh::knobs::SshConfig::of(&c).connect_timeout, 2_147_483);
-    assert!(kaspec_suites::ssh::knobs::SshConfig::of(&c).server_alive_count_max <= 1_000_000 && kaspec_suites::ssh::knobs::SshConfig::of(&c).keepalive_max <= 1_000_000);
-    millis(kaspec_suites::ssh::knobs::SshConfig::of(&c).keepalive_interval, 86_400_000);
-    millis(kaspec_suites::ssh::knobs::SshConfig::of(&c).inactivity_timeout, 86_400_000);
+    secs(
+        kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_idle,
+        32767,
+    );
+    secs(
+        kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_interval,
+        32767,
+    );
+    assert!((1..=127)
+        .contains(&kaspec_suites::postgres::knobs::PostgresConfig::of(&c).keepalives_retries));
+    millis(
+        kaspec_suites::postgres::knobs::PostgresConfig::of(&c).tcp_user_timeout,
+        i32::MAX as u128,
+    );
+    secs(
+        kaspec_suites::ssh::knobs::SshConfig::of(&c).server_alive_interval,
+        2_147_483,
+    );
+    secs(
+        kaspec_suites::ssh::knobs::SshConfig::of(&c).connect_timeout,
+        2_147_483,
+    );
+    assert!(
+        kaspec_suites::ssh::knobs::SshConfig::of(&c).server_alive_count_max <= 1_000_000
+            && kaspec_suites::ssh::knobs::SshConfig::of(&c).keepalive_max <= 1_000_000
+    );
+    millis(
+        kaspec_suites::ssh::knobs::SshConfig::of(&c).keepalive_interval,
+        86_400_000,
+    );
+    millis(
+        kaspec_suites::ssh::knobs::SshConfig::of(&c).inactivity_timeout,
+        86_400_000,
+    );
 }
 
 fn assert_one_line(e: &str) {

@@ -60,11 +60,18 @@ fn redis_tcp_keepalive_reaps_a_silent_client(
 #[rstest]
 #[case::blackhole(FaultKind::Blackhole, false)]
 #[case::blackhole_up(FaultKind::BlackholeUp, true)]
-fn redis_a_blocked_client_is_reaped_by_keepalive_not_timeout(#[case] fault: FaultKind, #[case] client_learns: bool) {
+fn redis_a_blocked_client_is_reaped_by_keepalive_not_timeout(
+    #[case] fault: FaultKind,
+    #[case] client_learns: bool,
+) {
     let results = run(BLOCKED, fault, &[]);
     let server = side(&results, "server");
     assert_pass(server);
-    assert!(server.detection_ms.unwrap() > 2000, "not at `timeout`: {}", show(server));
+    assert!(
+        server.detection_ms.unwrap() > 2000,
+        "not at `timeout`: {}",
+        show(server)
+    );
     let client = side(&results, "client");
     if client_learns {
         assert_pass(client);
@@ -126,13 +133,25 @@ fn redis_rs_without_a_response_timeout_waits() {
 /// PING times out.
 #[test]
 fn redis_tcp_keepalive_keeps_a_nat_mapping_only_below_its_timeout() {
-    let results = run("redis/redis.conf-tcp-keepalive/nat", FaultKind::NatExpiry, &[]);
+    let results = run(
+        "redis/redis.conf-tcp-keepalive/nat",
+        FaultKind::NatExpiry,
+        &[],
+    );
     for r in &results {
         assert_not_detected(r, kaspec_harness::expect::Verdict::Pass);
     }
-    let results = run("redis/redis.conf-tcp-keepalive/nat-above", FaultKind::NatExpiry, &[]);
+    let results = run(
+        "redis/redis.conf-tcp-keepalive/nat-above",
+        FaultKind::NatExpiry,
+        &[],
+    );
     assert_pass(side(&results, "server"));
     let client = side(&results, "client");
     assert_pass(client);
-    assert!(error(client).contains("timed out") || error(client).contains("timeout: true"), "{}", show(client));
+    assert!(
+        error(client).contains("timed out") || error(client).contains("timeout: true"),
+        "{}",
+        show(client)
+    );
 }
