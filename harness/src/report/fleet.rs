@@ -57,9 +57,11 @@ pub struct Bar {
 /// What a fleet run cost, as measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
-    /// The server's VmRSS (kB): started, holding the fleet, after the
-    /// detection deadline.
-    pub server_rss_kb: [Option<u64>; 3],
+    /// The server's memory (kB): Pss summed over its process tree (a
+    /// PostgreSQL backend per connection included); started, holding the
+    /// fleet, after the detection deadline.
+    #[serde(alias = "server_rss_kb")]
+    pub server_pss_kb: [Option<u64>; 3],
     /// kaspec's peak resident size (VmHWM, kB) and CPU time (user + system).
     pub kaspec_hwm_kb: Option<u64>,
     pub kaspec_cpu_ms: Option<u64>,
@@ -79,10 +81,10 @@ impl Resources {
     pub fn describe(&self) -> String {
         let kb = |v: Option<u64>| v.map(|k| format!("{:.1} MB", k as f64 / 1024.0)).unwrap_or_else(|| "—".into());
         format!(
-            "server RSS {} idle → {} holding the fleet → {} after; kaspec VmHWM {}, CPU {}; fleet connected in {}; observer {} dumps, longest {} ms; {} packets dropped by the testbed's own devices",
-            kb(self.server_rss_kb[0]),
-            kb(self.server_rss_kb[1]),
-            kb(self.server_rss_kb[2]),
+            "server PSS {} idle → {} holding the fleet → {} after; kaspec VmHWM {}, CPU {}; fleet connected in {}; observer {} dumps, longest {} ms; {} packets dropped by the testbed's own devices",
+            kb(self.server_pss_kb[0]),
+            kb(self.server_pss_kb[1]),
+            kb(self.server_pss_kb[2]),
             kb(self.kaspec_hwm_kb),
             self.kaspec_cpu_ms.map(ms).unwrap_or_else(|| "—".into()),
             ms(self.connect_ms),

@@ -55,6 +55,11 @@ const CONNECTING_AT_ONCE: usize = 64;
 /// ages as a real one does: its connections' phases spread.
 const CONNECTS_PER_SECOND: u64 = 2000;
 
+/// The client thread's lag probe: its period, and how far after an event
+/// its samples bound that event's stamping.
+const PROBE_TICK: Duration = Duration::from_millis(1);
+const PROBE_WINDOW: Duration = Duration::from_millis(20);
+
 /// One connection as its client task ends it.
 #[derive(Debug, Default)]
 pub struct ConnEnd {
@@ -64,9 +69,11 @@ pub struct ConnEnd {
     pub error: Option<String>,
     /// The protocol's own heartbeats: each one sent and when its answer came.
     pub pings: Vec<(Instant, Option<Instant>)>,
-    /// How late the client's thread ran the timer that detected, where the
-    /// detection is a timer's (measured: its run minus its deadline); one
-    /// thread drives every connection, and this is its stamping error.
+    /// How late the client's thread stamped the detection: for a timer's
+    /// detection its run minus its deadline (the protocol measures it), and
+    /// in any case what the thread's lag probe measured right after the
+    /// stamp ([`lag_after`]); one thread drives every connection, and this is
+    /// its stamping error, added to the client side's observer budget.
     pub stamped_late: Duration,
 }
 
@@ -148,7 +155,12 @@ fn cpu_time() -> Duration {
 
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`).
 fn status_kb(pid: &str, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    file_kb(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Field:   123 kB` line of a /proc file.
+fn file_kb(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
     text.lines().find_map(|l| {
         l.strip_prefix(field)?
             .strip_prefix(':')?
@@ -158,6 +170,43 @@ fn status_kb(pid: &str, field: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+/// The server's memory: Pss (each process's fair share of the pages it
+/// shares, /proc/PID/smaps_rollup) summed over its process and every
+/// descendant. PostgreSQL forks a backend per connection, all mapping the
+/// same shared buffers: their RSS summed would count those once per backend,
+/// and the postmaster's alone would miss the backends.
+fn tree_pss_kb(pid: u32) -> Option<u64> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // proc(5): the fields after the command's closing ')' are state, ppid, ...
+        let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u32>()
+                    .ok()
+            });
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(p);
+        }
+    }
+    let (mut total, mut any, mut todo) = (0, false, vec![pid]);
+    while let Some(p) = todo.pop() {
+        if let Some(kb) = file_kb(&format!("/proc/{p}/smaps_rollup"), "Pss") {
+            total += kb;
+            any = true;
+        }
+        todo.extend(children.get(&p).into_iter().flatten());
+    }
+    any.then_some(total)
 }
 
 /// Raises this process's open-file limit to hold `n` connections and some:
@@ -211,6 +260,8 @@ where
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
+        let lags = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let probe = tokio::task::spawn_local(lag_probe(lags.clone()));
         let (tx, mut rx) = tmpsc::unbounded_channel();
         let mut tasks = Vec::with_capacity(n);
         let mut locals = Vec::with_capacity(n);
@@ -251,8 +302,48 @@ where
         for t in tasks {
             ends.push(t.await.unwrap_or_default());
         }
+        probe.abort();
+        let lags = lags.borrow();
+        for end in &mut ends {
+            if let Some(at) = end.failed_at {
+                end.stamped_late = end.stamped_late.max(lag_after(&lags, at));
+            }
+        }
         ends
     })
+}
+
+/// The client thread's own lateness, sampled every [`PROBE_TICK`]: one
+/// thread stamps every connection's detection, and when hundreds fail in
+/// the same timer-wheel slot (or the machine is busy) the last of them is
+/// stamped after the others have been handled. Each sample is (when the
+/// probe ran, how late it ran).
+async fn lag_probe(lags: std::rc::Rc<std::cell::RefCell<Vec<(Instant, Duration)>>>) {
+    let mut due = Instant::now();
+    loop {
+        due += PROBE_TICK;
+        tokio::time::sleep_until(due.into()).await;
+        let now = Instant::now();
+        lags.borrow_mut().push((now, now - due));
+        // After a long stall, sample from now on rather than catch up.
+        due = due.max(now - PROBE_TICK);
+    }
+}
+
+/// How late the client thread may have stamped an event stamped at `at`:
+/// the largest lateness the probe measured when it next ran (a task stamped
+/// at `at` waited at most as long as the queue the probe waited behind),
+/// within [`PROBE_WINDOW`] of it. (tokio rounds the probe's deadline up to
+/// its millisecond, so a sample over-states the lag by up to 1 ms, never
+/// under-states it.)
+fn lag_after(lags: &[(Instant, Duration)], at: Instant) -> Duration {
+    let from = lags.partition_point(|(t, _)| *t < at);
+    lags[from..]
+        .iter()
+        .take_while(|(t, _)| *t <= at + PROBE_WINDOW)
+        .map(|(_, lag)| *lag)
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Runs a fleet of `n` connections against `server` (at `addr` in `tb`):
@@ -270,8 +361,8 @@ where
     Fut: std::future::Future<Output = ConnEnd> + 'static,
 {
     let cpu_before = cpu_time();
-    let pid = server.pid().to_string();
-    let rss_idle = status_kb(&pid, "VmRSS");
+    let pid = server.pid();
+    let rss_idle = tree_pss_kb(pid);
     let drops = || -> Result<u64> {
         Ok(dropped(&tb.client)? + dropped(&tb.router)? + dropped(&tb.server)?)
     };
@@ -293,7 +384,7 @@ where
         ))
     })?;
     let connect_ms = started.elapsed().as_millis() as u64;
-    let rss_loaded = status_kb(&pid, "VmRSS");
+    let rss_loaded = tree_pss_kb(pid);
     let peers: Vec<SocketAddrV4> = locals.iter().map(|l| tb.seen_by_server(*l)).collect();
     let watch = FleetWatch::start(&tb.server, addr, peers)?;
     let every = SocketAddrV4::new(tb.client.addr, 0);
@@ -328,10 +419,10 @@ where
     let _ = stop_tx.send(Some(t0 + Duration::from_millis(deadlines.client_ms)));
     let seen = watch.wait(t0 + Duration::from_millis(deadlines.server_ms))?;
     let conns = thread.join()?;
-    let rss_after = status_kb(&pid, "VmRSS");
+    let rss_after = tree_pss_kb(pid);
     let local_drops = drops()?.saturating_sub(drops_before);
     let resources = Resources {
-        server_rss_kb: [rss_idle, rss_loaded, rss_after],
+        server_pss_kb: [rss_idle, rss_loaded, rss_after],
         kaspec_hwm_kb: status_kb("self", "VmHWM"),
         kaspec_cpu_ms: Some((cpu_time().saturating_sub(cpu_before)).as_millis() as u64),
         connect_ms,
@@ -388,7 +479,8 @@ pub fn results(
             server_age: run.server_ages.get(&seen_by_server).copied(),
             server_closed: run.seen.closed.get(&seen_by_server),
         };
-        let s = sides(&view);
+        let mut s = sides(&view);
+        s.client.observer_ms += end.stamped_late.as_micros().div_ceil(1000) as u64;
         let facts = RunFacts {
             case,
             fault: run.applied.kind,

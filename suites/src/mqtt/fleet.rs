@@ -219,18 +219,14 @@ pub(crate) fn run_fleet(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<V
             .server_closed
             .map(|_| "broker socket no longer open".to_string());
         ConnSides {
-            // The detection is a tick: its instant is late by how late the
-            // one client thread ran it (measured per connection).
-            client: Side {
-                observer_ms: crate::outcome::LIBRARY_EVENT_MS
-                    + c.end.stamped_late.as_micros().div_ceil(1000) as u64,
-                ..Side::library(
-                    client_exp,
-                    c.end.failed_at,
-                    c.end.error.clone(),
-                    deadlines.client_ms,
-                )
-            },
+            // The detection is a tick: the driver adds how late the one
+            // client thread ran it (measured per connection).
+            client: Side::library(
+                client_exp,
+                c.end.failed_at,
+                c.end.error.clone(),
+                deadlines.client_ms,
+            ),
             server: Side::observed(
                 server_exp,
                 c.server_closed,

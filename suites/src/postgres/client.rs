@@ -112,6 +112,40 @@ pub(crate) fn since_rx(fd: i32) -> Option<Duration> {
     })
 }
 
+/// tokio-postgres's `Config` for one connection to `server`: the client's
+/// keep-alive knobs (tokio-postgres sets them on its socket itself,
+/// connect_socket.rs) and the session's `-c` settings.
+pub(crate) fn connect_config(
+    server: SocketAddrV4,
+    p: &PostgresConfig,
+    session: &[(String, String)],
+) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(server.ip().to_string())
+        .port(server.port())
+        .user("postgres")
+        .dbname("postgres")
+        .application_name("kaspec")
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives(p.keepalives)
+        .keepalives_idle(p.keepalives_idle)
+        .keepalives_interval(p.keepalives_interval)
+        .keepalives_retries(p.keepalives_retries);
+    if !p.tcp_user_timeout.is_zero() {
+        cfg.tcp_user_timeout(p.tcp_user_timeout);
+    }
+    if !session.is_empty() {
+        cfg.options(
+            session
+                .iter()
+                .map(|(k, v)| format!("-c {k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    cfg
+}
+
 /// The client: connect with `plan`, learn the backend's pid and the local
 /// port, settle (so the peer's delayed ACK is out: a blackhole must not
 /// strand unacknowledged data), report ready, wait for the go, then act and
@@ -129,24 +163,7 @@ pub(crate) fn client(
         .build()
         .expect("tokio runtime");
     let kept = rt.block_on(async move {
-        let p = plan.client;
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(server.ip().to_string())
-            .port(server.port())
-            .user("postgres")
-            .dbname("postgres")
-            .application_name("kaspec")
-            .connect_timeout(Duration::from_secs(5))
-            .keepalives(p.keepalives)
-            .keepalives_idle(p.keepalives_idle)
-            .keepalives_interval(p.keepalives_interval)
-            .keepalives_retries(p.keepalives_retries);
-        if !p.tcp_user_timeout.is_zero() {
-            cfg.tcp_user_timeout(p.tcp_user_timeout);
-        }
-        if !plan.session.is_empty() {
-            cfg.options(plan.session.iter().map(|(k, v)| format!("-c {k}={v}")).collect::<Vec<_>>().join(" "));
-        }
+        let cfg = connect_config(server, &plan.client, &plan.session);
         let fail = |e: String| {
             let _ = ready.send(Err(e));
             None

@@ -46,6 +46,7 @@ use knobs::PostgresConfig;
 mod cases;
 mod client;
 mod conninfo;
+mod fleet;
 pub mod knobs;
 pub use conninfo::parse_conninfo;
 mod nat;
@@ -54,6 +55,7 @@ mod server;
 
 use cases::*;
 use client::*;
+use fleet::*;
 use nat::*;
 use run::*;
 pub use server::*;
@@ -86,13 +88,14 @@ const CHECK_INTERVAL_QUOTE: &str = "client_connection_check_interval: Sets the t
 const IDLE_SESSION: &str = "idle_session_timeout: Terminate any session that has been idle (that is, waiting for a client query), but not within an open transaction, for longer than the specified amount of time.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 6] = [
+pub static CASES: [&CaseDef; 7] = [
     &IDLE,
     &QUERY_IN_FLIGHT,
     &SERVER_KEEPALIVE,
     &IDLE_SESSION_TIMEOUT,
     &CHECK_INTERVAL,
     &NAT,
+    &FLEET,
 ];
 
 pub static IDLE: CaseDef = CaseDef {
@@ -135,6 +138,22 @@ pub static SERVER_KEEPALIVE: CaseDef = CaseDef {
     budget,
     fixed_fault: None,
     docker: PG,
+};
+
+// The server's keep-alive sentence for N connections at once: a fleet of
+// clients vanishes, and every backend must be reaped by its own window.
+pub static FLEET: CaseDef = CaseDef {
+    id: "postgres/pg15-20.3-tcp_keepalives/fleet",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §20.3.1 (tcp_keepalives_*), §34.1.2 (keepalives*), RFC 1122 §4.2.3.6",
+    quote: SERVER_KEEPALIVES,
+    description: "A fleet of fleet.connections idle tokio-postgres connections (a server of its own, a backend each), cut at once by one blackhole: the server's keep-alive must reap every backend, each client's must fail its connection.",
+    requirement: "Each end of each connection aborts I + N×V after its own last received segment; the server holds no dead backend after the last window",
+    faults: &[FaultKind::Blackhole],
+    fixed_fault: Some(FaultKind::Blackhole),
+    docker: Docker::NotHere("a fleet starts a server of its own sized for it (max_connections) and reads its processes' memory from /proc; it runs on the netns testbed"),
+    run: run_fleet,
+    budget: fleet_budget,
 };
 
 pub static IDLE_SESSION_TIMEOUT: CaseDef = CaseDef {

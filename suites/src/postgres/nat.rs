@@ -12,7 +12,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         &ctx.shared_nat_bed("postgres", nat),
         "postgres",
         || ctx.testbed_with_nat("postgres", nat),
-        |tb| start_server(tb, &ctx.fixtures),
+        |tb| start_server(tb, &ctx.fixtures, SHARED_CONNECTIONS),
     )?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));

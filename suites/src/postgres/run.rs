@@ -94,7 +94,7 @@ pub(crate) fn run(
         &ctx.shared_bed("postgres"),
         "postgres",
         || ctx.testbed_for("postgres"),
-        |tb| start_server(tb, &ctx.fixtures),
+        |tb| start_server(tb, &ctx.fixtures, SHARED_CONNECTIONS),
     )?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));

@@ -171,10 +171,13 @@ pub fn server_implementation(program: &Path) -> Implementation {
     Implementation::new("postgresql", version)
 }
 
-/// Starts the shared server: initdb as `postgres` into a throw-away
-/// directory, the fixture's settings included, then the postmaster in the
-/// server host; ready once it logs that it accepts connections.
-pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
+/// The shared server's connection slots: a few dozen leases at once.
+pub(crate) const SHARED_CONNECTIONS: u32 = 40;
+
+/// Starts a server: initdb as `postgres` into a throw-away directory, the
+/// fixture's settings included, then the postmaster in the server host with
+/// `max_connections` slots; ready once it logs that it accepts connections.
+pub(crate) fn start_server(tb: &Testbed, fixtures: &Path, max_connections: u32) -> Result<Started> {
     if tb.is_docker() {
         // docker-compose.yml's postgres: fixtures/postgres/kaspec.conf as its whole configuration.
         let server = Server::start(
@@ -284,7 +287,7 @@ pub(crate) fn start_server(tb: &Testbed, fixtures: &Path) -> Result<Started> {
         "fsync=off".into(),
         "synchronous_commit=off".into(),
         "full_page_writes=off".into(),
-        "max_connections=40".into(),
+        format!("max_connections={max_connections}"),
     ] {
         args.extend(c(&kv));
     }

@@ -36,7 +36,7 @@ fn assert_fleet_passes(r: &CaseResult, n: usize) {
     );
     assert!(
         f.resources.kaspec_hwm_kb.is_some()
-            && f.resources.server_rss_kb.iter().all(Option::is_some),
+            && f.resources.server_pss_kb.iter().all(Option::is_some),
         "{:?}",
         f.resources
     );
@@ -107,4 +107,20 @@ fn mqtt_fleet_with_a_shifted_window_fails_every_connection() {
         "{}",
         show(client)
     );
+}
+
+#[test]
+fn postgres_fleet_the_server_reaps_every_backend_and_each_client_fails_its_connection() {
+    let results = run(
+        "postgres/pg15-20.3-tcp_keepalives/fleet",
+        FaultKind::Blackhole,
+        &[
+            "fleet.connections=200",
+            "postgres.keepalives_idle=1s",
+            "postgres.keepalives_interval=1s",
+            "postgres.keepalives_retries=1",
+        ],
+    );
+    assert_fleet_passes(side(&results, "client"), 200);
+    assert_fleet_passes(side(&results, "server"), 200);
 }
