@@ -449,6 +449,28 @@ pub struct ConnView<'a> {
     pub server_closed: Option<&'a SocketClosed>,
 }
 
+impl ConnView<'_> {
+    /// Each side's time since its last received segment (any) at `t0`: the
+    /// anchor of a TCP keep-alive window; 0 where the dump missed it.
+    pub fn idle_ms(&self, t0: Instant) -> (u64, u64) {
+        let idle = |a: Option<Age>| {
+            a.map(|a| crate::model::rel_ms(a.last_any, t0).max(0) as u64)
+                .unwrap_or(0)
+        };
+        (idle(self.client_age), idle(self.server_age))
+    }
+
+    /// Those anchors as timeline entries, each side named as given.
+    pub fn last_receives(&self, client: &str, server: &str) -> Vec<(Instant, String)> {
+        [(self.client_age, client), (self.server_age, server)]
+            .into_iter()
+            .filter_map(|(a, who)| {
+                a.map(|a| (a.last_any, format!("last segment received by {who}")))
+            })
+            .collect()
+    }
+}
+
 /// Both sides' measurement of one connection, and its anchors (timeline).
 pub struct ConnSides {
     pub client: Side,

@@ -161,24 +161,10 @@ pub(crate) fn run_fleet(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<V
     )?;
     let t0 = run.t0;
     let sides = |v: &ConnView<'_>| {
-        let idle = |a: Option<crate::drive::fleet::Age>| {
-            a.map(|a| rel_ms(a.last_any, t0).max(0) as u64).unwrap_or(0)
-        };
-        let client_exp = keepalive_window(&c, idle(v.client_age), None, fault, "client", spec);
-        let server_exp = keepalive_window(&s, idle(v.server_age), None, fault, "server", spec);
-        let mut timeline = Vec::new();
-        if let Some(a) = v.client_age {
-            timeline.push((
-                a.last_any,
-                "last segment received by the client".to_string(),
-            ));
-        }
-        if let Some(a) = v.server_age {
-            timeline.push((
-                a.last_any,
-                "last segment received by the backend's socket".to_string(),
-            ));
-        }
+        let (client_idle, server_idle) = v.idle_ms(t0);
+        let client_exp = keepalive_window(&c, client_idle, None, fault, "client", spec);
+        let server_exp = keepalive_window(&s, server_idle, None, fault, "server", spec);
+        let timeline = v.last_receives("the client", "the backend's socket");
         let server_error = v.server_closed.map(|_| {
             "backend socket no longer open (the server's keep-alive aborted it)".to_string()
         });

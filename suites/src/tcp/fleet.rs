@@ -102,24 +102,10 @@ pub(crate) fn run_fleet(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<V
     let t0 = run.t0;
     let server_spec = "RFC 1122 §4.2.3.6 (the server's own keep-alive, same I, V, N)";
     let sides = |c: &ConnView<'_>| {
-        let idle = |a: Option<crate::drive::fleet::Age>| {
-            a.map(|a| rel_ms(a.last_any, t0).max(0) as u64).unwrap_or(0)
-        };
-        let client_exp = idle_expectation(&t, fault, idle(c.client_age), case.spec);
-        let server_exp = idle_expectation(&t, fault, idle(c.server_age), server_spec);
-        let mut timeline = Vec::new();
-        if let Some(a) = c.client_age {
-            timeline.push((
-                a.last_any,
-                "last segment received by the client".to_string(),
-            ));
-        }
-        if let Some(a) = c.server_age {
-            timeline.push((
-                a.last_any,
-                "last segment received by the server".to_string(),
-            ));
-        }
+        let (client_idle, server_idle) = c.idle_ms(t0);
+        let client_exp = idle_expectation(&t, fault, client_idle, case.spec);
+        let server_exp = idle_expectation(&t, fault, server_idle, server_spec);
+        let timeline = c.last_receives("the client", "the server");
         let server_error = c
             .server_closed
             .map(|_| "server socket no longer open (its keep-alive aborted it)".to_string());
