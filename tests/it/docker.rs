@@ -3,8 +3,10 @@
 //! up from images built from Debian's packages (and starts dockerd if none
 //! answers), a subset of the docker testbed's cases (each protocol's
 //! basic case and grpc/a8-keepalive/2) runs under blackhole and reset on
-//! both testbeds, their detection times are compared, and
-//! `stack.sh down --purge` takes everything away again.
+//! both testbeds, their detection times are compared; one case per
+//! service of the later suites (Redis, NATS, MariaDB, SSH) runs once on
+//! the docker testbed and must pass there; and `stack.sh down --purge`
+//! takes everything away again.
 //! Needs root, docker.io, docker-compose, debootstrap and rsync
 //! (`fixtures/bootstrap.sh --docker` installs them).
 
@@ -27,6 +29,22 @@ const CASES: [&str; 7] = [
     "amqp/0-9-1-4.2.7/1",
 ];
 const REPEAT: &str = "3";
+
+/// One case per compose service of the Redis, NATS, MariaDB and SSH suites
+/// (the service its row names), each run once on the docker testbed under
+/// its fixed fault or blackhole: every result must pass there (its window
+/// is the netns testbed's, see each suite's `expect.rs`), both axes.
+const SERVICE_CASES: [(&str, &str); 9] = [
+    ("redis/redis.conf-timeout/1", "redis"),
+    ("redis/redis.conf-tcp-keepalive/1", "redis-no-timeout"),
+    ("redis/redis-rs-response_timeout/1", "redis-quiet"),
+    ("nats/nats-server-ping_max/1", "nats"),
+    ("nats/async-nats-frozen-server/1", "nats-quiet"),
+    ("mariadb/wait_timeout/1", "mariadb"),
+    ("ssh/russh-inactivity_timeout/1", "sshd"),
+    ("ssh/russh-keepalive/1", "sshd-silent"),
+    ("ssh/russh-server-keepalive/1", "kaspec-ssh"),
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -72,12 +90,18 @@ impl Drop for Stack {
 fn run(testbed: &str, project: &str, out: &Path) -> Report {
     let mut args: Vec<&str> = vec!["run"];
     args.extend(CASES);
-    args.extend(["--fault", "blackhole", "--fault", "reset", "--repeat", REPEAT, "--quiet", "--out", out.to_str().unwrap()]);
-    args.extend(["--testbed", testbed, "--compose-project", project]);
+    args.extend(["--fault", "blackhole", "--fault", "reset", "--repeat", REPEAT]);
     // One unit at a time: the two testbeds are compared result by result
     // on point windows of a few ms; beside other units a result moved by
     // 1–3 ms past its budget here (docs/scaling.md, `--jobs`).
     args.extend(["--jobs", "1"]);
+    kaspec_run(&args, testbed, project, out)
+}
+
+/// `kaspec run ARGS --quiet --out OUT --testbed TESTBED --compose-project PROJECT`: its report.
+fn kaspec_run(args: &[&str], testbed: &str, project: &str, out: &Path) -> Report {
+    let mut args = args.to_vec();
+    args.extend(["--quiet", "--out", out.to_str().unwrap(), "--testbed", testbed, "--compose-project", project]);
     let o = Command::new(env!("CARGO_BIN_EXE_kaspec")).current_dir(root()).args(&args).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     // 0, or 1 when a result fails (Mosquitto's documented deviation is a fail).
@@ -111,6 +135,10 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
         .env_remove("KASPEC_MOSQUITTO_IMAGE")
         .env_remove("KASPEC_RABBITMQ_IMAGE")
         .env_remove("KASPEC_POSTGRES_IMAGE")
+        .env_remove("KASPEC_REDIS_IMAGE")
+        .env_remove("KASPEC_NATS_IMAGE")
+        .env_remove("KASPEC_MARIADB_IMAGE")
+        .env_remove("KASPEC_SSHD_IMAGE")
         .env_remove("KASPEC_SERVERS_IMAGE")
         .output()
         .unwrap();
@@ -155,7 +183,34 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
         table.push(line);
     }
     eprintln!("{}", table.join("\n"));
+
+    // The later suites' services: each case once, on the docker testbed
+    // only (their windows are judged there, with the measured budget), three
+    // units at once (a starved unit runs again alone).
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend(SERVICE_CASES.iter().map(|(c, _)| *c));
+    args.extend(["--fault", "blackhole", "--jobs", "3"]);
+    let started = std::time::Instant::now();
+    let services = kaspec_run(&args, "docker", &project, &dir.join("services"));
+    eprintln!("the later suites' services: {} results in {:.1} s", services.results.len(), started.elapsed().as_secs_f64());
+    let mut failed = Vec::new();
+    for (case, service) in SERVICE_CASES {
+        let of: Vec<&CaseResult> = services.results.iter().filter(|r| r.case == case).collect();
+        assert_eq!(of.len(), 2, "{case}: one result per side on service {service}");
+        assert!(
+            of.iter().any(|r| r.implementation.version.contains("(image ") || r.peer.version.contains("(image ")),
+            "{case}: the server names its image (service {service})"
+        );
+        for r in of {
+            let line = format!("{} ({service}): {:?} {:?}, release {:?}", r.key(), r.detection_ms, r.verdict, r.release_verdict);
+            eprintln!("{line}");
+            if r.verdict != kaspec_harness::expect::Verdict::Pass || r.fails() {
+                failed.push(line);
+            }
+        }
+    }
     assert!(disagree.is_empty(), "docker and netns disagree:\n{}", disagree.join("\n"));
+    assert!(failed.is_empty(), "on the docker testbed:\n{}", failed.join("\n"));
 
     // Nothing of kaspec's left by the runs themselves.
     let (_, out) = sh("ip", &["netns", "list"]);

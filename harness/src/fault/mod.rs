@@ -350,6 +350,16 @@ impl FaultPoint {
         flushed.and(stopped).map(|_| Instant::now())
     }
 
+    /// Continues every process a `freeze` stopped (a container's process
+    /// outlives the testbed; a netns server goes with it anyway).
+    pub fn thaw_frozen(&self) {
+        for f in self.faults.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let (FaultKind::Freeze, Some(pid)) = (f.kind, f.pid) {
+                signal::thaw(pid);
+            }
+        }
+    }
+
     /// Stops the impairment engine, if one runs.
     pub fn stop_impairment(&self) -> Result<()> {
         let running = self.impaired.lock().unwrap_or_else(|p| p.into_inner()).take();

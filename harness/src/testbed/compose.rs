@@ -44,7 +44,7 @@ pub struct Container {
     pub image: String,
     /// The server's version as the image states it (a label of
     /// build-images.sh, or the official images' VERSION / RABBITMQ_VERSION /
-    /// PG_VERSION), if it does.
+    /// PG_VERSION / REDIS_VERSION / NATS_SERVER / MARIADB_VERSION), if it does.
     pub version: Option<String>,
     /// The command it runs (entrypoint path and arguments).
     pub command: Vec<String>,
@@ -226,7 +226,7 @@ fn image_version(i: &bollard::models::ImageInspect) -> Option<String> {
         return Some(v.clone());
     }
     let env = config.env.clone().unwrap_or_default();
-    ["VERSION=", "RABBITMQ_VERSION=", "PG_VERSION="]
+    ["VERSION=", "RABBITMQ_VERSION=", "PG_VERSION=", "REDIS_VERSION=", "NATS_SERVER=", "MARIADB_VERSION="]
         .iter()
         .find_map(|k| env.iter().find_map(|e| e.strip_prefix(k)).map(str::to_string))
 }

@@ -318,6 +318,7 @@ impl Drop for Testbed {
             return;
         }
         let _ = self.faults.stop_impairment();
+        self.faults.thaw_frozen();
         // Its socket would keep the router's namespace (and the links in it)
         // alive after the name is removed.
         self.faults.close();

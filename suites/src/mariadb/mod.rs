@@ -35,7 +35,7 @@ use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{last_recv_at, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
@@ -76,7 +76,11 @@ pub static PROTOCOL: Protocol = Protocol {
     review: review::review,
 };
 
-const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for MariaDB yet");
+/// The compose service of the MariaDB cases on the docker testbed.
+const MARIADB: Docker = Docker::Service {
+    service: "mariadb",
+    implementation: "mariadb",
+};
 
 /// MariaDB Server System Variables (mariadb.com/kb).
 const WAIT_TIMEOUT_QUOTE: &str = "wait_timeout: Time in seconds that the server waits for a connection to become active before closing it.";
@@ -106,7 +110,7 @@ pub static WAIT_TIMEOUT: CaseDef = CaseDef {
     requirement: "The server closes a connection idle for wait_timeout (its read of the next command times out); a query on the closed connection then fails at once",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: MARIADB,
     run: run_wait_timeout,
     budget,
 };
@@ -120,7 +124,7 @@ pub static REAP: CaseDef = CaseDef {
     requirement: "The server closes a connection idle for wait_timeout whatever the path does; a query on it fails at once only where something reaches the client",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Freeze],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: MARIADB,
     run: run_wait_timeout,
     budget,
 };
@@ -134,7 +138,7 @@ pub static POOL: CaseDef = CaseDef {
     requirement: "The server closes the pooled connection at wait_timeout; the pool does not hand out a connection idle past its TTL or one whose FIN is in",
     faults: &[FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: MARIADB,
     run: run_pool,
     budget,
 };
@@ -148,7 +152,7 @@ pub static QUERY_IN_FLIGHT: CaseDef = CaseDef {
     requirement: "A query on a dead path fails only on an RST; the server's keep-alive declares the silent client dead at tcp_keepalive_time + probes × interval after the last segment it received",
     faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: MARIADB,
     run: run_query_in_flight,
     budget,
 };
@@ -162,7 +166,7 @@ pub static SERVER_KEEPALIVE: CaseDef = CaseDef {
     requirement: "The server's socket, with the keep-alive options mariadbd set (read back), dies at TCP_KEEPIDLE + TCP_KEEPCNT × TCP_KEEPINTVL after the last segment it received",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: MARIADB,
     run: run_server_keepalive,
     budget,
 };
@@ -176,7 +180,7 @@ pub static CLIENT_KEEPALIVE: CaseDef = CaseDef {
     requirement: "The client's socket, with TCP_KEEPIDLE = tcp_keepalive and the host's interval and count, dies at TCP_KEEPIDLE + count × interval after its last received segment",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::Reset, FaultKind::Crash],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: MARIADB,
     run: run_client_keepalive,
     budget,
 };
@@ -190,7 +194,7 @@ pub static NAT: CaseDef = CaseDef {
     requirement: "A keep-alive keeps a NAT mapping only when its idle time (TCP_KEEPIDLE = tcp_keepalive) is below the NAT's idle timeout",
     faults: &[FaultKind::NatExpiry],
     fixed_fault: Some(FaultKind::NatExpiry),
-    docker: NOT_ON_DOCKER,
+    docker: Docker::NotHere("its server runs with tcp_keepalive_time 0 (the kernel's 2 h), the compose service with the fixture's 1 s"),
     run: run_nat,
     budget: |ctx| {
         let k = ms_of(knobs::MariadbConfig::of(&ctx.config).tcp_keepalive) + 2 * CLIENT_PROBE_INTERVAL_S * 1000;

@@ -8,7 +8,7 @@ use super::*;
 /// 7200 s) and the session's wait_timeout is out of the way.
 pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
     let nat = crate::model::nat::nat_idle(ctx);
-    let program = mariadbd()?;
+    let program = server_program(ctx)?;
     let lease = ctx.shared.lease_in(
         &ctx.shared_nat_bed("mariadb", nat),
         "mariadb",

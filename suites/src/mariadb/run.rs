@@ -80,7 +80,7 @@ pub(crate) fn run(
     judge: impl Fn(&Run) -> (Side, Side),
 ) -> Result<Vec<CaseResult>> {
     let settings = ServerSettings::load(&ctx.fixtures)?;
-    let program = mariadbd()?;
+    let program = server_program(ctx)?;
     let lease = ctx.shared.lease_in(
         &ctx.shared_bed("mariadb"),
         "mariadb",

@@ -37,7 +37,7 @@ use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{last_data_recv_at, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
@@ -70,7 +70,16 @@ pub static PROTOCOL: Protocol = Protocol {
     review: review::review,
 };
 
-const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for NATS yet");
+/// The compose services of the NATS cases on the docker testbed: the
+/// fixture's server, and the same with its ping timer at 1 h.
+const NATS: Docker = Docker::Service {
+    service: "nats",
+    implementation: "nats-server",
+};
+const NATS_QUIET: Docker = Docker::Service {
+    service: "nats-quiet",
+    implementation: "nats-server",
+};
 
 /// NATS server configuration reference, `ping_interval` and `ping_max`
 /// (docs.nats.io/reference/config).
@@ -90,7 +99,7 @@ pub static STALE: CaseDef = CaseDef {
     requirement: "The server closes the client at the (ping_max + 1)-th firing of its ping timer after the last PONG it read: (ping_max + 1) × ping_interval after it; the client learns only if the -ERR and FIN reach it",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: NATS,
     run: run_stale,
     budget,
 };
@@ -104,7 +113,7 @@ pub static CLIENT_PINGS: CaseDef = CaseDef {
     requirement: "The client disconnects 3 × ping_interval after the last operation it read from the server (MAX_PENDING_PINGS + 1 ticks); on an RST, at its next PING",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: NATS_QUIET,
     run: run_client_pings,
     budget,
 };
@@ -118,7 +127,7 @@ pub static FROZEN: CaseDef = CaseDef {
     requirement: "The client disconnects 3 × ping_interval after the last operation it read from the server, TCP staying up",
     faults: &[FaultKind::Freeze],
     fixed_fault: Some(FaultKind::Freeze),
-    docker: NOT_ON_DOCKER,
+    docker: NATS_QUIET,
     run: run_client_pings,
     budget,
 };

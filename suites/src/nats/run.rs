@@ -30,7 +30,7 @@ fn run(
     deadlines: impl Fn(&ServerSettings) -> (u64, u64),
     judge: impl Fn(&Run) -> (Side, Side),
 ) -> Result<Vec<CaseResult>> {
-    let tb = ctx.testbed_for("nats")?;
+    let tb = ctx.testbed_for(service(server_ping))?;
     let server = start_server(ctx, &tb, server_ping)?;
     let addr = server.addr;
     // Past the server's first (RTT) PING, and its steady pinging if it pings.

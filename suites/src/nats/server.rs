@@ -140,14 +140,33 @@ impl Drop for NatsServer {
     }
 }
 
+/// The compose service of a case whose server pings every `ping_interval`
+/// (the fixture's if None): `nats` runs fixtures/nats/kaspec.conf,
+/// `nats-quiet` fixtures/nats/quiet.conf (the same, ping_interval 1 h).
+pub(crate) fn service(ping_interval: Option<Duration>) -> &'static str {
+    match ping_interval {
+        None => "nats",
+        Some(_) => "nats-quiet",
+    }
+}
+
+pub fn quiet_config(fixtures: &Path) -> PathBuf {
+    fixtures.join("nats/quiet.conf")
+}
+
 /// Starts nats-server in `tb`'s server host with the fixture and, if given,
-/// the case's own `ping_interval`.
+/// the case's own `ping_interval` (on the docker testbed: adopts the
+/// container of [`service`], checked to run the fixture's files and, for
+/// `nats-quiet`, that its ping_interval is the case's).
 pub(crate) fn start_server(
     ctx: &Ctx,
     tb: &Testbed,
     ping_interval: Option<Duration>,
 ) -> Result<NatsServer> {
-    let program = require_program("nats-server", "nats-server")?;
+    let program = match ctx.docker {
+        None => require_program("nats-server", "nats-server")?,
+        Some(_) => "nats-server".into(),
+    };
     let fixture_path = server_config(&ctx.fixtures);
     let fixture = std::fs::read_to_string(&fixture_path)
         .map_err(|e| Error::io(format!("reading {}", fixture_path.display()), e))?;
@@ -162,16 +181,40 @@ pub(crate) fn start_server(
             e,
         )
     })?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let conf = dir.join("nats-server.conf");
     std::fs::write(&conf, config_text(&fixture, addr, ping_interval))
         .map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
+    let mut files = vec![("/etc/nats/kaspec.conf".to_string(), fixture_path.clone())];
+    let mut conf_in_container = "/etc/nats/kaspec.conf";
+    if let Some(p) = ping_interval {
+        let quiet = quiet_config(&ctx.fixtures);
+        let text = std::fs::read_to_string(&quiet)
+            .map_err(|e| Error::io(format!("reading {}", quiet.display()), e))?;
+        let q = ServerSettings::parse(&text)
+            .map_err(|e| Error::Other(format!("{}: {e}", quiet.display())))?;
+        if tb.is_docker() && q.ping_interval != p {
+            return Err(Error::Other(format!(
+                "{}: ping_interval {} ms, but the case needs {} ms (service nats-quiet runs this file)",
+                quiet.display(),
+                ms_of(q.ping_interval),
+                ms_of(p)
+            )));
+        }
+        files.push(("/etc/nats/quiet.conf".to_string(), quiet));
+        conf_in_container = "/etc/nats/quiet.conf";
+    }
+    let implementation = match ctx.docker {
+        None => server_implementation(&program),
+        // The image's version, named by the runner.
+        Some(_) => Implementation::new("nats-server", "container"),
+    };
     let mut n = NatsServer {
         server: None,
         dir,
         addr,
         settings,
-        implementation: server_implementation(&program),
+        implementation,
     };
     n.server = Some(Server::start(
         tb,
@@ -182,6 +225,12 @@ pub(crate) fn start_server(
             addr,
             ready_within: Duration::from_secs(10),
             ready_log: Some("Server is ready".into()),
+            container: Some(ContainerCheck {
+                service: service(ping_interval).into(),
+                args: vec!["-c".into(), conf_in_container.into()],
+                files,
+                ..Default::default()
+            }),
             ..Default::default()
         },
     )?);
@@ -197,6 +246,18 @@ mod tests {
         let s = ServerSettings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"))
             .unwrap();
         assert_eq!((s.ping_interval, s.ping_max), (Duration::from_secs(1), 2));
+        // quiet.conf includes kaspec.conf, then sets ping_interval again
+        // (nats-server's parser: the later value wins); what it parses here
+        // is what the case expects of the nats-quiet service.
+        let q = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nats/quiet.conf"),
+        )
+        .unwrap();
+        assert!(q.contains("include \"kaspec.conf\""));
+        assert_eq!(
+            ServerSettings::parse(&q).unwrap().ping_interval,
+            Duration::from_secs(3600)
+        );
         let d = ServerSettings::parse("# x\nport: 4222\n").unwrap();
         assert_eq!(
             (d.ping_interval, d.ping_max),

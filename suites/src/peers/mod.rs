@@ -17,7 +17,7 @@ use std::time::Duration;
 const USAGE: &str = "usage: serve tcp --listen IPV4:PORT [--keepalive-idle DUR --keepalive-interval DUR --keepalive-count DUR-AS-N] | \
 serve websocket --listen IPV4:PORT --ping-interval DUR --pong-timeout DUR | \
 serve grpc --listen IPV4:PORT [--keepalive-time DUR --keepalive-timeout DUR] | \
-serve ssh --listen IPV4:PORT --host-key FILE --keepalive-interval DUR --keepalive-max N";
+serve ssh --listen IPV4:PORT --host-key FILE|new --keepalive-interval DUR --keepalive-max N";
 
 /// Options whose value is not a duration.
 const RAW: &[&str] = &["--host-key", "--keepalive-max"];

@@ -36,15 +36,33 @@ impl russh::server::Server for Factory {
     }
 }
 
-/// Serves SSH on `listen` with `host_key` and the keep-alive given.
+/// `--host-key new`: a fresh Ed25519 host key made at the start (the
+/// docker testbed's kaspec-ssh container, which has no ssh-keygen).
+pub const NEW_HOST_KEY: &str = "new";
+
+/// An Ed25519 key from 32 bytes of /dev/urandom (ssh-key's
+/// `Ed25519Keypair::from_seed`).
+fn fresh_ed25519() -> std::io::Result<russh::keys::PrivateKey> {
+    use std::io::Read as _;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    Ok(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed).into())
+}
+
+/// Serves SSH on `listen` with `host_key` (a file, or [`NEW_HOST_KEY`]) and
+/// the keep-alive given.
 pub fn serve(
     listen: SocketAddrV4,
     host_key: &str,
     keepalive_interval: Duration,
     keepalive_max: usize,
 ) -> std::io::Result<()> {
-    let key = russh::keys::load_secret_key(host_key, None)
-        .map_err(|e| std::io::Error::other(format!("host key {host_key}: {e}")))?;
+    let key = if host_key == NEW_HOST_KEY {
+        fresh_ed25519()?
+    } else {
+        russh::keys::load_secret_key(host_key, None)
+            .map_err(|e| std::io::Error::other(format!("host key {host_key}: {e}")))?
+    };
     let config = russh::server::Config {
         keys: vec![key],
         keepalive_interval: Some(keepalive_interval),

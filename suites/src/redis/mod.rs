@@ -34,7 +34,7 @@ use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::{last_recv_at, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
@@ -71,7 +71,21 @@ pub static PROTOCOL: Protocol = Protocol {
     review: review::review,
 };
 
-const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for Redis yet");
+/// The compose services of the Redis cases on the docker testbed (see
+/// [`server::service`]): the fixture's server, the same with `timeout 0`,
+/// and with `timeout 0` and `tcp-keepalive 0`.
+const REDIS: Docker = Docker::Service {
+    service: "redis",
+    implementation: "redis-server",
+};
+const REDIS_NO_TIMEOUT: Docker = Docker::Service {
+    service: "redis-no-timeout",
+    implementation: "redis-server",
+};
+const REDIS_QUIET: Docker = Docker::Service {
+    service: "redis-quiet",
+    implementation: "redis-server",
+};
 
 /// redis.conf (Redis 7.0), the `timeout` and `tcp-keepalive` entries.
 const TIMEOUT_QUOTE: &str =
@@ -102,7 +116,7 @@ pub static IDLE_TIMEOUT: CaseDef = CaseDef {
     requirement: "The server frees a client once the whole seconds since its last command exceed `timeout`, at the next clientsCron; the client learns from the EOF",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: REDIS,
     run: run_idle_timeout,
     budget,
 };
@@ -116,7 +130,7 @@ pub static SERVER_KEEPALIVE: CaseDef = CaseDef {
     requirement: "The server's socket, with the keep-alive options Redis set (read back), dies at TCP_KEEPIDLE + 3 × TCP_KEEPINTVL after the last segment it received; the idle client learns only from an RST that reaches it",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: REDIS_NO_TIMEOUT,
     run: run_server_keepalive,
     budget,
 };
@@ -130,7 +144,7 @@ pub static BLOCKED: CaseDef = CaseDef {
     requirement: "The server does not close a blocked client at `timeout`; its socket, with the keep-alive options Redis set (read back), dies at TCP_KEEPIDLE + 3 × TCP_KEEPINTVL after the last segment it received",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: REDIS,
     run: run_blocked,
     budget,
 };
@@ -144,7 +158,7 @@ pub static CLIENT_KEEPALIVE: CaseDef = CaseDef {
     requirement: "The client socket, with the options redis-rs set from TcpSettings (read back), dies at TCP_KEEPIDLE + TCP_KEEPCNT × TCP_KEEPINTVL after the last segment it received; the driver turns the read error into PushKind::Disconnection",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Crash],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: REDIS_QUIET,
     run: run_client_keepalive,
     budget,
 };
@@ -158,7 +172,7 @@ pub static RESPONSE_TIMEOUT: CaseDef = CaseDef {
     requirement: "A command without a reply fails after redis.response_timeout; an idle connection without keep-alive is never probed",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::Freeze],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: REDIS_QUIET,
     run: run_response_timeout,
     budget,
 };
@@ -187,7 +201,7 @@ pub static NAT_BELOW: CaseDef = CaseDef {
     requirement: "With TCP_KEEPIDLE = K < N the server's probes keep the mapping: neither side loses the connection",
     faults: &[FaultKind::NatExpiry],
     fixed_fault: Some(FaultKind::NatExpiry),
-    docker: NOT_ON_DOCKER,
+    docker: REDIS_NO_TIMEOUT,
     run: run_nat_below,
     budget: nat_budget,
 };
@@ -201,7 +215,7 @@ pub static NAT_ABOVE: CaseDef = CaseDef {
     requirement: "With K ≥ N the server dies at K + 3 × max(K/3, 1) after its last segment; the client's next command fails at the response timeout",
     faults: &[FaultKind::NatExpiry],
     fixed_fault: Some(FaultKind::NatExpiry),
-    docker: NOT_ON_DOCKER,
+    docker: Docker::NotHere("its server's tcp-keepalive is the network profile's NAT timeout + 1 s, a per-run setting no compose service has"),
     run: run_nat_above,
     budget: nat_budget,
 };

@@ -111,8 +111,9 @@ fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind, side: Against) -> Result
         Against::Below => ServerSettings::load(&ctx.fixtures)?.tcp_keepalive.as_secs(),
         Against::Above => nat.as_secs() + 1,
     };
-    let tb = ctx.testbed_with_nat("redis", nat)?;
-    let server = start_server(ctx, &tb, &[("timeout", 0), ("tcp-keepalive", k)])?;
+    let overrides = [("timeout", 0), ("tcp-keepalive", k)];
+    let tb = ctx.testbed_with_nat(service(&overrides).unwrap_or("redis"), nat)?;
+    let server = start_server(ctx, &tb, &overrides)?;
     let addr = server.addr;
     let plan = Plan {
         response_timeout: rt,

@@ -34,7 +34,7 @@ pub(crate) fn run(
     deadlines: impl Fn(&ServerSettings, &TcpConfig) -> (u64, u64),
     judge: impl Fn(&Run) -> (Side, Side),
 ) -> Result<Vec<CaseResult>> {
-    let tb = ctx.testbed_for("redis")?;
+    let tb = ctx.testbed_for(service(overrides).unwrap_or("redis"))?;
     let server = start_server(ctx, &tb, overrides)?;
     let addr = server.addr;
     let ClientStarted {

@@ -137,14 +137,30 @@ impl Drop for RedisServer {
     }
 }
 
+/// The compose service that runs the fixture with `overrides` on its
+/// command line (docker-compose.yml), if one does.
+pub(crate) fn service(overrides: &[(&str, u64)]) -> Option<&'static str> {
+    match overrides {
+        [] => Some("redis"),
+        [("timeout", 0)] | [("timeout", 0), ("tcp-keepalive", 1)] => Some("redis-no-timeout"),
+        [("timeout", 0), ("tcp-keepalive", 0)] => Some("redis-quiet"),
+        _ => None,
+    }
+}
+
 /// Starts redis-server in `tb`'s server host: the fixture, then `--bind`,
-/// `--dir`, `--logfile ""` and the case's `overrides`.
+/// `--dir`, `--logfile ""` and the case's `overrides` (on the docker
+/// testbed: adopts the container of [`service`], checked to run the
+/// fixture and the overrides).
 pub(crate) fn start_server(
     ctx: &Ctx,
     tb: &Testbed,
     overrides: &[(&str, u64)],
 ) -> Result<RedisServer> {
-    let program = require_program("redis-server", "redis-server")?;
+    let program = match ctx.docker {
+        None => require_program("redis-server", "redis-server")?,
+        Some(_) => "redis-server".into(),
+    };
     let conf = server_config(&ctx.fixtures);
     let settings = ServerSettings::load(&ctx.fixtures)?.with(overrides);
     let dir = kaspec_harness::cleanup::scratch_dir(&tb.tag, "redis").map_err(|e| {
@@ -153,7 +169,7 @@ pub(crate) fn start_server(
             e,
         )
     })?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let mut args = vec![conf.display().to_string()];
     for (k, v) in [
         ("bind", tb.server.addr.to_string()),
@@ -163,15 +179,27 @@ pub(crate) fn start_server(
     ] {
         args.extend([format!("--{k}"), v]);
     }
+    // The overrides as the container must run them: the NAT case's
+    // tcp-keepalive equal to the fixture's is the fixture's own.
+    let fixture_keepalive = ServerSettings::load(&ctx.fixtures)?.tcp_keepalive.as_secs();
+    let mut container_args = vec!["/usr/local/etc/redis/redis.conf".to_string()];
     for (k, v) in overrides {
         args.extend([format!("--{k}"), v.to_string()]);
+        if !(*k == "tcp-keepalive" && *v == fixture_keepalive) {
+            container_args.extend([format!("--{k}"), v.to_string()]);
+        }
     }
+    let implementation = match ctx.docker {
+        None => server_implementation(&program),
+        // The image's version, named by the runner.
+        Some(_) => Implementation::new("redis-server", "container"),
+    };
     let mut r = RedisServer {
         server: None,
         dir,
         addr,
         settings,
-        implementation: server_implementation(&program),
+        implementation,
     };
     r.server = Some(Server::start(
         tb,
@@ -182,6 +210,12 @@ pub(crate) fn start_server(
             addr,
             ready_within: Duration::from_secs(10),
             ready_log: Some("Ready to accept connections".into()),
+            container: service(overrides).map(|s| ContainerCheck {
+                service: s.into(),
+                args: container_args,
+                files: vec![("/usr/local/etc/redis/redis.conf".into(), conf.clone())],
+                ..Default::default()
+            }),
             ..Default::default()
         },
     )?);

@@ -16,7 +16,7 @@ use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
@@ -60,7 +60,20 @@ pub static PROTOCOL: Protocol = Protocol {
     review: review::review,
 };
 
-const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for sshd: each case starts it with its own host key, authorized key and keep-alive settings");
+/// The compose services of the SSH cases on the docker testbed (see
+/// [`server::service`]).
+const SSHD_SERVICE: Docker = Docker::Service {
+    service: "sshd",
+    implementation: "openssh-sshd",
+};
+const SSHD_SILENT: Docker = Docker::Service {
+    service: "sshd-silent",
+    implementation: "openssh-sshd",
+};
+const KASPEC_SSH: Docker = Docker::Service {
+    service: "kaspec-ssh",
+    implementation: "kaspec-ssh (russh)",
+};
 
 /// ssh_config(5), OpenSSH 9.2.
 const SERVER_ALIVE: &str = "ServerAliveCountMax: Sets the number of server alive messages (see below) which may be sent without ssh(1) receiving any messages back from the server. If this threshold is reached while server alive messages are being sent, ssh will disconnect from the server, terminating the session. [...] If, for example, ServerAliveInterval is set to 15 and ServerAliveCountMax is left at the default, if the server becomes unresponsive, ssh will disconnect after approximately 45 seconds.";
@@ -111,7 +124,7 @@ pub static OPENSSH_CLIENT: CaseDef = CaseDef {
     requirement: "ssh exits at ⌊last read⌋ + (ServerAliveCountMax + 1) × ServerAliveInterval (whole seconds); on an RST, at its first check after t0",
     faults: CLIENT_FAULTS,
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: SSHD_SILENT,
     run: run_openssh_client,
     budget,
 };
@@ -125,7 +138,7 @@ pub static SSHD_SERVER: CaseDef = CaseDef {
     requirement: "sshd exits when a probe finds ClientAliveCountMax unanswered; 9.2's loop probes every second ppoll timeout (2 × ClientAliveInterval), 9.5+ every interval",
     faults: SERVER_FAULTS,
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: SSHD_SERVICE,
     run: run_sshd_server,
     budget,
 };
@@ -139,7 +152,7 @@ pub static RUSSH_CLIENT: CaseDef = CaseDef {
     requirement: "russh ends the session (keepalive_max + 1) × keepalive_interval after its last read; on an RST, at its first keepalive after t0",
     faults: CLIENT_FAULTS,
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: SSHD_SILENT,
     run: run_russh_client,
     budget,
 };
@@ -153,7 +166,7 @@ pub static RUSSH_SERVER: CaseDef = CaseDef {
     requirement: "The russh server closes (keepalive_max + 1) × keepalive_interval after its last read; on an RST, at its first keepalive after t0",
     faults: SERVER_FAULTS,
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: KASPEC_SSH,
     run: run_russh_server,
     budget,
 };
@@ -167,7 +180,7 @@ pub static INACTIVITY_KEPT: CaseDef = CaseDef {
     requirement: "Every packet read restarts russh's inactivity timer: with the peer's probes arriving more often than inactivity_timeout the session stays up (3 × inactivity_timeout watched)",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: SSHD_SERVICE,
     run: run_inactivity_kept,
     budget,
 };
@@ -181,7 +194,7 @@ pub static INACTIVITY_SILENT: CaseDef = CaseDef {
     requirement: "russh ends the session with InactivityTimeout at inactivity_timeout after its last read; sshd closes when the client's FIN arrives",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: SSHD_SILENT,
     run: run_inactivity_silent,
     budget,
 };
@@ -195,7 +208,7 @@ pub static NAT: CaseDef = CaseDef {
     requirement: "ServerAliveInterval < N (by more than ssh's whole-second phase) keeps the session for 3 × N; ≥ N + 1 s: ssh exits at ⌊last read⌋ + (ServerAliveCountMax + 1) × ServerAliveInterval",
     faults: &[FaultKind::NatExpiry],
     fixed_fault: Some(FaultKind::NatExpiry),
-    docker: NOT_ON_DOCKER,
+    docker: SSHD_SILENT,
     run: run_nat,
     budget: nat_budget,
 };
@@ -209,7 +222,7 @@ pub static TCP_ONLY: CaseDef = CaseDef {
     requirement: "Each side's read fails at I + N × V after the last segment it received (RFC 1122 §4.2.3.6 as Linux implements it); on an RST, at the first probe",
     faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: Docker::NotHere("sets the TCP keep-alive sysctls of the server's network namespace, which on the docker testbed is the container's, and runs sshd with TCPKeepAlive yes, which no compose service does"),
     run: run_tcp_only,
     budget,
 };

@@ -122,6 +122,19 @@ fn last_recv(
     })
 }
 
+/// Kills an sshd session process of a container on drop (SIGCONT first: it
+/// may be frozen).
+struct SessionGuard(u32);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
 pub(crate) fn run(
     ctx: &Ctx,
     case: &CaseDef,
@@ -130,9 +143,10 @@ pub(crate) fn run(
     deadlines: &Deadlines<'_>,
     judge: &Judge<'_>,
 ) -> Result<Vec<CaseResult>> {
+    let service = service(&plan.server).unwrap_or("sshd");
     let tb = match plan.nat {
-        Some(n) => ctx.testbed_with_nat("sshd", n)?,
-        None => ctx.testbed()?,
+        Some(n) => ctx.testbed_with_nat(service, n)?,
+        None => ctx.testbed_for(service)?,
     };
     if let Some(t) = plan.sysctls {
         set_keepalive_sysctls(&tb.client, t)?;
@@ -158,6 +172,12 @@ pub(crate) fn run(
     .map_err(|e| Error::Other(format!("{e}; server log:\n{}", server.server.log_tail(10))))?;
     let local = started.local;
     let seen = tb.seen_by_server(local);
+    let session = server.session_pid(addr, seen);
+    // On the docker testbed the container's sshd outlives the case: the
+    // session it forked for this connection goes with the case (a silent
+    // server would keep it, and a frozen one stopped, forever).
+    let _session_guard =
+        (tb.is_docker() && session != server.server.pid()).then(|| SessionGuard(session));
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (client_deadline_ms, server_deadline_ms) = deadlines(&server.kind);
     // Each side's "since" is anchored on its own dump's instant (entering
@@ -182,8 +202,8 @@ pub(crate) fn run(
         )
     } else {
         let pid = match plan.target {
-            Target::Server => Some(server.session_pid()),
-            Target::Client => started.pid.or(Some(server.session_pid())),
+            Target::Server => Some(session),
+            Target::Client => started.pid.or(Some(session)),
         };
         let applied = tb.apply_fault(
             fault,

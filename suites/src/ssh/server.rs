@@ -262,11 +262,14 @@ pub(crate) struct SshServer {
 }
 
 impl SshServer {
-    /// The process that serves the connection: sshd forks a privileged
-    /// monitor per connection and it forks the session's child, which reads
-    /// and writes the socket (the deepest descendant of the listener);
-    /// kaspec's russh server is one process.
-    pub(crate) fn session_pid(&self) -> u32 {
+    /// The process that serves the connection `local <-> peer` (the
+    /// server's end): sshd forks a privileged monitor per connection and it
+    /// may fork the session's child, which reads and writes the socket;
+    /// kaspec's russh server is one process. Of the listener's descendants,
+    /// the deepest that holds this connection's socket — on the docker
+    /// testbed one sshd serves every case (and a healthcheck's connections),
+    /// so depth alone would pick another session's process.
+    pub(crate) fn session_pid(&self, local: SocketAddrV4, peer: SocketAddrV4) -> u32 {
         let root = self.server.pid();
         if let ServerKind::Russh(_) = self.kind {
             return root;
@@ -288,10 +291,11 @@ impl SshServer {
                 Some((pid, ppid))
             })
             .collect();
+        let holds = |pid: u32| crate::drive::sockopts::of_process(pid, local, peer).is_ok();
         let (mut pid, mut depth) = (root, 0);
         let mut stack = vec![(root, 0)];
         while let Some((p, d)) = stack.pop() {
-            if d > depth {
+            if d > depth && holds(p) {
                 (pid, depth) = (p, d);
             }
             stack.extend(
@@ -305,18 +309,74 @@ impl SshServer {
     }
 }
 
+/// The compose service of a server choice (docker-compose.yml): `sshd`
+/// runs the fixture, `sshd-silent` the fixture with ClientAliveInterval 0
+/// and TCPKeepAlive no on its command line, `kaspec-ssh` kaspec's russh
+/// server; None when no service runs those settings.
+pub(crate) fn service(server: &ServerChoice) -> Option<&'static str> {
+    match server {
+        ServerChoice::Russh => Some("kaspec-ssh"),
+        ServerChoice::Sshd(o) => sshd_service(o),
+    }
+}
+
+fn sshd_service(overrides: &[(&str, String)]) -> Option<&'static str> {
+    let o: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match o.as_slice() {
+        [] => Some("sshd"),
+        [("ClientAliveInterval", "0"), ("TCPKeepAlive", "no")] => Some("sshd-silent"),
+        _ => None,
+    }
+}
+
+/// Where the sshd container keeps the keys its entrypoint made
+/// (fixtures/docker/sshd-entrypoint.sh).
+const CONTAINER_KEYS: &str = "/etc/kaspec/ssh";
+
+/// On the docker testbed: the client key the container's sshd accepts,
+/// copied from the container (through /proc/PID/root) over the scratch
+/// directory's own.
+fn take_container_client_key(server: &Server, scratch: &Scratch) -> Result<()> {
+    let to = scratch.client_key();
+    // ssh offers the public key of `KEY.pub` first: both go.
+    for ext in ["", ".pub"] {
+        let from = PathBuf::from(format!(
+            "/proc/{}/root{CONTAINER_KEYS}/client_ed25519{ext}",
+            server.pid()
+        ));
+        let key = std::fs::read(&from).map_err(|e| {
+            Error::io(
+                format!(
+                    "reading the client key of the sshd container ({})",
+                    from.display()
+                ),
+                e,
+            )
+        })?;
+        let to = PathBuf::from(format!("{}{ext}", to.display()));
+        // Over ssh-keygen's own files: their modes (0600 for the key) stay.
+        std::fs::write(&to, key).map_err(|e| Error::io(format!("writing {}", to.display()), e))?;
+    }
+    Ok(())
+}
+
 /// Starts sshd in `tb`'s server host (its settings from the fixture with
-/// `overrides`), or kaspec's russh server.
+/// `overrides`), or kaspec's russh server. On the docker testbed: adopts
+/// the container of [`service`], checked to run the fixture with the
+/// overrides as `-o` options, and takes its client key.
 pub(crate) fn start_sshd(
     ctx: &Ctx,
     tb: &Testbed,
     scratch: &Scratch,
     overrides: &[(&str, String)],
 ) -> Result<SshServer> {
-    let program = require_program(SSHD, "openssh-server")?;
+    let program = match ctx.docker {
+        None => require_program(SSHD, "openssh-server")?,
+        Some(_) => PathBuf::from("/usr/sbin/sshd"),
+    };
     let fixture_path = ctx.fixtures.join("ssh/sshd_config");
     let fixture = read(&fixture_path)?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let text = sshd_config_text(&fixture, &scratch.dir, addr, overrides);
     let settings = SshdSettings::parse(&text)
         .map_err(|e| Error::Other(format!("{}: {e}", fixture_path.display())))?;
@@ -324,13 +384,17 @@ pub(crate) fn start_sshd(
     std::fs::write(&conf, text).map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
     // sshd's compiled-in privilege separation directory (Debian's package
     // creates it when its service starts; kaspec never starts that).
-    if !Path::new("/run/sshd").exists() {
+    if !tb.is_docker() && !Path::new("/run/sshd").exists() {
         std::fs::create_dir_all("/run/sshd").map_err(|e| {
             Error::io(
                 "creating /run/sshd (sshd's privilege separation directory)",
                 e,
             )
         })?;
+    }
+    let mut container_args = vec!["-f".to_string(), "/etc/kaspec/sshd_config".to_string()];
+    for (k, v) in overrides {
+        container_args.extend(["-o".to_string(), format!("{k}={v}")]);
     }
     let server = Server::start(
         tb,
@@ -346,9 +410,22 @@ pub(crate) fn start_sshd(
             addr,
             ready_within: Duration::from_secs(10),
             ready_log: Some("Server listening on".into()),
+            container: sshd_service(overrides).map(|s| ContainerCheck {
+                service: s.into(),
+                args: container_args,
+                without: if overrides.is_empty() {
+                    vec!["-o".into()]
+                } else {
+                    Vec::new()
+                },
+                files: vec![("/etc/kaspec/sshd_config".into(), fixture_path.clone())],
+            }),
             ..Default::default()
         },
     )?;
+    if tb.is_docker() {
+        take_container_client_key(&server, scratch)?;
+    }
     Ok(SshServer {
         server,
         addr,
@@ -359,7 +436,13 @@ pub(crate) fn start_sshd(
 
 pub(crate) fn start_russh_server(ctx: &Ctx, tb: &Testbed, scratch: &Scratch) -> Result<SshServer> {
     let settings = RusshServerSettings::load(&ctx.fixtures)?;
-    let addr = SocketAddrV4::new(tb.server.addr, PORT);
+    let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
+    let keepalive = vec![
+        "--keepalive-interval".to_string(),
+        format!("{}ms", ms_of(settings.keepalive_interval)),
+        "--keepalive-max".to_string(),
+        settings.keepalive_max.to_string(),
+    ];
     let mut args = ctx.serve.args.clone();
     args.extend([
         "ssh".into(),
@@ -368,11 +451,7 @@ pub(crate) fn start_russh_server(ctx: &Ctx, tb: &Testbed, scratch: &Scratch) -> 
         "--host-key".into(),
         scratch.dir.join("host_ed25519").display().to_string(),
     ]);
-    args.extend([
-        "--keepalive-interval".into(),
-        format!("{}ms", ms_of(settings.keepalive_interval)),
-    ]);
-    args.extend(["--keepalive-max".into(), settings.keepalive_max.to_string()]);
+    args.extend(keepalive.iter().cloned());
     let server = Server::start(
         tb,
         &ServerSpec {
@@ -381,6 +460,12 @@ pub(crate) fn start_russh_server(ctx: &Ctx, tb: &Testbed, scratch: &Scratch) -> 
             args,
             addr,
             ready_within: Duration::from_secs(10),
+            // docker-compose.yml's kaspec-ssh: fixtures/ssh/russh-server.conf's keep-alive.
+            container: Some(ContainerCheck {
+                service: "kaspec-ssh".into(),
+                args: keepalive,
+                ..Default::default()
+            }),
             ..Default::default()
         },
     )?;
