@@ -37,7 +37,7 @@ const REPEAT: &str = "3";
 const SERVICE_CASES: [(&str, &str); 9] = [
     ("redis/redis.conf-timeout/1", "redis"),
     ("redis/redis.conf-tcp-keepalive/1", "redis-no-timeout"),
-    ("redis/redis-rs-response_timeout/1", "redis-quiet"),
+    ("redis/redis-rs-keepalive/1", "redis-quiet"),
     ("nats/nats-server-ping_max/1", "nats"),
     ("nats/async-nats-frozen-server/1", "nats-quiet"),
     ("mariadb/wait_timeout/1", "mariadb"),
