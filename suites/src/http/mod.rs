@@ -42,6 +42,8 @@ use crate::protocol::Protocol;
 pub mod client;
 mod expect;
 pub mod knobs;
+mod nat;
+mod ping;
 mod review;
 mod run;
 pub mod server;
@@ -49,6 +51,8 @@ pub mod server;
 use client::*;
 use expect::*;
 use knobs::HttpConfig;
+use nat::*;
+use ping::*;
 use run::*;
 use server::*;
 
@@ -75,8 +79,20 @@ const PING_QUOTE: &str = "The PING frame (type=0x06) is a mechanism for measurin
 /// RFC 5482 §3, and reqwest's docs.
 const USER_TIMEOUT_QUOTE: &str = "The USER TIMEOUT option [...] specifies the maximum amount of time that transmitted data may remain unacknowledged before TCP will forcefully close the corresponding connection. [reqwest ClientBuilder::timeout: Enables a total request timeout. The timeout is applied from when the request starts connecting until the response body has finished.]";
 
+/// RFC 5382 §5 (REQ-5).
+const NAT_QUOTE: &str = "If a NAT cannot determine whether the endpoints of a TCP connection are active, it MAY abandon the session if it has been idle for some time. In such cases, the value of the \"established connection idle-timeout\" MUST NOT be less than 2 hours 4 minutes.";
+
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 4] = [&IDLE, &GOAWAY, &RACE, &DEAD_POOLED];
+pub static CASES: [&CaseDef; 8] = [
+    &IDLE,
+    &GOAWAY,
+    &RACE,
+    &DEAD_POOLED,
+    &PING,
+    &PING_BUSY_ONLY,
+    &NAT_BELOW,
+    &NAT_ABOVE,
+];
 
 pub static IDLE: CaseDef = CaseDef {
     id: "http/rfc9112-9.3/1",
@@ -134,6 +150,62 @@ pub static DEAD_POOLED: CaseDef = CaseDef {
     budget: budget_dead,
 };
 
+pub static PING: CaseDef = CaseDef {
+    id: "http/rfc9113-6.7/ping",
+    protocol: "http",
+    spec: "RFC 9113 §6.7; hyper 1.x src/proto/h2/ping.rs (reqwest http2_keep_alive_*)",
+    quote: PING_QUOTE,
+    description: "An idle HTTP/2 reqwest connection with http2_keep_alive_interval I, timeout T and while_idle on (for this case) whose path fails: hyper PINGs at its last read + I and closes T later; under reset the PING meets the RST. The servers keep the connection ([long]).",
+    requirement: "The client closes at the last read + I + T (hyper's rule); at the PING under reset",
+    faults: &[FaultKind::Blackhole, FaultKind::Reset],
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: run_ping,
+    budget: budget_ping,
+};
+
+pub static PING_BUSY_ONLY: CaseDef = CaseDef {
+    id: "http/rfc9113-6.7/ping-busy-only",
+    protocol: "http",
+    spec: "RFC 9113 §6.7; hyper 1.x src/proto/h2/ping.rs `maybe_ping` (while_idle)",
+    quote: PING_QUOTE,
+    description: "The same with while_idle off (reqwest's default): no stream is open, so hyper sends no PING and the idle connection on the dead path is not noticed.",
+    requirement: "Without while_idle an idle HTTP/2 connection is never pinged",
+    faults: &[FaultKind::Blackhole],
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: run_ping_busy_only,
+    budget: budget_ping,
+};
+
+pub static NAT_BELOW: CaseDef = CaseDef {
+    id: "http/rfc5382-5/nat-below",
+    protocol: "http",
+    spec: "RFC 5382 §5; hyper-util 0.1 client/legacy/pool.rs (expired idle connections are not checked out)",
+    quote: NAT_QUOTE,
+    description: "Through a NAT that forgets idle flows after N, pool_idle_timeout N/2 (TCP keep-alive off): the pool drops the connection before the mapping is forgotten; a request 2 × N after the last response goes out on a new connection and succeeds.",
+    requirement: "With P < N no request meets a forgotten mapping",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: NOT_ON_DOCKER,
+    run: run_nat_below,
+    budget: budget_nat,
+};
+
+pub static NAT_ABOVE: CaseDef = CaseDef {
+    id: "http/rfc5382-5/nat-above",
+    protocol: "http",
+    spec: "RFC 5382 §5; RFC 5482 §3; reqwest ClientBuilder::timeout",
+    quote: NAT_QUOTE,
+    description: "The same with pool_idle_timeout 3 × N: the request 2 × N after the last response goes out on the pooled connection whose mapping is gone and fails at http.request_timeout or http.tcp_user_timeout, whichever comes first.",
+    requirement: "With P > N the next request fails at min(R, first retransmission + U)",
+    faults: &[FaultKind::NatExpiry],
+    fixed_fault: Some(FaultKind::NatExpiry),
+    docker: NOT_ON_DOCKER,
+    run: run_nat_above,
+    budget: budget_nat,
+};
+
 pub fn client_implementation() -> Implementation {
     Implementation::new(
         "reqwest",
@@ -175,4 +247,14 @@ fn budget_dead(ctx: &Ctx) -> Duration {
         .min()
         .unwrap_or(5000);
     Duration::from_millis(3 * (REQUEST_AFTER_MS + first + 2000) + 5000)
+}
+
+fn budget_ping(ctx: &Ctx) -> Duration {
+    let c = HttpConfig::of(&ctx.config);
+    Duration::from_millis(3 * (3 * (ms_of(c.h2_interval) + ms_of(c.h2_timeout)) + 3000) + 5000)
+}
+
+fn budget_nat(ctx: &Ctx) -> Duration {
+    let n = ms_of(crate::model::nat::nat_idle(ctx));
+    Duration::from_millis(3 * (3 * n + ms_of(budget_dead(ctx))) + 5000)
 }

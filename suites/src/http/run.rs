@@ -5,20 +5,26 @@
 use super::*;
 
 /// A server and a reqwest client talking to it, the first request done.
-struct Setup {
-    tb: Testbed,
-    srv: Running,
-    driver: Driver,
+pub(crate) struct Setup {
+    pub(crate) tb: Testbed,
+    pub(crate) srv: Running,
+    pub(crate) driver: Driver,
     /// The first request's connection: the client's end, what the server sees.
-    local: SocketAddrV4,
-    seen: SocketAddrV4,
+    pub(crate) local: SocketAddrV4,
+    pub(crate) seen: SocketAddrV4,
     /// reqwest's socket options, read back; the client's last data received.
-    tcp: TcpConfig,
-    anchor: Instant,
+    pub(crate) tcp: TcpConfig,
+    pub(crate) anchor: Instant,
 }
 
-fn setup(ctx: &Ctx, kind: HttpServer, idle: Idle, h2: bool, c: HttpConfig) -> Result<Setup> {
-    let tb = ctx.testbed()?;
+pub(crate) fn setup(
+    ctx: &Ctx,
+    tb: Testbed,
+    kind: HttpServer,
+    idle: Idle,
+    h2: bool,
+    c: HttpConfig,
+) -> Result<Setup> {
     let srv = start(ctx, &tb, kind, idle, h2)?;
     let driver = Driver::start(&tb, c, h2, srv.addr)?;
     let a = driver.get(None, Duration::from_secs(5))?;
@@ -48,7 +54,11 @@ fn setup(ctx: &Ctx, kind: HttpServer, idle: Idle, h2: bool, c: HttpConfig) -> Re
 }
 
 /// The run's configuration as reported: `http.*`, the socket read back, the server's S.
-fn config_of(ctx: &Ctx, s: &Setup, c: &HttpConfig) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn config_of(
+    ctx: &Ctx,
+    s: &Setup,
+    c: &HttpConfig,
+) -> std::collections::BTreeMap<String, String> {
     let mut config = ctx.config.effective("http.");
     config.insert(
         "http.pool_idle_timeout".into(),
@@ -59,7 +69,7 @@ fn config_of(ctx: &Ctx, s: &Setup, c: &HttpConfig) -> std::collections::BTreeMap
     config
 }
 
-fn outcome_text(got: &Got, first_port: u16) -> String {
+pub(crate) fn outcome_text(got: &Got, first_port: u16) -> String {
     match &got.result {
         Ok(p) if *p == first_port => "succeeds on the same connection".into(),
         Ok(p) => format!("succeeds on a new connection (port {p})"),
@@ -84,7 +94,7 @@ fn idle_case(ctx: &Ctx, case: &CaseDef, h2: bool) -> Result<Vec<CaseResult>> {
             pool_idle_timeout: Duration::ZERO,
             ..HttpConfig::of(&ctx.config)
         };
-        let s = setup(ctx, kind, Idle::Fixture, h2, c)?;
+        let s = setup(ctx, ctx.testbed()?, kind, Idle::Fixture, h2, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let cw = SocketWatch::start(&s.tb.client, s.local, s.srv.addr)?;
         let applied = s.tb.apply_fault(
@@ -192,7 +202,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
         .take_while(|d| *d <= span)
         .collect();
     for kind in SERVERS {
-        let s = setup(ctx, kind, Idle::Fixture, false, c)?;
+        let s = setup(ctx, ctx.testbed()?, kind, Idle::Fixture, false, c)?;
         let applied = s.tb.apply_fault(
             FaultKind::None,
             &Flow {
@@ -360,7 +370,7 @@ pub(crate) fn run_dead_pooled(
     let mut out = Vec::new();
     let c = HttpConfig::of(&ctx.config);
     for kind in SERVERS {
-        let s = setup(ctx, kind, Idle::Long, false, c)?;
+        let s = setup(ctx, ctx.testbed()?, kind, Idle::Long, false, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let nominal = dead_expectation(&c, &s.tcp, fault, REQUEST_AFTER_MS, case.spec);
         let deadline_ms = nominal.deadline_ms(REQUEST_AFTER_MS + 5000);

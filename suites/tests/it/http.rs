@@ -115,3 +115,60 @@ fn a_request_on_a_dead_pooled_connection_fails_at_the_first_of_its_timeouts(
         assert_quiet(by(&results, "server", s));
     }
 }
+
+#[rstest]
+#[case::blackhole(FaultKind::Blackhole)]
+#[case::reset(FaultKind::Reset)]
+fn hyper_pings_an_idle_http2_connection_and_closes_it_t_after_the_unanswered_ping(
+    #[case] fault: FaultKind,
+) {
+    let sets = [
+        "http.http2_keep_alive_interval=1s",
+        "http.http2_keep_alive_timeout=500ms",
+    ];
+    let results = run("http/rfc9113-6.7/ping", fault, &sets);
+    for s in SERVERS {
+        assert_pass(by(&results, "client", s));
+        assert_quiet(by(&results, "server", s));
+    }
+}
+
+#[test]
+fn without_while_idle_an_idle_http2_connection_is_never_pinged() {
+    let sets = [
+        "http.http2_keep_alive_interval=1s",
+        "http.http2_keep_alive_timeout=500ms",
+    ];
+    let results = run(
+        "http/rfc9113-6.7/ping-busy-only",
+        FaultKind::Blackhole,
+        &sets,
+    );
+    for s in SERVERS {
+        assert_quiet(by(&results, "client", s));
+    }
+}
+
+#[rstest]
+#[case::below("http/rfc5382-5/nat-below", false)]
+#[case::above("http/rfc5382-5/nat-above", true)]
+fn through_a_nat_the_pool_idle_timeout_decides_whether_the_next_request_fails(
+    #[case] id: &str,
+    #[case] fails: bool,
+) {
+    let results = run_on(
+        id,
+        FaultKind::NatExpiry,
+        &["http.tcp_user_timeout=1s"],
+        Some(2),
+    );
+    for s in SERVERS {
+        let c = by(&results, "client", s);
+        if fails {
+            assert_pass(c);
+        } else {
+            assert_not_detected(c, kaspec_harness::expect::Verdict::Pass);
+        }
+        assert_quiet(by(&results, "server", s));
+    }
+}

@@ -1,0 +1,161 @@
+//! HTTP/2 PING keep-alive (case 4): reqwest's `http2_keep_alive_*` are
+//! hyper's client keep-alive. hyper 1.12 src/proto/h2/ping.rs: the timer is
+//! scheduled at the last read + I (`KeepAlive::schedule`, line 455: any
+//! frame read updates `last_read_at`, lines 202/236), the PING goes out
+//! when it fires unless `!while_idle && is_idle` (`maybe_ping`, line 472),
+//! and the connection is closed T after it without an ACK (`maybe_timeout`,
+//! line 486). The servers run with their `[long]` idle timeout.
+
+use super::*;
+
+/// The client's window after the fault: `idle_ms` = t0 − its last data
+/// received (TCP_INFO, jiffy-grained ± J); the two tokio timers may each be
+/// up to 1 ms late. TCP_USER_TIMEOUT U can end it first once the PING is
+/// unacknowledged ([`crate::model::tcp::send_expectation`]).
+pub fn ping_expectation(
+    c: &HttpConfig,
+    tcp: &TcpConfig,
+    fault: FaultKind,
+    idle_ms: u64,
+    spec: &str,
+) -> Expectation {
+    let (i, t) = (ms_of(c.h2_interval), ms_of(c.h2_timeout));
+    if i == 0 {
+        return Expectation::not_detected("http2_keep_alive_interval = 0: no HTTP/2 PING", spec);
+    }
+    if !c.h2_while_idle {
+        return Expectation::not_detected(
+            "http2_keep_alive_while_idle = false and no stream open: hyper sends no PING (ping.rs maybe_ping: `!self.while_idle && is_idle`)",
+            spec,
+        );
+    }
+    let j = linux::jiffy_ms();
+    let ping = i.saturating_sub(idle_ms);
+    if fault == FaultKind::Reset {
+        return Expectation::window(
+            ping.saturating_sub(j),
+            ping + j + 1,
+            format!("the PING at the last read + I is answered by RST: I − idle = {i} − {idle_ms} = {ping} ms, ± J = {j} ms (jiffy-grained idle), + 1 ms timer"),
+            "RFC 9293 §3.5.3 (reset processing)",
+            Level::Must,
+        );
+    }
+    let by_user = crate::model::tcp::send_expectation(tcp, fault, ping, None);
+    let d = ping + t;
+    if by_user.min_ms.is_some_and(|u| u < d.saturating_sub(j)) {
+        return by_user;
+    }
+    Expectation::window(
+        d.saturating_sub(j),
+        d + j + 2,
+        format!("hyper: PING at the last read + I, closed T after it: I + T − idle = {i} + {t} − {idle_ms} = {d} ms, ± J = {j} ms (jiffy-grained idle), + 2 ms (two tokio timers)"),
+        spec,
+        Level::Must,
+    )
+}
+
+pub(crate) fn run_ping(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    ping_case(ctx, case, fault, true)
+}
+
+pub(crate) fn run_ping_busy_only(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+) -> Result<Vec<CaseResult>> {
+    ping_case(ctx, case, fault, false)
+}
+
+fn ping_case(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    while_idle: bool,
+) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
+    let c = HttpConfig {
+        h2_while_idle: while_idle,
+        ..HttpConfig::of(&ctx.config)
+    };
+    for kind in SERVERS {
+        let s = setup(ctx, ctx.testbed()?, kind, Idle::Long, true, c)?;
+        let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
+        let cw = SocketWatch::start(&s.tb.client, s.local, s.srv.addr)?;
+        // What the client wrote after the response (h2 WINDOW_UPDATE,
+        // SETTINGS ACK) is acknowledged before the path fails: else its
+        // retransmission (RTO ≥ 200 ms) meets the reset before the PING.
+        std::thread::sleep(Duration::from_millis(300));
+        let applied = s.tb.apply_fault(
+            fault,
+            &Flow {
+                client: s.local,
+                server: s.srv.addr,
+            },
+            Some(s.srv.pid()),
+        )?;
+        let t0 = applied.in_force_at;
+        let last = kaspec_harness::observe::last_data_recv_at(&s.tb.client, s.local, s.srv.addr)?
+            .unwrap_or(s.anchor);
+        let idle_ms = rel_ms(last, t0).max(0) as u64;
+        let expected = ping_expectation(&c, &s.tcp, fault, idle_ms, case.spec);
+        let deadline_ms = expected.deadline_ms(ms_of(c.h2_interval) + ms_of(c.h2_timeout) + 2000);
+        let client_closed = cw.wait(t0 + Duration::from_millis(deadline_ms))?;
+        let server_closed = sw.wait(Instant::now())?;
+        let release = crate::outcome::releases(&s.tb, s.local, s.srv.addr);
+        let err = client_closed.as_ref().map(|x| {
+            format!(
+                "hyper closed the connection (keep-alive timed out): client socket {}",
+                x.state
+            )
+        });
+        let client = Side::observed(expected, client_closed.as_ref(), err, deadline_ms);
+        let server = Side::from_socket(
+            Expectation::not_detected(
+                format!("server: idle timeout [long] {} ms, no keep-alive of its own: nothing to notice", ms_of(s.srv.idle_timeout)),
+                case.spec,
+            ),
+            server_closed,
+            deadline_ms,
+            "server",
+        );
+        let timeline = vec![(last, "client's last data received (TCP_INFO)".to_string())];
+        let facts = RunFacts {
+            case,
+            fault,
+            engine: applied.engine.clone(),
+            commit_ms: crate::outcome::commit_ms(&applied),
+            config: config_of(ctx, &s, &c),
+            t0,
+            timeline,
+            release,
+        };
+        out.extend(facts.both_sides(
+            client_implementation(),
+            s.srv.implementation.clone(),
+            client,
+            server,
+            &ctx.judging(),
+        )?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_rule_pings_at_the_last_read_plus_i_and_closes_t_later() {
+        let mut c = HttpConfig::of(&crate::config::Config::new(knobs::KNOBS));
+        c.h2_interval = Duration::from_millis(1000);
+        c.h2_timeout = Duration::from_millis(500);
+        c.h2_while_idle = true;
+        let j = linux::jiffy_ms();
+        let e = ping_expectation(&c, &c.tcp, FaultKind::Blackhole, 100, "s");
+        assert_eq!((e.min_ms, e.max_ms), (Some(1400 - j), Some(1400 + j + 2)));
+        let r = ping_expectation(&c, &c.tcp, FaultKind::Reset, 100, "s");
+        assert_eq!(r.max_ms, Some(900 + j + 1));
+        c.h2_while_idle = false;
+        assert!(!ping_expectation(&c, &c.tcp, FaultKind::Blackhole, 100, "s").expects_detection());
+    }
+}
