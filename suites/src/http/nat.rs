@@ -87,11 +87,7 @@ fn nat_case(ctx: &Ctx, case: &CaseDef, fault: FaultKind, below: bool) -> Result<
             let e = dead_expectation(&c, &s.tcp, FaultKind::Blackhole, sent, case.spec);
             Expectation { formula: format!("P = {p} ms > N = {} ms: the request goes out on the pooled connection whose mapping is gone; {}", ms_of(nat), e.formula), ..e }
         };
-        let (mut at, mut error) = match &b.result {
-            Err(e) if e != NOT_ENDED => (Some(b.done), Some(e.clone())),
-            _ => (None, None),
-        };
-        drive::client::not_after(&mut at, &mut error, t0 + Duration::from_millis(deadline_ms));
+        let (at, error) = request_failure(&b, t0 + Duration::from_millis(deadline_ms));
         let client = Side::library(expected, at, error, deadline_ms);
         let server_exp = if below {
             Expectation::not_applicable(format!("server: the pool closed the connection at P = {p} ms, before the mapping's expiry; the server's end closed on that FIN"), crate::model::nat::SPEC)
@@ -115,7 +111,7 @@ fn nat_case(ctx: &Ctx, case: &CaseDef, fault: FaultKind, below: bool) -> Result<
                 ),
             ),
         ];
-        let facts = RunFacts::at_nat_expiry(
+        let f = RunFacts::at_nat_expiry(
             case,
             fault,
             nat,
@@ -124,13 +120,7 @@ fn nat_case(ctx: &Ctx, case: &CaseDef, fault: FaultKind, below: bool) -> Result<
             timeline,
             release,
         );
-        out.extend(facts.both_sides(
-            client_implementation(),
-            s.srv.implementation.clone(),
-            client,
-            server,
-            &ctx.judging(),
-        )?);
+        out.extend(both(ctx, f, &s, client, server)?);
     }
     Ok(out)
 }

@@ -29,29 +29,17 @@ pub fn ping_expectation(
             spec,
         );
     }
-    let j = linux::jiffy_ms();
-    let ping = i.saturating_sub(idle_ms);
+    let w = crate::model::h2ping::window(i, t, idle_ms, fault, spec);
     if fault == FaultKind::Reset {
-        return Expectation::window(
-            ping.saturating_sub(j),
-            ping + j + 1,
-            format!("the PING at the last read + I is answered by RST: I − idle = {i} − {idle_ms} = {ping} ms, ± J = {j} ms (jiffy-grained idle), + 1 ms timer"),
-            "RFC 9293 §3.5.3 (reset processing)",
-            Level::Must,
-        );
+        return w;
     }
-    let by_user = crate::model::tcp::send_expectation(tcp, fault, ping, None);
-    let d = ping + t;
-    if by_user.min_ms.is_some_and(|u| u < d.saturating_sub(j)) {
-        return by_user;
+    // TCP_USER_TIMEOUT U ends it first when the unacknowledged PING (sent
+    // at I − idle) outlives U before T.
+    let by_user = crate::model::tcp::send_expectation(tcp, fault, i.saturating_sub(idle_ms), None);
+    match (by_user.min_ms, w.min_ms) {
+        (Some(u), Some(lo)) if u < lo => by_user,
+        _ => w,
     }
-    Expectation::window(
-        d.saturating_sub(j),
-        d + j + 2,
-        format!("hyper: PING at the last read + I, closed T after it: I + T − idle = {i} + {t} − {idle_ms} = {d} ms, ± J = {j} ms (jiffy-grained idle), + 2 ms (two tokio timers)"),
-        spec,
-        Level::Must,
-    )
 }
 
 pub(crate) fn run_ping(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
@@ -109,33 +97,10 @@ fn ping_case(
             )
         });
         let client = Side::observed(expected, client_closed.as_ref(), err, deadline_ms);
-        let server = Side::from_socket(
-            Expectation::not_detected(
-                format!("server: idle timeout [long] {} ms, no keep-alive of its own: nothing to notice", ms_of(s.srv.idle_timeout)),
-                case.spec,
-            ),
-            server_closed,
-            deadline_ms,
-            "server",
-        );
+        let server = quiet_server(&s, server_closed, deadline_ms, case.spec);
         let timeline = vec![(last, "client's last data received (TCP_INFO)".to_string())];
-        let facts = RunFacts {
-            case,
-            fault,
-            engine: applied.engine.clone(),
-            commit_ms: crate::outcome::commit_ms(&applied),
-            config: config_of(ctx, &s, &c),
-            t0,
-            timeline,
-            release,
-        };
-        out.extend(facts.both_sides(
-            client_implementation(),
-            s.srv.implementation.clone(),
-            client,
-            server,
-            &ctx.judging(),
-        )?);
+        let f = facts(ctx, case, fault, &applied, &s, &c, t0, timeline, release);
+        out.extend(both(ctx, f, &s, client, server)?);
     }
     Ok(out)
 }

@@ -69,6 +69,81 @@ pub(crate) fn config_of(
     config
 }
 
+/// The server's side when it keeps the connection (`[long]`) and has no
+/// keep-alive of its own.
+pub(crate) fn quiet_server(
+    s: &Setup,
+    closed: Option<kaspec_harness::observe::SocketClosed>,
+    deadline_ms: u64,
+    spec: &str,
+) -> Side {
+    Side::from_socket(
+        Expectation::not_detected(
+            format!(
+                "server: idle timeout [long] {} ms and no keep-alive of its own: nothing to notice",
+                ms_of(s.srv.idle_timeout)
+            ),
+            spec,
+        ),
+        closed,
+        deadline_ms,
+        "server",
+    )
+}
+
+/// A request's failure as the client's detection (none after its deadline;
+/// a request kaspec abandoned is no detection).
+pub(crate) fn request_failure(b: &Got, deadline: Instant) -> (Option<Instant>, Option<String>) {
+    let (mut at, mut error) = match &b.result {
+        Err(e) if e != NOT_ENDED => (Some(b.done), Some(e.clone())),
+        _ => (None, None),
+    };
+    drive::client::not_after(&mut at, &mut error, deadline);
+    (at, error)
+}
+
+/// The run's facts for a fault applied on the router (or none).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn facts<'a>(
+    ctx: &Ctx,
+    case: &'a CaseDef,
+    fault: FaultKind,
+    applied: &kaspec_harness::fault::AppliedFault,
+    s: &Setup,
+    c: &HttpConfig,
+    t0: Instant,
+    timeline: Vec<(Instant, String)>,
+    release: crate::outcome::Releases,
+) -> RunFacts<'a> {
+    RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(applied),
+        config: config_of(ctx, s, c),
+        t0,
+        timeline,
+        release,
+    }
+}
+
+/// Both sides judged: reqwest against this setup's server.
+pub(crate) fn both(
+    ctx: &Ctx,
+    f: RunFacts<'_>,
+    s: &Setup,
+    client: Side,
+    server: Side,
+) -> Result<Vec<CaseResult>> {
+    f.both_sides(
+        client_implementation(),
+        s.srv.implementation.clone(),
+        client,
+        server,
+        &ctx.judging(),
+    )
+}
+
 pub(crate) fn outcome_text(got: &Got, first_port: u16) -> String {
     match &got.result {
         Ok(p) if *p == first_port => "succeeds on the same connection".into(),
@@ -160,23 +235,18 @@ fn idle_case(ctx: &Ctx, case: &CaseDef, h2: bool) -> Result<Vec<CaseResult>> {
         )
         .with_fact(what, next_fact);
         let server = Side::from_socket(exp("server"), server_closed, deadline_ms, "server");
-        let facts = RunFacts {
+        let f = facts(
+            ctx,
             case,
-            fault: FaultKind::None,
-            engine: applied.engine.clone(),
-            commit_ms: crate::outcome::commit_ms(&applied),
-            config: config_of(ctx, &s, &c),
-            t0: s.anchor,
+            FaultKind::None,
+            &applied,
+            &s,
+            &c,
+            s.anchor,
             timeline,
             release,
-        };
-        out.extend(facts.both_sides(
-            client_implementation(),
-            s.srv.implementation.clone(),
-            client,
-            server,
-            &ctx.judging(),
-        )?);
+        );
+        out.extend(both(ctx, f, &s, client, server)?);
     }
     Ok(out)
 }
@@ -391,21 +461,9 @@ pub(crate) fn run_dead_pooled(
         let release = crate::outcome::releases(&s.tb, s.local, s.srv.addr);
         let sent_ms = rel_ms(t0, b.sent).max(0) as u64;
         let expected = dead_expectation(&c, &s.tcp, fault, sent_ms, case.spec);
-        let (mut at, mut error) = match &b.result {
-            Err(e) if e != NOT_ENDED => (Some(b.done), Some(e.clone())),
-            _ => (None, None),
-        };
-        drive::client::not_after(&mut at, &mut error, t0 + Duration::from_millis(deadline_ms));
+        let (at, error) = request_failure(&b, t0 + Duration::from_millis(deadline_ms));
         let client = Side::library(expected, at, error, deadline_ms);
-        let server = Side::from_socket(
-            Expectation::not_detected(
-                format!("server: idle timeout [long] {} ms and no keep-alive of its own: nothing to notice", ms_of(s.srv.idle_timeout)),
-                case.spec,
-            ),
-            server_closed,
-            deadline_ms,
-            "server",
-        );
+        let server = quiet_server(&s, server_closed, deadline_ms, case.spec);
         let timeline = vec![
             (
                 s.anchor,
@@ -416,23 +474,8 @@ pub(crate) fn run_dead_pooled(
                 "the next request sent on the pooled connection".to_string(),
             ),
         ];
-        let facts = RunFacts {
-            case,
-            fault,
-            engine: applied.engine.clone(),
-            commit_ms: crate::outcome::commit_ms(&applied),
-            config: config_of(ctx, &s, &c),
-            t0,
-            timeline,
-            release,
-        };
-        out.extend(facts.both_sides(
-            client_implementation(),
-            s.srv.implementation.clone(),
-            client,
-            server,
-            &ctx.judging(),
-        )?);
+        let f = facts(ctx, case, fault, &applied, &s, &c, t0, timeline, release);
+        out.extend(both(ctx, f, &s, client, server)?);
     }
     Ok(out)
 }
