@@ -9,18 +9,18 @@ use crate::config::Config;
 use crate::network::NetworkProfile;
 use crate::rules::{Check, Finding, Severity};
 
-/// The reuse race measured a failed request, or the server closed pooled
-/// connections within the grid: confirmed when any request failed.
-fn race_failed(results: &[CaseResult], _: &Config) -> Option<bool> {
-    let mut any = None;
-    for r in results.iter().filter(|r| r.side == "client") {
-        let failed = r
-            .config
-            .get("race.points")
-            .is_some_and(|p| p.split(" | ").any(|x| !x.contains(": 0/")));
-        any = Some(any.unwrap_or(false) || failed || r.detected);
-    }
-    any
+/// The reuse race saw the pool hand out the connection (or a request fail
+/// on it) at an idle time where the server may already be closing it (from
+/// S − J − 1 ms on: `race.exposed`, counted by the case). Deterministic,
+/// unlike a failure, which needs the request to land inside a window about
+/// one round trip wide.
+fn pool_exposed(results: &[CaseResult], _: &Config) -> Option<bool> {
+    let counts: Vec<u64> = results
+        .iter()
+        .filter(|r| r.side == "client")
+        .filter_map(|r| r.config.get("race.exposed")?.parse().ok())
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().any(|n| *n > 0))
 }
 
 pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
@@ -40,7 +40,7 @@ pub(crate) fn review(c: &Config, net: Option<&NetworkProfile>) -> Vec<Finding> {
                 rtt.as_millis()
             ),
             source: "RFC 9112 §9.5; hyper-util 0.1 client/legacy/client.rs send_request (retries only a request given back unsent)",
-            check: Ok(Check { case: &RACE, fault: FaultKind::None, confirmed: race_failed, means: "the reuse race saw requests fail on a pooled connection the server closed" }),
+            check: Ok(Check { case: &RACE, fault: FaultKind::None, confirmed: pool_exposed, means: "the reuse race saw the pool hand out a connection at an idle time where the server may already be closing it (or a request fail on it)" }),
         });
     }
     f

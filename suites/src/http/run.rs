@@ -342,6 +342,14 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
         let deadline_ms = rel_ms(t0, Instant::now()).max(0) as u64 + 1;
         let mut config = config_of(ctx, &s, &c);
         config.insert("race.points".into(), race_points(&grid, &trials));
+        // Exposed: sent at an idle time from the close window's start on
+        // (S − J − 1 ms), and it went out on the pooled connection (or failed).
+        let (lo, _, _) = close_bounds(sms);
+        let exposed = trials
+            .iter()
+            .filter(|t| t.idle_ms >= lo as i64 && (t.failed || t.outcome.contains("same")))
+            .count();
+        config.insert("race.exposed".into(), exposed.to_string());
         let side = Side::library(expected, detected_at, error, deadline_ms)
             .with_fact("requests failed inside the window", failed_in.to_string())
             .with_fact("requests", trials.len().to_string());
