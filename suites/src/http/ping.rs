@@ -73,14 +73,7 @@ fn ping_case(
         // SETTINGS ACK) is acknowledged before the path fails: else its
         // retransmission (RTO ≥ 200 ms) meets the reset before the PING.
         std::thread::sleep(Duration::from_millis(300));
-        let applied = s.tb.apply_fault(
-            fault,
-            &Flow {
-                client: s.local,
-                server: s.srv.addr,
-            },
-            Some(s.srv.pid()),
-        )?;
+        let applied = apply(&s, fault)?;
         let t0 = applied.in_force_at;
         let last = kaspec_harness::observe::last_data_recv_at(&s.tb.client, s.local, s.srv.addr)?
             .unwrap_or(s.anchor);

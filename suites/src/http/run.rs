@@ -69,6 +69,19 @@ pub(crate) fn config_of(
     config
 }
 
+/// `fault` on the router for the setup's connection (none: no rule, the
+/// engine and commit time still reported).
+pub(crate) fn apply(s: &Setup, fault: FaultKind) -> Result<kaspec_harness::fault::AppliedFault> {
+    s.tb.apply_fault(
+        fault,
+        &Flow {
+            client: s.local,
+            server: s.srv.addr,
+        },
+        Some(s.srv.pid()),
+    )
+}
+
 /// The server's side when it keeps the connection (`[long]`) and has no
 /// keep-alive of its own.
 pub(crate) fn quiet_server(
@@ -172,14 +185,7 @@ fn idle_case(ctx: &Ctx, case: &CaseDef, h2: bool) -> Result<Vec<CaseResult>> {
         let s = setup(ctx, ctx.testbed()?, kind, Idle::Fixture, h2, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let cw = SocketWatch::start(&s.tb.client, s.local, s.srv.addr)?;
-        let applied = s.tb.apply_fault(
-            FaultKind::None,
-            &Flow {
-                client: s.local,
-                server: s.srv.addr,
-            },
-            Some(s.srv.pid()),
-        )?;
+        let applied = apply(&s, FaultKind::None)?;
         let sms = ms_of(s.srv.idle_timeout);
         let deadline_ms = sms + 2000;
         let server_closed = sw.wait(s.anchor + Duration::from_millis(deadline_ms))?;
@@ -273,14 +279,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
         .collect();
     for kind in SERVERS {
         let s = setup(ctx, ctx.testbed()?, kind, Idle::Fixture, false, c)?;
-        let applied = s.tb.apply_fault(
-            FaultKind::None,
-            &Flow {
-                client: s.local,
-                server: s.srv.addr,
-            },
-            Some(s.srv.pid()),
-        )?;
+        let applied = apply(&s, FaultKind::None)?;
         let sms = ms_of(s.srv.idle_timeout);
         let t0 = Instant::now();
         let mut trials = Vec::new();
@@ -452,14 +451,7 @@ pub(crate) fn run_dead_pooled(
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let nominal = dead_expectation(&c, &s.tcp, fault, REQUEST_AFTER_MS, case.spec);
         let deadline_ms = nominal.deadline_ms(REQUEST_AFTER_MS + 5000);
-        let applied = s.tb.apply_fault(
-            fault,
-            &Flow {
-                client: s.local,
-                server: s.srv.addr,
-            },
-            Some(s.srv.pid()),
-        )?;
+        let applied = apply(&s, fault)?;
         let t0 = applied.in_force_at;
         let b = s.driver.get(
             Some(t0 + Duration::from_millis(REQUEST_AFTER_MS)),

@@ -73,8 +73,10 @@ fn the_reuse_race_fails_requests_only_around_the_servers_close() {
         let r = by(&results, "client", s);
         assert_quiet(r);
         let curve = r.curve.as_ref().expect("a curve");
-        assert_eq!(curve.points.len(), 5);
+        assert_eq!(curve.points.len(), 9);
         assert!(r.config["race.points"].contains("S+20ms"), "{}", show(r));
+        // P = 90 s > S: the pool handed out the connection inside the close window.
+        assert_ne!(r.config["race.exposed"], "0", "{}", show(r));
     }
 }
 
@@ -98,6 +100,7 @@ fn a_pool_expiring_before_the_server_never_fails_a_request() {
             "{}",
             show(r)
         );
+        assert_eq!(r.config["race.exposed"], "0", "{}", show(r));
     }
 }
 
