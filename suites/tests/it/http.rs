@@ -62,10 +62,12 @@ fn goaway_at_the_idle_timeout_is_honoured_without_a_failed_request() {
 
 #[test]
 fn the_reuse_race_fails_requests_only_around_the_servers_close() {
+    // 9 points, S − 20 … S + 20 ms: S − 5 ms is inside the close window
+    // (from S − J − 1 = 995 ms at HZ=250).
     let sets = [
         "http.race_span=20ms",
-        "http.race_step=10ms",
-        "http.race_rounds=2",
+        "http.race_step=5ms",
+        "http.race_rounds=1",
     ];
     let results = run(RACE, FaultKind::None, &sets);
     assert_eq!(results.len(), 3);
