@@ -12,6 +12,10 @@ pub struct Curve {
     pub x_label: String,
     pub series: Vec<String>,
     pub points: Vec<(i64, Vec<f64>)>,
+    /// An x range drawn shaded (the HTTP race: the server's close window,
+    /// where failures are allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band: Option<(i64, i64)>,
 }
 
 const COLOURS: [RGBColor; 3] = [RGBColor(210, 70, 70), RGBColor(70, 110, 200), RGBColor(90, 170, 90)];
@@ -32,6 +36,9 @@ impl Curve {
                 return String::new();
             };
             let _ = chart.configure_mesh().x_desc(self.x_label.as_str()).y_desc("% of requests").x_labels(10).y_labels(6).draw();
+            if let Some((a, b)) = self.band {
+                let _ = chart.draw_series(std::iter::once(Rectangle::new([(a.max(lo), 0.0), (b.min(hi).max(a + 1), 105.0)], RGBColor(214, 240, 214).filled())));
+            }
             for (i, name) in self.series.iter().enumerate() {
                 let colour = COLOURS[i % COLOURS.len()];
                 let pts: Vec<(i64, f64)> = self.points.iter().map(|(x, ys)| (*x, ys.get(i).copied().unwrap_or(0.0) * 100.0)).collect();
@@ -53,7 +60,7 @@ mod tests {
 
     #[test]
     fn the_curve_draws_each_series() {
-        let c = Curve { title: "t".into(), x_label: "x".into(), series: vec!["failed".into(), "reused".into()], points: vec![(980, vec![0.0, 1.0]), (1000, vec![0.5, 0.5]), (1020, vec![0.0, 0.0])] };
+        let c = Curve { title: "t".into(), x_label: "x".into(), series: vec!["failed".into(), "reused".into()], points: vec![(980, vec![0.0, 1.0]), (1000, vec![0.5, 0.5]), (1020, vec![0.0, 0.0])], band: Some((995, 1007)) };
         let svg = c.svg();
         assert!(svg.starts_with("<svg") && svg.contains("failed") && svg.contains("reused"), "{svg}");
         assert!(Curve { points: vec![], ..c }.svg().is_empty());

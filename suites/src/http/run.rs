@@ -416,6 +416,8 @@ fn race_points(grid: &[i64], trials: &[Trial]) -> String {
 }
 
 fn race_curve(grid: &[i64], trials: &[Trial], s_ms: u64) -> kaspec_harness::report::curve::Curve {
+    // Shaded: the server's close window, where a failure is allowed.
+    let (lo, hi, _) = close_bounds(s_ms);
     let points: Vec<(i64, f64, f64)> = grid
         .iter()
         .map(|d| {
@@ -429,13 +431,14 @@ fn race_curve(grid: &[i64], trials: &[Trial], s_ms: u64) -> kaspec_harness::repo
         })
         .collect();
     kaspec_harness::report::curve::Curve {
-        title: format!("reuse race around S = {s_ms} ms"),
+        title: format!("reuse race around S = {s_ms} ms (shaded: the server's close window)"),
         x_label: "idle time at the request (ms after the last response)".into(),
         series: vec!["failed".into(), "reused the pooled connection".into()],
         points: points
             .into_iter()
             .map(|(x, f, r)| (x, vec![f, r]))
             .collect(),
+        band: Some((lo as i64, hi as i64)),
     }
 }
 
