@@ -339,8 +339,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
             )
         });
         let deadline_ms = rel_ms(t0, Instant::now()).max(0) as u64 + 1;
-        let mut config = config_of(ctx, &s, &c);
-        config.insert("race.points".into(), race_points(&grid, &trials));
+        let mut race_config = vec![("race.points".to_string(), race_points(&grid, &trials))];
         // Exposed: sent at an idle time from the close window's start on
         // (S − J − 1 ms), and it went out on the pooled connection (or failed).
         let (lo, _, _) = close_bounds(sms);
@@ -348,7 +347,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
             .iter()
             .filter(|t| t.idle_ms >= lo as i64 && (t.failed || t.outcome.contains("same")))
             .count();
-        config.insert("race.exposed".into(), exposed.to_string());
+        race_config.push(("race.exposed".into(), exposed.to_string()));
         let side = Side::library(expected, detected_at, error, deadline_ms)
             .with_fact("requests failed inside the window", failed_in.to_string())
             .with_fact("requests", trials.len().to_string());
@@ -365,17 +364,21 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
                 )
             })
             .collect();
-        let facts = RunFacts {
+        let mut f = facts(
+            ctx,
             case,
-            fault: FaultKind::None,
-            engine: applied.engine.clone(),
-            commit_ms: crate::outcome::commit_ms(&applied),
-            config,
+            FaultKind::None,
+            &applied,
+            &s,
+            &c,
             t0,
             timeline,
-            release: Default::default(),
-        };
-        let mut r = facts.client_only(
+            Default::default(),
+        );
+        for (k, v) in race_config {
+            f.config.insert(k, v);
+        }
+        let mut r = f.client_only(
             client_implementation(),
             s.srv.implementation.clone(),
             side,

@@ -28,8 +28,8 @@ fn servers_toml(fixtures: &Path) -> PathBuf {
     fixtures.join("http/servers.toml")
 }
 
-/// The first word after `prefix` in what `program flag` printed (stdout or stderr).
-fn version(program: &Path, flag: &str, prefix: &str) -> String {
+/// `program flag`'s version, picked from the words it printed (stdout and stderr).
+fn version(program: &Path, flag: &str, pick: impl Fn(&[&str]) -> Option<String>) -> String {
     std::process::Command::new(program)
         .arg(flag)
         .output()
@@ -40,8 +40,7 @@ fn version(program: &Path, flag: &str, prefix: &str) -> String {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
-            text.split_whitespace()
-                .find_map(|w| w.strip_prefix(prefix).map(str::to_string))
+            pick(&text.split_whitespace().collect::<Vec<_>>())
         })
         .unwrap_or_else(|| "unknown".into())
 }
@@ -77,27 +76,28 @@ impl HttpServer {
 
     pub fn implementation(self) -> Implementation {
         match self {
+            // `nginx version: nginx/1.22.1` (on stderr).
             HttpServer::Nginx => Implementation::new(
                 "nginx",
                 require_program("nginx", "nginx-light")
-                    .map(|p| version(&p, "-v", "nginx/"))
+                    .map(|p| {
+                        version(&p, "-v", |w| {
+                            w.iter()
+                                .find_map(|x| x.strip_prefix("nginx/").map(str::to_string))
+                        })
+                    })
                     .unwrap_or_else(|_| "unknown".into()),
             ),
+            // `HAProxy version 2.6.12-1+deb12u4 2023/...`.
             HttpServer::Haproxy => Implementation::new(
                 "haproxy",
                 require_program("haproxy", "haproxy")
                     .map(|p| {
-                        std::process::Command::new(p)
-                            .arg("-v")
-                            .output()
-                            .ok()
-                            .and_then(|o| {
-                                String::from_utf8_lossy(&o.stdout)
-                                    .split_whitespace()
-                                    .nth(2)
-                                    .map(str::to_string)
-                            })
-                            .unwrap_or_else(|| "unknown".into())
+                        version(&p, "-v", |w| {
+                            w.windows(2)
+                                .find(|p| p[0] == "version")
+                                .map(|p| p[1].to_string())
+                        })
                     })
                     .unwrap_or_else(|_| "unknown".into()),
             ),
