@@ -30,6 +30,7 @@ pub mod ctx;
 pub mod deviations;
 pub mod drive;
 pub mod grpc;
+pub mod http;
 pub mod mariadb;
 pub mod model;
 pub mod mqtt;

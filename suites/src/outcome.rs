@@ -361,6 +361,7 @@ impl RunFacts<'_> {
             release_verdict: j.release,
             release_detail: j.release_detail,
             fleet: None,
+            curve: None,
         })
     }
 }

@@ -259,6 +259,7 @@ mod tests {
             release_verdict: None,
             release_detail: None,
             fleet: None,
+            curve: None,
         }
     }
 

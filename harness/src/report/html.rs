@@ -292,7 +292,8 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
         for (k, v) in rows {
             let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
         }
-        let fleet = r.fleet.as_ref().map(|f| f.histogram_svg()).unwrap_or_default();
+        let fleet = r.fleet.as_ref().map(|f| f.histogram_svg()).unwrap_or_default()
+            + &r.curve.as_ref().map(|c| c.svg()).unwrap_or_default();
         let _ = write!(h, "</table>{fleet}{}</details>", timeline_svg(r));
     }
     if !report.notes.is_empty() {
@@ -361,6 +362,7 @@ pub(super) mod tests {
             release_verdict: None,
             release_detail: None,
             fleet: None,
+            curve: None,
         };
         Report {
             schema_version: 1,

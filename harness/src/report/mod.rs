@@ -12,6 +12,7 @@
 //!   split across machines.
 
 pub mod compare;
+pub mod curve;
 pub mod fleet;
 pub mod html;
 pub mod junit;
@@ -129,6 +130,9 @@ pub struct CaseResult {
     /// shows the deciding one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<fleet::Fleet>,
+    /// A swept case's curve (the HTTP reuse race's failure rate), drawn in the HTML report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<curve::Curve>,
 }
 
 /// This side's socket of the flow at the end of the case, with the path
@@ -467,6 +471,7 @@ pub(crate) mod tests {
             release_verdict: None,
             release_detail: None,
             fleet: None,
+            curve: None,
         }
     }
 

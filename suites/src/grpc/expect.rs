@@ -44,31 +44,7 @@ pub fn idle_client_expectation(
             Level::Must,
         );
     }
-    // hyper (src/proto/h2/ping.rs): the keep-alive timer is scheduled at the
-    // last read + I (`maybe_schedule`), the PING goes out then
-    // (`maybe_ping`), and the connection is closed T after it
-    // (`maybe_timeout`). `idle_ms` is the kernel's time since the last
-    // receive at the fault, jiffy-grained (± one jiffy J); each of the two
-    // tokio timers may wake up to 1 ms late.
-    let j = linux::jiffy_ms();
-    let ping = i.saturating_sub(idle_ms);
-    if fault == FaultKind::Reset {
-        return Expectation::window(
-            ping.saturating_sub(j),
-            ping + j + 1,
-            format!("the PING at the last read + I is answered by RST: I − idle = {i} − {idle_ms} = {ping} ms, ± J = {j} ms (jiffy-grained idle), + 1 ms timer"),
-            "RFC 9293 §3.5.3 (reset processing)",
-            Level::Must,
-        );
-    }
-    let d = ping + t;
-    Expectation::window(
-        d.saturating_sub(j),
-        d + j + 2,
-        format!("hyper: PING at the last read + I, closed T after it: I + T − idle = {i} + {t} − {idle_ms} = {d} ms, ± J = {j} ms (jiffy-grained idle), + 2 ms (two timers)"),
-        SPEC_A8,
-        Level::Must,
-    )
+    crate::model::h2ping::window(i, t, idle_ms, fault, SPEC_A8)
 }
 
 /// A server's own keep-alive on an idle connection (cases 1 and 2).

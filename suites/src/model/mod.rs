@@ -6,9 +6,11 @@
 //! - [`periodic`]: a side that sends every P: when its next send meets an RST.
 //! - [`impaired`]: a live peer on a slow or lossy path.
 //! - [`nat`]: a NAT that forgets idle flows.
+//! - [`h2ping`]: hyper's HTTP/2 PING keep-alive (tonic, reqwest).
 
 use std::time::{Duration, Instant};
 
+pub mod h2ping;
 pub mod impaired;
 pub mod linux;
 pub mod nat;

@@ -6,6 +6,7 @@
 //!   (fixtures/websocket/ws_server.py, fixtures/grpc/grpc_server.py).
 
 pub mod grpc;
+mod http;
 pub mod python;
 mod ssh;
 mod tcp;
@@ -17,7 +18,8 @@ use std::time::Duration;
 const USAGE: &str = "usage: serve tcp --listen IPV4:PORT [--keepalive-idle DUR --keepalive-interval DUR --keepalive-count DUR-AS-N] | \
 serve websocket --listen IPV4:PORT --ping-interval DUR --pong-timeout DUR | \
 serve grpc --listen IPV4:PORT [--keepalive-time DUR --keepalive-timeout DUR] | \
-serve ssh --listen IPV4:PORT --host-key FILE|new --keepalive-interval DUR --keepalive-max N";
+serve ssh --listen IPV4:PORT --host-key FILE|new --keepalive-interval DUR --keepalive-max N | \
+serve http --listen IPV4:PORT --header-read-timeout DUR";
 
 /// Options whose value is not a duration.
 const RAW: &[&str] = &["--host-key", "--keepalive-max"];
@@ -110,6 +112,13 @@ pub fn main(args: &[String]) -> i32 {
         },
         ("websocket", Some(p), Some(t), None, None) => websocket::serve(listen, p, t),
         ("grpc", None, None, i, t) if i.is_some() == t.is_some() => grpc::serve(listen, i.zip(t)),
+        ("http", None, None, None, None) => match get("header-read-timeout") {
+            Some(h) if opts.len() == 1 => http::serve(listen, h),
+            _ => {
+                eprintln!("serve http: needs --header-read-timeout DUR and nothing else; {USAGE}");
+                return 2;
+            }
+        },
         _ => {
             eprintln!("serve: unexpected arguments {args:?}; {USAGE}");
             return 2;

@@ -113,6 +113,7 @@ fn unsupported(case: &CaseDef, fault: FaultKind, ctx: &Ctx, reason: Option<Strin
         release_verdict: None,
         release_detail: None,
         fleet: None,
+        curve: None,
     }
 }
 

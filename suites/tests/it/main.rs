@@ -12,6 +12,9 @@
 //! - [`mqtt`]: rumqttc vs Mosquitto Keep Alive, idle and through a NAT.
 //! - [`websocket`]: heartbeats vs our server and Python `websockets`.
 //! - [`grpc`]: tonic HTTP/2 keep-alive vs our tonic server and grpcio.
+//! - [`http`]: reqwest vs nginx, HAProxy and kaspec's hyper server: the
+//!   idle close and the next request, GOAWAY, the reuse race, a dead pooled
+//!   connection.
 //! - [`paths`]: what several protocols share (crash without FIN, slow and
 //!   lossy paths).
 //! - [`postgres`]: tokio-postgres vs a shared PostgreSQL.
@@ -48,6 +51,7 @@ mod common;
 mod config;
 mod fleet;
 mod grpc;
+mod http;
 mod inputs;
 mod jobs;
 mod mariadb;

@@ -44,6 +44,7 @@ fn unshifted(r: &CaseResult) -> Verdict {
 #[case::ssh("ssh/openssh-ServerAliveInterval/1", FaultKind::Blackhole, &[])]
 #[case::ssh_russh("ssh/russh-keepalive/1", FaultKind::Blackhole, &[])]
 #[case::mariadb("mariadb/wait_timeout/1", FaultKind::None, &[])]
+#[case::http("http/rfc5482-3/pooled", FaultKind::Blackhole, &["http.tcp_user_timeout=5s", "http.request_timeout=800ms"])]
 fn a_window_shifted_by_50_ms_turns_the_clients_pass_into_a_fail(
     #[case] id: &str,
     #[case] fault: FaultKind,
