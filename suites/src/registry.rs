@@ -69,6 +69,43 @@ pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
         .collect())
 }
 
+/// The protocols with a case that runs an external client (`--client`).
+pub fn external_protocols() -> Vec<&'static str> {
+    PROTOCOLS
+        .iter()
+        .filter(|p| !p.external.is_empty())
+        .map(|p| p.name)
+        .collect()
+}
+
+/// Of `cases`, those that run `adapter`'s program in place of their library
+/// client; none is an error naming the adapter and the cases that would.
+pub fn with_client(
+    cases: &[&'static CaseDef],
+    adapter: &crate::external::Adapter,
+) -> Result<Vec<&'static CaseDef>, String> {
+    let takes = |c: &CaseDef| {
+        PROTOCOLS
+            .iter()
+            .any(|p| p.name == adapter.protocol && p.external.contains(&c.id))
+    };
+    let kept: Vec<&'static CaseDef> = cases.iter().copied().filter(|c| takes(c)).collect();
+    if kept.is_empty() {
+        let could: Vec<&str> = all()
+            .into_iter()
+            .filter(|c| takes(c))
+            .map(|c| c.id)
+            .collect();
+        return Err(format!(
+            "--client {}: no selected case runs a {} client (those that do: {})",
+            adapter.file.display(),
+            adapter.protocol,
+            could.join(", ")
+        ));
+    }
+    Ok(kept)
+}
+
 /// Checks, before anything starts, that every server the selected cases need
 /// is installed; the error names what is missing and how to install it.
 pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {

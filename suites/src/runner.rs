@@ -640,6 +640,7 @@ mod tests {
             network: Default::default(),
             shared: Default::default(),
             docker: None,
+            client: None,
         }
     }
 

@@ -104,6 +104,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: require_rabbitmq,
     review: |_, _| Vec::new(),
+    external: &[],
 };
 
 /// The compose service of the AMQP cases on the docker testbed.

@@ -74,6 +74,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || mariadbd().map(drop),
     review: review::review,
+    external: &[],
 };
 
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for MariaDB yet");

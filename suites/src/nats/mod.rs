@@ -68,6 +68,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || require_program("nats-server", "nats-server").map(drop),
     review: review::review,
+    external: &[],
 };
 
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for NATS yet");

@@ -69,6 +69,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || require_program("redis-server", "redis-server").map(drop),
     review: review::review,
+    external: &[],
 };
 
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for Redis yet");

@@ -58,6 +58,7 @@ pub static PROTOCOL: Protocol = Protocol {
         require_program(SSH, "openssh-client").map(drop)
     },
     review: review::review,
+    external: &[],
 };
 
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for sshd: each case starts it with its own host key, authorized key and keep-alive settings");
