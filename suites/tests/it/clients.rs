@@ -164,3 +164,25 @@ fn paho_mqtt_meets_a_reset_at_its_next_ping() {
     let results = mqtt_with(shipped("paho-mqtt.toml"), FaultKind::Reset, 0);
     assert_pass(side(&results, "client"));
 }
+
+fn example() -> Adapter {
+    let config = registry::config();
+    Adapter::load(
+        &fixtures().join("examples/my-mqtt-app.toml"),
+        &registry::external_protocols(),
+        &config,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_example_application_is_measured_through_its_socket_and_its_lines() {
+    for observe in [Observe::Socket, Observe::Lines] {
+        let mut a = example();
+        a.observe = vec![observe];
+        let results = mqtt_with(a, FaultKind::Blackhole, 0);
+        let c = side(&results, "client");
+        assert_eq!(c.implementation.name, "my-mqtt-app", "{}", show(c));
+        assert_pass(c);
+    }
+}
