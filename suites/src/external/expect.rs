@@ -49,7 +49,11 @@ pub fn client_window(e: &Expect, fault: FaultKind, since_recv_ms: u64) -> Expect
             let (k, t, p) = (ms_of(*interval), ms_of(*timeout), ms_of(*poll));
             let up = |x: u64| if p == 0 { x } else { x.div_ceil(p) * p };
             let (ping, give_up) = (up(k), up(t));
-            let rounds = if p == 0 { 1 } else { ping / p + give_up / p };
+            let rounds = match (p, f) {
+                (0, _) => 1,
+                (_, FaultKind::Reset) => ping / p,
+                _ => ping / p + give_up / p,
+            };
             let (point, what) = if f == FaultKind::Reset {
                 (
                     ping,
@@ -141,6 +145,8 @@ mod tests {
         assert_eq!(odd.min_ms, Some(5000 - j));
         let r = client_window(&ping(2, 0), FaultKind::Reset, 1000);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1003 + j)));
+        let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000);
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
         let none = Expect {
             algorithm: Algorithm::None,
             source: "x".into(),
