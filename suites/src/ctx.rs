@@ -38,7 +38,7 @@ pub struct Ctx {
     pub docker: Option<kaspec_harness::testbed::compose::Stack>,
     /// `--client FILE`: the external client its cases run in place of their
     /// library client (None: the library's).
-    pub client: Option<std::sync::Arc<crate::external::Adapter>>,
+    pub client: Option<std::sync::Arc<crate::config::adapter::Adapter>>,
 }
 
 /// What the judge gets besides one observation: the documented deviations

@@ -82,7 +82,7 @@ pub fn external_protocols() -> Vec<&'static str> {
 /// client; none is an error naming the adapter and the cases that would.
 pub fn with_client(
     cases: &[&'static CaseDef],
-    adapter: &crate::external::Adapter,
+    adapter: &crate::config::adapter::Adapter,
 ) -> Result<Vec<&'static CaseDef>, String> {
     let takes = |c: &CaseDef| {
         PROTOCOLS

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod adapter;
 pub mod socket;
 pub use socket::TcpConfig;
 

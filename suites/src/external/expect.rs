@@ -8,7 +8,7 @@ use std::time::Duration;
 use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::FaultKind;
 
-use super::adapter::{Algorithm, Expect};
+use crate::config::adapter::{Algorithm, Expect};
 use crate::config::TcpConfig;
 use crate::model::linux::jiffy_ms;
 use crate::model::ms_of;

@@ -4,16 +4,16 @@
 //! place of its library client, with the same server and the same server
 //! window, and results name the program as the file says.
 //!
-//! - [`adapter`]: the file, checked whole before anything starts.
+//! - `config::adapter`: the file, checked whole before anything starts
+//!   (parsing lives with the other inputs' parsers).
 //! - [`expect`]: the client window from the algorithm the file declares.
 //! - [`process`]: the program in the client host (tagged, killed on drop).
 //! - [`run`]: one case with it: connect, fault, both sides watched.
 //!
 //! Shipped adapters live in `fixtures/clients/`; see docs/clients.md.
 
-pub mod adapter;
 pub mod expect;
 pub mod process;
 pub mod run;
 
-pub use adapter::{Adapter, Observe};
+pub use crate::config::adapter::{self, Adapter, Observe};

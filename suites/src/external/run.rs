@@ -13,10 +13,10 @@ use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
-use super::adapter::{Adapter, Observe};
 use super::expect::{client_window, fault_offset, UNDECLARED_WATCH_MS};
 use super::process::Client;
 use crate::case::CaseDef;
+use crate::config::adapter::{Adapter, Observe};
 use crate::ctx::Ctx;
 use crate::model::linux::jiffy_ms;
 use crate::model::rel_ms;
@@ -38,8 +38,8 @@ pub struct ServerSide<'a> {
 /// The adapter's program's version: fixed, or its command's first line.
 pub fn implementation(a: &Adapter) -> Implementation {
     let version = match &a.version {
-        super::adapter::Version::Fixed(v) => v.clone(),
-        super::adapter::Version::Command(argv) => std::process::Command::new(&argv[0])
+        crate::config::adapter::Version::Fixed(v) => v.clone(),
+        crate::config::adapter::Version::Command(argv) => std::process::Command::new(&argv[0])
             .args(&argv[1..])
             .output()
             .ok()

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{one_line, Config, Kind};
+use super::{one_line, Config, Kind};
 
 /// How kaspec learns that the client noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
