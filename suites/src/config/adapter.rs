@@ -40,6 +40,14 @@ pub enum Algorithm {
         dead_after: Duration,
         poll: Duration,
     },
+    /// Checks every `period`, from the instant of its `connected` line, and
+    /// gives up at the first check whose whole period received nothing.
+    /// `send_every`: its own heartbeat, a timer chain from the same line
+    /// (under reset, the next one meets the RST).
+    CheckPeriod {
+        period: Duration,
+        send_every: Option<Duration>,
+    },
     /// Linux TCP keep-alive on its socket: idle I, interval V, count N.
     TcpKeepalive {
         idle: Duration,
@@ -78,7 +86,7 @@ pub enum Version {
 }
 
 const TOP_KEYS: &str = "name, version, protocol, command, observe, description, [expect]";
-const KINDS: &str = "none, ping-timeout, heartbeat, tcp-keepalive";
+const KINDS: &str = "none, ping-timeout, heartbeat, check-period, tcp-keepalive";
 
 impl Adapter {
     /// Reads and checks `path` against the protocols whose cases can take
@@ -233,6 +241,7 @@ impl Adapter {
             "none" => &["kind", "source"],
             "ping-timeout" => &["kind", "source", "interval", "timeout", "poll"],
             "heartbeat" => &["kind", "source", "dead_after", "poll"],
+            "check-period" => &["kind", "source", "period", "send_every"],
             "tcp-keepalive" => &["kind", "source", "idle", "interval", "count"],
             k => {
                 return Err(format!(
@@ -269,6 +278,13 @@ impl Adapter {
             "heartbeat" => Algorithm::Heartbeat {
                 dead_after: dur("dead_after", None)?,
                 poll: dur("poll", Some(Duration::ZERO))?,
+            },
+            "check-period" => Algorithm::CheckPeriod {
+                period: dur("period", None)?,
+                send_every: match t.get("send_every") {
+                    None => None,
+                    Some(_) => Some(dur("send_every", None)?),
+                },
             },
             _ => Algorithm::TcpKeepalive {
                 idle: dur("idle", None)?,
@@ -318,8 +334,17 @@ fn argv(doc: &toml::Table, key: &str) -> Result<Option<Vec<String>>, String> {
     }
 }
 
-/// `"2s"`, `"500ms"`, or a bare number of seconds (`"2"`, `"1.5"`).
+/// `"2s"`, `"500ms"`, or a bare number of seconds (`"2"`, `"1.5"`); a sum
+/// of those (`"2 + 5s"`, for a knob plus a library's constant), each
+/// divided by a whole number if it says so (`"2000ms / 2"`).
 fn parse_duration(s: &str) -> Option<Duration> {
+    if s.contains('+') {
+        return s.split('+').map(parse_duration).sum();
+    }
+    if let Some((d, n)) = s.split_once('/') {
+        let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        return parse_duration(d).map(|d| d / n);
+    }
     let s = s.trim();
     if let Ok(x) = s.parse::<f64>() {
         return (x >= 0.0 && x.is_finite()).then(|| Duration::from_secs_f64(x));

@@ -28,11 +28,23 @@ pub struct ServerSide<'a> {
     pub addr: SocketAddrV4,
     pub pid: Option<u32>,
     pub implementation: Implementation,
-    /// The server's window given when it last heard the client (ms from
-    /// t0, negative before it), from the case's own expectation code.
-    pub window: &'a dyn Fn(FaultKind, i64) -> Expectation,
+    /// The server's window from what the run observed, from the case's own
+    /// expectation code.
+    pub window: &'a dyn Fn(FaultKind, &Anchors) -> Expectation,
     /// The prefix of the knobs the results show (`mqtt.`).
     pub knobs: &'a str,
+}
+
+/// What the run observed before the fault, in ms from t0 (negative: before).
+#[derive(Debug, Clone, Copy)]
+pub struct Anchors {
+    /// The last data the server received from the client (its TCP_INFO).
+    pub server_last_recv_ms: i64,
+    /// The last data the client received (its TCP_INFO): what the server
+    /// last sent that arrived.
+    pub client_last_recv_ms: i64,
+    /// The client's `connected` line, if it printed one.
+    pub connected_ms: Option<i64>,
 }
 
 /// The adapter's program's version: fixed, or its command's first line.
@@ -99,8 +111,18 @@ pub fn run(
     let server_last =
         last_data_recv_at(&tb.server, s.addr, tb.seen_by_server(local))?.unwrap_or(started);
     let since_ms = rel_ms(client_last, t0).max(0) as u64;
-    let client_exp = client_window(&expect, fault, since_ms);
-    let mut server_exp = (s.window)(fault, rel_ms(t0, server_last));
+    let connected_ms = client
+        .lines()
+        .iter()
+        .find(|(_, l)| l == "connected")
+        .map(|(t, _)| rel_ms(t0, *t));
+    let anchors = Anchors {
+        server_last_recv_ms: rel_ms(t0, server_last),
+        client_last_recv_ms: rel_ms(t0, client_last),
+        connected_ms,
+    };
+    let client_exp = client_window(&expect, fault, since_ms, connected_ms);
+    let mut server_exp = (s.window)(fault, &anchors);
     if let (Some(lo), Some(hi)) = (server_exp.min_ms, server_exp.max_ms) {
         // The anchor is the server's TCP_INFO, jiffy-counted: ± 1 jiffy.
         let j = jiffy_ms();

@@ -15,7 +15,9 @@ pub(crate) fn run_idle_external(
     let k = super::knobs::MqttConfig::of(&ctx.config).keep_alive;
     let tb = ctx.testbed_for("mosquitto")?;
     let (broker, addr) = start_broker(ctx, &tb, program)?;
-    let window = |f: FaultKind, last_heard_ms: i64| server_expectation(k, f, last_heard_ms);
+    let window = |f: FaultKind, a: &crate::external::run::Anchors| {
+        server_expectation(k, f, a.server_last_recv_ms)
+    };
     crate::external::run::run(
         ctx,
         case,

@@ -79,7 +79,7 @@ fn a_good_adapter_file_resolves_its_placeholders() {
         }
     );
     // The shipped ones load too.
-    for f in ["paho-mqtt.toml"] {
+    for f in ["paho-mqtt.toml", "pika.toml"] {
         shipped(f);
     }
 }
@@ -100,6 +100,7 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
         ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"heartbeat\"\ndead_after = \"{host}\"", "only known in `command`"),
         ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"tcp-keepalive\"\nidle = \"1s\"\ninterval = \"1s\"\ncount = 0", "`expect.count` = 0"),
         ("name = \"x\nprotocol", "not TOML"),
+        ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"2s / 0\"", "`expect.period` = \"2s / 0\""),
     ];
     for (text, want) in cases {
         let e = refused(text);
@@ -185,4 +186,24 @@ fn the_example_application_is_measured_through_its_socket_and_its_lines() {
         assert_eq!(c.implementation.name, "my-mqtt-app", "{}", show(c));
         assert_pass(c);
     }
+}
+
+#[test]
+fn pika_gives_up_one_check_period_after_the_first_silent_check() {
+    let mut ctx = ctx(&["amqp.heartbeat=2s"]);
+    ctx.client = Some(Arc::new(shipped("pika.toml")));
+    let results = run_in(&ctx, "amqp/0-9-1-4.2.7/1", FaultKind::Blackhole);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "pika", "{}", show(c));
+    assert_pass(c);
+    // The broker's receiver is judged as with lapin.
+    assert_pass(side(&results, "server"));
+}
+
+#[test]
+fn pika_meets_a_reset_at_its_next_heartbeat() {
+    let mut ctx = ctx(&["amqp.heartbeat=2s"]);
+    ctx.client = Some(Arc::new(shipped("pika.toml")));
+    let results = run_in(&ctx, "amqp/0-9-1-4.2.7/1", FaultKind::Reset);
+    assert_pass(side(&results, "client"));
 }
