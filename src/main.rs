@@ -475,7 +475,33 @@ fn run(
         eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s){jobs}, report in {}", cases.len(), faults.len(), dir.display());
     }
     let opts = runner::Options { repeat: output.repeat, share: output.partition, jobs: output.jobs };
-    let report = runner::run(&ctx, &cases, &faults, opts, &run_id, command, |p| progress.on(p));
+    let mut report = runner::run(&ctx, &cases, &faults, opts, &run_id, command.clone(), |p| progress.on(p));
+    // Without --client, the shipped adapters' programs run beside the
+    // library clients in the cases that take them (one report: results
+    // name each client). Not in a partitioned run (its plan is the
+    // library's) nor on the docker testbed.
+    if ctx.client.is_none() && output.partition.is_none() && ctx.docker.is_none() {
+        match registry::shipped_clients(&ctx.fixtures, &ctx.config) {
+            Err(e) => report.notes.push(format!("shipped clients: {e}")),
+            Ok((shipped, notes)) => {
+                report.notes.extend(notes);
+                for a in shipped {
+                    let Ok(sel) = registry::with_client(&cases, &a) else { continue };
+                    if kaspec_harness::cleanup::interrupted() {
+                        break;
+                    }
+                    ctx.client = Some(std::sync::Arc::new(a));
+                    let more = runner::run(&ctx, &sel, &faults, opts, &run_id, command.clone(), |p| progress.on(p));
+                    report.results.extend(more.results);
+                    report.errors.extend(more.errors);
+                    report.notes.extend(more.notes);
+                    report.finished_at = more.finished_at;
+                }
+                ctx.client = None;
+                report.stale_deviations = kaspec_suites::deviations::stale(&ctx.deviations, &report.results);
+            }
+        }
+    }
     progress.finish();
     if kaspec_harness::cleanup::interrupted() {
         return 130;

@@ -106,6 +106,36 @@ pub fn with_client(
     Ok(kept)
 }
 
+/// The shipped adapters (`fixtures/clients/*.toml`) that a run without
+/// `--client` runs beside the library clients, in name order, and a note
+/// for each one left out (its program is not installed). A shipped file
+/// that does not load is a bug: its error.
+pub fn shipped_clients(
+    fixtures: &std::path::Path,
+    config: &Config,
+) -> Result<(Vec<crate::config::adapter::Adapter>, Vec<String>), String> {
+    let dir = fixtures.join("clients");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: cannot list it: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let (mut kept, mut notes) = (Vec::new(), Vec::new());
+    for f in files {
+        let a = crate::config::adapter::Adapter::load(&f, &external_protocols(), config)?;
+        match a.installed() {
+            Ok(()) => kept.push(a),
+            Err(why) => notes.push(format!(
+                "shipped client {} left out: {why} (fixtures/bootstrap.sh installs it)",
+                a.name
+            )),
+        }
+    }
+    Ok((kept, notes))
+}
+
 /// Checks, before anything starts, that every server the selected cases need
 /// is installed; the error names what is missing and how to install it.
 pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {

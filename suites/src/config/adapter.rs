@@ -202,6 +202,31 @@ impl Adapter {
         Ok(a)
     }
 
+    /// Whether its program is there: its version command runs and exits 0
+    /// (a fixed version: its command's program exists).
+    pub fn installed(&self) -> Result<(), String> {
+        let argv = match &self.version {
+            Version::Command(argv) => argv.clone(),
+            Version::Fixed(_) => {
+                let p = Path::new(&self.command[0]);
+                return if !p.is_absolute() || p.exists() {
+                    Ok(())
+                } else {
+                    Err(format!("{} is missing", p.display()))
+                };
+            }
+        };
+        match std::process::Command::new(&argv[0]).args(&argv[1..]).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "`{}` failed: {}",
+                argv.join(" "),
+                one_line(String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""))
+            )),
+            Err(e) => Err(format!("`{}`: {e}", argv[0])),
+        }
+    }
+
     /// The folder of the adapter file (`{dir}`).
     pub fn dir(&self) -> PathBuf {
         match self.file.parent() {
