@@ -460,3 +460,22 @@ fn three_partitions_merged_equal_one_run() {
         assert!(!bad.exists(), "{args:?} wrote a report");
     }
 }
+
+/// Issue 18: a run without --client runs the shipped adapters beside the
+/// library client, in one report whose results name each client.
+#[test]
+fn a_default_run_includes_the_shipped_clients() {
+    let out = tmp("shipped");
+    let r = run(&["run", "mqtt/3.1.1-3.1.2.10/1", "--fault", "reset", "--quiet", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_ne!(r.status.code(), Some(2), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let clients: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["side"] == "client")
+        .map(|r| r["implementation"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients, ["rumqttc", "paho-mqtt"], "{report}");
+}
