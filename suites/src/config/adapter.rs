@@ -198,7 +198,11 @@ impl Adapter {
         // Every placeholder and the expectation resolve now, not mid-run.
         let dummy = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1);
         a.argv(dummy, config)?;
-        a.expect(config)?;
+        if matches!(a.expect(config)?.algorithm, Algorithm::CheckPeriod { .. })
+            && !a.observe.contains(&Observe::Lines)
+        {
+            return Err("`expect.kind` = \"check-period\" needs `observe` to include \"lines\" (the checks' phase is its `connected` line)".into());
+        }
         Ok(a)
     }
 
@@ -216,12 +220,20 @@ impl Adapter {
                 };
             }
         };
-        match std::process::Command::new(&argv[0]).args(&argv[1..]).output() {
+        match std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+        {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => Err(format!(
                 "`{}` failed: {}",
                 argv.join(" "),
-                one_line(String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""))
+                one_line(
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                )
             )),
             Err(e) => Err(format!("`{}`: {e}", argv[0])),
         }

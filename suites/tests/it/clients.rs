@@ -101,6 +101,7 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
         ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"tcp-keepalive\"\nidle = \"1s\"\ninterval = \"1s\"\ncount = 0", "`expect.count` = 0"),
         ("name = \"x\nprotocol", "not TOML"),
         ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"2s / 0\"", "`expect.period` = \"2s / 0\""),
+        ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"7s\"", "needs `observe` to include \"lines\""),
     ];
     for (text, want) in cases {
         let e = refused(text);
