@@ -440,7 +440,9 @@ fn run(
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
-    let adapter = match output.client.as_deref().map(|f| kaspec_suites::external::Adapter::load(f, &registry::external_protocols(), &config)).transpose() {
+    // --client, else the profile's [client] adapter.
+    let client_file = output.client.clone().or_else(|| config.client_adapter().map(Path::to_path_buf));
+    let adapter = match client_file.as_deref().map(|f| kaspec_suites::external::Adapter::load(f, &registry::external_protocols(), &config)).transpose() {
         Ok(a) => a,
         Err(e) => return bad_input(e),
     };
