@@ -9,8 +9,9 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kaspec_harness::observe::SockDiag;
+use kaspec_harness::observe::{tcp_state_name, TcpSocket};
 use kaspec_harness::testbed::Testbed;
+
 use kaspec_harness::{Error, Result};
 
 /// A running external client.
@@ -100,79 +101,121 @@ impl Client {
         ))
     }
 
-    /// Waits for its connection to `server` (ESTABLISHED in the client host).
-    pub fn connected(
-        &mut self,
-        tb: &Testbed,
-        server: SocketAddrV4,
-        within: Duration,
-    ) -> Result<SocketAddrV4> {
+    /// Waits for its connection to `server`: a socket of its own (its
+    /// process or a descendant holds it) ESTABLISHED towards `server`. Other
+    /// clients in the same host (a shared testbed) are never taken for it.
+    pub fn connected(&mut self, server: SocketAddrV4, within: Duration) -> Result<SocketAddrV4> {
         let deadline = Instant::now() + within;
-        let (tx, rx) = mpsc::channel();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let finder = tb
-            .client
-            .spawn_thread("kaspec-client-find", move || -> Result<()> {
-                let mut d = SockDiag::new()?;
-                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Some(s) = d
-                        .dump_tcp()?
-                        .into_iter()
-                        .find(|s| s.remote == server && s.state == 1)
-                    {
-                        let _ = tx.send(s.local);
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Ok(())
-            })?;
-        let found = loop {
-            if let Ok(local) = rx.recv_timeout(Duration::from_millis(20)) {
-                break Ok(local);
+        loop {
+            if let Some(s) = self
+                .sockets()
+                .into_iter()
+                .find(|s| s.remote == server && s.state == 1)
+            {
+                return Ok(s.local);
             }
             if let Some(why) = self.exited() {
-                break Err(Error::Other(format!(
+                return Err(Error::Other(format!(
                     "the client did not connect to {server}: {why}"
                 )));
             }
-            if Instant::now() >= deadline || finder.is_finished() {
-                break Err(Error::Other(format!(
+            if Instant::now() >= deadline {
+                return Err(Error::Other(format!(
                     "the client did not connect to {server} within {} ms (its stderr: {})",
                     within.as_millis(),
                     self.log.display()
                 )));
             }
-        };
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        finder.join()??;
-        found
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
-    /// Connections to `server` other than `old` (a reconnect), as
+    /// Its connections to `server` other than `old` (a reconnect), as
     /// `local state`.
-    pub fn others(tb: &Testbed, server: SocketAddrV4, old: SocketAddrV4) -> Result<Vec<String>> {
-        tb.client.run(move || -> Result<Vec<String>> {
-            Ok(SockDiag::new()?
-                .dump_tcp()?
-                .into_iter()
-                .filter(|s| s.remote == server && s.local != old)
-                .map(|s| {
-                    format!(
-                        "{} {}",
-                        s.local,
-                        kaspec_harness::observe::tcp_state_name(s.state)
-                    )
-                })
-                .collect())
-        })?
+    pub fn others(&self, server: SocketAddrV4, old: SocketAddrV4) -> Vec<String> {
+        self.sockets()
+            .into_iter()
+            .filter(|s| s.remote == server && s.local != old)
+            .map(|s| format!("{} {}", s.local, tcp_state_name(s.state)))
+            .collect()
     }
+
+    /// The TCP sockets its process tree holds: the socket inodes of its
+    /// fds (/proc/PID/fd) looked up in its namespace's table
+    /// (/proc/PID/net/tcp, which names each socket's inode).
+    fn sockets(&self) -> Vec<TcpSocket> {
+        let root = self.child.id();
+        let mut inodes = std::collections::HashSet::new();
+        let mut pids = vec![root];
+        while let Some(pid) = pids.pop() {
+            if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                for fd in fds.flatten() {
+                    let link = std::fs::read_link(fd.path()).unwrap_or_default();
+                    let link = link.to_string_lossy();
+                    if let Some(n) = link
+                        .strip_prefix("socket:[")
+                        .and_then(|l| l.strip_suffix(']'))
+                    {
+                        inodes.insert(n.to_string());
+                    }
+                }
+            }
+            // Its children, thread by thread (procfs: task/TID/children).
+            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for t in tasks.flatten() {
+                    let kids =
+                        std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                    pids.extend(
+                        kids.split_whitespace()
+                            .filter_map(|k| k.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+        let table = std::fs::read_to_string(format!("/proc/{root}/net/tcp")).unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (local, remote, state, inode) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(9)?);
+                inodes.contains(*inode).then_some(())?;
+                Some(TcpSocket {
+                    local: proc_addr(local)?,
+                    remote: proc_addr(remote)?,
+                    state: u8::from_str_radix(state, 16).ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An address of /proc/net/tcp: `0100007F:1F90` (the IPv4 address as the
+/// kernel's __be32 printed as a native-endian number, the port in hex).
+fn proc_addr(s: &str) -> Option<SocketAddrV4> {
+    let (ip, port) = s.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
+    Some(SocketAddrV4::new(
+        ip.into(),
+        u16::from_str_radix(port, 16).ok()?,
+    ))
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_net_tcp_addresses() {
+        let a = super::proc_addr("0200A8C0:0E8B").unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(a.to_string(), "192.168.0.2:3723");
+        }
+        assert!(super::proc_addr("zz:1").is_none());
     }
 }

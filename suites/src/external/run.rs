@@ -83,7 +83,7 @@ pub fn run(
     let tb = s.tb;
     let mut client = Client::start(tb, &a.name, &argv)?;
     let started = Instant::now();
-    let local = client.connected(tb, s.addr, Duration::from_secs(10))?;
+    let local = client.connected(s.addr, Duration::from_secs(10))?;
     let server_watch = SocketWatch::start(&tb.server, s.addr, tb.seen_by_server(local))?;
     let client_watch = if a.observe.contains(&Observe::Socket) {
         Some(SocketWatch::start(&tb.client, local, s.addr)?)
@@ -164,7 +164,7 @@ pub fn run(
     }
     // A reconnect shows up as a new connection (or its `reconnected` line).
     std::thread::sleep(Duration::from_millis(300));
-    let others = Client::others(tb, s.addr, local)?;
+    let others = client.others(s.addr, local);
     let release = crate::outcome::releases(tb, local, s.addr);
     let mut timeline: Vec<(Instant, String)> = client
         .lines()
