@@ -40,6 +40,11 @@ enum Command {
         /// A TOML client profile (see fixtures/profiles/).
         #[arg(long, value_name = "FILE")]
         profile: Option<PathBuf>,
+        /// A TOML client adapter (see fixtures/clients/, docs/clients.md):
+        /// the program its cases run in place of their library client,
+        /// named in the results as the file says.
+        #[arg(long, value_name = "FILE")]
+        client: Option<PathBuf>,
         /// A TOML network profile (see fixtures/networks/): its
         /// nat_idle_timeout drives the nat-expiry cases, its rtt, jitter and
         /// loss the delay and loss faults.
@@ -156,9 +161,9 @@ fn main() {
         Err(e) => std::process::exit(bad_input(clap_one_line(&e.to_string()))),
     };
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, network, sets, out, repeat, quiet, json, testbed, compose_project, partition, jobs } => {
+        Command::Run { prefixes, faults, profile, client, network, sets, out, repeat, quiet, json, testbed, compose_project, partition, jobs } => {
             let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
-            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize })
+            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize, client })
         }
         Command::Merge { reports, out, json } => merge(&reports, out, json),
         Command::Compare { reports, out } => compare(&reports, out.as_deref()),
@@ -308,6 +313,8 @@ struct Output {
     partition: Option<Share>,
     /// `--jobs N`.
     jobs: usize,
+    /// `--client FILE`.
+    client: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -402,6 +409,7 @@ fn context(
         network: network.unwrap_or_default(),
         shared: Default::default(),
         docker: stack,
+        client: None,
     })
 }
 
@@ -432,6 +440,19 @@ fn run(
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
+    // --client, else the profile's [client] adapter.
+    let client_file = output.client.clone().or_else(|| config.client_adapter().map(Path::to_path_buf));
+    let adapter = match client_file.as_deref().map(|f| kaspec_suites::external::Adapter::load(f, &registry::external_protocols(), &config)).transpose() {
+        Ok(a) => a,
+        Err(e) => return bad_input(e),
+    };
+    let cases = match &adapter {
+        Some(a) => match registry::with_client(&cases, a) {
+            Ok(c) => c,
+            Err(e) => return bad_input(e),
+        },
+        None => cases,
+    };
     let run_id = new_run_id();
     let (dir, latest) = match out {
         Some(d) => (d, false),
@@ -441,10 +462,11 @@ fn run(
         Ok(n) => n,
         Err(e) => return bad_input(e),
     };
-    let ctx = match context(config, net, &cases, &dir, output.docker.as_ref()) {
+    let mut ctx = match context(config, net, &cases, &dir, output.docker.as_ref()) {
         Ok(c) => c,
         Err(e) => return bad_input(e),
     };
+    ctx.client = adapter.map(std::sync::Arc::new);
     if let (Some(stack), false) = (&ctx.docker, output.quiet) {
         eprintln!("kaspec: testbed docker: {}", stack.describe());
     }
@@ -455,7 +477,33 @@ fn run(
         eprintln!("kaspec: run {run_id}: {} case(s) × {} fault(s){jobs}, report in {}", cases.len(), faults.len(), dir.display());
     }
     let opts = runner::Options { repeat: output.repeat, share: output.partition, jobs: output.jobs };
-    let report = runner::run(&ctx, &cases, &faults, opts, &run_id, command, |p| progress.on(p));
+    let mut report = runner::run(&ctx, &cases, &faults, opts, &run_id, command.clone(), |p| progress.on(p));
+    // Without --client, the shipped adapters' programs run beside the
+    // library clients in the cases that take them (one report: results
+    // name each client). Not in a partitioned run (its plan is the
+    // library's) nor on the docker testbed.
+    if ctx.client.is_none() && output.partition.is_none() && ctx.docker.is_none() {
+        match registry::shipped_clients(&ctx.fixtures, &ctx.config) {
+            Err(e) => report.notes.push(format!("shipped clients: {e}")),
+            Ok((shipped, notes)) => {
+                report.notes.extend(notes);
+                for a in shipped {
+                    let Ok(sel) = registry::with_client(&cases, &a) else { continue };
+                    if kaspec_harness::cleanup::interrupted() {
+                        break;
+                    }
+                    ctx.client = Some(std::sync::Arc::new(a));
+                    let more = runner::run(&ctx, &sel, &faults, opts, &run_id, command.clone(), |p| progress.on(p));
+                    report.results.extend(more.results);
+                    report.errors.extend(more.errors);
+                    report.notes.extend(more.notes);
+                    report.finished_at = more.finished_at;
+                }
+                ctx.client = None;
+                report.stale_deviations = kaspec_suites::deviations::stale(&ctx.deviations, &report.results);
+            }
+        }
+    }
     progress.finish();
     if kaspec_harness::cleanup::interrupted() {
         return 130;

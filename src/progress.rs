@@ -137,7 +137,7 @@ fn result_line(r: &kaspec_harness::report::CaseResult) -> String {
 
 pub fn print_summary(report: &Report) {
     println!();
-    println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  verdict / released", "case", "fault", "side", "measured", "expected", "budget");
+    println!("{:<26} {:<14} {:<6} {:<16} {:>12} {:>26} {:>7}  verdict / released", "case", "fault", "side", "implementation", "measured", "expected", "budget");
     for r in &report.results {
         let measured = r.detection_ms.map(ms).unwrap_or_else(|| "—".into());
         let verdict = match (&r.known_deviation, r.verdict) {
@@ -146,7 +146,7 @@ pub fn print_summary(report: &Report) {
         };
         let released = r.release_verdict.map(|v| format!(" / {v}")).unwrap_or_default();
         let budget = if r.verdict == Verdict::Unsupported { "—".to_string() } else { format!("±{}", r.allowance_ms()) };
-        println!("{:<26} {:<14} {:<6} {:>12} {:>26} {:>7}  {verdict}{released}", r.case, r.fault, r.side, measured, r.expected_text(), budget);
+        println!("{:<26} {:<14} {:<6} {:<16} {:>12} {:>26} {:>7}  {verdict}{released}", r.case, r.fault, r.side, r.implementation.name, measured, r.expected_text(), budget);
     }
     for n in &report.notes {
         println!("note: {n}");

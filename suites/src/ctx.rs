@@ -36,6 +36,9 @@ pub struct Ctx {
     /// `--testbed docker`: the compose stack whose containers are the
     /// servers (None: the netns testbed, servers started by kaspec).
     pub docker: Option<kaspec_harness::testbed::compose::Stack>,
+    /// `--client FILE`: the external client its cases run in place of their
+    /// library client (None: the library's).
+    pub client: Option<std::sync::Arc<crate::config::adapter::Adapter>>,
 }
 
 /// What the judge gets besides one observation: the documented deviations

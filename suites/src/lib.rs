@@ -29,6 +29,7 @@ pub mod config;
 pub mod ctx;
 pub mod deviations;
 pub mod drive;
+pub mod external;
 pub mod grpc;
 pub mod http;
 pub mod mariadb;

@@ -19,4 +19,7 @@ pub struct Protocol {
     pub prerequisites: fn() -> kaspec_harness::Result<()>,
     /// `kaspec validate`'s rules for this protocol's knobs (see rules.rs).
     pub review: fn(&Config, Option<&NetworkProfile>) -> Vec<Finding>,
+    /// The ids of its cases that run an external client (`--client FILE`)
+    /// in place of their library client (see `external/`).
+    pub external: &'static [&'static str],
 }

@@ -70,6 +70,73 @@ pub fn select(prefixes: &[String]) -> Result<Vec<&'static CaseDef>, String> {
         .collect())
 }
 
+/// The protocols with a case that runs an external client (`--client`).
+pub fn external_protocols() -> Vec<&'static str> {
+    PROTOCOLS
+        .iter()
+        .filter(|p| !p.external.is_empty())
+        .map(|p| p.name)
+        .collect()
+}
+
+/// Of `cases`, those that run `adapter`'s program in place of their library
+/// client; none is an error naming the adapter and the cases that would.
+pub fn with_client(
+    cases: &[&'static CaseDef],
+    adapter: &crate::config::adapter::Adapter,
+) -> Result<Vec<&'static CaseDef>, String> {
+    let takes = |c: &CaseDef| {
+        PROTOCOLS
+            .iter()
+            .any(|p| p.name == adapter.protocol && p.external.contains(&c.id))
+    };
+    let kept: Vec<&'static CaseDef> = cases.iter().copied().filter(|c| takes(c)).collect();
+    if kept.is_empty() {
+        let could: Vec<&str> = all()
+            .into_iter()
+            .filter(|c| takes(c))
+            .map(|c| c.id)
+            .collect();
+        return Err(format!(
+            "--client {}: no selected case runs a {} client (those that do: {})",
+            adapter.file.display(),
+            adapter.protocol,
+            could.join(", ")
+        ));
+    }
+    Ok(kept)
+}
+
+/// The shipped adapters (`fixtures/clients/*.toml`) that a run without
+/// `--client` runs beside the library clients, in name order, and a note
+/// for each one left out (its program is not installed). A shipped file
+/// that does not load is a bug: its error.
+pub fn shipped_clients(
+    fixtures: &std::path::Path,
+    config: &Config,
+) -> Result<(Vec<crate::config::adapter::Adapter>, Vec<String>), String> {
+    let dir = fixtures.join("clients");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: cannot list it: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let (mut kept, mut notes) = (Vec::new(), Vec::new());
+    for f in files {
+        let a = crate::config::adapter::Adapter::load(&f, &external_protocols(), config)?;
+        match a.installed() {
+            Ok(()) => kept.push(a),
+            Err(why) => notes.push(format!(
+                "shipped client {} left out: {why} (fixtures/bootstrap.sh installs it)",
+                a.name
+            )),
+        }
+    }
+    Ok((kept, notes))
+}
+
 /// Checks, before anything starts, that every server the selected cases need
 /// is installed; the error names what is missing and how to install it.
 pub fn check_prerequisites(cases: &[&CaseDef]) -> kaspec_harness::Result<()> {

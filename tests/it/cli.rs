@@ -74,6 +74,9 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
     let dup = file("dup.toml", "[tcp]\nidle = \"2s\"\n[tcp]\ncount = 3\n");
     let huge_rtt = file("huge.toml", "rtt = \"1000000h\"\n");
     let max_rtt = file("max.toml", "rtt = \"18446744073709551615s\"\njitter = \"1s\"\n");
+    let no_cmd = file("no-cmd.toml", "name = \"app\"\nprotocol = \"mqtt\"\n");
+    let typo = file("typo.toml", "name = \"app\"\nprotocol = \"mqtt\"\ncommand = [\"app\", \"{mqtt.keepalive}\"]\n");
+    let paho = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/clients/paho-mqtt.toml");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--set", "websocket.ping_interval=18446744073709552s", "--out", o], "websocket.ping_interval=18446744073709552s: out of range"),
         (vec!["run", "--set", "tcp.user_timeout=18446744073709552s", "--out", o], "tcp.user_timeout=18446744073709552s: out of range"),
@@ -85,6 +88,10 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
         (vec!["run", "--network", &max_rtt, "--fault", "delay", "--out", o], "out of range (allowed: 0ms..60s)"),
         (vec!["run", "--repeat", "-1", "--out", o], "'-1' for '--repeat <N>': -1 is not in 1..=100"),
         (vec!["validate"], "--profile <FILE>"),
+        (vec!["run", "mqtt/", "--client", "/nonexistent/app.toml", "--out", o], "client adapter /nonexistent/app.toml: cannot read it"),
+        (vec!["run", "mqtt/", "--client", &no_cmd, "--out", o], "no-cmd.toml: `command` is missing"),
+        (vec!["run", "mqtt/", "--client", &typo, "--out", o], "unknown placeholder `{mqtt.keepalive}`"),
+        (vec!["run", "tcp/", "--client", paho, "--out", o], "no selected case runs a mqtt client (those that do: mqtt/3.1.1-3.1.2.10/1)"),
     ];
     for (args, needle) in cases {
         let r = run(&args);
@@ -452,4 +459,23 @@ fn three_partitions_merged_equal_one_run() {
         assert!(err.trim_end().lines().count() == 1 && err.contains(needle), "{args:?}: {err}");
         assert!(!bad.exists(), "{args:?} wrote a report");
     }
+}
+
+/// Issue 18: a run without --client runs the shipped adapters beside the
+/// library client, in one report whose results name each client.
+#[test]
+fn a_default_run_includes_the_shipped_clients() {
+    let out = tmp("shipped");
+    let r = run(&["run", "mqtt/3.1.1-3.1.2.10/1", "--fault", "reset", "--quiet", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_ne!(r.status.code(), Some(2), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let clients: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["side"] == "client")
+        .map(|r| r["implementation"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients, ["rumqttc", "paho-mqtt"], "{report}");
 }

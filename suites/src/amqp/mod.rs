@@ -69,6 +69,7 @@ use crate::shared::Started;
 mod broker;
 mod client;
 mod expect;
+mod external;
 pub mod knobs;
 mod nat;
 mod negotiation;
@@ -78,6 +79,7 @@ mod tap;
 pub use broker::*;
 use client::*;
 pub use expect::*;
+use external::*;
 pub use nat::*;
 pub use negotiation::*;
 use run::*;
@@ -104,6 +106,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: require_rabbitmq,
     review: |_, _| Vec::new(),
+    external: &[IDLE.id],
 };
 
 /// The compose service of the AMQP cases on the docker testbed.

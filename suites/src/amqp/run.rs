@@ -110,6 +110,9 @@ pub(crate) fn heartbeat_config(
 }
 
 pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    if let Some(adapter) = &ctx.client {
+        return run_idle_external(ctx, case, fault, adapter);
+    }
     let broker_impl = broker_implementation();
     let lease = lease(ctx, &MAIN)?;
     let tb = lease.testbed();

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod adapter;
 pub mod socket;
 pub use socket::TcpConfig;
 
@@ -163,6 +164,8 @@ pub struct Config {
     keys: Vec<&'static Key>,
     values: BTreeMap<&'static str, Value>,
     raw: BTreeMap<&'static str, String>,
+    /// A profile's `[client] adapter = "FILE"` (relative to the profile).
+    client: Option<std::path::PathBuf>,
 }
 
 impl PartialEq for Config {
@@ -185,6 +188,7 @@ impl Config {
             keys: Vec::new(),
             values: BTreeMap::new(),
             raw: BTreeMap::new(),
+            client: None,
         };
         for k in keys {
             assert!(
@@ -304,7 +308,16 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("profile {shown}: cannot read it: {e}")))?;
         self.apply_profile_str(&text)
-            .map_err(|e| ConfigError(format!("profile {shown}: {}", e.0)))
+            .map_err(|e| ConfigError(format!("profile {shown}: {}", e.0)))?;
+        if let (Some(c), Some(dir)) = (&self.client, path.parent()) {
+            self.client = Some(dir.join(c));
+        }
+        Ok(())
+    }
+
+    /// The client adapter a profile names (`[client] adapter = "FILE"`).
+    pub fn client_adapter(&self) -> Option<&Path> {
+        self.client.as_deref()
     }
 
     pub fn apply_profile_str(&mut self, text: &str) -> Result<(), ConfigError> {
@@ -323,7 +336,7 @@ impl Config {
             });
         let allowed = || {
             format!(
-                "allowed: the tables [{}] and the top-level keys name, description",
+                "allowed: the tables [{}], [client] and the top-level keys name, description",
                 tables.join("], [")
             )
         };
@@ -344,6 +357,29 @@ impl Config {
                     allowed()
                 )));
             };
+            if section == "client" {
+                // An external client (docs/clients.md): its adapter file.
+                for (k, v) in t {
+                    match (k.as_str(), v) {
+                        ("adapter", toml::Value::String(f)) if !f.trim().is_empty() => {
+                            self.client = Some(f.into())
+                        }
+                        ("adapter", v) => {
+                            return Err(ConfigError(format!(
+                                "client.adapter = {}: expected a file name (a client adapter, see fixtures/clients/)",
+                                one_line(&v.to_string())
+                            )))
+                        }
+                        (k, _) => {
+                            return Err(ConfigError(format!(
+                                "unknown key client.{} (allowed: client.adapter)",
+                                one_line(k)
+                            )))
+                        }
+                    }
+                }
+                continue;
+            }
             if !tables.contains(&section.as_str()) {
                 // Even empty: a misspelt or unsupported table is never ignored.
                 return Err(ConfigError(format!(

@@ -79,6 +79,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"),
     review: review::review,
+    external: &[],
 };
 
 /// The compose services of the gRPC cases on the docker testbed: our tonic

@@ -68,6 +68,7 @@ pub static PROTOCOL: Protocol = Protocol {
         require_program("haproxy", "haproxy").map(drop)
     },
     review: review::review,
+    external: &[],
 };
 
 const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for the HTTP servers yet");

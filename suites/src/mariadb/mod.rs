@@ -74,6 +74,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || mariadbd().map(drop),
     review: review::review,
+    external: &[],
 };
 
 /// The compose service of the MariaDB cases on the docker testbed.

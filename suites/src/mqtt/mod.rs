@@ -38,6 +38,7 @@ use crate::protocol::Protocol;
 
 mod client;
 mod expect;
+mod external;
 mod fleet;
 pub mod knobs;
 mod nat;
@@ -47,6 +48,7 @@ mod server;
 
 use client::*;
 use expect::*;
+use external::*;
 use fleet::*;
 use nat::*;
 use run::*;
@@ -60,6 +62,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || require_program("mosquitto", "mosquitto").map(drop),
     review: review::review,
+    external: &[IDLE.id],
 };
 
 /// The compose service of the MQTT cases on the docker testbed.

@@ -4,6 +4,9 @@
 use super::*;
 
 pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    if let Some(adapter) = &ctx.client {
+        return run_idle_external(ctx, case, fault, adapter);
+    }
     let program = broker_program(ctx)?;
     let broker_impl = broker_implementation(&program);
     let k = super::knobs::MqttConfig::of(&ctx.config).keep_alive;

@@ -68,6 +68,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || require_program("nats-server", "nats-server").map(drop),
     review: review::review,
+    external: &[],
 };
 
 /// The compose services of the NATS cases on the docker testbed: the

@@ -70,6 +70,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || postgres_binary().map(drop),
     review: |_, _| Vec::new(),
+    external: &[],
 };
 
 /// The compose service of the PostgreSQL cases on the docker testbed.

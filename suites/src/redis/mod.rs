@@ -69,6 +69,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || require_program("redis-server", "redis-server").map(drop),
     review: review::review,
+    external: &[],
 };
 
 /// The compose services of the Redis cases on the docker testbed (see

@@ -39,6 +39,7 @@ fn ctx() -> Ctx {
         network: Default::default(),
         shared: Default::default(),
         docker: None,
+        client: None,
     }
 }
 

@@ -58,6 +58,7 @@ pub static PROTOCOL: Protocol = Protocol {
         require_program(SSH, "openssh-client").map(drop)
     },
     review: review::review,
+    external: &[],
 };
 
 /// The compose services of the SSH cases on the docker testbed (see

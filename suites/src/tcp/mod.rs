@@ -72,6 +72,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &crate::config::socket::KNOBS,
     prerequisites: || Ok(()),
     review: review::review,
+    external: &[],
 };
 
 /// Every case of this protocol, in report order.

@@ -59,6 +59,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || crate::peers::python::python_module("websockets", "python3-websockets"),
     review: review::review,
+    external: &[],
 };
 
 /// The compose services of the WebSocket cases on the docker testbed: our

@@ -36,6 +36,7 @@ pub fn ctx(sets: &[&str]) -> Ctx {
         network: Default::default(),
         shared: Default::default(),
         docker: None,
+        client: None,
     }
 }
 

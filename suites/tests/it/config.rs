@@ -322,3 +322,36 @@ fn a_redis_url_option_redis_rs_ignores_is_refused_by_name() {
         );
     }
 }
+
+/// Issue 18: a profile may name an external client, relative to itself.
+#[test]
+fn a_profile_names_its_client_adapter() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("client-profile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("app.toml");
+    std::fs::write(
+        &p,
+        "[mqtt]\nkeep_alive = \"3s\"\n[client]\nadapter = \"my-app.toml\"\n",
+    )
+    .unwrap();
+    let mut c = kaspec_suites::registry::config();
+    c.apply_profile(&p).unwrap();
+    assert_eq!(c.client_adapter(), Some(dir.join("my-app.toml").as_path()));
+    let e = c
+        .apply_profile_str("[client]\nadapter = 3\n")
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("client.adapter = 3: expected a file name"),
+        "{e}"
+    );
+    let e = c
+        .apply_profile_str("[client]\nprogram = \"x\"\n")
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("unknown key client.program (allowed: client.adapter)"),
+        "{e}"
+    );
+    assert!(!Path::new("x").is_absolute());
+}

@@ -35,6 +35,9 @@
 //! - [`mariadb`]: mysql_async vs a shared mariadbd: wait_timeout and what
 //!   the next query sees (a `Conn`, a `Pool`), a query in flight, both
 //!   sides' keep-alive, the NAT case.
+//! - [`clients`]: external clients (`--client FILE`): adapter files good
+//!   and bad, each shipped adapter against the real server, both
+//!   observation modes, a shifted window failing.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -47,6 +50,7 @@
 //! harness (harness/tests/harness.rs).
 
 mod amqp;
+mod clients;
 mod common;
 mod config;
 mod fleet;

@@ -1,0 +1,253 @@
+//! The client window of an external client, from the algorithm its adapter
+//! declares, anchored on what the run observed: the last data its socket
+//! received before the fault (TCP_INFO `last_data_recv` in the client
+//! host, jiffy-counted: ±1 jiffy).
+
+use std::time::Duration;
+
+use kaspec_harness::expect::{Expectation, Level};
+use kaspec_harness::fault::FaultKind;
+
+use crate::config::adapter::{Algorithm, Expect};
+use crate::config::TcpConfig;
+use crate::model::linux::jiffy_ms;
+use crate::model::ms_of;
+
+/// The client's window after the fault in force; `since_recv_ms` = t0 −
+/// the last data the client received, `connected_ms` its `connected` line
+/// (relative to t0, before it: negative).
+pub fn client_window(
+    e: &Expect,
+    fault: FaultKind,
+    since_recv_ms: u64,
+    connected_ms: Option<i64>,
+) -> Expectation {
+    let spec = e.source.as_str();
+    let j = jiffy_ms();
+    // The anchor is jiffy-counted (±1 jiffy); the client's own timers are
+    // at best millisecond-grained (+2 ms: a deadline rounded up to the next
+    // tick, the truncated anchor).
+    let grain = format!("± {j} ms (TCP_INFO's jiffy-counted anchor), + 2 ms (millisecond timers)");
+    match (&e.algorithm, fault) {
+        (Algorithm::None, _) => Expectation::either(
+            "the adapter declares no detection algorithm: informational",
+            spec,
+        ),
+        (_, f) if !matches!(f, FaultKind::Blackhole | FaultKind::Reset) => Expectation::either(
+            format!("fault {f}: external clients are judged under blackhole and reset only"),
+            spec,
+        ),
+        (
+            Algorithm::PingTimeout {
+                interval,
+                timeout,
+                poll,
+            },
+            f,
+        ) => {
+            // A ping once K has passed since it last heard the peer, given
+            // up T after that ping. With a poll period P the timers are
+            // checked by a loop that waits P at a time and wakes early on
+            // arrivals, so its wake-ups are counted from the last data
+            // received: the ping goes at ⌈K/P⌉·P, the check that gives up
+            // ⌈T/P⌉·P later; each wait may overrun by up to 1 ms (the
+            // interpreter's turn and the kernel's timer slack).
+            let (k, t, p) = (ms_of(*interval), ms_of(*timeout), ms_of(*poll));
+            let up = |x: u64| if p == 0 { x } else { x.div_ceil(p) * p };
+            let (ping, give_up) = (up(k), up(t));
+            let rounds = match (p, f) {
+                (0, _) => 1,
+                (_, FaultKind::Reset) => ping / p,
+                _ => ping / p + give_up / p,
+            };
+            let (point, what) = if f == FaultKind::Reset {
+                (
+                    ping,
+                    format!("the next ping meets the RST: ⌈K/P⌉·P = ⌈{k}/{p}⌉·{p} = {ping} ms"),
+                )
+            } else {
+                (ping + give_up, format!("a ping at ⌈K/P⌉·P, given up ⌈T/P⌉·P after it: ⌈{k}/{p}⌉·{p} + ⌈{t}/{p}⌉·{p} = {ping} + {give_up} ms"))
+            };
+            let lo = point.saturating_sub(since_recv_ms + j);
+            let hi = (point + rounds + j + 2).saturating_sub(since_recv_ms);
+            Expectation::window(lo, hi, format!("{what} after the last data received, − (t0 − last received) {since_recv_ms} ms, + up to {rounds} ms ({rounds} waits), {grain}"), spec, Level::Must)
+        }
+        (Algorithm::Heartbeat { dead_after, poll }, FaultKind::Reset) => {
+            let (d, p) = (ms_of(*dead_after), ms_of(*poll));
+            Expectation::window(0, (d + p + j + 2).saturating_sub(since_recv_ms), format!("a heartbeat sent before D of silence meets the RST: by D − (t0 − last received) = {d} − {since_recv_ms} ms, + poll {p} ms, {grain}"), spec, Level::Must)
+        }
+        (Algorithm::Heartbeat { dead_after, poll }, _) => {
+            let (d, p) = (ms_of(*dead_after), ms_of(*poll));
+            let lo = d.saturating_sub(since_recv_ms + j);
+            let hi = (d + p + j + 2).saturating_sub(since_recv_ms);
+            Expectation::window(lo, hi, format!("dead after D without data: D − (t0 − last received) = {d} − {since_recv_ms} ms, + up to poll {p} ms, {grain}"), spec, Level::Must)
+        }
+        (Algorithm::CheckPeriod { period, send_every }, f) => {
+            let Some(c) = connected_ms else {
+                return Expectation::either("check-period: no `connected` line, so the checks' phase is unknown: informational", spec);
+            };
+            match (f, send_every) {
+                (FaultKind::Reset, Some(s)) => next_send(ms_of(*s) as i64, c, spec),
+                _ => check_period(ms_of(*period) as i64, c, -(since_recv_ms as i64), f, spec),
+            }
+        }
+        (
+            Algorithm::TcpKeepalive {
+                idle,
+                interval,
+                count,
+            },
+            f,
+        ) => {
+            let t = TcpConfig {
+                keepalive: true,
+                idle: *idle,
+                interval: *interval,
+                count: *count,
+                user_timeout: Duration::ZERO,
+            };
+            let mut e =
+                crate::model::tcp::keepalive_window(&t, since_recv_ms, None, f, "client", spec);
+            // The idle time is the jiffy-counted anchor's.
+            if let (Some(lo), Some(hi)) = (e.min_ms, e.max_ms) {
+                e.min_ms = Some(lo.saturating_sub(j));
+                e.max_ms = Some(hi + j);
+                e.formula = format!("{}, ± {j} ms (TCP_INFO's jiffy-counted idle)", e.formula);
+            }
+            e
+        }
+    }
+}
+
+/// A check every `p` ms from `c` (its `connected` line, ms from t0) that
+/// gives up when the whole period before it received nothing; `a` = the
+/// last data received (ms from t0). It gives up at the check after the
+/// first check at or after `a`. Which side of a check `a` falls is not
+/// observable within the anchors' grain (1 jiffy for `a`, 2 ms for the
+/// line's arrival): a check that close gives either. The checks re-arm
+/// after they run (a chain of timers): + 1 ms of drift per period.
+fn check_period(p: i64, c: i64, a: i64, fault: FaultKind, spec: &str) -> Expectation {
+    if p <= 0 {
+        return Expectation::either("check-period 0: no checks", spec);
+    }
+    let slack = jiffy_ms() as i64 + 2;
+    let first = |x: i64| crate::model::periodic::first_after(c, p, x);
+    let (lo_tick, hi_tick) = (first(a - slack), first(a + slack));
+    let (lo, hi) = (lo_tick + p, hi_tick + p);
+    let drift = (hi - c) / p;
+    let hi = hi + drift;
+    let reset = if fault == FaultKind::Reset {
+        " (under reset too: a heartbeat that meets the RST may end it sooner, so from 0)"
+    } else {
+        ""
+    };
+    let lo = if fault == FaultKind::Reset {
+        0
+    } else {
+        lo.max(0)
+    };
+    Expectation::window(
+        lo as u64,
+        hi.max(0) as u64,
+        format!("checks every P = {p} ms from the `connected` line at {c:+} ms; last data received at {a:+} ms; the first check at or after it at {lo_tick:+}{} ms, given up at the next: {}{} ms, + {drift} ms (the re-armed timer's drift){reset}",
+            if hi_tick != lo_tick { format!(" or {hi_tick:+} (within {slack} ms of a check: either)") } else { String::new() },
+            lo_tick + p,
+            if hi_tick != lo_tick { format!(" or {}", hi_tick + p) } else { String::new() }),
+        spec,
+        Level::Must,
+    )
+}
+
+/// Under reset, a heartbeat every `s` ms from `c` (the `connected` line, ms
+/// from t0): the first after the fault meets the RST; one within the
+/// line's grain (2 ms) of t0 may be either side of it; + 1 ms of drift per
+/// re-armed timer.
+fn next_send(s: i64, c: i64, spec: &str) -> Expectation {
+    if s <= 0 {
+        return Expectation::either("send_every 0: no heartbeats", spec);
+    }
+    let first = |x: i64| crate::model::periodic::first_after(c, s, x);
+    let (lo, hi) = (first(-2), first(2));
+    let drift = (hi - c) / s;
+    Expectation::window(
+        lo.max(0) as u64,
+        (hi + drift).max(0) as u64,
+        format!("a heartbeat every S = {s} ms from the `connected` line at {c:+} ms: the first after the fault, at {lo:+} ms{}, meets the RST, + {drift} ms (the re-armed timer's drift)",
+            if hi != lo { format!(" or {hi:+} (within 2 ms of it)") } else { String::new() }),
+        spec,
+        Level::Must,
+    )
+}
+
+/// Where, after the last data the client received, the fault goes so it
+/// lands halfway through the client's quiet period.
+pub fn fault_offset(e: &Expect) -> Duration {
+    match &e.algorithm {
+        Algorithm::PingTimeout { interval, .. } => *interval / 2,
+        Algorithm::Heartbeat { dead_after, .. } => {
+            (*dead_after / 4).min(Duration::from_millis(500))
+        }
+        Algorithm::CheckPeriod { .. } => Duration::from_millis(500),
+        Algorithm::TcpKeepalive { .. } | Algorithm::None => Duration::from_millis(200),
+    }
+}
+
+/// How long the client is given to notice after the fault, when its
+/// window does not say (informational): 10 s.
+pub const UNDECLARED_WATCH_MS: u64 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(k: u64, p: u64) -> Expect {
+        Expect {
+            algorithm: Algorithm::PingTimeout {
+                interval: Duration::from_secs(k),
+                timeout: Duration::from_secs(k),
+                poll: Duration::from_millis(p),
+            },
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn ping_timeout_window_is_two_periods_after_the_last_data() {
+        let j = jiffy_ms();
+        let e = client_window(&ping(2, 1000), FaultKind::Blackhole, 1000, None);
+        assert_eq!((e.min_ms, e.max_ms), (Some(3000 - j), Some(3006 + j)));
+        // K = T = 2 s checked every 1.5 s: the ping at 3 s, given up at 6 s.
+        let odd = client_window(&ping(2, 1500), FaultKind::Blackhole, 1000, None);
+        assert_eq!(odd.min_ms, Some(5000 - j));
+        let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None);
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1003 + j)));
+        let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None);
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
+        let none = Expect {
+            algorithm: Algorithm::None,
+            source: "x".into(),
+        };
+        assert!(!client_window(&none, FaultKind::Blackhole, 0, None).expects_detection());
+    }
+
+    #[test]
+    fn check_period_gives_up_one_period_after_the_first_check_past_the_last_data() {
+        let e = Expect {
+            algorithm: Algorithm::CheckPeriod {
+                period: Duration::from_secs(7),
+                send_every: Some(Duration::from_secs(1)),
+            },
+            source: "test".into(),
+        };
+        // Checks at −5000 + 7000 n: at 2000 (the first after −800), given up at 9000.
+        let w = client_window(&e, FaultKind::Blackhole, 800, Some(-5000));
+        assert_eq!((w.min_ms, w.max_ms), (Some(9000), Some(9002)));
+        // Last data 1 ms before a check: that check or the next.
+        let w = client_window(&e, FaultKind::Blackhole, 3001, Some(-10_000));
+        assert_eq!((w.min_ms, w.max_ms), (Some(4000), Some(11_003)));
+        assert!(!client_window(&e, FaultKind::Blackhole, 800, None).expects_detection());
+        // Reset: the next heartbeat (every second from −1501) at 499.
+        let r = client_window(&e, FaultKind::Reset, 800, Some(-1501));
+        assert_eq!((r.min_ms, r.max_ms), (Some(499), Some(501)));
+    }
+}

@@ -1,0 +1,234 @@
+//! One case with an external client: the protocol's case gives its server
+//! (started as for its own client) and the server's window; this runs the
+//! program, waits for its connection, cuts the path halfway through the
+//! client's quiet period and watches both sides.
+
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use kaspec_harness::expect::Expectation;
+use kaspec_harness::fault::{FaultKind, Flow};
+use kaspec_harness::observe::{last_data_recv_at, SocketWatch};
+use kaspec_harness::report::{CaseResult, Implementation};
+use kaspec_harness::testbed::Testbed;
+use kaspec_harness::{Error, Result};
+
+use super::expect::{client_window, fault_offset, UNDECLARED_WATCH_MS};
+use super::process::Client;
+use crate::case::CaseDef;
+use crate::config::adapter::{Adapter, Observe};
+use crate::ctx::Ctx;
+use crate::model::linux::jiffy_ms;
+use crate::model::rel_ms;
+use crate::outcome::{RunFacts, Side};
+
+/// The server side of a case, as the protocol's case sets it up.
+pub struct ServerSide<'a> {
+    pub tb: &'a Testbed,
+    pub addr: SocketAddrV4,
+    pub pid: Option<u32>,
+    pub implementation: Implementation,
+    /// The server's window from what the run observed, from the case's own
+    /// expectation code.
+    pub window: &'a dyn Fn(FaultKind, &Anchors) -> Expectation,
+    /// The prefix of the knobs the results show (`mqtt.`).
+    pub knobs: &'a str,
+}
+
+/// What the run observed before the fault, in ms from t0 (negative: before).
+#[derive(Debug, Clone, Copy)]
+pub struct Anchors {
+    /// The last data the server received from the client (its TCP_INFO).
+    pub server_last_recv_ms: i64,
+    /// The last data the client received (its TCP_INFO): what the server
+    /// last sent that arrived.
+    pub client_last_recv_ms: i64,
+    /// The client's `connected` line, if it printed one.
+    pub connected_ms: Option<i64>,
+}
+
+/// The adapter's program's version: fixed, or its command's first line.
+pub fn implementation(a: &Adapter) -> Implementation {
+    let version = match &a.version {
+        crate::config::adapter::Version::Fixed(v) => v.clone(),
+        crate::config::adapter::Version::Command(argv) => std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr);
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "unknown".into()),
+    };
+    Implementation::new(a.name.clone(), version)
+}
+
+/// Runs `case` under `fault` with the adapter's program as its client.
+pub fn run(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    a: &Adapter,
+    s: ServerSide<'_>,
+) -> Result<Vec<CaseResult>> {
+    let bad = |e: String| Error::Other(format!("client adapter {}: {e}", a.file.display()));
+    let expect = a.expect(&ctx.config).map_err(bad)?;
+    let argv = a.argv(s.addr, &ctx.config).map_err(bad)?;
+    let client_impl = implementation(a);
+    let tb = s.tb;
+    let mut client = Client::start(tb, &a.name, &argv)?;
+    let started = Instant::now();
+    let local = client.connected(s.addr, Duration::from_secs(10))?;
+    let server_watch = SocketWatch::start(&tb.server, s.addr, tb.seen_by_server(local))?;
+    let client_watch = if a.observe.contains(&Observe::Socket) {
+        Some(SocketWatch::start(&tb.client, local, s.addr)?)
+    } else {
+        None
+    };
+
+    // Steady state: one quiet period and a round of its keep-alive, then
+    // the fault halfway through the next quiet period, counted from the
+    // last data the client received.
+    let offset = fault_offset(&expect);
+    std::thread::sleep(2 * offset + Duration::from_millis(300));
+    let last = last_data_recv_at(&tb.client, local, s.addr)?.unwrap_or(started);
+    if let Some(wait) = (last + offset).checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let flow = Flow {
+        client: local,
+        server: s.addr,
+    };
+    let applied = tb.apply_fault(fault, &flow, s.pid)?;
+    let t0 = applied.in_force_at;
+    // What each side last received before the fault (TCP_INFO, jiffies).
+    let client_last = last_data_recv_at(&tb.client, local, s.addr)?.unwrap_or(started);
+    let server_last =
+        last_data_recv_at(&tb.server, s.addr, tb.seen_by_server(local))?.unwrap_or(started);
+    let since_ms = rel_ms(client_last, t0).max(0) as u64;
+    let connected_ms = client
+        .lines()
+        .iter()
+        .find(|(_, l)| l == "connected")
+        .map(|(t, _)| rel_ms(t0, *t));
+    let anchors = Anchors {
+        server_last_recv_ms: rel_ms(t0, server_last),
+        client_last_recv_ms: rel_ms(t0, client_last),
+        connected_ms,
+    };
+    let client_exp = client_window(&expect, fault, since_ms, connected_ms);
+    let mut server_exp = (s.window)(fault, &anchors);
+    if let (Some(lo), Some(hi)) = (server_exp.min_ms, server_exp.max_ms) {
+        // The anchor is the server's TCP_INFO, jiffy-counted: ± 1 jiffy.
+        let j = jiffy_ms();
+        server_exp.min_ms = Some(lo.saturating_sub(j));
+        server_exp.max_ms = Some(hi + j);
+        server_exp.formula = format!(
+            "{}, ± {j} ms (the anchor is the server's TCP_INFO last receive, jiffy-counted)",
+            server_exp.formula
+        );
+    }
+    let client_deadline_ms = client_exp.deadline_ms(UNDECLARED_WATCH_MS);
+    let server_deadline_ms = server_exp.deadline_ms(UNDECLARED_WATCH_MS)
+        + crate::deviations::late_allowance_ms(
+            &ctx.deviations,
+            case.id,
+            "server",
+            &s.implementation.name,
+        );
+    let client_deadline = t0 + Duration::from_millis(client_deadline_ms);
+
+    // The client's detection: its `detected` line, or its socket leaving
+    // ESTABLISHED, whichever the adapter declares (the socket first).
+    let server_closed = server_watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
+    let mut line = None;
+    while Instant::now() < client_deadline {
+        line = client.detected_since(t0);
+        let socket_done = client_watch.as_ref().is_some_and(|w| w.is_done());
+        if socket_done || line.is_some() || client.exited().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let client_closed = match client_watch {
+        Some(w) => w.wait(Instant::now())?,
+        None => None,
+    };
+    if line.is_none() {
+        line = client.detected_since(t0);
+    }
+    // A reconnect shows up as a new connection (or its `reconnected` line).
+    std::thread::sleep(Duration::from_millis(300));
+    let others = client.others(s.addr, local);
+    let release = crate::outcome::releases(tb, local, s.addr);
+    let mut timeline: Vec<(Instant, String)> = client
+        .lines()
+        .iter()
+        .map(|(t, l)| (*t, format!("client says: {l}")))
+        .collect();
+    if let Some(c) = &client_closed {
+        timeline.push((c.at, format!("client socket {}", c.state)));
+    }
+    if let Some(c) = &server_closed {
+        timeline.push((c.at, format!("server socket {}", c.state)));
+    }
+    timeline.push((
+        client_last,
+        "last data received by the client (TCP_INFO)".into(),
+    ));
+    timeline.push((
+        server_last,
+        "last data received by the server (TCP_INFO)".into(),
+    ));
+    if !others.is_empty() {
+        timeline.push((
+            Instant::now(),
+            format!("client's new connection(s): {}", others.join(", ")),
+        ));
+    }
+    drop(client);
+
+    let client_side = if a.observe.contains(&Observe::Socket) {
+        let mut side = Side::from_socket(
+            client_exp,
+            client_closed.clone(),
+            client_deadline_ms,
+            "client",
+        );
+        if let Some((t, l)) = &line {
+            side = side.with_fact("line", format!("{l} at {:+} ms", rel_ms(t0, *t)));
+        }
+        side
+    } else {
+        let (at, error) = match &line {
+            Some((t, l)) => (Some(*t), Some(format!("client said: {l}"))),
+            None => (None, None),
+        };
+        let mut at = at;
+        let mut error = error;
+        crate::drive::client::not_after(&mut at, &mut error, client_deadline);
+        Side::library(client_exp, at, error, client_deadline_ms)
+    };
+    let facts = RunFacts {
+        case,
+        fault,
+        engine: applied.engine.clone(),
+        commit_ms: crate::outcome::commit_ms(&applied),
+        config: ctx.config.effective(s.knobs),
+        t0,
+        timeline,
+        release,
+    };
+    facts.both_sides(
+        client_impl,
+        s.implementation,
+        client_side,
+        Side::from_socket(server_exp, server_closed, server_deadline_ms, "server"),
+        &ctx.judging(),
+    )
+}

@@ -1,0 +1,210 @@
+//! External clients (`--client FILE`, `kaspec_suites::external`): adapter
+//! files good and bad (one-line errors naming the file and key), and each
+//! shipped adapter of `fixtures/clients/` measured against the real server
+//! with short timings, observed through its socket (sock_diag) and through
+//! its stdout lines; its verdict fails when its window is shifted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kaspec_harness::expect::Verdict;
+use kaspec_harness::fault::FaultKind;
+use kaspec_suites::external::{Adapter, Observe};
+use kaspec_suites::registry;
+
+use crate::common::*;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn shipped(name: &str) -> Adapter {
+    let config = registry::config();
+    Adapter::load(
+        &fixtures().join("clients").join(name),
+        &registry::external_protocols(),
+        &config,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `text` as an adapter file: its one-line error.
+fn refused(text: &str) -> String {
+    let config = registry::config();
+    let e = Adapter::parse(
+        text,
+        Path::new("my-app.toml"),
+        &registry::external_protocols(),
+        &config,
+    )
+    .expect_err("must be refused");
+    assert!(!e.contains('\n'), "one line: {e}");
+    e
+}
+
+const GOOD: &str = r#"
+name = "my-app"
+version = "1.0"
+protocol = "mqtt"
+command = ["{dir}/my-app", "{host}", "{port}", "{mqtt.keep_alive:ms}"]
+observe = ["lines"]
+[expect]
+kind = "heartbeat"
+dead_after = "{mqtt.keep_alive}"
+poll = "100ms"
+"#;
+
+#[test]
+fn a_good_adapter_file_resolves_its_placeholders() {
+    let config = config(&["mqtt.keep_alive=3s"]);
+    let a = Adapter::parse(
+        GOOD,
+        Path::new("apps/my-app.toml"),
+        &registry::external_protocols(),
+        &config,
+    )
+    .unwrap();
+    assert_eq!(a.observe, vec![Observe::Lines]);
+    let server = "10.0.0.2:1883".parse().unwrap();
+    assert_eq!(
+        a.argv(server, &config).unwrap(),
+        ["apps/my-app", "10.0.0.2", "1883", "3000"]
+    );
+    let e = a.expect(&config).unwrap();
+    assert_eq!(
+        e.algorithm,
+        kaspec_suites::external::adapter::Algorithm::Heartbeat {
+            dead_after: std::time::Duration::from_secs(3),
+            poll: std::time::Duration::from_millis(100)
+        }
+    );
+    // The shipped ones load too.
+    for f in ["paho-mqtt.toml", "pika.toml"] {
+        shipped(f);
+    }
+}
+
+#[test]
+fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
+    let cases: &[(&str, &str)] = &[
+        ("name = \"x\"\nprotocol = \"mqtt\"", "`command` is missing"),
+        ("name = \"x\"\nprotocol = \"smtp\"\ncommand = [\"a\"]", "`protocol` = \"smtp\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = []", "`command` = []"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\", \"{mqtt.keepalive}\"]", "unknown placeholder `{mqtt.keepalive}`"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\", \"{host\"]", "an unclosed"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\nobserve = [\"stdout\"]", "`observe` = \"stdout\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\ncolour = 1", "unknown key `colour`"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"magic\"", "`expect.kind` = \"magic\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"ping-timeout\"\ninterval = \"2s\"", "`expect.timeout` is missing"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"heartbeat\"\ndead_after = \"soon\"", "`expect.dead_after` = \"soon\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"heartbeat\"\ndead_after = \"{host}\"", "only known in `command`"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"tcp-keepalive\"\nidle = \"1s\"\ninterval = \"1s\"\ncount = 0", "`expect.count` = 0"),
+        ("name = \"x\nprotocol", "not TOML"),
+        ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"2s / 0\"", "`expect.period` = \"2s / 0\""),
+        ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"7s\"", "needs `observe` to include \"lines\""),
+    ];
+    for (text, want) in cases {
+        let e = refused(text);
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+    let missing = Adapter::load(
+        Path::new("/nonexistent/app.toml"),
+        &["mqtt"],
+        &registry::config(),
+    )
+    .unwrap_err();
+    assert!(
+        missing.starts_with("client adapter /nonexistent/app.toml: cannot read it"),
+        "{missing}"
+    );
+}
+
+/// The MQTT idle case with `adapter` as its client.
+fn mqtt_with(
+    adapter: Adapter,
+    fault: FaultKind,
+    shift: i64,
+) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(&["mqtt.keep_alive=2s"]);
+    ctx.client = Some(Arc::new(adapter));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "mqtt/3.1.1-3.1.2.10/1", fault)
+}
+
+#[test]
+fn paho_mqtt_is_judged_by_its_socket_against_its_algorithm() {
+    let results = mqtt_with(shipped("paho-mqtt.toml"), FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "paho-mqtt", "{}", show(c));
+    assert_pass(c);
+    assert!(
+        c.timeline
+            .iter()
+            .any(|e| e.what.contains("client says: connected")),
+        "{}",
+        show(c)
+    );
+}
+
+#[test]
+fn paho_mqtt_is_judged_by_its_lines_and_a_shifted_window_fails() {
+    let mut a = shipped("paho-mqtt.toml");
+    a.observe = vec![Observe::Lines];
+    let results = mqtt_with(a.clone(), FaultKind::Blackhole, 0);
+    assert_pass(side(&results, "client"));
+    let shifted = mqtt_with(a, FaultKind::Blackhole, 50);
+    assert_eq!(
+        side(&shifted, "client").verdict,
+        Verdict::Fail,
+        "{}",
+        show(side(&shifted, "client"))
+    );
+}
+
+#[test]
+fn paho_mqtt_meets_a_reset_at_its_next_ping() {
+    let results = mqtt_with(shipped("paho-mqtt.toml"), FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+}
+
+fn example() -> Adapter {
+    let config = registry::config();
+    Adapter::load(
+        &fixtures().join("examples/my-mqtt-app.toml"),
+        &registry::external_protocols(),
+        &config,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_example_application_is_measured_through_its_socket_and_its_lines() {
+    for observe in [Observe::Socket, Observe::Lines] {
+        let mut a = example();
+        a.observe = vec![observe];
+        let results = mqtt_with(a, FaultKind::Blackhole, 0);
+        let c = side(&results, "client");
+        assert_eq!(c.implementation.name, "my-mqtt-app", "{}", show(c));
+        assert_pass(c);
+    }
+}
+
+#[test]
+fn pika_gives_up_one_check_period_after_the_first_silent_check() {
+    let mut ctx = ctx(&["amqp.heartbeat=2s"]);
+    ctx.client = Some(Arc::new(shipped("pika.toml")));
+    let results = run_in(&ctx, "amqp/0-9-1-4.2.7/1", FaultKind::Blackhole);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "pika", "{}", show(c));
+    assert_pass(c);
+    // The broker's receiver is judged as with lapin.
+    assert_pass(side(&results, "server"));
+}
+
+#[test]
+fn pika_meets_a_reset_at_its_next_heartbeat() {
+    let mut ctx = ctx(&["amqp.heartbeat=2s"]);
+    ctx.client = Some(Arc::new(shipped("pika.toml")));
+    let results = run_in(&ctx, "amqp/0-9-1-4.2.7/1", FaultKind::Reset);
+    assert_pass(side(&results, "client"));
+}
