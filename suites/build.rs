@@ -20,6 +20,9 @@ fn main() {
         "async-nats",
         "russh",
         "mysql_async",
+        "reqwest",
+        "hyper",
+        "hyper-util",
     ] {
         let version = find_version(&text, krate).unwrap_or_else(|| "unknown".into());
         println!(

@@ -17,6 +17,7 @@ pub static PROTOCOLS: &[&Protocol] = &[
     &crate::nats::PROTOCOL,
     &crate::ssh::PROTOCOL,
     &crate::mariadb::PROTOCOL,
+    &crate::http::PROTOCOL,
 ];
 
 /// The client configuration over every protocol's knobs, each at its

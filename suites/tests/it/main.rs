@@ -32,6 +32,8 @@
 //! - [`mariadb`]: mysql_async vs a shared mariadbd: wait_timeout and what
 //!   the next query sees (a `Conn`, a `Pool`), a query in flight, both
 //!   sides' keep-alive, the NAT case.
+//! - [`http_proxy`]: two keep-alive levels through nginx and HAProxy on
+//!   the proxy topology (issue 15 case 5).
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -48,6 +50,7 @@ mod common;
 mod config;
 mod fleet;
 mod grpc;
+mod http_proxy;
 mod inputs;
 mod jobs;
 mod mariadb;

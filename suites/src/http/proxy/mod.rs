@@ -1,0 +1,84 @@
+//! HTTP through a proxy: issue 15's case 5, the two keep-alive levels.
+//! The proxy topology (harness `testbed::PROXY`): client ── router ── proxy
+//! ── upstream-router ── server, so each level has its own path to cut.
+//! The client is reqwest (HTTP/1.1, its pool kept), the proxy nginx or
+//! HAProxy (Debian's packages, started per case from
+//! `fixtures/http/proxy/`), the upstream kaspec's own hyper server.
+//!
+//! - `server.rs`: the proxies (their settings, rendered configuration,
+//!   versions) and the ports;
+//! - `client.rs`: reqwest on a thread in the client host;
+//! - `expect.rs`: the windows, from the proxy's configuration and its source;
+//! - `run.rs`: how a case runs, three sides judged.
+
+use kaspec_harness::caps::require_program;
+use kaspec_harness::fault::FaultKind;
+use kaspec_harness::report::CaseResult;
+
+use crate::case::{CaseDef, Docker};
+use crate::ctx::Ctx;
+
+pub mod client;
+pub mod expect;
+pub mod run;
+pub mod server;
+
+use server::{ProxyKind, ProxySettings};
+
+const NOT_ON_DOCKER: Docker =
+    Docker::NotHere("the proxy topology is built on the netns testbed only");
+
+/// RFC 9110 §15.6.5 (504) and §15.6.3 (502).
+const GATEWAY_QUOTE: &str = "The 504 (Gateway Timeout) status code indicates that the server, while acting as a gateway or proxy, did not receive a timely response from an upstream server it needed to access in order to complete the request.";
+
+const UPSTREAM_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::BlackholeUp,
+    FaultKind::Reset,
+];
+
+/// The proxy cases, in report order.
+pub static CASES: [&CaseDef; 2] = [&UPSTREAM_DIES_NGINX, &UPSTREAM_DIES_HAPROXY];
+
+pub static UPSTREAM_DIES_NGINX: CaseDef = CaseDef {
+    id: "http/nginx-proxy_read_timeout/upstream",
+    protocol: "http",
+    spec: "RFC 9110 §15.6.5; nginx 1.22 ngx_http_upstream.c (proxy_read_timeout, proxy_next_upstream), ngx_http_upstream_keepalive_module.c",
+    quote: GATEWAY_QUOTE,
+    description: "Two levels: reqwest → nginx (upstream keepalive pool) → kaspec's hyper server. After one request nginx holds an idle upstream connection; the upstream router cuts that flow only, and the client sends its next request. Blackhole: nginx writes it to the pooled connection and answers 504 at proxy_read_timeout. Reset: the RST on a cached connection earns one more try (proxy_next_upstream error), on a new connection: 200 at once.",
+    requirement: "A silent upstream ends the request with 504 at request + proxy_read_timeout, the pooled connection closed then; an RST on a pooled connection is retried on a new one without an error reaching the client",
+    faults: UPSTREAM_FAULTS,
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: |ctx, case, fault| run_upstream(ctx, case, fault, ProxyKind::Nginx),
+    budget: |_| expect::budget(&ProxySettings::short(ProxyKind::Nginx)),
+};
+
+pub static UPSTREAM_DIES_HAPROXY: CaseDef = CaseDef {
+    id: "http/haproxy-timeout-server/upstream",
+    protocol: "http",
+    spec: "RFC 9110 §15.6.5; HAProxy 2.6 configuration.txt (timeout server, http-reuse)",
+    quote: GATEWAY_QUOTE,
+    description: "Two levels: reqwest → HAProxy (http-reuse always) → kaspec's hyper server. After one request HAProxy holds an idle server connection; the upstream router cuts that flow only, and the client sends its next request through it. Blackhole: 504 at timeout server. Reset: what HAProxy does with an RST on a reused connection.",
+    requirement: "A silent upstream ends the request with 504 at request + timeout server, the reused connection closed then",
+    faults: UPSTREAM_FAULTS,
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: |ctx, case, fault| run_upstream(ctx, case, fault, ProxyKind::Haproxy),
+    budget: |_| expect::budget(&ProxySettings::short(ProxyKind::Haproxy)),
+};
+
+fn run_upstream(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    kind: ProxyKind,
+) -> kaspec_harness::Result<Vec<CaseResult>> {
+    run::run_upstream_dies(ctx, case, fault, kind)
+}
+
+/// The proxies and the upstream server are installed.
+pub fn prerequisites() -> kaspec_harness::Result<()> {
+    require_program("nginx", "nginx")?;
+    require_program("haproxy", "haproxy").map(drop)
+}
