@@ -64,3 +64,19 @@ fn a_shifted_window_fails_the_two_level_verdict() {
         );
     }
 }
+
+/// An RST on HAProxy's reused server connection: the client's keep-alive
+/// connection is closed without a response (http_ana.c abort_keep_alive);
+/// reqwest does not retry a request it has sent: the request fails.
+#[test]
+fn haproxy_closes_the_client_connection_without_a_response_on_a_reset_upstream() {
+    let results = run(HAPROXY, FaultKind::Reset, &[]);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert!(
+        error(client).contains("connection closed before message completed"),
+        "{}",
+        show(client)
+    );
+    assert_pass(side(&results, "proxy"));
+}

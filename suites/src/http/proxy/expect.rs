@@ -26,7 +26,9 @@
 //!
 //! HAProxy 2.6 (doc/configuration.txt): `timeout server` "the maximum
 //! inactivity time on the server side"; the request then ends with 504
-//! (src/http_ana.c, `http_server_error(.., SF_ERR_SRVTO ..)` → 504).
+//! (src/http_ana.c v2.6.0:1378–1394, `CF_READ_TIMEOUT` → `txn->status = 504`);
+//! a read error (an RST) on a request that is not the client connection's
+//! first closes the client connection without a response (:1349–1350).
 //! Its timers are ms ticks (include/haproxy/ticks.h) against `now_ms`,
 //! with the same grain as nginx's.
 
@@ -50,6 +52,10 @@ pub const TIMER_LATE_MS: u64 = 2;
 pub const AT_ONCE_MS: u64 = 5;
 
 const NGINX_SRC: &str = "nginx 1.22.1 ngx_http_upstream.c:2163 (read timer = proxy_read_timeout), :2367 (timed out → next, FT_TIMEOUT), :4310–4312 (an error on a cached connection: one more try), :4319 (504), :4348 (502)";
+const HAPROXY_ABORT_SRC: &str = "HAProxy 2.6.0 http_ana.c:1349–1350 (a read error on a request that is not the connection's first: abort_keep_alive, no response)";
+/// The `status` fact of a request the proxy answered by closing the
+/// client's connection (hyper's IncompleteMessage).
+pub const CLOSED_WITHOUT_RESPONSE: &str = "none: connection closed before message completed";
 const HAPROXY_SRC: &str =
     "HAProxy 2.6 configuration.txt `timeout server`; http_ana.c (server timeout → 504)";
 
@@ -107,6 +113,22 @@ impl Windows {
             )
         };
         match self.fault {
+            // HAProxy: a read error on a request that is not the client
+            // connection's first aborts that keep-alive connection without
+            // a response (http_ana.c v2.6.0:1349–1350, `if (txn->flags &
+            // TX_NOT_FIRST) goto abort_keep_alive;`), as if the client's
+            // idle connection had been closed: the client may retry.
+            FaultKind::Reset if self.s.kind == ProxyKind::Haproxy => (
+                at_once("the RST on the reused connection and HAProxy's close of the client's")
+                    .requiring(
+                        "status",
+                        CLOSED_WITHOUT_RESPONSE,
+                        HAPROXY_ABORT_SRC,
+                        Level::Must,
+                    ),
+                at_once("the RST met on the reused connection"),
+                server,
+            ),
             FaultKind::Reset if self.s.retry => (
                 at_once("the RST on the pooled connection and the retry on a new one")
                     .requiring("status", "200", src, Level::Must)

@@ -15,7 +15,7 @@ use kaspec_harness::testbed::{Testbed, PROXY, PROXY_HOST, UPSTREAM_ROUTER};
 use kaspec_harness::{Error, Result};
 
 use super::client::{client_implementation, Client, Reply};
-use super::expect::Windows;
+use super::expect::{Windows, CLOSED_WITHOUT_RESPONSE};
 use super::server::{Proxy, ProxyKind, ProxySettings, UPSTREAM_PORT};
 use crate::case::CaseDef;
 use crate::ctx::Ctx;
@@ -108,10 +108,7 @@ pub fn run_upstream_dies(
         reply.outcome.clone().err(),
         w.client_deadline_ms,
     )
-    .with_fact(
-        "status",
-        reply.status().map_or("none".into(), |s| s.to_string()),
-    )
+    .with_fact("status", status_fact(&reply))
     .with_fact(
         "upstream connection",
         match reply.upstream_port() {
@@ -153,6 +150,18 @@ pub fn run_upstream_dies(
     let results = three_sides(&facts, &bed, [client, proxy, server], ctx)?;
     drop(bed);
     Ok(results)
+}
+
+/// The `status` fact: the status code, or how the request failed.
+pub fn status_fact(reply: &Reply) -> String {
+    match (&reply.outcome, reply.status()) {
+        (_, Some(s)) => s.to_string(),
+        (Err(e), None) if e.contains("connection closed before message completed") => {
+            CLOSED_WITHOUT_RESPONSE.into()
+        }
+        (Err(e), None) => format!("none: {e}"),
+        _ => "none".into(),
+    }
 }
 
 pub fn push_closed(
