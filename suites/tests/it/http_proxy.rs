@@ -80,3 +80,19 @@ fn haproxy_closes_the_client_connection_without_a_response_on_a_reset_upstream()
     );
     assert_pass(side(&results, "proxy"));
 }
+
+const NGINX_CLIENT_SIDE: &str = "http/nginx-keepalive_timeout/proxy";
+const HAPROXY_CLIENT_SIDE: &str = "http/haproxy-timeout-http-keep-alive/proxy";
+
+/// The client's level cut on the client-side router: the proxy reaps the
+/// idle client connection at its keep-alive timeout, the idle client
+/// notices nothing, and the upstream level is untouched.
+#[rstest]
+#[case::nginx(NGINX_CLIENT_SIDE)]
+#[case::haproxy(HAPROXY_CLIENT_SIDE)]
+fn the_proxy_reaps_a_cut_idle_client_connection_at_its_keepalive_timeout(#[case] id: &str) {
+    let results = run(id, FaultKind::Blackhole, &[]);
+    assert_pass(side(&results, "proxy"));
+    assert_quiet(side(&results, "client"));
+    assert_quiet(side(&results, "server"));
+}

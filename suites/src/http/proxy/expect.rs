@@ -159,6 +159,43 @@ impl Windows {
         }
     }
 
+    /// Case 5(a): (client, proxy, server) expectations for the client's
+    /// idle connection cut `since_response` ms after the first response
+    /// reached the client. The proxy's client-side keep-alive timer was
+    /// armed when it had written that response (nginx ngx_http_request.c:3258
+    /// `ngx_http_set_keepalive`: `ngx_add_timer(rev, clcf->keepalive_timeout)`;
+    /// HAProxy `timeout http-keep-alive`, "the maximum allowed time to wait
+    /// for a new HTTP request to appear"): at most the response's transit
+    /// and the client's wake-up before it reached the client (−1 ms).
+    pub fn client_side_dies(&self, since_response: u64) -> (Expectation, Expectation, Expectation) {
+        let k = ms_of(self.s.keepalive_timeout);
+        let name = match self.s.kind {
+            ProxyKind::Nginx => "keepalive_timeout",
+            ProxyKind::Haproxy => "timeout http-keep-alive",
+        };
+        let src = match self.s.kind {
+            ProxyKind::Nginx => "nginx 1.22.1 ngx_http_request.c:3258 ngx_http_set_keepalive `ngx_add_timer(rev, clcf->keepalive_timeout)`",
+            ProxyKind::Haproxy => "HAProxy 2.6 configuration.txt `timeout http-keep-alive`",
+        };
+        let at = k.saturating_sub(since_response);
+        let proxy = Expectation::window(
+            at.saturating_sub(TIMER_EARLY_MS + 1),
+            at + TIMER_LATE_MS,
+            format!("response + {name} − response before the fault = {k} − {since_response} = {at} ms, −{}/+{TIMER_LATE_MS} ms timer grain and the response's transit", TIMER_EARLY_MS + 1),
+            src,
+            Level::Must,
+        );
+        let client = Expectation::not_detected(
+            "an idle reqwest connection without TCP keep-alive (reqwest's default) sends nothing; the proxy's FIN dies at the router",
+            "reqwest 0.13 ClientBuilder (tcp_keepalive unset)",
+        );
+        let server = Expectation::not_detected(
+            "the upstream level crosses the other router: the proxy's pooled upstream connection stays up",
+            "the proxy topology: one router per level",
+        );
+        (client, proxy, server)
+    }
+
     fn read_timeout_name(&self) -> &'static str {
         match self.s.kind {
             ProxyKind::Nginx => "proxy_read_timeout",

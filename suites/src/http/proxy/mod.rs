@@ -19,6 +19,7 @@ use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
 
 pub mod client;
+pub mod client_side;
 pub mod expect;
 pub mod run;
 pub mod server;
@@ -38,7 +39,49 @@ const UPSTREAM_FAULTS: &[FaultKind] = &[
 ];
 
 /// The proxy cases, in report order.
-pub static CASES: [&CaseDef; 2] = [&UPSTREAM_DIES_NGINX, &UPSTREAM_DIES_HAPROXY];
+pub static CASES: [&CaseDef; 4] = [
+    &CLIENT_SIDE_NGINX,
+    &CLIENT_SIDE_HAPROXY,
+    &UPSTREAM_DIES_NGINX,
+    &UPSTREAM_DIES_HAPROXY,
+];
+
+/// RFC 9112 §9.5.
+const IDLE_QUOTE: &str = "A client, server, or proxy MAY close the transport connection at any time. For example, a client might have started to send a new request at the same time that the server has decided to close the \"idle\" connection.";
+
+const CLIENT_FAULTS: &[FaultKind] = &[
+    FaultKind::Blackhole,
+    FaultKind::BlackholeDown,
+    FaultKind::Reset,
+];
+
+pub static CLIENT_SIDE_NGINX: CaseDef = CaseDef {
+    id: "http/nginx-keepalive_timeout/proxy",
+    protocol: "http",
+    spec: "RFC 9112 §9.5; nginx 1.22 ngx_http_request.c ngx_http_set_keepalive (keepalive_timeout)",
+    quote: IDLE_QUOTE,
+    description: "Two levels: reqwest → nginx → kaspec's hyper server. After one request the client's pooled connection to nginx idles; the client-side router cuts that flow only. nginx reaps it at keepalive_timeout after the response; the idle client (no TCP keep-alive) notices nothing; nginx's pooled upstream connection, on the other router, stays up.",
+    requirement: "The proxy closes an idle client connection at response + keepalive_timeout whatever the path; a fault on the client's level does not touch the upstream level",
+    faults: CLIENT_FAULTS,
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: |ctx, case, fault| client_side::run_client_side_dies(ctx, case, fault, ProxyKind::Nginx),
+    budget: |_| expect::budget(&ProxySettings::short(ProxyKind::Nginx)),
+};
+
+pub static CLIENT_SIDE_HAPROXY: CaseDef = CaseDef {
+    id: "http/haproxy-timeout-http-keep-alive/proxy",
+    protocol: "http",
+    spec: "RFC 9112 §9.5; HAProxy 2.6 configuration.txt (timeout http-keep-alive)",
+    quote: IDLE_QUOTE,
+    description: "Two levels: reqwest → HAProxy → kaspec's hyper server. After one request the client's pooled connection to HAProxy idles; the client-side router cuts that flow only. HAProxy reaps it at timeout http-keep-alive after the response; the idle client notices nothing; the upstream level stays up.",
+    requirement: "The proxy closes an idle client connection at response + timeout http-keep-alive whatever the path; a fault on the client's level does not touch the upstream level",
+    faults: CLIENT_FAULTS,
+    fixed_fault: None,
+    docker: NOT_ON_DOCKER,
+    run: |ctx, case, fault| client_side::run_client_side_dies(ctx, case, fault, ProxyKind::Haproxy),
+    budget: |_| expect::budget(&ProxySettings::short(ProxyKind::Haproxy)),
+};
 
 pub static UPSTREAM_DIES_NGINX: CaseDef = CaseDef {
     id: "http/nginx-proxy_read_timeout/upstream",

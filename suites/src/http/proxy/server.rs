@@ -78,13 +78,13 @@ pub struct ProxySettings {
 
 impl ProxySettings {
     /// The cases' short timings: a 1 s read timeout, a pool that keeps an
-    /// idle upstream connection 10 s, a 5 s client-side idle timeout.
+    /// idle upstream connection 10 s, a 1.5 s client-side idle timeout.
     pub fn short(kind: ProxyKind) -> ProxySettings {
         ProxySettings {
             kind,
             read_timeout: Duration::from_secs(1),
             upstream_keepalive_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_millis(1500),
             timeout_client: Duration::from_secs(5),
             retry: true,
         }
