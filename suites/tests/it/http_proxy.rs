@@ -96,3 +96,23 @@ fn the_proxy_reaps_a_cut_idle_client_connection_at_its_keepalive_timeout(#[case]
     assert_quiet(side(&results, "client"));
     assert_quiet(side(&results, "server"));
 }
+
+/// The reuse race one level down: requests swept around the upstream's
+/// idle timeout; through nginx none fails, and the pooled connection is
+/// never reused after the upstream closed it.
+#[rstest]
+#[case::nginx("http/nginx-upstream-keepalive/race")]
+#[case::haproxy("http/haproxy-http-reuse/race")]
+fn the_reuse_race_one_level_down_is_counted(#[case] id: &str) {
+    let results = run(id, FaultKind::None, &[]);
+    for r in &results {
+        assert!(
+            r.checks
+                .iter()
+                .all(|c| c.verdict == Verdict::Pass || c.verdict == Verdict::Informational),
+            "{}",
+            show(r)
+        );
+        assert_ne!(r.verdict, Verdict::Fail, "{}", show(r));
+    }
+}

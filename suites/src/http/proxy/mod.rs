@@ -11,6 +11,8 @@
 //! - `expect.rs`: the windows, from the proxy's configuration and its source;
 //! - `run.rs`: how a case runs, three sides judged.
 
+use std::time::Duration;
+
 use kaspec_harness::caps::require_program;
 use kaspec_harness::fault::FaultKind;
 use kaspec_harness::report::CaseResult;
@@ -21,6 +23,7 @@ use crate::ctx::Ctx;
 pub mod client;
 pub mod client_side;
 pub mod expect;
+pub mod race;
 pub mod run;
 pub mod server;
 
@@ -39,11 +42,13 @@ const UPSTREAM_FAULTS: &[FaultKind] = &[
 ];
 
 /// The proxy cases, in report order.
-pub static CASES: [&CaseDef; 4] = [
+pub static CASES: [&CaseDef; 6] = [
     &CLIENT_SIDE_NGINX,
     &CLIENT_SIDE_HAPROXY,
     &UPSTREAM_DIES_NGINX,
     &UPSTREAM_DIES_HAPROXY,
+    &RACE_NGINX,
+    &RACE_HAPROXY,
 ];
 
 /// RFC 9112 §9.5.
@@ -109,6 +114,42 @@ pub static UPSTREAM_DIES_HAPROXY: CaseDef = CaseDef {
     docker: NOT_ON_DOCKER,
     run: |ctx, case, fault| run_upstream(ctx, case, fault, ProxyKind::Haproxy),
     budget: |_| expect::budget(&ProxySettings::short(ProxyKind::Haproxy)),
+};
+
+/// RFC 9112 §9.3.1.
+const RETRY_QUOTE: &str = "A proxy MUST NOT automatically retry non-idempotent requests. A user agent MUST NOT automatically retry a request on a non-idempotent method unless it has some means to know that the request semantics are actually idempotent";
+
+fn race_budget(_: &Ctx) -> Duration {
+    let per = race::UPSTREAM_IDLE + Duration::from_millis(100);
+    per * (race::OFFSETS_MS.len() * race::ROUNDS) as u32 + Duration::from_secs(5)
+}
+
+pub static RACE_NGINX: CaseDef = CaseDef {
+    id: "http/nginx-upstream-keepalive/race",
+    protocol: "http",
+    spec: "RFC 9112 §9.3.1, §9.5; nginx 1.22 ngx_http_upstream_keepalive_module.c, ngx_http_upstream.c (proxy_next_upstream)",
+    quote: RETRY_QUOTE,
+    description: "The reuse race one level down: kaspec's hyper upstream closes idle connections at S = 500 ms (header_read_timeout), shorter than nginx's upstream keepalive_timeout (10 s). GETs at S + d, d from −50 to +50 ms, two rounds: nginx drops a pooled connection as soon as its FIN arrives and retries a closed cached one on a new connection, so none fails.",
+    requirement: "No GET through the proxy fails around the upstream's idle timeout; the pooled connection is reused before S and never after it",
+    faults: &[FaultKind::None],
+    fixed_fault: Some(FaultKind::None),
+    docker: NOT_ON_DOCKER,
+    run: |ctx, case, fault| race::run_race(ctx, case, fault, ProxyKind::Nginx),
+    budget: race_budget,
+};
+
+pub static RACE_HAPROXY: CaseDef = CaseDef {
+    id: "http/haproxy-http-reuse/race",
+    protocol: "http",
+    spec: "RFC 9112 §9.3.1, §9.5; HAProxy 2.6 configuration.txt (http-reuse, timeout server)",
+    quote: RETRY_QUOTE,
+    description: "The reuse race one level down through HAProxy (http-reuse always): the upstream closes idle connections at S = 500 ms; GETs at S + d, d from −50 to +50 ms, two rounds; failures counted per offset (informational: HAProxy answers a read error on a reused connection by closing the client's, which reqwest does not retry).",
+    requirement: "The pooled connection is reused before S and never after it; failures around S are counted",
+    faults: &[FaultKind::None],
+    fixed_fault: Some(FaultKind::None),
+    docker: NOT_ON_DOCKER,
+    run: |ctx, case, fault| race::run_race(ctx, case, fault, ProxyKind::Haproxy),
+    budget: race_budget,
 };
 
 fn run_upstream(
