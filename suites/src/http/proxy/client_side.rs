@@ -16,7 +16,7 @@ use kaspec_harness::Result;
 
 use super::expect::Windows;
 use super::run::{facts, push_closed, three_sides, Bed};
-use super::server::{ProxyKind, ProxySettings};
+use super::server::ProxyKind;
 use crate::case::CaseDef;
 use crate::ctx::Ctx;
 use crate::model::{ms_of, rel_ms};
@@ -28,10 +28,7 @@ pub fn run_client_side_dies(
     fault: FaultKind,
     kind: ProxyKind,
 ) -> Result<Vec<CaseResult>> {
-    let settings = ProxySettings::short(kind);
-    let bed = Bed::start(ctx, settings, None)?;
-    let (first, port) = bed.get_ok()?;
-    std::thread::sleep(Duration::from_millis(200));
+    let (bed, settings, first, port) = Bed::pooled(ctx, kind)?;
     let proxy_addr = bed.proxy.addr;
     let local = bed.tb.client.run(move || local_end_towards(proxy_addr))??;
     let flow = Flow {

@@ -30,7 +30,7 @@ use super::server::{ProxyKind, ProxySettings};
 use crate::case::CaseDef;
 use crate::ctx::Ctx;
 use crate::model::ms_of;
-use crate::outcome::{Side, SideOutcome};
+use crate::outcome::Side;
 
 /// The upstream server's idle timeout in the race.
 pub const UPSTREAM_IDLE: Duration = Duration::from_millis(500);
@@ -147,19 +147,10 @@ pub fn run_race(
         ),
         ("proxy", proxy, bed.proxy.implementation.clone(), upstream),
     ] {
-        let o = SideOutcome {
-            side,
-            implementation,
-            peer,
-            expected: s.expected,
-            detected_at: None,
-            error: s.error,
-            deadline_ms: 0,
-            observer_ms: s.observer_ms,
-            facts: s.facts,
-            release: None,
-        };
-        out.push(facts.result(o, &ctx.judging())?);
+        out.push(facts.result(
+            facts.outcome(side, implementation, peer, s, None),
+            &ctx.judging(),
+        )?);
     }
     drop(bed);
     Ok(out)

@@ -19,7 +19,7 @@ use super::expect::{Windows, CLOSED_WITHOUT_RESPONSE};
 use super::server::{Proxy, ProxyKind, ProxySettings, UPSTREAM_PORT};
 use crate::case::CaseDef;
 use crate::ctx::Ctx;
-use crate::outcome::{commit_ms, RunFacts, Side, SideOutcome};
+use crate::outcome::{commit_ms, RunFacts, Side};
 use crate::peers::http_upstream::{self, Upstream};
 
 /// Everything of one two-level run, alive until dropped (client first).
@@ -47,6 +47,18 @@ impl Bed {
             upstream,
             tb,
         })
+    }
+
+    /// A bed with the short settings of `kind` after one request through
+    /// both levels: the client's connection to the proxy and the proxy's
+    /// upstream connection (from the returned port) both pooled and idle.
+    pub fn pooled(ctx: &Ctx, kind: ProxyKind) -> Result<(Bed, ProxySettings, Reply, u16)> {
+        let settings = ProxySettings::short(kind);
+        let bed = Bed::start(ctx, settings, None)?;
+        let (first, port) = bed.get_ok()?;
+        // Let the proxy put the connection back in its pool.
+        std::thread::sleep(Duration::from_millis(200));
+        Ok((bed, settings, first, port))
     }
 
     /// The proxy's end of its upstream connection from `port`.
@@ -83,11 +95,7 @@ pub fn run_upstream_dies(
     fault: FaultKind,
     kind: ProxyKind,
 ) -> Result<Vec<CaseResult>> {
-    let settings = ProxySettings::short(kind);
-    let bed = Bed::start(ctx, settings, None)?;
-    let (first, port) = bed.get_ok()?;
-    // Let the proxy put the connection back in its pool.
-    std::thread::sleep(Duration::from_millis(200));
+    let (bed, settings, first, port) = Bed::pooled(ctx, kind)?;
     let flow = bed.upstream_flow(port);
     let proxy_host = bed.tb.proxy().expect("the proxy topology").clone();
     let proxy_watch = SocketWatch::start(&proxy_host, flow.client, flow.server)?;
@@ -218,19 +226,10 @@ pub fn three_sides(
     let names = ["client", "proxy", "server"];
     let mut out = Vec::new();
     for ((s, (implementation, peer)), side) in sides.into_iter().zip(peers).zip(names) {
-        let o = SideOutcome {
-            side,
-            implementation,
-            peer,
-            expected: s.expected,
-            detected_at: s.detected_at,
-            error: s.error,
-            deadline_ms: s.deadline_ms,
-            observer_ms: s.observer_ms,
-            facts: s.facts,
-            release: None,
-        };
-        out.push(facts.result(o, &ctx.judging())?);
+        out.push(facts.result(
+            facts.outcome(side, implementation, peer, s, None),
+            &ctx.judging(),
+        )?);
     }
     Ok(out)
 }
