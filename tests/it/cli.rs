@@ -39,7 +39,7 @@ fn bad_input_is_one_line_exit_2_and_starts_nothing() {
         (vec!["run", "--testbed", "docker", "--compose-project", "kaspec-no-such-project", "--out", o], "docker testbed"),
         (vec!["run", "--profile", "/nonexistent/p.toml", "--out", o], "/nonexistent/p.toml"),
         (vec!["run", "--profile", profile.to_str().unwrap(), "--out", o], "tcp.keepidle"),
-        (vec!["list", "http/"], "http/"),
+        (vec!["list", "memcached/"], "memcached/"),
         (vec!["run", "--partition", "4/3", "--out", o], "4/3"),
         (vec!["run", "--partition", "0/3", "--out", o], "1 ≤ K ≤ N"),
         (vec!["run", "--partition", "2", "--out", o], "K/N"),
