@@ -112,13 +112,20 @@ impl Server {
         if let Some(d) = tb.docker_path() {
             return Self::adopt(tb, spec, d);
         }
+        Self::start_in(tb, &tb.server, &tb.client, spec)
+    }
+
+    /// Starts `spec` in `host` of the testbed (the proxy host of the
+    /// [`PROXY`](crate::testbed::PROXY) topology, or its server); ready once
+    /// it accepts connections from `ready_from` (the host whose connections
+    /// it serves: the proxy for an upstream server).
+    pub fn start_in(tb: &Testbed, host: &Host, ready_from: &Host, spec: &ServerSpec) -> Result<Server> {
         let logs = tb.run_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(format!("creating {}", logs.display()), e))?;
         let log = logs.join(format!("{}-{}.log", spec.name, tb.tag));
         let out = File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let err = out.try_clone().map_err(|e| Error::io("duplicating a log handle", e))?;
-        let child = tb
-            .server
+        let child = host
             .command_as(&spec.program, &tb.tag, spec.user)?
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -137,7 +144,7 @@ impl Server {
                 }
             }
             let logged = spec.ready_log.as_ref().is_none_or(|l| std::fs::read_to_string(&server.log).is_ok_and(|t| t.contains(l.as_str())));
-            if logged && connects_from(&tb.client, spec.addr)? {
+            if logged && connects_from(ready_from, spec.addr)? {
                 note_start(&spec.name, started.elapsed());
                 return Ok(server);
             }

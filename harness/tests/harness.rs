@@ -12,6 +12,9 @@
 //!   reported (`nft list` reads them back as their text), and healing
 //!   removes them; so is the NAT set-up; views of one testbed (the leases
 //!   of a shared server, `--jobs`) fault and heal only their own flows.
+//! - `topology`: the five-host proxy topology builds, carries traffic end
+//!   to end through a proxy, a fault on each router cuts only its own
+//!   level, and nothing is left behind.
 //! - `server`: a server that does not start is a harness error with its log
 //!   tail; a missing server binary is named with its package.
 //! - `observe`: the release observer reads the flow's socket on both hosts.
@@ -224,6 +227,128 @@ mod fault {
         drop(vb);
         let left: Vec<String> = tables().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
         assert_eq!(left, [format!("table inet kaspec_{}", tb.tag)], "only the testbed's own table is left");
+    }
+}
+
+mod topology {
+    use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::run_dir;
+    use kaspec_harness::fault::{FaultKind, Flow};
+    use kaspec_harness::testbed::{Testbed, PROXY, PROXY_HOST, ROUTER, UPSTREAM_ROUTER};
+
+    /// Echoes every connection of `listener` (one thread each).
+    fn echo(listener: TcpListener) {
+        std::thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut r = c.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut c);
+                });
+            }
+        });
+    }
+
+    /// A TCP relay in the proxy host: each accepted connection gets its
+    /// own connection to `upstream`, from the proxy's upstream address
+    /// (the thread lives in the proxy host, where it connects).
+    fn relay(proxy: &kaspec_harness::host::Host, listener: TcpListener, upstream: SocketAddrV4) {
+        let _ = proxy.spawn_thread("relay", move || {
+            for down in listener.incoming().flatten() {
+                // Threads spawned here live in the proxy host too.
+                std::thread::spawn(move || {
+                    let Ok(up) = TcpStream::connect_timeout(&upstream.into(), Duration::from_secs(2)) else { return };
+                    for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        });
+                    }
+                });
+            }
+        });
+    }
+
+    fn round_trip(conn: &mut TcpStream) -> bool {
+        use std::io::{Read, Write};
+        conn.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        let mut b = [0u8; 1];
+        conn.write_all(b"x").is_ok() && matches!(conn.read(&mut b), Ok(1))
+    }
+
+    fn v4(a: SocketAddr) -> SocketAddrV4 {
+        let SocketAddr::V4(a) = a else { panic!("IPv4") };
+        a
+    }
+
+    #[test]
+    fn the_proxy_topology_carries_traffic_through_the_proxy_and_each_router_cuts_only_its_level() {
+        let tb = Testbed::with_topology(&run_dir(), &PROXY).unwrap();
+        let tag = tb.tag.clone();
+        let names = tb.namespaces();
+        assert_eq!(names.len(), 5, "{names:?}");
+        let on_machine = |n: &String| kaspec_harness::cleanup::existing_namespaces().contains(n);
+        assert!(names.iter().all(on_machine), "{names:?}");
+        let proxy = tb.proxy().unwrap().clone();
+        let (front, server) = (SocketAddrV4::new(proxy.addr, 8080), SocketAddrV4::new(tb.server.addr, 9000));
+        assert_eq!((front.to_string(), server.to_string()), ("198.19.0.2:8080".into(), "198.19.2.2:9000".into()));
+        echo(tb.server.run(move || TcpListener::bind(server)).unwrap().unwrap());
+        relay(&proxy, proxy.run(move || TcpListener::bind(front)).unwrap().unwrap(), server);
+        // The client reaches the server only through the proxy.
+        let direct = tb.client.run(move || TcpStream::connect_timeout(&server.into(), Duration::from_millis(300))).unwrap();
+        assert!(direct.is_err(), "no route from the client to the server but the proxy");
+        let connect = || tb.client.run(move || TcpStream::connect_timeout(&front.into(), Duration::from_secs(1))).unwrap().unwrap();
+        let mut a = connect();
+        assert!(round_trip(&mut a), "client -> proxy -> server and back");
+        let upstream_src = tb.addr_towards(PROXY_HOST, UPSTREAM_ROUTER).unwrap();
+        let upstream = proxy.run(move || TcpStream::connect(server)).unwrap().unwrap();
+        assert_eq!(*v4(upstream.local_addr().unwrap()).ip(), upstream_src, "the proxy's upstream address");
+        let mut upstream = upstream;
+
+        // The upstream router cuts the proxy -> server level only.
+        let up_flow = Flow { client: SocketAddrV4::new(upstream_src, 0), server };
+        let applied = tb.apply_fault_at(UPSTREAM_ROUTER, FaultKind::Blackhole, &up_flow, None).unwrap();
+        assert!(applied.rules.iter().all(|r| r.contains("198.19.1.2") && r.contains("198.19.2.2")), "{:?}", applied.rules);
+        assert!(!round_trip(&mut upstream), "the upstream level is cut");
+        assert!(!round_trip(&mut a), "the client's request dies one level down");
+        let fresh = tb.client.run(move || TcpStream::connect_timeout(&front.into(), Duration::from_millis(500))).unwrap();
+        assert!(fresh.is_ok(), "the client's level is untouched: the proxy still accepts");
+        tb.heal().unwrap();
+
+        // The client-side router cuts the client -> proxy level only.
+        let mut b = connect();
+        assert!(round_trip(&mut b));
+        let down_flow = Flow { client: v4(b.local_addr().unwrap()), server: front };
+        tb.apply_fault_at(ROUTER, FaultKind::Blackhole, &down_flow, None).unwrap();
+        assert!(!round_trip(&mut b), "the client's level is cut");
+        let mut c = connect();
+        assert!(round_trip(&mut c), "another client flow and the upstream level are untouched");
+        let mut up2 = proxy.run(move || TcpStream::connect(server)).unwrap().unwrap();
+        assert!(round_trip(&mut up2));
+        let err = tb.apply_fault_at("no-such-router", FaultKind::Blackhole, &down_flow, None).unwrap_err().to_string();
+        assert!(err.contains("no-such-router") && err.contains("upstream-router"), "{err}");
+
+        drop((a, b, c, upstream, up2));
+        drop(tb);
+        assert!(!names.iter().any(on_machine), "left: {names:?}");
+        let tagged = kaspec_harness::cleanup::tagged_processes();
+        assert!(!tagged.iter().any(|(_, t)| *t == tag), "{tagged:?}");
+    }
+
+    #[test]
+    fn the_proxy_topology_is_removed_when_a_case_panics() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = std::thread::spawn(move || {
+            let tb = Testbed::with_topology(&run_dir(), &PROXY).unwrap();
+            tx.send(tb.namespaces()).unwrap();
+            panic!("a case blew up");
+        })
+        .join();
+        assert!(r.is_err());
+        let names = rx.recv().unwrap();
+        let left: Vec<_> = kaspec_harness::cleanup::existing_namespaces().into_iter().filter(|n| names.contains(n)).collect();
+        assert!(left.is_empty(), "left: {left:?}");
     }
 }
 

@@ -7,7 +7,7 @@
 //! - [`registry`]: every protocol, in report order — the only importer of
 //!   protocol folders.
 //! - [`tcp`], [`mqtt`], [`websocket`], [`grpc`], [`postgres`], [`amqp`],
-//!   [`redis`], [`nats`], [`ssh`], [`mariadb`]: one
+//!   [`redis`], [`nats`], [`ssh`], [`mariadb`], [`http`]: one
 //!   folder each: `mod.rs` (its case table, NAT case included), `client.rs`,
 //!   `expect.rs` (its windows), and the orchestration.
 //! - [`runner`]: runs a selection of cases × faults into a report;

@@ -229,7 +229,9 @@ impl RunFacts<'_> {
         )?])
     }
 
-    fn outcome(
+    /// One side's measurement with its implementations, for
+    /// [`result`](Self::result) (a case with more than two sides).
+    pub fn outcome(
         &self,
         side: &'static str,
         implementation: Implementation,

@@ -1,5 +1,7 @@
-//! Testbeds: three hosts — client, router, server — and the links between
-//! them, built for one case and removed when dropped.
+//! Testbeds: hosts and the links between them, as a [`Topology`] describes
+//! them, built for one case and removed when dropped. The usual one is
+//! [`DIRECT`]: three hosts — client, router, server; [`PROXY`] puts a proxy
+//! host between two routers, so each keep-alive level has its own path.
 //!
 //! ```text
 //!  client 198.18.0.2/24 ── kc-TAG | kr-TAG-c 198.18.0.1   router   198.19.0.1 kr-TAG-s | ks-TAG ── server 198.19.0.2/24
@@ -13,7 +15,8 @@
 //!
 //! - this file: [`Testbed`], its life cycle (tag, build, drop) and the
 //!   router's [`FaultPoint`] it hands faults to;
-//! - `link.rs`: namespaces and veth links;
+//! - [`topology`]: the descriptions of hosts and links;
+//! - `link.rs`: namespaces and veth links, built from the description;
 //! - `nat.rs`: the router as a real masquerading NAT (conntrack timeout policy);
 //! - [`docker`]: the `docker` backend, whose server host is a container of the
 //!   compose stack ([`compose`] reads the stack through the Docker Engine API).
@@ -23,6 +26,7 @@ pub mod compose;
 pub mod docker;
 mod link;
 mod nat;
+pub mod topology;
 
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ use crate::fault::{AppliedFault, FaultKind, FaultPoint, Flow};
 use crate::host::Host;
 use crate::{Error, Result};
 pub use docker::{DockerPath, ServerHost, ATTACHED_ROLE};
+pub use topology::{Topology, DIRECT, PROXY, PROXY_HOST, ROUTER, UPSTREAM_ROUTER};
 
 /// A short tag that names every resource of one testbed (6 hex digits).
 pub fn new_tag() -> String {
@@ -48,13 +53,20 @@ pub fn new_tag() -> String {
     format!("{:06x}", h.finish() & 0xff_ffff)
 }
 
-/// Three hosts and the router's fault point. Dropping it removes all of it
-/// (unless `KASPEC_KEEP=1`).
+/// The hosts of a topology and each router's fault point. Dropping it
+/// removes all of it (unless `KASPEC_KEEP=1`).
 pub struct Testbed {
     pub tag: String,
     pub client: Host,
+    /// The client-side router (the only one of [`DIRECT`]).
     pub router: Host,
     pub server: Host,
+    /// What was built.
+    topology: &'static Topology,
+    /// The topology's hosts besides client, router and server, by role.
+    others: Vec<(&'static str, Host)>,
+    /// The fault points of the routers after the first, by role.
+    more_faults: Vec<(&'static str, FaultPoint)>,
     /// Where server logs of this testbed go.
     pub run_dir: PathBuf,
     caps: Capabilities,
@@ -83,7 +95,15 @@ impl Testbed {
     /// packets are dropped as a real NAT drops them (conntrack's loose
     /// pick-up is off, so they are INVALID; the router does not answer them).
     pub fn with_nat(run_dir: &Path, nat_idle_timeout: Option<Duration>) -> Result<Testbed> {
-        Self::build_new(run_dir, nat_idle_timeout, None)
+        Self::build_new(run_dir, nat_idle_timeout, None, &DIRECT)
+    }
+
+    /// The hosts and links of `topology` (netns only, no NAT): [`PROXY`]
+    /// for the two-level cases. Each router has its fault point
+    /// ([`apply_fault_at`](Self::apply_fault_at)).
+    pub fn with_topology(run_dir: &Path, topology: &'static Topology) -> Result<Testbed> {
+        topology.check().map_err(Error::Other)?;
+        Self::build_new(run_dir, None, None, topology)
     }
 
     /// The `docker` testbed for `service` of `stack`: client and router
@@ -97,38 +117,67 @@ impl Testbed {
     /// on the router's forward path.
     pub fn docker(run_dir: &Path, nat_idle_timeout: Option<Duration>, stack: &compose::Stack, service: &str) -> Result<Testbed> {
         let container = stack.container(service)?;
-        Self::build_new(run_dir, nat_idle_timeout, Some((stack, container)))
+        Self::build_new(run_dir, nat_idle_timeout, Some((stack, container)), &DIRECT)
     }
 
-    fn build_new(run_dir: &Path, nat_idle_timeout: Option<Duration>, docker: Option<(&compose::Stack, compose::Container)>) -> Result<Testbed> {
+    fn build_new(
+        run_dir: &Path,
+        nat_idle_timeout: Option<Duration>,
+        docker: Option<(&compose::Stack, compose::Container)>,
+        topology: &'static Topology,
+    ) -> Result<Testbed> {
         caps::require_base()?;
         if cleanup::interrupted() {
             return Err(Error::Other("interrupted: no new testbed".into()));
         }
         docker::register_cleanup();
         std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        if docker.is_some() && topology != &DIRECT {
+            return Err(Error::Other(format!("the docker testbed builds only the direct topology, not {}", topology.name)));
+        }
         let mk = |tag: &str, role: &str, addr| Host { ns: format!("{}{tag}-{role}", cleanup::NS_PREFIX), addr };
+        let addr = |role: &str| topology.addr(role).unwrap_or(link::CLIENT_ADDR);
         // A tag another run (or a kept leftover) holds is never reused.
-        let (tag, client, router, server) = (0..16)
+        let (tag, client, router, server, others) = (0..16)
             .map(|_| {
                 let tag = new_tag();
-                let c = mk(&tag, "client", link::CLIENT_ADDR);
-                let r = mk(&tag, "router", link::ROUTER_CLIENT_SIDE);
-                let (role, addr) = docker::server_role_and_addr(docker.as_ref().map(|(_, c)| c));
-                let s = mk(&tag, role, addr);
-                (tag, c, r, s)
+                let c = mk(&tag, "client", addr("client"));
+                let r = mk(&tag, ROUTER, addr(ROUTER));
+                let (role, a) = match docker::server_role_and_addr(docker.as_ref().map(|(_, c)| c)) {
+                    ("server", _) => ("server", addr("server")),
+                    other => other,
+                };
+                let s = mk(&tag, role, a);
+                let main = ["client", ROUTER, "server"];
+                let others: Vec<_> = topology.hosts.iter().filter(|h| !main.contains(&h.role)).map(|h| (h.role, mk(&tag, h.role, addr(h.role)))).collect();
+                (tag, c, r, s, others)
             })
-            .find(|(tag, c, r, s)| cleanup::register(tag, vec![c.ns.clone(), r.ns.clone(), s.ns.clone()]))
+            .find(|(tag, c, r, s, o)| {
+                let mut all = vec![c.ns.clone(), r.ns.clone(), s.ns.clone()];
+                all.extend(o.iter().map(|(_, h)| h.ns.clone()));
+                cleanup::register(tag, all)
+            })
             .ok_or_else(|| Error::Other("could not claim a free run tag".into()))?;
         let keep = std::env::var("KASPEC_KEEP").map(|v| v == "1").unwrap_or(false);
         let table = format!("kaspec_{tag}");
         let faults = FaultPoint::new(&router, &tag, &table, &link::router_if(&tag, 'c'), &link::router_if(&tag, 's'));
+        let more_faults = topology
+            .routers()
+            .skip(1)
+            .filter_map(|r| {
+                let host = &others.iter().find(|(role, _)| *role == r)?.1;
+                Some((r, FaultPoint::new(host, &tag, &table, &topology.router_if(&tag, r, 'c'), &topology.router_if(&tag, r, 's'))))
+            })
+            .collect();
         let mut tb = Testbed {
             table,
             tag,
             client,
             router,
             server,
+            topology,
+            others,
+            more_faults,
             run_dir: run_dir.to_path_buf(),
             caps: Capabilities::default(),
             keep,
@@ -144,13 +193,21 @@ impl Testbed {
         tb.build()?;
         tb.caps = caps::detect(&tb.router);
         tb.faults.set_netem(tb.caps.netem);
+        let netem = tb.caps.netem;
+        tb.more_faults.iter_mut().for_each(|(_, f)| f.set_netem(netem));
         Ok(tb)
     }
 
     fn build(&self) -> Result<()> {
         self.build_links()?;
-        self.router.exec("enabling forwarding on the router", "sysctl", &["-qw", "net.ipv4.ip_forward=1"], None)?;
+        for r in self.topology.routers() {
+            let host = self.host(r).expect("a checked topology");
+            host.exec("enabling forwarding on the router", "sysctl", &["-qw", "net.ipv4.ip_forward=1"], None)?;
+        }
         self.faults.install()?;
+        for (_, f) in &self.more_faults {
+            f.install()?;
+        }
         if let Some(n) = self.nat_idle_timeout {
             self.build_nat(n)?;
         } else if self.is_docker() {
@@ -199,6 +256,56 @@ impl Testbed {
     /// The router's fault point.
     pub fn fault_point(&self) -> &FaultPoint {
         &self.faults
+    }
+
+    /// What this testbed was built from.
+    pub fn topology(&self) -> &'static Topology {
+        self.topology
+    }
+
+    /// Every host, in the topology's order (client first).
+    pub fn hosts(&self) -> Vec<&Host> {
+        self.topology.hosts.iter().filter_map(|h| self.host(h.role)).collect()
+    }
+
+    /// The host of `role` (`client`, `router`, `server`, `proxy`, `upstream-router`).
+    pub fn host(&self, role: &str) -> Option<&Host> {
+        match role {
+            "client" => Some(&self.client),
+            ROUTER => Some(&self.router),
+            "server" => Some(&self.server),
+            _ => self.others.iter().find(|(r, _)| *r == role).map(|(_, h)| h),
+        }
+    }
+
+    /// The proxy host of [`PROXY`].
+    pub fn proxy(&self) -> Option<&Host> {
+        self.host(PROXY_HOST)
+    }
+
+    /// `host`'s address on its link to `router` (the proxy's source
+    /// address towards the server: `addr_towards(PROXY_HOST, UPSTREAM_ROUTER)`).
+    pub fn addr_towards(&self, host: &str, router: &str) -> Option<std::net::Ipv4Addr> {
+        self.topology.addr_towards(host, router)
+    }
+
+    /// The fault point of the router `router` (an error naming the
+    /// topology's routers when it has none of that name).
+    pub fn fault_point_at(&self, router: &str) -> Result<&FaultPoint> {
+        if router == ROUTER {
+            return Ok(&self.faults);
+        }
+        self.more_faults.iter().find(|(r, _)| *r == router).map(|(_, f)| f).ok_or_else(|| {
+            let names: Vec<_> = self.topology.routers().collect();
+            Error::Other(format!("topology {} has no router `{router}` (routers: {})", self.topology.name, names.join(", ")))
+        })
+    }
+
+    /// [`apply_fault`](Self::apply_fault) on the router `router`: only the
+    /// flows crossing it are cut (`server_pid` is the process a freeze or
+    /// crash stops: the proxy's for the client-side level).
+    pub fn apply_fault_at(&self, router: &str, kind: FaultKind, flow: &Flow, server_pid: Option<u32>) -> Result<AppliedFault> {
+        self.fault_point_at(router)?.apply(kind, flow, server_pid)
     }
 
     /// Sets what the `delay` and `loss` faults apply (else their defaults:
@@ -251,7 +358,9 @@ impl Testbed {
     /// Every step runs even when one fails (a frozen server is always
     /// continued); the first error is returned.
     pub fn heal(&self) -> Result<Instant> {
-        self.faults.heal()
+        let more: Vec<_> = self.more_faults.iter().map(|(_, f)| f.heal()).collect();
+        let first = self.faults.heal();
+        more.into_iter().fold(first, |acc, r| acc.and_then(|t| r.map(|u| t.max(u))))
     }
 
     /// After a case watched a `delay` or `loss` fault: an error if the
@@ -279,11 +388,22 @@ impl Testbed {
             faults.set_impairments(d, l);
         }
         faults.install()?;
+        let mut more_faults = Vec::new();
+        for (r, _) in &self.more_faults {
+            let host = self.host(r).expect("a router of the topology");
+            let mut f = FaultPoint::new(host, &self.tag, &table, &self.topology.router_if(&self.tag, r, 'c'), &self.topology.router_if(&self.tag, r, 's'));
+            f.set_netem(self.caps.netem);
+            f.install()?;
+            more_faults.push((*r, f));
+        }
         Ok(Testbed {
             tag: self.tag.clone(),
             client: self.client.clone(),
             router: self.router.clone(),
             server: self.server.clone(),
+            topology: self.topology,
+            others: self.others.clone(),
+            more_faults,
             run_dir: self.run_dir.clone(),
             caps: self.caps.clone(),
             table,
@@ -297,7 +417,7 @@ impl Testbed {
 
     /// The namespaces of this testbed.
     pub fn namespaces(&self) -> Vec<String> {
-        vec![self.client.ns.clone(), self.router.ns.clone(), self.server.ns.clone()]
+        self.hosts().into_iter().map(|h| h.ns.clone()).collect()
     }
 }
 
@@ -313,15 +433,18 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         if self.is_view {
             // Its own rules only; the testbed's namespaces are not its to remove.
-            let _ = self.faults.heal();
+            let _ = self.heal();
             let _ = self.faults.uninstall();
+            self.more_faults.iter().for_each(|(_, f)| drop(f.uninstall()));
             return;
         }
-        let _ = self.faults.stop_impairment();
-        self.faults.thaw_frozen();
-        // Its socket would keep the router's namespace (and the links in it)
-        // alive after the name is removed.
-        self.faults.close();
+        // Their sockets would keep the routers' namespaces (and the links
+        // in them) alive after the names are removed.
+        for f in std::iter::once(&self.faults).chain(self.more_faults.iter().map(|(_, f)| f)) {
+            let _ = f.stop_impairment();
+            f.thaw_frozen();
+            f.close();
+        }
         if self.keep {
             eprintln!("kaspec: KASPEC_KEEP=1, keeping testbed {} ({}); `kaspec clean` removes it", self.tag, self.namespaces().join(", "));
             cleanup::unregister(&self.tag);

@@ -44,6 +44,7 @@ mod expect;
 pub mod knobs;
 mod nat;
 mod ping;
+pub mod proxy;
 mod review;
 mod run;
 pub mod server;
@@ -63,10 +64,7 @@ pub static PROTOCOL: Protocol = Protocol {
     name: "http",
     cases: &CASES,
     knobs: &knobs::KNOBS,
-    prerequisites: || {
-        require_program("nginx", "nginx-light")?;
-        require_program("haproxy", "haproxy").map(drop)
-    },
+    prerequisites: proxy::prerequisites,
     review: review::review,
     external: &[],
 };
@@ -84,7 +82,7 @@ const USER_TIMEOUT_QUOTE: &str = "The USER TIMEOUT option [...] specifies the ma
 const NAT_QUOTE: &str = "If a NAT cannot determine whether the endpoints of a TCP connection are active, it MAY abandon the session if it has been idle for some time. In such cases, the value of the \"established connection idle-timeout\" MUST NOT be less than 2 hours 4 minutes.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 8] = [
+pub static CASES: [&CaseDef; 14] = [
     &IDLE,
     &GOAWAY,
     &RACE,
@@ -93,6 +91,13 @@ pub static CASES: [&CaseDef; 8] = [
     &PING_BUSY_ONLY,
     &NAT_BELOW,
     &NAT_ABOVE,
+    // Two keep-alive levels, through a proxy (the proxy topology).
+    proxy::CASES[0],
+    proxy::CASES[1],
+    proxy::CASES[2],
+    proxy::CASES[3],
+    proxy::CASES[4],
+    proxy::CASES[5],
 ];
 
 pub static IDLE: CaseDef = CaseDef {

@@ -79,7 +79,7 @@ impl HttpServer {
             // `nginx version: nginx/1.22.1` (on stderr).
             HttpServer::Nginx => Implementation::new(
                 "nginx",
-                require_program("nginx", "nginx-light")
+                require_program("nginx", "nginx")
                     .map(|p| {
                         version(&p, "-v", |w| {
                             w.iter()
@@ -178,7 +178,7 @@ pub fn start(ctx: &Ctx, tb: &Testbed, kind: HttpServer, idle: Idle, h2: bool) ->
             dir = Some(d.clone());
             if kind == HttpServer::Nginx {
                 let conf = fill(ctx, "nginx.conf", &d, host, s)?;
-                let p = require_program("nginx", "nginx-light")?;
+                let p = require_program("nginx", "nginx")?;
                 let args = vec![
                     "-p".into(),
                     d.display().to_string(),

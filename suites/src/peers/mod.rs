@@ -2,11 +2,13 @@
 //! `kaspec serve` and the `kaspec-serve` binary.
 //!
 //! - [`tcp`]: an echo server, keep-alive off unless asked for (the fleet's server side).
+//! - [`http_upstream`]: the proxy cases' upstream HTTP server (hyper, in-process).
 //! - [`python`]: finding Debian's Python modules for the independent servers
 //!   (fixtures/websocket/ws_server.py, fixtures/grpc/grpc_server.py).
 
 pub mod grpc;
 mod http;
+pub mod http_upstream;
 pub mod python;
 mod ssh;
 mod tcp;

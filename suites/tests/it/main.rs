@@ -38,6 +38,8 @@
 //! - [`clients`]: external clients (`--client FILE`): adapter files good
 //!   and bad, each shipped adapter against the real server, both
 //!   observation modes, a shifted window failing.
+//! - [`http_proxy`]: two keep-alive levels through nginx and HAProxy on
+//!   the proxy topology (issue 15 case 5).
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -56,6 +58,7 @@ mod config;
 mod fleet;
 mod grpc;
 mod http;
+mod http_proxy;
 mod inputs;
 mod jobs;
 mod mariadb;

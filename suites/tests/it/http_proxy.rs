@@ -1,0 +1,118 @@
+//! Issue 15's case 5 through a real proxy (nginx, HAProxy: Debian's) on the
+//! proxy topology: reqwest → proxy → kaspec's hyper server, each level on
+//! its own router. Short timings: a 1 s proxy read timeout.
+
+use kaspec_harness::expect::Verdict;
+use kaspec_harness::fault::FaultKind;
+use rstest::rstest;
+
+use crate::common::*;
+
+const NGINX: &str = "http/nginx-proxy_read_timeout/upstream";
+const HAPROXY: &str = "http/haproxy-timeout-server/upstream";
+
+/// A blackholed pooled upstream connection: the next request gets 504 at
+/// request + the read timeout, and the proxy closes that connection then;
+/// the upstream server hears nothing.
+#[rstest]
+#[case::nginx(NGINX, "nginx")]
+#[case::haproxy(HAPROXY, "haproxy")]
+fn a_silent_upstream_ends_the_next_request_with_504_at_the_read_timeout(
+    #[case] id: &str,
+    #[case] proxy: &str,
+) {
+    let results = run(id, FaultKind::Blackhole, &[]);
+    assert_eq!(results.len(), 3);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert_eq!(client.implementation.name, "reqwest");
+    assert_eq!(client.peer.name, proxy);
+    let p = side(&results, "proxy");
+    assert_pass(p);
+    assert_ne!(p.implementation.version, "unknown", "{}", show(p));
+    assert_quiet(side(&results, "server"));
+}
+
+/// An RST on nginx's pooled upstream connection: one more try on a new
+/// connection (ngx_http_upstream.c:4310), 200 at once.
+#[test]
+fn nginx_retries_a_reset_pooled_connection_on_a_new_one() {
+    let results = run(NGINX, FaultKind::Reset, &[]);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert!(
+        client.checks.iter().all(|c| c.verdict == Verdict::Pass),
+        "{}",
+        show(client)
+    );
+    assert_pass(side(&results, "proxy"));
+}
+
+/// The verdict can fail: the same run judged against a window 50 ms later.
+#[test]
+fn a_shifted_window_fails_the_two_level_verdict() {
+    let mut ctx = ctx(&[]);
+    ctx.shift_window_ms = 50;
+    let results = run_in(&ctx, NGINX, FaultKind::Blackhole);
+    for s in ["client", "proxy"] {
+        let r = side(&results, s);
+        assert_eq!(r.verdict, Verdict::Fail, "{}", show(r));
+        assert!(
+            r.expected.formula.contains("shifted by +50 ms"),
+            "{}",
+            show(r)
+        );
+    }
+}
+
+/// An RST on HAProxy's reused server connection: the client's keep-alive
+/// connection is closed without a response (http_ana.c abort_keep_alive);
+/// reqwest does not retry a request it has sent: the request fails.
+#[test]
+fn haproxy_closes_the_client_connection_without_a_response_on_a_reset_upstream() {
+    let results = run(HAPROXY, FaultKind::Reset, &[]);
+    let client = side(&results, "client");
+    assert_pass(client);
+    assert!(
+        error(client).contains("connection closed before message completed"),
+        "{}",
+        show(client)
+    );
+    assert_pass(side(&results, "proxy"));
+}
+
+const NGINX_CLIENT_SIDE: &str = "http/nginx-keepalive_timeout/proxy";
+const HAPROXY_CLIENT_SIDE: &str = "http/haproxy-timeout-http-keep-alive/proxy";
+
+/// The client's level cut on the client-side router: the proxy reaps the
+/// idle client connection at its keep-alive timeout, the idle client
+/// notices nothing, and the upstream level is untouched.
+#[rstest]
+#[case::nginx(NGINX_CLIENT_SIDE)]
+#[case::haproxy(HAPROXY_CLIENT_SIDE)]
+fn the_proxy_reaps_a_cut_idle_client_connection_at_its_keepalive_timeout(#[case] id: &str) {
+    let results = run(id, FaultKind::Blackhole, &[]);
+    assert_pass(side(&results, "proxy"));
+    assert_quiet(side(&results, "client"));
+    assert_quiet(side(&results, "server"));
+}
+
+/// The reuse race one level down: requests swept around the upstream's
+/// idle timeout; through nginx none fails, and the pooled connection is
+/// never reused after the upstream closed it.
+#[rstest]
+#[case::nginx("http/nginx-upstream-keepalive/race")]
+#[case::haproxy("http/haproxy-http-reuse/race")]
+fn the_reuse_race_one_level_down_is_counted(#[case] id: &str) {
+    let results = run(id, FaultKind::None, &[]);
+    for r in &results {
+        assert!(
+            r.checks
+                .iter()
+                .all(|c| c.verdict == Verdict::Pass || c.verdict == Verdict::Informational),
+            "{}",
+            show(r)
+        );
+        assert_ne!(r.verdict, Verdict::Fail, "{}", show(r));
+    }
+}
