@@ -11,6 +11,8 @@ use kaspec_harness::host::{Host, NsThread};
 use kaspec_harness::report::Implementation;
 use kaspec_harness::{Error, Result};
 
+use crate::http::knobs::HttpConfig;
+
 pub fn client_implementation() -> Implementation {
     Implementation::new("reqwest", env!("KASPEC_VERSION_REQWEST"))
 }
@@ -58,11 +60,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts the client thread for `http://proxy/`.
-    pub fn start(host: &Host, proxy: SocketAddrV4) -> Result<Client> {
+    /// Starts the client thread for `http://proxy/`: reqwest as the
+    /// direct cases build it from the `http.*` knobs, HTTP/1.1.
+    pub fn start(host: &Host, proxy: SocketAddrV4, http: &HttpConfig) -> Result<Client> {
         let (ask_tx, ask_rx) = mpsc::channel::<Duration>();
         let (reply_tx, replies) = mpsc::channel();
         let url = format!("http://{proxy}/");
+        // The pool keeps idle connections until the case ends
+        // (pool_idle_timeout off): the proxy's timeouts decide.
+        let http = HttpConfig {
+            pool_idle_timeout: Duration::ZERO,
+            ..*http
+        };
         let thread = host.spawn_thread("kaspec-reqwest", move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -70,14 +79,7 @@ impl Client {
             else {
                 return;
             };
-            // The pool keeps idle connections until the case ends
-            // (pool_idle_timeout None): the proxy's timeouts decide.
-            let Ok(client) = reqwest::Client::builder()
-                .no_proxy()
-                .http1_only()
-                .pool_idle_timeout(None)
-                .build()
-            else {
+            let Ok(client) = crate::http::client::build(&http, false) else {
                 return;
             };
             for timeout in ask_rx {

@@ -40,7 +40,8 @@ impl Bed {
         let addr = SocketAddrV4::new(tb.server.addr, UPSTREAM_PORT);
         let upstream = Upstream::start(&tb.server, addr, upstream_idle)?;
         let proxy = Proxy::start(&ctx.fixtures, &tb, settings, addr)?;
-        let client = Client::start(&tb.client, proxy.addr)?;
+        let http = crate::http::knobs::HttpConfig::of(&ctx.config);
+        let client = Client::start(&tb.client, proxy.addr, &http)?;
         Ok(Bed {
             client,
             proxy,
