@@ -152,10 +152,14 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
     assert_eq!(netns.testbed, "netns");
     assert!(docker.testbed.starts_with(&format!("docker: compose project {project}, network ")), "{}", docker.testbed);
 
-    // Same results (the Python servers are not in the compose stack), same
-    // verdicts, detection times within the measured spread.
+    // Same results (the Python servers are not in the compose stack, and
+    // the shipped client adapters of fixtures/clients/ run on the netns
+    // testbed only: docs/clients.md), same verdicts, detection times within
+    // the measured spread.
     let keys = |r: &Report| r.results.iter().map(CaseResult::key).collect::<BTreeSet<_>>();
-    let expected: BTreeSet<String> = keys(&netns).into_iter().filter(|k| !k.contains("python-")).collect();
+    let adapters = shipped_adapter_names();
+    let external = |k: &str| adapters.iter().any(|a| k.contains(&format!(" {a} vs ")) || k.ends_with(&format!(" vs {a}")));
+    let expected: BTreeSet<String> = keys(&netns).into_iter().filter(|k| !k.contains("python-") && !external(k)).collect();
     assert_eq!(keys(&docker), expected);
     assert_eq!(docker.results.len(), CASES.len() * 2 * 2, "two faults × two sides per case");
     let mut table = Vec::new();
@@ -234,4 +238,20 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
     } else {
         assert_eq!(host_state(), before, "dockerd was stopped but the host is not as it was");
     }
+}
+
+/// The `name` of every adapter under fixtures/clients/ (what their results
+/// are keyed by).
+fn shipped_adapter_names() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clients");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| {
+            kaspec_suites::config::adapter::Adapter::load(&e.path(), &["mqtt", "amqp"], &kaspec_suites::registry::config())
+                .unwrap()
+                .name
+        })
+        .collect()
 }
