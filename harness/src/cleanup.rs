@@ -103,6 +103,9 @@ pub fn install_signal_handler() {
     HANDLER.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Held until exit: a scratch directory being made now is
+            // complete (and found below), and none is made after.
+            let _no_more = SCRATCH.write().unwrap_or_else(|p| p.into_inner());
             // Never panic here (stderr may be a closed pipe): the clean-up must run.
             let doing = ACTIVITY.lock().map(|a| a.clone()).unwrap_or_default();
             let doing = if doing.is_empty() { String::new() } else { format!(" ({doing}: no result)") };
@@ -383,13 +386,27 @@ fn remove_scratch_dirs_of(tag: &str) {
     }
 }
 
+/// Taken for reading while [`scratch_dir`] makes a directory, for writing
+/// by the interrupt handler before it removes them.
+static SCRATCH: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Marks a directory made by [`scratch_dir`]: `kaspec clean` removes no other.
 const SCRATCH_MARKER: &str = ".kaspec-scratch";
 
 /// A fresh, empty throw-away directory for run `tag` (a shared server's
 /// data), `$TMPDIR/kaspec-TAG-NAME`. Its owner removes it; `kaspec clean`
 /// removes it once no live run holds the tag.
+///
+/// An interrupted run makes none (the handler removes what it finds, then
+/// exits): the check and the creation hold [`SCRATCH`] against the handler.
+/// Callers make their subdirectories with `create_dir`, never
+/// `create_dir_all`, so that a directory the handler removed is not made
+/// again behind its back (a write into it fails instead).
 pub fn scratch_dir(tag: &str, name: &str) -> std::io::Result<std::path::PathBuf> {
+    let _making = SCRATCH.read().unwrap_or_else(|p| p.into_inner());
+    if interrupted() {
+        return Err(std::io::Error::other("interrupted: no new scratch directory"));
+    }
     let d = std::env::temp_dir().join(format!("{NS_PREFIX}{tag}-{name}"));
     if d.exists() {
         std::fs::remove_dir_all(&d)?;

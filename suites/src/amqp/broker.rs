@@ -203,7 +203,7 @@ impl Broker {
         let started = (|| -> Result<Vec<Server>> {
             let io = |what: &str, e| Error::io(format!("{what} in {}", d.display()), e);
             for sub in ["home", "mnesia", "log"] {
-                std::fs::create_dir_all(d.join(sub)).map_err(|e| io("creating a directory", e))?;
+                std::fs::create_dir(d.join(sub)).map_err(|e| io("creating a directory", e))?;
             }
             let listener = format!(
                 "\n# added by kaspec\nlisteners.tcp.default = {}:{}\n",

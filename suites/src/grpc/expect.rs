@@ -101,14 +101,20 @@ pub fn server_expectation(
     }
 }
 
-/// Client, call started `call_ms` after the fault on an unprobed idle connection (case 2).
+/// Client, call started `call_ms` after the fault on an unprobed idle
+/// connection (case 2). `call_ms` is the call's instant truncated to whole
+/// ms (+ up to 1 ms). hyper (src/proto/h2/ping.rs): the call ends the idle
+/// state, `maybe_schedule` arms the keep-alive sleep at the last read + I —
+/// already past, so it fires at the timer's next 1 ms tick — and
+/// `maybe_ping` sends the PING and re-arms the sleep at now + T, which tokio
+/// rounds up to its next tick: + up to 2 ms for the two timers.
 pub fn call_expectation(g: &GrpcConfig, fault: FaultKind, call_ms: u64) -> Expectation {
     let t = ms_of(g.keepalive_timeout);
     if fault == FaultKind::Reset {
         return Expectation::window(
             call_ms,
-            call_ms,
-            format!("the call's first frames (+{call_ms} ms) are answered by RST: immediate"),
+            call_ms + 1,
+            format!("the call's first frames (+{call_ms} ms, truncated: + 1 ms) are answered by RST: immediate"),
             "RFC 9293 §3.5.3 (reset processing)",
             Level::Must,
         );
@@ -116,8 +122,8 @@ pub fn call_expectation(g: &GrpcConfig, fault: FaultKind, call_ms: u64) -> Expec
     let d = call_ms + t;
     Expectation::window(
         d,
-        d,
-        format!("the call (+{call_ms} ms, at least I after the last read) triggers a PING at once; no ACK within T: {call_ms} + {t} = {d} ms"),
+        d + 3,
+        format!("the call (+{call_ms} ms, at least I after the last read) triggers a PING at the next timer tick; no ACK within T: {call_ms} + {t} = {d} ms, + 2 ms (hyper's two tokio timers, each rounded up to a 1 ms tick) + 1 ms (the call's instant truncated)"),
         SPEC_A8,
         Level::Must,
     )
@@ -185,11 +191,11 @@ mod tests {
         );
         assert_eq!(
             call_expectation(&g(1000, 500, false), FaultKind::Blackhole, 1000).max_ms,
-            Some(1500)
+            Some(1503)
         );
         assert_eq!(
             call_expectation(&g(1000, 500, false), FaultKind::Reset, 1000).max_ms,
-            Some(1000)
+            Some(1001)
         );
     }
 

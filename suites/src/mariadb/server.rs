@@ -205,7 +205,7 @@ pub(crate) fn start_server(
     // tmpdir (leftover temporary tables), so two servers sharing /tmp (tests
     // in parallel) break each other's bootstrap.
     let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    std::fs::create_dir(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let out = tb
         .server
         .command(&install, &tb.tag)?
