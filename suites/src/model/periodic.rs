@@ -11,6 +11,36 @@ pub fn first_after(anchor: i64, period: i64, x: i64) -> i64 {
     anchor + ((x - anchor).div_euclid(period) + 1) * period
 }
 
+/// When to let the path fail, at least `min_ms` after `now_ms`, so that it
+/// falls as far as possible from every periodic send of peers whose timers
+/// all started at `origin` (ms; a send every `periods[i]` after it): a send
+/// within the fault's commit interval may or may not pass, which would make
+/// the anchor of the peer's window ambiguous. Searched over one period of
+/// the shortest timer (no later than that), 1 ms steps.
+pub fn quiet_moment(origin_ms: i64, periods: &[i64], now_ms: i64, min_ms: i64) -> i64 {
+    let from = now_ms + min_ms;
+    let span = periods
+        .iter()
+        .copied()
+        .filter(|p| *p > 0)
+        .min()
+        .unwrap_or(1);
+    let gap = |x: i64| {
+        periods
+            .iter()
+            .filter(|p| **p > 0)
+            .map(|p| {
+                let r = (x - origin_ms).rem_euclid(*p);
+                r.min(p - r)
+            })
+            .min()
+            .unwrap_or(i64::MAX)
+    };
+    (from..from + span)
+        .max_by_key(|x| (gap(*x), -x))
+        .unwrap_or(from)
+}
+
 /// What may meet the RST before the next periodic send.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Before {
@@ -51,6 +81,14 @@ pub fn next_send_meets_rst(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quiet_moment_is_furthest_from_every_tick() {
+        // Ticks at 1000, 2000, … and 1500, 3000, …: 250 ms from both at 1250.
+        assert_eq!(quiet_moment(0, &[1000, 1500], 900, 20), 1250);
+        // One timer: halfway between its ticks.
+        assert_eq!(quiet_moment(0, &[500], 2010, 20), 2250);
+    }
 
     #[test]
     fn the_next_send_after_the_fault() {

@@ -48,7 +48,7 @@ pub(crate) fn heartbeat_client(
     server: SocketAddrV4,
     w: WebSocketConfig,
     ready_after: ReadyAfter,
-    ready: mpsc::Sender<std::result::Result<SocketAddrV4, String>>,
+    ready: mpsc::Sender<std::result::Result<(SocketAddrV4, Instant), String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> ClientEnd {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -74,7 +74,9 @@ pub(crate) fn heartbeat_client(
         let mut ready = Some(ready);
         let setup_deadline = Instant::now() + Duration::from_secs(5) + 2 * w.ping_interval;
         let mut stop_at = stop_at;
-        let mut ticker = tokio::time::interval_at((Instant::now() + w.ping_interval).into(), w.ping_interval);
+        // The Ping timer's origin (a Ping every P after it), sent with the ready report.
+        let origin = Instant::now();
+        let mut ticker = tokio::time::interval_at((origin + w.ping_interval).into(), w.ping_interval);
         let mut last_rx = Instant::now();
         events.push((last_rx, Ev::Connected));
         loop {
@@ -85,7 +87,7 @@ pub(crate) fn heartbeat_client(
                 ReadyAfter::Connected => true,
             } {
                 let r = ready.take().expect("checked");
-                let _ = r.send(local_end_towards(server).map_err(|e| e.to_string()));
+                let _ = r.send(local_end_towards(server).map(|a| (a, origin)).map_err(|e| e.to_string()));
             }
             let limit = match (&ready, *stop_at.borrow()) {
                 (Some(_), _) => setup_deadline,
@@ -143,6 +145,25 @@ pub(crate) fn heartbeat_client(
             }
         }
     })
+}
+
+/// By when the server had read the client's last frame sent before `t0`
+/// (a Ping, or the Pong to a server Ping): the first Pong received after
+/// the next client Ping from that frame on — the server reads frames in
+/// order and answers a Ping on reading it. `None` when no client Ping
+/// before `t0` came after that frame, or none was answered.
+pub(crate) fn read_by(events: &[(Instant, Ev)], t0: Instant) -> Option<Instant> {
+    let last = events
+        .iter()
+        .rposition(|(t, e)| *t < t0 && matches!(e, Ev::PingSent | Ev::ServerPing))?;
+    let ping = last
+        + events[last..]
+            .iter()
+            .position(|(t, e)| *t < t0 && *e == Ev::PingSent)?;
+    events[ping..]
+        .iter()
+        .find(|(_, e)| *e == Ev::PongReceived)
+        .map(|(t, _)| *t)
 }
 
 pub(crate) fn last_before(

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// tokio rounds a sleep's deadline up to its next 1 ms wheel tick ("Sleep
+/// operates at millisecond granularity", tokio::time::sleep docs).
+const TOKIO_TICK_MS: u64 = 1;
+
 /// The client's window. `last_rx` = its last frame received before the fault,
 /// `last_ping` = its last Ping sent before the fault, both relative to t0 (ms, ≤ 0).
 pub fn client_expectation(
@@ -23,22 +27,28 @@ pub fn client_expectation(
         );
     }
     let d = (last_rx + p + t).max(0) as u64;
+    // kaspec's heartbeat sleeps until last_rx + P + T (client.rs); tokio
+    // rounds that deadline up to its next 1 ms tick: + up to 1 ms.
     Expectation::window(
         d,
-        d,
-        format!("nothing received for P + T after the last frame ({last_rx:+} ms): {last_rx} + {p} + {t} = {d} ms (within (T, P + T])"),
+        d + TOKIO_TICK_MS,
+        format!("nothing received for P + T after the last frame ({last_rx:+} ms): {last_rx} + {p} + {t} = {d} ms (within (T, P + T]), + up to {TOKIO_TICK_MS} ms (tokio's timer tick)"),
         SPEC_PING,
         Level::Must,
     )
 }
 
-/// A server's window. `last_heard` = the client's last frame that reached it,
-/// `last_server_ping` = its own last Ping before the fault (both vs t0, ms).
+/// A server's window. `last_heard` = when the server read the client's last
+/// frame, as the client bounds it: (sent, answered) — sent then, and read
+/// by the time the Pong to that frame (or to a later client Ping) came back,
+/// since the server reads frames in order; `(sent, sent)` when nothing
+/// answered it. `last_server_ping` = its own last Ping before the fault
+/// (all vs t0, ms).
 pub fn server_expectation(
     server: WsServer,
     hb: &Heartbeat,
     fault: FaultKind,
-    last_heard: i64,
+    last_heard: (i64, i64),
     last_server_ping: i64,
 ) -> Expectation {
     let (p, t) = (
@@ -61,14 +71,43 @@ pub fn server_expectation(
             Level::Must,
         );
     }
-    let (d, how) = match server {
-        WsServer::Kaspec => ((last_heard + p + t).max(0) as u64, format!("nothing received for P + T after the client's last frame ({last_heard:+} ms): {last_heard} + {p} + {t}")),
+    // kaspec's server sleeps until its last read + P + T (peers/websocket.rs):
+    // + up to 1 ms, tokio's tick; asyncio's timers have no such grain.
+    let (sent, read_by) = last_heard;
+    let (d, late, how) = match server {
+        WsServer::Kaspec => {
+            let read = if read_by > sent {
+                format!(
+                    "read between its sending ({sent:+} ms) and the Pong that answered it ({read_by:+} ms): + up to {} ms",
+                    read_by - sent
+                )
+            } else {
+                format!("{sent:+} ms")
+            };
+            (
+                (sent + p + t).max(0) as u64,
+                TOKIO_TICK_MS + (read_by - sent).max(0) as u64,
+                format!("nothing received for P + T after the client's last frame ({read}): {sent} + {p} + {t}"),
+            )
+        }
         WsServer::PythonWebsockets => (
             (last_server_ping + p + t).max(0) as u64,
+            0,
             format!("sleep P after its last Ping ({last_server_ping:+} ms), Ping, wait T for the Pong: {last_server_ping} + {p} + {t}"),
         ),
     };
-    Expectation::window(d, d, format!("{how} = {d} ms"), SPEC_PING, Level::Must)
+    let grain = if server == WsServer::Kaspec {
+        format!(", + up to {TOKIO_TICK_MS} ms (tokio's timer tick)")
+    } else {
+        String::new()
+    };
+    Expectation::window(
+        d,
+        d + late,
+        format!("{how} = {d} ms{grain}"),
+        SPEC_PING,
+        Level::Must,
+    )
 }
 
 /// The client's expectation when only its own Pings make traffic and the
@@ -114,7 +153,7 @@ mod tests {
     #[test]
     fn client_window_is_p_plus_t_after_the_last_frame() {
         let e = client_expectation(&w(1000, 1000), FaultKind::Blackhole, -400, -500);
-        assert_eq!((e.min_ms, e.max_ms), (Some(1600), Some(1600)));
+        assert_eq!((e.min_ms, e.max_ms), (Some(1600), Some(1601)));
         // Reset: at the latest the next Ping, P after the last one.
         let r = client_expectation(&w(1000, 1000), FaultKind::Reset, -400, -500);
         assert_eq!((r.min_ms, r.max_ms), (Some(0), Some(500)));
@@ -128,23 +167,40 @@ mod tests {
         };
         // Ours: from the client's last frame.
         assert_eq!(
-            server_expectation(WsServer::Kaspec, &hb, FaultKind::Blackhole, -300, -900).max_ms,
-            Some(2200)
+            server_expectation(
+                WsServer::Kaspec,
+                &hb,
+                FaultKind::Blackhole,
+                (-300, -300),
+                -900
+            )
+            .max_ms,
+            Some(2201)
         );
+        // Read late: the Pong to the client's last Ping came 50 ms after it.
+        let late = server_expectation(
+            WsServer::Kaspec,
+            &hb,
+            FaultKind::Blackhole,
+            (-300, -250),
+            -900,
+        );
+        assert_eq!((late.min_ms, late.max_ms), (Some(2200), Some(2251)));
         // Python websockets: from its own last Ping.
         assert_eq!(
             server_expectation(
                 WsServer::PythonWebsockets,
                 &hb,
                 FaultKind::Blackhole,
-                -300,
+                (-300, -300),
                 -900
             )
             .max_ms,
             Some(1600)
         );
         assert!(
-            !server_expectation(WsServer::Kaspec, &hb, FaultKind::Freeze, 0, 0).expects_detection()
+            !server_expectation(WsServer::Kaspec, &hb, FaultKind::Freeze, (0, 0), 0)
+                .expects_detection()
         );
     }
 

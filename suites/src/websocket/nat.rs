@@ -25,10 +25,11 @@ pub(crate) fn websocket_expectation(
     // t0 = last frame + N; the next Ping (P after the last) is dropped; dead
     // at last frame + P + T.
     let d = (p + t).saturating_sub(n);
+    // kaspec's heartbeat sleeps until last frame + P + T: + up to 1 ms (tokio's tick).
     Expectation::window(
         d,
-        d,
-        format!("P = {p} ms ≥ N = {n} ms: the mapping expires N after the last Pong; the next Ping is dropped; dead at last frame + P + T, − N: {p} + {t} − {n} = {d} ms"),
+        d + 1,
+        format!("P = {p} ms ≥ N = {n} ms: the mapping expires N after the last Pong; the next Ping is dropped; dead at last frame + P + T, − N: {p} + {t} − {n} = {d} ms, + up to 1 ms (tokio's timer tick)"),
         spec,
         Level::Must,
     )

@@ -29,7 +29,7 @@ pub(crate) fn heartbeat_against(
     let server_impl = which.implementation();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let (client_thread, local) = drive::client::start_or_fail(
+    let (client_thread, (local, origin)) = drive::client::start_or_fail(
         &tb.client,
         "kaspec-ws-client",
         "websocket client",
@@ -38,8 +38,22 @@ pub(crate) fn heartbeat_against(
         move |ready_tx| heartbeat_client(addr, w, ReadyAfter::PongAndServerPing, ready_tx, stop_rx),
     )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
-    // Let the path fail halfway through the client's ping period.
-    std::thread::sleep(w.ping_interval / 2);
+    // Let the path fail where neither side's Ping is due (both timers start
+    // at the connection; kaspec-ws's at its accept, within a ms of it): a
+    // Ping sent while the rule is being committed may or may not pass.
+    let now = Instant::now();
+    let at = crate::model::periodic::quiet_moment(
+        0,
+        &[
+            ms_of(w.ping_interval) as i64,
+            ms_of(hb.ping_interval) as i64,
+        ],
+        rel_ms(origin, now),
+        20,
+    );
+    std::thread::sleep(
+        (origin + Duration::from_millis(at.max(0) as u64)).saturating_duration_since(now),
+    );
     let applied = tb.apply_fault(
         fault,
         &Flow {
@@ -65,7 +79,7 @@ pub(crate) fn heartbeat_against(
         }
         None => (
             client_expectation(&w, fault, 0, 0).deadline_ms(10_000),
-            server_expectation(which, &hb, fault, 0, 0)
+            server_expectation(which, &hb, fault, (0, 0), 0)
                 .deadline_ms(3 * ms_of(hb.ping_interval + hb.pong_timeout).max(3000)),
         ),
     };
@@ -98,6 +112,10 @@ pub(crate) fn heartbeat_against(
         &[Ev::PingSent, Ev::ServerPing],
     ));
     let last_server_ping = rel(last_before(&end.events, t0, &[Ev::ServerPing]));
+    let last_heard = (
+        last_heard,
+        read_by(&end.events, t0).map_or(last_heard, |t| rel_ms(t0, t)),
+    );
     let mut timeline: Vec<(Instant, String)> = end
         .events
         .iter()
@@ -222,7 +240,7 @@ pub(crate) fn quiet_server_on_impaired_path(
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let _server = Server::start(&tb, &WsServer::Kaspec.spec(ctx, addr, QUIET)?)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-    let (client_thread, local) = drive::client::start_or_fail(
+    let (client_thread, (local, _)) = drive::client::start_or_fail(
         &tb.client,
         "kaspec-ws-client",
         "websocket client",
