@@ -73,10 +73,6 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     let mut config = ctx.config.effective("mariadb.");
     config.insert("mariadb.socket".into(), crate::drive::sockopts::text(&c));
     config.insert(
-        "network.nat_idle_timeout".into(),
-        format!("{}ms", ms_of(nat)),
-    );
-    config.insert(
         "server.tcp_keepalive_time".into(),
         "0 (kernel default, 2 h: the NAT testbed's server)".into(),
     );
@@ -90,16 +86,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
                 .unwrap_or_else(|| "no query after it".into())
         )
     });
-    let facts = RunFacts {
-        case,
-        fault,
-        engine: fault.engine().into(),
-        commit_ms: crate::model::linux::jiffy_ms(),
-        config,
-        t0,
-        timeline,
-        release,
-    };
+    let facts = RunFacts::at_nat_expiry(case, fault, nat, config, t0, timeline, release);
     let results = facts.both_sides(
         client_implementation(),
         server_implementation(&program),
