@@ -115,4 +115,61 @@ fn the_reuse_race_one_level_down_is_counted(#[case] id: &str) {
         );
         assert_ne!(r.verdict, Verdict::Fail, "{}", show(r));
     }
+    // The failure curve, as a chart: 11 offsets, who failed, reused, retried.
+    let client = side(&results, "client");
+    let curve = client.curve.as_ref().expect("a chart");
+    assert_eq!(curve.points.len(), 11, "{}", show(client));
+    assert_eq!(curve.series.len(), 4);
+    assert!(curve.svg().contains("<svg"));
+    // nginx and HAProxy keep the pooled connection (10 s) up to the
+    // upstream's close at 500 ms: reused at S − 10 ms.
+    assert_ne!(client.config["race.exposed"], "0", "{}", show(client));
+}
+
+const RACE_RULE: &str = "http-proxy-upstream-keepalive-outlives-upstream";
+
+/// `kaspec validate`'s rule (b): nginx keeps an idle upstream connection
+/// 10 s, the upstream closes at 500 ms: the race run with those settings
+/// shows nginx reusing its pooled connection up to the upstream's close.
+#[test]
+fn validate_confirms_a_proxy_pool_outliving_the_upstream() {
+    let sets = [
+        "http.proxy_upstream_keepalive_timeout=10s",
+        "http.upstream_keepalive_timeout=500ms",
+    ];
+    let (judged, results) = validate_rule(&sets, RACE_RULE);
+    assert!(
+        matches!(judged.outcome, kaspec_suites::validate::Outcome::Confirmed),
+        "{judged:?}"
+    );
+    let client = side(&results, "client");
+    assert_eq!(client.config["nginx.upstream.keepalive_timeout"], "10000ms");
+}
+
+/// The rule's measurement can say no: with nginx's upstream keep-alive at
+/// 300 ms, below the upstream's 500 ms, the pool drops the connection
+/// before the race's grid (S − 50 ms on): nothing reused, nothing failed.
+#[test]
+fn a_proxy_pool_expiring_before_the_upstream_is_not_exposed() {
+    let sets = [
+        "http.proxy_upstream_keepalive_timeout=300ms",
+        "http.upstream_keepalive_timeout=500ms",
+    ];
+    assert!(kaspec_suites::validate::review(&config(&sets), None)
+        .iter()
+        .all(|f| f.rule != RACE_RULE));
+    let results = run("http/nginx-upstream-keepalive/race", FaultKind::None, &sets);
+    for r in &results {
+        assert_ne!(r.verdict, Verdict::Fail, "{}", show(r));
+    }
+    let client = side(&results, "client");
+    assert_eq!(client.config["race.exposed"], "0", "{}", show(client));
+    let raising = [
+        "http.proxy_upstream_keepalive_timeout=10s",
+        "http.upstream_keepalive_timeout=500ms",
+    ];
+    assert_eq!(
+        rule_confirmed_by(&raising, RACE_RULE, &results),
+        Some(false)
+    );
 }
