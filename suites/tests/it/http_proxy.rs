@@ -173,3 +173,42 @@ fn a_proxy_pool_expiring_before_the_upstream_is_not_exposed() {
         Some(false)
     );
 }
+
+/// A middlebox on the upstream level (`--network`'s
+/// middlebox_idle_timeout = 1 s, middlebox_at = upstream) forgets nginx's
+/// pooled upstream flow before the upstream's own close (S = 1.2 s): every
+/// request of the race (idle 1.15–1.25 s) is dropped on the way to the
+/// upstream and nginx answers 504 at its read timeout — what the
+/// expectation says once the profile is accounted for; without it, the
+/// race's rule (none fails) would fail every request.
+#[test]
+fn a_middlebox_forgetting_the_pooled_upstream_flow_turns_the_race_into_504s() {
+    let mut ctx = ctx(&[
+        "http.upstream_keepalive_timeout=1200ms",
+        "http.race_rounds=1",
+    ]);
+    ctx.network = kaspec_suites::network::NetworkProfile::parse(
+        "name = \"lb\"\nmiddlebox_idle_timeout = \"1s\"\nmiddlebox_at = \"upstream\"",
+    )
+    .unwrap();
+    let results = run_in(&ctx, "http/nginx-upstream-keepalive/race", FaultKind::None);
+    let client = side(&results, "client");
+    assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
+    let past = "requests past the middlebox's timeout that failed as it implies";
+    let check = client
+        .checks
+        .iter()
+        .find(|c| c.what == past)
+        .unwrap_or_else(|| panic!("{}", show(client)));
+    assert_eq!(check.verdict, Verdict::Pass, "{}", show(client));
+    assert_eq!(check.actual, "11/11", "{}", show(client));
+    assert!(client.config["network.middlebox"].contains("upstream"));
+    // Every request failed: the race's own rule (none fails) alone would fail.
+    assert!(client
+        .curve
+        .as_ref()
+        .unwrap()
+        .points
+        .iter()
+        .all(|(_, y)| y[0] == 1.0));
+}

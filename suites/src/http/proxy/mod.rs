@@ -23,6 +23,7 @@ use crate::ctx::Ctx;
 pub mod client;
 pub mod client_side;
 pub mod expect;
+pub mod middlebox;
 pub mod race;
 pub mod run;
 pub mod server;
@@ -121,7 +122,13 @@ const RETRY_QUOTE: &str = "A proxy MUST NOT automatically retry non-idempotent r
 
 fn race_budget(ctx: &Ctx) -> Duration {
     let per = race::timings(ctx).0 + Duration::from_millis(150);
-    per * (race::OFFSETS_MS.len() * race::ROUNDS) as u32 + Duration::from_secs(5)
+    // A request past a middlebox's timeout waits up to reqwest's 3 s.
+    let per = per
+        + ctx
+            .network
+            .middlebox
+            .map_or(Duration::ZERO, |_| Duration::from_secs(3));
+    per * (race::OFFSETS_MS.len() as u64 * race::rounds(ctx)) as u32 + Duration::from_secs(5)
 }
 
 pub static RACE_NGINX: CaseDef = CaseDef {

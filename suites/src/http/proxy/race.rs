@@ -43,8 +43,15 @@ pub const PROXY_KEEPALIVE: Duration = Duration::from_secs(10);
 pub const EXPOSED_WITHIN_MS: i64 = 10;
 /// The grid around it: −50 … +50 ms in 10 ms steps.
 pub const OFFSETS_MS: [i64; 11] = [-50, -40, -30, -20, -10, 0, 10, 20, 30, 40, 50];
-/// Rounds over the grid.
-pub const ROUNDS: usize = 2;
+/// Rounds over the grid: `http.race_rounds`, at most this many.
+pub const ROUNDS: u64 = 2;
+
+/// The rounds of a run.
+pub fn rounds(ctx: &Ctx) -> u64 {
+    crate::http::knobs::HttpConfig::of(&ctx.config)
+        .race_rounds
+        .min(ROUNDS)
+}
 /// Past S by this much the pooled connection must be gone: hyper's tokio
 /// timer (+2 ms: the deadline rounded up to the next ms tick and the
 /// truncated anchor) and the FIN reaching the proxy (+1 ms).
@@ -99,7 +106,7 @@ pub fn run_race(
     )?;
     let s = ms_of(upstream_idle) as i64;
     let mut shots = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds(ctx) {
         for d in OFFSETS_MS {
             let (first, port) = bed.get_ok()?;
             let at = first.done + Duration::from_millis((s + d).max(0) as u64);
@@ -123,7 +130,16 @@ pub fn run_race(
             x.tries = tries;
         }
     }
-    let failed: Vec<&Shot> = shots.iter().filter(|x| x.failed()).collect();
+    let effect = super::middlebox::effect(
+        ctx.network.middlebox,
+        s,
+        ms_of(settings.keepalive_timeout) as i64,
+    );
+    let before_middlebox = |x: &Shot| effect.is_none_or(|e| s + x.offset_ms < e.lo);
+    let failed: Vec<&Shot> = shots
+        .iter()
+        .filter(|x| x.failed() && before_middlebox(x))
+        .collect();
     let rtt = ms_of(ctx.network.rtt) as i64;
     let exposed = shots
         .iter()
@@ -145,6 +161,24 @@ pub fn run_race(
     .requiring("failed requests", "0", src, if kind == ProxyKind::Nginx { Level::Must } else { Level::Info });
     let proxy_exp = Expectation::either(format!("the pooled connection reused before S, a new one from S + {GONE_AFTER_MS} ms (hyper's timer grain and the FIN's transit)"), src)
         .requiring("reused after S", "0", src, Level::Must);
+    let mut client_exp = client_exp;
+    let mut past_fact = None;
+    if let Some(e) = effect {
+        let past: Vec<&Shot> = shots.iter().filter(|x| s + x.offset_ms > e.hi).collect();
+        let as_expected = past
+            .iter()
+            .filter(|x| e.failed_as_expected(&x.reply))
+            .count();
+        let what = "requests past the middlebox's timeout that failed as it implies";
+        client_exp = client_exp.requiring(
+            what,
+            format!("{n}/{n}", n = past.len()),
+            "RFC 5382 §5 (a middlebox forgets an idle flow); nginx ngx_http_upstream.c:2367/4319, HAProxy timeout server (504); reqwest ClientBuilder::timeout",
+            Level::Must,
+        );
+        client_exp.formula = format!("{}; {}", client_exp.formula, e.formula());
+        past_fact = Some((what, format!("{as_expected}/{}", past.len())));
+    }
     let client = Side {
         error: failed.first().map(|x| x.reply.describe()),
         ..Side::library(client_exp, None, None, 0)
@@ -152,6 +186,10 @@ pub fn run_race(
     .with_fact("failed requests", failed.len().to_string())
     .with_fact("failures by offset", curve.clone())
     .with_fact("requests reqwest retried", client_retried.to_string());
+    let client = match past_fact {
+        Some((what, v)) => client.with_fact(what, v),
+        None => client,
+    };
     let proxy = Side::library(proxy_exp, None, None, 0)
         .with_fact("reused after S", late_reuse.to_string())
         .with_fact("requests the proxy retried", proxy_retried.to_string());
