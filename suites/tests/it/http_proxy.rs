@@ -124,6 +124,13 @@ fn the_reuse_race_one_level_down_is_counted(#[case] id: &str) {
     // nginx and HAProxy keep the pooled connection (10 s) up to the
     // upstream's close at 500 ms: reused at S − 10 ms.
     assert_ne!(client.config["race.exposed"], "0", "{}", show(client));
+    // Who retried is known for every request: the proxy logged each one.
+    assert_eq!(
+        client.config["race.logged"],
+        "22/22 in the proxy's log",
+        "{}",
+        show(client)
+    );
 }
 
 const RACE_RULE: &str = "http-proxy-upstream-keepalive-outlives-upstream";

@@ -220,6 +220,19 @@ pub fn run_race(
     facts
         .config
         .insert("race.exposed".into(), exposed.to_string());
+    facts.config.insert("race.points".into(), curve.clone());
+    let logged = shots.iter().filter(|x| x.tries > 0).count();
+    facts.config.insert(
+        "race.logged".into(),
+        format!("{logged}/{} in the proxy's log", shots.len()),
+    );
+    facts.config.insert(
+        "race.retried".into(),
+        format!(
+            "{proxy_retried} by {}, {client_retried} by reqwest",
+            kind.name()
+        ),
+    );
     facts.config.insert("fault.router".into(), "none".into());
     let upstream = kaspec_harness::report::Implementation::new(
         crate::peers::http_upstream::NAME,
