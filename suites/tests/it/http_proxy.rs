@@ -219,3 +219,37 @@ fn a_middlebox_forgetting_the_pooled_upstream_flow_turns_the_race_into_504s() {
         .iter()
         .all(|(_, y)| y[0] == 1.0));
 }
+
+/// The fix, measured: nginx's upstream keepalive_timeout (900 ms) below
+/// the middlebox's 1 s drops the pooled connection before the middlebox
+/// forgets it; every request of the race goes out on a new connection and
+/// succeeds — the expectation (no middlebox effect, none fails) holds.
+#[test]
+fn a_proxy_pool_expiring_before_the_middlebox_keeps_the_race_clean() {
+    let mut ctx = ctx(&[
+        "http.upstream_keepalive_timeout=1200ms",
+        "http.proxy_upstream_keepalive_timeout=900ms",
+        "http.race_rounds=1",
+    ]);
+    ctx.network = kaspec_suites::network::NetworkProfile::parse(
+        "name = \"lb\"\nmiddlebox_idle_timeout = \"1s\"\nmiddlebox_at = \"upstream\"",
+    )
+    .unwrap();
+    let results = run_in(&ctx, "http/nginx-upstream-keepalive/race", FaultKind::None);
+    let client = side(&results, "client");
+    assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
+    let failed = client.checks.iter().find(|c| c.what == "failed requests");
+    assert_eq!(
+        failed.map(|c| c.actual.as_str()),
+        Some("0"),
+        "{}",
+        show(client)
+    );
+    assert!(client
+        .curve
+        .as_ref()
+        .unwrap()
+        .points
+        .iter()
+        .all(|(_, y)| y[0] == 0.0 && y[1] == 0.0));
+}

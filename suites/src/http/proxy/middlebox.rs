@@ -11,8 +11,10 @@
 //! exchange, and a cut path is already silent, so their windows stand.
 //!
 //! In the race, the middlebox matters when it forgets the pooled flow
-//! before that flow's own end: the upstream's close at S (upstream level)
-//! or the proxy's client-side keep-alive (client level). A request sent on
+//! before that flow's own end: the upstream's close at S or nginx's pool
+//! expiry (upstream `keepalive_timeout`), whichever is first (upstream
+//! level), or the proxy's client-side keep-alive (client level; reqwest's
+//! pool keeps its connection for the whole case). A request sent on
 //! the forgotten flow is dropped: through the upstream level the proxy
 //! waits its read timeout and answers 504 (nginx ngx_http_upstream.c:2367 →
 //! FT_TIMEOUT, no retry for a timeout on a cached connection (4310–4312
@@ -52,14 +54,21 @@ pub fn margin_ms() -> i64 {
     linux::jiffy_ms() as i64 + 1
 }
 
-/// The effect on a race whose upstream closes at `s_ms` and whose proxy
-/// closes an idle client connection at `client_keepalive_ms`: None when
-/// the flow ends before the middlebox would forget it.
-pub fn effect(m: Option<Middlebox>, s_ms: i64, client_keepalive_ms: i64) -> Option<Effect> {
+/// The effect on a race whose upstream closes at `s_ms`, whose proxy drops
+/// an idle pooled upstream connection at `upstream_pool_ms` (nginx; None:
+/// not before the server closes it) and closes an idle client connection
+/// at `client_keepalive_ms`: None when the flow ends before the middlebox
+/// would forget it.
+pub fn effect(
+    m: Option<Middlebox>,
+    s_ms: i64,
+    upstream_pool_ms: Option<i64>,
+    client_keepalive_ms: i64,
+) -> Option<Effect> {
     let m = m?;
     let at = ms_of(m.idle) as i64;
     let own_end = match m.at {
-        Level::Upstream => s_ms,
+        Level::Upstream => upstream_pool_ms.map_or(s_ms, |k| k.min(s_ms)),
         Level::Client => client_keepalive_ms,
     };
     let margin = margin_ms();
@@ -114,19 +123,24 @@ mod tests {
             idle: Duration::from_secs(1),
             at: Level::Upstream,
         };
-        let e = effect(Some(up), 1500, 1500).expect("M < S");
+        let e = effect(Some(up), 1500, None, 1500).expect("M < S");
         assert!(e.lo < 1000 && e.hi > 1000 && e.hi < 1010);
+        assert!(effect(Some(up), 1500, Some(10_000), 1500).is_some());
         assert!(
-            effect(Some(up), 1000, 1500).is_none(),
+            effect(Some(up), 1500, Some(900), 1500).is_none(),
+            "nginx's pool expires first"
+        );
+        assert!(
+            effect(Some(up), 1000, None, 1500).is_none(),
             "M = S: the upstream closes first or with it"
         );
-        assert!(effect(Some(up), 500, 1500).is_none());
+        assert!(effect(Some(up), 500, None, 1500).is_none());
         let client = Middlebox {
             at: Level::Client,
             ..up
         };
-        assert!(effect(Some(client), 5000, 1500).is_some());
-        assert!(effect(Some(client), 5000, 900).is_none());
-        assert!(effect(None, 1500, 1500).is_none());
+        assert!(effect(Some(client), 5000, None, 1500).is_some());
+        assert!(effect(Some(client), 5000, None, 900).is_none());
+        assert!(effect(None, 1500, None, 1500).is_none());
     }
 }

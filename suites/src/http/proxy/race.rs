@@ -130,9 +130,13 @@ pub fn run_race(
             x.tries = tries;
         }
     }
+    // nginx's pool drops an idle upstream connection at its upstream
+    // keepalive_timeout; HAProxy keeps it until the server closes it.
+    let upstream_pool = (kind == ProxyKind::Nginx).then(|| ms_of(keepalive) as i64);
     let effect = super::middlebox::effect(
         ctx.network.middlebox,
         s,
+        upstream_pool,
         ms_of(settings.keepalive_timeout) as i64,
     );
     let before_middlebox = |x: &Shot| effect.is_none_or(|e| s + x.offset_ms < e.lo);
