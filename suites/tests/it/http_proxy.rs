@@ -190,15 +190,7 @@ fn a_proxy_pool_expiring_before_the_upstream_is_not_exposed() {
 /// race's rule (none fails) would fail every request.
 #[test]
 fn a_middlebox_forgetting_the_pooled_upstream_flow_turns_the_race_into_504s() {
-    let mut ctx = ctx(&[
-        "http.upstream_keepalive_timeout=1200ms",
-        "http.race_rounds=1",
-    ]);
-    ctx.network = kaspec_suites::network::NetworkProfile::parse(
-        "name = \"lb\"\nmiddlebox_idle_timeout = \"1s\"\nmiddlebox_at = \"upstream\"",
-    )
-    .unwrap();
-    let results = run_in(&ctx, "http/nginx-upstream-keepalive/race", FaultKind::None);
+    let results = race_behind_middlebox(&["http.upstream_keepalive_timeout=1200ms"]);
     let client = side(&results, "client");
     assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
     let past = "requests past the middlebox's timeout that failed as it implies";
@@ -211,13 +203,7 @@ fn a_middlebox_forgetting_the_pooled_upstream_flow_turns_the_race_into_504s() {
     assert_eq!(check.actual, "11/11", "{}", show(client));
     assert!(client.config["network.middlebox"].contains("upstream"));
     // Every request failed: the race's own rule (none fails) alone would fail.
-    assert!(client
-        .curve
-        .as_ref()
-        .unwrap()
-        .points
-        .iter()
-        .all(|(_, y)| y[0] == 1.0));
+    assert!(shares(client).all(|y| y[0] == 1.0), "{}", show(client));
 }
 
 /// The fix, measured: nginx's upstream keepalive_timeout (900 ms) below
@@ -226,16 +212,10 @@ fn a_middlebox_forgetting_the_pooled_upstream_flow_turns_the_race_into_504s() {
 /// succeeds — the expectation (no middlebox effect, none fails) holds.
 #[test]
 fn a_proxy_pool_expiring_before_the_middlebox_keeps_the_race_clean() {
-    let mut ctx = ctx(&[
+    let results = race_behind_middlebox(&[
         "http.upstream_keepalive_timeout=1200ms",
         "http.proxy_upstream_keepalive_timeout=900ms",
-        "http.race_rounds=1",
     ]);
-    ctx.network = kaspec_suites::network::NetworkProfile::parse(
-        "name = \"lb\"\nmiddlebox_idle_timeout = \"1s\"\nmiddlebox_at = \"upstream\"",
-    )
-    .unwrap();
-    let results = run_in(&ctx, "http/nginx-upstream-keepalive/race", FaultKind::None);
     let client = side(&results, "client");
     assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
     let failed = client.checks.iter().find(|c| c.what == "failed requests");
@@ -245,11 +225,32 @@ fn a_proxy_pool_expiring_before_the_middlebox_keeps_the_race_clean() {
         "{}",
         show(client)
     );
-    assert!(client
-        .curve
+    assert!(
+        shares(client).all(|y| y[0] == 0.0 && y[1] == 0.0),
+        "{}",
+        show(client)
+    );
+}
+
+/// The nginx race, one round, with `sets`, behind a middlebox that forgets
+/// upstream flows idle for 1 s.
+fn race_behind_middlebox(sets: &[&str]) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut all = sets.to_vec();
+    all.push("http.race_rounds=1");
+    let mut ctx = ctx(&all);
+    ctx.network = kaspec_suites::network::NetworkProfile::parse(
+        "name = \"lb\"\nmiddlebox_idle_timeout = \"1s\"\nmiddlebox_at = \"upstream\"",
+    )
+    .unwrap();
+    run_in(&ctx, "http/nginx-upstream-keepalive/race", FaultKind::None)
+}
+
+/// The race chart's shares per offset (failed, reused, retried by the proxy, by reqwest).
+fn shares(r: &kaspec_harness::report::CaseResult) -> impl Iterator<Item = &Vec<f64>> {
+    r.curve
         .as_ref()
-        .unwrap()
+        .expect("a chart")
         .points
         .iter()
-        .all(|(_, y)| y[0] == 0.0 && y[1] == 0.0));
+        .map(|(_, y)| y)
 }
