@@ -8,7 +8,15 @@
 //! rtt = "150ms"              # round-trip time of the path
 //! jitter = "50ms"
 //! loss = "1%"
+//! middlebox_idle_timeout = "60s"  # a load balancer / firewall on the two-level path
+//! middlebox_at = "client"         # which level: "client" (client ── proxy) or "upstream" (proxy ── server)
 //! ```
+//!
+//! The middlebox (the seed texts' table: AWS NAT Gateway 350 s, Azure Load
+//! Balancer 4 min, an ALB's 60 s) acts in the two-level (proxy) cases: the
+//! router of that level forgets a TCP flow idle that long and drops its
+//! later packets (harness `Testbed::forget_idle_flows`, the NAT's conntrack
+//! machinery without address translation).
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,6 +38,41 @@ pub struct NetworkProfile {
     pub jitter: Duration,
     /// Packet loss, percent.
     pub loss_percent: f64,
+    /// A stateful middlebox on one level of the proxy topology.
+    pub middlebox: Option<Middlebox>,
+}
+
+/// Which level of the proxy topology a middlebox sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Between the client and the proxy (the client-side router).
+    Client,
+    /// Between the proxy and the server (the upstream router).
+    Upstream,
+}
+
+/// A middlebox that forgets a TCP flow idle for `idle`, on `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Middlebox {
+    pub idle: Duration,
+    pub at: Level,
+}
+
+impl Middlebox {
+    /// The router of its level in the proxy topology.
+    pub fn router(&self) -> &'static str {
+        match self.at {
+            Level::Client => kaspec_harness::testbed::ROUTER,
+            Level::Upstream => kaspec_harness::testbed::UPSTREAM_ROUTER,
+        }
+    }
+
+    pub fn level_name(&self) -> &'static str {
+        match self.at {
+            Level::Client => "client",
+            Level::Upstream => "upstream",
+        }
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -39,7 +82,19 @@ const KEYS: &[&str] = &[
     "rtt",
     "jitter",
     "loss",
+    "middlebox_idle_timeout",
+    "middlebox_at",
 ];
+
+/// A whole-seconds idle timeout (conntrack timeout policies take seconds).
+fn whole_secs(k: &str, quoted: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.subsec_nanos() != 0 || d.as_secs() < 1 || d.as_secs() > 86_400 {
+        return Err(ConfigError(format!(
+            "{k} = {quoted}: takes whole seconds, 1s..86400s"
+        )));
+    }
+    Ok(d)
+}
 
 impl NetworkProfile {
     pub fn load(path: &Path) -> Result<NetworkProfile, ConfigError> {
@@ -54,6 +109,7 @@ impl NetworkProfile {
             .parse()
             .map_err(|e: toml::de::Error| toml_error(text, &e))?;
         let mut n = NetworkProfile::default();
+        let mut at: Option<Level> = None;
         for (k, v) in &doc {
             if !KEYS.contains(&k.as_str()) {
                 return Err(ConfigError(format!(
@@ -89,15 +145,24 @@ impl NetworkProfile {
             match k.as_str() {
                 "name" => n.name = s.into(),
                 "description" => n.description = s.into(),
-                "nat_idle_timeout" => {
-                    // conntrack timeout policies take whole seconds.
-                    let d = dur(s)?;
-                    if d.subsec_nanos() != 0 || d.as_secs() < 1 || d.as_secs() > 86_400 {
-                        return Err(ConfigError(format!(
-                            "nat_idle_timeout = {quoted}: takes whole seconds, 1s..86400s"
-                        )));
-                    }
-                    n.nat_idle_timeout = Some(d);
+                "nat_idle_timeout" => n.nat_idle_timeout = Some(whole_secs(k, &quoted, dur(s)?)?),
+                "middlebox_idle_timeout" => {
+                    let idle = whole_secs(k, &quoted, dur(s)?)?;
+                    n.middlebox = Some(Middlebox {
+                        idle,
+                        at: Level::Client,
+                    });
+                }
+                "middlebox_at" => {
+                    at = Some(match s {
+                        "client" => Level::Client,
+                        "upstream" => Level::Upstream,
+                        _ => {
+                            return Err(ConfigError(format!(
+                                "middlebox_at = {quoted}: allowed: \"client\" (client ── proxy), \"upstream\" (proxy ── server)"
+                            )))
+                        }
+                    })
                 }
                 "rtt" => n.rtt = path_dur(s)?,
                 "jitter" => n.jitter = path_dur(s)?,
@@ -120,6 +185,15 @@ impl NetworkProfile {
                 }
                 _ => unreachable!(),
             }
+        }
+        match (&mut n.middlebox, at) {
+            (Some(m), Some(at)) => m.at = at,
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "middlebox_at is given without middlebox_idle_timeout (e.g. middlebox_idle_timeout = \"60s\")".into(),
+                ))
+            }
+            _ => {}
         }
         Ok(n)
     }
@@ -185,6 +259,35 @@ mod tests {
                 .rtt,
             MAX_RTT
         );
+    }
+
+    #[test]
+    fn a_middlebox_has_a_whole_seconds_timeout_and_a_level() {
+        let n =
+            NetworkProfile::parse("middlebox_idle_timeout = \"60s\"\nmiddlebox_at = \"upstream\"")
+                .unwrap();
+        let m = n.middlebox.unwrap();
+        assert_eq!((m.idle, m.at), (Duration::from_secs(60), Level::Upstream));
+        assert_eq!(m.router(), kaspec_harness::testbed::UPSTREAM_ROUTER);
+        let client = NetworkProfile::parse("middlebox_idle_timeout = \"350s\"").unwrap();
+        assert_eq!(client.middlebox.unwrap().at, Level::Client);
+        for (text, needle) in [
+            (
+                "middlebox_idle_timeout = \"1500ms\"",
+                "middlebox_idle_timeout = \"1500ms\": takes whole seconds, 1s..86400s",
+            ),
+            (
+                "middlebox_idle_timeout = \"2s\"\nmiddlebox_at = \"server\"",
+                "middlebox_at = \"server\": allowed: \"client\"",
+            ),
+            (
+                "middlebox_at = \"client\"",
+                "middlebox_at is given without middlebox_idle_timeout",
+            ),
+        ] {
+            let e = NetworkProfile::parse(text).unwrap_err().0;
+            assert!(e.contains(needle) && !e.contains('\n'), "{text}: {e}");
+        }
     }
 
     #[test]

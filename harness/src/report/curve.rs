@@ -21,6 +21,19 @@ pub struct Curve {
 const COLOURS: [RGBColor; 3] = [RGBColor(210, 70, 70), RGBColor(70, 110, 200), RGBColor(90, 170, 90)];
 
 impl Curve {
+    /// The share of the items at each x (`groups`) that pass each series'
+    /// test, one series per `(name, test)`.
+    pub fn of_shares<T>(title: String, x_label: &str, series: &[(&str, &dyn Fn(&T) -> bool)], groups: &[(i64, Vec<&T>)], band: Option<(i64, i64)>) -> Curve {
+        let share = |at: &[&T], f: &dyn Fn(&T) -> bool| at.iter().filter(|t| f(t)).count() as f64 / at.len().max(1) as f64;
+        Curve {
+            title,
+            x_label: x_label.into(),
+            series: series.iter().map(|(n, _)| n.to_string()).collect(),
+            points: groups.iter().map(|(x, at)| (*x, series.iter().map(|(_, f)| share(at, *f)).collect())).collect(),
+            band,
+        }
+    }
+
     /// The curve as an SVG: one line with markers per series, y in %.
     pub fn svg(&self) -> String {
         let (Some(first), Some(last)) = (self.points.first(), self.points.last()) else { return String::new() };
@@ -63,6 +76,9 @@ mod tests {
         let c = Curve { title: "t".into(), x_label: "x".into(), series: vec!["failed".into(), "reused".into()], points: vec![(980, vec![0.0, 1.0]), (1000, vec![0.5, 0.5]), (1020, vec![0.0, 0.0])], band: Some((995, 1007)) };
         let svg = c.svg();
         assert!(svg.starts_with("<svg") && svg.contains("failed") && svg.contains("reused"), "{svg}");
-        assert!(Curve { points: vec![], ..c }.svg().is_empty());
+        assert!(Curve { points: vec![], ..c.clone() }.svg().is_empty());
+        let items = [1, 2, 3, 4];
+        let shares = Curve::of_shares("t".into(), "x", &[("even", &|n: &i32| n % 2 == 0)], &[(10, items.iter().collect()), (20, vec![&items[1]])], None);
+        assert_eq!(shares.points, vec![(10, vec![0.5]), (20, vec![1.0])]);
     }
 }

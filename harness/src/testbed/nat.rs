@@ -48,8 +48,20 @@ impl Testbed {
     }
 
     pub(super) fn build_nat(&self, idle: Duration) -> Result<()> {
+        self.forget_idle_flows(super::ROUTER, idle)?;
+        self.masquerade()
+    }
+
+    /// `router` forgets an established TCP flow idle for `idle` (a stateful
+    /// middlebox: a NAT, a firewall, a cloud load balancer's idle timeout)
+    /// and drops its later packets, without translating addresses: the
+    /// conntrack timeout policy and the INVALID drops above, in `router`'s
+    /// own table. Used alone by the proxy topology's middlebox
+    /// (`--network`'s `middlebox_idle_timeout`).
+    pub fn forget_idle_flows(&self, router: &str, idle: Duration) -> Result<()> {
         let secs = idle.as_secs().max(1) as u32;
-        self.router.exec(
+        let host = self.host(router).ok_or_else(|| crate::Error::Other(format!("topology {} has no router `{router}`", self.topology.name)))?;
+        host.exec(
             "making the router's conntrack strict (no mid-stream pick-up)",
             "sysctl",
             &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
@@ -67,7 +79,6 @@ impl Testbed {
             msgs.push(netlink::new_base_chain(tb, chain, hook));
             msgs.push(netlink::add_rule(tb, chain, &invalid, Some(&comment), "ct state invalid counter drop"));
         }
-        self.fault_point().commit("setting up NAT on the router", &msgs)?;
-        self.masquerade()
+        self.fault_point_at(router)?.commit("setting up the idle-flow timeout on the router", &msgs)
     }
 }

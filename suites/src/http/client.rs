@@ -48,6 +48,9 @@ pub struct Got {
     /// That connection's socket just after the response: the options
     /// reqwest set (getsockopt) and its last data received (TCP_INFO).
     pub sock: Option<(TcpConfig, Instant)>,
+    /// How many times hyper-util's pool tried it again after a reused
+    /// connection gave it back unsent ([`super::retries`]).
+    pub retried: u64,
 }
 
 impl Got {
@@ -136,6 +139,7 @@ async fn get(client: &reqwest::Client, url: &str, server: SocketAddrV4) -> Got {
         done,
         result: r,
         sock,
+        retried: 0,
     }
 }
 
@@ -160,6 +164,7 @@ impl Driver {
                         return;
                     }
                 };
+                let (retries, _guard) = super::retries::Counter::install();
                 rt.block_on(async move {
                     let client = match build(&c, h2) {
                         Ok(c) => c,
@@ -175,14 +180,17 @@ impl Driver {
                             tokio::time::sleep_until(at.into()).await;
                         }
                         let sent = Instant::now();
-                        let got = tokio::time::timeout(limit, get(&client, &url, server))
+                        let before = retries.count();
+                        let mut got = tokio::time::timeout(limit, get(&client, &url, server))
                             .await
                             .unwrap_or_else(|_| Got {
                                 sent,
                                 done: Instant::now(),
                                 result: Err(NOT_ENDED.into()),
                                 sock: None,
+                                retried: 0,
                             });
+                        got.retried = retries.count() - before;
                         let _ = reply.send(got);
                     }
                 });

@@ -80,6 +80,18 @@ pub static SERVER_KEEPALIVE_TIMEOUT: Key = Key {
     default: "0s",
     doc: "the idle (keep-alive) timeout of the server or proxy the client talks to, e.g. nginx keepalive_timeout (for `kaspec validate`; 0 = not stated)",
 };
+pub static PROXY_UPSTREAM_KEEPALIVE_TIMEOUT: Key = Key {
+    name: "http.proxy_upstream_keepalive_timeout",
+    kind: Kind::Millis { min: 0, max: MAX_MS },
+    default: "0s",
+    doc: "how long the proxy in front keeps an idle upstream connection, e.g. nginx upstream keepalive_timeout (default 60 s), HAProxy's idle server connections (for `kaspec validate` and the proxy reuse race; 0 = not stated)",
+};
+pub static UPSTREAM_KEEPALIVE_TIMEOUT: Key = Key {
+    name: "http.upstream_keepalive_timeout",
+    kind: Kind::Millis { min: 0, max: MAX_MS },
+    default: "0s",
+    doc: "the idle (keep-alive) timeout of the servers behind the proxy, e.g. Node.js keepAliveTimeout 5 s (for `kaspec validate` and the proxy reuse race; 0 = not stated)",
+};
 pub static RACE_SPAN: Key = Key {
     name: "http.race_span",
     kind: Kind::Millis { min: 0, max: 10_000 },
@@ -103,7 +115,7 @@ pub static RACE_ROUNDS: Key = Key {
 };
 
 /// The `http.*` keys, in help order.
-pub static KNOBS: [&Key; 14] = [
+pub static KNOBS: [&Key; 16] = [
     &POOL_IDLE_TIMEOUT,
     &POOL_MAX_IDLE_PER_HOST,
     &TCP_KEEPALIVE,
@@ -115,6 +127,8 @@ pub static KNOBS: [&Key; 14] = [
     &H2_TIMEOUT,
     &H2_WHILE_IDLE,
     &SERVER_KEEPALIVE_TIMEOUT,
+    &PROXY_UPSTREAM_KEEPALIVE_TIMEOUT,
+    &UPSTREAM_KEEPALIVE_TIMEOUT,
     &RACE_SPAN,
     &RACE_STEP,
     &RACE_ROUNDS,
@@ -136,6 +150,10 @@ pub struct HttpConfig {
     pub h2_while_idle: bool,
     /// Zero: not stated.
     pub server_keepalive_timeout: Duration,
+    /// Zero: not stated.
+    pub proxy_upstream_keepalive_timeout: Duration,
+    /// Zero: not stated.
+    pub upstream_keepalive_timeout: Duration,
     pub race_span: Duration,
     pub race_step: Duration,
     pub race_rounds: u64,
@@ -160,6 +178,8 @@ impl HttpConfig {
             h2_timeout: c.dur(&H2_TIMEOUT),
             h2_while_idle: c.flag(&H2_WHILE_IDLE),
             server_keepalive_timeout: c.dur(&SERVER_KEEPALIVE_TIMEOUT),
+            proxy_upstream_keepalive_timeout: c.dur(&PROXY_UPSTREAM_KEEPALIVE_TIMEOUT),
+            upstream_keepalive_timeout: c.dur(&UPSTREAM_KEEPALIVE_TIMEOUT),
             race_span: c.dur(&RACE_SPAN),
             race_step: c.dur(&RACE_STEP),
             race_rounds: c.count(&RACE_ROUNDS),

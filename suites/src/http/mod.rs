@@ -45,6 +45,7 @@ pub mod knobs;
 mod nat;
 mod ping;
 pub mod proxy;
+mod retries;
 mod review;
 mod run;
 pub mod server;

@@ -266,6 +266,8 @@ pub struct Trial {
     pub outcome: String,
     pub failed: bool,
     pub done: Instant,
+    /// hyper-util's retries of it (a reused connection gave it back unsent).
+    pub retried: u64,
 }
 
 pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<CaseResult>> {
@@ -301,6 +303,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
                                     outcome: outcome_text(&a, 0),
                                     failed: true,
                                     done: a.done,
+                                    retried: a.retried,
                                 });
                                 continue;
                             }
@@ -319,6 +322,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
                     outcome: outcome_text(&b, port),
                     failed: b.result.is_err(),
                     done: b.done,
+                    retried: b.retried,
                 });
             }
         }
@@ -350,7 +354,11 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
         race_config.push(("race.exposed".into(), exposed.to_string()));
         let side = Side::library(expected, detected_at, error, deadline_ms)
             .with_fact("requests failed inside the window", failed_in.to_string())
-            .with_fact("requests", trials.len().to_string());
+            .with_fact("requests", trials.len().to_string())
+            .with_fact(
+                "requests hyper-util retried",
+                trials.iter().filter(|t| t.retried > 0).count().to_string(),
+            );
         let timeline = trials
             .iter()
             .filter(|t| t.failed)
@@ -399,13 +407,14 @@ fn race_points(grid: &[i64], trials: &[Trial]) -> String {
             let at: Vec<&Trial> = trials.iter().filter(|t| t.offset_ms == *d).collect();
             let failed = at.iter().filter(|t| t.failed).count();
             let reused = at.iter().filter(|t| t.outcome.contains("same")).count();
+            let retried = at.iter().filter(|t| t.retried > 0).count();
             let kinds: Vec<&str> = at
                 .iter()
                 .filter(|t| t.failed)
                 .map(|t| t.outcome.as_str())
                 .collect();
             format!(
-                "S{d:+}ms: {failed}/{} failed, {reused} reused{}",
+                "S{d:+}ms: {failed}/{} failed, {reused} reused, {retried} retried{}",
                 at.len(),
                 if kinds.is_empty() {
                     String::new()
@@ -421,28 +430,26 @@ fn race_points(grid: &[i64], trials: &[Trial]) -> String {
 fn race_curve(grid: &[i64], trials: &[Trial], s_ms: u64) -> kaspec_harness::report::curve::Curve {
     // Shaded: the server's close window, where a failure is allowed.
     let (lo, hi, _) = close_bounds(s_ms);
-    let points: Vec<(i64, f64, f64)> = grid
+    let groups: Vec<(i64, Vec<&Trial>)> = grid
         .iter()
         .map(|d| {
-            let at: Vec<&Trial> = trials.iter().filter(|t| t.offset_ms == *d).collect();
-            let n = at.len().max(1) as f64;
-            (
-                s_ms as i64 + d,
-                at.iter().filter(|t| t.failed).count() as f64 / n,
-                at.iter().filter(|t| t.outcome.contains("same")).count() as f64 / n,
-            )
+            let at = trials.iter().filter(|t| t.offset_ms == *d).collect();
+            (s_ms as i64 + d, at)
         })
         .collect();
-    kaspec_harness::report::curve::Curve {
-        title: format!("reuse race around S = {s_ms} ms (shaded: the server's close window)"),
-        x_label: "idle time at the request (ms after the last response)".into(),
-        series: vec!["failed".into(), "reused the pooled connection".into()],
-        points: points
-            .into_iter()
-            .map(|(x, f, r)| (x, vec![f, r]))
-            .collect(),
-        band: Some((lo as i64, hi as i64)),
-    }
+    kaspec_harness::report::curve::Curve::of_shares(
+        format!("reuse race around S = {s_ms} ms (shaded: the server's close window)"),
+        "idle time at the request (ms after the last response)",
+        &[
+            ("failed", &|t: &Trial| t.failed),
+            ("reused the pooled connection", &|t: &Trial| {
+                t.outcome.contains("same")
+            }),
+            ("retried by hyper-util", &|t: &Trial| t.retried > 0),
+        ],
+        &groups,
+        Some((lo as i64, hi as i64)),
+    )
 }
 
 pub(crate) fn run_dead_pooled(

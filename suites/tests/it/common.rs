@@ -147,3 +147,33 @@ pub fn by<'a>(results: &'a [CaseResult], side_name: &str, implementation: &str) 
         })
         .unwrap_or_else(|| panic!("no {side_name} result against {implementation}"))
 }
+
+/// `kaspec validate` on the configuration `sets`: the finding `rule` must
+/// be raised; its check is run for real (`validate::confirm`, the case it
+/// names with these settings) and judged.
+pub fn validate_rule(
+    sets: &[&str],
+    rule: &str,
+) -> (kaspec_suites::validate::Judged, Vec<CaseResult>) {
+    let ctx = ctx(sets);
+    let findings: Vec<_> = kaspec_suites::validate::review(&ctx.config, None)
+        .into_iter()
+        .filter(|f| f.rule == rule)
+        .collect();
+    assert_eq!(findings.len(), 1, "{rule} not raised by {sets:?}");
+    let (mut judged, results) = kaspec_suites::validate::confirm(&ctx, &findings, |_| {})
+        .unwrap_or_else(|e| panic!("harness error confirming {rule}: {e}"));
+    (judged.remove(0), results)
+}
+
+/// The confirmation predicate of `rule` (raised by `raising`), applied to
+/// other results: a rule's measurement must be able to say "not the case".
+pub fn rule_confirmed_by(raising: &[&str], rule: &str, results: &[CaseResult]) -> Option<bool> {
+    let c = config(raising);
+    let f = kaspec_suites::validate::review(&c, None)
+        .into_iter()
+        .find(|f| f.rule == rule)
+        .unwrap_or_else(|| panic!("{rule} not raised by {raising:?}"));
+    let check = f.check.as_ref().unwrap_or_else(|e| panic!("{rule}: {e}"));
+    (check.confirmed)(results, &c)
+}

@@ -106,6 +106,28 @@ fn a_pool_expiring_before_the_server_never_fails_a_request() {
     }
 }
 
+/// `kaspec validate`'s rule (a): with neither TCP_USER_TIMEOUT nor a
+/// request timeout the request on the blackholed pooled connection is
+/// still pending when the case gives up on it — confirmed by measurement.
+#[test]
+fn validate_confirms_a_request_nothing_bounds_on_a_dead_path() {
+    let rule = "http-request-unbounded-on-dead-path";
+    let (judged, results) = validate_rule(&["http.tcp_user_timeout=0s"], rule);
+    assert!(
+        matches!(judged.outcome, kaspec_suites::validate::Outcome::Confirmed),
+        "{judged:?}"
+    );
+    for s in SERVERS {
+        let r = by(&results, "client", s);
+        assert!(!r.detected, "{}", show(r));
+        assert!(
+            error(r).is_empty() || error(r).contains("not ended"),
+            "{}",
+            show(r)
+        );
+    }
+}
+
 #[rstest]
 #[case::user_timeout(FaultKind::Blackhole, &["http.tcp_user_timeout=1s", "http.tcp_keepalive=0s"])]
 #[case::request_timeout(FaultKind::Blackhole, &["http.tcp_user_timeout=5s", "http.request_timeout=800ms"])]
@@ -119,6 +141,14 @@ fn a_request_on_a_dead_pooled_connection_fails_at_the_first_of_its_timeouts(
         assert_pass(by(&results, "client", s));
         assert_quiet(by(&results, "server", s));
     }
+    // Validate's rule (a) measured on a bounded configuration: not the case.
+    let unbounded = ["http.tcp_user_timeout=0s"];
+    let rule = "http-request-unbounded-on-dead-path";
+    assert_eq!(
+        rule_confirmed_by(&unbounded, rule, &results),
+        Some(false),
+        "the requests ended: the rule's measurement must say so"
+    );
 }
 
 #[rstest]

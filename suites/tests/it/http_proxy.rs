@@ -115,4 +115,142 @@ fn the_reuse_race_one_level_down_is_counted(#[case] id: &str) {
         );
         assert_ne!(r.verdict, Verdict::Fail, "{}", show(r));
     }
+    // The failure curve, as a chart: 11 offsets, who failed, reused, retried.
+    let client = side(&results, "client");
+    let curve = client.curve.as_ref().expect("a chart");
+    assert_eq!(curve.points.len(), 11, "{}", show(client));
+    assert_eq!(curve.series.len(), 4);
+    assert!(curve.svg().contains("<svg"));
+    // nginx and HAProxy keep the pooled connection (10 s) up to the
+    // upstream's close at 500 ms: reused at S − 10 ms.
+    assert_ne!(client.config["race.exposed"], "0", "{}", show(client));
+    // Who retried is known for every request: the proxy logged each one.
+    assert_eq!(
+        client.config["race.logged"],
+        "22/22 in the proxy's log",
+        "{}",
+        show(client)
+    );
+}
+
+const RACE_RULE: &str = "http-proxy-upstream-keepalive-outlives-upstream";
+
+/// `kaspec validate`'s rule (b): nginx keeps an idle upstream connection
+/// 10 s, the upstream closes at 500 ms: the race run with those settings
+/// shows nginx reusing its pooled connection up to the upstream's close.
+#[test]
+fn validate_confirms_a_proxy_pool_outliving_the_upstream() {
+    let sets = [
+        "http.proxy_upstream_keepalive_timeout=10s",
+        "http.upstream_keepalive_timeout=500ms",
+    ];
+    let (judged, results) = validate_rule(&sets, RACE_RULE);
+    assert!(
+        matches!(judged.outcome, kaspec_suites::validate::Outcome::Confirmed),
+        "{judged:?}"
+    );
+    let client = side(&results, "client");
+    assert_eq!(client.config["nginx.upstream.keepalive_timeout"], "10000ms");
+}
+
+/// The rule's measurement can say no: with nginx's upstream keep-alive at
+/// 300 ms, below the upstream's 500 ms, the pool drops the connection
+/// before the race's grid (S − 50 ms on): nothing reused, nothing failed.
+#[test]
+fn a_proxy_pool_expiring_before_the_upstream_is_not_exposed() {
+    let sets = [
+        "http.proxy_upstream_keepalive_timeout=300ms",
+        "http.upstream_keepalive_timeout=500ms",
+    ];
+    assert!(kaspec_suites::validate::review(&config(&sets), None)
+        .iter()
+        .all(|f| f.rule != RACE_RULE));
+    let results = run("http/nginx-upstream-keepalive/race", FaultKind::None, &sets);
+    for r in &results {
+        assert_ne!(r.verdict, Verdict::Fail, "{}", show(r));
+    }
+    let client = side(&results, "client");
+    assert_eq!(client.config["race.exposed"], "0", "{}", show(client));
+    let raising = [
+        "http.proxy_upstream_keepalive_timeout=10s",
+        "http.upstream_keepalive_timeout=500ms",
+    ];
+    assert_eq!(
+        rule_confirmed_by(&raising, RACE_RULE, &results),
+        Some(false)
+    );
+}
+
+/// A middlebox on the upstream level (`--network`'s
+/// middlebox_idle_timeout = 1 s, middlebox_at = upstream) forgets nginx's
+/// pooled upstream flow before the upstream's own close (S = 1.2 s): every
+/// request of the race (idle 1.15–1.25 s) is dropped on the way to the
+/// upstream and nginx answers 504 at its read timeout — what the
+/// expectation says once the profile is accounted for; without it, the
+/// race's rule (none fails) would fail every request.
+#[test]
+fn a_middlebox_forgetting_the_pooled_upstream_flow_turns_the_race_into_504s() {
+    let results = race_behind_middlebox(&["http.upstream_keepalive_timeout=1200ms"]);
+    let client = side(&results, "client");
+    assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
+    let past = "requests past the middlebox's timeout that failed as it implies";
+    let check = client
+        .checks
+        .iter()
+        .find(|c| c.what == past)
+        .unwrap_or_else(|| panic!("{}", show(client)));
+    assert_eq!(check.verdict, Verdict::Pass, "{}", show(client));
+    assert_eq!(check.actual, "11/11", "{}", show(client));
+    assert!(client.config["network.middlebox"].contains("upstream"));
+    // Every request failed: the race's own rule (none fails) alone would fail.
+    assert!(shares(client).all(|y| y[0] == 1.0), "{}", show(client));
+}
+
+/// The fix, measured: nginx's upstream keepalive_timeout (900 ms) below
+/// the middlebox's 1 s drops the pooled connection before the middlebox
+/// forgets it; every request of the race goes out on a new connection and
+/// succeeds — the expectation (no middlebox effect, none fails) holds.
+#[test]
+fn a_proxy_pool_expiring_before_the_middlebox_keeps_the_race_clean() {
+    let results = race_behind_middlebox(&[
+        "http.upstream_keepalive_timeout=1200ms",
+        "http.proxy_upstream_keepalive_timeout=900ms",
+    ]);
+    let client = side(&results, "client");
+    assert_eq!(client.verdict, Verdict::Pass, "{}", show(client));
+    let failed = client.checks.iter().find(|c| c.what == "failed requests");
+    assert_eq!(
+        failed.map(|c| c.actual.as_str()),
+        Some("0"),
+        "{}",
+        show(client)
+    );
+    assert!(
+        shares(client).all(|y| y[0] == 0.0 && y[1] == 0.0),
+        "{}",
+        show(client)
+    );
+}
+
+/// The nginx race, one round, with `sets`, behind a middlebox that forgets
+/// upstream flows idle for 1 s.
+fn race_behind_middlebox(sets: &[&str]) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut all = sets.to_vec();
+    all.push("http.race_rounds=1");
+    let mut ctx = ctx(&all);
+    ctx.network = kaspec_suites::network::NetworkProfile::parse(
+        "name = \"lb\"\nmiddlebox_idle_timeout = \"1s\"\nmiddlebox_at = \"upstream\"",
+    )
+    .unwrap();
+    run_in(&ctx, "http/nginx-upstream-keepalive/race", FaultKind::None)
+}
+
+/// The race chart's shares per offset (failed, reused, retried by the proxy, by reqwest).
+fn shares(r: &kaspec_harness::report::CaseResult) -> impl Iterator<Item = &Vec<f64>> {
+    r.curve
+        .as_ref()
+        .expect("a chart")
+        .points
+        .iter()
+        .map(|(_, y)| y)
 }

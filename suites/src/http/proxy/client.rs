@@ -27,6 +27,8 @@ pub struct Reply {
     /// The status and body (the upstream connection's port, from
     /// kaspec's upstream server), or reqwest's error chain.
     pub outcome: std::result::Result<(u16, String), String>,
+    /// hyper-util's retries of it ([`crate::http::retries`]).
+    pub retried: u64,
 }
 
 impl Reply {
@@ -54,7 +56,7 @@ impl Reply {
 
 /// A reqwest client living in the client host.
 pub struct Client {
-    ask: Option<mpsc::Sender<Duration>>,
+    ask: Option<mpsc::Sender<(String, Duration)>>,
     replies: mpsc::Receiver<Reply>,
     thread: Option<NsThread<()>>,
 }
@@ -63,9 +65,8 @@ impl Client {
     /// Starts the client thread for `http://proxy/`: reqwest as the
     /// direct cases build it from the `http.*` knobs, HTTP/1.1.
     pub fn start(host: &Host, proxy: SocketAddrV4, http: &HttpConfig) -> Result<Client> {
-        let (ask_tx, ask_rx) = mpsc::channel::<Duration>();
+        let (ask_tx, ask_rx) = mpsc::channel::<(String, Duration)>();
         let (reply_tx, replies) = mpsc::channel();
-        let url = format!("http://{proxy}/");
         // The pool keeps idle connections until the case ends
         // (pool_idle_timeout off): the proxy's timeouts decide.
         let http = HttpConfig {
@@ -82,7 +83,10 @@ impl Client {
             let Ok(client) = crate::http::client::build(&http, false) else {
                 return;
             };
-            for timeout in ask_rx {
+            let (retries, _guard) = crate::http::retries::Counter::install();
+            for (path, timeout) in ask_rx {
+                let url = format!("http://{proxy}{path}");
+                let before = retries.count();
                 let sent = Instant::now();
                 let outcome = rt.block_on(async {
                     let r = client
@@ -100,6 +104,7 @@ impl Client {
                         sent,
                         done: Instant::now(),
                         outcome,
+                        retried: retries.count() - before,
                     })
                     .is_err()
                 {
@@ -116,11 +121,16 @@ impl Client {
 
     /// One GET, ending within `timeout` (reqwest's own request timeout).
     pub fn get(&self, timeout: Duration) -> Result<Reply> {
+        self.get_path("/", timeout)
+    }
+
+    /// One GET of `path` (the proxy's access log names it).
+    pub fn get_path(&self, path: &str, timeout: Duration) -> Result<Reply> {
         let ask = self
             .ask
             .as_ref()
             .ok_or_else(|| Error::Other("the reqwest client is stopped".into()))?;
-        ask.send(timeout)
+        ask.send((path.to_string(), timeout))
             .map_err(|_| Error::Other("the reqwest client thread is gone".into()))?;
         self.replies
             .recv_timeout(timeout + Duration::from_secs(2))

@@ -23,6 +23,7 @@ use crate::ctx::Ctx;
 pub mod client;
 pub mod client_side;
 pub mod expect;
+pub mod middlebox;
 pub mod race;
 pub mod run;
 pub mod server;
@@ -119,9 +120,15 @@ pub static UPSTREAM_DIES_HAPROXY: CaseDef = CaseDef {
 /// RFC 9112 §9.3.1.
 const RETRY_QUOTE: &str = "A proxy MUST NOT automatically retry non-idempotent requests. A user agent MUST NOT automatically retry a request on a non-idempotent method unless it has some means to know that the request semantics are actually idempotent";
 
-fn race_budget(_: &Ctx) -> Duration {
-    let per = race::UPSTREAM_IDLE + Duration::from_millis(100);
-    per * (race::OFFSETS_MS.len() * race::ROUNDS) as u32 + Duration::from_secs(5)
+fn race_budget(ctx: &Ctx) -> Duration {
+    let per = race::timings(ctx).0 + Duration::from_millis(150);
+    // A request past a middlebox's timeout waits up to reqwest's 3 s.
+    let per = per
+        + ctx
+            .network
+            .middlebox
+            .map_or(Duration::ZERO, |_| Duration::from_secs(3));
+    per * (race::OFFSETS_MS.len() as u64 * race::rounds(ctx)) as u32 + Duration::from_secs(5)
 }
 
 pub static RACE_NGINX: CaseDef = CaseDef {
@@ -129,7 +136,7 @@ pub static RACE_NGINX: CaseDef = CaseDef {
     protocol: "http",
     spec: "RFC 9112 §9.3.1, §9.5; nginx 1.22 ngx_http_upstream_keepalive_module.c, ngx_http_upstream.c (proxy_next_upstream)",
     quote: RETRY_QUOTE,
-    description: "The reuse race one level down: kaspec's hyper upstream closes idle connections at S = 500 ms (header_read_timeout), shorter than nginx's upstream keepalive_timeout (10 s). GETs at S + d, d from −50 to +50 ms, two rounds: nginx drops a pooled connection as soon as its FIN arrives and retries a closed cached one on a new connection, so none fails.",
+    description: "The reuse race one level down: kaspec's hyper upstream closes idle connections at S = http.upstream_keepalive_timeout (header_read_timeout; 500 ms when not stated), shorter than nginx's upstream keepalive_timeout (http.proxy_upstream_keepalive_timeout; 10 s when not stated). GETs at S + d, d from −50 to +50 ms, two rounds: nginx drops a pooled connection as soon as its FIN arrives and retries a closed cached one on a new connection, so none fails. The failure curve is a chart; which requests nginx retried comes from its access log ($upstream_status), reqwest's from hyper-util's trace event.",
     requirement: "No GET through the proxy fails around the upstream's idle timeout; the pooled connection is reused before S and never after it",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
@@ -143,7 +150,7 @@ pub static RACE_HAPROXY: CaseDef = CaseDef {
     protocol: "http",
     spec: "RFC 9112 §9.3.1, §9.5; HAProxy 2.6 configuration.txt (http-reuse, timeout server)",
     quote: RETRY_QUOTE,
-    description: "The reuse race one level down through HAProxy (http-reuse always): the upstream closes idle connections at S = 500 ms; GETs at S + d, d from −50 to +50 ms, two rounds; failures counted per offset (informational: HAProxy answers a read error on a reused connection by closing the client's, which reqwest does not retry).",
+    description: "The reuse race one level down through HAProxy (http-reuse always): the upstream closes idle connections at S = http.upstream_keepalive_timeout (500 ms when not stated); GETs at S + d, d from −50 to +50 ms, two rounds; failures counted per offset and drawn as a chart (informational: HAProxy answers a read error on a reused connection by closing the client's, which reqwest does not retry); HAProxy's retries from its log (%rc), reqwest's from hyper-util's trace event.",
     requirement: "The pooled connection is reused before S and never after it; failures around S are counted",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),

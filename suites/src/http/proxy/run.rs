@@ -37,6 +37,7 @@ impl Bed {
         upstream_idle: Option<Duration>,
     ) -> Result<Bed> {
         let tb = Testbed::with_topology(&ctx.run_dir, &PROXY)?;
+        super::middlebox::install(&tb, ctx.network.middlebox)?;
         let addr = SocketAddrV4::new(tb.server.addr, UPSTREAM_PORT);
         let upstream = Upstream::start(&tb.server, addr, upstream_idle)?;
         let proxy = Proxy::start(&ctx.fixtures, &tb, settings, addr)?;
@@ -197,6 +198,16 @@ pub fn facts<'a>(
     config.extend(s.report());
     config.insert("fault.router".into(), UPSTREAM_ROUTER.into());
     config.insert("reqwest.pool_idle_timeout".into(), "none".into());
+    if let Some(m) = ctx.network.middlebox {
+        config.insert(
+            "network.middlebox".into(),
+            format!(
+                "{} s idle timeout on the {} level",
+                m.idle.as_secs(),
+                m.level_name()
+            ),
+        );
+    }
     RunFacts {
         case,
         fault,

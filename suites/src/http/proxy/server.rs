@@ -284,6 +284,40 @@ impl Proxy {
         Ok(proxy)
     }
 
+    /// Per request the proxy logged (fixtures' `kaspec-req` lines): its
+    /// path and how many times the proxy tried the upstream for it — nginx
+    /// `$upstream_status` has one status per try ("502, 200": the cached
+    /// connection failed, a new one answered); HAProxy 1 + `%rc` (its
+    /// connection retries).
+    pub fn upstream_tries(&self) -> Vec<(String, u32)> {
+        let file = match self.settings.kind {
+            ProxyKind::Nginx => self.dir.join("access.log"),
+            ProxyKind::Haproxy => match &self.server {
+                Some(s) => s.log.clone(),
+                None => return Vec::new(),
+            },
+        };
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once("kaspec-req ").map(|(_, r)| r))
+            .filter_map(|r| {
+                let (path, rest) = r.split_once(' ')?;
+                let tries = match self.settings.kind {
+                    ProxyKind::Nginx => rest.split(',').count() as u32,
+                    ProxyKind::Haproxy => {
+                        1 + rest
+                            .split_whitespace()
+                            .next()?
+                            .trim_start_matches('+')
+                            .parse::<u32>()
+                            .ok()?
+                    }
+                };
+                Some((path.to_string(), tries))
+            })
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.server.as_ref().map_or(0, Server::pid)
     }
