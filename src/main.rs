@@ -107,8 +107,9 @@ enum Command {
         json: bool,
     },
     /// Compare reports: verdict changes, detection-time changes beyond the
-    /// measured spread, cases added/removed (first vs last), and all of them
-    /// side by side. Exit status 1 on a regression.
+    /// measured spread, cases added/removed (first vs last), all of them
+    /// side by side, and client implementations as columns where a protocol
+    /// has more than one. Exit status 1 on a regression.
     Compare {
         /// report.json files (or run folders holding one), oldest first.
         #[arg(required = true, num_args = 2.., value_name = "REPORT")]
@@ -116,6 +117,11 @@ enum Command {
         /// Also write compare.md and compare.html here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// run: what changed from the first report to the last (exit 1 on a
+        /// regression), then side by side; client: only the client
+        /// implementations as columns, per protocol and server (a view: exit 0).
+        #[arg(long, value_enum, default_value_t = CompareBy::Run)]
+        by: CompareBy,
     },
     /// List cases with their spec references.
     List {
@@ -166,7 +172,7 @@ fn main() {
             run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize, client })
         }
         Command::Merge { reports, out, json } => merge(&reports, out, json),
-        Command::Compare { reports, out } => compare(&reports, out.as_deref()),
+        Command::Compare { reports, out, by } => compare(&reports, out.as_deref(), by),
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
         Command::List { prefixes, markdown } => list(&prefixes, markdown),
         Command::Clean => clean(),
@@ -317,6 +323,13 @@ struct Output {
     client: Option<PathBuf>,
 }
 
+/// `kaspec compare --by`: the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompareBy {
+    Run,
+    Client,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TestbedKind {
     Netns,
@@ -335,7 +348,7 @@ fn read_reports(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Report)>, String> {
         .collect()
 }
 
-fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
+fn compare(paths: &[PathBuf], out: Option<&Path>, by: CompareBy) -> i32 {
     let (files, reports): (Vec<PathBuf>, Vec<Report>) = match read_reports(paths) {
         Ok(r) => r.into_iter().unzip(),
         Err(e) => return bad_input(e),
@@ -344,12 +357,16 @@ fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
         .iter()
         .map(|file| file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string()))
         .collect();
-    let (md, regressions) = kaspec_harness::report::compare::markdown(&labels, &reports);
+    use kaspec_harness::report::compare;
+    let ((md, regressions), html): ((String, usize), fn(&[String], &[Report]) -> String) = match by {
+        CompareBy::Run => (compare::markdown(&labels, &reports), compare::html),
+        CompareBy::Client => ((compare::by_client_markdown(&labels, &reports), 0), compare::by_client_html),
+    };
     print!("{md}");
     if let Some(dir) = out {
         let written = std::fs::create_dir_all(dir)
             .and_then(|_| std::fs::write(dir.join("compare.md"), &md))
-            .and_then(|_| std::fs::write(dir.join("compare.html"), kaspec_harness::report::compare::html(&labels, &reports)));
+            .and_then(|_| std::fs::write(dir.join("compare.html"), html(&labels, &reports)));
         if let Err(e) = written {
             return bad_input(format!("--out {}: {e}", dir.display()));
         }
