@@ -256,13 +256,17 @@ fn side_md(name: &str, r: &CaseResult) -> String {
     format!("{name}: {v} {}{mark}", detection_label(r))
 }
 
-/// The tables as Markdown (empty when there are none), under `heading`.
+/// The tables as Markdown (empty when there are none), under `heading`
+/// (none when empty).
 pub fn markdown(matrices: &[Matrix], heading: &str) -> String {
     let mut m = String::new();
     if matrices.is_empty() {
         return m;
     }
-    let _ = writeln!(m, "{heading}\n\n{LEGEND}\n");
+    if !heading.is_empty() {
+        let _ = writeln!(m, "{heading}\n");
+    }
+    let _ = writeln!(m, "{LEGEND}\n");
     for t in matrices {
         let _ = writeln!(m, "### {}\n", t.protocol);
         let heads: Vec<String> = t.columns.iter().enumerate().map(|(i, c)| format!("{} [{}]", c.title(), i + 1)).collect();

@@ -203,8 +203,9 @@ pub fn by_client_markdown(labels: &[String], reports: &[Report]) -> String {
         let _ = writeln!(m, "- `{l}`: run {} ({}), testbed `{}`", r.run_id, r.started_at, r.testbed);
     }
     let tables = clients::markdown(&clients::of_reports(labels, reports), "");
+    let _ = writeln!(m);
     if tables.is_empty() {
-        let _ = writeln!(m, "\n{NO_CLIENTS}");
+        let _ = writeln!(m, "{NO_CLIENTS}");
     }
     m + &tables
 }
