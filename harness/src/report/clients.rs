@@ -43,16 +43,17 @@ impl Column {
         }
     }
 
-    /// The configuration line of a footnote: `mqtt.keep_alive=2s; varies by
-    /// case: network.nat_idle_timeout`.
+    /// The configuration line of a footnote: `mqtt.keep_alive=2s — varies
+    /// by case: network.nat_idle_timeout` (knobs apart by `; `: a value may
+    /// hold spaces and commas).
     pub fn config_text(&self) -> String {
         let mut s: Vec<String> = self.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if s.is_empty() {
             s.push("no knobs".into());
         }
-        let mut text = s.join(" ");
+        let mut text = s.join("; ");
         if !self.varies.is_empty() {
-            let _ = write!(text, "; varies by case: {}", self.varies.join(" "));
+            let _ = write!(text, " — varies by case: {}", self.varies.join("; "));
         }
         text
     }
@@ -266,9 +267,9 @@ pub fn markdown(matrices: &[Matrix], heading: &str) -> String {
     if !heading.is_empty() {
         let _ = writeln!(m, "{heading}\n");
     }
-    let _ = writeln!(m, "{LEGEND}\n");
+    let _ = writeln!(m, "{LEGEND}");
     for t in matrices {
-        let _ = writeln!(m, "### {}\n", t.protocol);
+        let _ = writeln!(m, "\n### {}\n", t.protocol);
         let heads: Vec<String> = t.columns.iter().enumerate().map(|(i, c)| format!("{} [{}]", c.title(), i + 1)).collect();
         let _ = writeln!(m, "| case | fault | server | {} |", heads.join(" | "));
         let _ = writeln!(m, "|---|---|---|{}", "---|".repeat(t.columns.len()));
@@ -290,7 +291,6 @@ pub fn markdown(matrices: &[Matrix], heading: &str) -> String {
         for (i, c) in t.columns.iter().enumerate() {
             let _ = writeln!(m, "- [{}] {}: `{}`", i + 1, c.title(), c.config_text());
         }
-        let _ = writeln!(m);
     }
     m
 }
@@ -436,7 +436,7 @@ pub(super) mod tests {
             r.config.insert("mqtt.keep_alive".into(), "3s".into());
         }
         let m = of_report(&run);
-        assert_eq!(m[0].columns[1].config_text(), "no knobs; varies by case: mqtt.keep_alive");
+        assert_eq!(m[0].columns[1].config_text(), "no knobs — varies by case: mqtt.keep_alive");
     }
 
     #[test]

@@ -196,9 +196,7 @@ const NO_CLIENTS: &str = "No protocol has two client implementations (or one in 
 /// `kaspec compare --by client`: the clients view across the reports, a
 /// column per client implementation per report, against each server.
 pub fn by_client_markdown(labels: &[String], reports: &[Report]) -> String {
-    let mut m = String::from("# kaspec compare — clients
-
-");
+    let mut m = String::from("# kaspec compare — clients\n\n");
     for (l, r) in labels.iter().zip(reports) {
         let _ = writeln!(m, "- `{l}`: run {} ({}), testbed `{}`", r.run_id, r.started_at, r.testbed);
     }
