@@ -5,6 +5,7 @@
 //! unsupported (or a documented deviation), 1 a fail, 2 a harness error or
 //! bad input.
 
+mod compare;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -107,8 +108,9 @@ enum Command {
         json: bool,
     },
     /// Compare reports: verdict changes, detection-time changes beyond the
-    /// measured spread, cases added/removed (first vs last), and all of them
-    /// side by side. Exit status 1 on a regression.
+    /// measured spread, cases added/removed (first vs last), all of them
+    /// side by side, and client implementations as columns where a protocol
+    /// has more than one. Exit status 1 on a regression.
     Compare {
         /// report.json files (or run folders holding one), oldest first.
         #[arg(required = true, num_args = 2.., value_name = "REPORT")]
@@ -116,6 +118,9 @@ enum Command {
         /// Also write compare.md and compare.html here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// The view (`client`: a view, exit status 0).
+        #[arg(long, value_enum, default_value_t = compare::By::Run)]
+        by: compare::By,
     },
     /// List cases with their spec references.
     List {
@@ -166,7 +171,7 @@ fn main() {
             run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize, client })
         }
         Command::Merge { reports, out, json } => merge(&reports, out, json),
-        Command::Compare { reports, out } => compare(&reports, out.as_deref()),
+        Command::Compare { reports, out, by } => compare::run(&reports, out.as_deref(), by),
         Command::Validate { profile, network, sets, out, quiet } => validate(profile, network, sets, out, quiet),
         Command::List { prefixes, markdown } => list(&prefixes, markdown),
         Command::Clean => clean(),
@@ -333,32 +338,6 @@ fn read_reports(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Report)>, String> {
             Report::read_json(&file).map(|r| (file, r)).map_err(|e| e.to_string())
         })
         .collect()
-}
-
-fn compare(paths: &[PathBuf], out: Option<&Path>) -> i32 {
-    let (files, reports): (Vec<PathBuf>, Vec<Report>) = match read_reports(paths) {
-        Ok(r) => r.into_iter().unzip(),
-        Err(e) => return bad_input(e),
-    };
-    let labels: Vec<String> = files
-        .iter()
-        .map(|file| file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string()))
-        .collect();
-    let (md, regressions) = kaspec_harness::report::compare::markdown(&labels, &reports);
-    print!("{md}");
-    if let Some(dir) = out {
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::write(dir.join("compare.md"), &md))
-            .and_then(|_| std::fs::write(dir.join("compare.html"), kaspec_harness::report::compare::html(&labels, &reports)));
-        if let Err(e) = written {
-            return bad_input(format!("--out {}: {e}", dir.display()));
-        }
-    }
-    if regressions > 0 {
-        1
-    } else {
-        0
-    }
 }
 
 /// The configuration from a profile and `--set` pairs, in that order.

@@ -361,6 +361,63 @@ fn compare_exits_1_on_a_regression_and_0_otherwise() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/report.json"));
 }
 
+/// A report of one MQTT client's run against Mosquitto under blackhole:
+/// both sides, as `kaspec run` writes them (schema 2, budgets).
+fn write_client_report(name: &str, client: (&str, &str), detections: (u64, u64), server_verdict: &str) -> PathBuf {
+    let dir = tmp(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let side = |side: &str, me: (&str, &str), peer: (&str, &str), detection: u64, verdict: &str| {
+        serde_json::json!({
+            "case": "mqtt/3.1.1-3.1.2.10/1", "protocol": "mqtt", "description": "", "requirement": "", "side": side,
+            "implementation": {"name": me.0, "version": me.1}, "peer": {"name": peer.0, "version": peer.1},
+            "fault": "blackhole", "engine": "nftables", "config": {"mqtt.keep_alive": "2s"}, "detected": true,
+            "detection_ms": detection, "deadline_ms": 9000,
+            "expected": {"min_ms": 1000, "max_ms": 3100, "formula": "f", "spec": "MQTT-3.1.2-24", "level": "must"},
+            "budget": {"fault_commit_ms": 1, "observer_ms": 6, "wake_ms": 1},
+            "verdict": verdict, "verdict_detail": "", "known_deviation": null, "error": null, "timeline": [],
+            "release": {"clean": true, "state": "gone", "detail": "socket gone"}, "release_verdict": "pass"
+        })
+    };
+    let mosquitto = ("mosquitto", "2.0.11");
+    let report = serde_json::json!({
+        "schema_version": 2, "kaspec_version": "0.1.0", "run_id": name, "started_at": "", "finished_at": "",
+        "testbed": "netns", "command": [], "environment": null, "errors": [],
+        "results": [side("client", client, mosquitto, detections.0, "pass"), side("server", mosquitto, client, detections.1, server_verdict)]
+    });
+    std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn compare_sets_client_implementations_side_by_side() {
+    let lib = write_client_report("cmp-rumqttc", ("rumqttc", "0.24.0"), (3000, 2500), "pass");
+    let paho = write_client_report("cmp-paho", ("paho-mqtt", "1.6.1"), (3011, 3316), "fail");
+    let (a, b) = (lib.to_str().unwrap(), paho.to_str().unwrap());
+    let out = tmp("cmp-clients-out");
+    let by = run(&["compare", "--by", "client", a, b, "--out", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&by.stdout);
+    assert_eq!(by.status.code(), Some(0), "a view, never a regression: {text}");
+    assert!(text.contains("| case | fault | server | rumqttc 0.24.0 (cmp-rumqttc) [1] | paho-mqtt 1.6.1 (cmp-paho) [2] |"), "{text}");
+    let row = "| `mqtt/3.1.1-3.1.2.10/1` | blackhole | mosquitto 2.0.11 | client: pass 3.00 s ✓ · server: pass 2.50 s ✓ | client: pass 3.01 s ✓ · server: **fail** 3.32 s ✓ |";
+    assert!(text.contains(row), "{text}");
+    assert!(text.contains("- [2] paho-mqtt 1.6.1 (cmp-paho): `mqtt.keep_alive=2s`"), "{text}");
+    assert!(!text.contains("REGRESSION"), "{text}");
+    let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+    assert!(html.contains("<h3>mqtt — clients</h3>") && html.contains("<th title=\"mqtt.keep_alive=2s\">paho-mqtt<br><small>1.6.1</small>"), "{html}");
+    assert_eq!(std::fs::read_to_string(out.join("compare.md")).unwrap(), text);
+    // The default view: the changes (another client is removed/added, no
+    // regression), and the clients view because the clients differ.
+    let default = run(&["compare", a, b]);
+    let text = String::from_utf8_lossy(&default.stdout);
+    assert_eq!(default.status.code(), Some(0), "{text}");
+    assert!(text.contains("## Clients side by side") && text.contains(row) && text.contains("## Side by side"), "{text}");
+    // The same client twice: nothing to set side by side.
+    let again = run(&["compare", "--by", "client", a, a]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to set side by side"));
+    assert!(!String::from_utf8_lossy(&run(&["compare", a, a]).stdout).contains("Clients side by side"));
+}
+
 #[test]
 fn validate_confirms_findings_by_measurement() {
     let dir = tmp("validate");

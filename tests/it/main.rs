@@ -3,7 +3,8 @@
 //!
 //! Index:
 //! - [`cli`]: bad input, a real run writing its report, `list --markdown`
-//!   against docs/cases.md, Ctrl-C, `kill -9` followed by `kaspec clean`.
+//!   against docs/cases.md, Ctrl-C, `kill -9` followed by `kaspec clean`,
+//!   `compare` by run and by client on constructed reports.
 //! - [`soak`]: SIGINT, SIGTERM and SIGKILL (+ `kaspec clean`) at seeded
 //!   random moments of real runs leave nothing behind (`KASPEC_SOAK=N` for
 //!   more trials).

@@ -2,12 +2,18 @@
 //! key (case, fault, side, implementation). A change in detection time counts
 //! only beyond the larger of the two runs' measured spreads (`--repeat`) and
 //! their error budgets; a leak that appears (release axis) is a regression.
+//!
+//! Two views: by run (the default: the changes from the first report to the
+//! last, all reports side by side, and — where the reports hold more than
+//! one client implementation of a protocol — the clients view), and by
+//! client (`--by client`: only the clients view, [`clients`], a column per
+//! client per report against each server; a view, never a regression).
 
 use std::fmt::Write as _;
 
 use crate::expect::{ms, Verdict};
-use super::html::esc;
-use crate::report::{CaseResult, Report};
+use super::html::{clients_section, esc};
+use crate::report::{clients, CaseResult, Report};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -66,10 +72,7 @@ fn rank(r: &CaseResult) -> u8 {
 }
 
 fn label(r: &CaseResult) -> String {
-    match (&r.known_deviation, r.verdict) {
-        (Some(_), Verdict::Fail) => "fail (known deviation)".into(),
-        (_, v) => v.to_string(),
-    }
+    clients::verdict_label(r)
 }
 
 /// The allowance for a time change: the larger of the two runs' measured
@@ -182,19 +185,57 @@ pub fn markdown(labels: &[String], reports: &[Report]) -> (String, usize) {
     if changes.is_empty() {
         let _ = writeln!(m, "No change.");
     }
+    let _ = write!(m, "{}", clients::markdown(&clients::of_reports(labels, reports), "\n## Clients side by side"));
     let _ = writeln!(m, "\n## Side by side\n\n{}", table_markdown(labels, reports));
     (m, regressions)
+}
+
+/// What `--by client` says when no protocol has two client implementations.
+const NO_CLIENTS: &str = "No protocol has two client implementations (or one in two configurations) in the same case: nothing to set side by side.";
+
+/// `kaspec compare --by client`: the clients view across the reports, a
+/// column per client implementation per report, against each server.
+pub fn by_client_markdown(labels: &[String], reports: &[Report]) -> String {
+    let mut m = String::from("# kaspec compare — clients\n\n");
+    for (l, r) in labels.iter().zip(reports) {
+        let _ = writeln!(m, "- `{l}`: run {} ({}), testbed `{}`", r.run_id, r.started_at, r.testbed);
+    }
+    let tables = clients::markdown(&clients::of_reports(labels, reports), "");
+    let _ = writeln!(m);
+    if tables.is_empty() {
+        let _ = writeln!(m, "{NO_CLIENTS}");
+    }
+    m + &tables
+}
+
+/// The same as a small self-contained HTML page.
+pub fn by_client_html(labels: &[String], reports: &[Report]) -> String {
+    let mut h = page_head("kaspec compare — clients");
+    let _ = write!(h, "<ul>");
+    for (l, r) in labels.iter().zip(reports) {
+        let _ = write!(h, "<li><code>{}</code>: run {} ({}), testbed {}</li>", esc(l), esc(&r.run_id), esc(&r.started_at), esc(&r.testbed));
+    }
+    let _ = write!(h, "</ul>");
+    let section = clients_section(&clients::of_reports(labels, reports), false);
+    if section.is_empty() {
+        let _ = write!(h, "<p>{}</p>", esc(NO_CLIENTS));
+    }
+    h + &section + "</body></html>\n"
+}
+
+fn page_head(title: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>\
+body{{font-family:system-ui,sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}\
+.reg{{color:#a00;font-weight:bold}}.cell{{white-space:nowrap}}</style></head><body><h1>{title}</h1>"
+    )
 }
 
 /// The same as a small self-contained HTML page.
 pub fn html(labels: &[String], reports: &[Report]) -> String {
     let (base, new) = (&reports[0], &reports[reports.len() - 1]);
     let changes = diff(base, new);
-    let mut h = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kaspec compare</title><style>\
-body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}\
-.reg{color:#a00;font-weight:bold}</style></head><body><h1>kaspec compare</h1><ul>",
-    );
+    let mut h = page_head("kaspec compare") + "<ul>";
     for c in &changes {
         let _ = write!(h, "<li{}>{}</li>", if c.is_regression() { " class=\"reg\"" } else { "" }, esc(&c.line()));
     }
@@ -219,7 +260,9 @@ body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse
         }
         let _ = write!(h, "</tr>");
     }
-    h.push_str("</table></body></html>\n");
+    h.push_str("</table>");
+    h.push_str(&clients_section(&clients::of_reports(labels, reports), false));
+    h.push_str("</body></html>\n");
     h
 }
 
@@ -312,6 +355,29 @@ mod tests {
         let d = diff(&rep(vec![res("a", Verdict::Fail, Some(3000))]), &rep(vec![res("a", Verdict::Pass, Some(1500))]));
         assert_eq!(d.len(), 2);
         assert!(d.iter().all(|c| !c.is_regression()));
+    }
+
+    #[test]
+    fn clients_differ_the_default_view_adds_them_and_by_client_shows_only_them() {
+        use crate::report::clients::tests::{pair, PAHO, RUMQTTC};
+        let a = rep(pair(RUMQTTC, "blackhole", (Verdict::Pass, Some(3000)), (Verdict::Pass, Some(2500))).into());
+        let b = rep(pair(PAHO, "blackhole", (Verdict::Pass, Some(3011)), (Verdict::Fail, Some(2316))).into());
+        let labels = vec!["lib".to_string(), "paho".to_string()];
+        let (md, regressions) = markdown(&labels, &[a.clone(), b.clone()]);
+        assert_eq!(regressions, 0, "another client is not a regression: {md}");
+        let clients = md.find("## Clients side by side").expect("the default adds the clients view");
+        assert!(clients < md.find("## Side by side").expect("side by side"), "{md}");
+        assert!(md.contains("| case | fault | server | rumqttc 0.24.0 (lib) [1] | paho-mqtt 1.6.1 (paho) [2] |"), "{md}");
+        // The same client in both: no clients view by default.
+        let (same, _) = markdown(&labels, &[a.clone(), a.clone()]);
+        assert!(!same.contains("Clients side by side"), "{same}");
+        let by = by_client_markdown(&labels, &[a.clone(), b.clone()]);
+        assert!(by.starts_with("# kaspec compare — clients\n\n- `lib`: run r"), "{by}");
+        assert!(by.contains("client: pass 3.01 s ✓ · server: **fail** 2.32 s ✓ |"), "{by}");
+        assert!(!by.contains("## Side by side") && !by.contains("change(s)"), "{by}");
+        assert!(by_client_markdown(&labels, &[a.clone(), a.clone()]).contains("nothing to set side by side"));
+        let h = by_client_html(&labels, &[a, b]);
+        assert!(h.contains("<h3>mqtt — clients</h3>") && h.ends_with("</body></html>\n") && !h.contains("href=\"#"), "no links to details it lacks: {h}");
     }
 
     #[test]

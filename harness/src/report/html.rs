@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 
 use crate::expect::{ms, Verdict};
+use crate::report::clients::{self, Matrix};
 use crate::report::{CaseResult, Report};
 
 /// Escapes text for HTML element content and attribute values.
@@ -28,10 +29,7 @@ fn verdict_color(v: Verdict, known: bool) -> &'static str {
 }
 
 fn verdict_text(r: &CaseResult) -> String {
-    match (&r.known_deviation, r.verdict) {
-        (Some(_), Verdict::Fail) => "fail (known deviation)".into(),
-        (_, v) => v.to_string(),
-    }
+    clients::verdict_label(r)
 }
 
 /// A timeline chart of one result: the expected window (green), the fault
@@ -219,6 +217,7 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
         }
         let _ = write!(h, "</table>");
     }
+    h.push_str(&clients_section(&clients::of_report(report), true));
     let _ = write!(
         h,
         "<h2>Results</h2><p class=\"legend\">Charts:<span style=\"background:#96d296\"></span>expected window\
@@ -318,6 +317,61 @@ details{{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 8px}}s
         let _ = write!(h, "</ul>");
     }
     let _ = write!(h, "</body></html>\n");
+    h
+}
+
+/// The clients view ([`clients`]) as HTML: per protocol a table, client
+/// implementations as columns (the configuration in the header's tooltip
+/// and in the numbered notes under the table), each cell both sides of one
+/// run coloured by its verdict. `link`: each side links to its result's
+/// details on the same page (the report; not `kaspec compare`'s page).
+pub fn clients_section(matrices: &[Matrix], link: bool) -> String {
+    let mut h = String::new();
+    if matrices.is_empty() {
+        return h;
+    }
+    let _ = write!(h, "<h2>Clients side by side</h2><p class=\"legend\">{}</p>", esc(clients::LEGEND).replace('`', ""));
+    for t in matrices {
+        let _ = write!(h, "<h3>{} — clients</h3><table><tr><th>case</th><th>fault</th><th>server</th>", esc(&t.protocol));
+        for (i, c) in t.columns.iter().enumerate() {
+            let run = c.run.as_ref().map(|r| format!("<br><small>{}</small>", esc(r))).unwrap_or_default();
+            let _ = write!(
+                h,
+                "<th title=\"{}\">{}<br><small>{}</small>{run}<sup>{}</sup></th>",
+                esc(&c.config_text()),
+                esc(&c.client.name),
+                esc(&c.client.version),
+                i + 1
+            );
+        }
+        let _ = write!(h, "</tr>");
+        for (row, cells) in t.rows.iter().zip(&t.cells) {
+            let _ = write!(h, "<tr><td><code>{}</code></td><td>{}</td><td>{}</td>", esc(&row.case), esc(&row.fault), esc(&row.server));
+            for c in cells {
+                let _ = write!(h, "<td class=\"cell\">");
+                for (side, r) in [("client", c.client), ("server", c.server)] {
+                    let Some(r) = r else { continue };
+                    let verdict = if link { format!("<a href=\"#{}\">{}</a>", anchor(r), esc(&clients::verdict_label(r))) } else { esc(&clients::verdict_label(r)) };
+                    let tip = format!("expected {} ({}); budget ±{} ms", r.expected_text(), r.expected.formula, r.allowance_ms());
+                    let _ = write!(
+                        h,
+                        "<div style=\"background:{}\" title=\"{}\">{side}: {verdict} {}{}</div>",
+                        verdict_color(r.verdict, r.known_deviation.is_some()),
+                        esc(&tip),
+                        esc(&clients::detection_label(r)),
+                        clients::release_mark(r).replace("✗ leak", "<b style=\"color:#a00\">✗ leak</b>")
+                    );
+                }
+                let _ = write!(h, "</td>");
+            }
+            let _ = write!(h, "</tr>");
+        }
+        let _ = write!(h, "</table><p>");
+        for (i, c) in t.columns.iter().enumerate() {
+            let _ = write!(h, "<sup>{}</sup> {}: <code>{}</code><br>", i + 1, esc(&c.title()), esc(&c.config_text()));
+        }
+        let _ = write!(h, "</p>");
+    }
     h
 }
 

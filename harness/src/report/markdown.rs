@@ -69,6 +69,7 @@ impl Report {
                 released(r)
             );
         }
+        let _ = write!(m, "{}", super::clients::markdown(&super::clients::of_report(self), "\n## Clients side by side"));
         let _ = writeln!(m, "\n## Details\n");
         for r in &self.results {
             let _ = writeln!(m, "### `{}` — {} — {} side\n", r.case, r.fault, r.side);

@@ -7,10 +7,14 @@
 //!   versioned machine-readable output);
 //! - `markdown.rs`, [`html`], [`junit`]: the renderings;
 //! - [`fleet`]: a fleet's result (N connections folded into one per side);
+//! - [`clients`]: the clients view — per protocol, client implementations
+//!   as columns against each server, both sides in each cell (report.md,
+//!   report.html, `kaspec compare`);
 //! - [`compare`]: `kaspec compare`, the difference of reports;
 //! - [`merge`]: `kaspec run --partition K/N` and `kaspec merge`, a run
 //!   split across machines.
 
+pub mod clients;
 pub mod compare;
 pub mod curve;
 pub mod fleet;
