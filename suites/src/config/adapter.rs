@@ -28,11 +28,15 @@ pub enum Algorithm {
     None,
     /// Sends a ping when `interval` has passed since it last heard the
     /// peer; gives up `timeout` after an unanswered ping; its timers are
-    /// checked every `poll` (0: exact timers).
+    /// checked every `poll` (0: exact timers). `whole_seconds`: its clock
+    /// counts whole seconds (`clock = "seconds"`: a CLOCK_MONOTONIC
+    /// `tv_sec`, as libmosquitto's `mosquitto_time()`), so a deadline falls
+    /// on the first check in the second it names.
     PingTimeout {
         interval: Duration,
         timeout: Duration,
         poll: Duration,
+        whole_seconds: bool,
     },
     /// Gives up when nothing was received for `dead_after`, checked every
     /// `poll`.
@@ -48,11 +52,14 @@ pub enum Algorithm {
         period: Duration,
         send_every: Option<Duration>,
     },
-    /// Linux TCP keep-alive on its socket: idle I, interval V, count N.
+    /// Linux TCP keep-alive on its socket: idle I, interval V, count N,
+    /// TCP_USER_TIMEOUT U (0: off); `enabled` false: SO_KEEPALIVE off.
     TcpKeepalive {
+        enabled: bool,
         idle: Duration,
         interval: Duration,
         count: u32,
+        user_timeout: Duration,
     },
 }
 
@@ -77,6 +84,9 @@ pub struct Adapter {
     pub observe: Vec<Observe>,
     /// As written (placeholders resolved per run, see [`Adapter::expect`]).
     expect_raw: toml::Table,
+    /// `[minimum]`: the least value of a duration knob the program takes
+    /// (mosquitto_sub refuses `-k` below 5 s).
+    pub minimum: Vec<(&'static str, Duration)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +95,10 @@ pub enum Version {
     Command(Vec<String>),
 }
 
-const TOP_KEYS: &str = "name, version, protocol, command, observe, description, [expect]";
+const TOP_KEYS: &str =
+    "name, version, protocol, command, observe, description, [expect], [minimum]";
+/// The `[expect]` keys a kind may leave out (each has a default).
+const OPTIONAL: &[&str] = &["poll", "send_every", "clock", "user_timeout", "enabled"];
 const KINDS: &str = "none, ping-timeout, heartbeat, check-period, tcp-keepalive";
 
 impl Adapter {
@@ -119,6 +132,7 @@ impl Adapter {
                 "observe",
                 "description",
                 "expect",
+                "minimum",
             ]
             .contains(&k.as_str())
             {
@@ -186,8 +200,33 @@ impl Adapter {
                 ))
             }
         };
+        let mut minimum = Vec::new();
+        match doc.get("minimum") {
+            None => {}
+            Some(toml::Value::Table(t)) => {
+                for (k, v) in t {
+                    let key = config
+                        .keys()
+                        .iter()
+                        .find(|key| key.name == k && matches!(key.kind, Kind::Secs { .. } | Kind::Millis { .. }))
+                        .ok_or_else(|| format!("`minimum.{}`: not a duration knob (allowed: a duration knob such as mqtt.keep_alive)", one_line(k)))?;
+                    let d = v
+                        .as_str()
+                        .and_then(parse_duration)
+                        .ok_or_else(|| format!("`minimum.{k}` = {}: must be a duration (\"5s\", \"500ms\")", one_line(&v.to_string())))?;
+                    minimum.push((key.name, d));
+                }
+            }
+            Some(v) => {
+                return Err(format!(
+                    "`minimum` = {}: must be a table [minimum] of duration knobs (\"mqtt.keep_alive\" = \"5s\")",
+                    one_line(&v.to_string())
+                ))
+            }
+        }
         let a = Adapter {
             file: path.to_path_buf(),
+            minimum,
             name,
             version,
             protocol,
@@ -204,6 +243,55 @@ impl Adapter {
             return Err("`expect.kind` = \"check-period\" needs `observe` to include \"lines\" (the checks' phase is its `connected` line)".into());
         }
         Ok(a)
+    }
+
+    /// Whether the run's knobs are within what the program takes
+    /// (`[minimum]`); the error names the knob, its value and the least.
+    pub fn fits(&self, config: &Config) -> Result<(), String> {
+        for (name, least) in &self.minimum {
+            let key = config
+                .keys()
+                .iter()
+                .find(|k| k.name == *name)
+                .expect("checked at load");
+            let v = config.dur(key);
+            if v < *least {
+                return Err(format!(
+                    "client adapter {}: {name} = {}: the program takes at least {} (`[minimum]`; e.g. --set {name}={})",
+                    self.file.display(),
+                    humantime::format_duration(v),
+                    humantime::format_duration(*least),
+                    humantime::format_duration(*least)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `config` with each knob below its `[minimum]` raised to it, and a
+    /// note for each (a shipped adapter in a default run).
+    pub fn raised(&self, config: &Config) -> (Config, Vec<String>) {
+        let mut c = config.clone();
+        let mut notes = Vec::new();
+        for (name, least) in &self.minimum {
+            let key = config
+                .keys()
+                .iter()
+                .find(|k| k.name == *name)
+                .expect("checked at load");
+            let v = config.dur(key);
+            if v < *least {
+                let shown = humantime::format_duration(*least).to_string();
+                c.set(name, &shown)
+                    .expect("a duration within the knob's range");
+                notes.push(format!(
+                    "shipped client {} runs with {name}={shown}: it takes no less (the run's {})",
+                    self.name,
+                    humantime::format_duration(v)
+                ));
+            }
+        }
+        (c, notes)
     }
 
     /// Whether its program is there: its version command runs and exits 0
@@ -276,10 +364,18 @@ impl Adapter {
         };
         let allowed: &[&str] = match kind {
             "none" => &["kind", "source"],
-            "ping-timeout" => &["kind", "source", "interval", "timeout", "poll"],
+            "ping-timeout" => &["kind", "source", "interval", "timeout", "poll", "clock"],
             "heartbeat" => &["kind", "source", "dead_after", "poll"],
             "check-period" => &["kind", "source", "period", "send_every"],
-            "tcp-keepalive" => &["kind", "source", "idle", "interval", "count"],
+            "tcp-keepalive" => &[
+                "kind",
+                "source",
+                "idle",
+                "interval",
+                "count",
+                "user_timeout",
+                "enabled",
+            ],
             k => {
                 return Err(format!(
                     "`expect.kind` = \"{}\": allowed: {KINDS}",
@@ -299,7 +395,7 @@ impl Adapter {
                 (Some(toml::Value::String(s)), _) => s.clone(),
                 (Some(toml::Value::Integer(i)), _) if *i >= 0 => format!("{i}s"),
                 (None, Some(d)) => return Ok(d),
-                (None, None) => return Err(format!("`expect.{k}` is missing (kind {kind} needs: {})", allowed[2..].join(", "))),
+                (None, None) => return Err(format!("`expect.{k}` is missing (kind {kind} needs: {})", allowed[2..].iter().filter(|k| !OPTIONAL.contains(k)).copied().collect::<Vec<_>>().join(", "))),
                 (Some(v), _) => return Err(format!("`expect.{k}` = {}: must be a duration (\"2s\", \"500ms\", \"{{mqtt.keep_alive}}\")", one_line(&v.to_string()))),
             };
             let filled = fill(&raw, &format!("expect.{k}"), None, &self.dir(), config)?;
@@ -311,6 +407,12 @@ impl Adapter {
                 interval: dur("interval", None)?,
                 timeout: dur("timeout", None)?,
                 poll: dur("poll", Some(Duration::ZERO))?,
+                whole_seconds: match t.get("clock") {
+                    None => false,
+                    Some(toml::Value::String(c)) if c == "ms" => false,
+                    Some(toml::Value::String(c)) if c == "seconds" => true,
+                    Some(v) => return Err(format!("`expect.clock` = {}: allowed: \"ms\" (default), \"seconds\" (its timers compare whole seconds of CLOCK_MONOTONIC)", one_line(&v.to_string()))),
+                },
             },
             "heartbeat" => Algorithm::Heartbeat {
                 dead_after: dur("dead_after", None)?,
@@ -324,6 +426,17 @@ impl Adapter {
                 },
             },
             _ => Algorithm::TcpKeepalive {
+                enabled: match t.get("enabled") {
+                    None => true,
+                    Some(toml::Value::Boolean(b)) => *b,
+                    Some(toml::Value::String(s)) => match fill(s, "expect.enabled", None, &self.dir(), config)?.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => return Err(format!("`expect.enabled` = \"{}\" (= \"{}\"): allowed: true, false, or a flag knob in braces", one_line(s), one_line(other))),
+                    },
+                    Some(v) => return Err(format!("`expect.enabled` = {}: allowed: true, false, or a flag knob in braces", one_line(&v.to_string()))),
+                },
+                user_timeout: dur("user_timeout", Some(Duration::ZERO))?,
                 idle: dur("idle", None)?,
                 interval: dur("interval", None)?,
                 count: match t.get("count") {

@@ -121,7 +121,9 @@ pub fn run(
         client_last_recv_ms: rel_ms(t0, client_last),
         connected_ms,
     };
-    let client_exp = client_window(&expect, fault, since_ms, connected_ms);
+    // t0 on CLOCK_MONOTONIC: the phase of a whole-seconds clock.
+    let t0_mono_ms = (crate::model::linux::clock_secs(libc::CLOCK_MONOTONIC, t0) * 1000.0) as u64;
+    let client_exp = client_window(&expect, fault, since_ms, connected_ms, t0_mono_ms);
     let mut server_exp = (s.window)(fault, &anchors);
     if let (Some(lo), Some(hi)) = (server_exp.min_ms, server_exp.max_ms) {
         // The anchor is the server's TCP_INFO, jiffy-counted: ± 1 jiffy.

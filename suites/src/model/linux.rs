@@ -177,3 +177,22 @@ mod delack_tests {
         assert_eq!(super::pending_delayed_ack(200), None);
     }
 }
+
+/// `clock` (CLOCK_MONOTONIC, CLOCK_BOOTTIME) at an instant, in seconds:
+/// what a program reading that clock saw then (a library whose timers
+/// compare whole seconds of it falls on its second boundaries).
+pub fn clock_secs(clock: libc::clockid_t, at: std::time::Instant) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let now = std::time::Instant::now();
+    // SAFETY: a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    let b = ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+    if at <= now {
+        b - (now - at).as_secs_f64()
+    } else {
+        b + (at - now).as_secs_f64()
+    }
+}

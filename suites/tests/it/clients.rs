@@ -208,3 +208,39 @@ fn pika_meets_a_reset_at_its_next_heartbeat() {
     let results = run_in(&ctx, "amqp/0-9-1-4.2.7/1", FaultKind::Reset);
     assert_pass(side(&results, "client"));
 }
+
+/// The MQTT idle case with `adapter` as its client at Keep Alive `k`.
+fn mqtt_at(
+    k: &str,
+    adapter: Adapter,
+    fault: FaultKind,
+    shift: i64,
+) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(&[&format!("mqtt.keep_alive={k}")]);
+    ctx.client = Some(Arc::new(adapter));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "mqtt/3.1.1-3.1.2.10/1", fault)
+}
+
+#[test]
+fn mosquitto_sub_closes_on_its_whole_second_and_a_shifted_window_fails() {
+    let a = shipped("mosquitto_sub.toml");
+    assert!(a.fits(&config(&["mqtt.keep_alive=2s"])).is_err());
+    let results = mqtt_at("5s", a.clone(), FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "mosquitto_sub", "{}", show(c));
+    assert_pass(c);
+    let shifted = mqtt_at("5s", a, FaultKind::Blackhole, 50);
+    assert_eq!(
+        side(&shifted, "client").verdict,
+        Verdict::Fail,
+        "{}",
+        show(side(&shifted, "client"))
+    );
+}
+
+#[test]
+fn mosquitto_sub_meets_a_reset_at_its_next_ping() {
+    let results = mqtt_at("5s", shipped("mosquitto_sub.toml"), FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+}
