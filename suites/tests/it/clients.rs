@@ -244,3 +244,50 @@ fn mosquitto_sub_meets_a_reset_at_its_next_ping() {
     let results = mqtt_at("5s", shipped("mosquitto_sub.toml"), FaultKind::Reset, 0);
     assert_pass(side(&results, "client"));
 }
+
+/// The PostgreSQL idle case with psycopg2 as its client under `sets`.
+fn psycopg2_with(
+    sets: &[&str],
+    fault: FaultKind,
+    shift: i64,
+) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(sets);
+    ctx.client = Some(Arc::new(shipped("psycopg2.toml")));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "postgres/libpq-keepalives/1", fault)
+}
+
+const PG_KEEPALIVE: &[&str] = &[
+    "postgres.keepalives_idle=2s",
+    "postgres.keepalives_interval=1s",
+    "postgres.keepalives_retries=2",
+];
+
+#[test]
+fn psycopg2_is_aborted_by_libpqs_keepalive_and_a_shifted_window_fails() {
+    let results = psycopg2_with(PG_KEEPALIVE, FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "psycopg2", "{}", show(c));
+    assert_pass(c);
+    // The backend's own keep-alive (the fixture's 2 s / 1 s / 3).
+    assert_pass(side(&results, "server"));
+    // Shifted past the window's width (the keep-alive timer's wheel
+    // rounding, about 120 ms at HZ=250).
+    let shifted = psycopg2_with(PG_KEEPALIVE, FaultKind::Blackhole, 200);
+    assert_eq!(
+        side(&shifted, "client").verdict,
+        Verdict::Fail,
+        "{}",
+        show(side(&shifted, "client"))
+    );
+}
+
+#[test]
+fn psycopg2_meets_a_reset_at_its_first_probe_and_honours_tcp_user_timeout() {
+    let results = psycopg2_with(PG_KEEPALIVE, FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+    let mut sets = PG_KEEPALIVE.to_vec();
+    sets.push("postgres.tcp_user_timeout=2500ms");
+    let results = psycopg2_with(&sets, FaultKind::Blackhole, 0);
+    assert_pass(side(&results, "client"));
+}
