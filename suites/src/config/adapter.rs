@@ -69,6 +69,10 @@ pub struct Expect {
     pub algorithm: Algorithm,
     /// Where the algorithm comes from (a library's source lines, a spec).
     pub source: String,
+    /// `anchor`: the line (e.g. `pong`) whose last arrival before the fault
+    /// starts the client's clock, in place of its socket's last receive
+    /// (a library that times from its own Pong, not from any data).
+    pub anchor_line: Option<String>,
 }
 
 /// One external client, read from its adapter file.
@@ -98,7 +102,14 @@ pub enum Version {
 const TOP_KEYS: &str =
     "name, version, protocol, command, observe, description, [expect], [minimum]";
 /// The `[expect]` keys a kind may leave out (each has a default).
-const OPTIONAL: &[&str] = &["poll", "send_every", "clock", "user_timeout", "enabled"];
+const OPTIONAL: &[&str] = &[
+    "poll",
+    "send_every",
+    "clock",
+    "user_timeout",
+    "enabled",
+    "anchor",
+];
 const KINDS: &str = "none, ping-timeout, heartbeat, check-period, tcp-keepalive";
 
 impl Adapter {
@@ -242,6 +253,12 @@ impl Adapter {
         {
             return Err("`expect.kind` = \"check-period\" needs `observe` to include \"lines\" (the checks' phase is its `connected` line)".into());
         }
+        if a.expect(config)?.anchor_line.is_some() && !a.observe.contains(&Observe::Lines) {
+            return Err(
+                "`expect.anchor` needs `observe` to include \"lines\" (the anchor is a line)"
+                    .into(),
+            );
+        }
         Ok(a)
     }
 
@@ -364,7 +381,9 @@ impl Adapter {
         };
         let allowed: &[&str] = match kind {
             "none" => &["kind", "source"],
-            "ping-timeout" => &["kind", "source", "interval", "timeout", "poll", "clock"],
+            "ping-timeout" => &[
+                "kind", "source", "interval", "timeout", "poll", "clock", "anchor",
+            ],
             "heartbeat" => &["kind", "source", "dead_after", "poll"],
             "check-period" => &["kind", "source", "period", "send_every"],
             "tcp-keepalive" => &[
@@ -460,7 +479,25 @@ impl Adapter {
                 ))
             }
         };
-        Ok(Expect { algorithm, source })
+        let anchor_line = match t.get("anchor") {
+            None => None,
+            Some(toml::Value::String(l))
+                if !l.trim().is_empty() && !l.contains(char::is_whitespace) =>
+            {
+                Some(l.clone())
+            }
+            Some(v) => {
+                return Err(format!(
+                "`expect.anchor` = {}: must be one word, a line the program prints (e.g. \"pong\")",
+                one_line(&v.to_string())
+            ))
+            }
+        };
+        Ok(Expect {
+            algorithm,
+            source,
+            anchor_line,
+        })
     }
 }
 

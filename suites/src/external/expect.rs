@@ -86,9 +86,15 @@ pub fn client_window(
             } else {
                 (ping + give_up, format!("a ping at ⌈K/P⌉·P, given up ⌈T/P⌉·P after it: ⌈{k}/{p}⌉·{p} + ⌈{t}/{p}⌉·{p} = {ping} + {give_up} ms"))
             };
-            let lo = point.saturating_sub(since_recv_ms + j);
-            let hi = (point + rounds + j + 2).saturating_sub(since_recv_ms);
-            Expectation::window(lo, hi, format!("{what} after the last data received, − (t0 − last received) {since_recv_ms} ms, + up to {rounds} ms ({rounds} waits), {grain}"), spec, Level::Must)
+            // Anchored on a line (its own Pong): the event was up to
+            // LINE_LAG_MS before the line's arrival, never after it.
+            let (below, above, from, grain) = match &e.anchor_line {
+                Some(l) => (LINE_LAG_MS, 0, format!("its last `{l}` line"), format!("− up to {LINE_LAG_MS} ms (the line arrives after the event: the pipe and the reader's wake-up), + 2 ms (millisecond timers)")),
+                None => (j, j, "the last data received".to_string(), grain),
+            };
+            let lo = point.saturating_sub(since_recv_ms + below);
+            let hi = (point + rounds + above + 2).saturating_sub(since_recv_ms);
+            Expectation::window(lo, hi, format!("{what} after {from}, − (t0 − it) {since_recv_ms} ms, + up to {rounds} ms ({rounds} waits), {grain}"), spec, Level::Must)
         }
         (Algorithm::Heartbeat { dead_after, poll }, FaultKind::Reset) => {
             let (d, p) = (ms_of(*dead_after), ms_of(*poll));
@@ -284,6 +290,11 @@ pub fn fault_offset(e: &Expect) -> Duration {
     }
 }
 
+/// How late a line arrives after the event it reports: the program's write
+/// to its stdout pipe and kaspec's reader thread waking (measured well
+/// under 1 ms here; 2 ms allows a loaded 2-core machine).
+pub const LINE_LAG_MS: u64 = 2;
+
 /// How long the client is given to notice after the fault, when its
 /// window does not say (informational): 10 s.
 pub const UNDECLARED_WATCH_MS: u64 = 10_000;
@@ -301,6 +312,7 @@ mod tests {
                 whole_seconds: false,
             },
             source: "test".into(),
+            anchor_line: None,
         }
     }
 
@@ -319,6 +331,7 @@ mod tests {
         let none = Expect {
             algorithm: Algorithm::None,
             source: "x".into(),
+            anchor_line: None,
         };
         assert!(!client_window(&none, FaultKind::Blackhole, 0, None, 0).expects_detection());
     }
@@ -353,6 +366,7 @@ mod tests {
                 send_every: Some(Duration::from_secs(1)),
             },
             source: "test".into(),
+            anchor_line: None,
         };
         // Checks at −5000 + 7000 n: at 2000 (the first after −800), given up at 9000.
         let w = client_window(&e, FaultKind::Blackhole, 800, Some(-5000), 0);

@@ -291,3 +291,39 @@ fn psycopg2_meets_a_reset_at_its_first_probe_and_honours_tcp_user_timeout() {
     let results = psycopg2_with(&sets, FaultKind::Blackhole, 0);
     assert_pass(side(&results, "client"));
 }
+
+/// The WebSocket heartbeat case with the `websockets` client under `fault`.
+fn websockets_with(fault: FaultKind, shift: i64) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(&["websocket.ping_interval=1s", "websocket.pong_timeout=1s"]);
+    ctx.client = Some(Arc::new(shipped("websockets.toml")));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "websocket/rfc6455-5.5.2/2", fault)
+}
+
+#[test]
+fn websockets_gives_up_after_its_pong_timeout_and_releases_after_close_timeout() {
+    let results = websockets_with(FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(
+        c.implementation.name,
+        "python-websockets-client",
+        "{}",
+        show(c)
+    );
+    assert_pass(c);
+    assert_pass(side(&results, "server"));
+    let shifted = websockets_with(FaultKind::Blackhole, 50);
+    assert_eq!(
+        side(&shifted, "client").verdict,
+        Verdict::Fail,
+        "{}",
+        show(side(&shifted, "client"))
+    );
+}
+
+#[test]
+fn websockets_meets_a_reset_at_its_next_ping() {
+    let results = websockets_with(FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+    assert_pass(side(&results, "server"));
+}
