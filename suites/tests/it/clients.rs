@@ -102,6 +102,11 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
         ("name = \"x\nprotocol", "not TOML"),
         ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"2s / 0\"", "`expect.period` = \"2s / 0\""),
         ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"7s\"", "needs `observe` to include \"lines\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"ping-timeout\"\ninterval = \"2s\"\ntimeout = \"2s\"\nclock = \"hours\"", "`expect.clock` = \"hours\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"ping-timeout\"\ninterval = \"2s\"\ntimeout = \"2s\"\nanchor = \"pong\"", "`expect.anchor` needs `observe` to include \"lines\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[minimum]\n\"mqtt.keepalive\" = \"5s\"", "`minimum.mqtt.keepalive`: not a duration knob"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[minimum]\n\"mqtt.keep_alive\" = \"soon\"", "`minimum.mqtt.keep_alive` = \"soon\""),
+        ("name = \"x\"\nprotocol = \"postgres\"\ncommand = [\"a\"]\n[expect]\nkind = \"tcp-keepalive\"\nidle = \"1s\"\ninterval = \"1s\"\ncount = 2\nenabled = \"maybe\"", "`expect.enabled` = \"maybe\""),
     ];
     for (text, want) in cases {
         let e = refused(text);
