@@ -10,7 +10,7 @@ use kaspec_harness::fault::FaultKind;
 
 use crate::config::adapter::{Algorithm, Expect};
 use crate::config::TcpConfig;
-use crate::model::linux::jiffy_ms;
+use crate::model::linux::{self, jiffy_ms};
 use crate::model::ms_of;
 
 /// The client's window after the fault in force; `since_recv_ms` = t0 −
@@ -73,10 +73,16 @@ pub fn client_window(
             let (k, t, p) = (ms_of(*interval), ms_of(*timeout), ms_of(*poll));
             let up = |x: u64| if p == 0 { x } else { x.div_ceil(p) * p };
             let (ping, give_up) = (up(k), up(t));
+            // Each wait may end late by the kernel's poll slack (fs/select.c
+            // select_estimate_accuracy: wait / 1000): with a loop of P,
+            // that per wait; with exact timers (P = 0), per timer, K then
+            // T (a 10 s timer may end 10 ms late).
+            let slack = linux::poll_slack_ms;
             let rounds = match (p, f) {
-                (0, _) => 1,
-                (_, FaultKind::Reset) => ping / p,
-                _ => ping / p + give_up / p,
+                (0, FaultKind::Reset) => slack(k),
+                (0, _) => slack(k) + slack(t),
+                (_, FaultKind::Reset) => ping / p * slack(p),
+                _ => (ping / p + give_up / p) * slack(p),
             };
             let (point, what) = if f == FaultKind::Reset {
                 (
@@ -94,7 +100,7 @@ pub fn client_window(
             };
             let lo = point.saturating_sub(since_recv_ms + below);
             let hi = (point + rounds + above + 2).saturating_sub(since_recv_ms);
-            Expectation::window(lo, hi, format!("{what} after {from}, − (t0 − it) {since_recv_ms} ms, + up to {rounds} ms ({rounds} waits), {grain}"), spec, Level::Must)
+            Expectation::window(lo, hi, format!("{what} after {from}, − (t0 − it) {since_recv_ms} ms, + up to {rounds} ms (each wait's poll slack: wait / 1000, at least 1 ms), {grain}"), spec, Level::Must)
         }
         (Algorithm::Heartbeat { dead_after, poll }, FaultKind::Reset) => {
             let (d, p) = (ms_of(*dead_after), ms_of(*poll));
@@ -324,8 +330,9 @@ mod tests {
         // K = T = 2 s checked every 1.5 s: the ping at 3 s, given up at 6 s.
         let odd = client_window(&ping(2, 1500), FaultKind::Blackhole, 1000, None, 0);
         assert_eq!(odd.min_ms, Some(5000 - j));
+        // Exact timers: the 2 s timer's poll slack, 2 ms.
         let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None, 0);
-        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1003 + j)));
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
         let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None, 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
         let none = Expect {

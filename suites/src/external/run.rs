@@ -157,7 +157,17 @@ pub fn run(
     // a segment of its own that may meet the RST first: its delayed ACK of
     // that data, or the retransmission of its answer, whose ACK (the peer's
     // delayed one) the router reset (model::periodic's AckOrRetransmission).
-    let recv_ms = rel_ms(client_last, t0).max(0) as u64;
+    // A segment in flight as the rule went in arrives just after t0 (and
+    // after the read above): read again 5 ms on; a later receive, or the
+    // socket already gone, counts as data at the fault.
+    std::thread::sleep((t0 + Duration::from_millis(5)).saturating_duration_since(Instant::now()));
+    let recv_ms = match last_data_recv_at(&tb.client, local, s.addr)? {
+        // (Two reads of one jiffy-counted receive may differ by a jiffy.)
+        Some(t) if t <= client_last + Duration::from_millis(jiffy_ms() + 1) => {
+            rel_ms(client_last, t0).max(0) as u64
+        }
+        _ => 0,
+    };
     if fault == FaultKind::Reset
         && crate::model::linux::pending_delayed_ack(recv_ms).is_some()
         && client_exp.min_ms.is_some()
