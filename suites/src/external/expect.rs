@@ -76,11 +76,13 @@ pub fn client_window(
             // Each wait may end late by the kernel's poll slack (fs/select.c
             // select_estimate_accuracy: wait / 1000): with a loop of P,
             // that per wait; with exact timers (P = 0), per timer, K then
-            // T (a 10 s timer may end 10 ms late).
+            // T (a 10 s timer may end 10 ms late), and 1 ms more each: a
+            // millisecond-grained timer rounds its wait up (Python's
+            // selectors: `math.ceil(timeout * 1e3) * 1e-3`).
             let slack = linux::poll_slack_ms;
             let rounds = match (p, f) {
-                (0, FaultKind::Reset) => slack(k),
-                (0, _) => slack(k) + slack(t),
+                (0, FaultKind::Reset) => slack(k) + 1,
+                (0, _) => slack(k) + slack(t) + 2,
                 (_, FaultKind::Reset) => ping / p * slack(p),
                 _ => (ping / p + give_up / p) * slack(p),
             };
@@ -100,7 +102,7 @@ pub fn client_window(
             };
             let lo = point.saturating_sub(since_recv_ms + below);
             let hi = (point + rounds + above + 2).saturating_sub(since_recv_ms);
-            Expectation::window(lo, hi, format!("{what} after {from}, − (t0 − it) {since_recv_ms} ms, + up to {rounds} ms (each wait's poll slack: wait / 1000, at least 1 ms), {grain}"), spec, Level::Must)
+            Expectation::window(lo, hi, format!("{what} after {from}, − (t0 − it) {since_recv_ms} ms, + up to {rounds} ms (each wait's poll slack: wait / 1000, at least 1 ms; + 1 ms per exact timer), {grain}"), spec, Level::Must)
         }
         (Algorithm::Heartbeat { dead_after, poll }, FaultKind::Reset) => {
             let (d, p) = (ms_of(*dead_after), ms_of(*poll));
@@ -330,9 +332,9 @@ mod tests {
         // K = T = 2 s checked every 1.5 s: the ping at 3 s, given up at 6 s.
         let odd = client_window(&ping(2, 1500), FaultKind::Blackhole, 1000, None, 0);
         assert_eq!(odd.min_ms, Some(5000 - j));
-        // Exact timers: the 2 s timer's poll slack, 2 ms.
+        // Exact timers: the 2 s timer's poll slack, 2 ms, and its ms rounding.
         let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None, 0);
-        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1005 + j)));
         let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None, 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
         let none = Expect {
