@@ -262,27 +262,33 @@ impl Adapter {
         Ok(a)
     }
 
+    /// The knobs of `config` below the program's `[minimum]`: (knob, the
+    /// run's value, the least it takes).
+    fn below_minimum(&self, config: &Config) -> Vec<(&'static str, Duration, Duration)> {
+        self.minimum
+            .iter()
+            .filter_map(|(name, least)| {
+                let key = config.keys().iter().find(|k| k.name == *name)?;
+                let v = config.dur(key);
+                (v < *least).then_some((*name, v, *least))
+            })
+            .collect()
+    }
+
     /// Whether the run's knobs are within what the program takes
     /// (`[minimum]`); the error names the knob, its value and the least.
     pub fn fits(&self, config: &Config) -> Result<(), String> {
-        for (name, least) in &self.minimum {
-            let key = config
-                .keys()
-                .iter()
-                .find(|k| k.name == *name)
-                .expect("checked at load");
-            let v = config.dur(key);
-            if v < *least {
-                return Err(format!(
-                    "client adapter {}: {name} = {}: the program takes at least {} (`[minimum]`; e.g. --set {name}={})",
+        match self.below_minimum(config).first() {
+            None => Ok(()),
+            Some((name, v, least)) => {
+                let least = humantime::format_duration(*least);
+                Err(format!(
+                    "client adapter {}: {name} = {}: the program takes at least {least} (`[minimum]`; e.g. --set {name}={least})",
                     self.file.display(),
-                    humantime::format_duration(v),
-                    humantime::format_duration(*least),
-                    humantime::format_duration(*least)
-                ));
+                    humantime::format_duration(*v),
+                ))
             }
         }
-        Ok(())
     }
 
     /// `config` with each knob below its `[minimum]` raised to it, and a
@@ -290,23 +296,15 @@ impl Adapter {
     pub fn raised(&self, config: &Config) -> (Config, Vec<String>) {
         let mut c = config.clone();
         let mut notes = Vec::new();
-        for (name, least) in &self.minimum {
-            let key = config
-                .keys()
-                .iter()
-                .find(|k| k.name == *name)
-                .expect("checked at load");
-            let v = config.dur(key);
-            if v < *least {
-                let shown = humantime::format_duration(*least).to_string();
-                c.set(name, &shown)
-                    .expect("a duration within the knob's range");
-                notes.push(format!(
-                    "shipped client {} runs with {name}={shown}: it takes no less (the run's {})",
-                    self.name,
-                    humantime::format_duration(v)
-                ));
-            }
+        for (name, v, least) in self.below_minimum(config) {
+            let shown = humantime::format_duration(least).to_string();
+            c.set(name, &shown)
+                .expect("a duration within the knob's range");
+            notes.push(format!(
+                "shipped client {} runs with {name}={shown}: it takes no less (the run's {})",
+                self.name,
+                humantime::format_duration(v)
+            ));
         }
         (c, notes)
     }

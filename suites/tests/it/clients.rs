@@ -124,16 +124,19 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
     );
 }
 
-/// The MQTT idle case with `adapter` as its client.
+/// The MQTT idle case with `adapter` as its client at Keep Alive 2 s.
 fn mqtt_with(
     adapter: Adapter,
     fault: FaultKind,
     shift: i64,
 ) -> Vec<kaspec_harness::report::CaseResult> {
-    let mut ctx = ctx(&["mqtt.keep_alive=2s"]);
-    ctx.client = Some(Arc::new(adapter));
-    ctx.shift_window_ms = shift;
-    run_in(&ctx, "mqtt/3.1.1-3.1.2.10/1", fault)
+    mqtt_at("2s", adapter, fault, shift)
+}
+
+/// A shifted window's client verdict: fail.
+fn assert_client_fails(shifted: &[kaspec_harness::report::CaseResult]) {
+    let c = side(shifted, "client");
+    assert_eq!(c.verdict, Verdict::Fail, "{}", show(c));
 }
 
 #[test]
@@ -158,12 +161,7 @@ fn paho_mqtt_is_judged_by_its_lines_and_a_shifted_window_fails() {
     let results = mqtt_with(a.clone(), FaultKind::Blackhole, 0);
     assert_pass(side(&results, "client"));
     let shifted = mqtt_with(a, FaultKind::Blackhole, 50);
-    assert_eq!(
-        side(&shifted, "client").verdict,
-        Verdict::Fail,
-        "{}",
-        show(side(&shifted, "client"))
-    );
+    assert_client_fails(&shifted);
 }
 
 #[test]
@@ -236,12 +234,7 @@ fn mosquitto_sub_closes_on_its_whole_second_and_a_shifted_window_fails() {
     assert_eq!(c.implementation.name, "mosquitto_sub", "{}", show(c));
     assert_pass(c);
     let shifted = mqtt_at("5s", a, FaultKind::Blackhole, 50);
-    assert_eq!(
-        side(&shifted, "client").verdict,
-        Verdict::Fail,
-        "{}",
-        show(side(&shifted, "client"))
-    );
+    assert_client_fails(&shifted);
 }
 
 #[test]
@@ -279,12 +272,7 @@ fn psycopg2_is_aborted_by_libpqs_keepalive_and_a_shifted_window_fails() {
     // Shifted past the window's width (the keep-alive timer's wheel
     // rounding, about 120 ms at HZ=250).
     let shifted = psycopg2_with(PG_KEEPALIVE, FaultKind::Blackhole, 200);
-    assert_eq!(
-        side(&shifted, "client").verdict,
-        Verdict::Fail,
-        "{}",
-        show(side(&shifted, "client"))
-    );
+    assert_client_fails(&shifted);
 }
 
 #[test]
@@ -318,12 +306,7 @@ fn websockets_gives_up_after_its_pong_timeout_and_releases_after_close_timeout()
     assert_pass(c);
     assert_pass(side(&results, "server"));
     let shifted = websockets_with(FaultKind::Blackhole, 50);
-    assert_eq!(
-        side(&shifted, "client").verdict,
-        Verdict::Fail,
-        "{}",
-        show(side(&shifted, "client"))
-    );
+    assert_client_fails(&shifted);
 }
 
 #[test]
