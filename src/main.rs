@@ -425,6 +425,9 @@ fn run(
         Ok(a) => a,
         Err(e) => return bad_input(e),
     };
+    if let Some(Err(e)) = adapter.as_ref().map(|a| a.fits(&config)) {
+        return bad_input(e);
+    }
     let cases = match &adapter {
         Some(a) => match registry::with_client(&cases, a) {
             Ok(c) => c,
@@ -471,8 +474,13 @@ fn run(
                     if kaspec_harness::cleanup::interrupted() {
                         break;
                     }
+                    // A knob below what the program takes is raised for its run (noted).
+                    let (raised, raised_notes) = a.raised(&ctx.config);
+                    report.notes.extend(raised_notes);
+                    let base = std::mem::replace(&mut ctx.config, raised);
                     ctx.client = Some(std::sync::Arc::new(a));
                     let more = runner::run(&ctx, &sel, &faults, opts, &run_id, command.clone(), |p| progress.on(p));
+                    ctx.config = base;
                     report.results.extend(more.results);
                     report.errors.extend(more.errors);
                     report.notes.extend(more.notes);

@@ -77,6 +77,7 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
     let no_cmd = file("no-cmd.toml", "name = \"app\"\nprotocol = \"mqtt\"\n");
     let typo = file("typo.toml", "name = \"app\"\nprotocol = \"mqtt\"\ncommand = [\"app\", \"{mqtt.keepalive}\"]\n");
     let paho = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/clients/paho-mqtt.toml");
+    let mosquitto_sub = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/clients/mosquitto_sub.toml");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--set", "websocket.ping_interval=18446744073709552s", "--out", o], "websocket.ping_interval=18446744073709552s: out of range"),
         (vec!["run", "--set", "tcp.user_timeout=18446744073709552s", "--out", o], "tcp.user_timeout=18446744073709552s: out of range"),
@@ -92,6 +93,7 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
         (vec!["run", "mqtt/", "--client", &no_cmd, "--out", o], "no-cmd.toml: `command` is missing"),
         (vec!["run", "mqtt/", "--client", &typo, "--out", o], "unknown placeholder `{mqtt.keepalive}`"),
         (vec!["run", "tcp/", "--client", paho, "--out", o], "no selected case runs a mqtt client (those that do: mqtt/3.1.1-3.1.2.10/1)"),
+        (vec!["run", "mqtt/", "--client", mosquitto_sub, "--out", o], "mqtt.keep_alive = 2s: the program takes at least 5s"),
     ];
     for (args, needle) in cases {
         let r = run(&args);
@@ -534,5 +536,9 @@ fn a_default_run_includes_the_shipped_clients() {
         .filter(|r| r["side"] == "client")
         .map(|r| r["implementation"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(clients, ["rumqttc", "paho-mqtt"], "{report}");
+    assert_eq!(clients, ["rumqttc", "mosquitto_sub", "paho-mqtt"], "{report}");
+    // mosquitto_sub takes no Keep Alive under 5 s: its run raised the
+    // default 2 s, and says so.
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("mosquitto_sub runs with mqtt.keep_alive=5s"), "{notes}");
 }

@@ -28,11 +28,15 @@ pub enum Algorithm {
     None,
     /// Sends a ping when `interval` has passed since it last heard the
     /// peer; gives up `timeout` after an unanswered ping; its timers are
-    /// checked every `poll` (0: exact timers).
+    /// checked every `poll` (0: exact timers). `whole_seconds`: its clock
+    /// counts whole seconds (`clock = "seconds"`: a CLOCK_MONOTONIC
+    /// `tv_sec`, as libmosquitto's `mosquitto_time()`), so a deadline falls
+    /// on the first check in the second it names.
     PingTimeout {
         interval: Duration,
         timeout: Duration,
         poll: Duration,
+        whole_seconds: bool,
     },
     /// Gives up when nothing was received for `dead_after`, checked every
     /// `poll`.
@@ -48,11 +52,14 @@ pub enum Algorithm {
         period: Duration,
         send_every: Option<Duration>,
     },
-    /// Linux TCP keep-alive on its socket: idle I, interval V, count N.
+    /// Linux TCP keep-alive on its socket: idle I, interval V, count N,
+    /// TCP_USER_TIMEOUT U (0: off); `enabled` false: SO_KEEPALIVE off.
     TcpKeepalive {
+        enabled: bool,
         idle: Duration,
         interval: Duration,
         count: u32,
+        user_timeout: Duration,
     },
 }
 
@@ -62,6 +69,10 @@ pub struct Expect {
     pub algorithm: Algorithm,
     /// Where the algorithm comes from (a library's source lines, a spec).
     pub source: String,
+    /// `anchor`: the line (e.g. `pong`) whose last arrival before the fault
+    /// starts the client's clock, in place of its socket's last receive
+    /// (a library that times from its own Pong, not from any data).
+    pub anchor_line: Option<String>,
 }
 
 /// One external client, read from its adapter file.
@@ -77,6 +88,9 @@ pub struct Adapter {
     pub observe: Vec<Observe>,
     /// As written (placeholders resolved per run, see [`Adapter::expect`]).
     expect_raw: toml::Table,
+    /// `[minimum]`: the least value of a duration knob the program takes
+    /// (mosquitto_sub refuses `-k` below 5 s).
+    pub minimum: Vec<(&'static str, Duration)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +99,17 @@ pub enum Version {
     Command(Vec<String>),
 }
 
-const TOP_KEYS: &str = "name, version, protocol, command, observe, description, [expect]";
+const TOP_KEYS: &str =
+    "name, version, protocol, command, observe, description, [expect], [minimum]";
+/// The `[expect]` keys a kind may leave out (each has a default).
+const OPTIONAL: &[&str] = &[
+    "poll",
+    "send_every",
+    "clock",
+    "user_timeout",
+    "enabled",
+    "anchor",
+];
 const KINDS: &str = "none, ping-timeout, heartbeat, check-period, tcp-keepalive";
 
 impl Adapter {
@@ -119,6 +143,7 @@ impl Adapter {
                 "observe",
                 "description",
                 "expect",
+                "minimum",
             ]
             .contains(&k.as_str())
             {
@@ -186,8 +211,10 @@ impl Adapter {
                 ))
             }
         };
+        let minimum = super::minimum::parse(doc.get("minimum"), config)?;
         let a = Adapter {
             file: path.to_path_buf(),
+            minimum,
             name,
             version,
             protocol,
@@ -202,6 +229,12 @@ impl Adapter {
             && !a.observe.contains(&Observe::Lines)
         {
             return Err("`expect.kind` = \"check-period\" needs `observe` to include \"lines\" (the checks' phase is its `connected` line)".into());
+        }
+        if a.expect(config)?.anchor_line.is_some() && !a.observe.contains(&Observe::Lines) {
+            return Err(
+                "`expect.anchor` needs `observe` to include \"lines\" (the anchor is a line)"
+                    .into(),
+            );
         }
         Ok(a)
     }
@@ -276,10 +309,20 @@ impl Adapter {
         };
         let allowed: &[&str] = match kind {
             "none" => &["kind", "source"],
-            "ping-timeout" => &["kind", "source", "interval", "timeout", "poll"],
+            "ping-timeout" => &[
+                "kind", "source", "interval", "timeout", "poll", "clock", "anchor",
+            ],
             "heartbeat" => &["kind", "source", "dead_after", "poll"],
             "check-period" => &["kind", "source", "period", "send_every"],
-            "tcp-keepalive" => &["kind", "source", "idle", "interval", "count"],
+            "tcp-keepalive" => &[
+                "kind",
+                "source",
+                "idle",
+                "interval",
+                "count",
+                "user_timeout",
+                "enabled",
+            ],
             k => {
                 return Err(format!(
                     "`expect.kind` = \"{}\": allowed: {KINDS}",
@@ -299,7 +342,7 @@ impl Adapter {
                 (Some(toml::Value::String(s)), _) => s.clone(),
                 (Some(toml::Value::Integer(i)), _) if *i >= 0 => format!("{i}s"),
                 (None, Some(d)) => return Ok(d),
-                (None, None) => return Err(format!("`expect.{k}` is missing (kind {kind} needs: {})", allowed[2..].join(", "))),
+                (None, None) => return Err(format!("`expect.{k}` is missing (kind {kind} needs: {})", allowed[2..].iter().filter(|k| !OPTIONAL.contains(k)).copied().collect::<Vec<_>>().join(", "))),
                 (Some(v), _) => return Err(format!("`expect.{k}` = {}: must be a duration (\"2s\", \"500ms\", \"{{mqtt.keep_alive}}\")", one_line(&v.to_string()))),
             };
             let filled = fill(&raw, &format!("expect.{k}"), None, &self.dir(), config)?;
@@ -311,6 +354,12 @@ impl Adapter {
                 interval: dur("interval", None)?,
                 timeout: dur("timeout", None)?,
                 poll: dur("poll", Some(Duration::ZERO))?,
+                whole_seconds: match t.get("clock") {
+                    None => false,
+                    Some(toml::Value::String(c)) if c == "ms" => false,
+                    Some(toml::Value::String(c)) if c == "seconds" => true,
+                    Some(v) => return Err(format!("`expect.clock` = {}: allowed: \"ms\" (default), \"seconds\" (its timers compare whole seconds of CLOCK_MONOTONIC)", one_line(&v.to_string()))),
+                },
             },
             "heartbeat" => Algorithm::Heartbeat {
                 dead_after: dur("dead_after", None)?,
@@ -324,6 +373,17 @@ impl Adapter {
                 },
             },
             _ => Algorithm::TcpKeepalive {
+                enabled: match t.get("enabled") {
+                    None => true,
+                    Some(toml::Value::Boolean(b)) => *b,
+                    Some(toml::Value::String(s)) => match fill(s, "expect.enabled", None, &self.dir(), config)?.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => return Err(format!("`expect.enabled` = \"{}\" (= \"{}\"): allowed: true, false, or a flag knob in braces", one_line(s), one_line(other))),
+                    },
+                    Some(v) => return Err(format!("`expect.enabled` = {}: allowed: true, false, or a flag knob in braces", one_line(&v.to_string()))),
+                },
+                user_timeout: dur("user_timeout", Some(Duration::ZERO))?,
                 idle: dur("idle", None)?,
                 interval: dur("interval", None)?,
                 count: match t.get("count") {
@@ -347,7 +407,25 @@ impl Adapter {
                 ))
             }
         };
-        Ok(Expect { algorithm, source })
+        let anchor_line = match t.get("anchor") {
+            None => None,
+            Some(toml::Value::String(l))
+                if !l.trim().is_empty() && !l.contains(char::is_whitespace) =>
+            {
+                Some(l.clone())
+            }
+            Some(v) => {
+                return Err(format!(
+                "`expect.anchor` = {}: must be one word, a line the program prints (e.g. \"pong\")",
+                one_line(&v.to_string())
+            ))
+            }
+        };
+        Ok(Expect {
+            algorithm,
+            source,
+            anchor_line,
+        })
     }
 }
 
@@ -374,7 +452,7 @@ fn argv(doc: &toml::Table, key: &str) -> Result<Option<Vec<String>>, String> {
 /// `"2s"`, `"500ms"`, or a bare number of seconds (`"2"`, `"1.5"`); a sum
 /// of those (`"2 + 5s"`, for a knob plus a library's constant), each
 /// divided by a whole number if it says so (`"2000ms / 2"`).
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     if s.contains('+') {
         return s.split('+').map(parse_duration).sum();
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub mod adapter;
+mod minimum;
 pub mod socket;
 pub use socket::TcpConfig;
 

@@ -10,17 +10,19 @@ use kaspec_harness::fault::FaultKind;
 
 use crate::config::adapter::{Algorithm, Expect};
 use crate::config::TcpConfig;
-use crate::model::linux::jiffy_ms;
+use crate::model::linux::{self, jiffy_ms};
 use crate::model::ms_of;
 
 /// The client's window after the fault in force; `since_recv_ms` = t0 −
 /// the last data the client received, `connected_ms` its `connected` line
-/// (relative to t0, before it: negative).
+/// (relative to t0, before it: negative), `t0_mono_ms` t0 on
+/// CLOCK_MONOTONIC (a whole-seconds clock's phase).
 pub fn client_window(
     e: &Expect,
     fault: FaultKind,
     since_recv_ms: u64,
     connected_ms: Option<i64>,
+    t0_mono_ms: u64,
 ) -> Expectation {
     let spec = e.source.as_str();
     let j = jiffy_ms();
@@ -42,6 +44,22 @@ pub fn client_window(
                 interval,
                 timeout,
                 poll,
+                whole_seconds: true,
+            },
+            f,
+        ) => seconds_clock(
+            [ms_of(*interval), ms_of(*timeout), ms_of(*poll)],
+            f,
+            since_recv_ms,
+            t0_mono_ms,
+            spec,
+        ),
+        (
+            Algorithm::PingTimeout {
+                interval,
+                timeout,
+                poll,
+                ..
             },
             f,
         ) => {
@@ -55,10 +73,18 @@ pub fn client_window(
             let (k, t, p) = (ms_of(*interval), ms_of(*timeout), ms_of(*poll));
             let up = |x: u64| if p == 0 { x } else { x.div_ceil(p) * p };
             let (ping, give_up) = (up(k), up(t));
+            // Each wait may end late by the kernel's poll slack (fs/select.c
+            // select_estimate_accuracy: wait / 1000): with a loop of P,
+            // that per wait; with exact timers (P = 0), per timer, K then
+            // T (a 10 s timer may end 10 ms late), and 1 ms more each: a
+            // millisecond-grained timer rounds its wait up (Python's
+            // selectors: `math.ceil(timeout * 1e3) * 1e-3`).
+            let slack = linux::poll_slack_ms;
             let rounds = match (p, f) {
-                (0, _) => 1,
-                (_, FaultKind::Reset) => ping / p,
-                _ => ping / p + give_up / p,
+                (0, FaultKind::Reset) => slack(k) + 1,
+                (0, _) => slack(k) + slack(t) + 2,
+                (_, FaultKind::Reset) => ping / p * slack(p),
+                _ => (ping / p + give_up / p) * slack(p),
             };
             let (point, what) = if f == FaultKind::Reset {
                 (
@@ -68,9 +94,15 @@ pub fn client_window(
             } else {
                 (ping + give_up, format!("a ping at ⌈K/P⌉·P, given up ⌈T/P⌉·P after it: ⌈{k}/{p}⌉·{p} + ⌈{t}/{p}⌉·{p} = {ping} + {give_up} ms"))
             };
-            let lo = point.saturating_sub(since_recv_ms + j);
-            let hi = (point + rounds + j + 2).saturating_sub(since_recv_ms);
-            Expectation::window(lo, hi, format!("{what} after the last data received, − (t0 − last received) {since_recv_ms} ms, + up to {rounds} ms ({rounds} waits), {grain}"), spec, Level::Must)
+            // Anchored on a line (its own Pong): the event was up to
+            // LINE_LAG_MS before the line's arrival, never after it.
+            let (below, above, from, grain) = match &e.anchor_line {
+                Some(l) => (LINE_LAG_MS, 0, format!("its last `{l}` line"), format!("− up to {LINE_LAG_MS} ms (the line arrives after the event: the pipe and the reader's wake-up), + 2 ms (millisecond timers)")),
+                None => (j, j, "the last data received".to_string(), grain),
+            };
+            let lo = point.saturating_sub(since_recv_ms + below);
+            let hi = (point + rounds + above + 2).saturating_sub(since_recv_ms);
+            Expectation::window(lo, hi, format!("{what} after {from}, − (t0 − it) {since_recv_ms} ms, + up to {rounds} ms (each wait's poll slack: wait / 1000, at least 1 ms; + 1 ms per exact timer), {grain}"), spec, Level::Must)
         }
         (Algorithm::Heartbeat { dead_after, poll }, FaultKind::Reset) => {
             let (d, p) = (ms_of(*dead_after), ms_of(*poll));
@@ -93,18 +125,20 @@ pub fn client_window(
         }
         (
             Algorithm::TcpKeepalive {
+                enabled,
                 idle,
                 interval,
                 count,
+                user_timeout,
             },
             f,
         ) => {
             let t = TcpConfig {
-                keepalive: true,
+                keepalive: *enabled,
                 idle: *idle,
                 interval: *interval,
                 count: *count,
-                user_timeout: Duration::ZERO,
+                user_timeout: *user_timeout,
             };
             let mut e =
                 crate::model::tcp::keepalive_window(&t, since_recv_ms, None, f, "client", spec);
@@ -117,6 +151,78 @@ pub fn client_window(
             e
         }
     }
+}
+
+/// A ping-timeout client whose deadlines are whole seconds of
+/// CLOCK_MONOTONIC — libmosquitto 2.0.11: `mosquitto_time()` is
+/// `tp.tv_sec` (lib/time_mosq.c:46-47); `mosquitto__check_keepalive`
+/// pings when `now >= next_msg_out || now - last_msg_in >= keepalive`
+/// and, a ping unanswered (`ping_t` set), closes at the same test
+/// (lib/util_mosq.c:94-109), after setting `next_msg_out = now +
+/// keepalive` at the ping (l. 103); it runs after every `pselect()` of
+/// `mosquitto_loop`, whose timeout is `poll` (1000 ms for loop_forever's
+/// -1, lib/loop.c:111-119) and which an arriving packet ends early.
+/// So from the last data received, at x on CLOCK_MONOTONIC, the checks run
+/// at x + n·P (+ up to 1 ms per wait): the ping at the first whose second
+/// is at least the previous ping's second + K (that ping left just before
+/// x: its answer is x), the close (blackhole) at the first whose second
+/// is at least the ping's + T; under reset the ping meets the RST. Where x
+/// lies within its grain (± 1 jiffy: TCP_INFO's anchor) and each wait's
+/// overrun (0 or 1 ms) and the previous ping's lead on x (0–2 ms: the
+/// round trip) change the seconds a check falls in, every such case is in
+/// the window: `[k, t, p]` in ms.
+fn seconds_clock(
+    [k, t, p]: [u64; 3],
+    fault: FaultKind,
+    since_recv_ms: u64,
+    t0_mono_ms: u64,
+    spec: &str,
+) -> Expectation {
+    let j = jiffy_ms();
+    let p = p.max(1);
+    let x_obs = t0_mono_ms.saturating_sub(since_recv_ms);
+    let sec = |ms: u64| ms / 1000;
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    let mut cases = 0;
+    for x in x_obs.saturating_sub(j)..=x_obs + j {
+        for over in [0, 1] {
+            for lead in [0, 2] {
+                let check = |n: u64| x + n * (p + over);
+                let first_at = |from: u64, second: u64| {
+                    (from + 1..from + 1 + 4 * (k + t) / p + 8).find(|n| sec(check(*n)) >= second)
+                };
+                let Some(ping) = first_at(0, sec(x.saturating_sub(lead)) + k / 1000) else {
+                    continue;
+                };
+                let end = if fault == FaultKind::Reset {
+                    Some(ping)
+                } else {
+                    first_at(ping, sec(check(ping)) + t / 1000)
+                };
+                if let Some(n) = end {
+                    let at = check(n).saturating_sub(t0_mono_ms);
+                    lo = lo.min(at);
+                    hi = hi.max(at);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    if cases == 0 {
+        return Expectation::either("whole-seconds clock: no check reaches the deadline", spec);
+    }
+    let what = if fault == FaultKind::Reset {
+        "the ping (the first check in the second ≥ the previous ping's + K) meets the RST"
+    } else {
+        "a ping at the first check in the second ≥ the previous ping's + K, the close at the first check in the second ≥ the ping's + T"
+    };
+    Expectation::window(
+        lo,
+        hi + 2,
+        format!("whole seconds of CLOCK_MONOTONIC, K = {k} ms, T = {t} ms, checks every P = {p} ms from the last data received (t0 − {since_recv_ms} ms, at {x_obs} ms on CLOCK_MONOTONIC, ± {j} ms: TCP_INFO's jiffy-counted anchor): {what}; + 0–1 ms per wait and a 0–2 ms round trip before the anchor, every case counted; + 2 ms (millisecond timers)"),
+        spec,
+        Level::Must,
+    )
 }
 
 /// A check every `p` ms from `c` (its `connected` line, ms from t0) that
@@ -192,6 +298,11 @@ pub fn fault_offset(e: &Expect) -> Duration {
     }
 }
 
+/// How late a line arrives after the event it reports: the program's write
+/// to its stdout pipe and kaspec's reader thread waking (measured well
+/// under 1 ms here; 2 ms allows a loaded 2-core machine).
+pub const LINE_LAG_MS: u64 = 2;
+
 /// How long the client is given to notice after the fault, when its
 /// window does not say (informational): 10 s.
 pub const UNDECLARED_WATCH_MS: u64 = 10_000;
@@ -206,28 +317,54 @@ mod tests {
                 interval: Duration::from_secs(k),
                 timeout: Duration::from_secs(k),
                 poll: Duration::from_millis(p),
+                whole_seconds: false,
             },
             source: "test".into(),
+            anchor_line: None,
         }
     }
 
     #[test]
     fn ping_timeout_window_is_two_periods_after_the_last_data() {
         let j = jiffy_ms();
-        let e = client_window(&ping(2, 1000), FaultKind::Blackhole, 1000, None);
+        let e = client_window(&ping(2, 1000), FaultKind::Blackhole, 1000, None, 0);
         assert_eq!((e.min_ms, e.max_ms), (Some(3000 - j), Some(3006 + j)));
         // K = T = 2 s checked every 1.5 s: the ping at 3 s, given up at 6 s.
-        let odd = client_window(&ping(2, 1500), FaultKind::Blackhole, 1000, None);
+        let odd = client_window(&ping(2, 1500), FaultKind::Blackhole, 1000, None, 0);
         assert_eq!(odd.min_ms, Some(5000 - j));
-        let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None);
-        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1003 + j)));
-        let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None);
+        // Exact timers: the 2 s timer's poll slack, 2 ms, and its ms rounding.
+        let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None, 0);
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1005 + j)));
+        let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None, 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
         let none = Expect {
             algorithm: Algorithm::None,
             source: "x".into(),
+            anchor_line: None,
         };
-        assert!(!client_window(&none, FaultKind::Blackhole, 0, None).expects_detection());
+        assert!(!client_window(&none, FaultKind::Blackhole, 0, None, 0).expects_detection());
+    }
+
+    #[test]
+    fn a_whole_seconds_clock_moves_the_ping_to_its_second() {
+        let j = jiffy_ms();
+        let mut e = ping(2, 1000);
+        if let Algorithm::PingTimeout { whole_seconds, .. } = &mut e.algorithm {
+            *whole_seconds = true;
+        }
+        // Last data at 100.300 s, the fault 1 s later: the ping at 102.300,
+        // the close at 104.300 (3000 ms after t0), + 0–1 ms per wait.
+        let w = client_window(&e, FaultKind::Blackhole, 1000, None, 101_300);
+        assert_eq!((w.min_ms, w.max_ms), (Some(3000 - j), Some(3004 + j + 2)));
+        // Reset: the ping meets the RST at 102.300.
+        let r = client_window(&e, FaultKind::Reset, 1000, None, 101_300);
+        assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1002 + j + 2)));
+        // Last data at 100.999 s (± 1 jiffy): an anchor at 101.000 after a
+        // ping sent in second 100 pings at the first check, 102.000, and
+        // closes at 104.000: 2001 ms after t0, a whole second early.
+        let w = client_window(&e, FaultKind::Blackhole, 1000, None, 101_999);
+        assert_eq!(w.min_ms, Some(2001));
+        assert!(w.max_ms.unwrap() >= 3000, "{w:?}");
     }
 
     #[test]
@@ -238,16 +375,17 @@ mod tests {
                 send_every: Some(Duration::from_secs(1)),
             },
             source: "test".into(),
+            anchor_line: None,
         };
         // Checks at −5000 + 7000 n: at 2000 (the first after −800), given up at 9000.
-        let w = client_window(&e, FaultKind::Blackhole, 800, Some(-5000));
+        let w = client_window(&e, FaultKind::Blackhole, 800, Some(-5000), 0);
         assert_eq!((w.min_ms, w.max_ms), (Some(9000), Some(9002)));
         // Last data 1 ms before a check: that check or the next.
-        let w = client_window(&e, FaultKind::Blackhole, 3001, Some(-10_000));
+        let w = client_window(&e, FaultKind::Blackhole, 3001, Some(-10_000), 0);
         assert_eq!((w.min_ms, w.max_ms), (Some(4000), Some(11_003)));
-        assert!(!client_window(&e, FaultKind::Blackhole, 800, None).expects_detection());
+        assert!(!client_window(&e, FaultKind::Blackhole, 800, None, 0).expects_detection());
         // Reset: the next heartbeat (every second from −1501) at 499.
-        let r = client_window(&e, FaultKind::Reset, 800, Some(-1501));
+        let r = client_window(&e, FaultKind::Reset, 800, Some(-1501), 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(499), Some(501)));
     }
 }

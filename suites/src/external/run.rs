@@ -36,7 +36,7 @@ pub struct ServerSide<'a> {
 }
 
 /// What the run observed before the fault, in ms from t0 (negative: before).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Anchors {
     /// The last data the server received from the client (its TCP_INFO).
     pub server_last_recv_ms: i64,
@@ -45,6 +45,9 @@ pub struct Anchors {
     pub client_last_recv_ms: i64,
     /// The client's `connected` line, if it printed one.
     pub connected_ms: Option<i64>,
+    /// Every line it printed before the fault (ms from t0), for a server
+    /// window anchored on what the client saw (the server's last Ping).
+    pub lines: Vec<(i64, String)>,
 }
 
 /// The adapter's program's version: fixed, or its command's first line.
@@ -110,7 +113,27 @@ pub fn run(
     let client_last = last_data_recv_at(&tb.client, local, s.addr)?.unwrap_or(started);
     let server_last =
         last_data_recv_at(&tb.server, s.addr, tb.seen_by_server(local))?.unwrap_or(started);
-    let since_ms = rel_ms(client_last, t0).max(0) as u64;
+    // The client's clock starts at its last receive, or at its last
+    // `anchor` line when the adapter names one (its own Pong).
+    let anchor_at = expect.anchor_line.as_ref().map(|word| {
+        client
+            .lines()
+            .iter()
+            .rev()
+            .find(|(t, l)| *t <= t0 && l == word)
+            .map(|(t, _)| *t)
+    });
+    let since_ms = match anchor_at {
+        Some(Some(t)) => rel_ms(t, t0).max(0) as u64,
+        Some(None) => {
+            return Err(Error::Other(format!(
+                "client {}: no `{}` line before the fault (its anchor)",
+                a.name,
+                expect.anchor_line.as_deref().unwrap_or_default()
+            )))
+        }
+        None => rel_ms(client_last, t0).max(0) as u64,
+    };
     let connected_ms = client
         .lines()
         .iter()
@@ -120,8 +143,38 @@ pub fn run(
         server_last_recv_ms: rel_ms(t0, server_last),
         client_last_recv_ms: rel_ms(t0, client_last),
         connected_ms,
+        lines: client
+            .lines()
+            .iter()
+            .filter(|(t, _)| *t <= t0)
+            .map(|(t, l)| (rel_ms(t0, *t), l.clone()))
+            .collect(),
     };
-    let client_exp = client_window(&expect, fault, since_ms, connected_ms);
+    // t0 on CLOCK_MONOTONIC: the phase of a whole-seconds clock.
+    let t0_mono_ms = (crate::model::linux::clock_secs(libc::CLOCK_MONOTONIC, t0) * 1000.0) as u64;
+    let mut client_exp = client_window(&expect, fault, since_ms, connected_ms, t0_mono_ms);
+    // Under reset, data received just before the fault leaves the client
+    // a segment of its own that may meet the RST first: its delayed ACK of
+    // that data, or the retransmission of its answer, whose ACK (the peer's
+    // delayed one) the router reset (model::periodic's AckOrRetransmission).
+    // A segment in flight as the rule went in arrives just after t0 (and
+    // after the read above): read again 5 ms on; a later receive, or the
+    // socket already gone, counts as data at the fault.
+    std::thread::sleep((t0 + Duration::from_millis(5)).saturating_duration_since(Instant::now()));
+    let recv_ms = match last_data_recv_at(&tb.client, local, s.addr)? {
+        // (Two reads of one jiffy-counted receive may differ by a jiffy.)
+        Some(t) if t <= client_last + Duration::from_millis(jiffy_ms() + 1) => {
+            rel_ms(client_last, t0).max(0) as u64
+        }
+        _ => 0,
+    };
+    if fault == FaultKind::Reset
+        && crate::model::linux::pending_delayed_ack(recv_ms).is_some()
+        && client_exp.min_ms.is_some()
+    {
+        client_exp.min_ms = Some(0);
+        client_exp.formula = format!("{}; from 0: data arrived {recv_ms} ms before the fault (< {} ms), so its delayed ACK, or the retransmission of its answer, may meet the RST first", client_exp.formula, crate::model::linux::DELACK_MAX_MS);
+    }
     let mut server_exp = (s.window)(fault, &anchors);
     if let (Some(lo), Some(hi)) = (server_exp.min_ms, server_exp.max_ms) {
         // The anchor is the server's TCP_INFO, jiffy-counted: ± 1 jiffy.
@@ -149,8 +202,11 @@ pub fn run(
     let mut line = None;
     while Instant::now() < client_deadline {
         line = client.detected_since(t0);
+        // When the socket judges, a `detected` line does not end the wait:
+        // a library may decide long before it lets its socket go.
         let socket_done = client_watch.as_ref().is_some_and(|w| w.is_done());
-        if socket_done || line.is_some() || client.exited().is_some() {
+        let line_judges = client_watch.is_none() && line.is_some();
+        if socket_done || line_judges || client.exited().is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));

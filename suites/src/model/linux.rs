@@ -177,3 +177,32 @@ mod delack_tests {
         assert_eq!(super::pending_delayed_ack(200), None);
     }
 }
+
+/// `clock` (CLOCK_MONOTONIC, CLOCK_BOOTTIME) at an instant, in seconds:
+/// what a program reading that clock saw then (a library whose timers
+/// compare whole seconds of it falls on its second boundaries).
+pub fn clock_secs(clock: libc::clockid_t, at: std::time::Instant) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let now = std::time::Instant::now();
+    // SAFETY: a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    let b = ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+    if at <= now {
+        b - (now - at).as_secs_f64()
+    } else {
+        b + (at - now).as_secs_f64()
+    }
+}
+
+/// How late the kernel may end a `select`/`poll`/`epoll_wait` of `wait_ms`
+/// for a task of nice 0: fs/select.c `select_estimate_accuracy()` gives
+/// the hrtimer a slack of the timeout / 1000 (`__estimate_accuracy`:
+/// `divfactor = 1000`, 500 for a niced task; at most 100 ms), at least the
+/// task's timer slack (50 µs). A 1 s loop wait may end 1 ms late, a 10 s
+/// one 10 ms late. Rounded up to whole ms, at least 1 (the wake-up itself).
+pub fn poll_slack_ms(wait_ms: u64) -> u64 {
+    wait_ms.div_ceil(1000).clamp(1, 100)
+}

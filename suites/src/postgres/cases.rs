@@ -4,6 +4,9 @@
 use super::*;
 
 pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    if let Some(adapter) = &ctx.client {
+        return super::external::run_idle_external(ctx, case, fault, adapter);
+    }
     idle_with(
         ctx,
         case,

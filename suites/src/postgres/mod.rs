@@ -46,6 +46,7 @@ use knobs::PostgresConfig;
 mod cases;
 mod client;
 mod conninfo;
+mod external;
 mod fleet;
 pub mod knobs;
 pub use conninfo::parse_conninfo;
@@ -70,7 +71,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || postgres_binary().map(drop),
     review: |_, _| Vec::new(),
-    external: &[],
+    external: &[IDLE.id],
 };
 
 /// The compose service of the PostgreSQL cases on the docker testbed.

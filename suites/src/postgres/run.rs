@@ -76,6 +76,16 @@ pub(crate) struct Run {
     pub(crate) server_deadline_ms: u64,
 }
 
+/// The run's shared PostgreSQL (started on first use).
+pub(crate) fn lease(ctx: &Ctx) -> Result<crate::shared::Lease<'_>> {
+    ctx.shared.lease_in(
+        &ctx.shared_bed("postgres"),
+        "postgres",
+        || ctx.testbed_for("postgres"),
+        |tb| start_server(tb, &ctx.fixtures, SHARED_CONNECTIONS),
+    )
+}
+
 /// Runs one connection under `fault`: `deadlines` gives (client, server)
 /// deadlines in ms after t0 from the settings; `judge` the expectations
 /// from what was measured.
@@ -90,12 +100,7 @@ pub(crate) fn run(
 ) -> Result<Vec<CaseResult>> {
     let settings = ServerSettings::load(&ctx.fixtures)?;
     let program = server_program(ctx)?;
-    let lease = ctx.shared.lease_in(
-        &ctx.shared_bed("postgres"),
-        "postgres",
-        || ctx.testbed_for("postgres"),
-        |tb| start_server(tb, &ctx.fixtures, SHARED_CONNECTIONS),
-    )?;
+    let lease = lease(ctx)?;
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(PORT));
     let (client_deadline_ms, server_deadline_ms) = deadlines(&settings);

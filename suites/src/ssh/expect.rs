@@ -73,19 +73,7 @@ const RTT_MS: u64 = 1;
 
 /// CLOCK_BOOTTIME (OpenSSH's `monotime`) at an instant, in seconds.
 pub fn boot_secs(at: Instant) -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let now = Instant::now();
-    // SAFETY: a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    let b = ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
-    if at <= now {
-        b - (now - at).as_secs_f64()
-    } else {
-        b + (at - now).as_secs_f64()
-    }
+    crate::model::linux::clock_secs(libc::CLOCK_BOOTTIME, at)
 }
 
 /// ssh's exit after its last read at `l` (boot seconds): the alive checks

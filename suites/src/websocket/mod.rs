@@ -38,6 +38,7 @@ use knobs::WebSocketConfig;
 
 mod client;
 mod expect;
+mod external;
 pub mod knobs;
 mod nat;
 mod review;
@@ -59,7 +60,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || crate::peers::python::python_module("websockets", "python3-websockets"),
     review: review::review,
-    external: &[],
+    external: &[HEARTBEAT.id],
 };
 
 /// The compose services of the WebSocket cases on the docker testbed: our

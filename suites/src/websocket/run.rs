@@ -8,6 +8,9 @@ pub(crate) fn run_heartbeat(
     case: &CaseDef,
     fault: FaultKind,
 ) -> Result<Vec<CaseResult>> {
+    if let Some(adapter) = &ctx.client {
+        return super::external::run_heartbeat_external(ctx, case, fault, adapter);
+    }
     let mut out = Vec::new();
     for server in measured(ctx) {
         out.extend(heartbeat_against(ctx, case, fault, server)?);

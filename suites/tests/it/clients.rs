@@ -102,6 +102,11 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
         ("name = \"x\nprotocol", "not TOML"),
         ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"2s / 0\"", "`expect.period` = \"2s / 0\""),
         ("name = \"x\"\nprotocol = \"amqp\"\ncommand = [\"a\"]\n[expect]\nkind = \"check-period\"\nperiod = \"7s\"", "needs `observe` to include \"lines\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"ping-timeout\"\ninterval = \"2s\"\ntimeout = \"2s\"\nclock = \"hours\"", "`expect.clock` = \"hours\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[expect]\nkind = \"ping-timeout\"\ninterval = \"2s\"\ntimeout = \"2s\"\nanchor = \"pong\"", "`expect.anchor` needs `observe` to include \"lines\""),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[minimum]\n\"mqtt.keepalive\" = \"5s\"", "`minimum.mqtt.keepalive`: not a duration knob"),
+        ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[minimum]\n\"mqtt.keep_alive\" = \"soon\"", "`minimum.mqtt.keep_alive` = \"soon\""),
+        ("name = \"x\"\nprotocol = \"postgres\"\ncommand = [\"a\"]\n[expect]\nkind = \"tcp-keepalive\"\nidle = \"1s\"\ninterval = \"1s\"\ncount = 2\nenabled = \"maybe\"", "`expect.enabled` = \"maybe\""),
     ];
     for (text, want) in cases {
         let e = refused(text);
@@ -119,16 +124,19 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
     );
 }
 
-/// The MQTT idle case with `adapter` as its client.
+/// The MQTT idle case with `adapter` as its client at Keep Alive 2 s.
 fn mqtt_with(
     adapter: Adapter,
     fault: FaultKind,
     shift: i64,
 ) -> Vec<kaspec_harness::report::CaseResult> {
-    let mut ctx = ctx(&["mqtt.keep_alive=2s"]);
-    ctx.client = Some(Arc::new(adapter));
-    ctx.shift_window_ms = shift;
-    run_in(&ctx, "mqtt/3.1.1-3.1.2.10/1", fault)
+    mqtt_at("2s", adapter, fault, shift)
+}
+
+/// A shifted window's client verdict: fail.
+fn assert_client_fails(shifted: &[kaspec_harness::report::CaseResult]) {
+    let c = side(shifted, "client");
+    assert_eq!(c.verdict, Verdict::Fail, "{}", show(c));
 }
 
 #[test]
@@ -153,12 +161,7 @@ fn paho_mqtt_is_judged_by_its_lines_and_a_shifted_window_fails() {
     let results = mqtt_with(a.clone(), FaultKind::Blackhole, 0);
     assert_pass(side(&results, "client"));
     let shifted = mqtt_with(a, FaultKind::Blackhole, 50);
-    assert_eq!(
-        side(&shifted, "client").verdict,
-        Verdict::Fail,
-        "{}",
-        show(side(&shifted, "client"))
-    );
+    assert_client_fails(&shifted);
 }
 
 #[test]
@@ -207,4 +210,111 @@ fn pika_meets_a_reset_at_its_next_heartbeat() {
     ctx.client = Some(Arc::new(shipped("pika.toml")));
     let results = run_in(&ctx, "amqp/0-9-1-4.2.7/1", FaultKind::Reset);
     assert_pass(side(&results, "client"));
+}
+
+/// The MQTT idle case with `adapter` as its client at Keep Alive `k`.
+fn mqtt_at(
+    k: &str,
+    adapter: Adapter,
+    fault: FaultKind,
+    shift: i64,
+) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(&[&format!("mqtt.keep_alive={k}")]);
+    ctx.client = Some(Arc::new(adapter));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "mqtt/3.1.1-3.1.2.10/1", fault)
+}
+
+#[test]
+fn mosquitto_sub_closes_on_its_whole_second_and_a_shifted_window_fails() {
+    let a = shipped("mosquitto_sub.toml");
+    assert!(a.fits(&config(&["mqtt.keep_alive=2s"])).is_err());
+    let results = mqtt_at("5s", a.clone(), FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "mosquitto_sub", "{}", show(c));
+    assert_pass(c);
+    // 50 ms earlier: its ten 1 s waits, late by load, never reach back into
+    // it (a later shift can meet a loaded run's lateness).
+    let shifted = mqtt_at("5s", a, FaultKind::Blackhole, -50);
+    assert_client_fails(&shifted);
+}
+
+#[test]
+fn mosquitto_sub_meets_a_reset_at_its_next_ping() {
+    let results = mqtt_at("5s", shipped("mosquitto_sub.toml"), FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+}
+
+/// The PostgreSQL idle case with psycopg2 as its client under `sets`.
+fn psycopg2_with(
+    sets: &[&str],
+    fault: FaultKind,
+    shift: i64,
+) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(sets);
+    ctx.client = Some(Arc::new(shipped("psycopg2.toml")));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "postgres/libpq-keepalives/1", fault)
+}
+
+const PG_KEEPALIVE: &[&str] = &[
+    "postgres.keepalives_idle=2s",
+    "postgres.keepalives_interval=1s",
+    "postgres.keepalives_retries=2",
+];
+
+#[test]
+fn psycopg2_is_aborted_by_libpqs_keepalive_and_a_shifted_window_fails() {
+    let results = psycopg2_with(PG_KEEPALIVE, FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(c.implementation.name, "psycopg2", "{}", show(c));
+    assert_pass(c);
+    // The backend's own keep-alive (the fixture's 2 s / 1 s / 3).
+    assert_pass(side(&results, "server"));
+    // Shifted past the window's width (the keep-alive timer's wheel
+    // rounding, about 120 ms at HZ=250).
+    let shifted = psycopg2_with(PG_KEEPALIVE, FaultKind::Blackhole, 200);
+    assert_client_fails(&shifted);
+}
+
+#[test]
+fn psycopg2_meets_a_reset_at_its_first_probe_and_honours_tcp_user_timeout() {
+    let results = psycopg2_with(PG_KEEPALIVE, FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+    let mut sets = PG_KEEPALIVE.to_vec();
+    sets.push("postgres.tcp_user_timeout=2500ms");
+    let results = psycopg2_with(&sets, FaultKind::Blackhole, 0);
+    assert_pass(side(&results, "client"));
+}
+
+/// The WebSocket heartbeat case with the `websockets` client under `fault`.
+fn websockets_with(fault: FaultKind, shift: i64) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(&["websocket.ping_interval=1s", "websocket.pong_timeout=1s"]);
+    ctx.client = Some(Arc::new(shipped("websockets.toml")));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "websocket/rfc6455-5.5.2/2", fault)
+}
+
+#[test]
+fn websockets_gives_up_after_its_pong_timeout_and_releases_after_close_timeout() {
+    let results = websockets_with(FaultKind::Blackhole, 0);
+    let c = side(&results, "client");
+    assert_eq!(
+        c.implementation.name,
+        "python-websockets-client",
+        "{}",
+        show(c)
+    );
+    assert_pass(c);
+    assert_pass(side(&results, "server"));
+    // 50 ms earlier: its timers, late by load, never reach back into it.
+    let shifted = websockets_with(FaultKind::Blackhole, -50);
+    assert_client_fails(&shifted);
+}
+
+#[test]
+fn websockets_meets_a_reset_at_its_next_ping() {
+    let results = websockets_with(FaultKind::Reset, 0);
+    assert_pass(side(&results, "client"));
+    assert_pass(side(&results, "server"));
 }
