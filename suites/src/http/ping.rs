@@ -78,14 +78,7 @@ fn ping_case(
         ..HttpConfig::of(&ctx.config)
     };
     for kind in SERVERS {
-        let s = setup(
-            ctx,
-            ctx.testbed_for(kind.service(Idle::Long))?,
-            kind,
-            Idle::Long,
-            true,
-            c,
-        )?;
+        let s = setup(ctx, kind, Idle::Long, true, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let cw = SocketWatch::start(&s.tb.client, s.local, s.srv.addr)?;
         // What the client wrote after the response (h2 WINDOW_UPDATE,
