@@ -53,8 +53,26 @@ pub enum Docker {
         service: &'static str,
         implementation: &'static str,
     },
+    /// Against several containers, one after another: a case that runs
+    /// once per server (the HTTP cases), each `(service, implementation)`
+    /// as in [`Docker::Service`].
+    Services(&'static [(&'static str, &'static str)]),
     /// Not on the docker testbed, and why.
     NotHere(&'static str),
+}
+
+impl Docker {
+    /// The `(service, implementation)` pairs it runs against (none: not there).
+    pub fn services(&self) -> Vec<(&'static str, &'static str)> {
+        match *self {
+            Docker::Service {
+                service,
+                implementation,
+            } => vec![(service, implementation)],
+            Docker::Services(s) => s.to_vec(),
+            Docker::NotHere(_) => Vec::new(),
+        }
+    }
 }
 
 impl CaseDef {
@@ -62,10 +80,10 @@ impl CaseDef {
     pub fn not_on_docker(&self, fault: FaultKind) -> Option<String> {
         match self.docker {
             Docker::NotHere(why) => Some(format!("not on the docker testbed: {why}")),
-            Docker::Service { .. } if fault == FaultKind::Crash => Some(
+            Docker::Service { .. } | Docker::Services(_) if fault == FaultKind::Crash => Some(
                 "crash is not applied on the docker testbed: kaspec does not kill containers compose owns (it would have to restart them)".into(),
             ),
-            Docker::Service { .. } => None,
+            Docker::Service { .. } | Docker::Services(_) => None,
         }
     }
 

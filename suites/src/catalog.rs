@@ -64,6 +64,13 @@ fn entry(m: &mut String, c: &CaseDef) {
         match c.docker {
             Docker::Service { service, .. } =>
                 format!("against the `{service}` service (not under crash)"),
+            Docker::Services(s) => format!(
+                "against the {} services, one after another (not under crash)",
+                s.iter()
+                    .map(|(service, _)| format!("`{service}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Docker::NotHere(why) => format!("not there: {why}"),
         }
     );
@@ -85,6 +92,11 @@ fn faults(c: &CaseDef) -> String {
 fn docker_short(c: &CaseDef) -> String {
     match c.docker {
         Docker::Service { service, .. } => format!("`{service}`"),
+        Docker::Services(s) => s
+            .iter()
+            .map(|(service, _)| format!("`{service}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
         Docker::NotHere(_) => "not there".into(),
     }
 }

@@ -86,6 +86,20 @@ impl Ctx {
         Ok(tb)
     }
 
+    /// On the docker testbed, the version results give `service`'s server:
+    /// the version its image states, and the image (`None` on netns, or
+    /// with no such container).
+    pub fn image_version(&self, service: &str) -> Option<String> {
+        let c = self.docker.as_ref()?.containers.get(service)?;
+        Some(format!(
+            "{} (image {})",
+            c.version
+                .as_deref()
+                .unwrap_or("version not stated by the image"),
+            c.image
+        ))
+    }
+
     /// The testbed of a case whose server is `service` of docker-compose.yml:
     /// on the docker testbed its container, else a fresh netns testbed.
     pub fn testbed_for(

@@ -207,17 +207,25 @@ mod tests {
 
     #[test]
     fn every_case_says_where_it_runs_on_docker() {
+        let compose = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml"),
+        )
+        .unwrap();
         for c in all() {
             match c.docker {
-                Docker::Service {
-                    service,
-                    implementation,
-                } => {
-                    assert!(
-                        !service.is_empty() && !implementation.is_empty(),
-                        "{}",
-                        c.id
-                    );
+                Docker::Service { .. } | Docker::Services(_) => {
+                    for (service, implementation) in c.docker.services() {
+                        assert!(
+                            !service.is_empty() && !implementation.is_empty(),
+                            "{}",
+                            c.id
+                        );
+                        assert!(
+                            compose.contains(&format!("org.kaspec.service: {service}\n")),
+                            "{}: no service {service} in docker-compose.yml",
+                            c.id
+                        );
+                    }
                     assert_eq!(c.not_on_docker(FaultKind::Blackhole), None);
                     assert_eq!(c.not_on_docker(FaultKind::Reset), None);
                     assert!(c

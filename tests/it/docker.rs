@@ -5,8 +5,9 @@
 //! basic case and grpc/a8-keepalive/2) runs under blackhole and reset on
 //! both testbeds, their detection times are compared (a disagreement is
 //! run again on both and must reproduce to fail the test); one case per
-//! service of the later suites (Redis, NATS, MariaDB, SSH) runs once on
-//! the docker testbed and must pass there; and `stack.sh down --purge`
+//! service of the later suites (Redis, NATS, MariaDB, SSH, and HTTP's six
+//! services) runs once on the docker testbed and must pass there; and
+//! `stack.sh down --purge`
 //! takes everything away again.
 //! Needs root, docker.io, docker-compose, debootstrap and rsync
 //! (`fixtures/bootstrap.sh --docker` installs them).
@@ -46,6 +47,19 @@ const SERVICE_CASES: [(&str, &str); 9] = [
     ("ssh/russh-keepalive/1", "sshd-silent"),
     ("ssh/russh-server-keepalive/1", "kaspec-ssh"),
 ];
+
+/// The HTTP cases run once per server, each against its own service: the
+/// idle close on HTTP/1.1 and HTTP/2 (org.kaspec.port and the port after
+/// it) against the services with servers.toml's S, and the dead pooled
+/// connection (blackhole, request_timeout 2 s to keep it short) against
+/// the `-long` ones: every compose service of the HTTP servers, two
+/// results (client, server) each.
+const HTTP_CASES: [(&str, [&str; 3]); 3] = [
+    ("http/rfc9112-9.3/1", ["nginx", "haproxy", "kaspec-http"]),
+    ("http/rfc9113-6.8/goaway", ["nginx", "haproxy", "kaspec-http"]),
+    ("http/rfc5482-3/pooled", ["nginx-long", "haproxy-long", "kaspec-http-long"]),
+];
+const HTTP_SERVERS: [&str; 3] = ["nginx", "haproxy", "kaspec-http (hyper)"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -179,6 +193,8 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
         .env_remove("KASPEC_NATS_IMAGE")
         .env_remove("KASPEC_MARIADB_IMAGE")
         .env_remove("KASPEC_SSHD_IMAGE")
+        .env_remove("KASPEC_NGINX_IMAGE")
+        .env_remove("KASPEC_HAPROXY_IMAGE")
         .env_remove("KASPEC_SERVERS_IMAGE")
         .output()
         .unwrap();
@@ -227,7 +243,8 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
     // units at once (a starved unit runs again alone).
     let mut args: Vec<&str> = vec!["run"];
     args.extend(SERVICE_CASES.iter().map(|(c, _)| *c));
-    args.extend(["--fault", "blackhole", "--jobs", "3"]);
+    args.extend(HTTP_CASES.iter().map(|(c, _)| *c));
+    args.extend(["--fault", "blackhole", "--jobs", "3", "--set", "http.request_timeout=2s"]);
     let started = std::time::Instant::now();
     let services = kaspec_run(&args, "docker", &project, &dir.join("services"));
     eprintln!("the later suites' services: {} results in {:.1} s", services.results.len(), started.elapsed().as_secs_f64());
@@ -244,6 +261,21 @@ fn docker_testbed_agrees_with_netns_and_leaves_nothing_behind() {
             eprintln!("{line}");
             if r.verdict != kaspec_harness::expect::Verdict::Pass || r.fails() {
                 failed.push(line);
+            }
+        }
+    }
+    for (case, names) in HTTP_CASES {
+        let of: Vec<&CaseResult> = services.results.iter().filter(|r| r.case == case).collect();
+        assert_eq!(of.len(), 6, "{case}: client and server against each of {names:?}");
+        for (server, service) in HTTP_SERVERS.iter().zip(names) {
+            let image = if service.starts_with("kaspec") { "kaspec" } else { service.trim_end_matches("-long") };
+            for r in of.iter().filter(|r| r.implementation.name == *server || r.peer.name == *server) {
+                let named = [&r.implementation, &r.peer].into_iter().any(|i| i.name == *server && i.version.contains("(image ") && i.version.contains(image));
+                let line = format!("{} ({service}): {:?} {:?}, release {:?}", r.key(), r.detection_ms, r.verdict, r.release_verdict);
+                eprintln!("{line}");
+                if !named || r.verdict != kaspec_harness::expect::Verdict::Pass || r.fails() {
+                    failed.push(format!("{line}{}", if named { "" } else { " (the server does not name its image)" }));
+                }
             }
         }
     }

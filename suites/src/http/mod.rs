@@ -27,7 +27,7 @@ use kaspec_harness::expect::{Expectation, Level};
 use kaspec_harness::fault::{FaultKind, Flow};
 use kaspec_harness::observe::SocketWatch;
 use kaspec_harness::report::{CaseResult, Implementation};
-use kaspec_harness::server::{Server, ServerSpec};
+use kaspec_harness::server::{ContainerCheck, Server, ServerSpec};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
@@ -70,7 +70,21 @@ pub static PROTOCOL: Protocol = Protocol {
     external: &[],
 };
 
-const NOT_ON_DOCKER: Docker = Docker::NotHere("no compose service for the HTTP servers yet");
+/// On the docker testbed: docker-compose.yml's HTTP servers, each
+/// checked to run what S is computed from (server.rs `adopt`). The cases
+/// that measure the server's idle timeout run against the services with
+/// servers.toml's S ...
+const FIXTURE_SERVICES: Docker = Docker::Services(&[
+    ("nginx", "nginx"),
+    ("haproxy", "haproxy"),
+    ("kaspec-http", "kaspec-http (hyper)"),
+]);
+/// ... the cases that isolate the client against those with `[long]`.
+const LONG_SERVICES: Docker = Docker::Services(&[
+    ("nginx-long", "nginx"),
+    ("haproxy-long", "haproxy"),
+    ("kaspec-http-long", "kaspec-http (hyper)"),
+]);
 
 /// RFC 9112 §9.3 and §9.3.1 / §9.5.
 const PERSISTENCE_QUOTE: &str = "A client that supports persistent connections MAY \"pipeline\" its requests [...] A server [...] SHOULD send a \"close\" connection option [...] Connections can be closed at any time, with or without intention. Implementations ought to anticipate the need to recover from asynchronous close events. [§9.3.1: A user agent MUST NOT automatically retry a request with a non-idempotent method unless it has some means to know that the request semantics are actually idempotent] [§9.5: A client, server, or proxy MAY close the transport connection at any time. For example, a client might have started to send a new request at the same time that the server has decided to close the \"idle\" connection.]";
@@ -110,7 +124,7 @@ pub static IDLE: CaseDef = CaseDef {
     requirement: "The server closes at S after its last response (± the anchor's jiffy, + its ms timer); the client's pool closes its end on the FIN; the next request succeeds on a new connection",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: FIXTURE_SERVICES,
     run: run_idle,
     budget: budget_idle,
 };
@@ -124,7 +138,7 @@ pub static GOAWAY: CaseDef = CaseDef {
     requirement: "GOAWAY and close at S after the last response; honoured by the client without a failed request",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: FIXTURE_SERVICES,
     run: run_goaway,
     budget: budget_idle,
 };
@@ -138,7 +152,7 @@ pub static RACE: CaseDef = CaseDef {
     requirement: "With pool_idle_timeout ≤ S − the round trip no request fails; otherwise a request may fail only when sent while the server's close is in flight (S ± the anchor's jiffy and timer grain); hyper-util retries only a request the connection gave back unsent",
     faults: &[FaultKind::None],
     fixed_fault: Some(FaultKind::None),
-    docker: NOT_ON_DOCKER,
+    docker: FIXTURE_SERVICES,
     run: run_race,
     budget: budget_race,
 };
@@ -152,7 +166,7 @@ pub static DEAD_POOLED: CaseDef = CaseDef {
     requirement: "The request fails at min(send + request_timeout, send + first retransmission + TCP_USER_TIMEOUT); at once on an RST",
     faults: &[FaultKind::Blackhole, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: LONG_SERVICES,
     run: run_dead_pooled,
     budget: budget_dead,
 };
@@ -166,7 +180,7 @@ pub static PING: CaseDef = CaseDef {
     requirement: "The client closes at the last read + I + T (hyper's rule); at the PING under reset",
     faults: &[FaultKind::Blackhole, FaultKind::Reset],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: LONG_SERVICES,
     run: run_ping,
     budget: budget_ping,
 };
@@ -180,7 +194,7 @@ pub static PING_BUSY_ONLY: CaseDef = CaseDef {
     requirement: "Without while_idle an idle HTTP/2 connection is never pinged",
     faults: &[FaultKind::Blackhole],
     fixed_fault: None,
-    docker: NOT_ON_DOCKER,
+    docker: LONG_SERVICES,
     run: run_ping_busy_only,
     budget: budget_ping,
 };
@@ -194,7 +208,7 @@ pub static NAT_BELOW: CaseDef = CaseDef {
     requirement: "With P < N no request meets a forgotten mapping",
     faults: &[FaultKind::NatExpiry],
     fixed_fault: Some(FaultKind::NatExpiry),
-    docker: NOT_ON_DOCKER,
+    docker: LONG_SERVICES,
     run: run_nat_below,
     budget: budget_nat,
 };
@@ -208,7 +222,7 @@ pub static NAT_ABOVE: CaseDef = CaseDef {
     requirement: "With P > N the next request fails at min(R, first retransmission + U)",
     faults: &[FaultKind::NatExpiry],
     fixed_fault: Some(FaultKind::NatExpiry),
-    docker: NOT_ON_DOCKER,
+    docker: LONG_SERVICES,
     run: run_nat_above,
     budget: budget_nat,
 };

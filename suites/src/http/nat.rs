@@ -54,8 +54,8 @@ fn nat_case(ctx: &Ctx, case: &CaseDef, fault: FaultKind, below: bool) -> Result<
         ..base
     };
     for kind in SERVERS {
-        let tb = ctx.testbed_with_nat("http", nat)?;
-        let s = setup(ctx, tb, kind, Idle::Long, false, c)?;
+        let tb = ctx.testbed_with_nat(kind.service(Idle::Long), nat)?;
+        let s = setup_on(ctx, tb, kind, Idle::Long, false, c)?;
         // Below, the pool closes the connection at P, before t0, and the
         // server's end closes on its FIN: nothing to judge on that side.
         let sw = if below {

@@ -20,18 +20,30 @@ pub fn ping_expectation(
     spec: &str,
 ) -> Expectation {
     let (i, t) = (ms_of(c.h2_interval), ms_of(c.h2_timeout));
+    // Under reset, whatever the client sends first meets the RST: the PING,
+    // or the first TCP keep-alive probe (reqwest's tcp_keepalive, read back
+    // from the socket) when that comes earlier or there is no PING.
+    let probe = (fault == FaultKind::Reset && tcp.keepalive)
+        .then(|| crate::model::tcp::rst_at_first_probe(tcp, idle_ms, "client (TCP keep-alive): "));
+    let no_ping = |why: &str| {
+        probe
+            .clone()
+            .unwrap_or_else(|| Expectation::not_detected(why, spec))
+    };
     if i == 0 {
-        return Expectation::not_detected("http2_keep_alive_interval = 0: no HTTP/2 PING", spec);
+        return no_ping("http2_keep_alive_interval = 0: no HTTP/2 PING");
     }
     if !c.h2_while_idle {
-        return Expectation::not_detected(
+        return no_ping(
             "http2_keep_alive_while_idle = false and no stream open: hyper sends no PING (ping.rs maybe_ping: `!self.while_idle && is_idle`)",
-            spec,
         );
     }
     let w = crate::model::h2ping::window(i, t, idle_ms, fault, spec);
     if fault == FaultKind::Reset {
-        return w;
+        return match (probe, w.min_ms) {
+            (Some(p), Some(lo)) if p.max_ms.is_some_and(|hi| hi < lo) => p,
+            _ => w,
+        };
     }
     // TCP_USER_TIMEOUT U ends it first when the unacknowledged PING (sent
     // at I − idle) outlives U before T.
@@ -66,7 +78,7 @@ fn ping_case(
         ..HttpConfig::of(&ctx.config)
     };
     for kind in SERVERS {
-        let s = setup(ctx, ctx.testbed()?, kind, Idle::Long, true, c)?;
+        let s = setup(ctx, kind, Idle::Long, true, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let cw = SocketWatch::start(&s.tb.client, s.local, s.srv.addr)?;
         // What the client wrote after the response (h2 WINDOW_UPDATE,
@@ -115,5 +127,31 @@ mod tests {
         assert_eq!(r.max_ms, Some(900 + j + 1));
         c.h2_while_idle = false;
         assert!(!ping_expectation(&c, &c.tcp, FaultKind::Blackhole, 100, "s").expects_detection());
+        // No PING (while_idle off, or interval 0), under reset: the first
+        // TCP keep-alive probe meets the RST at KI − idle (reqwest's
+        // tcp_keepalive on the socket); with SO_KEEPALIVE off, nothing.
+        let mut tcp = c.tcp;
+        tcp.keepalive = true;
+        tcp.idle = Duration::from_secs(15);
+        for interval in [1000, 0] {
+            c.h2_interval = Duration::from_millis(interval);
+            let k = ping_expectation(&c, &tcp, FaultKind::Reset, 300, "s");
+            assert_eq!(k.min_ms, Some(14_700), "{}", k.formula);
+        }
+        tcp.keepalive = false;
+        assert!(!ping_expectation(&c, &tcp, FaultKind::Reset, 300, "s").expects_detection());
+        // With the PING first, the PING's window; with the probe first, the probe's.
+        c.h2_while_idle = true;
+        c.h2_interval = Duration::from_millis(1000);
+        tcp.keepalive = true;
+        assert_eq!(
+            ping_expectation(&c, &tcp, FaultKind::Reset, 100, "s").max_ms,
+            Some(900 + j + 1)
+        );
+        tcp.idle = Duration::from_millis(500);
+        assert_eq!(
+            ping_expectation(&c, &tcp, FaultKind::Reset, 100, "s").min_ms,
+            Some(400)
+        );
     }
 }

@@ -17,7 +17,19 @@ pub(crate) struct Setup {
     pub(crate) anchor: Instant,
 }
 
+/// On a fresh testbed of its own (on the docker testbed: the container of
+/// `kind.service(idle)`).
 pub(crate) fn setup(
+    ctx: &Ctx,
+    kind: HttpServer,
+    idle: Idle,
+    h2: bool,
+    c: HttpConfig,
+) -> Result<Setup> {
+    setup_on(ctx, ctx.testbed_for(kind.service(idle))?, kind, idle, h2, c)
+}
+
+pub(crate) fn setup_on(
     ctx: &Ctx,
     tb: Testbed,
     kind: HttpServer,
@@ -182,7 +194,7 @@ fn idle_case(ctx: &Ctx, case: &CaseDef, h2: bool) -> Result<Vec<CaseResult>> {
             pool_idle_timeout: Duration::ZERO,
             ..HttpConfig::of(&ctx.config)
         };
-        let s = setup(ctx, ctx.testbed()?, kind, Idle::Fixture, h2, c)?;
+        let s = setup(ctx, kind, Idle::Fixture, h2, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let cw = SocketWatch::start(&s.tb.client, s.local, s.srv.addr)?;
         let applied = apply(&s, FaultKind::None)?;
@@ -280,7 +292,7 @@ pub(crate) fn run_race(ctx: &Ctx, case: &CaseDef, _: FaultKind) -> Result<Vec<Ca
         .take_while(|d| *d <= span)
         .collect();
     for kind in SERVERS {
-        let s = setup(ctx, ctx.testbed()?, kind, Idle::Fixture, false, c)?;
+        let s = setup(ctx, kind, Idle::Fixture, false, c)?;
         let applied = apply(&s, FaultKind::None)?;
         let sms = ms_of(s.srv.idle_timeout);
         let t0 = Instant::now();
@@ -460,7 +472,7 @@ pub(crate) fn run_dead_pooled(
     let mut out = Vec::new();
     let c = HttpConfig::of(&ctx.config);
     for kind in SERVERS {
-        let s = setup(ctx, ctx.testbed()?, kind, Idle::Long, false, c)?;
+        let s = setup(ctx, kind, Idle::Long, false, c)?;
         let sw = SocketWatch::start(&s.tb.server, s.srv.addr, s.seen)?;
         let nominal = dead_expectation(&c, &s.tcp, fault, REQUEST_AFTER_MS, case.spec);
         let deadline_ms = nominal.deadline_ms(REQUEST_AFTER_MS + 5000);

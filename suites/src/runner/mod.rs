@@ -12,7 +12,7 @@ use kaspec_harness::report::{
     CaseResult, Environment, Implementation, Partition, Report, RunError, Share, SCHEMA_VERSION,
 };
 
-use crate::case::{CaseDef, Docker};
+use crate::case::CaseDef;
 use crate::ctx::Ctx;
 
 /// The faults of the default matrix.
@@ -344,31 +344,17 @@ use schedule::*;
 /// On the docker testbed, the server's version is the image's: each result
 /// names the container's image next to it.
 fn label_servers(ctx: &Ctx, case: &CaseDef, results: &mut [CaseResult]) {
-    let (
-        Some(stack),
-        Docker::Service {
-            service,
-            implementation,
-        },
-    ) = (&ctx.docker, case.docker)
-    else {
-        return;
-    };
-    let Some(container) = stack.containers.get(service) else {
-        return;
-    };
-    let version = format!(
-        "{} (image {})",
-        container
-            .version
-            .as_deref()
-            .unwrap_or("version not stated by the image"),
-        container.image
-    );
-    for r in results.iter_mut() {
-        for i in [&mut r.implementation, &mut r.peer] {
-            if i.name == implementation {
-                i.version = version.clone();
+    for (service, implementation) in case.docker.services() {
+        let Some(version) = ctx.image_version(service) else {
+            continue;
+        };
+        for r in results.iter_mut() {
+            for i in [&mut r.implementation, &mut r.peer] {
+                // A case against several services whose servers share a
+                // name labels its results itself (http/server.rs).
+                if i.name == implementation && !i.version.contains("(image ") {
+                    i.version = version.clone();
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::case::Docker;
 
 #[test]
 fn the_plan_is_cases_by_faults_with_fixed_faults_once_and_shares_cover_it() {
