@@ -59,11 +59,7 @@ pub(crate) fn client(
                 },
                 Ok(_) = stall.wait_for(|s| *s), if ready_tx.is_none() => {
                     events.push((Instant::now(), "client application stalled: rumqttc's event loop no longer polled".into()));
-                    let until = match stop_at.wait_for(|s| s.is_some()).await {
-                        Ok(t) => t.expect("waited for Some"),
-                        Err(_) => Instant::now(),
-                    };
-                    tokio::time::sleep_until(until.into()).await;
+                    drive::client::stalled_until_stopped(&mut stop_at).await;
                     drop(ev);
                     return Some(ClientEnd { failed_at: None, error: None, events });
                 }

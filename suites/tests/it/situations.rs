@@ -11,6 +11,7 @@ use kaspec_harness::report::CaseResult;
 use rstest::rstest;
 
 use crate::common::*;
+use crate::verdicts::{unshifted, SHIFT_MS};
 
 /// The client of a client situation: reported with why, never judged.
 fn assert_client_reported(results: &[CaseResult], fault: FaultKind) {
@@ -35,6 +36,7 @@ fn assert_client_reported(results: &[CaseResult], fault: FaultKind) {
 #[case::crash(FaultKind::ClientCrash)]
 fn mqtt_broker_disconnects_a_stalled_or_crashed_client(#[case] fault: FaultKind) {
     let results = run("mqtt/3.1.1-3.1.2.10/1", fault, &["mqtt.keep_alive=2s"]);
+    print(&results);
     assert_client_reported(&results, fault);
     // Mosquitto hears no PINGREQ after the stall (the client's kernel still
     // acknowledges, but rumqttc is not polled): judged against
@@ -56,4 +58,80 @@ fn mqtt_broker_disconnects_a_stalled_or_crashed_client(#[case] fault: FaultKind)
     );
     let rel = broker.release.as_ref().expect("release observed");
     assert!(rel.clean, "{}", show(broker));
+}
+
+/// The results of `server` in `id` under `fault`, judged against their windows
+/// shifted later by [`SHIFT_MS`]: each fails, and the same observation
+/// passes against the computed window (the `verdicts` pattern).
+fn shifted_server_windows_fail(
+    id: &str,
+    server: &str,
+    fault: FaultKind,
+    sets: &[&str],
+) -> Vec<CaseResult> {
+    let mut ctx = ctx(sets);
+    ctx.shift_window_ms = SHIFT_MS;
+    let results = run_in(&ctx, id, fault);
+    for r in results
+        .iter()
+        .filter(|r| r.side == "server" && r.implementation.name.contains(server))
+    {
+        assert!(
+            (r.budget.total_ms() as i64) < SHIFT_MS,
+            "budget at or over the shift: {}",
+            show(r)
+        );
+        assert_eq!(r.verdict, Verdict::Fail, "shifted: {}", show(r));
+        assert_eq!(unshifted(r), Verdict::Pass, "unshifted: {}", show(r));
+    }
+    results
+}
+
+fn print(results: &[CaseResult]) {
+    for r in results {
+        eprintln!(
+            "{} {} {} vs {}: {:?} ms, expected {} ({:?}): {}",
+            r.fault,
+            r.side,
+            r.implementation.name,
+            r.peer.name,
+            r.detection_ms,
+            r.expected.describe(),
+            r.verdict,
+            r.expected.formula
+        );
+    }
+}
+
+// Each WebSocket server's heartbeat (kaspec's: silence for P + T after the
+// client's last frame; Python websockets': its Ping unanswered for T)
+// notices a stalled client, whose kernel acknowledges the server's Ping
+// but whose application never reads it, so no Pong is sent.
+#[rstest]
+#[case::stall(FaultKind::ClientStall)]
+#[case::crash(FaultKind::ClientCrash)]
+fn websocket_servers_notice_a_stalled_or_crashed_client(#[case] fault: FaultKind) {
+    let results = run("websocket/rfc6455-5.5.2/2", fault, &[]);
+    print(&results);
+    assert_client_reported(&results, fault);
+    for s in results.iter().filter(|r| r.side == "server") {
+        assert!(s.detected, "{}", show(s));
+    }
+    // kaspec's server is judged sharp here. Python websockets' close came
+    // 5-9 ms after its window in loaded runs (once 180 ms, under a stall),
+    // under client-crash as under client-stall: not yet explained, so not
+    // asserted; its verdict stays in the report.
+    assert_pass(by(&results, "server", "kaspec-ws"));
+}
+
+#[test]
+fn websocket_stall_shifted_server_windows_fail() {
+    let r = shifted_server_windows_fail(
+        "websocket/rfc6455-5.5.2/2",
+        "kaspec-ws",
+        FaultKind::ClientStall,
+        &[],
+    );
+    print(&r);
+    by(&r, "server", "kaspec-ws");
 }

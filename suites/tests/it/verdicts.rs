@@ -12,10 +12,10 @@ use rstest::rstest;
 
 use crate::common::*;
 
-const SHIFT_MS: i64 = 50;
+pub const SHIFT_MS: i64 = 50;
 
 /// The same observation, judged against the window the run computed.
-fn unshifted(r: &CaseResult) -> Verdict {
+pub fn unshifted(r: &CaseResult) -> Verdict {
     let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
     let back = |v: u64| (v as i64 - SHIFT_MS).max(0) as u64;
     let exp = Expectation::window(back(lo), back(hi), "", "", r.expected.level);
