@@ -142,6 +142,11 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         },
         Some(lease.server().pid()),
     )?;
+    if fault == FaultKind::ClientCrash {
+        // The client host is gone: lapin's connection is dropped behind the
+        // blackhole (its Connection.Close and FIN die at the router).
+        let _ = stop.send(Some(Instant::now()));
+    }
     let t0 = applied.in_force_at;
 
     // Deadlines from the windows as they stand at t0 (3× the upper bound),

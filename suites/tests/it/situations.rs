@@ -11,7 +11,7 @@ use kaspec_harness::report::CaseResult;
 use rstest::rstest;
 
 use crate::common::*;
-use crate::verdicts::{unshifted, SHIFT_MS};
+use crate::verdicts::{unshifted, unshifted_by, SHIFT_MS};
 
 /// The client of a client situation: reported with why, never judged.
 fn assert_client_reported(results: &[CaseResult], fault: FaultKind) {
@@ -134,4 +134,52 @@ fn websocket_stall_shifted_server_windows_fail() {
     );
     print(&r);
     by(&r, "server", "kaspec-ws");
+}
+
+// RabbitMQ's heartbeat receiver (rabbit_heartbeat: a wake every T, a close
+// at the second wake without bytes) reaps a crashed lapin client as it does
+// on a dead path. Its window spans both wakes when the last byte came within
+// PHASE_SLACK_MS of one (amqp/mod.rs), so the same run is judged against its
+// window shifted 50 ms towards the edge the detection is nearer to: it fails.
+#[test]
+fn amqp_broker_reaps_a_crashed_client() {
+    let mut ctx = ctx(&["amqp.heartbeat=2s"]);
+    let id = "amqp/0-9-1-4.2.7/1";
+    let results = run_in(&ctx, id, FaultKind::ClientCrash);
+    print(&results);
+    assert_client_reported(&results, FaultKind::ClientCrash);
+    let broker = side(&results, "server");
+    assert!(broker.detected, "{}", show(broker));
+    assert_pass(broker);
+    let (lo, hi) = (
+        broker.expected.min_ms.unwrap() as i64,
+        broker.expected.max_ms.unwrap() as i64,
+    );
+    let at = broker.detection_ms.unwrap() as i64;
+    let shift = if at - lo > hi - at {
+        -SHIFT_MS
+    } else {
+        SHIFT_MS
+    };
+    ctx.shift_window_ms = shift;
+    let shifted = run_in(&ctx, id, FaultKind::ClientCrash);
+    print(&shifted);
+    let broker = side(&shifted, "server");
+    assert!(
+        (broker.budget.total_ms() as i64) < SHIFT_MS,
+        "{}",
+        show(broker)
+    );
+    assert_eq!(
+        broker.verdict,
+        Verdict::Fail,
+        "shifted by {shift}: {}",
+        show(broker)
+    );
+    assert_eq!(
+        unshifted_by(broker, shift),
+        Verdict::Pass,
+        "unshifted: {}",
+        show(broker)
+    );
 }
