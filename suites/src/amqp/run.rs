@@ -118,6 +118,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(MAIN.port));
     let tap = Tap::default();
+    let (stall_tx, stall_rx) = tokio::sync::watch::channel(false);
     let (client_thread, ready, stop) = start_client(
         tb,
         addr,
@@ -125,6 +126,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         format!("kaspec-{}-idle", tb.tag),
         &tap,
         true,
+        stall_rx,
     )?;
     let hs = ready.negotiated;
     let h = Duration::from_secs(hs as u64);
@@ -133,6 +135,9 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let fault_at = quiet_instant(&tap.io(), h, Instant::now());
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
+    }
+    if fault == FaultKind::ClientStall {
+        let _ = stall_tx.send(true);
     }
     let applied = tb.apply_fault(
         fault,

@@ -183,3 +183,18 @@ fn amqp_broker_reaps_a_crashed_client() {
         show(broker)
     );
 }
+
+// A lapin application that blocks its (current-thread) runtime stops
+// lapin's heartbeats: their timer is a task on that runtime, not on the
+// "lapin-io-loop" thread, so RabbitMQ reaps it as it reaps a dead path.
+#[test]
+fn amqp_stalled_client() {
+    let results = run(
+        "amqp/0-9-1-4.2.7/1",
+        FaultKind::ClientStall,
+        &["amqp.heartbeat=2s"],
+    );
+    print(&results);
+    assert_client_reported(&results, FaultKind::ClientStall);
+    assert_pass(side(&results, "server"));
+}
