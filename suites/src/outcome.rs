@@ -154,6 +154,39 @@ impl<'a> RunFacts<'a> {
     }
 }
 
+/// Under the client's own situations the client is what failed: its side
+/// is reported, not judged, and says why. A crashed client's own close is the
+/// crash, not a detection; a stalled client's library event, if any (a
+/// background heartbeat that runs on while the application stalls), stays
+/// in the result as information.
+pub fn client_in_situation(fault: FaultKind, client: Side) -> Side {
+    let (why, note, detected_at) = match fault {
+        FaultKind::ClientCrash => (
+            "the client crashed: nothing is left on that side to detect anything",
+            "the case dropped the client's connection after the path was blackholed; its FIN died at the router",
+            None,
+        ),
+        FaultKind::ClientStall => (
+            "the client application stalled (it no longer polls its connection): it is not judged on detection",
+            "the client application stopped polling at the fault; its runtime and kernel stayed up",
+            client.detected_at,
+        ),
+        _ => return client,
+    };
+    let error = match client.error {
+        Some(e) if detected_at.is_some() => {
+            Some(format!("{note}; its library still reported: {e}"))
+        }
+        _ => Some(note.into()),
+    };
+    Side {
+        expected: Expectation::not_applicable(why, client.expected.spec),
+        detected_at,
+        error,
+        ..client
+    }
+}
+
 /// The flow's sockets at the end of a case (the second verdict axis).
 pub use kaspec_harness::observe::release::{releases, Releases};
 
@@ -174,6 +207,7 @@ impl RunFacts<'_> {
         mut server: Side,
         judging: &Judging<'_>,
     ) -> Result<Vec<CaseResult>> {
+        let client = client_in_situation(self.fault, client);
         let crashed = self.fault == FaultKind::Crash;
         if crashed {
             // The server's socket closed because its process was killed: that

@@ -201,6 +201,8 @@ impl Hold {
                 | FaultKind::BlackholeDown
                 | FaultKind::Reset
                 | FaultKind::NatExpiry
+                | FaultKind::ClientStall
+                | FaultKind::ClientCrash
                 | FaultKind::None,
             ) => Hold {
                 bed: false,

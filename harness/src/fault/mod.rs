@@ -55,6 +55,16 @@ pub enum FaultKind {
     /// blackholed first, then the server process is SIGKILLed (its kernel's
     /// FIN/RST die at the router). The survivor sees a dead path.
     Crash,
+    /// The client application stalls at t0: it stops driving its connection
+    /// (its library's event loop is no longer polled, nothing is read or
+    /// written) while its process, runtime and kernel stay up, so the
+    /// client's kernel still acknowledges data and answers TCP keep-alive
+    /// probes. Nothing changes on the path: the case stalls its client.
+    ClientStall,
+    /// The client host dies without a FIN reaching the server (the mirror
+    /// of `crash`): the path is blackholed first, then the case drops the
+    /// client's connection (its kernel's FIN dies at the router).
+    ClientCrash,
     /// The router is a real masquerading NAT that forgets a TCP flow idle
     /// longer than its timeout (conntrack timeout policy); the fault is in
     /// force when the flow's mapping expires. A property of the path from the
@@ -92,12 +102,27 @@ impl FaultKind {
         [i[0], i[1], i[2], i[3], i[4], i[5], FaultKind::Delay, FaultKind::Loss]
     };
 
-    /// Every fault a user can ask for (`--fault all`): the instant ones,
-    /// nat-expiry and the impairments.
-    pub const ALL: [FaultKind; 9] = {
-        let i = Self::INSTANT;
-        [i[0], i[1], i[2], i[3], i[4], i[5], FaultKind::NatExpiry, FaultKind::Delay, FaultKind::Loss]
+    /// An idle heartbeat case's faults and the client's own situations.
+    pub const INSTANT_IMPAIR_AND_CLIENT: [FaultKind; 10] = {
+        let i = Self::INSTANT_AND_IMPAIR;
+        [i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], FaultKind::ClientStall, FaultKind::ClientCrash]
     };
+
+    /// The client's own situations: only the cases that list them take them.
+    pub const CLIENT: [FaultKind; 2] = [FaultKind::ClientStall, FaultKind::ClientCrash];
+
+    /// Every fault a user can ask for (`--fault all`): the instant ones,
+    /// nat-expiry, the impairments and the client's own situations.
+    pub const ALL: [FaultKind; 11] = {
+        let i = Self::INSTANT;
+        [i[0], i[1], i[2], i[3], i[4], i[5], FaultKind::NatExpiry, FaultKind::Delay, FaultKind::Loss, FaultKind::ClientStall, FaultKind::ClientCrash]
+    };
+
+    /// Whether the client application, not the path or the server, is what
+    /// fails: its own detection is not judged, the server's is.
+    pub fn on_client(self) -> bool {
+        matches!(self, FaultKind::ClientStall | FaultKind::ClientCrash)
+    }
 
     /// Whether the peer stays alive under this fault (a detection is false).
     pub fn peer_alive(self) -> bool {
@@ -112,6 +137,8 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::Freeze => "freeze",
             FaultKind::Crash => "crash",
+            FaultKind::ClientStall => "client-stall",
+            FaultKind::ClientCrash => "client-crash",
             FaultKind::NatExpiry => "nat-expiry",
             FaultKind::Delay => "delay",
             FaultKind::Loss => "loss",
@@ -127,6 +154,8 @@ impl FaultKind {
             FaultKind::Reset => "drop both directions on the router and answer with TCP RST",
             FaultKind::Freeze => "SIGSTOP the server process; its kernel stays up",
             FaultKind::Crash => "blackhole both directions, then SIGKILL the server: a host dying without FIN",
+            FaultKind::ClientStall => "the client application stops polling and reading its connection; its runtime and kernel stay up",
+            FaultKind::ClientCrash => "blackhole both directions, then drop the client's connection: the client host dying without FIN",
             FaultKind::NatExpiry => "the router's NAT forgets a flow idle longer than its timeout",
             FaultKind::Delay => "the router delays the flow (round trip and jitter of --network, else 300 ms)",
             FaultKind::Loss => "the router drops a share of the flow's packets (loss of --network, else 2%)",
@@ -148,6 +177,8 @@ impl FaultKind {
         match self {
             FaultKind::Freeze => "SIGSTOP",
             FaultKind::Crash => "nftables + SIGKILL",
+            FaultKind::ClientStall => "the client application (stops polling)",
+            FaultKind::ClientCrash => "nftables + the client's connection dropped",
             FaultKind::NatExpiry => "nftables masquerade + conntrack timeout",
             FaultKind::Delay | FaultKind::Loss => "netem or nfqueue",
             FaultKind::None => "none",
@@ -302,7 +333,8 @@ impl FaultPoint {
         let requested_at = Instant::now();
         let mut engine = kind.engine().to_string();
         match kind {
-            FaultKind::None => {}
+            // The case stalls its own client: nothing on the router.
+            FaultKind::None | FaultKind::ClientStall => {}
             FaultKind::Delay | FaultKind::Loss => {
                 let imp = self.impairment_for(kind).expect("delay and loss have an impairment");
                 let e = self.impair_engine();
@@ -400,6 +432,10 @@ mod tests {
         assert_eq!(FaultKind::Crash.nft_rules(&flow, "t").len(), 2, "crash blackholes first");
         assert!(!FaultKind::INSTANT.contains(&FaultKind::NatExpiry));
         assert!(FaultKind::parse("none").is_err(), "none is not a fault a user asks for");
+        assert_eq!(FaultKind::ClientCrash.nft_rules(&flow, "t").len(), 2, "client-crash blackholes first");
+        assert!(FaultKind::ClientStall.nft_rules(&flow, "t").is_empty(), "a stall is the client's, not the path's");
+        assert!(FaultKind::CLIENT.iter().all(|f| f.on_client() && !f.peer_alive() && !FaultKind::INSTANT.contains(f)));
+        assert_eq!(FaultKind::parse("client-stall").unwrap(), FaultKind::ClientStall);
     }
 
     #[test]

@@ -82,11 +82,11 @@ impl FaultKind {
             FaultRule { text: format!("{} counter {verdict} comment \"{comment}\"", m.text()), exprs, comment }
         };
         match self {
-            FaultKind::Blackhole | FaultKind::Crash => vec![rule(flow.up(), false, "up"), rule(flow.down(), false, "down")],
+            FaultKind::Blackhole | FaultKind::Crash | FaultKind::ClientCrash => vec![rule(flow.up(), false, "up"), rule(flow.down(), false, "down")],
             FaultKind::BlackholeUp => vec![rule(flow.up(), false, "up")],
             FaultKind::BlackholeDown => vec![rule(flow.down(), false, "down")],
             FaultKind::Reset => vec![rule(flow.up(), true, "up"), rule(flow.down(), true, "down")],
-            FaultKind::Freeze | FaultKind::NatExpiry | FaultKind::Delay | FaultKind::Loss | FaultKind::None => Vec::new(),
+            FaultKind::Freeze | FaultKind::ClientStall | FaultKind::NatExpiry | FaultKind::Delay | FaultKind::Loss | FaultKind::None => Vec::new(),
         }
     }
 }

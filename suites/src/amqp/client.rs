@@ -35,6 +35,7 @@ pub(crate) fn client(
     steady: bool,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     mut stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+    mut stall: tokio::sync::watch::Receiver<bool>,
 ) -> Option<ClientEnd> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,6 +87,16 @@ pub(crate) fn client(
                     Some(_) => continue,
                     None => return Some(ClientEnd { failed_at: Some(Instant::now()), error: Some("lapin's event stream ended".into()) }),
                 },
+                // Fault client-stall: the application blocks its thread,
+                // the current-thread runtime lapin's own tasks run on
+                // (lapin's socket I/O runs on its "lapin-io-loop" thread,
+                // io_loop.rs, which goes on).
+                Ok(_) = stall.wait_for(|s| *s) => {
+                    while stop_at.borrow().is_none_or(|t| Instant::now() < t) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    return Some(ClientEnd { failed_at: None, error: None });
+                }
                 changed = stop_at.changed() => {
                     if changed.is_err() {
                         return Some(ClientEnd { failed_at: None, error: None });
@@ -126,6 +137,7 @@ pub(crate) fn start_client(
     name: String,
     tap: &Tap,
     steady: bool,
+    stall: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(ClientThread, Ready, StopAt)> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let client_tap = tap.clone();
@@ -135,7 +147,11 @@ pub(crate) fn start_client(
         "kaspec-amqp-client",
         "amqp client",
         within,
-        move |ready_tx| client(addr, request, name, client_tap, steady, ready_tx, stop_rx),
+        move |ready_tx| {
+            client(
+                addr, request, name, client_tap, steady, ready_tx, stop_rx, stall,
+            )
+        },
     )?;
     match ready {
         Ok(r) => Ok((thread, r, stop_tx)),

@@ -98,7 +98,7 @@ pub const DEFAULT_SERVER_HEARTBEAT: u16 = 60;
 /// observed at full resolution (the tap), so otherwise it is one point.
 pub const PHASE_SLACK_MS: i64 = 5;
 
-const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
+const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_IMPAIR_AND_CLIENT;
 
 pub static PROTOCOL: Protocol = Protocol {
     name: "amqp",

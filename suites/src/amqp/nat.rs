@@ -155,6 +155,8 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         format!("kaspec-{}-nat", tb.tag),
         &tap,
         false,
+        // Never stalls (its sender is gone).
+        tokio::sync::watch::channel(false).1,
     )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     let hs = ready.negotiated;

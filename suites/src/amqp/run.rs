@@ -118,6 +118,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let tb = lease.testbed();
     let addr = SocketAddrV4::new(tb.server.addr, tb.server_port(MAIN.port));
     let tap = Tap::default();
+    let (stall_tx, stall_rx) = tokio::sync::watch::channel(false);
     let (client_thread, ready, stop) = start_client(
         tb,
         addr,
@@ -125,6 +126,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         format!("kaspec-{}-idle", tb.tag),
         &tap,
         true,
+        stall_rx,
     )?;
     let hs = ready.negotiated;
     let h = Duration::from_secs(hs as u64);
@@ -134,6 +136,9 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
+    if fault == FaultKind::ClientStall {
+        let _ = stall_tx.send(true);
+    }
     let applied = tb.apply_fault(
         fault,
         &Flow {
@@ -142,6 +147,11 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         },
         Some(lease.server().pid()),
     )?;
+    if fault == FaultKind::ClientCrash {
+        // The client host is gone: lapin's connection is dropped behind the
+        // blackhole (its Connection.Close and FIN die at the router).
+        let _ = stop.send(Some(Instant::now()));
+    }
     let t0 = applied.in_force_at;
 
     // Deadlines from the windows as they stand at t0 (3× the upper bound),

@@ -70,3 +70,15 @@ pub fn not_after(failed_at: &mut Option<Instant>, error: &mut Option<String>, de
             .map(|e| format!("after the client's deadline: {e}"));
     }
 }
+
+/// The stalled application of fault `client-stall`: it holds its client
+/// (the connection stays open) but polls nothing, until the case's stop
+/// instant (or the run going away). Called from the client's own loop once
+/// the stall was asked for, so the library's future is no longer polled.
+pub async fn stalled_until_stopped(stop_at: &mut tokio::sync::watch::Receiver<Option<Instant>>) {
+    let until = match stop_at.wait_for(|s| s.is_some()).await {
+        Ok(t) => t.expect("waited for Some"),
+        Err(_) => return,
+    };
+    tokio::time::sleep_until(until.into()).await;
+}

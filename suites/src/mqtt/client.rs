@@ -18,7 +18,9 @@ pub(crate) struct ClientEnd {
 
 /// The client: connect, wait for one PINGREQ/PINGRESP round (steady state)
 /// or only for the CONNACK, report ready, then keep polling until the event
-/// loop fails or `stop` fires.
+/// loop fails or `stop` fires. Once `stall` turns true the application
+/// stalls: the event loop is kept (its connection open) but no longer
+/// polled, so rumqttc sends and reads nothing until the case stops it.
 pub(crate) fn client(
     broker: SocketAddrV4,
     id: String,
@@ -26,6 +28,7 @@ pub(crate) fn client(
     ready_at_connack: bool,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+    mut stall: tokio::sync::watch::Receiver<bool>,
 ) -> Option<ClientEnd> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,6 +57,12 @@ pub(crate) fn client(
                     // The run went away: stop instead of spinning on a closed channel.
                     Err(_) => return Some(ClientEnd { failed_at: None, error: None, events }),
                 },
+                Ok(_) = stall.wait_for(|s| *s), if ready_tx.is_none() => {
+                    events.push((Instant::now(), "client application stalled: rumqttc's event loop no longer polled".into()));
+                    drive::client::stalled_until_stopped(&mut stop_at).await;
+                    drop(ev);
+                    return Some(ClientEnd { failed_at: None, error: None, events });
+                }
             };
             let now = Instant::now();
             match polled {
@@ -126,6 +135,8 @@ pub(crate) struct Started {
     pub(crate) thread: kaspec_harness::host::NsThread<Option<ClientEnd>>,
     pub(crate) ready: Ready,
     pub(crate) stop_tx: tokio::sync::watch::Sender<Option<Instant>>,
+    /// Stalls the client application (fault `client-stall`).
+    pub(crate) stall_tx: tokio::sync::watch::Sender<bool>,
     pub(crate) watch: SocketWatch,
 }
 
@@ -139,6 +150,7 @@ pub(crate) fn start_client(
     ready_at_connack: bool,
 ) -> Result<Started> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let (stall_tx, stall_rx) = tokio::sync::watch::channel(false);
     let id = format!("kaspec-{}", tb.tag);
     let (thread, ready) = drive::client::start_or_fail(
         &tb.client,
@@ -146,13 +158,14 @@ pub(crate) fn start_client(
         "mqtt client",
         Duration::from_secs(10) + 3 * k,
         "mqtt client",
-        move |ready_tx| client(addr, id, k, ready_at_connack, ready_tx, stop_rx),
+        move |ready_tx| client(addr, id, k, ready_at_connack, ready_tx, stop_rx, stall_rx),
     )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     Ok(Started {
         thread,
         ready,
         stop_tx,
+        stall_tx,
         watch,
     })
 }

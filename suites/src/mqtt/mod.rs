@@ -87,7 +87,7 @@ pub static IDLE: CaseDef = CaseDef {
     quote: MUST_DISCONNECT,
     description: "Idle client with Keep Alive K; the path fails halfway between two PINGREQs: the client misses a PINGRESP, the broker stops hearing the client.",
     requirement: "Client: close when PINGRESP does not come in a reasonable time (SHOULD; window from rumqttc's algorithm). Server: disconnect a client not heard from for 1.5 × K [MQTT-3.1.2-24] (MUST)",
-    faults: &FaultKind::INSTANT_AND_IMPAIR,
+    faults: &FaultKind::INSTANT_IMPAIR_AND_CLIENT,
     fixed_fault: None,
     docker: MOSQUITTO,
     run: run_idle,

@@ -62,6 +62,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         ready,
         stop_tx,
         watch,
+        ..
     } = start_client(&tb, addr, k, true)?;
     let t0 = ready.last_out + nat;
     let (client_exp, server_exp) = mqtt_expectations(k, nat);

@@ -17,6 +17,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         thread: client_thread,
         ready,
         stop_tx,
+        stall_tx,
         watch,
     } = start_client(&tb, addr, k, false)?;
 
@@ -24,6 +25,9 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let fault_at = ready.last_out + k / 2;
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
+    }
+    if fault == FaultKind::ClientStall {
+        let _ = stall_tx.send(true);
     }
     let applied = tb.apply_fault(
         fault,
@@ -33,6 +37,10 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         },
         Some(broker.pid()),
     )?;
+    if fault == FaultKind::ClientCrash {
+        // The host is gone: its connection is dropped behind the blackhole.
+        let _ = stop_tx.send(Some(Instant::now()));
+    }
     let t0 = applied.in_force_at;
     let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
 

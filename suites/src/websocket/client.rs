@@ -11,6 +11,7 @@ pub(crate) enum Ev {
     PongReceived,
     ServerPing,
     Frame,
+    Stalled,
 }
 
 impl Ev {
@@ -21,6 +22,7 @@ impl Ev {
             Ev::PongReceived => "Pong received",
             Ev::ServerPing => "server Ping received (Pong sent)",
             Ev::Frame => "frame received",
+            Ev::Stalled => "client application stalled: the socket is no longer polled",
         }
     }
 }
@@ -44,12 +46,18 @@ pub(crate) enum ReadyAfter {
     Connected,
 }
 
+/// The stall signal of a client that never stalls (its sender gone).
+pub(crate) fn never_stalls() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::channel(false).1
+}
+
 pub(crate) fn heartbeat_client(
     server: SocketAddrV4,
     w: WebSocketConfig,
     ready_after: ReadyAfter,
     ready: mpsc::Sender<std::result::Result<(SocketAddrV4, Instant), String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+    mut stall: tokio::sync::watch::Receiver<bool>,
 ) -> ClientEnd {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,6 +142,14 @@ pub(crate) fn heartbeat_client(
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err("no Pong and server Ping within the set-up time".into()));
                     }
+                    return ClientEnd { failed_at: None, error: None, events };
+                }
+                // Fault client-stall: the application stops polling the
+                // socket (no read, so no Pong to a server Ping; no Ping).
+                Ok(_) = stall.wait_for(|s| *s), if ready.is_none() => {
+                    events.push((Instant::now(), Ev::Stalled));
+                    drive::client::stalled_until_stopped(&mut stop_at).await;
+                    drop((tx, rx));
                     return ClientEnd { failed_at: None, error: None, events };
                 }
                 changed = stop_at.changed() => {

@@ -49,7 +49,16 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         "websocket client",
         Duration::from_secs(10) + 3 * w.ping_interval,
         "websocket client through the NAT",
-        move |ready_tx| heartbeat_client(addr, w, ReadyAfter::Connected, ready_tx, stop_rx),
+        move |ready_tx| {
+            heartbeat_client(
+                addr,
+                w,
+                ReadyAfter::Connected,
+                ready_tx,
+                stop_rx,
+                never_stalls(),
+            )
+        },
     )?;
     let expected = websocket_expectation(&w, nat);
     // Watch 3 × N, or past the heartbeat's verdict when that comes later.

@@ -32,13 +32,23 @@ pub(crate) fn heartbeat_against(
     let server_impl = which.implementation();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let (stall_tx, stall_rx) = tokio::sync::watch::channel(false);
     let (client_thread, (local, origin)) = drive::client::start_or_fail(
         &tb.client,
         "kaspec-ws-client",
         "websocket client",
         Duration::from_secs(10) + 3 * w.ping_interval.max(hb.ping_interval),
         &format!("websocket client against {}", server_impl.name),
-        move |ready_tx| heartbeat_client(addr, w, ReadyAfter::PongAndServerPing, ready_tx, stop_rx),
+        move |ready_tx| {
+            heartbeat_client(
+                addr,
+                w,
+                ReadyAfter::PongAndServerPing,
+                ready_tx,
+                stop_rx,
+                stall_rx,
+            )
+        },
     )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
     // Let the path fail where neither side's Ping is due (both timers start
@@ -57,6 +67,9 @@ pub(crate) fn heartbeat_against(
     std::thread::sleep(
         (origin + Duration::from_millis(at.max(0) as u64)).saturating_duration_since(now),
     );
+    if fault == FaultKind::ClientStall {
+        let _ = stall_tx.send(true);
+    }
     let applied = tb.apply_fault(
         fault,
         &Flow {
@@ -65,6 +78,10 @@ pub(crate) fn heartbeat_against(
         },
         Some(server.pid()),
     )?;
+    if fault == FaultKind::ClientCrash {
+        // The client host is gone: its connection is dropped behind the blackhole.
+        let _ = stop_tx.send(Some(Instant::now()));
+    }
     let t0 = applied.in_force_at;
 
     // Nominal windows (as if every anchor were at t0) give the deadlines; a
@@ -249,7 +266,9 @@ pub(crate) fn quiet_server_on_impaired_path(
         "websocket client",
         Duration::from_secs(10) + 3 * w.ping_interval,
         "websocket client",
-        move |ready_tx| heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx),
+        move |ready_tx| {
+            heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx, never_stalls())
+        },
     )?;
     std::thread::sleep(w.ping_interval / 2);
     let applied = tb.apply_fault(

@@ -40,6 +40,9 @@
 //!   observation modes, a shifted window failing.
 //! - [`http_proxy`]: two keep-alive levels through nginx and HAProxy on
 //!   the proxy topology (issue 15 case 5).
+//! - [`situations`]: the client's own situations — a stalled client
+//!   application, a client host crashing without FIN: each server's
+//!   detection judged, the client reported.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -67,6 +70,7 @@ mod nats;
 mod paths;
 mod postgres;
 mod redis;
+mod situations;
 mod ssh;
 mod tcp;
 mod verdicts;

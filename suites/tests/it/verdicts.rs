@@ -12,12 +12,17 @@ use rstest::rstest;
 
 use crate::common::*;
 
-const SHIFT_MS: i64 = 50;
+pub const SHIFT_MS: i64 = 50;
 
 /// The same observation, judged against the window the run computed.
-fn unshifted(r: &CaseResult) -> Verdict {
+pub fn unshifted(r: &CaseResult) -> Verdict {
+    unshifted_by(r, SHIFT_MS)
+}
+
+/// [`unshifted`] for a window shifted by `shift` ms (negative: earlier).
+pub fn unshifted_by(r: &CaseResult, shift: i64) -> Verdict {
     let (lo, hi) = (r.expected.min_ms.unwrap(), r.expected.max_ms.unwrap());
-    let back = |v: u64| (v as i64 - SHIFT_MS).max(0) as u64;
+    let back = |v: u64| (v as i64 - shift).max(0) as u64;
     let exp = Expectation::window(back(lo), back(hi), "", "", r.expected.level);
     let obs = Observation {
         detection_ms: r.detection_ms.map(|d| d as i64),
