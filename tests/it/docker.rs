@@ -315,7 +315,7 @@ fn shipped_adapter_names() -> Vec<String> {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
         .map(|e| {
-            kaspec_suites::config::adapter::Adapter::load(&e.path(), &["mqtt", "amqp"], &kaspec_suites::registry::config())
+            kaspec_suites::config::adapter::Adapter::load(&e.path(), &kaspec_suites::registry::external_protocols(), &kaspec_suites::registry::config())
                 .unwrap()
                 .name
         })
