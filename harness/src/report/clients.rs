@@ -329,7 +329,7 @@ pub(super) mod tests {
     /// rumqttc and paho-mqtt against Mosquitto under blackhole and reset,
     /// as a default run gives them (the library client's results first),
     /// with a case only rumqttc takes, an unsupported pair and a TCP case.
-    fn mqtt_run() -> Report {
+    pub(in crate::report) fn mqtt_run() -> Report {
         let mut results = Vec::new();
         let mut known = pair(RUMQTTC, "blackhole", (Verdict::Pass, Some(3000)), (Verdict::Fail, Some(2810)));
         known[1].known_deviation = Some("mosquitto 2.0 disconnects late".into());
@@ -437,18 +437,5 @@ pub(super) mod tests {
         }
         let m = of_report(&run);
         assert_eq!(m[0].columns[1].config_text(), "no knobs — varies by case: mqtt.keep_alive");
-    }
-
-    #[test]
-    fn the_html_report_has_the_table_with_configuration_and_both_sides() {
-        let h = crate::report::html::html(&mqtt_run());
-        let at = h.find("<h2>Clients side by side</h2>").expect("the section");
-        let section = &h[at..h.find("<h2>Results</h2>").expect("results")];
-        assert!(section.contains("<h3>mqtt — clients</h3>"), "{section}");
-        assert!(section.contains("<th title=\"mqtt.keep_alive=2s\">paho-mqtt<br><small>1.6.1</small><sup>2</sup></th>"), "{section}");
-        assert!(section.contains("server: <a href=\"#mqtt-3-1-1-3-1-2-10-1--reset--server-mosquitto-vs-paho-mqtt\">fail</a> none <b style=\"color:#a00\">✗ leak</b>"), "{section}");
-        assert!(!section.contains("tcp"), "one client: no table");
-        let single = report(pair(RUMQTTC, "blackhole", (Verdict::Pass, Some(3000)), (Verdict::Pass, Some(2500))).into(), vec![]);
-        assert!(!crate::report::html::html(&single).contains("Clients side by side"));
     }
 }

@@ -447,3 +447,25 @@ pub(super) mod tests {
         assert!(h.contains("<h3>mqtt</h3>"), "one table per protocol");
     }
 }
+
+/// The clients table in the HTML report (its data: report::clients).
+#[cfg(test)]
+mod clients_tests {
+    use super::*;
+    use crate::expect::Verdict;
+    use crate::report::clients::tests::{mqtt_run, pair, RUMQTTC};
+    use crate::report::tests::report;
+
+    #[test]
+    fn the_html_report_has_the_table_with_configuration_and_both_sides() {
+        let h = html(&mqtt_run());
+        let at = h.find("<h2>Clients side by side</h2>").expect("the section");
+        let section = &h[at..h.find("<h2>Results</h2>").expect("results")];
+        assert!(section.contains("<h3>mqtt — clients</h3>"), "{section}");
+        assert!(section.contains("<th title=\"mqtt.keep_alive=2s\">paho-mqtt<br><small>1.6.1</small><sup>2</sup></th>"), "{section}");
+        assert!(section.contains("server: <a href=\"#mqtt-3-1-1-3-1-2-10-1--reset--server-mosquitto-vs-paho-mqtt\">fail</a> none <b style=\"color:#a00\">✗ leak</b>"), "{section}");
+        assert!(!section.contains("tcp"), "one client: no table");
+        let single = report(pair(RUMQTTC, "blackhole", (Verdict::Pass, Some(3000)), (Verdict::Pass, Some(2500))).into(), vec![]);
+        assert!(!html(&single).contains("Clients side by side"));
+    }
+}
