@@ -46,6 +46,10 @@ enum Command {
         /// named in the results as the file says.
         #[arg(long, value_name = "FILE")]
         client: Option<PathBuf>,
+        /// Only the library clients kaspec links: not the shipped adapters
+        /// of fixtures/clients/ that a run without --client adds beside them.
+        #[arg(long, conflicts_with = "client")]
+        libraries_only: bool,
         /// A TOML network profile (see fixtures/networks/): its
         /// nat_idle_timeout drives the nat-expiry cases, its rtt, jitter and
         /// loss the delay and loss faults.
@@ -166,9 +170,9 @@ fn main() {
         Err(e) => std::process::exit(bad_input(clap_one_line(&e.to_string()))),
     };
     let code = match cli.command {
-        Command::Run { prefixes, faults, profile, client, network, sets, out, repeat, quiet, json, testbed, compose_project, partition, jobs } => {
+        Command::Run { prefixes, faults, profile, client, libraries_only, network, sets, out, repeat, quiet, json, testbed, compose_project, partition, jobs } => {
             let docker = (testbed == TestbedKind::Docker).then_some(compose_project);
-            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize, client })
+            run(prefixes, faults, profile, network, sets, out, Output { repeat: repeat as usize, quiet, json, docker, partition, jobs: jobs as usize, client, libraries_only })
         }
         Command::Merge { reports, out, json } => merge(&reports, out, json),
         Command::Compare { reports, out, by } => compare::run(&reports, out.as_deref(), by),
@@ -279,16 +283,16 @@ fn clean() -> i32 {
     }
 }
 
-/// The fixtures folder: $KASPEC_FIXTURES, ./fixtures, or the source tree's.
+/// The fixtures folder: $KASPEC_FIXTURES, ./fixtures, or the source tree's;
+/// absolute, because servers are given files in it and some change their
+/// working directory (mariadbd reads --init-file from its datadir).
 fn fixtures_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("KASPEC_FIXTURES") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from("fixtures");
-    if local.join("mosquitto").is_dir() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    let dir = match std::env::var("KASPEC_FIXTURES") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) if Path::new("fixtures/mosquitto").is_dir() => PathBuf::from("fixtures"),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 fn parse_faults(names: &[String]) -> Result<Vec<FaultKind>, String> {
@@ -320,6 +324,8 @@ struct Output {
     jobs: usize,
     /// `--client FILE`.
     client: Option<PathBuf>,
+    /// `--libraries-only`.
+    libraries_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -463,8 +469,8 @@ fn run(
     // Without --client, the shipped adapters' programs run beside the
     // library clients in the cases that take them (one report: results
     // name each client). Not in a partitioned run (its plan is the
-    // library's) nor on the docker testbed.
-    if ctx.client.is_none() && output.partition.is_none() && ctx.docker.is_none() {
+    // library's) nor on the docker testbed, nor with --libraries-only.
+    if ctx.client.is_none() && !output.libraries_only && output.partition.is_none() && ctx.docker.is_none() {
         match registry::shipped_clients(&ctx.fixtures, &ctx.config) {
             Err(e) => report.notes.push(format!("shipped clients: {e}")),
             Ok((shipped, notes)) => {

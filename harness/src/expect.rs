@@ -39,6 +39,12 @@ pub struct Expectation {
     /// value), each judged at its own level.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requirements: Vec<Requirement>,
+    /// A window of two alternatives with nothing between them: the
+    /// detection falls in `min_ms..=gap.0` or in `gap.1..=max_ms` (a timer's
+    /// wake or its next one, when which of the two the run cannot observe;
+    /// no instant between is one the algorithm produces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<(u64, u64)>,
 }
 
 /// A non-timing requirement: the observed value of `what` must equal
@@ -54,13 +60,42 @@ pub struct Requirement {
 
 impl Expectation {
     pub fn window(min_ms: u64, max_ms: u64, formula: impl Into<String>, spec: impl Into<String>, level: Level) -> Self {
-        Expectation { min_ms: Some(min_ms), max_ms: Some(max_ms.max(min_ms)), formula: formula.into(), spec: spec.into(), level, requirements: Vec::new() }
+        Expectation { min_ms: Some(min_ms), max_ms: Some(max_ms.max(min_ms)), formula: formula.into(), spec: spec.into(), level, requirements: Vec::new(), gap: None }
+    }
+
+    /// One of two windows, `first` or `second` (each `(lo, hi)`, `first`
+    /// earlier): one window with a gap, or a plain window where they meet.
+    pub fn one_of(first: (u64, u64), second: (u64, u64), formula: impl Into<String>, spec: impl Into<String>, level: Level) -> Self {
+        let mut e = Self::window(first.0.min(second.0), first.1.max(second.1), formula, spec, level);
+        if first.1 < second.0 {
+            e.gap = Some((first.1, second.0));
+        }
+        e
+    }
+
+    /// Whether `v` (ms) is in the window, `slack` ms either side of each part.
+    pub fn contains(&self, v: i64, slack: i64) -> bool {
+        let (Some(lo), Some(hi)) = (self.min_ms, self.max_ms) else { return false };
+        let within = |a: u64, b: u64| v + slack >= a as i64 && v <= b as i64 + slack;
+        match self.gap {
+            Some((a, b)) => within(lo, a) || within(b, hi),
+            None => within(lo, hi),
+        }
+    }
+
+    /// Moved by `by` ms (a test's shifted window), gap included.
+    pub fn shifted(mut self, by: i64) -> Self {
+        let s = |v: u64| (v as i64 + by).max(0) as u64;
+        self.min_ms = self.min_ms.map(s);
+        self.max_ms = self.max_ms.map(s);
+        self.gap = self.gap.map(|(a, b)| (s(a), s(b)));
+        self
     }
 
     /// Nothing on this side can notice (keep-alive off, a frozen process):
     /// a detection would contradict the model, and fails.
     pub fn not_detected(formula: impl Into<String>, spec: impl Into<String>) -> Self {
-        Expectation { min_ms: None, max_ms: None, formula: formula.into(), spec: spec.into(), level: Level::Must, requirements: Vec::new() }
+        Expectation { min_ms: None, max_ms: None, formula: formula.into(), spec: spec.into(), level: Level::Must, requirements: Vec::new(), gap: None }
     }
 
     /// The connection must stay up (a live peer, a kept NAT mapping): a
@@ -72,7 +107,7 @@ impl Expectation {
     /// Either outcome is what the configuration allows (the cases whose
     /// purpose is to predict a false positive, a race): reported, not judged.
     pub fn either(formula: impl Into<String>, spec: impl Into<String>) -> Self {
-        Expectation { min_ms: None, max_ms: None, formula: formula.into(), spec: spec.into(), level: Level::Info, requirements: Vec::new() }
+        Expectation { min_ms: None, max_ms: None, formula: formula.into(), spec: spec.into(), level: Level::Info, requirements: Vec::new(), gap: None }
     }
 
     /// A side that has nothing to judge here (the crashed server), with why.
@@ -86,9 +121,11 @@ impl Expectation {
         self
     }
 
-    /// How wide the window is (ms), if there is one.
+    /// How wide the window is (ms), if there is one: both parts' widths
+    /// when it has a gap.
     pub fn width_ms(&self) -> Option<u64> {
-        self.min_ms.zip(self.max_ms).map(|(a, b)| b - a)
+        let gap = self.gap.map_or(0, |(a, b)| b - a);
+        self.min_ms.zip(self.max_ms).map(|(a, b)| b - a - gap)
     }
 
     pub fn expects_detection(&self) -> bool {
@@ -101,9 +138,11 @@ impl Expectation {
     }
 
     pub fn describe(&self) -> String {
-        match (self.min_ms, self.max_ms) {
-            (Some(a), Some(b)) if a == b => ms(a),
-            (Some(a), Some(b)) => format!("{}–{}", ms(a), ms(b)),
+        // Bounds that read the same (ms() rounds seconds to 10 ms) once.
+        let part = |a: u64, b: u64| if ms(a) == ms(b) { ms(a) } else { format!("{}–{}", ms(a), ms(b)) };
+        match (self.min_ms, self.max_ms, self.gap) {
+            (Some(a), Some(b), Some((g0, g1))) => format!("{} or {}", part(a, g0), part(g1, b)),
+            (Some(a), Some(b), None) => part(a, b),
             _ => "not detected".into(),
         }
     }

@@ -66,8 +66,8 @@ pub fn judge(exp: &Expectation, obs: &Observation) -> Result<Judged, String> {
         None => format!("not detected within {}", ms(obs.deadline_ms)),
     };
     let (mut verdict, mut detail) = match (exp.min_ms, exp.max_ms) {
-        (Some(lo), Some(hi)) => {
-            let inside = obs.detection_ms.is_some_and(|v| v + b >= lo as i64 && v <= hi as i64 + b);
+        (Some(_), Some(_)) => {
+            let inside = obs.detection_ms.is_some_and(|v| exp.contains(v, b));
             let verdict = if inside { Verdict::Pass } else { outside(exp.level) };
             (verdict, format!("expected {} (budget ±{b} ms), {actual}", exp.describe()))
         }
@@ -133,6 +133,22 @@ mod tests {
 
     fn v(exp: &Expectation, obs: &Observation) -> Verdict {
         judge(exp, obs).unwrap().verdict
+    }
+
+    #[test]
+    fn a_window_of_two_wakes_fails_between_them() {
+        // A timer's wake at 1000 or its next at 2000: nothing between.
+        let e = Expectation::one_of((1000, 1000), (2000, 2000), "f", "s", Level::Must);
+        assert_eq!(e.gap, Some((1000, 2000)));
+        assert_eq!(e.describe(), "1.00 s or 2.00 s");
+        assert_eq!(e.width_ms(), Some(0));
+        for (d, want) in [(990, Verdict::Pass), (1010, Verdict::Pass), (1011, Verdict::Fail), (1500, Verdict::Fail), (1989, Verdict::Fail), (1990, Verdict::Pass), (2010, Verdict::Pass), (2011, Verdict::Fail)] {
+            assert_eq!(v(&e, &at(d)), want, "{d} ms");
+        }
+        // Shifted (a test's window), the gap moves with it.
+        assert_eq!(e.clone().shifted(50).gap, Some((1050, 2050)));
+        // Parts that meet are one window.
+        assert_eq!(Expectation::one_of((1000, 1500), (1400, 2000), "f", "s", Level::Must).gap, None);
     }
 
     #[test]

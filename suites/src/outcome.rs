@@ -291,9 +291,7 @@ impl RunFacts<'_> {
     /// was requested is a harness error.
     pub fn result(&self, mut o: SideOutcome, judging: &Judging<'_>) -> Result<CaseResult> {
         if judging.shift_ms != 0 {
-            let s = |v: u64| (v as i64 + judging.shift_ms).max(0) as u64;
-            o.expected.min_ms = o.expected.min_ms.map(s);
-            o.expected.max_ms = o.expected.max_ms.map(s);
+            o.expected = o.expected.shifted(judging.shift_ms);
             o.expected.formula = format!(
                 "{} [shifted by {:+} ms for a test]",
                 o.expected.formula, judging.shift_ms

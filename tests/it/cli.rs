@@ -94,6 +94,7 @@ fn lenient_or_unclear_input_is_one_line_naming_the_culprit() {
         (vec!["run", "mqtt/", "--client", &typo, "--out", o], "unknown placeholder `{mqtt.keepalive}`"),
         (vec!["run", "tcp/", "--client", paho, "--out", o], "no selected case runs a mqtt client (those that do: mqtt/3.1.1-3.1.2.10/1)"),
         (vec!["run", "mqtt/", "--client", mosquitto_sub, "--out", o], "mqtt.keep_alive = 2s: the program takes at least 5s"),
+        (vec!["run", "mqtt/", "--client", paho, "--libraries-only", "--out", o], "the argument '--client <FILE>' cannot be used with '--libraries-only'"),
     ];
     for (args, needle) in cases {
         let r = run(&args);
@@ -541,4 +542,27 @@ fn a_default_run_includes_the_shipped_clients() {
     // default 2 s, and says so.
     let notes = report["notes"].to_string();
     assert!(notes.contains("mosquitto_sub runs with mqtt.keep_alive=5s"), "{notes}");
+
+    // --libraries-only: the library client alone.
+    let out = tmp("libraries-only");
+    let r = run(&["run", "mqtt/3.1.1-3.1.2.10/1", "--fault", "reset", "--libraries-only", "--quiet", "--out", out.to_str().unwrap()]);
+    assert_ne!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let clients: Vec<&str> = report["results"].as_array().unwrap().iter().filter(|r| r["side"] == "client").map(|r| r["implementation"]["name"].as_str().unwrap()).collect();
+    assert_eq!(clients, ["rumqttc"], "{report}");
+}
+
+/// README command 1 runs from the repository's root, where the fixtures
+/// folder is found as `./fixtures`: a server given a file in it must get it
+/// whatever its own working directory (mariadbd reads --init-file after
+/// changing to its datadir: a relative path was 11 harness errors).
+#[test]
+fn servers_find_their_fixture_files_from_the_repository_root() {
+    let out = tmp("from-root");
+    let r = run(&["run", "mariadb/wait_timeout/1", "--libraries-only", "--quiet", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_ne!(r.status.code(), Some(2), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["errors"].as_array().map_or(0, Vec::len), 0, "{}", report["errors"]);
+    assert!(!report["results"].as_array().unwrap().is_empty(), "{report}");
 }

@@ -14,4 +14,4 @@ pub mod fleet;
 pub mod release;
 mod sockdiag;
 
-pub use sockdiag::{last_data_recv_at, last_recv_at, local_end_towards, tcp_state_name, Aged, SockDiag, SocketClosed, SocketWatch, TcpSocket, POLL_PERIOD};
+pub use sockdiag::{last_data_recv_at, last_recv_at, local_end_towards, rto_rtt, tcp_state_name, unacked_at, Aged, SockDiag, SocketClosed, SocketWatch, TcpSocket, POLL_PERIOD};

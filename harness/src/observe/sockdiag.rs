@@ -115,7 +115,39 @@ impl SockDiag {
         Ok(all)
     }
 
+    /// What the connection `local <-> remote` has sent and not had
+    /// acknowledged, from its TCP_INFO: (`tcpi_unacked`, segments in flight;
+    /// `tcpi_last_data_sent`, the time since it last sent data). `None` if
+    /// the connection is not there.
+    pub fn unacked(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<(u32, Duration)>> {
+        let mut all = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            all.extend(self.dump_family_map(family, true, StateFlags::all(), parse_unacked)?);
+        }
+        Ok(all.into_iter().find(|((s, _), _)| s.local == local && s.remote == remote).map(|((_, u), _)| u))
+    }
+
     fn dump_family_with(&mut self, family: u8, info: bool, states: StateFlags) -> Result<Vec<Aged>> {
+        self.dump_family_map(family, info, states, |m| parse_inet_diag(m, info))
+            .map(|v| v.into_iter().map(|((s, idle), at)| (s, idle, at)).collect())
+    }
+
+    /// The retransmission timeout and smoothed RTT (µs) of the connection
+    /// `local <-> remote`, from its TCP_INFO (`tcpi_rto`, `tcpi_rtt`).
+    pub fn rto_rtt(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<(u32, u32)>> {
+        let mut all = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            all.extend(self.dump_family_map(family, true, StateFlags::all(), |m| {
+                let (s, _) = parse_inet_diag(m, false)?;
+                (s.local == local && s.remote == remote).then(|| tcp_info_u32(m, &[8, 68])).flatten()
+            })?);
+        }
+        Ok(all.into_iter().next().map(|(v, _)| (v[0], v[1])))
+    }
+
+    /// One dump of `family`, each socket's message (the netlink header
+    /// stripped) mapped by `f`, with the instant its part was read.
+    fn dump_family_map<T>(&mut self, family: u8, info: bool, states: StateFlags, f: impl Fn(&[u8]) -> Option<T>) -> Result<Vec<(T, Instant)>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut req = NetlinkMessage::new(
@@ -148,8 +180,8 @@ impl SockDiag {
                         return Err(Error::io("sock_diag dump failed", std::io::Error::from_raw_os_error(errno)));
                     }
                     SOCK_DIAG_BY_FAMILY => {
-                        if let Some(s) = parse_inet_diag(&msg[NLMSG_HDR..len], info) {
-                            sockets.push((s.0, s.1, read_at));
+                        if let Some(s) = f(&msg[NLMSG_HDR..len]) {
+                            sockets.push((s, read_at));
                         }
                     }
                     _ => {}
@@ -214,6 +246,37 @@ fn parse_inet_diag(m: &[u8], info: bool) -> Option<(TcpSocket, Option<(Duration,
     Some((TcpSocket { local, remote, state: m[1] }, idle))
 }
 
+/// The u32 fields of a message's struct tcp_info at byte offsets `at`
+/// (None without an INET_DIAG_INFO attribute that long).
+fn tcp_info_u32(m: &[u8], at: &[usize]) -> Option<Vec<u32>> {
+    let mut off = INET_DIAG_MSG;
+    while off + 4 <= m.len() {
+        let len = u16::from_ne_bytes([m[off], m[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([m[off + 2], m[off + 3]]);
+        if len < 4 || off + len > m.len() {
+            return None;
+        }
+        let b = &m[off + 4..off + len];
+        if kind == INET_DIAG_INFO {
+            return at.iter().map(|&o| b.get(o..o + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))).collect();
+        }
+        off += (len + 3) & !3;
+    }
+    None
+}
+
+/// A socket with (`tcpi_unacked` at 24, `tcpi_last_data_sent` at 44 as an age).
+fn parse_unacked(m: &[u8]) -> Option<(TcpSocket, (u32, Duration))> {
+    let (s, _) = parse_inet_diag(m, false)?;
+    let v = tcp_info_u32(m, &[24, 44])?;
+    Some((s, (v[0], Duration::from_millis(v[1] as u64))))
+}
+
+/// [`SockDiag::rto_rtt`] of a connection in `host`, run in its namespace.
+pub fn rto_rtt(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<(u32, u32)>> {
+    host.run(move || SockDiag::new()?.rto_rtt(local, remote))?
+}
+
 /// The local end of the one established connection from this namespace to
 /// `remote` (run on a thread inside the namespace, e.g. the client's).
 pub fn local_end_towards(remote: SocketAddrV4) -> Result<SocketAddrV4> {
@@ -239,6 +302,17 @@ pub fn last_data_recv_at(host: &Host, local: SocketAddrV4, remote: SocketAddrV4)
         let mut d = SockDiag::new()?;
         let at = Instant::now();
         Ok(d.since_last_data_recv(local, remote)?.map(|age| at - age))
+    })?
+}
+
+/// What a connection in `host` has in flight ([`SockDiag::unacked`]):
+/// unacknowledged segments and when it last sent data, as an instant (read
+/// as in [`last_data_recv_at`]).
+pub fn unacked_at(host: &Host, local: SocketAddrV4, remote: SocketAddrV4) -> Result<Option<(u32, Instant)>> {
+    host.run(move || {
+        let mut d = SockDiag::new()?;
+        let at = Instant::now();
+        Ok(d.unacked(local, remote)?.map(|(n, age)| (n, at - age)))
     })?
 }
 
@@ -399,5 +473,17 @@ mod tests {
         assert!(parse_inet_diag(&message(AF_INET6, &mapped, 1, &mapped, 2, 0, 0), true).is_some());
         assert!(parse_inet_diag(&message(AF_INET6, &[0x20, 1, 0xd, 0xb8], 1, &mapped, 2, 0, 0), true).is_none());
         assert!(parse_inet_diag(&m[..40], true).is_none(), "a short message is no socket");
+    }
+
+    #[test]
+    fn a_hand_read_message_gives_what_is_in_flight() {
+        let mut m = message(AF_INET, &[198, 18, 0, 2], 1883, &[198, 18, 1, 2], 40000, 700, 300);
+        // tcp_info starts after the message and the attribute's 4-byte header.
+        let info = INET_DIAG_MSG + 4;
+        m[info + 24..info + 28].copy_from_slice(&2u32.to_ne_bytes());
+        m[info + 44..info + 48].copy_from_slice(&12u32.to_ne_bytes());
+        let (s, (unacked, sent)) = parse_unacked(&m).unwrap();
+        assert_eq!((s.remote.port(), unacked, sent), (40000, 2, Duration::from_millis(12)));
+        assert!(parse_unacked(&m[..INET_DIAG_MSG]).is_none(), "no TCP_INFO, no answer");
     }
 }

@@ -7,6 +7,8 @@ pub(crate) struct Ready {
     pub local: SocketAddrV4,
     /// `conn.configuration().heartbeat()`.
     pub negotiated: u16,
+    /// A busy client's first publish (one every period after it).
+    pub echo_origin: Option<Instant>,
 }
 
 pub(crate) struct ClientEnd {
@@ -26,13 +28,17 @@ impl ClientEnd {
 /// written; only with `steady` and heartbeats on) or only for the
 /// connection, reports ready, then waits for lapin's error event or
 /// `stop_at`. After an error the socket stays held (no FIN) until the case
-/// sets `stop_at`, i.e. until it has watched the broker.
+/// sets `stop_at`, i.e. until it has watched the broker. With `echo` (a
+/// busy client) it then publishes to its own queue every period and
+/// consumes each message back, and reports ready once messages come back.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn client(
     broker: SocketAddrV4,
     request: u16,
     name: String,
     tap: Tap,
     steady: bool,
+    echo: Option<Workload>,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     mut stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
     mut stall: tokio::sync::watch::Receiver<bool>,
@@ -76,7 +82,17 @@ pub(crate) fn client(
                 return None;
             }
         };
-        let _ = ready.send(Ok(Ready { local, negotiated }));
+        let echo_origin = match echo {
+            Some(w) => match start_echo(&conn, w).await {
+                Ok(origin) => Some(origin),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let _ = ready.send(Ok(Ready { local, negotiated, echo_origin }));
         loop {
             let limit = (*stop_at.borrow()).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -125,6 +141,79 @@ pub(crate) fn client(
     end
 }
 
+/// A busy client's workload on `conn`: an exclusive server-named queue,
+/// consumed with automatic acknowledgement (no client frame per delivery),
+/// and a basic.publish to it through the default exchange every period, at
+/// most the workload's count. Returns the first publish's instant once
+/// three messages came back.
+async fn start_echo(conn: &lapin::Connection, w: Workload) -> std::result::Result<Instant, String> {
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let err = |what: &str, e: lapin::Error| format!("busy amqp client: {what}: {e}");
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| err("channel.open", e))?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err("queue.declare", e))?;
+    let name = queue.name().clone();
+    let mut consumer = channel
+        .basic_consume(
+            name.clone(),
+            "kaspec-busy".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err("basic.consume", e))?;
+    let (got_tx, mut got) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        while let Some(Ok(_)) = consumer.next().await {
+            got_tx.send_modify(|n| *n += 1);
+        }
+    });
+    let origin = Instant::now();
+    tokio::spawn(async move {
+        let mut tick = w.ticker(origin);
+        for i in 0..w.count {
+            tick.tick().await;
+            let sent = channel
+                .basic_publish(
+                    "".into(),
+                    name.clone(),
+                    BasicPublishOptions::default(),
+                    &i.to_be_bytes(),
+                    Default::default(),
+                )
+                .await;
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    let back = tokio::time::timeout(Duration::from_secs(5), got.wait_for(|n| *n >= 3))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if back {
+        Ok(origin)
+    } else {
+        Err("busy amqp client: its messages did not come back within 5 s".into())
+    }
+}
+
 pub(crate) type ClientThread = kaspec_harness::host::NsThread<Option<ClientEnd>>;
 pub(crate) type StopAt = tokio::sync::watch::Sender<Option<Instant>>;
 
@@ -137,6 +226,7 @@ pub(crate) fn start_client(
     name: String,
     tap: &Tap,
     steady: bool,
+    echo: Option<Workload>,
     stall: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(ClientThread, Ready, StopAt)> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
@@ -149,7 +239,7 @@ pub(crate) fn start_client(
         within,
         move |ready_tx| {
             client(
-                addr, request, name, client_tap, steady, ready_tx, stop_rx, stall,
+                addr, request, name, client_tap, steady, echo, ready_tx, stop_rx, stall,
             )
         },
     )?;

@@ -21,6 +21,23 @@ pub fn client_expectation(
     last_read: i64,
     last_write: i64,
 ) -> Expectation {
+    client_expectation_lagging(h_s, fault, last_read, last_write, 0)
+}
+
+/// [`client_expectation`] with lapin's loop running `lag` ms late per cycle
+/// as its heartbeats' spacing showed: lapin's heartbeat task sleeps until
+/// H/2 after its last write and, when it sends, takes the write's own
+/// instant as the next start (lapin 4.12.3 src/heartbeat.rs,
+/// Inner::poll_timeout: `update_last_write()` then `Some(timeout)`), so
+/// each cycle ends a tokio timer's lateness after H/2 — at least its 1 ms
+/// rounding, which is the floor here.
+pub fn client_expectation_lagging(
+    h_s: u16,
+    fault: FaultKind,
+    last_read: i64,
+    last_write: i64,
+    lag: i64,
+) -> Expectation {
     let spec = "AMQP 0-9-1 §4.2.7 + lapin heartbeat algorithm";
     if h_s == 0 {
         return Expectation::not_detected("heartbeat 0 negotiated: lapin runs no heartbeat", spec);
@@ -37,12 +54,19 @@ pub fn client_expectation(
         );
     }
     let (lo, hi) = next_ticks(last_write, h / 2, last_read + 2 * h);
-    Expectation::window(
-        lo.max(0) as u64,
-        hi.max(0) as u64,
+    // One wake or the other, nothing between, each up to `lag` per cycle
+    // since the last write later.
+    let lag = lag.max(1);
+    let part = |w: i64| {
+        let cycles = (w - last_write).max(0) / (h / 2);
+        (w.max(0) as u64, (w + cycles * lag).max(0) as u64)
+    };
+    Expectation::one_of(
+        part(lo),
+        part(hi),
         format!(
             "MissingHeartbeatError at lapin's first wake (every H/2 = {} ms from its last write at {last_write:+} ms) with nothing read for more than 2H: \
-             last read {last_read:+} ms + 2 × {h} ms = {} ms → wake at {lo}{} ms (within (2H, 2.5H] of the last read)",
+             last read {last_read:+} ms + 2 × {h} ms = {} ms → wake at {lo}{} ms (within (2H, 2.5H] of the last read), + up to {lag} ms per cycle since the last write (the loop restarts from each heartbeat's own instant, heartbeat.rs poll_timeout)",
             h / 2,
             last_read + 2 * h,
             if hi != lo { format!(" or {hi} (the threshold is within {PHASE_SLACK_MS} ms of a wake: a race between the timer's lateness and lapin's own read instant, not observable outside lapin, so either wake)") } else { String::new() }
@@ -54,11 +78,46 @@ pub fn client_expectation(
 
 /// The broker's heartbeat receiver, in ms relative to the fault: started at
 /// `start` (Tune-Ok; its first wake is T later), `tick` one of its wakes
-/// (or `start`).
+/// (or `start`), `lag` how much later than T each of its cycles ends.
 #[derive(Debug, Clone, Copy)]
 pub struct Receiver {
     pub start: i64,
     pub tick: i64,
+    /// rabbit_heartbeat's timers are `receive … after T` loops
+    /// (heartbeater/3): each cycle re-arms after its check, at a
+    /// ms-rounded timeout, so every cycle ends up to a few ms after T and
+    /// the wakes drift later. Measured from the spacing of the broker's own
+    /// heartbeats (its sender is the same loop, every T/2): ms per cycle.
+    pub lag: i64,
+}
+
+/// The broker's receiver as the run saw it: Tune-Ok at `start`, its
+/// heartbeats read at `heartbeats_read` (in order, ms from the fault).
+pub(crate) fn receiver(start: i64, t_ms: i64, heartbeats_read: &[i64]) -> Receiver {
+    Receiver {
+        start,
+        tick: receiver_tick(start, t_ms, heartbeats_read),
+        lag: cycle_lag(t_ms / 2, heartbeats_read),
+    }
+}
+
+/// How much longer than `period` each cycle of a loop took, ms (rounded
+/// up, ≥ 0), over the span of the `beats` it sent: a sender that sent
+/// nothing in a cycle (it had sent something else) still counts the cycle.
+pub(crate) fn cycle_lag(period: i64, beats: &[i64]) -> i64 {
+    let (Some(first), Some(last)) = (beats.first(), beats.last()) else {
+        return 0;
+    };
+    if period <= 0 {
+        return 0;
+    }
+    let span = last - first;
+    let cycles = (span + period / 2) / period;
+    if cycles == 0 {
+        return 0;
+    }
+    let over = (span - cycles * period).max(0);
+    (over + cycles - 1) / cycles
 }
 
 /// Server side. Times are ms relative to the fault: `rx` (the broker's
@@ -101,12 +160,40 @@ pub fn server_expectation(
     } else {
         "the broker last hears lapin's last write before the fault"
     };
-    Expectation::window(
-        (w_lo + 2 * t).max(0) as u64,
-        (w_hi + 2 * t).max(0) as u64,
+    // The drift of the receiver's cycles (Receiver::lag): the tick was read
+    // off the sender, whose cycles are half as long, so the receiver's
+    // wakes are up to `lag` per cycle since the start earlier than it
+    // says, and up to `lag` per cycle after it later.
+    let lag = rx.lag.max(0);
+    let before = if t > 0 {
+        (tick - rx.start).max(0) / t
+    } else {
+        0
+    };
+    let cycles_to = |close: i64| if t > 0 { (close - tick).max(0) / t } else { 0 };
+    let after = cycles_to(w_hi + 2 * t);
+    let drift = if lag > 0 {
+        format!(
+            "; each receiver cycle re-arms after its check (`receive … after T`, rabbit_heartbeat heartbeater/3): \
+             {lag} ms per cycle as the broker's heartbeats were spaced, − {before} × {lag} ms, + {after} × {lag} ms"
+        )
+    } else {
+        String::new()
+    };
+    // One wake or the other (each with its drift), nothing between.
+    let part = |w: i64| {
+        let close = w + 2 * t;
+        (
+            (close - before * lag).max(0) as u64,
+            (close + cycles_to(close) * lag).max(0) as u64,
+        )
+    };
+    Expectation::one_of(
+        part(w_lo),
+        part(w_hi),
         format!(
             "{why}: {last_heard:+} ms; the receiver wakes every T = {t} ms (a tick at {tick:+} ms) and closes at the second wake without bytes: \
-             first wake after it {w_lo}{} ms + 2T = {}{} ms (within (2T, 3T] of the last byte)",
+             first wake after it {w_lo}{} ms + 2T = {}{} ms (within (2T, 3T] of the last byte){drift}",
             if w_hi != w_lo { format!(" or {w_hi} (heard within {PHASE_SLACK_MS} ms of a receiver wake: which side of it the BEAM saw is not observable, so either wake)") } else { String::new() },
             w_lo + 2 * t,
             if w_hi != w_lo { format!(" or {}", w_hi + 2 * t) } else { String::new() }
@@ -139,6 +226,20 @@ pub fn blackhole_up_client(own: Expectation, broker: Expectation, last_read: i64
     }
 }
 
+/// How late lapin's heartbeat loop ran per cycle (ms, ≥ 0), from the
+/// spacing of all its heartbeats in the run — before the fault and after
+/// it, up to its detection: it keeps writing into the dead path, so the
+/// cycles that lead to its detecting wake are observed, not assumed.
+/// `h_s`: the heartbeat it runs (every H/2).
+pub(crate) fn lapin_lag(io: &[Io], t0: Instant, h_s: u16) -> i64 {
+    let beats: Vec<i64> = io
+        .iter()
+        .filter(|i| i.dir == Dir::Write && i.frames.contains(&Frame::Heartbeat))
+        .map(|i| rel_ms(t0, i.at))
+        .collect();
+    cycle_lag(h_s as i64 * 500, &beats)
+}
+
 /// A receiver tick of the broker (ms from t0): Tune-Ok (`start`), refined
 /// by the latest broker heartbeat read at a receiver tick (every second one:
 /// sender and receiver start together). `heartbeats_read`: in order.
@@ -166,6 +267,7 @@ mod tests {
         Receiver {
             start: i64::MIN / 4,
             tick,
+            lag: 0,
         }
     }
 
@@ -258,14 +360,20 @@ mod tests {
     fn client_window_is_the_wake_after_two_heartbeats_of_silence() {
         // H = 2 s: wakes every 1000 ms from the last write at −300; last read −700.
         let e = client_expectation(2, FaultKind::Blackhole, -700, -300);
-        // −700 + 4000 = 3300 → wake at 3700.
+        // −700 + 4000 = 3300 → wake at 3700, four cycles after the last
+        // write: up to 1 ms each later.
         assert_eq!(
             (e.min_ms, e.max_ms, e.level),
-            (Some(3700), Some(3700), Level::Must)
+            (Some(3700), Some(3704), Level::Must)
         );
+        assert_eq!(e.gap, None);
+        // Measured 3 ms per cycle.
+        let e = client_expectation_lagging(2, FaultKind::Blackhole, -700, -300, 3);
+        assert_eq!((e.min_ms, e.max_ms), (Some(3700), Some(3712)));
         // A wake within the slack of last read + 2H: either may be the one.
         let e = client_expectation(2, FaultKind::Blackhole, -695, -690);
-        assert_eq!((e.min_ms, e.max_ms), (Some(3310), Some(4310)));
+        assert_eq!((e.min_ms, e.max_ms), (Some(3310), Some(4315)));
+        assert_eq!(e.gap, Some((3314, 4310)), "that wake or the next");
         let r = client_expectation(2, FaultKind::Reset, -700, -300);
         assert_eq!((r.min_ms, r.max_ms), (Some(700), Some(700)));
         assert!(!client_expectation(0, FaultKind::Blackhole, 0, 0).expects_detection());
@@ -283,6 +391,11 @@ mod tests {
         // Heard 5 ms before a tick: that tick or the next.
         let e = server_expectation(2, FaultKind::Blackhole, rx(-1500), 495, -800);
         assert_eq!((e.min_ms, e.max_ms), (Some(4500), Some(6500)));
+        assert_eq!(
+            e.gap,
+            Some((4500, 6500)),
+            "that wake or the next, nothing between"
+        );
         // Heard 1 ms after the very tick that anchors the grid: it or the next.
         let e = server_expectation(2, FaultKind::Blackhole, rx(-526), -525, -526);
         assert_eq!((e.min_ms, e.max_ms), (Some(3474), Some(5474)));
@@ -293,18 +406,43 @@ mod tests {
     }
 
     #[test]
+    fn the_receivers_drift_is_measured_from_the_senders_spacing() {
+        // Every T/2 = 1000 ms, 1 ms late each cycle; a skipped cycle counts.
+        assert_eq!(cycle_lag(1000, &[-2501, -1500, -499]), 1);
+        assert_eq!(cycle_lag(1000, &[-3502, -1500]), 1);
+        assert_eq!(cycle_lag(1000, &[-1500, -500]), 0);
+        assert_eq!(cycle_lag(1000, &[-500]), 0);
+        // Started at −2502, a tick at −500 (one cycle later), last heard
+        // there: the close at 5500 (or 3500), 1 ms per cycle: one cycle
+        // earlier at most, three later.
+        let rx = Receiver {
+            start: -2502,
+            tick: -500,
+            lag: 1,
+        };
+        let e = server_expectation(2, FaultKind::Blackhole, rx, -500, -500);
+        assert_eq!(
+            (e.min_ms, e.max_ms),
+            (Some(3499), Some(5503)),
+            "{}",
+            e.formula
+        );
+        assert!(e.formula.contains("1 ms per cycle"), "{}", e.formula);
+    }
+
+    #[test]
     fn blackhole_up_client_takes_the_earlier_of_its_check_and_the_brokers_rst() {
         let own = client_expectation(2, FaultKind::BlackholeUp, 497, -508);
         let broker = server_expectation(2, FaultKind::BlackholeUp, rx(-503), -508, -503);
         // lapin's wake at 4492 comes 5 ms before the last read + 2H = 4497
         // (nothing missed yet); the next, at 5492, fails.
-        assert_eq!((own.min_ms, own.max_ms), (Some(5492), Some(5492)));
+        assert_eq!((own.min_ms, own.max_ms), (Some(5492), Some(5498)));
         // The broker heard lapin 5 ms before its tick: that tick or the next.
         assert_eq!((broker.min_ms, broker.max_ms), (Some(3497), Some(5497)));
         let e = blackhole_up_client(own, broker, 497);
         assert_eq!(
             (e.min_ms, e.max_ms, e.level),
-            (Some(3497), Some(5492), Level::Must)
+            (Some(3497), Some(5497), Level::Must)
         );
         assert!(e.formula.contains("RST"));
     }
@@ -326,8 +464,10 @@ mod tests {
             receiver: Receiver {
                 start: -4000,
                 tick: -4000,
+                lag: 0,
             },
             last_sent: -4000,
+            lapin_lag: 0,
         };
         let (c, s) = nat_expectations(2, 2, nat, &p);
         assert!(
@@ -350,14 +490,16 @@ mod tests {
             receiver: Receiver {
                 start: -4000,
                 tick: -4000,
+                lag: 0,
             },
             last_sent: -4000,
+            lapin_lag: 0,
         };
         let (c, s) = nat_expectations(10, 10, Duration::from_secs(4), &p);
         // lapin: last read + 2H = 16000 falls on its wake grid (every 5 s from −4000): that wake or the next.
         assert_eq!(
             (c.min_ms, c.max_ms, c.level),
-            (Some(16000), Some(21000), Level::Must)
+            (Some(16000), Some(21005), Level::Must)
         );
         // RabbitMQ: no receiver wake before Tune-Ok + T = 6000; + 2T = 26000.
         assert_eq!(
@@ -378,6 +520,7 @@ mod tests {
             Receiver {
                 start: -1000,
                 tick: -1000,
+                lag: 0,
             },
             -995,
             -1000,

@@ -58,6 +58,7 @@ use kaspec_harness::{Error, Result};
 use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
 use crate::drive;
+use crate::drive::busy::{between_messages, Workload};
 use crate::model::periodic::{first_after, next_send_meets_rst, Before};
 use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side, SideOutcome};
@@ -67,6 +68,7 @@ use crate::shared::Started;
 /// RabbitMQ's start script, run directly (not /usr/sbin/rabbitmq-server,
 /// which switches to the rabbitmq user and the machine's own data).
 mod broker;
+mod busy;
 mod client;
 mod expect;
 mod external;
@@ -77,6 +79,7 @@ mod run;
 mod tap;
 
 pub use broker::*;
+pub use busy::*;
 use client::*;
 pub use expect::*;
 use external::*;
@@ -121,7 +124,7 @@ const TUNE: &str = "heartbeat: The delay, in seconds, of the connection heartbea
 const HEARTBEAT: &str = "If a peer detects no incoming traffic (i.e. received octets) for two heartbeat intervals or longer, it should close the connection without following the Connection.Close/Close-Ok handshaking, and log an error.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 4] = [&NEGOTIATION_MAIN, &NEGOTIATION_HB0, &IDLE, &NAT];
+pub static CASES: [&CaseDef; 5] = [&NEGOTIATION_MAIN, &NEGOTIATION_HB0, &IDLE, &BUSY, &NAT];
 
 pub static NEGOTIATION_MAIN: CaseDef = CaseDef {
     id: "amqp/0-9-1-2.3.3/1",
@@ -162,6 +165,24 @@ pub static IDLE: CaseDef = CaseDef {
     fixed_fault: None,
     docker: RABBITMQ,
     run: run_idle,
+    budget: idle_budget,
+};
+
+// §4.2.7 on a busy connection: any octet counts as a sign of life. lapin's
+// heartbeat wakes H/2 after its last write (src/heartbeat.rs:132), so its
+// publishes postpone the wakes at which it checks the reads; RabbitMQ's
+// receiver ticks every T whatever the traffic (rabbit_heartbeat).
+pub static BUSY: CaseDef = CaseDef {
+    id: "amqp/0-9-1-4.2.7/busy",
+    protocol: "amqp",
+    spec: "AMQP 0-9-1 §4.2.7",
+    quote: HEARTBEAT,
+    description: "Busy connection with negotiated heartbeat H: lapin publishes to its own queue every 100-149 ms and consumes each message back when the path fails between two publishes: lapin stops hearing the broker while it goes on writing, the broker stops hearing lapin.",
+    requirement: "A peer that receives nothing for two heartbeat intervals or longer should close the connection (§4.2.7); lapin checks at wakes its writes postpone (each H/2 after its last write), RabbitMQ at its receiver's ticks (every T) after the last byte received",
+    faults: &[FaultKind::Blackhole, FaultKind::Reset],
+    fixed_fault: None,
+    docker: RABBITMQ,
+    run: run_busy,
     budget: idle_budget,
 };
 

@@ -47,6 +47,8 @@ pub struct NatPoints {
     /// The broker's receiver: started at Tune-Ok, and a tick.
     pub receiver: Receiver,
     pub last_sent: i64,
+    /// How late lapin's heartbeat loop ran per cycle (expect::lapin_lag).
+    pub lapin_lag: i64,
 }
 
 /// The client's and the broker's expectations through a NAT forgetting idle
@@ -93,11 +95,12 @@ pub fn nat_expectations(
                 e
             };
             (
-                prefix(client_expectation(
+                prefix(client_expectation_lagging(
                     h_s,
                     FaultKind::NatExpiry,
                     p.last_read,
                     p.last_write,
+                    p.lapin_lag,
                 )),
                 prefix(server_expectation(
                     t_s,
@@ -155,6 +158,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         format!("kaspec-{}-nat", tb.tag),
         &tap,
         false,
+        None,
         // Never stalls (its sender is gone).
         tokio::sync::watch::channel(false).1,
     )?;
@@ -294,10 +298,8 @@ pub(crate) fn nat_points(io: &[Io], t0: Instant, nat: Duration, t_s: u16) -> Nat
         last: -(ms_of(nat) as i64),
         last_read,
         last_write,
-        receiver: Receiver {
-            start,
-            tick: receiver_tick(start, t_s as i64 * 1000, &heartbeats_read),
-        },
+        receiver: receiver(start, t_s as i64 * 1000, &heartbeats_read),
         last_sent: heartbeats_read.last().copied().unwrap_or(last_read),
+        lapin_lag: lapin_lag(io, t0, t_s),
     }
 }

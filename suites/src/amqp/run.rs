@@ -82,6 +82,28 @@ pub(crate) fn io_timeline(io: &[Io]) -> Vec<(Instant, String)> {
         .collect()
 }
 
+/// A busy connection's timeline: the heartbeats and the Tune, the last read
+/// and write before the fault and the first write after it, not every
+/// message.
+fn busy_timeline(io: &[Io], t0: Instant) -> Vec<(Instant, String)> {
+    let last = |d: Dir| {
+        io.iter()
+            .filter(|i| i.dir == d && i.at < t0)
+            .map(|i| i.at)
+            .next_back()
+    };
+    let first_after = io
+        .iter()
+        .find(|i| i.dir == Dir::Write && i.at >= t0)
+        .map(|i| i.at);
+    let keep = |i: &Io| {
+        i.frames.iter().any(|f| *f != Frame::Other)
+            || [last(Dir::Read), last(Dir::Write), first_after].contains(&Some(i.at))
+    };
+    let kept: Vec<Io> = io.iter().filter(|i| keep(i)).cloned().collect();
+    io_timeline(&kept)
+}
+
 /// The configuration of a heartbeat case as the connection used it.
 pub(crate) fn heartbeat_config(
     ctx: &Ctx,
@@ -113,6 +135,27 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     if let Some(adapter) = &ctx.client {
         return run_idle_external(ctx, case, fault, adapter);
     }
+    heartbeat_case(ctx, case, fault, None)
+}
+
+/// The busy case: the idle case's connection with a basic.publish to the
+/// client's own queue every period (bounded by the case's budget),
+/// consumed back.
+pub(crate) fn run_busy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let h = effective_heartbeat(
+        request_of(ctx),
+        server_heartbeat(&ctx.fixtures, &MAIN).unwrap_or(DEFAULT_SERVER_HEARTBEAT),
+    );
+    let echo = Workload::off_timer((case.budget)(ctx), Duration::from_millis(h as u64 * 500));
+    heartbeat_case(ctx, case, fault, Some(echo))
+}
+
+fn heartbeat_case(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    echo: Option<Workload>,
+) -> Result<Vec<CaseResult>> {
     let broker_impl = broker_implementation();
     let lease = lease(ctx, &MAIN)?;
     let tb = lease.testbed();
@@ -126,13 +169,18 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         format!("kaspec-{}-idle", tb.tag),
         &tap,
         true,
+        echo,
         stall_rx,
     )?;
     let hs = ready.negotiated;
     let h = Duration::from_secs(hs as u64);
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
 
-    let fault_at = quiet_instant(&tap.io(), h, Instant::now());
+    let fault_at = match (echo, ready.echo_origin) {
+        // Between two publishes: lapin and the broker send no heartbeat.
+        (Some(e), Some(origin)) => between_messages(origin, e.period, Instant::now()),
+        _ => quiet_instant(&tap.io(), h, Instant::now()),
+    };
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
@@ -249,7 +297,8 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         .map(|i| rel(i.at))
         .collect();
     let start = tune.map(|(at, _)| rel(at)).unwrap_or(last_read);
-    let tick = receiver_tick(start, ts as i64 * 1000, &heartbeats_read);
+    let rx = receiver(start, ts as i64 * 1000, &heartbeats_read);
+    let lapin_lag = lapin_lag(&io, t0, hs);
     let last_heard = if fault == FaultKind::BlackholeDown {
         let until = end.failed_at.map(rel).unwrap_or(i64::MAX);
         io.iter()
@@ -262,7 +311,10 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     };
     let last_sent = heartbeats_read.last().copied().unwrap_or(last_read);
 
-    let mut timeline = io_timeline(&io);
+    let mut timeline = match echo {
+        Some(_) => busy_timeline(&io, t0),
+        None => io_timeline(&io),
+    };
     if let Some(c) = &server_closed {
         timeline.push((c.at, format!("broker socket {}", c.state)));
     }
@@ -297,17 +349,40 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
                 case.spec,
             ),
         ),
+        None if echo.is_some() => {
+            let writes: Vec<i64> = io
+                .iter()
+                .filter(|i| i.dir == Dir::Write)
+                .map(|i| rel(i.at))
+                .collect();
+            // lapin's last heartbeat before the traffic: one of its wakes.
+            let wake = writes_before
+                .iter()
+                .filter(|i| i.frames.contains(&Frame::Heartbeat))
+                .map(|i| rel(i.at))
+                .next_back()
+                .unwrap_or(last_write);
+            let h2 = hs as i64 * 500;
+            let wake = busy_lapin_wake(wake, &writes, h2, last_read + 4 * h2);
+            let period = echo.map_or(0, |e| ms_of(e.period) as i64);
+            let client = busy_client_expectation(hs, fault, last_read, wake, last_write, period);
+            let server = if fault == FaultKind::Reset {
+                busy_server_reset(ts, rx.tick, last_read)
+            } else {
+                server_expectation(ts, fault, rx, last_heard, last_sent)
+            };
+            (client, server)
+        }
         None => {
-            let server =
-                server_expectation(ts, fault, Receiver { start, tick }, last_heard, last_sent);
+            let server = server_expectation(ts, fault, rx, last_heard, last_sent);
             let client = if fault == FaultKind::BlackholeUp {
                 blackhole_up_client(
-                    client_expectation(hs, fault, last_read, last_write),
+                    client_expectation_lagging(hs, fault, last_read, last_write, lapin_lag),
                     server.clone(),
                     last_read,
                 )
             } else {
-                client_expectation(hs, fault, last_read, last_write)
+                client_expectation_lagging(hs, fault, last_read, last_write, lapin_lag)
             };
             (client, server)
         }

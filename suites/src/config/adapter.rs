@@ -37,6 +37,13 @@ pub enum Algorithm {
         timeout: Duration,
         poll: Duration,
         whole_seconds: bool,
+        /// TCP_USER_TIMEOUT it sets on its socket (0: none): data it sent
+        /// that the fault leaves unacknowledged makes the kernel abort the
+        /// connection, maybe before its own timers do.
+        user_timeout: Duration,
+        /// false: it sends no ping (e.g. grpcio without
+        /// keepalive_permit_without_calls on an idle channel).
+        enabled: bool,
     },
     /// Gives up when nothing was received for `dead_after`, checked every
     /// `poll`.
@@ -310,7 +317,15 @@ impl Adapter {
         let allowed: &[&str] = match kind {
             "none" => &["kind", "source"],
             "ping-timeout" => &[
-                "kind", "source", "interval", "timeout", "poll", "clock", "anchor",
+                "kind",
+                "source",
+                "interval",
+                "timeout",
+                "poll",
+                "clock",
+                "anchor",
+                "user_timeout",
+                "enabled",
             ],
             "heartbeat" => &["kind", "source", "dead_after", "poll"],
             "check-period" => &["kind", "source", "period", "send_every"],
@@ -348,6 +363,19 @@ impl Adapter {
             let filled = fill(&raw, &format!("expect.{k}"), None, &self.dir(), config)?;
             parse_duration(&filled).ok_or_else(|| format!("`expect.{k}` = \"{}\" (= \"{}\"): not a duration (allowed: \"2s\", \"500ms\", a knob in braces)", one_line(&raw), one_line(&filled)))
         };
+        // `enabled`: true, false or a flag knob (default true).
+        let enabled = || -> Result<bool, String> {
+            Ok(match t.get("enabled") {
+                None => true,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(toml::Value::String(s)) => match fill(s, "expect.enabled", None, &self.dir(), config)?.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => return Err(format!("`expect.enabled` = \"{}\" (= \"{}\"): allowed: true, false, or a flag knob in braces", one_line(s), one_line(other))),
+                },
+                Some(v) => return Err(format!("`expect.enabled` = {}: allowed: true, false, or a flag knob in braces", one_line(&v.to_string()))),
+            })
+        };
         let algorithm = match kind {
             "none" => Algorithm::None,
             "ping-timeout" => Algorithm::PingTimeout {
@@ -360,6 +388,8 @@ impl Adapter {
                     Some(toml::Value::String(c)) if c == "seconds" => true,
                     Some(v) => return Err(format!("`expect.clock` = {}: allowed: \"ms\" (default), \"seconds\" (its timers compare whole seconds of CLOCK_MONOTONIC)", one_line(&v.to_string()))),
                 },
+                user_timeout: dur("user_timeout", Some(Duration::ZERO))?,
+                enabled: enabled()?,
             },
             "heartbeat" => Algorithm::Heartbeat {
                 dead_after: dur("dead_after", None)?,
@@ -373,16 +403,7 @@ impl Adapter {
                 },
             },
             _ => Algorithm::TcpKeepalive {
-                enabled: match t.get("enabled") {
-                    None => true,
-                    Some(toml::Value::Boolean(b)) => *b,
-                    Some(toml::Value::String(s)) => match fill(s, "expect.enabled", None, &self.dir(), config)?.as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        other => return Err(format!("`expect.enabled` = \"{}\" (= \"{}\"): allowed: true, false, or a flag knob in braces", one_line(s), one_line(other))),
-                    },
-                    Some(v) => return Err(format!("`expect.enabled` = {}: allowed: true, false, or a flag knob in braces", one_line(&v.to_string()))),
-                },
+                enabled: enabled()?,
                 user_timeout: dur("user_timeout", Some(Duration::ZERO))?,
                 idle: dur("idle", None)?,
                 interval: dur("interval", None)?,

@@ -35,6 +35,10 @@ pub fn client_window(
             "the adapter declares no detection algorithm: informational",
             spec,
         ),
+        (Algorithm::PingTimeout { enabled: false, .. }, _) => Expectation::not_detected(
+            "ping-timeout with enabled = false: it sends no ping on an idle connection, so nothing it sends meets the fault",
+            spec,
+        ),
         (_, f) if !matches!(f, FaultKind::Blackhole | FaultKind::Reset) => Expectation::either(
             format!("fault {f}: external clients are judged under blackhole and reset only"),
             spec,
@@ -45,6 +49,7 @@ pub fn client_window(
                 timeout,
                 poll,
                 whole_seconds: true,
+                ..
             },
             f,
         ) => seconds_clock(
@@ -247,14 +252,17 @@ fn check_period(p: i64, c: i64, a: i64, fault: FaultKind, spec: &str) -> Expecta
     } else {
         ""
     };
-    let lo = if fault == FaultKind::Reset {
-        0
+    // That check's give-up or the next one's, nothing between (under
+    // reset, anything from 0).
+    let ms = |v: i64| v.max(0) as u64;
+    let (first_part, second_part) = if fault == FaultKind::Reset {
+        ((0, 0), (0, ms(hi)))
     } else {
-        lo.max(0)
+        ((ms(lo), ms(lo + (lo - c) / p)), (ms(hi_tick + p), ms(hi)))
     };
-    Expectation::window(
-        lo as u64,
-        hi.max(0) as u64,
+    Expectation::one_of(
+        first_part,
+        second_part,
         format!("checks every P = {p} ms from the `connected` line at {c:+} ms; last data received at {a:+} ms; the first check at or after it at {lo_tick:+}{} ms, given up at the next: {}{} ms, + {drift} ms (the re-armed timer's drift){reset}",
             if hi_tick != lo_tick { format!(" or {hi_tick:+} (within {slack} ms of a check: either)") } else { String::new() },
             lo_tick + p,
@@ -274,15 +282,84 @@ fn next_send(s: i64, c: i64, spec: &str) -> Expectation {
     }
     let first = |x: i64| crate::model::periodic::first_after(c, s, x);
     let (lo, hi) = (first(-2), first(2));
-    let drift = (hi - c) / s;
-    Expectation::window(
-        lo.max(0) as u64,
-        (hi + drift).max(0) as u64,
-        format!("a heartbeat every S = {s} ms from the `connected` line at {c:+} ms: the first after the fault, at {lo:+} ms{}, meets the RST, + {drift} ms (the re-armed timer's drift)",
+    let drift = |at: i64| (at - c) / s;
+    // That heartbeat or the next, nothing between.
+    Expectation::one_of(
+        (lo.max(0) as u64, (lo + drift(lo)).max(0) as u64),
+        (hi.max(0) as u64, (hi + drift(hi)).max(0) as u64),
+        format!("a heartbeat every S = {s} ms from the `connected` line at {c:+} ms: the first after the fault, at {lo:+} ms{}, meets the RST, + {} ms (the re-armed timer's drift)",
+            drift(hi),
             if hi != lo { format!(" or {hi:+} (within 2 ms of it)") } else { String::new() }),
         spec,
         Level::Must,
     )
+}
+
+/// Under blackhole, a client that sets TCP_USER_TIMEOUT U on its socket
+/// (`user_timeout`) and has data in flight after the fault — `in_flight` =
+/// (unacknowledged segments, when it last sent data in ms from t0: its
+/// TCP_INFO, read shortly after the fault, ± 1 jiffy), e.g. its answer to
+/// data that arrived just before the fault, or data whose ACK the fault
+/// dropped — is aborted by its kernel U after the first retransmission of
+/// that data (`model::tcp::send_expectation`: Linux counts U from
+/// `retrans_stamp`). When that comes before its own timers' window, it is
+/// the window; when the two overlap, their union.
+pub fn unacked_first(
+    e: &Expect,
+    fault: FaultKind,
+    own: Expectation,
+    in_flight: Option<(u32, i64)>,
+) -> Expectation {
+    let Algorithm::PingTimeout { user_timeout, .. } = &e.algorithm else {
+        return own;
+    };
+    let Some((n, sent)) = in_flight.filter(|(n, _)| *n > 0) else {
+        return own;
+    };
+    if fault != FaultKind::Blackhole || user_timeout.is_zero() {
+        return own;
+    }
+    let tcp = TcpConfig {
+        keepalive: false,
+        idle: Duration::ZERO,
+        interval: Duration::ZERO,
+        count: 0,
+        user_timeout: *user_timeout,
+    };
+    let k = crate::model::tcp::send_expectation(&tcp, fault, sent.max(0) as u64, None);
+    let (Some(lo), Some(hi)) = (k.min_ms, k.max_ms) else {
+        return own;
+    };
+    let (before, j) = (sent.min(0).unsigned_abs(), jiffy_ms());
+    let (lo, hi) = (
+        lo.saturating_sub(before + j),
+        (hi + j).saturating_sub(before),
+    );
+    let why = format!("{n} segment(s) unacknowledged after the fault, its data last sent at {sent:+} ms (TCP_INFO, ± {j} ms): the kernel's TCP_USER_TIMEOUT aborts it: {}", k.formula);
+    // Its own timers detect nothing (no ping): the kernel's abort alone.
+    let (Some(own_lo), Some(own_hi)) = (own.min_ms, own.max_ms) else {
+        return Expectation::window(lo, hi, why, e.source.as_str(), Level::Must);
+    };
+    if lo >= own_lo {
+        return own;
+    }
+    if hi < own_lo {
+        return Expectation::window(lo, hi, why, e.source.as_str(), Level::Must);
+    }
+    Expectation::window(
+        lo,
+        hi.max(own_hi),
+        format!("{why}; or its own timers, whichever first: {}", own.formula),
+        e.source.as_str(),
+        Level::Must,
+    )
+}
+
+/// When, after the fault, what a client has in flight is read for
+/// [`unacked_first`]: late enough for its answer to data that arrived just
+/// before the fault to have left, before its own next ping (at `offset`).
+pub fn in_flight_read_after(offset: Duration) -> Duration {
+    (offset / 2).min(Duration::from_millis(50))
 }
 
 /// Where, after the last data the client received, the fault goes so it
@@ -318,6 +395,8 @@ mod tests {
                 timeout: Duration::from_secs(k),
                 poll: Duration::from_millis(p),
                 whole_seconds: false,
+                user_timeout: Duration::ZERO,
+                enabled: true,
             },
             source: "test".into(),
             anchor_line: None,
@@ -337,12 +416,48 @@ mod tests {
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1005 + j)));
         let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None, 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
+        let mut off = ping(2, 1000);
+        if let Algorithm::PingTimeout { enabled, .. } = &mut off.algorithm {
+            *enabled = false;
+        }
+        assert!(!client_window(&off, FaultKind::Blackhole, 1000, None, 0).expects_detection());
         let none = Expect {
             algorithm: Algorithm::None,
             source: "x".into(),
             anchor_line: None,
         };
         assert!(!client_window(&none, FaultKind::Blackhole, 0, None, 0).expects_detection());
+    }
+
+    #[test]
+    fn data_in_flight_under_a_user_timeout_is_aborted_by_the_kernel_first() {
+        let j = jiffy_ms();
+        let mut e = ping(1, 0);
+        let own = client_window(&e, FaultKind::Blackhole, 0, None, 0);
+        // No TCP_USER_TIMEOUT declared, nothing in flight: its own timers.
+        assert_eq!(
+            unacked_first(&e, FaultKind::Blackhole, own.clone(), Some((1, 0))),
+            own
+        );
+        if let Algorithm::PingTimeout { user_timeout, .. } = &mut e.algorithm {
+            *user_timeout = Duration::from_secs(1);
+        }
+        assert_eq!(
+            unacked_first(&e, FaultKind::Blackhole, own.clone(), Some((0, 0))),
+            own
+        );
+        assert_eq!(
+            unacked_first(&e, FaultKind::Reset, own.clone(), Some((1, 0))),
+            own
+        );
+        // Its answer sent 2 ms after the fault: 2 + 200 (PTO) + 200 (RTO)
+        // + 1000 ms, before the watchdog at 2000 ms.
+        let k = unacked_first(&e, FaultKind::Blackhole, own.clone(), Some((1, 2)));
+        assert_eq!(k.min_ms, Some(1402 - j));
+        assert!(k.max_ms.unwrap() < own.min_ms.unwrap(), "{k:?}");
+        // Sent 3 ms before it: the same, 3 ms earlier.
+        let b = unacked_first(&e, FaultKind::Blackhole, own, Some((1, -3)));
+        assert_eq!(b.min_ms, Some(1397 - j));
     }
 
     #[test]
@@ -383,6 +498,11 @@ mod tests {
         // Last data 1 ms before a check: that check or the next.
         let w = client_window(&e, FaultKind::Blackhole, 3001, Some(-10_000), 0);
         assert_eq!((w.min_ms, w.max_ms), (Some(4000), Some(11_003)));
+        assert_eq!(
+            w.gap,
+            Some((4002, 11_000)),
+            "that check's give-up or the next's"
+        );
         assert!(!client_window(&e, FaultKind::Blackhole, 800, None, 0).expects_detection());
         // Reset: the next heartbeat (every second from −1501) at 499.
         let r = client_window(&e, FaultKind::Reset, 800, Some(-1501), 0);

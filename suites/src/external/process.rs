@@ -1,7 +1,8 @@
 //! The external client's process in the client host: started with the run
 //! tag in its environment (`kaspec clean` finds it) and SIGKILL on
-//! kaspec's death, killed and reaped on drop; its stdout lines timestamped
-//! on arrival, its stderr in the run's logs.
+//! kaspec's death, in a process group of its own (a wrapper script's
+//! children are stopped and killed with it), killed and reaped on drop; its
+//! stdout lines timestamped on arrival, its stderr in the run's logs.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddrV4;
@@ -42,6 +43,9 @@ impl Client {
         let err = std::fs::File::create(&log)
             .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let mut cmd = tb.client.command(&argv[0], &tb.tag)?;
+        // Its own process group: `stall` and `crash` signal the whole
+        // program, however many processes it is.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -71,6 +75,30 @@ impl Client {
             seen: Vec::new(),
             log,
         })
+    }
+
+    /// `client-stall` for a program kaspec cannot reach into: SIGSTOP to its
+    /// process group. Nothing of the program runs any more (a library's
+    /// background heartbeat thread neither), its kernel still acknowledges
+    /// data and answers keep-alive probes.
+    pub fn stall(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
+            .map_err(|e| Error::io("stopping the client (SIGSTOP)", e))
+    }
+
+    /// `client-crash`, after the path was blackholed: SIGKILL to its process
+    /// group; its kernel's FIN dies at the router.
+    pub fn crash(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+            .map_err(|e| Error::io("killing the client (SIGKILL)", e))
+    }
+
+    fn signal(&self, sig: libc::c_int) -> std::io::Result<()> {
+        // The group's id is the child's pid (process_group(0)).
+        match unsafe { libc::kill(-(self.child.id() as libc::pid_t), sig) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
     }
 
     /// Every line so far, timestamped on arrival.
@@ -172,10 +200,13 @@ impl Client {
                 }
             }
         }
-        let table = std::fs::read_to_string(format!("/proc/{root}/net/tcp")).unwrap_or_default();
+        // IPv4 sockets, and IPv6 ones with IPv4-mapped addresses: a client
+        // on a dual-stack socket (grpc-core's) is in tcp6.
+        let table = ["tcp", "tcp6"]
+            .map(|t| std::fs::read_to_string(format!("/proc/{root}/net/{t}")).unwrap_or_default());
         table
-            .lines()
-            .skip(1)
+            .iter()
+            .flat_map(|t| t.lines().skip(1))
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 let (local, remote, state, inode) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(9)?);
@@ -191,18 +222,28 @@ impl Client {
 }
 
 /// An address of /proc/net/tcp: `0100007F:1F90` (the IPv4 address as the
-/// kernel's __be32 printed as a native-endian number, the port in hex).
+/// kernel's __be32 printed as a native-endian number, the port in hex), or
+/// of /proc/net/tcp6 (four such words) when it is IPv4-mapped.
 fn proc_addr(s: &str) -> Option<SocketAddrV4> {
     let (ip, port) = s.split_once(':')?;
-    let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
-    Some(SocketAddrV4::new(
-        ip.into(),
-        u16::from_str_radix(port, 16).ok()?,
-    ))
+    let word = |w: &str| Some(u32::from_str_radix(w, 16).ok()?.to_ne_bytes());
+    let ip = match ip.len() {
+        8 => std::net::Ipv4Addr::from(word(ip)?),
+        32 => {
+            let mut b = [0u8; 16];
+            for (i, c) in b.chunks_mut(4).enumerate() {
+                c.copy_from_slice(&word(ip.get(8 * i..8 * i + 8)?)?);
+            }
+            std::net::Ipv6Addr::from(b).to_ipv4_mapped()?
+        }
+        _ => return None,
+    };
+    Some(SocketAddrV4::new(ip, u16::from_str_radix(port, 16).ok()?))
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
+        let _ = self.signal(libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -217,5 +258,11 @@ mod tests {
             assert_eq!(a.to_string(), "192.168.0.2:3723");
         }
         assert!(super::proc_addr("zz:1").is_none());
+        // tcp6: ::ffff:192.168.0.2 (a dual-stack socket), and a real IPv6 one.
+        let m = super::proc_addr("0000000000000000FFFF00000200A8C0:0E8B").unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(m.to_string(), "192.168.0.2:3723");
+        }
+        assert!(super::proc_addr("B80D0120000000000000000001000000:0E8B").is_none());
     }
 }

@@ -8,19 +8,25 @@ use std::time::{Duration, Instant};
 
 use kaspec_harness::expect::Expectation;
 use kaspec_harness::fault::{FaultKind, Flow};
-use kaspec_harness::observe::{last_data_recv_at, SocketWatch};
+use kaspec_harness::observe::{last_data_recv_at, unacked_at, SocketWatch};
 use kaspec_harness::report::{CaseResult, Implementation};
 use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
-use super::expect::{client_window, fault_offset, UNDECLARED_WATCH_MS};
+use super::expect::{
+    client_window, fault_offset, in_flight_read_after, unacked_first, UNDECLARED_WATCH_MS,
+};
 use super::process::Client;
 use crate::case::CaseDef;
-use crate::config::adapter::{Adapter, Observe};
+use crate::config::adapter::{Adapter, Algorithm, Observe};
 use crate::ctx::Ctx;
 use crate::model::linux::jiffy_ms;
 use crate::model::rel_ms;
 use crate::outcome::{RunFacts, Side};
+
+/// How long after t0 a line may arrive and still report what crossed the
+/// router before the fault (ms): the 5 ms read-again below.
+const LATE_LINE_MS: u64 = 5;
 
 /// The server side of a case, as the protocol's case sets it up.
 pub struct ServerSide<'a> {
@@ -107,7 +113,16 @@ pub fn run(
         client: local,
         server: s.addr,
     };
+    // The client's own situations: kaspec cannot reach into the program,
+    // so its stall is a stop of the whole program (SIGSTOP), its crash a
+    // kill behind the blackhole (docs/clients.md).
+    if fault == FaultKind::ClientStall {
+        client.stall()?;
+    }
     let applied = tb.apply_fault(fault, &flow, s.pid)?;
+    if fault == FaultKind::ClientCrash {
+        client.crash()?;
+    }
     let t0 = applied.in_force_at;
     // What each side last received before the fault (TCP_INFO, jiffies).
     let client_last = last_data_recv_at(&tb.client, local, s.addr)?.unwrap_or(started);
@@ -160,7 +175,9 @@ pub fn run(
     // A segment in flight as the rule went in arrives just after t0 (and
     // after the read above): read again 5 ms on; a later receive, or the
     // socket already gone, counts as data at the fault.
-    std::thread::sleep((t0 + Duration::from_millis(5)).saturating_duration_since(Instant::now()));
+    std::thread::sleep(
+        (t0 + Duration::from_millis(LATE_LINE_MS)).saturating_duration_since(Instant::now()),
+    );
     let recv_ms = match last_data_recv_at(&tb.client, local, s.addr)? {
         // (Two reads of one jiffy-counted receive may differ by a jiffy.)
         Some(t) if t <= client_last + Duration::from_millis(jiffy_ms() + 1) => {
@@ -175,6 +192,40 @@ pub fn run(
         client_exp.min_ms = Some(0);
         client_exp.formula = format!("{}; from 0: data arrived {recv_ms} ms before the fault (< {} ms), so its delayed ACK, or the retransmission of its answer, may meet the RST first", client_exp.formula, crate::model::linux::DELACK_MAX_MS);
     }
+    // Data it had in flight after the fault (a client that sets
+    // TCP_USER_TIMEOUT: its kernel may abort it first).
+    if let Algorithm::PingTimeout { user_timeout, .. } = &expect.algorithm {
+        if fault == FaultKind::Blackhole && !user_timeout.is_zero() {
+            let at = t0 + in_flight_read_after(offset);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let in_flight =
+                unacked_at(&tb.client, local, s.addr)?.map(|(n, sent)| (n, rel_ms(t0, sent)));
+            client_exp = unacked_first(&expect, fault, client_exp, in_flight);
+        }
+    }
+    // Where the fault cuts server → client, a line that came in the first
+    // ms after t0 reports what crossed the router before the rule went in
+    // (nothing of the server's crosses it after): e.g. the server's last
+    // Ping, sent as the fault was committed, which anchors its next one.
+    // Read again now, 5 ms on.
+    let cuts_down = matches!(
+        fault,
+        FaultKind::Blackhole
+            | FaultKind::BlackholeDown
+            | FaultKind::Reset
+            | FaultKind::Crash
+            | FaultKind::ClientCrash
+    );
+    let late = Duration::from_millis(if cuts_down { LATE_LINE_MS } else { 0 });
+    let anchors = Anchors {
+        lines: client
+            .lines()
+            .iter()
+            .filter(|(t, _)| *t <= t0 + late)
+            .map(|(t, l)| (rel_ms(t0, *t), l.clone()))
+            .collect(),
+        ..anchors
+    };
     let mut server_exp = (s.window)(fault, &anchors);
     if let (Some(lo), Some(hi)) = (server_exp.min_ms, server_exp.max_ms) {
         // The anchor is the server's TCP_INFO, jiffy-counted: ± 1 jiffy.
@@ -194,7 +245,13 @@ pub fn run(
             "server",
             &s.implementation.name,
         );
-    let client_deadline = t0 + Duration::from_millis(client_deadline_ms);
+    // A stopped or killed program detects nothing: it is reported, not
+    // judged (outcome::client_in_situation), and not waited for.
+    let client_deadline = if fault.on_client() {
+        Instant::now()
+    } else {
+        t0 + Duration::from_millis(client_deadline_ms)
+    };
 
     // The client's detection: its `detected` line, or its socket leaving
     // ESTABLISHED, whichever the adapter declares (the socket first).
@@ -212,8 +269,10 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(2));
     }
     let client_closed = match client_watch {
-        Some(w) => w.wait(Instant::now())?,
-        None => None,
+        // A stopped program's socket leaves ESTABLISHED when the server's
+        // close arrives: that is the server's detection, not the client's.
+        Some(w) if !fault.on_client() => w.wait(Instant::now())?,
+        _ => None,
     };
     if line.is_none() {
         line = client.detected_since(t0);

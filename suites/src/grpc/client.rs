@@ -12,6 +12,51 @@ pub(crate) enum Plan {
     CallLater,
     /// Open a Watch stream and wait for it to end.
     Stream,
+    /// Busy: a unary call every [`BUSY_PERIOD`] on a grid from the last
+    /// read of the first call (at most [`BUSY_MAX_CALLS`], until stopped),
+    /// each awaited before the next: the first that fails ends the loop.
+    Busy,
+}
+
+/// The busy client's call period.
+pub(crate) const BUSY_PERIOD: Duration = Duration::from_millis(100);
+/// The busy client's bound on calls (with the stop instant, its time bound).
+pub(crate) const BUSY_MAX_CALLS: u32 = 600;
+
+/// The client's own situations (faults `client-stall`, `client-crash`),
+/// told to the client thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Halt {
+    Run,
+    /// The application blocks its (current-thread) runtime's only thread
+    /// until the stop instant: no task runs, hyper's connection task (which
+    /// tonic spawns, transport/channel/service/connection.rs:242) included,
+    /// so no frame is read and no PING answered; the kernel stays up.
+    /// Merely not calling is no stall for tonic: that connection task goes
+    /// on answering PINGs.
+    Stall,
+    /// The host is gone: the channel and the runtime are dropped at once.
+    Crash,
+}
+
+/// The client's end of the halt: what it is told, and where it says when
+/// it stalled (so that the case faults only once the stall is in force).
+#[derive(Clone)]
+pub(crate) struct HaltRx {
+    pub(crate) rx: tokio::sync::watch::Receiver<Halt>,
+    pub(crate) stalled: std::sync::Arc<std::sync::OnceLock<Instant>>,
+}
+
+/// The case's end of the halt and the client's.
+pub(crate) fn halt_channel() -> (tokio::sync::watch::Sender<Halt>, HaltRx) {
+    let (tx, rx) = tokio::sync::watch::channel(Halt::Run);
+    let stalled = Default::default();
+    (tx, HaltRx { rx, stalled })
+}
+
+/// A halt receiver for a case without client situations.
+pub(crate) fn no_halt() -> HaltRx {
+    halt_channel().1
 }
 
 pub(crate) struct Ready {
@@ -27,6 +72,11 @@ pub(crate) struct ClientEnd {
     pub(crate) error: Option<String>,
     /// Status of the probe call after the connection died (Plan::Idle).
     pub(crate) probe: Option<String>,
+    /// When the application stalled its runtime (Halt::Stall).
+    pub(crate) stalled_at: Option<Instant>,
+    /// Busy: when each response was read, and the calls made.
+    pub(crate) reads: Vec<Instant>,
+    pub(crate) calls: u32,
 }
 
 pub(crate) fn endpoint(
@@ -68,6 +118,7 @@ pub(crate) fn client(
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     go: tokio::sync::watch::Receiver<Option<Instant>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
+    halt: HaltRx,
 ) -> ClientEnd {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,7 +183,32 @@ pub(crate) fn client(
         };
         match plan {
             Plan::Idle => {
-                let stop = wait_for(stop_at).await;
+                let HaltRx {
+                    rx: mut halted,
+                    stalled,
+                } = halt;
+                // The halt, copied out of the watch (a held borrow would
+                // block the case's next send).
+                let halted = async move { halted.wait_for(|h| *h != Halt::Run).await.map(|h| *h) };
+                let stop = tokio::select! {
+                    biased;
+                    Ok(h) = halted => {
+                        if h == Halt::Stall {
+                            let at = Instant::now();
+                            end.stalled_at = Some(at);
+                            let _ = stalled.set(at);
+                            // Blocks the runtime's thread: nothing is polled.
+                            while stop_at.borrow().is_none_or(|t| Instant::now() < t) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                        }
+                        None
+                    }
+                    t = wait_for(stop_at.clone()) => Some(t),
+                };
+                // Stalled until stopped, or crashed: the channel is dropped
+                // with the runtime, no probe call.
+                let Some(stop) = stop else { return end };
                 tokio::time::sleep_until(stop.into()).await;
                 let probe = tokio::time::timeout(
                     Duration::from_secs(2),
@@ -168,6 +244,40 @@ pub(crate) fn client(
                         end.error = Some(status_text(&s));
                     }
                     Err(_) => {}
+                }
+            }
+            Plan::Busy => {
+                let mut tick =
+                    tokio::time::interval_at((last_read + BUSY_PERIOD).into(), BUSY_PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                end.reads.push(last_read);
+                // Until the stop instant the case sets after the fault.
+                let stopped = async {
+                    let t = wait_for(stop_at).await;
+                    tokio::time::sleep_until(t.into()).await;
+                };
+                tokio::pin!(stopped);
+                while end.calls < BUSY_MAX_CALLS {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = &mut stopped => break,
+                    }
+                    end.calls += 1;
+                    end.call_started = Some(Instant::now());
+                    let call = client.say(Text {
+                        text: format!("busy {}", end.calls),
+                    });
+                    tokio::select! {
+                        r = call => match r {
+                            Ok(_) => end.reads.push(Instant::now()),
+                            Err(s) => {
+                                end.failed_at = Some(Instant::now());
+                                end.error = Some(status_text(&s));
+                                break;
+                            }
+                        },
+                        _ = &mut stopped => break,
+                    }
                 }
             }
             Plan::Stream => {

@@ -47,6 +47,36 @@ pub fn idle_client_expectation(
     crate::model::h2ping::window(i, t, idle_ms, fault, SPEC_A8)
 }
 
+/// Client, busy connection (case `busy`: a unary call every 100 ms, the
+/// path failing between two). hyper 1.x src/proto/h2/ping.rs: every frame
+/// read moves `last_read_at` (`record_data` l. 202, `record_non_data`
+/// l. 236); the PING timer is armed at last_read_at + I (`schedule`,
+/// l. 455) and re-armed when a read came while it waited (`maybe_ping`,
+/// l. 467), so it fires I after the last response. The call in flight makes
+/// the connection busy, so the PING goes out whatever while_idle says
+/// (l. 472), and T later without an ACK `maybe_timeout` (l. 486) closes the
+/// connection, failing that call. TCP keep-alive never probes with data in
+/// flight (Linux tcp_keepalive_timer: `packets_out` → re-arm) and tonic sets
+/// no TCP_USER_TIMEOUT: the PING alone decides. `idle_ms` = t0 − the last
+/// data the client received (TCP_INFO): the same window as an idle
+/// connection's, anchored on the last response.
+pub fn busy_client_expectation(g: &GrpcConfig, fault: FaultKind, idle_ms: u64) -> Expectation {
+    let e = crate::model::h2ping::window(
+        ms_of(g.keepalive_time),
+        ms_of(g.keepalive_timeout),
+        idle_ms,
+        fault,
+        SPEC_A8,
+    );
+    Expectation {
+        formula: format!(
+            "a call in flight (the connection is busy; while_idle does not matter): {}",
+            e.formula
+        ),
+        ..e
+    }
+}
+
 /// A server's own keep-alive on an idle connection (cases 1 and 2).
 /// `idle_ms` = t0 − the last data the server received (its kernel's
 /// TCP_INFO), when it could be read: both servers ping I after their last
@@ -98,6 +128,68 @@ pub fn server_expectation(
             SPEC_A8,
             Level::Must,
         ),
+    }
+}
+
+/// A server's own keep-alive on a busy connection (case `busy`). kaspec's
+/// tonic server: hyper's rule, anchored on its last read, as when idle.
+/// grpcio (Debian's 1.51.1): every read re-arms its keepalive timer at
+/// now + I (chttp2_transport.cc: "Keepalive ping cancelled. Resetting
+/// timer."), but its BDP estimator also sends PINGs on its own schedule
+/// (`next_bdp_ping_timer`, an inter-ping delay it grows while the estimate
+/// holds), and grpc-core sets TCP_USER_TIMEOUT = keepalive_timeout on every
+/// socket once keepalive is on (socket_utils_common_posix.cc: "TCP_USER_TIMEOUT
+/// will be used thereafter"). So the first PING it sends after t0 decides,
+/// read from its trace log (`ping`: ms after t0, what for): a keepalive PING
+/// is closed by the watchdog T after it (`start_keepalive_ping_locked` arms
+/// `keepalive_watchdog_timer`); a BDP PING, never acknowledged, by the
+/// kernel at U = T after its first RTO retransmission — before the keepalive
+/// PING, which the BDP ping's start pushed to its send + I. That RTO is the
+/// server socket's own (`retrans`, its TCP_INFO at t0): its srtt counts the
+/// client's delayed ACKs, tens of ms. Without a PING in the log the phase
+/// is not observed: (T, I + T].
+pub fn busy_server_expectation(
+    which: GrpcServer,
+    k: &ServerKeepalive,
+    fault: FaultKind,
+    idle_ms: Option<u64>,
+    ping: Option<(f64, PingFor)>,
+    retrans: Option<&linux::RetransState>,
+) -> Expectation {
+    let t = ms_of(k.timeout);
+    match (which, ping) {
+        (GrpcServer::Kaspec, _) => server_expectation(k, fault, idle_ms),
+        (GrpcServer::PythonGrpcio, Some((b, PingFor::Keepalive))) => {
+            let (lo, hi) = (b.floor() as u64 + t, b.ceil() as u64 + t + 2);
+            Expectation::window(
+                lo,
+                hi,
+                format!("grpcio's keepalive PING at +{b:.1} ms (its log), its watchdog T = {t} ms later: [{lo}, {hi}] ms (+ 2 ms: the timer's tick, the log's stamp)"),
+                SPEC_A8,
+                Level::Must,
+            )
+        }
+        (GrpcServer::PythonGrpcio, Some((b, PingFor::Bdp))) => {
+            let u = TcpConfig {
+                keepalive: false,
+                idle: Duration::ZERO,
+                interval: Duration::ZERO,
+                count: 0,
+                user_timeout: k.timeout,
+            };
+            let e = crate::model::tcp::send_expectation(&u, fault, b.floor() as u64, retrans);
+            Expectation {
+                formula: format!("grpcio's BDP PING at +{b:.1} ms (its log) is never acknowledged; grpc-core's TCP_USER_TIMEOUT = keepalive_timeout ends the socket (its keepalive PING, pushed to the BDP ping + I, comes later): {}", e.formula),
+                ..e
+            }
+        }
+        (GrpcServer::PythonGrpcio, None) => {
+            let e = server_expectation(k, fault, None);
+            Expectation {
+                formula: format!("no PING after t0 in grpcio's log: {}", e.formula),
+                ..e
+            }
+        }
     }
 }
 

@@ -41,6 +41,7 @@ use crate::peers::grpc::proto::Text;
 
 mod client;
 mod expect;
+mod external;
 pub mod knobs;
 mod nat;
 mod review;
@@ -71,7 +72,14 @@ const IDLE_FAULTS: &[FaultKind] = &[
     FaultKind::Crash,
     FaultKind::Delay,
     FaultKind::Loss,
+    FaultKind::ClientStall,
+    FaultKind::ClientCrash,
 ];
+/// When the busy client's path fails: after ten calls, 60 ms after the
+/// tenth (its response is read within a ms; the client's delayed ACK of
+/// it, at most max(srtt, TCP_DELACK_MIN = 40 ms) on this path, is out),
+/// 40 ms before the next.
+const BUSY_FAULT_AFTER: Duration = Duration::from_millis(10 * 100 + 60);
 
 pub static PROTOCOL: Protocol = Protocol {
     name: "grpc",
@@ -79,7 +87,7 @@ pub static PROTOCOL: Protocol = Protocol {
     knobs: &knobs::KNOBS,
     prerequisites: || crate::peers::python::python_module("grpc", "python3-grpcio"),
     review: review::review,
-    external: &[],
+    external: &[IDLE.id],
 };
 
 /// The compose services of the gRPC cases on the docker testbed: our tonic
@@ -104,7 +112,7 @@ const TOO_MANY_PINGS: &str = "Servers must respond with GOAWAY ENHANCE_YOUR_CALM
 const A8_CLOSE: &str = "gRPC sends http2 pings on the transport to detect if the connection is down. If the ping is not acknowledged by the other side within a certain period, the connection will be closed. [gRPC keepalive guide, gRFC A8]";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 4] = [&IDLE, &CALL_AFTER_IDLE, &PING_POLICY, &NAT];
+pub static CASES: [&CaseDef; 5] = [&IDLE, &CALL_AFTER_IDLE, &BUSY, &PING_POLICY, &NAT];
 
 pub static IDLE: CaseDef = CaseDef {
     id: "grpc/a8-keepalive/1",
@@ -131,6 +139,20 @@ pub static CALL_AFTER_IDLE: CaseDef = CaseDef {
     fixed_fault: None,
     docker: GRPC,
     run: run_call_after_idle,
+    budget,
+};
+
+pub static BUSY: CaseDef = CaseDef {
+    id: "grpc/a8-keepalive/busy",
+    protocol: "grpc",
+    spec: "gRFC A8, RFC 9113 §6.7",
+    quote: A8_CLOSE,
+    description: "A busy channel: a unary call every 100 ms; the path fails between two calls. The next call is never answered; TCP keep-alive cannot probe with it in flight, so the client's PING (I after the last response) unacknowledged for T closes the connection and fails the call. Each server closes its end: tonic's by its keep-alive PING, grpcio's by its TCP_USER_TIMEOUT (its keepalive_timeout) on a BDP PING, read from its trace log.",
+    requirement: "A keepalive PING not acknowledged within KEEPALIVE_TIMEOUT closes the connection and fails the calls in flight with UNAVAILABLE (gRFC A8); with calls in flight the PING goes out whatever KEEPALIVE_WITHOUT_CALLS says",
+    faults: &[FaultKind::Blackhole],
+    fixed_fault: None,
+    docker: GRPC,
+    run: run_busy,
     budget,
 };
 

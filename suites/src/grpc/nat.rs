@@ -95,7 +95,18 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         "grpc client",
         Duration::from_secs(15),
         "grpc client through the NAT",
-        move |ready_tx| client(addr, g, tcp, Plan::Idle, ready_tx, go_rx, stop_rx),
+        move |ready_tx| {
+            client(
+                addr,
+                g,
+                tcp,
+                Plan::Idle,
+                ready_tx,
+                go_rx,
+                stop_rx,
+                no_halt(),
+            )
+        },
     )?;
     let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
     let expected = nat_expectation(&g, &tcp, nat);

@@ -13,18 +13,10 @@ pub(crate) struct Run<'a> {
 }
 
 pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
-    let mut out = Vec::new();
-    for which in measured(ctx) {
-        out.extend(detection(Run {
-            ctx,
-            case,
-            fault,
-            which,
-            g: super::knobs::GrpcConfig::of(&ctx.config),
-            plan: Plan::Idle,
-        })?);
+    if let Some(adapter) = &ctx.client {
+        return super::external::run_idle_external(ctx, case, fault, adapter);
     }
-    Ok(out)
+    against_each(ctx, case, fault, GrpcConfig::of(&ctx.config), Plan::Idle)
 }
 
 pub(crate) fn run_call_after_idle(
@@ -32,11 +24,27 @@ pub(crate) fn run_call_after_idle(
     case: &CaseDef,
     fault: FaultKind,
 ) -> Result<Vec<CaseResult>> {
-    let mut out = Vec::new();
     let g = GrpcConfig {
         keepalive_while_idle: false,
-        ..super::knobs::GrpcConfig::of(&ctx.config)
+        ..GrpcConfig::of(&ctx.config)
     };
+    against_each(ctx, case, fault, g, Plan::CallLater)
+}
+
+/// Case `busy`: calls every [`BUSY_PERIOD`] until the path fails.
+pub(crate) fn run_busy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    against_each(ctx, case, fault, GrpcConfig::of(&ctx.config), Plan::Busy)
+}
+
+/// [`detection`] against each server measured.
+fn against_each(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    g: GrpcConfig,
+    plan: Plan,
+) -> Result<Vec<CaseResult>> {
+    let mut out = Vec::new();
     for which in measured(ctx) {
         out.extend(detection(Run {
             ctx,
@@ -44,7 +52,7 @@ pub(crate) fn run_call_after_idle(
             fault,
             which,
             g,
-            plan: Plan::CallLater,
+            plan,
         })?);
     }
     Ok(out)
@@ -83,23 +91,32 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
 
     let (go_tx, go_rx) = tokio::sync::watch::channel(None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let (halt_tx, halt_rx) = halt_channel();
+    let stalled = halt_rx.stalled.clone();
     let (client_thread, ready) = drive::client::start_or_fail(
         &tb.client,
         "kaspec-grpc-client",
         "grpc client",
         Duration::from_secs(15),
         &format!("grpc client against {}", server_impl.name),
-        move |ready_tx| client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx),
+        move |ready_tx| client(addr, g, tcp, plan, ready_tx, go_rx, stop_rx, halt_rx),
     )?;
     let client_watch = SocketWatch::start(&tb.client, ready.local, addr)?;
     let server_watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     // Let the connection go quiet first: the ACK of the first response may
     // still be held back by delayed ACK (up to 200 ms), and under `reset` it
     // would be the first segment to meet the RST, not the call or the PING.
-    if let Some(wait) =
-        (ready.last_read + QUIET_BEFORE_FAULT).checked_duration_since(Instant::now())
-    {
+    // A busy client calls on a grid: the path fails between two calls.
+    let fault_at = match plan {
+        Plan::Busy => ready.last_read + BUSY_FAULT_AFTER,
+        _ => ready.last_read + QUIET_BEFORE_FAULT,
+    };
+    if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
+    }
+    if fault == FaultKind::ClientStall {
+        let _ = halt_tx.send(Halt::Stall);
+        wait_stalled(&stalled)?;
     }
     let applied = tb.apply_fault(
         fault,
@@ -109,6 +126,10 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         },
         Some(server.pid()),
     )?;
+    if fault == FaultKind::ClientCrash {
+        // The client host is gone: its connection is dropped behind the blackhole.
+        let _ = halt_tx.send(Halt::Crash);
+    }
     let t0 = applied.in_force_at;
     // The client's last data received, from its kernel (TCP_INFO through
     // sock_diag, jiffy-grained): hyper schedules its PING at its last read +
@@ -128,11 +149,26 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     }
     .map(|at| rel_ms(at, t0).max(0) as u64);
 
+    // Busy: the server socket's RTO and srtt at t0 (sock_diag, read in its
+    // namespace), for grpcio's TCP_USER_TIMEOUT (see busy_server_expectation).
+    let server_retrans = match (plan, which) {
+        (Plan::Busy, GrpcServer::PythonGrpcio) => {
+            let (local, remote) = (addr, tb.seen_by_server(ready.local));
+            tb.server
+                .run(move || -> Result<Option<linux::RetransState>> {
+                    Ok(kaspec_harness::observe::SockDiag::new()?
+                        .rto_rtt(local, remote)?
+                        .map(|(rto, rtt)| linux::RetransState::from_info(rto as u64, rtt as u64)))
+                })??
+        }
+        _ => None,
+    };
     // The call of case 2 starts I after the fault: past any PING the idle
     // connection could have had scheduled, so the call's PING goes out at once.
     let call_ms = ms_of(g.keepalive_time);
     let client_nominal = match plan {
         Plan::CallLater => call_expectation(&g, fault, call_ms),
+        Plan::Busy => busy_client_expectation(&g, fault, 0),
         _ => idle_client_expectation(&g, &tcp, fault, ms_of(QUIET_BEFORE_FAULT)),
     };
     let quiet = 3 * ms_of(2 * g.keepalive_time + g.keepalive_timeout).max(1000);
@@ -158,6 +194,10 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     ));
     let server_closed = server_watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let client_closed = client_watch.wait(t0 + Duration::from_millis(client_deadline_ms))?;
+    if fault.on_client() {
+        // Both watched: a stalled client may go on now.
+        let _ = stop_tx.send(Some(Instant::now()));
+    }
     let end = client_thread.join()?;
 
     let mut timeline = vec![(
@@ -167,6 +207,21 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
     if let Some(t) = end.call_started {
         timeline.push((t, "call started".into()));
     }
+    if let Some(t) = end.stalled_at {
+        timeline.push((
+            t,
+            "client application stalled (its runtime's thread blocked)".into(),
+        ));
+    }
+    if let Some(t) = end.reads.iter().filter(|t| **t < t0).last() {
+        timeline.push((
+            *t,
+            format!(
+                "last response read before the fault ({} calls answered)",
+                end.reads.len()
+            ),
+        ));
+    }
     if let Some(c) = &client_closed {
         timeline.push((c.at, format!("client socket {}", c.state)));
     }
@@ -174,6 +229,20 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         timeline.push((c.at, format!("server socket {}", c.state)));
     }
     let client = match plan {
+        // Reported, not judged (outcome::client_in_situation): a stalled
+        // client's socket leaves ESTABLISHED only on the server's FIN, which
+        // its kernel takes; a crashed client's close is the crash.
+        _ if fault.on_client() => Side::library(client_nominal, None, None, client_deadline_ms),
+        Plan::Busy => {
+            let idle_ms =
+                client_idle_ms.unwrap_or_else(|| rel_ms(ready.last_read, t0).max(0) as u64);
+            failed_call(
+                busy_client_expectation(&g, fault, idle_ms),
+                end.failed_at,
+                end.error,
+                client_deadline_ms,
+            )
+        }
         _ if imp.is_some() => {
             let i = imp.as_ref().expect("checked");
             let error = client_closed.as_ref().map(|c| {
@@ -195,23 +264,12 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
                 .call_started
                 .map(|t| rel_ms(t0, t).max(0) as u64)
                 .unwrap_or(call_ms);
-            let mut exp = call_expectation(&g, fault, call);
-            if exp.expects_detection() {
-                // gRPC's status-code table: a connection that breaks after
-                // data was sent fails the call with UNAVAILABLE.
-                exp = exp.requiring(
-                    STATUS,
-                    "Unavailable",
-                    "gRPC doc/statuscodes.md (connection broken after data was sent)",
-                    Level::Must,
-                );
-            }
-            let status = end.error.as_deref().and_then(status_code);
-            let side = Side::library(exp, end.failed_at, end.error, client_deadline_ms);
-            match status {
-                Some(s) => side.with_fact(STATUS, s),
-                None => side,
-            }
+            failed_call(
+                call_expectation(&g, fault, call),
+                end.failed_at,
+                end.error,
+                client_deadline_ms,
+            )
         }
         _ => {
             let error = client_closed.as_ref().map(|c| {
@@ -231,7 +289,28 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
             )
         }
     };
+    // grpcio's first PING after t0, from its trace log (case busy).
+    let grpcio_ping = match (plan, which) {
+        (Plan::Busy, GrpcServer::PythonGrpcio) => grpcio_first_ping(
+            &server.log_tail(100_000),
+            tb.seen_by_server(ready.local),
+            t0,
+        ),
+        _ => None,
+    };
+    if let Some((ms, kind)) = grpcio_ping {
+        timeline.push((
+            t0 + Duration::from_secs_f64(ms / 1000.0),
+            format!("grpcio sent a PING ({kind:?}; its log)"),
+        ));
+    }
     let mut config = config_of(ctx, &g);
+    if let Plan::Busy = plan {
+        config.insert(
+            "client.call_period".into(),
+            format!("{}ms", ms_of(BUSY_PERIOD)),
+        );
+    }
     config.insert(
         "server.keepalive_time".into(),
         format!("{}ms", ms_of(k.time)),
@@ -266,6 +345,14 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
                 Some(i) => {
                     impaired_expectation("the server's keepalive_timeout =", k.timeout, i, SPEC_A8)
                 }
+                None if matches!(plan, Plan::Busy) => busy_server_expectation(
+                    which,
+                    &k,
+                    fault,
+                    server_idle_ms,
+                    grpcio_ping,
+                    server_retrans.as_ref(),
+                ),
                 None => server_expectation(&k, fault, server_idle_ms),
             },
             server_closed,
@@ -274,6 +361,48 @@ pub(crate) fn detection(r: Run<'_>) -> Result<Vec<CaseResult>> {
         ),
         &ctx.judging(),
     )
+}
+
+/// Waits (up to 2 s) until the client application says its stall is in
+/// force, so that t0 comes after it.
+fn wait_stalled(stalled: &std::sync::OnceLock<Instant>) -> Result<()> {
+    let until = Instant::now() + Duration::from_secs(2);
+    while stalled.get().is_none() {
+        if Instant::now() > until {
+            return Err(kaspec_harness::Error::Other(
+                "the grpc client did not stall within 2 s of being told to".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// A client side whose detection is its call's failure: UNAVAILABLE is
+/// required where a failure is expected (gRPC's status-code table: a
+/// connection that breaks after data was sent), the status observed.
+fn failed_call(
+    exp: Expectation,
+    failed_at: Option<Instant>,
+    error: Option<String>,
+    deadline_ms: u64,
+) -> Side {
+    let exp = if exp.expects_detection() {
+        exp.requiring(
+            STATUS,
+            "Unavailable",
+            "gRPC doc/statuscodes.md (connection broken after data was sent)",
+            Level::Must,
+        )
+    } else {
+        exp
+    };
+    let status = error.as_deref().and_then(status_code);
+    let side = Side::library(exp, failed_at, error, deadline_ms);
+    match status {
+        Some(s) => side.with_fact(STATUS, s),
+        None => side,
+    }
 }
 
 /// The requirement a failed call's status is judged by.
@@ -313,7 +442,18 @@ pub(crate) fn run_ping_policy(
             "grpc client",
             Duration::from_secs(15),
             &format!("grpc client against {}", which.implementation().name),
-            move |ready_tx| client(addr, g, tcp, Plan::Stream, ready_tx, go_rx, stop_rx),
+            move |ready_tx| {
+                client(
+                    addr,
+                    g,
+                    tcp,
+                    Plan::Stream,
+                    ready_tx,
+                    go_rx,
+                    stop_rx,
+                    no_halt(),
+                )
+            },
         )?;
         let t0 = ready.last_read;
         let expected = policy_expectation(&g, which);

@@ -109,17 +109,27 @@ impl RetransState {
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        Ok(RetransState::from_info(
+            info.tcpi_rto as u64,
+            info.tcpi_rtt as u64,
+        ))
+    }
+
+    /// The state of a socket whose `tcpi_rto` and `tcpi_rtt` (µs) were read
+    /// elsewhere (another process's, through sock_diag); sysctls from the
+    /// calling thread's namespace.
+    pub fn from_info(rto_us: u64, srtt_us: u64) -> RetransState {
         let sysctl = |name: &str| {
             std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
         };
-        Ok(RetransState {
-            rto_us: info.tcpi_rto as u64,
-            srtt_us: info.tcpi_rtt as u64,
+        RetransState {
+            rto_us,
+            srtt_us,
             rto_min_us: sysctl("tcp_rto_min_us").unwrap_or(200_000),
             tlp: sysctl("tcp_early_retrans").map(|v| v >= 3).unwrap_or(true),
-        })
+        }
     }
 
     /// When the first RTO retransmission of a lone segment happens after it

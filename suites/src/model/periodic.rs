@@ -122,3 +122,37 @@ mod tests {
         );
     }
 }
+
+/// Under `reset`, a busy application's next message (a tokio interval every
+/// `period` ms, its last at `last_send` ms, ≤ 0) is the first segment it
+/// sends after the fault, answered by RST (RFC 9293 §3.5.3), unless its
+/// kernel's delayed ACK of the last message it read goes first (the window
+/// starts at 0: Linux delays that ACK by an adaptive 40–200 ms, `ato`), or
+/// unless Nagle's algorithm holds the message (no TCP_NODELAY) behind its
+/// last segment (`last_segment` ms, ≤ 0) when the peer's ACK of that one
+/// died at the router: the message then waits for that segment's tail-loss
+/// probe (net/ipv4/tcp_output.c `tcp_schedule_loss_probe`: PTO = 2·srtt +
+/// rto_min, 200 ms on this sub-millisecond path), + one jiffy of timer
+/// rounding. `instead` says what an idle side would have sent first. The
+/// message goes out by d + 1 ms (tokio's millisecond ticks), + 1 ms for the
+/// read that meets the RST to wake.
+pub fn next_message_meets_rst(
+    what: &str,
+    last_send: i64,
+    period: i64,
+    last_segment: i64,
+    instead: &str,
+    spec: &str,
+) -> Expectation {
+    let d = first_after(last_send, period, 0).max(0) as u64;
+    let rto_min = crate::model::impaired::RTO_MIN.as_millis() as i64;
+    let jiffy = crate::model::linux::jiffy_ms() as i64;
+    let held = (last_segment + rto_min + jiffy + 2).max(0) as u64;
+    Expectation::window(
+        0,
+        (d + 2).max(held),
+        format!("the first segment it sends is answered by RST: the next {what} (every {period} ms, the last at {last_send:+} ms) at {d} ms, + 2 ms (tokio's millisecond ticks, the read's wake-up); before it the delayed ACK of the last message read; or, if the peer's ACK of its last segment ({last_segment:+} ms) died at the router, Nagle holds the {what} until that segment's tail-loss probe: {last_segment} + {rto_min} (PTO = 2·srtt + rto_min) + {jiffy} (a jiffy) + 2 = {held} ms; {instead}"),
+        spec,
+        Level::Must,
+    )
+}

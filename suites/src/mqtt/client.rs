@@ -8,6 +8,8 @@ pub(crate) struct Ready {
     pub local: SocketAddrV4,
     /// The last PINGREQ (or CONNECT) the client sent.
     pub last_out: Instant,
+    /// A busy client's first publish: its publishes come every period after.
+    pub echo_origin: Option<Instant>,
 }
 
 pub(crate) struct ClientEnd {
@@ -21,11 +23,16 @@ pub(crate) struct ClientEnd {
 /// loop fails or `stop` fires. Once `stall` turns true the application
 /// stalls: the event loop is kept (its connection open) but no longer
 /// polled, so rumqttc sends and reads nothing until the case stops it.
+/// With `echo` (a busy client) it subscribes to its own topic at the
+/// CONNACK, and once subscribed publishes there every period (QoS 0),
+/// each publish coming back through the subscription.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn client(
     broker: SocketAddrV4,
     id: String,
     k: Duration,
     ready_at_connack: bool,
+    echo: Option<Workload>,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
     mut stall: tokio::sync::watch::Receiver<bool>,
@@ -35,11 +42,13 @@ pub(crate) fn client(
         .build()
         .expect("tokio runtime");
     rt.block_on(async move {
+        let topic = format!("kaspec/{id}/busy");
         let mut opts = MqttOptions::new(id, broker.ip().to_string(), broker.port());
         opts.set_keep_alive(k).set_clean_session(true);
-        let (_client, mut ev) = AsyncClient::new(opts, 10);
+        let (client, mut ev) = AsyncClient::new(opts, 10);
         let mut events: Vec<(Instant, String)> = Vec::new();
         let mut last_out = Instant::now();
+        let mut echo_origin = None;
         let mut ready_tx = Some(ready);
         let mut stop_at = stop_at;
         let setup_deadline = Instant::now() + Duration::from_secs(5) + 2 * k;
@@ -95,6 +104,13 @@ pub(crate) fn client(
                     let steady = match &event {
                         Event::Incoming(Packet::ConnAck(_)) => {
                             events.push((now, "CONNACK received".into()));
+                            if echo.is_some() {
+                                let c = client.clone();
+                                let t = topic.clone();
+                                tokio::spawn(async move {
+                                    c.subscribe(t, rumqttc::QoS::AtMostOnce).await
+                                });
+                            }
                             if ready_at_connack {
                                 last_out = now;
                             }
@@ -107,14 +123,33 @@ pub(crate) fn client(
                         }
                         Event::Incoming(Packet::PingResp) => {
                             events.push((now, "PINGRESP received".into()));
-                            true
+                            echo.is_none() || echo_origin.is_some()
+                        }
+                        Event::Incoming(Packet::SubAck(_)) => {
+                            events.push((now, "SUBACK received".into()));
+                            if let Some(e) = &echo {
+                                echo_origin = Some(start_publisher(*e, client.clone(), topic.clone()));
+                            }
+                            false
+                        }
+                        Event::Outgoing(Outgoing::Publish(_)) => {
+                            events.push((now, PUBLISH_SENT.into()));
+                            false
+                        }
+                        Event::Incoming(Packet::Publish(_)) => {
+                            events.push((now, PUBLISH_RECEIVED.into()));
+                            false
                         }
                         _ => false,
                     };
                     if steady {
                         if let Some(tx) = ready_tx.take() {
                             let r = local_end_towards(broker)
-                                .map(|local| Ready { local, last_out })
+                                .map(|local| Ready {
+                                    local,
+                                    last_out,
+                                    echo_origin,
+                                })
                                 .map_err(|e| e.to_string());
                             let failed = r.is_err();
                             let _ = tx.send(r);
@@ -140,6 +175,27 @@ pub(crate) struct Started {
     pub(crate) watch: SocketWatch,
 }
 
+impl Started {
+    /// Watches the broker's end until `server_by`, then stops the client
+    /// (not before `client_by`: its clean close, a FIN through a one-way
+    /// blackhole, is not the broker's detection) and takes its end; a client
+    /// failure after `client_by` does not count.
+    pub(crate) fn watch_then_stop(
+        self,
+        server_by: Instant,
+        client_by: Instant,
+    ) -> Result<(Option<kaspec_harness::observe::SocketClosed>, ClientEnd)> {
+        let server_closed = self.watch.wait(server_by)?;
+        let _ = self.stop_tx.send(Some(Instant::now().max(client_by)));
+        let mut end = self
+            .thread
+            .join()?
+            .ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
+        drive::client::not_after(&mut end.failed_at, &mut end.error, client_by);
+        Ok((server_closed, end))
+    }
+}
+
 /// Starts rumqttc in the client host of `tb` against `addr` (ready at the
 /// CONNACK, or after a first ping round) and watches its connection on the
 /// broker's side.
@@ -148,6 +204,7 @@ pub(crate) fn start_client(
     addr: SocketAddrV4,
     k: Duration,
     ready_at_connack: bool,
+    echo: Option<Workload>,
 ) -> Result<Started> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let (stall_tx, stall_rx) = tokio::sync::watch::channel(false);
@@ -158,7 +215,18 @@ pub(crate) fn start_client(
         "mqtt client",
         Duration::from_secs(10) + 3 * k,
         "mqtt client",
-        move |ready_tx| client(addr, id, k, ready_at_connack, ready_tx, stop_rx, stall_rx),
+        move |ready_tx| {
+            client(
+                addr,
+                id,
+                k,
+                ready_at_connack,
+                echo,
+                ready_tx,
+                stop_rx,
+                stall_rx,
+            )
+        },
     )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(ready.local))?;
     Ok(Started {
@@ -168,4 +236,27 @@ pub(crate) fn start_client(
         stall_tx,
         watch,
     })
+}
+
+/// A busy client's timeline entries: each publish sent, each echo received.
+pub(crate) const PUBLISH_SENT: &str = "PUBLISH sent";
+pub(crate) const PUBLISH_RECEIVED: &str = "PUBLISH received (echo)";
+
+/// Starts a busy client's publisher on its runtime (it ends with it, or
+/// after the workload's count); returns its origin (publish i is due at
+/// origin + i × period).
+fn start_publisher(w: Workload, client: AsyncClient, topic: String) -> Instant {
+    let origin = Instant::now();
+    tokio::spawn(async move {
+        let mut tick = w.ticker(origin);
+        for i in 0..w.count {
+            tick.tick().await;
+            let payload = i.to_be_bytes().to_vec();
+            let sent = client.publish(topic.as_str(), rumqttc::QoS::AtMostOnce, false, payload);
+            if sent.await.is_err() {
+                return;
+            }
+        }
+    });
+    origin
 }

@@ -66,6 +66,40 @@ pub fn server_expectation(k: Duration, fault: FaultKind, last_heard_ms: i64) -> 
     )
 }
 
+/// The busy client's expectation (case `BUSY`): `since_ping_ms` = t0 − the
+/// last PINGREQ, `last_publish_ms` = the last PUBLISH sent before t0
+/// (relative to t0, ≤ 0), publishes every `period`.
+///
+/// rumqttc pings "irrespective of network activity" (rumqttc 0.24
+/// src/eventloop.rs:241, the keep-alive branch of `select`: the timer is
+/// reset only when it fires), and only a PINGRESP clears `await_pingresp`
+/// (src/state.rs:325; a PUBLISH received does not, src/state.rs:410 and
+/// its test `outgoing_ping_handle_should_throw_errors_for_no_pingresp`).
+/// So the traffic changes nothing under `blackhole`: the idle formula. Under
+/// `reset` the first segment after the fault is the next PUBLISH, not the
+/// next PINGREQ: the router answers it with RST and the read fails.
+pub fn busy_client_expectation(
+    k: Duration,
+    fault: FaultKind,
+    since_ping_ms: u64,
+    last_publish_ms: i64,
+    period: Duration,
+) -> Expectation {
+    if fault != FaultKind::Reset || k.is_zero() {
+        return client_expectation(k, fault, since_ping_ms);
+    }
+    let next_ping = (ms_of(k) as i64 - since_ping_ms as i64).max(0);
+    let last_segment = last_publish_ms.max(-(since_ping_ms as i64));
+    crate::model::periodic::next_message_meets_rst(
+        "PUBLISH",
+        last_publish_ms,
+        ms_of(period) as i64,
+        last_segment,
+        &format!("not the next PINGREQ, {next_ping} ms after the fault"),
+        "MQTT 3.1.1 §3.1.2.10 + rumqttc keep-alive algorithm, RFC 9293 §3.5.3",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +111,19 @@ mod tests {
         let r = client_expectation(Duration::from_secs(2), FaultKind::Reset, 1000);
         assert_eq!(r.max_ms, Some(1000));
         assert!(!client_expectation(Duration::ZERO, FaultKind::Blackhole, 0).expects_detection());
+    }
+
+    #[test]
+    fn busy_client_meets_the_rst_at_its_next_publish_and_pings_as_idle() {
+        let k = Duration::from_secs(2);
+        let p = Duration::from_millis(100);
+        let r = busy_client_expectation(k, FaultKind::Reset, 1000, -50, p);
+        assert_eq!(r.min_ms, Some(0));
+        // Nagle may hold it behind the last PUBLISH until its tail-loss probe.
+        let held = 150 + crate::model::linux::jiffy_ms() + 2;
+        assert_eq!(r.max_ms, Some(held));
+        let b = busy_client_expectation(k, FaultKind::Blackhole, 1000, -50, p);
+        assert_eq!((b.min_ms, b.max_ms), (Some(3000), Some(3002)));
     }
 
     #[test]

@@ -31,11 +31,13 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
 use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
 use crate::drive;
+use crate::drive::busy::{between_messages, Workload};
 use crate::model::periodic::{next_send_meets_rst, Before};
 use crate::model::{ms_of, rel_ms};
 use crate::outcome::{RunFacts, Side};
 use crate::protocol::Protocol;
 
+mod busy;
 mod client;
 mod expect;
 mod external;
@@ -46,6 +48,7 @@ mod review;
 mod run;
 mod server;
 
+use busy::*;
 use client::*;
 use expect::*;
 use external::*;
@@ -75,7 +78,7 @@ const MOSQUITTO: Docker = Docker::Service {
 const MUST_DISCONNECT: &str = "If the Keep Alive value is non-zero and the Server does not receive a Control Packet from the Client within one and a half times the Keep Alive time period, it MUST disconnect the Network Connection to the Client as if the network had failed. [MQTT-3.1.2-24] If a Client does not receive a PINGRESP Packet within a reasonable amount of time after it has sent a PINGREQ, it SHOULD close the Network Connection to the Server.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 3] = [&IDLE, &NAT, &FLEET];
+pub static CASES: [&CaseDef; 4] = [&IDLE, &BUSY, &NAT, &FLEET];
 
 // MQTT 3.1.1 §3.1.2.10: "... the Server ... MUST disconnect the Network
 // Connection to the Client as if the network had failed" [MQTT-3.1.2-24];
@@ -91,6 +94,23 @@ pub static IDLE: CaseDef = CaseDef {
     fixed_fault: None,
     docker: MOSQUITTO,
     run: run_idle,
+    budget,
+};
+
+// The same sentence on a busy connection: every packet the broker reads
+// restarts its 1.5 × K (mosquitto's packet__read, lib/packet_mosq.c), while
+// rumqttc pings every K whatever the traffic (src/eventloop.rs:241).
+pub static BUSY: CaseDef = CaseDef {
+    id: "mqtt/3.1.1-3.1.2.10/busy",
+    protocol: "mqtt",
+    spec: "MQTT 3.1.1 §3.1.2.10",
+    quote: MUST_DISCONNECT,
+    description: "Busy client with Keep Alive K: it publishes (QoS 0) on its own topic every 100 ms and receives each publish back through its subscription when the path fails, halfway between two PINGREQs and between two publishes.",
+    requirement: "Client: rumqttc pings every K whatever the traffic and fails at the tick after an unanswered PINGREQ (blackhole), or at its next PUBLISH met by RST (reset). Server: disconnect 1.5 × K after the client's last packet, its last PUBLISH [MQTT-3.1.2-24] (MUST)",
+    faults: &[FaultKind::Blackhole, FaultKind::Reset],
+    fixed_fault: None,
+    docker: MOSQUITTO,
+    run: run_busy,
     budget,
 };
 

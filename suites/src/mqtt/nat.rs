@@ -63,7 +63,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
         stop_tx,
         watch,
         ..
-    } = start_client(&tb, addr, k, true)?;
+    } = start_client(&tb, addr, k, true, None)?;
     let t0 = ready.last_out + nat;
     let (client_exp, server_exp) = mqtt_expectations(k, nat);
     let quiet_ms = 3 * ms_of(nat);

@@ -13,36 +13,31 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     let tb = ctx.testbed_for("mosquitto")?;
     let (broker, addr) = start_broker(ctx, &tb, program)?;
 
-    let Started {
-        thread: client_thread,
-        ready,
-        stop_tx,
-        stall_tx,
-        watch,
-    } = start_client(&tb, addr, k, false)?;
+    let started = start_client(&tb, addr, k, false, None)?;
+    let (local, last_out) = (started.ready.local, started.ready.last_out);
 
     // Let the path die halfway between two PINGREQs.
-    let fault_at = ready.last_out + k / 2;
+    let fault_at = last_out + k / 2;
     if let Some(wait) = fault_at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
     if fault == FaultKind::ClientStall {
-        let _ = stall_tx.send(true);
+        let _ = started.stall_tx.send(true);
     }
     let applied = tb.apply_fault(
         fault,
         &Flow {
-            client: ready.local,
+            client: local,
             server: addr,
         },
         Some(broker.pid()),
     )?;
     if fault == FaultKind::ClientCrash {
         // The host is gone: its connection is dropped behind the blackhole.
-        let _ = stop_tx.send(Some(Instant::now()));
+        let _ = started.stop_tx.send(Some(Instant::now()));
     }
     let t0 = applied.in_force_at;
-    let since_ms = rel_ms(ready.last_out, t0).max(0) as u64;
+    let since_ms = rel_ms(last_out, t0).max(0) as u64;
 
     let nominal = client_expectation(k, fault, since_ms);
     // The broker waits 3× its window, plus what a documented deviation says
@@ -68,18 +63,10 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     // The client keeps its connection until the broker has been watched: its
     // clean close (a FIN through a one-way blackhole) is not the broker's
     // detection. A client failure after its own deadline does not count.
-    let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
-    let _ = stop_tx.send(Some(
-        Instant::now().max(t0 + Duration::from_millis(client_deadline_ms)),
-    ));
-    let mut end = client_thread
-        .join()?
-        .ok_or_else(|| Error::Other("mqtt client ended without a result".into()))?;
-    drive::client::not_after(
-        &mut end.failed_at,
-        &mut end.error,
+    let (server_closed, end) = started.watch_then_stop(
+        t0 + Duration::from_millis(server_deadline_ms),
         t0 + Duration::from_millis(client_deadline_ms),
-    );
+    )?;
 
     // The last PINGREQ before the fault (the client's last packet the broker got).
     let last_before = end
@@ -88,7 +75,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
         .filter(|(t, w)| *t < t0 && w == "PINGREQ sent")
         .map(|(t, _)| *t)
         .last()
-        .unwrap_or(ready.last_out);
+        .unwrap_or(last_out);
     let since_ms = rel_ms(last_before, t0).max(0) as u64;
     // What the broker last received: with client->server open (blackhole-down)
     // every PINGREQ until the client gave up, otherwise the last one before t0.
@@ -109,7 +96,7 @@ pub(crate) fn run_idle(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Ve
     }
     let release = crate::outcome::Releases {
         client: None,
-        ..crate::outcome::releases(&tb, ready.local, addr)
+        ..crate::outcome::releases(&tb, local, addr)
     };
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);

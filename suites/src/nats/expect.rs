@@ -130,8 +130,14 @@ pub fn client_expectation(
     spec: &str,
 ) -> Expectation {
     let (lo, hi, f) = client_disconnect(ping_interval, fault);
-    let (mut lo, hi) = (lo.saturating_sub(idle_ms), hi.saturating_sub(idle_ms));
-    let mut f = format!("client: {f}; − {idle_ms} ms from the last data read to t0");
+    // The anchor is the kernel's last receive (TCP_INFO), jiffy-counted:
+    // ± 1 jiffy.
+    let j = crate::model::linux::jiffy_ms();
+    let (mut lo, hi) = (
+        lo.saturating_sub(idle_ms + j),
+        (hi + j).saturating_sub(idle_ms),
+    );
+    let mut f = format!("client: {f}; − {idle_ms} ms from the last data read to t0, ± {j} ms (that read is the kernel's TCP_INFO last receive, jiffy-counted)");
     // Its delayed ACK of that last read may still be due after t0: under
     // reset it is the first segment to meet the RST.
     if let (FaultKind::Reset, Some((a, b))) =
@@ -188,7 +194,8 @@ mod tests {
         let (lo, hi, _) = client_disconnect(Duration::from_secs(1), FaultKind::Reset);
         assert_eq!((lo, hi), (1000, 1004));
         let e = client_expectation(Duration::from_secs(1), FaultKind::Blackhole, 250, "s");
-        assert_eq!((e.min_ms, e.max_ms), (Some(2750), Some(2754)));
+        let j = crate::model::linux::jiffy_ms();
+        assert_eq!((e.min_ms, e.max_ms), (Some(2750 - j), Some(2754 + j)));
         assert_eq!(client_deadline_ms(Duration::from_secs(1)), 6000);
         assert_eq!(stale_deadline_ms(&settings(1000, 2)), 6000);
     }

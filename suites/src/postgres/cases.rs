@@ -76,6 +76,11 @@ pub(crate) fn idle_outcome(
             crate::model::tcp::keepalive_on_impaired_path(c, &i, "client", spec),
             crate::model::tcp::keepalive_on_impaired_path(s, &i, "server", spec),
         )
+    } else if fault == FaultKind::ClientStall {
+        (
+            keepalive_window(c, r.client_idle, None, fault, "client", spec),
+            stalled_client(s, "server", r.server_deadline_ms, spec),
+        )
     } else if fault == FaultKind::Freeze {
         (
             Expectation::not_detected("the frozen backend's kernel still answers keep-alive probes: TCP keep-alive cannot detect a hung backend", spec),
@@ -106,6 +111,29 @@ pub(crate) fn idle_outcome(
     }
 }
 
+/// A server side whose client application stalled (fault `client-stall`):
+/// the client's kernel stays up and answers every keep-alive probe (Linux
+/// tcp_keepalive_timer counts from the last segment received, and the
+/// probe's ACK is one: `keepalive_time_elapsed` restarts), so TCP
+/// keep-alive cannot tell a stalled application from an idle one. The
+/// server MUST NOT close the connection by the horizon (`deadline_ms`,
+/// three times the window in which it reaps a crashed client).
+pub(crate) fn stalled_client(
+    s: &TcpConfig,
+    who: &str,
+    deadline_ms: u64,
+    spec: &str,
+) -> Expectation {
+    let d = crate::model::tcp::keepalive_death(s);
+    Expectation::not_detected(
+        format!(
+            "{who}: the stalled client's kernel answers each keep-alive probe, so the connection never reaches {} (the window of a dead client): not detected in {deadline_ms} ms",
+            d.formula
+        ),
+        format!("{spec}; RFC 1122 §4.2.3.6"),
+    )
+}
+
 pub(crate) fn run_server_keepalive(
     ctx: &Ctx,
     case: &CaseDef,
@@ -127,12 +155,36 @@ pub(crate) fn run_query_in_flight(
     case: &CaseDef,
     fault: FaultKind,
 ) -> Result<Vec<CaseResult>> {
+    query_unacknowledged(ctx, case, fault, After::Query("SELECT 1".into()))
+}
+
+/// Case `busy`: a query every 100 ms until the path fails between two.
+pub(crate) fn run_busy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    query_unacknowledged(ctx, case, fault, After::Busy("SELECT 1".into()))
+}
+
+/// A query the dead path swallows (`after`: sent at t0, or the next of a
+/// busy client's, 40 ms after t0): the client is judged by
+/// TCP_USER_TIMEOUT from it, its socket's RTO state read just before it;
+/// the backend, which never gets it, by its keep-alive.
+fn query_unacknowledged(
+    ctx: &Ctx,
+    case: &CaseDef,
+    fault: FaultKind,
+    after: After,
+) -> Result<Vec<CaseResult>> {
     let client = super::knobs::PostgresConfig::of(&ctx.config);
     let c = client.tcp();
+    // A busy backend answered every query before t0 and its answer was
+    // acknowledged (the fault falls after the client's delayed ACK).
+    let server_note = match after {
+        After::Busy(_) => "server (idle between queries, nothing unacknowledged)",
+        _ => "server (the query never arrives: idle)",
+    };
     let plan = Plan {
         client,
         session: session_without_idle_timeout(),
-        after: After::Query("SELECT 1".into()),
+        after,
     };
     let spec = case.spec;
     run(
@@ -157,22 +209,18 @@ pub(crate) fn run_query_in_flight(
                 .query_sent
                 .map(|t| rel_ms(r.t0, t).max(0) as u64)
                 .unwrap_or(0);
-            let client_exp =
-                crate::model::tcp::send_expectation(&c, r.fault, sent, r.end.retrans.as_ref());
+            let e = crate::model::tcp::send_expectation(&c, r.fault, sent, r.end.retrans.as_ref());
+            let client_exp = Expectation {
+                formula: format!("the query is unacknowledged, so keep-alive does not probe (Linux tcp_keepalive_timer: packets_out → re-arm): {}", e.formula),
+                ..e
+            };
             let server_exp = match r.fault {
                 FaultKind::Freeze => Expectation::not_detected(
                     "the backend is frozen; its kernel acknowledges the query",
                     spec,
                 ),
                 // The query never arrives: the backend's connection is idle, its keep-alive probes die.
-                f => keepalive_window(
-                    s,
-                    r.server_idle,
-                    None,
-                    f,
-                    "server (the query never arrives: idle)",
-                    spec,
-                ),
+                f => keepalive_window(s, r.server_idle, None, f, server_note, spec),
             };
             let mut error = r.end.error.clone();
             if let (Some(e), Some((_, q))) = (&mut error, &r.end.query_end) {
@@ -321,6 +369,14 @@ pub(crate) fn run_check_interval(
             );
             let k = ms_of(s.check_interval);
             let server_exp = match (socket.min_ms, socket.max_ms) {
+                // The check polls the socket (EPOLLRDHUP): a stalled client's
+                // socket is healthy, and its kernel answers the keep-alive.
+                _ if r.fault == FaultKind::ClientStall => stalled_client(
+                    &s.tcp,
+                    "the backend (its socket never dies, so no check fails)",
+                    r.server_deadline_ms,
+                    spec,
+                ),
                 (Some(lo), Some(hi)) if k > 0 => Expectation::window(
                     lo,
                     hi + k,

@@ -13,6 +13,23 @@ pub(crate) enum After {
     Query(String),
     /// This query was sent before the fault and is still running.
     Running(String),
+    /// Busy: this query every [`BUSY_PERIOD`] on a grid (from `Ready::origin`),
+    /// each awaited before the next, at most [`BUSY_MAX_QUERIES`], until one
+    /// fails or the client ends.
+    Busy(String),
+}
+
+/// The busy client's query period and bound.
+pub(crate) const BUSY_PERIOD: Duration = Duration::from_millis(100);
+pub(crate) const BUSY_MAX_QUERIES: u32 = 600;
+
+/// One query of the busy client: when it was sent, the socket's
+/// retransmission state just before, and when its result came.
+#[derive(Debug, Clone)]
+pub(crate) struct BusyQuery {
+    pub(crate) sent: Instant,
+    pub(crate) retrans: Option<linux::RetransState>,
+    pub(crate) answered: Option<Instant>,
 }
 
 pub(crate) struct Plan {
@@ -29,6 +46,8 @@ pub(crate) struct Ready {
     pub(crate) last_rx: Instant,
     /// What tokio-postgres set on the socket, read back with getsockopt.
     pub(crate) sockopts: String,
+    /// Busy: the instant of the first query of the grid.
+    pub(crate) origin: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -38,6 +57,21 @@ pub(crate) struct ClientEnd {
     pub(crate) query_sent: Option<Instant>,
     pub(crate) query_end: Option<(Instant, String)>,
     pub(crate) retrans: Option<linux::RetransState>,
+    /// When the application stalled (fault `client-stall`).
+    pub(crate) stalled_at: Option<Instant>,
+    /// Busy: every query sent.
+    pub(crate) busy: Vec<BusyQuery>,
+}
+
+/// What the client is told at t0: until when it watches its connection,
+/// and the client's own situation, if any (`client-stall`: it blocks its
+/// current-thread runtime's only thread until stopped, so neither its
+/// code nor tokio-postgres's Connection task is polled, while its kernel
+/// stays up; `client-crash`: client and Connection are dropped at once,
+/// behind the blackhole).
+pub(crate) struct Go {
+    pub(crate) deadline: Instant,
+    pub(crate) fault: FaultKind,
 }
 
 /// The message and every source of a tokio-postgres error on one line,
@@ -155,9 +189,10 @@ pub(crate) fn client(
     server: SocketAddrV4,
     plan: Plan,
     ready: mpsc::Sender<std::result::Result<Ready, String>>,
-    go: tokio::sync::oneshot::Receiver<Instant>,
+    go: tokio::sync::oneshot::Receiver<Go>,
     stop: mpsc::Receiver<()>,
 ) -> ClientEnd {
+    let stop_ref = &stop;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -166,7 +201,7 @@ pub(crate) fn client(
         let cfg = connect_config(server, &plan.client, &plan.session);
         let fail = |e: String| {
             let _ = ready.send(Err(e));
-            None
+            Err(ClientEnd::default())
         };
         let (client, connection) = match cfg.connect(tokio_postgres::NoTls).await {
             Ok((c, conn)) => (std::sync::Arc::new(c), conn),
@@ -197,8 +232,26 @@ pub(crate) fn client(
         tokio::time::sleep(Duration::from_millis(300)).await;
         let now = Instant::now();
         let last_rx = since_rx(fd).map(|d| now - d).unwrap_or(now);
-        let _ = ready.send(Ok(Ready { backend_pid, local, last_rx, sockopts: sockopts(fd) }));
-        let Ok(deadline) = go.await else { return Some((client, end)) };
+        let log: std::sync::Arc<std::sync::Mutex<Vec<BusyQuery>>> = Default::default();
+        let mut origin = None;
+        if let After::Busy(sql) = &plan.after {
+            let o = now + BUSY_PERIOD;
+            origin = Some(o);
+            let (c, sql, log) = (client.clone(), sql.clone(), log.clone());
+            running = Some(tokio::spawn(async move { busy(c, fd, o, &sql, log).await }));
+        }
+        let _ = ready.send(Ok(Ready { backend_pid, local, last_rx, sockopts: sockopts(fd), origin }));
+        let Ok(Go { deadline, fault }) = go.await else { return Ok((client, end)) };
+        match fault {
+            FaultKind::ClientCrash => return Err(end),
+            FaultKind::ClientStall => {
+                end.stalled_at = Some(Instant::now());
+                // Blocks the runtime's thread until the case stops it.
+                let _ = stop_ref.recv();
+                return Err(end);
+            }
+            _ => {}
+        }
         if let After::Query(sql) = &plan.after {
             end.retrans = linux::RetransState::read(fd).ok();
             end.query_sent = Some(Instant::now());
@@ -224,16 +277,62 @@ pub(crate) fn client(
                 end.query_end = Some((t, what));
             }
         }
-        Some((client, end))
+        end.busy = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Busy: the query the path swallowed is the one in flight.
+        if let Some(q) = end.busy.iter().find(|q| q.answered.is_none()) {
+            end.query_sent = Some(q.sent);
+            end.retrans = q.retrans;
+        }
+        Ok((client, end))
     });
-    let Some((client, end)) = kept else {
-        return ClientEnd::default();
+    // Failed to set up, crashed (dropped with the runtime), or stalled
+    // until stopped: nothing more to wait for.
+    let (client, end) = match kept {
+        Ok(k) => k,
+        Err(end) => return end,
     };
     // Closed only after the server side was watched: the client's clean
     // close must not pass for the server's detection.
     let _ = stop.recv();
     drop(client);
     end
+}
+
+/// The busy client's loop (After::Busy): `sql` on the grid from `origin`,
+/// each query's send and answer logged; ends at the first failure (its
+/// instant and error) or after [`BUSY_MAX_QUERIES`].
+async fn busy(
+    c: std::sync::Arc<tokio_postgres::Client>,
+    fd: i32,
+    origin: Instant,
+    sql: &str,
+    log: std::sync::Arc<std::sync::Mutex<Vec<BusyQuery>>>,
+) -> (Instant, String) {
+    let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tick = tokio::time::interval_at(origin.into(), BUSY_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..BUSY_MAX_QUERIES {
+        tick.tick().await;
+        let retrans = linux::RetransState::read(fd).ok();
+        let sent = Instant::now();
+        let i = {
+            let mut l = lock();
+            l.push(BusyQuery {
+                sent,
+                retrans,
+                answered: None,
+            });
+            l.len() - 1
+        };
+        match c.simple_query(sql).await {
+            Ok(_) => lock()[i].answered = Some(Instant::now()),
+            Err(e) => return (Instant::now(), format!("query failed: {}", describe(&e))),
+        }
+    }
+    (
+        Instant::now(),
+        format!("{BUSY_MAX_QUERIES} queries answered"),
+    )
 }
 
 /// A query run on its own task: when it ended, and how.
@@ -264,7 +363,7 @@ impl QueryClient {
 pub(crate) struct ClientStarted {
     pub(crate) thread: kaspec_harness::host::NsThread<ClientEnd>,
     pub(crate) ready: Ready,
-    pub(crate) go_tx: tokio::sync::oneshot::Sender<Instant>,
+    pub(crate) go_tx: tokio::sync::oneshot::Sender<Go>,
     pub(crate) stop_tx: mpsc::Sender<()>,
 }
 

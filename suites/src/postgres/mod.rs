@@ -63,7 +63,7 @@ pub use server::*;
 
 pub const PORT: u16 = 5432;
 
-const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_AND_IMPAIR;
+const IDLE_FAULTS: &[FaultKind] = &FaultKind::INSTANT_IMPAIR_AND_CLIENT;
 
 pub static PROTOCOL: Protocol = Protocol {
     name: "postgres",
@@ -90,9 +90,10 @@ const CHECK_INTERVAL_QUOTE: &str = "client_connection_check_interval: Sets the t
 const IDLE_SESSION: &str = "idle_session_timeout: Terminate any session that has been idle (that is, waiting for a client query), but not within an open transaction, for longer than the specified amount of time.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 7] = [
+pub static CASES: [&CaseDef; 8] = [
     &IDLE,
     &QUERY_IN_FLIGHT,
+    &BUSY,
     &SERVER_KEEPALIVE,
     &IDLE_SESSION_TIMEOUT,
     &CHECK_INTERVAL,
@@ -123,6 +124,27 @@ pub static QUERY_IN_FLIGHT: CaseDef = CaseDef {
     requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while the query is in flight",
     faults: &[FaultKind::Blackhole, FaultKind::Reset, FaultKind::Freeze, FaultKind::Crash],
     run: run_query_in_flight,
+    budget,
+    fixed_fault: None,
+    docker: PG,
+};
+
+/// When the busy client's path fails: 60 ms after its eleventh query (the
+/// answer comes within a ms; the client's delayed ACK of it, at most
+/// max(srtt, TCP_DELACK_MIN = 40 ms) on this path (tcp_send_delayed_ack),
+/// is out, so the backend holds nothing unacknowledged), 40 ms before the
+/// next.
+const BUSY_FAULT_AFTER: Duration = Duration::from_millis(10 * 100 + 60);
+
+pub static BUSY: CaseDef = CaseDef {
+    id: "postgres/libpq-tcp_user_timeout/busy",
+    protocol: "postgres",
+    spec: "PostgreSQL 15 §34.1.2 (tcp_user_timeout), RFC 5482 §3, RFC 1122 §4.2.3.6",
+    quote: LIBPQ_USER_TIMEOUT,
+    description: "A busy connection: a query (SELECT 1) every 100 ms; the path fails between two. The next query is never acknowledged, so the client's keep-alive cannot probe: only tcp_user_timeout (else the ~15 min retransmission limit) ends the connection. The backend, idle between queries with nothing unacknowledged, is reaped by its keep-alive.",
+    requirement: "Unacknowledged data older than the user timeout aborts the connection; keep-alive does not probe while data is in flight (RFC 1122 §4.2.3.6: only when no data is outstanding); an idle side's keep-alive declares the peer dead at I + N×V after its last received segment",
+    faults: &[FaultKind::Blackhole],
+    run: run_busy,
     budget,
     fixed_fault: None,
     docker: PG,
@@ -179,7 +201,7 @@ pub static CHECK_INTERVAL: CaseDef = CaseDef {
     quote: CHECK_INTERVAL_QUOTE,
     description: "A long query (pg_sleep) runs and the client's path fails: the backend is cancelled only once its TCP has declared the connection dead, within one check interval.",
     requirement: "While a query runs, the backend checks the socket every client_connection_check_interval and aborts the query once the kernel reports the connection closed",
-    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset],
+    faults: &[FaultKind::Blackhole, FaultKind::BlackholeUp, FaultKind::BlackholeDown, FaultKind::Reset, FaultKind::ClientStall, FaultKind::ClientCrash],
     run: run_check_interval,
     budget,
     fixed_fault: None,

@@ -38,7 +38,10 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
     // Idle for 3 × N, or past the keep-alive's death when that comes later.
     let watch_ms = (3 * ms_of(nat)).max(death.ms + death.slack_ms + 1000);
     let until = ready.last_rx + Duration::from_millis(watch_ms);
-    let _ = go_tx.send(until);
+    let _ = go_tx.send(Go {
+        deadline: until,
+        fault,
+    });
     let server_closed = watch.wait(until)?;
     let release = crate::outcome::releases(tb, local, addr);
     let _ = stop_tx.send(());

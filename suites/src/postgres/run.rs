@@ -132,6 +132,12 @@ pub(crate) fn run(
         }
     };
     let backend = ProcWatch::start(backend_pid);
+    // A busy client queries on a grid: the path fails between two queries,
+    // once the previous answer's delayed ACK is out.
+    if let Some(origin) = ready.origin {
+        let at = origin + BUSY_FAULT_AFTER;
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    }
     let server_last_rx = last_recv_at(&tb.server, addr, seen)?.ok_or_else(|| {
         Error::Other(format!(
             "no TCP_INFO for the server's end of {local} <-> {addr}"
@@ -150,7 +156,10 @@ pub(crate) fn run(
         pid,
     )?;
     let t0 = applied.in_force_at;
-    let _ = go_tx.send(t0 + Duration::from_millis(client_deadline_ms));
+    let _ = go_tx.send(Go {
+        deadline: t0 + Duration::from_millis(client_deadline_ms),
+        fault,
+    });
     let server_closed = watch.wait(t0 + Duration::from_millis(server_deadline_ms))?;
     let backend_end = backend.wait(match (measure, &server_closed) {
         (Measure::Backend, _) => t0 + Duration::from_millis(server_deadline_ms),
@@ -195,6 +204,21 @@ pub(crate) fn run(
             "server's last segment received (TCP_INFO)".to_string(),
         ),
     ];
+    if let Some(t) = r.end.stalled_at {
+        timeline.push((
+            t,
+            "client application stalled (its runtime's thread blocked)".to_string(),
+        ));
+    }
+    if let Some(q) = r.end.busy.iter().filter(|q| q.sent < t0).last() {
+        timeline.push((
+            q.sent,
+            format!(
+                "client's last query before the fault ({} sent in all)",
+                r.end.busy.len()
+            ),
+        ));
+    }
     if let Some(t) = r.end.query_sent {
         let state = r
             .end
@@ -217,6 +241,12 @@ pub(crate) fn run(
         config.insert("postgres.keepalives".into(), "false (this case)".into());
     }
     config.insert("postgres.socket".into(), r.ready.sockopts.clone());
+    if r.ready.origin.is_some() {
+        config.insert(
+            "client.query_period".into(),
+            format!("{}ms", ms_of(BUSY_PERIOD)),
+        );
+    }
     config.extend(r.settings.report());
     if let Some(e) = crate::outcome::impairment_event(&tb)? {
         timeline.push(e);

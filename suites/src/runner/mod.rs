@@ -171,10 +171,6 @@ pub fn run(
     for (case, fault) in &units {
         let not_here = if !case.takes(*fault) {
             Some(None)
-        } else if ctx.client.is_some() && fault.on_client() {
-            Some(Some(format!(
-                "{fault} acts on kaspec's own client of the case; an external client (--client) is not stalled or crashed by kaspec"
-            )))
         } else {
             ctx.docker
                 .as_ref()

@@ -12,6 +12,9 @@ pub(crate) enum Ev {
     ServerPing,
     Frame,
     Stalled,
+    /// A busy client's text message sent, its echo received.
+    TextSent,
+    EchoReceived,
 }
 
 impl Ev {
@@ -23,6 +26,8 @@ impl Ev {
             Ev::ServerPing => "server Ping received (Pong sent)",
             Ev::Frame => "frame received",
             Ev::Stalled => "client application stalled: the socket is no longer polled",
+            Ev::TextSent => "text message sent",
+            Ev::EchoReceived => "text message received (echo)",
         }
     }
 }
@@ -33,8 +38,6 @@ pub(crate) struct ClientEnd {
     pub events: Vec<(Instant, Ev)>,
 }
 
-/// Connects, runs the heartbeat; reports ready once a Pong and a server Ping
-/// were seen; runs until its heartbeat or a read fails, or `stop_at`.
 /// When the heartbeat client reports ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadyAfter {
@@ -51,9 +54,14 @@ pub(crate) fn never_stalls() -> tokio::sync::watch::Receiver<bool> {
     tokio::sync::watch::channel(false).1
 }
 
+/// Connects, runs the heartbeat; reports ready once a Pong and a server Ping
+/// were seen; runs until its heartbeat or a read fails, or `stop_at`. With
+/// `echo` (a busy client) it also sends a text message every period from
+/// the connection on, which the servers echo.
 pub(crate) fn heartbeat_client(
     server: SocketAddrV4,
     w: WebSocketConfig,
+    echo: Option<Workload>,
     ready_after: ReadyAfter,
     ready: mpsc::Sender<std::result::Result<(SocketAddrV4, Instant), String>>,
     stop_at: tokio::sync::watch::Receiver<Option<Instant>>,
@@ -87,6 +95,8 @@ pub(crate) fn heartbeat_client(
         let mut ticker = tokio::time::interval_at((origin + w.ping_interval).into(), w.ping_interval);
         let mut last_rx = Instant::now();
         events.push((last_rx, Ev::Connected));
+        // The busy workload shares the Ping timer's origin.
+        let mut texts = echo.map(|e| (e.ticker(origin), e.count));
         loop {
             let seen = |e: Ev| events.iter().any(|(_, x)| *x == e);
             if ready.is_some() && match ready_after {
@@ -117,6 +127,7 @@ pub(crate) fn heartbeat_client(
                                     }
                                     Ev::ServerPing
                                 }
+                                Message::Text(_) => Ev::EchoReceived,
                                 Message::Close(frame) => {
                                     return fail(events, format!("server sent Close: {frame:?}"));
                                 }
@@ -133,6 +144,15 @@ pub(crate) fn heartbeat_client(
                         return fail(events, format!("sending Ping: tungstenite::Error::{e:?}: {e}"));
                     }
                     events.push((Instant::now(), Ev::PingSent));
+                }
+                _ = async { texts.as_mut().expect("checked").0.tick().await }, if texts.as_ref().is_some_and(|t| t.1 > 0) => {
+                    if let Some(t) = texts.as_mut() {
+                        t.1 -= 1;
+                    }
+                    if let Err(e) = tx.send(Message::Text("kaspec".into())).await {
+                        return fail(events, format!("sending text: tungstenite::Error::{e:?}: {e}"));
+                    }
+                    events.push((Instant::now(), Ev::TextSent));
                 }
                 _ = tokio::time::sleep_until((last_rx + w.ping_interval + w.pong_timeout).into()) => {
                     let p = ms_of(w.ping_interval) + ms_of(w.pong_timeout);
@@ -161,6 +181,19 @@ pub(crate) fn heartbeat_client(
             }
         }
     })
+}
+
+/// A busy client's last text message before `t0` and the echo that came
+/// back for it (the server read it by then), or `None` without one.
+pub(crate) fn last_text(events: &[(Instant, Ev)], t0: Instant) -> Option<(Instant, Instant)> {
+    let sent = events
+        .iter()
+        .rposition(|(t, e)| *t < t0 && *e == Ev::TextSent)?;
+    let echoed = events[sent..]
+        .iter()
+        .find(|(_, e)| *e == Ev::EchoReceived)
+        .map_or(events[sent].0, |(t, _)| *t);
+    Some((events[sent].0, echoed))
 }
 
 /// By when the server had read the client's last frame sent before `t0`

@@ -38,6 +38,29 @@ pub fn client_expectation(
     )
 }
 
+/// A busy client under `reset` (case `BUSY`): its next text message, every
+/// `period` after its last at `last_text` (vs t0, ms), is the first segment
+/// after the fault; its Pings (every P from the same origin, client.rs) do
+/// not wait for the traffic, but come later.
+pub fn busy_client_reset(
+    w: &WebSocketConfig,
+    last_text: i64,
+    period: i64,
+    last_ping: i64,
+    last_segment: i64,
+) -> Expectation {
+    let p = ms_of(w.ping_interval) as i64;
+    let next_ping = crate::model::periodic::first_after(last_ping, p, 0);
+    crate::model::periodic::next_message_meets_rst(
+        "text message",
+        last_text,
+        period,
+        last_segment,
+        &format!("an idle client would learn at its next Ping, at {next_ping} ms"),
+        "RFC 9293 §3.5.3 (reset processing)",
+    )
+}
+
 /// A server's window. `last_heard` = when the server read the client's last
 /// frame, as the client bounds it: (sent, answered) — sent then, and read
 /// by the time the Pong to that frame (or to a later client Ping) came back,

@@ -25,7 +25,9 @@ pub(crate) fn run_heartbeat_external(
             .iter()
             .rev()
             .find(|(_, l)| l == "server-ping")
-            .map_or(a.client_last_recv_ms, |(t, _)| *t);
+            // A line in the first ms after t0 (run.rs reads them too, where
+            // the fault cuts server → client) reports a Ping sent before it.
+            .map_or(a.client_last_recv_ms, |(t, _)| (*t).min(0));
         // Its last read: the kernel's last receive (its TCP_INFO), which an
         // idle server reads at once.
         let heard = (a.server_last_recv_ms, a.server_last_recv_ms);

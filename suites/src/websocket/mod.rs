@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::case::{CaseDef, Docker};
 use crate::ctx::Ctx;
 use crate::drive;
+use crate::drive::busy::Workload;
 use crate::model::impaired::{impaired_expectation, impaired_watch_ms};
 use crate::model::periodic::{next_send_meets_rst, Before};
 use crate::model::{ms_of, rel_ms};
@@ -82,9 +83,10 @@ const PING_PONG: &str = "Upon receipt of a Ping frame, an endpoint MUST send a P
 const KEEPALIVE: &str = "NOTE: A Ping frame may serve either as a keepalive or as a means to verify that the remote endpoint is still responsive.";
 
 /// Every case of this protocol, in report order.
-pub static CASES: [&CaseDef; 6] = [
+pub static CASES: [&CaseDef; 7] = [
     &PONG_ECHO,
     &HEARTBEAT,
+    &BUSY,
     &FROZEN_SERVER,
     &FALSE_POSITIVE,
     &OWN_HEARTBEAT_ON_IMPAIRED_PATH,
@@ -124,6 +126,24 @@ pub static HEARTBEAT: CaseDef = CaseDef {
     fixed_fault: None,
     docker: WS,
     run: run_heartbeat,
+    budget,
+};
+
+// The heartbeat pattern on a busy connection: every frame read restarts the
+// P + T silence limit (kaspec's client.rs and peers/websocket.rs), while
+// Python websockets' keepalive_ping sleeps P, pings and waits T whatever
+// the traffic (websockets 10.4 legacy/protocol.py:1259-1284).
+pub static BUSY: CaseDef = CaseDef {
+    id: "websocket/rfc6455-5.5.2/busy",
+    protocol: "websocket",
+    spec: "RFC 6455 §5.5.2 (heartbeat pattern: ping every P, dead after P + T of silence)",
+    quote: KEEPALIVE,
+    description: "Busy connection with heartbeats both ways: the client sends a text message every 100 ms, which the server echoes, when the path fails: each side's heartbeat declares the peer dead in its own window, anchored on the last message.",
+    requirement: "A silence limit (P + T) runs from the last frame, an echoed message included; a Ping timer (Python websockets) ignores the traffic; under reset the next message meets the RST",
+    faults: &[FaultKind::Blackhole, FaultKind::Reset],
+    fixed_fault: None,
+    docker: WS,
+    run: run_busy,
     budget,
 };
 

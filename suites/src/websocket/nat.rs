@@ -53,6 +53,7 @@ pub(crate) fn run_nat(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec
             heartbeat_client(
                 addr,
                 w,
+                None,
                 ReadyAfter::Connected,
                 ready_tx,
                 stop_rx,

@@ -13,7 +13,18 @@ pub(crate) fn run_heartbeat(
     }
     let mut out = Vec::new();
     for server in measured(ctx) {
-        out.extend(heartbeat_against(ctx, case, fault, server)?);
+        out.extend(heartbeat_against(ctx, case, fault, server, None)?);
+    }
+    Ok(out)
+}
+
+/// The busy case: the heartbeat case with a text message every 100 ms
+/// (bounded by the case's budget) echoed by each server.
+pub(crate) fn run_busy(ctx: &Ctx, case: &CaseDef, fault: FaultKind) -> Result<Vec<CaseResult>> {
+    let echo = Workload::within((case.budget)(ctx));
+    let mut out = Vec::new();
+    for server in measured(ctx) {
+        out.extend(heartbeat_against(ctx, case, fault, server, Some(echo))?);
     }
     Ok(out)
 }
@@ -23,6 +34,7 @@ pub(crate) fn heartbeat_against(
     case: &CaseDef,
     fault: FaultKind,
     which: WsServer,
+    echo: Option<Workload>,
 ) -> Result<Vec<CaseResult>> {
     let hb = which.heartbeat(&ctx.fixtures)?;
     let w = super::knobs::WebSocketConfig::of(&ctx.config);
@@ -43,6 +55,7 @@ pub(crate) fn heartbeat_against(
             heartbeat_client(
                 addr,
                 w,
+                echo,
                 ReadyAfter::PongAndServerPing,
                 ready_tx,
                 stop_rx,
@@ -51,15 +64,17 @@ pub(crate) fn heartbeat_against(
         },
     )?;
     let watch = SocketWatch::start(&tb.server, addr, tb.seen_by_server(local))?;
-    // Let the path fail where neither side's Ping is due (both timers start
-    // at the connection; kaspec-ws's at its accept, within a ms of it): a
-    // Ping sent while the rule is being committed may or may not pass.
+    // Let the path fail where neither side's Ping (nor a busy client's
+    // text) is due (the timers start at the connection; kaspec-ws's at its
+    // accept, within a ms of it): a frame sent while the rule is being
+    // committed may or may not pass.
     let now = Instant::now();
     let at = crate::model::periodic::quiet_moment(
         0,
         &[
             ms_of(w.ping_interval) as i64,
             ms_of(hb.ping_interval) as i64,
+            echo.map_or(0, |e| ms_of(e.period) as i64),
         ],
         rel_ms(origin, now),
         20,
@@ -123,7 +138,12 @@ pub(crate) fn heartbeat_against(
     let last_rx = rel(last_before(
         &end.events,
         t0,
-        &[Ev::PongReceived, Ev::ServerPing, Ev::Frame],
+        &[
+            Ev::PongReceived,
+            Ev::ServerPing,
+            Ev::Frame,
+            Ev::EchoReceived,
+        ],
     ));
     let last_ping = rel(last_before(&end.events, t0, &[Ev::PingSent]));
     let last_heard = rel(last_before(
@@ -136,9 +156,41 @@ pub(crate) fn heartbeat_against(
         last_heard,
         read_by(&end.events, t0).map_or(last_heard, |t| rel_ms(t0, t)),
     );
+    // A busy client's last frame is usually its last text, read by the
+    // server by the time its echo came back (compared as instants: a Pong
+    // and a text can go out in the same millisecond).
+    let last_frame = last_before(&end.events, t0, &[Ev::PingSent, Ev::ServerPing]);
+    let last_heard = match last_text(&end.events, t0) {
+        Some((sent, echoed)) if last_frame.is_none_or(|f| sent > f) => {
+            (rel_ms(t0, sent), rel_ms(t0, echoed))
+        }
+        _ => last_heard,
+    };
+    let texts = |before: bool| {
+        end.events
+            .iter()
+            .filter(|(t, e)| *e == Ev::EchoReceived && (*t < t0) == before)
+            .count()
+    };
+    let echoes = format!("{} before the fault, {} after", texts(true), texts(false));
+    // A busy client's traffic: the last text and echo before the fault and
+    // the first text after it stay in the timeline, not every one.
+    let traffic = |e: &Ev| matches!(e, Ev::TextSent | Ev::EchoReceived);
+    let kept = |t: &Instant, e: &Ev| {
+        !traffic(e)
+            || last_before(&end.events, t0, &[*e]) == Some(*t)
+            || (*e == Ev::TextSent
+                && end
+                    .events
+                    .iter()
+                    .find(|(u, x)| *u >= t0 && *x == *e)
+                    .map(|x| x.0)
+                    == Some(*t))
+    };
     let mut timeline: Vec<(Instant, String)> = end
         .events
         .iter()
+        .filter(|(t, e)| kept(t, e))
         .map(|(t, e)| (*t, e.text().to_string()))
         .collect();
     if let Some(c) = &server_closed {
@@ -187,19 +239,39 @@ pub(crate) fn heartbeat_against(
             ),
         ),
         None => (
-            client_expectation(&w, fault, last_rx, last_ping),
+            match (echo, last_before(&end.events, t0, &[Ev::TextSent])) {
+                (Some(e), Some(text)) if fault == FaultKind::Reset => {
+                    busy_client_reset(
+                        &w,
+                        rel_ms(t0, text),
+                        ms_of(e.period) as i64,
+                        last_ping,
+                        // Its last segment: a text, a Ping or a Pong.
+                        rel(last_before(
+                            &end.events,
+                            t0,
+                            &[Ev::TextSent, Ev::PingSent, Ev::ServerPing],
+                        )),
+                    )
+                }
+                _ => client_expectation(&w, fault, last_rx, last_ping),
+            },
             server_expectation(which, &hb, fault, last_heard, last_server_ping),
         ),
     };
+    let client_side = Side::library(
+        client_expected,
+        end.failed_at,
+        end.error,
+        client_deadline_ms,
+    );
     facts.both_sides(
         client_implementation(),
         server_impl,
-        Side::library(
-            client_expected,
-            end.failed_at,
-            end.error,
-            client_deadline_ms,
-        ),
+        match echo {
+            Some(_) => client_side.with_fact("echoes received", echoes),
+            None => client_side,
+        },
         Side::from_socket(server_expected, server_closed, server_deadline_ms, "server"),
         &ctx.judging(),
     )
@@ -267,7 +339,15 @@ pub(crate) fn quiet_server_on_impaired_path(
         Duration::from_secs(10) + 3 * w.ping_interval,
         "websocket client",
         move |ready_tx| {
-            heartbeat_client(addr, w, ReadyAfter::Pong, ready_tx, stop_rx, never_stalls())
+            heartbeat_client(
+                addr,
+                w,
+                None,
+                ReadyAfter::Pong,
+                ready_tx,
+                stop_rx,
+                never_stalls(),
+            )
         },
     )?;
     std::thread::sleep(w.ping_interval / 2);

@@ -107,6 +107,8 @@ fn bad_adapter_files_are_refused_in_one_line_naming_the_key() {
         ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[minimum]\n\"mqtt.keepalive\" = \"5s\"", "`minimum.mqtt.keepalive`: not a duration knob"),
         ("name = \"x\"\nprotocol = \"mqtt\"\ncommand = [\"a\"]\n[minimum]\n\"mqtt.keep_alive\" = \"soon\"", "`minimum.mqtt.keep_alive` = \"soon\""),
         ("name = \"x\"\nprotocol = \"postgres\"\ncommand = [\"a\"]\n[expect]\nkind = \"tcp-keepalive\"\nidle = \"1s\"\ninterval = \"1s\"\ncount = 2\nenabled = \"maybe\"", "`expect.enabled` = \"maybe\""),
+        ("name = \"x\"\nprotocol = \"grpc\"\ncommand = [\"a\"]\n[expect]\nkind = \"ping-timeout\"\ninterval = \"{grpc.keepalive_time}\"\ntimeout = \"1s\"\nuser_timeout = \"{grpc.keepalive_timeot}\"", "unknown placeholder `{grpc.keepalive_timeot}`"),
+        ("name = \"x\"\nprotocol = \"grpc\"\ncommand = [\"a\"]\n[expect]\nkind = \"heartbeat\"\ndead_after = \"1s\"\nuser_timeout = \"1s\"", "unknown key `expect.user_timeout` for kind heartbeat"),
     ];
     for (text, want) in cases {
         let e = refused(text);
@@ -317,4 +319,97 @@ fn websockets_meets_a_reset_at_its_next_ping() {
     let results = websockets_with(FaultKind::Reset, 0);
     assert_pass(side(&results, "client"));
     assert_pass(side(&results, "server"));
+}
+
+/// The client's own situations with a program kaspec cannot reach into
+/// (issue 18 item 4): `client-stall` stops the whole program (SIGSTOP to
+/// its process group), `client-crash` kills it behind the blackhole. The
+/// program is reported, not judged; our WebSocket server, whose Ping the
+/// stopped client's kernel acknowledges but nobody answers, is judged
+/// against its heartbeat window (silence for P + T after the client's last
+/// frame), and fails it shifted 50 ms later.
+#[test]
+fn a_stopped_or_killed_program_is_reaped_by_the_servers_heartbeat() {
+    for fault in [FaultKind::ClientStall, FaultKind::ClientCrash] {
+        let results = websockets_with(fault, 0);
+        let c = side(&results, "client");
+        assert_eq!(
+            c.expected.level,
+            kaspec_harness::expect::Level::Info,
+            "{}",
+            show(c)
+        );
+        assert!(
+            !c.detected || fault == FaultKind::ClientStall,
+            "{}",
+            show(c)
+        );
+        let s = side(&results, "server");
+        assert!(s.detected, "{fault}: {}", show(s));
+        assert_pass(s);
+    }
+    let shifted = websockets_with(FaultKind::ClientStall, crate::verdicts::SHIFT_MS);
+    let s = side(&shifted, "server");
+    assert_eq!(s.verdict, Verdict::Fail, "shifted: {}", show(s));
+    assert_eq!(
+        crate::verdicts::unshifted(s),
+        Verdict::Pass,
+        "unshifted: {}",
+        show(s)
+    );
+}
+
+/// The gRPC idle case with grpcio as its client (K = T = 1 s), against
+/// both gRPC servers (kaspec's tonic server and grpcio's).
+fn grpcio_with(fault: FaultKind, shift: i64) -> Vec<kaspec_harness::report::CaseResult> {
+    let mut ctx = ctx(&["grpc.keepalive_time=1s", "grpc.keepalive_timeout=1s"]);
+    ctx.client = Some(Arc::new(shipped("grpcio.toml")));
+    ctx.shift_window_ms = shift;
+    run_in(&ctx, "grpc/a8-keepalive/1", fault)
+}
+
+/// Each result of `side`: one per server.
+fn each<'a>(
+    results: &'a [kaspec_harness::report::CaseResult],
+    side: &'a str,
+) -> impl Iterator<Item = &'a kaspec_harness::report::CaseResult> {
+    let n = results.iter().filter(|r| r.side == side).count();
+    assert_eq!(n, 2, "one {side} result per server: {results:?}");
+    results.iter().filter(move |r| r.side == side)
+}
+
+#[test]
+fn grpcio_closes_k_plus_t_after_its_last_read_against_both_servers() {
+    let results = grpcio_with(FaultKind::Blackhole, 0);
+    for c in each(&results, "client") {
+        assert_eq!(c.implementation.name, "grpcio", "{}", show(c));
+        // Against kaspec's tonic server (its PINGs on its own schedule), a
+        // PING arriving as the fault goes in leaves grpcio's PING ACK in the
+        // dead path: the kernel's TCP_USER_TIMEOUT (= T) then closes it
+        // first, and the window says so (`user_timeout`).
+        assert_pass(c);
+    }
+    for s in each(&results, "server") {
+        assert_pass(s);
+    }
+}
+
+#[test]
+fn grpcio_shifted_by_its_window_width_fails() {
+    // 100 ms earlier: past the width of its watchdog's window (about
+    // 14 ms) and of the kernel's abort (about 60 ms at HZ=250: the RTO
+    // timers' wheel rounding), and its timers, late by load, never reach
+    // back into it.
+    let shifted = grpcio_with(FaultKind::Blackhole, -100);
+    for c in each(&shifted, "client") {
+        assert_eq!(c.verdict, Verdict::Fail, "{}", show(c));
+    }
+}
+
+#[test]
+fn grpcio_meets_a_reset_at_its_next_ping() {
+    let results = grpcio_with(FaultKind::Reset, 0);
+    for r in results.iter() {
+        assert_pass(r);
+    }
 }

@@ -124,11 +124,28 @@ fn the_reuse_race_one_level_down_is_counted(#[case] id: &str) {
     // nginx and HAProxy keep the pooled connection (10 s) up to the
     // upstream's close at 500 ms: reused at S − 10 ms.
     assert_ne!(client.config["race.exposed"], "0", "{}", show(client));
-    // Who retried is known for every request: the proxy logged each one.
-    assert_eq!(
-        client.config["race.logged"],
-        "22/22 in the proxy's log",
-        "{}",
+    // Who retried is known for every request that reached the proxy: it
+    // logged each one. A request may fail before it does — the proxy's own
+    // idle close of reqwest's connection to it can fall at the same instant
+    // (HAProxy, S + 0: "connection closed before message completed", not in
+    // its log) — so only failed requests may be missing from the log.
+    let logged: Vec<u32> = client.config["race.logged"]
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    let failed: u32 = client
+        .checks
+        .iter()
+        .find(|c| c.what == "failed requests")
+        .map_or(0, |c| c.actual.parse().unwrap_or(0));
+    assert_eq!(logged.len(), 2, "{}", show(client));
+    assert_eq!(logged[1], 22, "{}", show(client));
+    assert!(
+        logged[0] <= logged[1] && logged[0] + failed >= logged[1],
+        "only failed requests may be missing from the proxy's log: {}",
         show(client)
     );
 }

@@ -43,6 +43,13 @@
 //! - [`situations`]: the client's own situations — a stalled client
 //!   application, a client host crashing without FIN: each server's
 //!   detection judged, the client reported.
+//! - [`rpc_situations`]: the same for gRPC and PostgreSQL: each server's
+//!   keep-alive against a stalled or crashed client.
+//! - [`busy_rpc`]: a busy gRPC channel and PostgreSQL connection (a call
+//!   or query every 100 ms) whose path dies: the PING, TCP_USER_TIMEOUT.
+//! - [`busy`]: the busy connection — the path dies while the client
+//!   publishes or sends and receives every 100 ms: both sides judged from
+//!   each implementation's algorithm, anchored on the last traffic.
 //! - [`verdicts`]: every verdict can fail — a window shifted by 50 ms turns
 //!   each protocol's pass into a fail.
 //! - [`config`]: the knob parser over every protocol's keys (`--set`,
@@ -55,6 +62,8 @@
 //! harness (harness/tests/harness.rs).
 
 mod amqp;
+mod busy;
+mod busy_rpc;
 mod clients;
 mod common;
 mod config;
@@ -70,6 +79,7 @@ mod nats;
 mod paths;
 mod postgres;
 mod redis;
+mod rpc_situations;
 mod situations;
 mod ssh;
 mod tcp;

@@ -14,7 +14,7 @@ use crate::common::*;
 use crate::verdicts::{unshifted, unshifted_by, SHIFT_MS};
 
 /// The client of a client situation: reported with why, never judged.
-fn assert_client_reported(results: &[CaseResult], fault: FaultKind) {
+pub fn assert_client_reported(results: &[CaseResult], fault: FaultKind) {
     for c in results.iter().filter(|r| r.side == "client") {
         assert_eq!(c.expected.level, Level::Info, "{}", show(c));
         assert!(
@@ -63,7 +63,7 @@ fn mqtt_broker_disconnects_a_stalled_or_crashed_client(#[case] fault: FaultKind)
 /// The results of `server` in `id` under `fault`, judged against their windows
 /// shifted later by [`SHIFT_MS`]: each fails, and the same observation
 /// passes against the computed window (the `verdicts` pattern).
-fn shifted_server_windows_fail(
+pub fn shifted_server_windows_fail(
     id: &str,
     server: &str,
     fault: FaultKind,
@@ -87,7 +87,7 @@ fn shifted_server_windows_fail(
     results
 }
 
-fn print(results: &[CaseResult]) {
+pub fn print(results: &[CaseResult]) {
     for r in results {
         eprintln!(
             "{} {} {} vs {}: {:?} ms, expected {} ({:?}): {}",
