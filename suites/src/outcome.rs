@@ -37,6 +37,10 @@ pub struct SideOutcome {
     pub facts: BTreeMap<String, String>,
     /// This side's end of the flow, where the release axis applies.
     pub release: Option<Release>,
+    /// The wake-up lateness the implementation's own process measured at
+    /// its timer, when it reports one (kaspec's own servers log it): the
+    /// probe in this process cannot see another process woken late.
+    pub process_wake_ms: u64,
 }
 
 /// One side's measurement, for [`RunFacts::both_sides`].
@@ -47,6 +51,8 @@ pub struct Side {
     pub deadline_ms: u64,
     pub observer_ms: u64,
     pub facts: BTreeMap<String, String>,
+    /// See [`SideOutcome::process_wake_ms`].
+    pub process_wake_ms: u64,
 }
 
 impl Side {
@@ -64,6 +70,7 @@ impl Side {
             deadline_ms,
             observer_ms: LIBRARY_EVENT_MS,
             facts: BTreeMap::new(),
+            process_wake_ms: 0,
         }
     }
 
@@ -97,6 +104,7 @@ impl Side {
                 .map(|c| c.resolution_ms())
                 .unwrap_or(kaspec_harness::observe::POLL_PERIOD.as_millis() as u64),
             facts: BTreeMap::new(),
+            process_wake_ms: 0,
         }
     }
 
@@ -104,6 +112,12 @@ impl Side {
     /// requirements).
     pub fn with_fact(mut self, what: impl Into<String>, value: impl Into<String>) -> Side {
         self.facts.insert(what.into(), value.into());
+        self
+    }
+
+    /// This side, with the timer lateness its own process reported.
+    pub fn with_process_wake(mut self, ms: Option<u64>) -> Side {
+        self.process_wake_ms = ms.unwrap_or(0);
         self
     }
 }
@@ -284,6 +298,7 @@ impl RunFacts<'_> {
             observer_ms: s.observer_ms,
             facts: s.facts,
             release,
+            process_wake_ms: s.process_wake_ms,
         }
     }
 
@@ -317,6 +332,7 @@ impl RunFacts<'_> {
             .into_iter()
             .flatten()
             .map(around)
+            .chain([o.process_wake_ms])
             .max()
             .unwrap_or(0);
         let budget = Budget {

@@ -286,6 +286,7 @@ pub(crate) fn run_negotiation(
                 observer_ms: 0,
                 facts: seen,
                 release: None,
+                process_wake_ms: 0,
             },
             &ctx.judging(),
         )?;

@@ -517,6 +517,7 @@ pub(crate) fn run_ping_policy(
                 observer_ms: crate::outcome::LIBRARY_EVENT_MS,
                 facts: facts_seen,
                 release: None,
+                process_wake_ms: 0,
             },
             &ctx.judging(),
         )?;

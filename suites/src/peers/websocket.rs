@@ -66,7 +66,16 @@ async fn connection(
                 }
             }
             _ = tokio::time::sleep_until((last_rx + p + t).into()) => {
-                return format!("heartbeat: nothing received for P + T = {} ms", (p + t).as_millis());
+                // How late this process woke for its deadline: a term of the
+                // result's error budget that the harness's own probe, in
+                // another process, cannot measure (read back by
+                // websocket::server::timer_lateness_ms).
+                let late = last_rx.elapsed().saturating_sub(p + t);
+                return format!(
+                    "heartbeat: nothing received for P + T = {} ms; timer fired {} us after its deadline",
+                    (p + t).as_millis(),
+                    late.as_micros()
+                );
             }
         }
     }

@@ -5,7 +5,7 @@ use super::*;
 
 /// tokio rounds a sleep's deadline up to its next 1 ms wheel tick ("Sleep
 /// operates at millisecond granularity", tokio::time::sleep docs).
-const TOKIO_TICK_MS: u64 = 1;
+pub(crate) const TOKIO_TICK_MS: u64 = 1;
 
 /// The client's window. `last_rx` = its last frame received before the fault,
 /// `last_ping` = its last Ping sent before the fault, both relative to t0 (ms, ≤ 0).

@@ -272,7 +272,11 @@ pub(crate) fn heartbeat_against(
             Some(_) => client_side.with_fact("echoes received", echoes),
             None => client_side,
         },
-        Side::from_socket(server_expected, server_closed, server_deadline_ms, "server"),
+        Side::from_socket(server_expected, server_closed, server_deadline_ms, "server")
+            .with_process_wake(match which {
+                WsServer::Kaspec => timer_lateness_ms(&server.log, tb.seen_by_server(local)),
+                WsServer::PythonWebsockets => None,
+            }),
         &ctx.judging(),
     )
 }
@@ -518,6 +522,7 @@ pub(crate) fn run_pong_echo(
                     .map(|p| (PAYLOAD.to_string(), hex(p)))
                     .collect(),
                 release: None,
+                process_wake_ms: 0,
             },
             &ctx.judging(),
         )?;

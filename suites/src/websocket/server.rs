@@ -135,3 +135,52 @@ impl WsServer {
 pub fn servers_file(fixtures: &Path) -> PathBuf {
     fixtures.join("websocket/servers.toml")
 }
+
+/// How late kaspec-ws's heartbeat timer fired for the connection from
+/// `peer`, beyond tokio's tick (which the window already holds), as its log
+/// says (peers/websocket.rs), in whole ms rounded up; None when it did not
+/// time that connection out or its log is not a file (docker).
+pub(crate) fn timer_lateness_ms(log: &Path, peer: SocketAddrV4) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    lateness_in(&text, peer)
+}
+
+fn lateness_in(log: &str, peer: SocketAddrV4) -> Option<u64> {
+    let prefix = format!("closed {peer}: heartbeat:");
+    let line = log.lines().rev().find(|l| l.starts_with(&prefix))?;
+    let us: u64 = line
+        .split("timer fired ")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(
+        us.div_ceil(1000)
+            .saturating_sub(super::expect::TOKIO_TICK_MS),
+    )
+}
+
+#[cfg(test)]
+mod lateness_tests {
+    use super::*;
+
+    #[test]
+    fn the_server_timer_lateness_is_read_from_its_log() {
+        let peer: SocketAddrV4 = "10.1.0.2:40000".parse().unwrap();
+        let log = "kaspec-ws listening on 10.1.0.1:8080 (P = 500 ms, T = 700 ms)\n\
+                   closed 10.1.0.2:39999: heartbeat: nothing received for P + T = 1200 ms; timer fired 30000 us after its deadline\n\
+                   closed 10.1.0.2:40000: heartbeat: nothing received for P + T = 1200 ms; timer fired 9400 us after its deadline\n";
+        assert_eq!(
+            lateness_in(log, peer),
+            Some(9),
+            "10 ms rounded up, less the 1 ms tick"
+        );
+        let on_time = "closed 10.1.0.2:40000: heartbeat: nothing received for P + T = 1200 ms; timer fired 800 us after its deadline\n";
+        assert_eq!(lateness_in(on_time, peer), Some(0));
+        assert_eq!(
+            lateness_in("closed 10.1.0.2:40000: end of stream\n", peer),
+            None
+        );
+    }
+}
