@@ -69,6 +69,10 @@ pub fn main(args: &[String]) -> i32 {
     let get = |name: &str| opts.iter().find(|(k, _)| k == name).map(|(_, d)| *d);
     let text = |name: &str| raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if proto == "ssh" {
+        // russh's keep-alive timer is inside the library: this process's
+        // wake-up lateness is measured by the same probe the harness runs,
+        // and logged with the session's end (see `logged_wake_ms`).
+        kaspec_harness::wake::ensure_running();
         let (Some(key), Some(i), Some(max)) = (
             text("host-key"),
             get("keepalive-interval"),
@@ -132,5 +136,64 @@ pub fn main(args: &[String]) -> i32 {
             eprintln!("serve {proto}: {e}");
             1
         }
+    }
+}
+
+/// Words that introduce a process's own wake-up lateness in its log line.
+const WAKE_NOTE: &str = "wake-up lateness here";
+
+/// What a kaspec server appends to the line that ends a connection: the
+/// worst lateness its probe (kaspec_harness::wake) saw in the 50 ms before,
+/// the instants its timer and its close were taken at.
+pub fn wake_note() -> String {
+    let now = std::time::Instant::now();
+    let ms = kaspec_harness::wake::lateness_ms(
+        now - std::time::Duration::from_millis(50),
+        now + std::time::Duration::from_millis(1),
+    );
+    format!("{WAKE_NOTE} {ms} ms")
+}
+
+/// The lateness [`wake_note`] logged on the last line of `log` that starts
+/// with `prefix`; None when there is no such line or the log is not a file
+/// (docker).
+pub fn logged_wake_ms(log: &std::path::Path, prefix: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    wake_in(&text, prefix)
+}
+
+fn wake_in(log: &str, prefix: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(prefix) && l.contains(WAKE_NOTE))?;
+    line.split(WAKE_NOTE)
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+
+    #[test]
+    fn a_servers_logged_wake_up_lateness_is_read_back() {
+        let note = wake_note();
+        let log = format!("listening\nsession ended: Disconnected; {WAKE_NOTE} 3 ms\nsession ended: Keepalive timeout; {note}\n");
+        assert!(
+            wake_in(&log, "session ended:").is_some_and(|ms| ms < 1000),
+            "{log}"
+        );
+        assert_eq!(
+            wake_in(
+                "session ended: x; wake-up lateness here 12 ms\nother\n",
+                "session ended:"
+            ),
+            Some(12)
+        );
+        assert_eq!(wake_in("session ended: x\n", "session ended:"), None);
     }
 }

@@ -32,7 +32,7 @@ impl russh::server::Server for Factory {
 
     fn handle_session_error(&mut self, error: russh::Error) {
         // The session's end, as russh reports it (the case reads this log).
-        println!("session ended: {error}");
+        println!("session ended: {error}; {}", super::wake_note());
     }
 }
 

@@ -45,6 +45,16 @@ fn passive(
 /// sock_diag dump or a process's exit away).
 const CLOSE_SEEN_MS: u64 = 25;
 
+/// The worst wake-up lateness the probe measured from sshd's last read to
+/// its close (or the deadline): the per-timeout lateness of its loop.
+fn woke_late_ms(r: &Run) -> u64 {
+    let end = r.server_closed.as_ref().map_or_else(
+        || r.t0 + Duration::from_millis(sshd_deadline(&r.kind)),
+        |c| c.at,
+    );
+    kaspec_harness::wake::lateness_ms(r.server_last, end)
+}
+
 fn sshd_deadline(kind: &ServerKind) -> u64 {
     match kind {
         ServerKind::Sshd(s) => {
@@ -216,14 +226,15 @@ pub(crate) fn run_sshd_server(
                 // own loop probes every 2 I — a deviation in
                 // fixtures/deviations.toml, its prediction in the formula.
                 let reset = r.fault == FaultKind::Reset;
-                let e = sshd_window(r.server_last, r.t0, &s, true, reset).expectation(
+                let late = woke_late_ms(r);
+                let e = sshd_window(r.server_last, r.t0, &s, true, reset, late).expectation(
                     "server (sshd_config(5); serverloop.c client_alive_check as fixed in 9.5)",
                     spec,
                 );
                 if sshd_fixed(&r.server_version) {
                     e
                 } else {
-                    let own = sshd_window(r.server_last, r.t0, &s, false, reset);
+                    let own = sshd_window(r.server_last, r.t0, &s, false, reset, late);
                     Expectation { formula: format!("{}; OpenSSH {}'s own loop (`>`) predicts {}..{} ms after t0: a deviation (fixtures/deviations.toml)", e.formula, r.server_version, own.lo, own.hi), ..e }
                 }
             };

@@ -195,14 +195,19 @@ pub fn ssh_client_window(
     }
 }
 
-/// sshd's window: `last` its last read, t0 the fault.
+/// sshd's window: `last` its last read, t0 the fault; `woke_late_ms` the
+/// wake-up lateness the harness's probe measured over the run: sshd's loop
+/// re-arms each ppoll from its wake, so a loaded machine's lateness adds up
+/// once per timeout (the larger of it and [`POLL_LATE_MS`] per wake).
 pub fn sshd_window(
     last: Instant,
     t0: Instant,
     s: &SshdSettings,
     fixed: bool,
     reset: bool,
+    woke_late_ms: u64,
 ) -> Window {
+    let poll_late_ms = POLL_LATE_MS.max(woke_late_ms as f64);
     let (i, m) = (s.client_alive_interval, s.client_alive_count_max);
     let t0b = boot_secs(t0);
     let lb = boot_secs(last);
@@ -215,7 +220,7 @@ pub fn sshd_window(
     .flat_map(|l| {
         [
             sshd_exit(l, i, m, 0.0, fixed, rst),
-            sshd_exit(l, i, m, POLL_LATE_MS / 1000.0, fixed, rst),
+            sshd_exit(l, i, m, poll_late_ms / 1000.0, fixed, rst),
         ]
     })
     .collect();
@@ -239,7 +244,7 @@ pub fn sshd_window(
         lo: after(t0b, lo_end).max(0) as u64,
         hi: after(t0b, hi_end).max(0) as u64 + extra,
         formula: format!(
-            "last read at boot second {lb:.3} (±{READ_EARLY_MS} ms); ppoll timeouts of ClientAliveInterval = {i} s (each up to {POLL_LATE_MS} ms late), a probe when {cmp}; {how}: {}..{} ms after t0, + {extra} ms (exit, socket closed)",
+            "last read at boot second {lb:.3} (±{READ_EARLY_MS} ms); ppoll timeouts of ClientAliveInterval = {i} s (each up to {poll_late_ms} ms late: {POLL_LATE_MS} ms or the wake-up lateness measured over the run), a probe when {cmp}; {how}: {}..{} ms after t0, + {extra} ms (exit, socket closed)",
             after(t0b, lo_end),
             after(t0b, hi_end)
         ),

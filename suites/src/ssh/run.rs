@@ -240,6 +240,12 @@ pub(crate) fn run(
     let mut end = started.stop()?;
     drive::client::not_after(&mut end.ended_at, &mut end.error, client_deadline);
     let version = server.implementation.version.clone();
+    // kaspec-ssh logs its own wake-up lateness with the session's end
+    // (peers/ssh.rs); sshd's is not known.
+    let server_wake = match &server.kind {
+        ServerKind::Russh(_) => crate::peers::logged_wake_ms(&server.server.log, "session ended:"),
+        _ => None,
+    };
     let r = Run {
         fault,
         t0,
@@ -314,7 +320,8 @@ pub(crate) fn run(
         r.server_closed.clone(),
         server_deadline_ms,
         "server",
-    );
+    )
+    .with_process_wake(server_wake);
     let results = facts.both_sides(
         client_impl,
         server.implementation.clone(),
