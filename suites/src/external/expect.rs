@@ -15,13 +15,16 @@ use crate::model::ms_of;
 
 /// The client's window after the fault in force; `since_recv_ms` = t0 −
 /// the last data the client received, `connected_ms` its `connected` line
-/// (relative to t0, before it: negative), `t0_mono_ms` t0 on
+/// (relative to t0, before it: negative), `line_lag_ms` how much earlier
+/// than their arrival the lines' events may have been ([`LINE_LAG_MS`] +
+/// the wake-up lateness measured as they arrived), `t0_mono_ms` t0 on
 /// CLOCK_MONOTONIC (a whole-seconds clock's phase).
 pub fn client_window(
     e: &Expect,
     fault: FaultKind,
     since_recv_ms: u64,
     connected_ms: Option<i64>,
+    line_lag_ms: u64,
     t0_mono_ms: u64,
 ) -> Expectation {
     let spec = e.source.as_str();
@@ -102,7 +105,7 @@ pub fn client_window(
             // Anchored on a line (its own Pong): the event was up to
             // LINE_LAG_MS before the line's arrival, never after it.
             let (below, above, from, grain) = match &e.anchor_line {
-                Some(l) => (LINE_LAG_MS, 0, format!("its last `{l}` line"), format!("− up to {LINE_LAG_MS} ms (the line arrives after the event: the pipe and the reader's wake-up), + 2 ms (millisecond timers)")),
+                Some(l) => (line_lag_ms, 0, format!("its last `{l}` line"), format!("− up to {line_lag_ms} ms (the line arrives after the event: the pipe and the reader's wake-up, measured), + 2 ms (millisecond timers)")),
                 None => (j, j, "the last data received".to_string(), grain),
             };
             let lo = point.saturating_sub(since_recv_ms + below);
@@ -124,8 +127,8 @@ pub fn client_window(
                 return Expectation::either("check-period: no `connected` line, so the checks' phase is unknown: informational", spec);
             };
             match (f, send_every) {
-                (FaultKind::Reset, Some(s)) => next_send(ms_of(*s) as i64, c, spec),
-                _ => check_period(ms_of(*period) as i64, c, -(since_recv_ms as i64), f, spec),
+                (FaultKind::Reset, Some(s)) => next_send(ms_of(*s) as i64, c, line_lag_ms as i64, spec),
+                _ => check_period(ms_of(*period) as i64, (c, line_lag_ms as i64), -(since_recv_ms as i64), f, spec),
             }
         }
         (
@@ -237,16 +240,17 @@ fn seconds_clock(
 /// observable within the anchors' grain (1 jiffy for `a`, 2 ms for the
 /// line's arrival): a check that close gives either. The checks re-arm
 /// after they run (a chain of timers): + 1 ms of drift per period.
-fn check_period(p: i64, c: i64, a: i64, fault: FaultKind, spec: &str) -> Expectation {
+fn check_period(p: i64, (c, lag): (i64, i64), a: i64, fault: FaultKind, spec: &str) -> Expectation {
     if p <= 0 {
         return Expectation::either("check-period 0: no checks", spec);
     }
     let slack = jiffy_ms() as i64 + 2;
+    // The checks fall on c' + k·p, c' up to `lag` before the line's
+    // arrival c: the first at or after `a` is at least first(a − slack) −
+    // lag, at most first(a + slack + lag).
     let first = |x: i64| crate::model::periodic::first_after(c, p, x);
-    let (lo_tick, hi_tick) = (first(a - slack), first(a + slack));
-    let (lo, hi) = (lo_tick + p, hi_tick + p);
-    let drift = (hi - c) / p;
-    let hi = hi + drift;
+    let (lo_tick, hi_tick) = (first(a - slack), first(a + slack + lag));
+    let drift = |tick: i64| (tick + p - c) / p;
     let reset = if fault == FaultKind::Reset {
         " (under reset too: a heartbeat that meets the RST may end it sooner, so from 0)"
     } else {
@@ -255,18 +259,20 @@ fn check_period(p: i64, c: i64, a: i64, fault: FaultKind, spec: &str) -> Expecta
     // That check's give-up or the next one's, nothing between (under
     // reset, anything from 0).
     let ms = |v: i64| v.max(0) as u64;
+    let part = |tick: i64| (ms(tick + p - lag), ms(tick + p + drift(tick)));
     let (first_part, second_part) = if fault == FaultKind::Reset {
-        ((0, 0), (0, ms(hi)))
+        ((0, 0), (0, ms(hi_tick + p + drift(hi_tick))))
     } else {
-        ((ms(lo), ms(lo + (lo - c) / p)), (ms(hi_tick + p), ms(hi)))
+        (part(lo_tick), part(hi_tick))
     };
     Expectation::one_of(
         first_part,
         second_part,
-        format!("checks every P = {p} ms from the `connected` line at {c:+} ms; last data received at {a:+} ms; the first check at or after it at {lo_tick:+}{} ms, given up at the next: {}{} ms, + {drift} ms (the re-armed timer's drift){reset}",
+        format!("checks every P = {p} ms from the `connected` line at {c:+} ms (− up to {lag} ms: the line's lag, measured); last data received at {a:+} ms; the first check at or after it at {lo_tick:+}{} ms, given up at the next: {}{} ms, + {} ms (the re-armed timer's drift){reset}",
             if hi_tick != lo_tick { format!(" or {hi_tick:+} (within {slack} ms of a check: either)") } else { String::new() },
             lo_tick + p,
-            if hi_tick != lo_tick { format!(" or {}", hi_tick + p) } else { String::new() }),
+            if hi_tick != lo_tick { format!(" or {}", hi_tick + p) } else { String::new() },
+            drift(hi_tick)),
         spec,
         Level::Must,
     )
@@ -276,20 +282,22 @@ fn check_period(p: i64, c: i64, a: i64, fault: FaultKind, spec: &str) -> Expecta
 /// from t0): the first after the fault meets the RST; one within the
 /// line's grain (2 ms) of t0 may be either side of it; + 1 ms of drift per
 /// re-armed timer.
-fn next_send(s: i64, c: i64, spec: &str) -> Expectation {
+fn next_send(s: i64, c: i64, lag: i64, spec: &str) -> Expectation {
     if s <= 0 {
         return Expectation::either("send_every 0: no heartbeats", spec);
     }
+    // The sends fall on c' + k·s, c' up to `lag` before the line's arrival.
     let first = |x: i64| crate::model::periodic::first_after(c, s, x);
-    let (lo, hi) = (first(-2), first(2));
+    let (lo, hi) = (first(-2), first(2 + lag));
     let drift = |at: i64| (at - c) / s;
+    let part = |at: i64| ((at - lag).max(0) as u64, (at + drift(at)).max(0) as u64);
     // That heartbeat or the next, nothing between.
     Expectation::one_of(
-        (lo.max(0) as u64, (lo + drift(lo)).max(0) as u64),
-        (hi.max(0) as u64, (hi + drift(hi)).max(0) as u64),
-        format!("a heartbeat every S = {s} ms from the `connected` line at {c:+} ms: the first after the fault, at {lo:+} ms{}, meets the RST, + {} ms (the re-armed timer's drift)",
-            drift(hi),
-            if hi != lo { format!(" or {hi:+} (within 2 ms of it)") } else { String::new() }),
+        part(lo),
+        part(hi),
+        format!("a heartbeat every S = {s} ms from the `connected` line at {c:+} ms (− up to {lag} ms: the line's lag, measured): the first after the fault, at {lo:+} ms{}, meets the RST, + {} ms (the re-armed timer's drift)",
+            if hi != lo { format!(" or {hi:+} (within 2 ms of it)") } else { String::new() },
+            drift(hi)),
         spec,
         Level::Must,
     )
@@ -406,34 +414,54 @@ mod tests {
     #[test]
     fn ping_timeout_window_is_two_periods_after_the_last_data() {
         let j = jiffy_ms();
-        let e = client_window(&ping(2, 1000), FaultKind::Blackhole, 1000, None, 0);
+        let e = client_window(
+            &ping(2, 1000),
+            FaultKind::Blackhole,
+            1000,
+            None,
+            LINE_LAG_MS,
+            0,
+        );
         assert_eq!((e.min_ms, e.max_ms), (Some(3000 - j), Some(3006 + j)));
         // K = T = 2 s checked every 1.5 s: the ping at 3 s, given up at 6 s.
-        let odd = client_window(&ping(2, 1500), FaultKind::Blackhole, 1000, None, 0);
+        let odd = client_window(
+            &ping(2, 1500),
+            FaultKind::Blackhole,
+            1000,
+            None,
+            LINE_LAG_MS,
+            0,
+        );
         assert_eq!(odd.min_ms, Some(5000 - j));
         // Exact timers: the 2 s timer's poll slack, 2 ms, and its ms rounding.
-        let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None, 0);
+        let r = client_window(&ping(2, 0), FaultKind::Reset, 1000, None, LINE_LAG_MS, 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1005 + j)));
-        let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None, 0);
+        let r = client_window(&ping(2, 1000), FaultKind::Reset, 1000, None, LINE_LAG_MS, 0);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1004 + j)));
         let mut off = ping(2, 1000);
         if let Algorithm::PingTimeout { enabled, .. } = &mut off.algorithm {
             *enabled = false;
         }
-        assert!(!client_window(&off, FaultKind::Blackhole, 1000, None, 0).expects_detection());
+        assert!(
+            !client_window(&off, FaultKind::Blackhole, 1000, None, LINE_LAG_MS, 0)
+                .expects_detection()
+        );
         let none = Expect {
             algorithm: Algorithm::None,
             source: "x".into(),
             anchor_line: None,
         };
-        assert!(!client_window(&none, FaultKind::Blackhole, 0, None, 0).expects_detection());
+        assert!(
+            !client_window(&none, FaultKind::Blackhole, 0, None, LINE_LAG_MS, 0)
+                .expects_detection()
+        );
     }
 
     #[test]
     fn data_in_flight_under_a_user_timeout_is_aborted_by_the_kernel_first() {
         let j = jiffy_ms();
         let mut e = ping(1, 0);
-        let own = client_window(&e, FaultKind::Blackhole, 0, None, 0);
+        let own = client_window(&e, FaultKind::Blackhole, 0, None, LINE_LAG_MS, 0);
         // No TCP_USER_TIMEOUT declared, nothing in flight: its own timers.
         assert_eq!(
             unacked_first(&e, FaultKind::Blackhole, own.clone(), Some((1, 0))),
@@ -469,15 +497,15 @@ mod tests {
         }
         // Last data at 100.300 s, the fault 1 s later: the ping at 102.300,
         // the close at 104.300 (3000 ms after t0), + 0–1 ms per wait.
-        let w = client_window(&e, FaultKind::Blackhole, 1000, None, 101_300);
+        let w = client_window(&e, FaultKind::Blackhole, 1000, None, LINE_LAG_MS, 101_300);
         assert_eq!((w.min_ms, w.max_ms), (Some(3000 - j), Some(3004 + j + 2)));
         // Reset: the ping meets the RST at 102.300.
-        let r = client_window(&e, FaultKind::Reset, 1000, None, 101_300);
+        let r = client_window(&e, FaultKind::Reset, 1000, None, LINE_LAG_MS, 101_300);
         assert_eq!((r.min_ms, r.max_ms), (Some(1000 - j), Some(1002 + j + 2)));
         // Last data at 100.999 s (± 1 jiffy): an anchor at 101.000 after a
         // ping sent in second 100 pings at the first check, 102.000, and
         // closes at 104.000: 2001 ms after t0, a whole second early.
-        let w = client_window(&e, FaultKind::Blackhole, 1000, None, 101_999);
+        let w = client_window(&e, FaultKind::Blackhole, 1000, None, LINE_LAG_MS, 101_999);
         assert_eq!(w.min_ms, Some(2001));
         assert!(w.max_ms.unwrap() >= 3000, "{w:?}");
     }
@@ -492,20 +520,33 @@ mod tests {
             source: "test".into(),
             anchor_line: None,
         };
-        // Checks at −5000 + 7000 n: at 2000 (the first after −800), given up at 9000.
-        let w = client_window(&e, FaultKind::Blackhole, 800, Some(-5000), 0);
-        assert_eq!((w.min_ms, w.max_ms), (Some(9000), Some(9002)));
+        // Checks at −5000 + 7000 n: at 2000 (the first after −800), given
+        // up at 9000 (− the line's lag, + the drift of two re-armed timers).
+        let w = client_window(&e, FaultKind::Blackhole, 800, Some(-5000), LINE_LAG_MS, 0);
+        assert_eq!((w.min_ms, w.max_ms), (Some(8998), Some(9002)));
+        // A line that came 10 ms late (a loaded machine, measured): 10 ms earlier.
+        let late = client_window(&e, FaultKind::Blackhole, 800, Some(-5000), 10, 0);
+        assert_eq!((late.min_ms, late.max_ms), (Some(8990), Some(9002)));
         // Last data 1 ms before a check: that check or the next.
-        let w = client_window(&e, FaultKind::Blackhole, 3001, Some(-10_000), 0);
-        assert_eq!((w.min_ms, w.max_ms), (Some(4000), Some(11_003)));
+        let w = client_window(
+            &e,
+            FaultKind::Blackhole,
+            3001,
+            Some(-10_000),
+            LINE_LAG_MS,
+            0,
+        );
+        assert_eq!((w.min_ms, w.max_ms), (Some(3998), Some(11_003)));
         assert_eq!(
             w.gap,
-            Some((4002, 11_000)),
+            Some((4002, 10_998)),
             "that check's give-up or the next's"
         );
-        assert!(!client_window(&e, FaultKind::Blackhole, 800, None, 0).expects_detection());
+        assert!(
+            !client_window(&e, FaultKind::Blackhole, 800, None, LINE_LAG_MS, 0).expects_detection()
+        );
         // Reset: the next heartbeat (every second from −1501) at 499.
-        let r = client_window(&e, FaultKind::Reset, 800, Some(-1501), 0);
-        assert_eq!((r.min_ms, r.max_ms), (Some(499), Some(501)));
+        let r = client_window(&e, FaultKind::Reset, 800, Some(-1501), LINE_LAG_MS, 0);
+        assert_eq!((r.min_ms, r.max_ms), (Some(497), Some(501)));
     }
 }

@@ -14,7 +14,8 @@ use kaspec_harness::testbed::Testbed;
 use kaspec_harness::{Error, Result};
 
 use super::expect::{
-    client_window, fault_offset, in_flight_read_after, unacked_first, UNDECLARED_WATCH_MS,
+    client_window, fault_offset, in_flight_read_after, unacked_first, LINE_LAG_MS,
+    UNDECLARED_WATCH_MS,
 };
 use super::process::Client;
 use crate::case::CaseDef;
@@ -149,11 +150,26 @@ pub fn run(
         }
         None => rel_ms(client_last, t0).max(0) as u64,
     };
-    let connected_ms = client
+    let connected_at = client
         .lines()
         .iter()
         .find(|(_, l)| l == "connected")
-        .map(|(t, _)| rel_ms(t0, *t));
+        .map(|(t, _)| *t);
+    let connected_ms = connected_at.map(|t| rel_ms(t0, t));
+    // How much earlier than its arrival a line's event may have been: the
+    // pipe's usual lag, + the wake-up lateness measured as it arrived.
+    let line_lag_ms = [connected_at, anchor_at.flatten()]
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            LINE_LAG_MS
+                + kaspec_harness::wake::lateness_ms(
+                    t - Duration::from_millis(50),
+                    t + Duration::from_millis(1),
+                )
+        })
+        .max()
+        .unwrap_or(LINE_LAG_MS);
     let anchors = Anchors {
         server_last_recv_ms: rel_ms(t0, server_last),
         client_last_recv_ms: rel_ms(t0, client_last),
@@ -167,7 +183,14 @@ pub fn run(
     };
     // t0 on CLOCK_MONOTONIC: the phase of a whole-seconds clock.
     let t0_mono_ms = (crate::model::linux::clock_secs(libc::CLOCK_MONOTONIC, t0) * 1000.0) as u64;
-    let mut client_exp = client_window(&expect, fault, since_ms, connected_ms, t0_mono_ms);
+    let mut client_exp = client_window(
+        &expect,
+        fault,
+        since_ms,
+        connected_ms,
+        line_lag_ms,
+        t0_mono_ms,
+    );
     // Under reset, data received just before the fault leaves the client
     // a segment of its own that may meet the RST first: its delayed ACK of
     // that data, or the retransmission of its answer, whose ACK (the peer's
