@@ -387,6 +387,18 @@ where
     let rss_loaded = tree_pss_kb(pid);
     let peers: Vec<SocketAddrV4> = locals.iter().map(|l| tb.seen_by_server(*l)).collect();
     let watch = FleetWatch::start(&tb.server, addr, peers)?;
+    // An idle fleet: every connection's last exchange acknowledged before
+    // the cut. A reply whose (delayed, up to DELACK_MAX_MS) ACK the fault
+    // drops stays in flight, and a socket with data in flight is
+    // retransmitted, never probed by keep-alive: another window (seen here:
+    // with the cut 30 ms after the last `inet_client_port()` replies, 12 of
+    // 200 PostgreSQL backends were not reaped within the watch; with this
+    // wait, every one is).
+    let settle = Duration::from_millis(crate::model::linux::DELACK_MAX_MS + 20);
+    std::thread::sleep(
+        (started + Duration::from_millis(connect_ms) + settle)
+            .saturating_duration_since(Instant::now()),
+    );
     let every = SocketAddrV4::new(tb.client.addr, 0);
     let applied = tb.apply_fault(
         FaultKind::Blackhole,
