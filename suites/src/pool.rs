@@ -104,7 +104,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
 
     #[test]
     fn longest_first_with_ties_in_order() {
@@ -122,7 +121,6 @@ mod tests {
         let running = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
         let mut seen = Vec::new();
-        let started = Instant::now();
         let mut on_the_caller = false;
         run(
             4,
@@ -150,12 +148,8 @@ mod tests {
             },
         );
         assert!(on_the_caller, "the events come to the calling thread");
-        // 8 jobs of 100 ms on 4 workers: two rounds, not eight.
-        assert!(
-            started.elapsed() < Duration::from_millis(600),
-            "{:?}",
-            started.elapsed()
-        );
+        // 8 jobs of 100 ms on 4 workers: four at once (not a timed
+        // assertion: a loaded machine stretches the rounds, not the count).
         assert_eq!(most.load(Ordering::SeqCst), 4);
         for j in 0..8 {
             assert_eq!(

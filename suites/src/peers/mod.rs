@@ -143,23 +143,33 @@ pub fn main(args: &[String]) -> i32 {
 const WAKE_NOTE: &str = "wake-up lateness here";
 
 /// What a kaspec server appends to the line that ends a connection: the
-/// worst lateness its probe (kaspec_harness::wake) saw in the 50 ms before,
-/// the instants its timer and its close were taken at.
-pub fn wake_note() -> String {
+/// worst lateness its probe (kaspec_harness::wake) saw over `span` before
+/// now — the time its keep-alive timers ran. It waits 3 ms first: after a
+/// stall the probe thread may not have run yet to record it.
+pub fn wake_note(span: std::time::Duration) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(3));
     let now = std::time::Instant::now();
-    let ms = kaspec_harness::wake::lateness_ms(
-        now - std::time::Duration::from_millis(50),
-        now + std::time::Duration::from_millis(1),
-    );
+    let ms = kaspec_harness::wake::lateness_ms(now.checked_sub(span).unwrap_or(now), now);
     format!("{WAKE_NOTE} {ms} ms")
 }
 
-/// The lateness [`wake_note`] logged on the last line of `log` that starts
-/// with `prefix`; None when there is no such line or the log is not a file
-/// (docker).
-pub fn logged_wake_ms(log: &std::path::Path, prefix: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(log).ok()?;
-    wake_in(&text, prefix)
+/// The lateness [`wake_note`] logged on the last line that starts with
+/// `prefix` written at or after byte `from` of `log`; None when there is
+/// none within 200 ms (the server logs it as the connection ends, which
+/// the harness may see first) or the log is not a file (docker).
+pub fn logged_wake_ms(log: &std::path::Path, from: u64, prefix: &str) -> Option<u64> {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        let text = std::fs::read(log).ok()?;
+        let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+        if let Some(ms) = wake_in(&text, prefix) {
+            return Some(ms);
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 fn wake_in(log: &str, prefix: &str) -> Option<u64> {
@@ -181,11 +191,11 @@ mod wake_tests {
 
     #[test]
     fn a_servers_logged_wake_up_lateness_is_read_back() {
-        let note = wake_note();
-        let log = format!("listening\nsession ended: Disconnected; {WAKE_NOTE} 3 ms\nsession ended: Keepalive timeout; {note}\n");
+        let note = wake_note(std::time::Duration::from_millis(50));
+        let log = format!("listening\nsession ended: Disconnected; {WAKE_NOTE} 5000 ms\nsession ended: Keepalive timeout; {note}\n");
         assert!(
             wake_in(&log, "session ended:").is_some_and(|ms| ms < 1000),
-            "{log}"
+            "the last line: {log}"
         );
         assert_eq!(
             wake_in(
@@ -195,5 +205,26 @@ mod wake_tests {
             Some(12)
         );
         assert_eq!(wake_in("session ended: x\n", "session ended:"), None);
+    }
+
+    #[test]
+    fn only_what_was_logged_after_the_offset_counts() {
+        let dir = std::env::temp_dir().join(format!("kaspec-wake-note-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("server.log");
+        let early = format!("session ended: Disconnected; {WAKE_NOTE} 40 ms\n");
+        std::fs::write(
+            &log,
+            format!("{early}session ended: Keepalive timeout; {WAKE_NOTE} 7 ms\n"),
+        )
+        .unwrap();
+        assert_eq!(logged_wake_ms(&log, 0, "session ended:"), Some(7));
+        std::fs::write(&log, &early).unwrap();
+        assert_eq!(
+            logged_wake_ms(&log, early.len() as u64, "session ended:"),
+            None,
+            "nothing after the offset"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,7 +21,12 @@ impl russh::server::Handler for Accept {
     }
 }
 
-struct Factory;
+/// `timers`: how long the keep-alive's firings run before a session ends
+/// for want of answers ((keepalive_max + 1) × keepalive_interval): the span
+/// the logged wake-up lateness covers.
+struct Factory {
+    timers: Duration,
+}
 
 impl russh::server::Server for Factory {
     type Handler = Accept;
@@ -32,7 +37,7 @@ impl russh::server::Server for Factory {
 
     fn handle_session_error(&mut self, error: russh::Error) {
         // The session's end, as russh reports it (the case reads this log).
-        println!("session ended: {error}; {}", super::wake_note());
+        println!("session ended: {error}; {}", super::wake_note(self.timers));
     }
 }
 
@@ -78,6 +83,7 @@ pub fn serve(
     rt.block_on(async move {
         use russh::server::Server;
         println!("kaspec-ssh (russh) listening on {listen}, keepalive_interval {keepalive_interval:?}, keepalive_max {keepalive_max}");
-        Factory.run_on_address(Arc::new(config), listen).await
+        let timers = keepalive_interval * (keepalive_max as u32 + 1);
+        Factory { timers }.run_on_address(Arc::new(config), listen).await
     })
 }

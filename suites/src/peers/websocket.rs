@@ -24,22 +24,41 @@ pub fn serve(listen: SocketAddrV4, p: Duration, t: Duration) -> std::io::Result<
         loop {
             let (conn, peer) = listener.accept().await?;
             tokio::spawn(async move {
-                let why = match tokio_tungstenite::accept_async(conn).await {
-                    Ok(ws) => connection(ws, p, t).await,
-                    Err(e) => format!("handshake: {e}"),
-                };
-                println!("closed {peer}: {why}");
+                match tokio_tungstenite::accept_async(conn).await {
+                    Ok(ws) => connection(ws, p, t, peer).await,
+                    Err(e) => println!("closed {peer}: handshake: {e}"),
+                }
             });
         }
     })
 }
 
+/// Serves one connection and logs why it ended — before the socket is
+/// closed (its halves drop at the return), so the line is in the log by
+/// the time the harness sees the close.
 async fn connection(
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     p: Duration,
     t: Duration,
-) -> String {
+    peer: std::net::SocketAddr,
+) {
     let (mut tx, mut rx) = ws.split();
+    let why = heartbeat(&mut tx, &mut rx, p, t).await;
+    println!("closed {peer}: {why}");
+    drop((tx, rx));
+}
+
+async fn heartbeat(
+    tx: &mut futures_util::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        Message,
+    >,
+    rx: &mut futures_util::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    >,
+    p: Duration,
+    t: Duration,
+) -> String {
     let mut ticker = tokio::time::interval_at((Instant::now() + p).into(), p);
     let mut last_rx = Instant::now();
     loop {

@@ -244,7 +244,7 @@ pub fn sshd_window(
         lo: after(t0b, lo_end).max(0) as u64,
         hi: after(t0b, hi_end).max(0) as u64 + extra,
         formula: format!(
-            "last read at boot second {lb:.3} (±{READ_EARLY_MS} ms); ppoll timeouts of ClientAliveInterval = {i} s (each up to {poll_late_ms} ms late: {POLL_LATE_MS} ms or the wake-up lateness measured over the run), a probe when {cmp}; {how}: {}..{} ms after t0, + {extra} ms (exit, socket closed)",
+            "last read at boot second {lb:.3} (±{READ_EARLY_MS} ms); ppoll timeouts of ClientAliveInterval = {i} s (each up to {poll_late_ms} ms late: {POLL_LATE_MS} ms or the wake-up lateness kaspec's probe measured over the run, this machine's lateness standing in for sshd's), a probe when {cmp}; {how}: {}..{} ms after t0, + {extra} ms (exit, socket closed)",
             after(t0b, lo_end),
             after(t0b, hi_end)
         ),

@@ -180,6 +180,9 @@ pub(crate) fn run(
         (tb.is_docker() && session != server.server.pid()).then(|| SessionGuard(session));
     let watch = SocketWatch::start(&tb.server, addr, seen)?;
     let (client_deadline_ms, server_deadline_ms) = deadlines(&server.kind);
+    // What the server logs from here on is about this session (the
+    // readiness check's connection ended long before).
+    let log_from = std::fs::metadata(&server.server.log).map_or(0, |m| m.len());
     // Each side's "since" is anchored on its own dump's instant (entering
     // the namespace comes first and can take tens of ms on a loaded
     // machine: one instant for both would place a read too early).
@@ -242,8 +245,10 @@ pub(crate) fn run(
     let version = server.implementation.version.clone();
     // kaspec-ssh logs its own wake-up lateness with the session's end
     // (peers/ssh.rs); sshd's is not known.
-    let server_wake = match &server.kind {
-        ServerKind::Russh(_) => crate::peers::logged_wake_ms(&server.server.log, "session ended:"),
+    let server_wake = match (&server.kind, &server_closed) {
+        (ServerKind::Russh(_), Some(_)) => {
+            crate::peers::logged_wake_ms(&server.server.log, log_from, "session ended:")
+        }
         _ => None,
     };
     let r = Run {

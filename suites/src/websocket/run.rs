@@ -259,6 +259,20 @@ pub(crate) fn heartbeat_against(
             server_expectation(which, &hb, fault, last_heard, last_server_ping),
         ),
     };
+    // The server's own lateness, where it logs one.
+    let server_wake = match which {
+        WsServer::Kaspec => timer_lateness_ms(&server.log, tb.seen_by_server(local)),
+        // Its asyncio loop's own lateness (fixtures/websocket/ws_server.py).
+        WsServer::PythonWebsockets if server_closed.is_some() => {
+            let seen = tb.seen_by_server(local);
+            crate::peers::logged_wake_ms(
+                &server.log,
+                0,
+                &format!("closed ('{}', {}):", seen.ip(), seen.port()),
+            )
+        }
+        WsServer::PythonWebsockets => None,
+    };
     let client_side = Side::library(
         client_expected,
         end.failed_at,
@@ -273,10 +287,7 @@ pub(crate) fn heartbeat_against(
             None => client_side,
         },
         Side::from_socket(server_expected, server_closed, server_deadline_ms, "server")
-            .with_process_wake(match which {
-                WsServer::Kaspec => timer_lateness_ms(&server.log, tb.seen_by_server(local)),
-                WsServer::PythonWebsockets => None,
-            }),
+            .with_process_wake(server_wake),
         &ctx.judging(),
     )
 }
