@@ -38,10 +38,19 @@ fn async_nats_pings_detect_a_dead_server(#[case] fault: FaultKind) {
     assert!(error(client).contains("disconnected"), "{}", show(client));
     if fault == FaultKind::Blackhole {
         // Finding: async-nats keeps the dead connection's socket open while
-        // it tries to reconnect; the release axis says so.
+        // it tries to reconnect, until a new connection succeeds; the
+        // release axis says so. (The blackhole holds the old flow only: a
+        // reconnect from a new port can get through, and once it has, the
+        // old socket is closed — seen once in four CI rehearsals, 1 ms
+        // after the disconnect.)
+        let reconnected = error(client).contains("disconnected, connected");
         assert_eq!(
             client.release_verdict,
-            Some(kaspec_harness::expect::Verdict::Fail),
+            Some(if reconnected {
+                kaspec_harness::expect::Verdict::Pass
+            } else {
+                kaspec_harness::expect::Verdict::Fail
+            }),
             "{}",
             show(client)
         );
